@@ -1,0 +1,107 @@
+//! A lock-free free list (Treiber stack) of slot indices with an ABA tag in its head.
+//!
+//! The head word packs `tag << 32 | (index + 1)`; 0 in the low half means empty. Every
+//! successful push or pop increments the tag, so a pop that read `head = (t, i)` and
+//! `next(i) = j` cannot succeed after `i` was popped, reused and pushed back (the head is
+//! then `(t + 2, i)`): the classic ABA hazard. The tag is 32 bits, so it would take 2³²
+//! operations inside one pop's window to fool it.
+//!
+//! Links live in each slot's `next_free` word (index + 1, 0 at the end). A pop reads the
+//! link of a slot another process may have just popped; the value may then be stale, but
+//! the head's compare-and-set fails and the pop retries. Retries are bounded; running out
+//! is reported as contention rather than looping forever.
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Attempts before a push or pop reports contention.
+pub(crate) const ATTEMPTS: u32 = 1 << 20;
+
+/// Why a free-list operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FreeListError {
+    /// A link named a slot outside the pool: the segment is corrupt.
+    Corrupt,
+    /// Other processes kept winning the compare-and-set.
+    Contended,
+}
+
+fn pack(tag: u64, index_plus_one: u64) -> u64 {
+    (tag << 32) | (index_plus_one & 0xffff_ffff)
+}
+
+/// Pops a free slot index, `Ok(None)` when the list is empty. `link(i)` gives slot `i`'s
+/// link word, or `None` when `i` is out of range.
+pub(crate) fn pop<'a>(
+    head: &AtomicU64,
+    link: impl Fn(u32) -> Option<&'a AtomicU64>,
+) -> Result<Option<u32>, FreeListError> {
+    for _ in 0..ATTEMPTS {
+        let h = head.load(Ordering::Acquire);
+        let top = h & 0xffff_ffff;
+        if top == 0 {
+            return Ok(None);
+        }
+        let index = (top - 1) as u32;
+        let next = link(index).ok_or(FreeListError::Corrupt)?.load(Ordering::Relaxed);
+        let new = pack((h >> 32).wrapping_add(1), next);
+        if head.compare_exchange_weak(h, new, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return Ok(Some(index));
+        }
+    }
+    Err(FreeListError::Contended)
+}
+
+/// Pushes slot `index`, whose link word is `link`.
+pub(crate) fn push(head: &AtomicU64, index: u32, link: &AtomicU64) -> Result<(), FreeListError> {
+    for _ in 0..ATTEMPTS {
+        let h = head.load(Ordering::Relaxed);
+        link.store(h & 0xffff_ffff, Ordering::Relaxed);
+        let new = pack((h >> 32).wrapping_add(1), index as u64 + 1);
+        if head.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(FreeListError::Contended)
+}
+
+/// Builds a list holding `indices` in order (the first is popped first). Call only
+/// while no other process can see the list (segment initialisation).
+pub(crate) fn init<'a>(
+    head: &AtomicU64,
+    indices: impl DoubleEndedIterator<Item = u32>,
+    link: impl Fn(u32) -> Option<&'a AtomicU64>,
+) -> Result<(), FreeListError> {
+    let mut top = 0u64;
+    for i in indices.rev() {
+        link(i).ok_or(FreeListError::Corrupt)?.store(top, Ordering::Relaxed);
+        top = i as u64 + 1;
+    }
+    head.store(pack(0, top), Ordering::Release);
+    Ok(())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_in_order_then_empty_and_push_reuses() {
+        let head = AtomicU64::new(0);
+        let links: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let link = |i: u32| links.get(i as usize);
+        init(&head, 1..4, link).unwrap();
+        assert_eq!(pop(&head, link), Ok(Some(1)));
+        assert_eq!(pop(&head, link), Ok(Some(2)));
+        push(&head, 1, &links[1]).unwrap();
+        assert_eq!(pop(&head, link), Ok(Some(1)));
+        assert_eq!(pop(&head, link), Ok(Some(3)));
+        assert_eq!(pop(&head, link), Ok(None));
+    }
+
+    #[test]
+    fn a_link_out_of_range_is_corruption() {
+        let head = AtomicU64::new(pack(0, 10));
+        let links: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        assert_eq!(pop(&head, |i| links.get(i as usize)), Err(FreeListError::Corrupt));
+    }
+}

@@ -1,0 +1,147 @@
+//! The id index: a lock-free open-addressing table from node UUID to slot index.
+//!
+//! Capacity is a power of two at least twice the node capacity, so the table is at most
+//! half full of live entries. Each entry is one word:
+//!
+//! * `0`: empty (ends a probe);
+//! * `1`: tombstone (a deleted entry; probes continue past it, inserts reuse it);
+//! * otherwise `fingerprint << 32 | (slot + 2)`, the fingerprint being the high half of
+//!   the UUID's hash.
+//!
+//! The UUID itself is not stored here but in the slot's control words, written before
+//! the entry is published with a compare-and-set (Release) and read after an entry is
+//! loaded (Acquire). A lookup compares the fingerprint, then the slot's UUID, then checks
+//! the slot is live, so an entry whose slot was since freed and reused never yields a
+//! wrong node. Probing is linear and bounded by the capacity.
+//!
+//! Tombstones are not reclaimed in place (that cannot be done safely while other
+//! processes probe); inserts reuse them, and `wn dump` reports how many there are.
+
+use crate::sync::{AtomicU64, Ordering};
+
+const EMPTY: u64 = 0;
+const TOMBSTONE: u64 = 1;
+
+/// Mixes a UUID's 128 bits into 64 (UUID v7 starts with a timestamp, so the raw bits
+/// are far from uniform).
+pub(crate) fn hash(uuid: &[u8; 16]) -> u64 {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&uuid[..8]);
+    b.copy_from_slice(&uuid[8..]);
+    let mut h = u64::from_le_bytes(a) ^ u64::from_le_bytes(b).rotate_left(29);
+    h = (h ^ (h >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^ (h >> 32)
+}
+
+fn entry(h: u64, slot: u32) -> u64 {
+    (h & 0xffff_ffff_0000_0000) | (slot as u64 + 2)
+}
+
+/// The index table as a view over the segment's index region.
+pub(crate) struct IdIndex<'a> {
+    pub entries: &'a [AtomicU64],
+}
+
+/// The table has no empty or tombstone entry left (cannot happen while capacity ≥ 2N
+/// unless the segment is damaged).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct IndexFull;
+
+impl IdIndex<'_> {
+    fn mask(&self) -> u64 {
+        self.entries.len() as u64 - 1
+    }
+
+    /// Publishes `uuid → slot`. Returns whether a tombstone was reused.
+    pub fn insert(&self, uuid: &[u8; 16], slot: u32) -> Result<bool, IndexFull> {
+        let h = hash(uuid);
+        let new = entry(h, slot);
+        for i in 0..self.entries.len() as u64 {
+            let e = &self.entries[((h.wrapping_add(i)) & self.mask()) as usize];
+            let mut cur = e.load(Ordering::Relaxed);
+            while cur == EMPTY || cur == TOMBSTONE {
+                match e.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => return Ok(cur == TOMBSTONE),
+                    Err(seen) => cur = seen,
+                }
+            }
+        }
+        Err(IndexFull)
+    }
+
+    /// Finds the slot holding `uuid`; `matches(slot)` confirms a fingerprint hit against
+    /// the slot's own UUID and liveness.
+    pub fn find(&self, uuid: &[u8; 16], matches: impl Fn(u32) -> bool) -> Option<u32> {
+        let h = hash(uuid);
+        for i in 0..self.entries.len() as u64 {
+            let e = self.entries[((h.wrapping_add(i)) & self.mask()) as usize].load(Ordering::Acquire);
+            if e == EMPTY {
+                return None;
+            }
+            if e != TOMBSTONE && e >> 32 == h >> 32 {
+                let slot = ((e & 0xffff_ffff) - 2) as u32;
+                if matches(slot) {
+                    return Some(slot);
+                }
+            }
+        }
+        None
+    }
+
+    /// Turns the entry `uuid → slot` into a tombstone. Returns whether it was found.
+    pub fn remove(&self, uuid: &[u8; 16], slot: u32) -> bool {
+        let h = hash(uuid);
+        let target = entry(h, slot);
+        for i in 0..self.entries.len() as u64 {
+            let e = &self.entries[((h.wrapping_add(i)) & self.mask()) as usize];
+            let cur = e.load(Ordering::Acquire);
+            if cur == EMPTY {
+                return false;
+            }
+            if cur == target {
+                return e.compare_exchange(cur, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+            }
+        }
+        false
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_find_remove_and_reuse_tombstones() {
+        let words: Vec<AtomicU64> = (0..8).map(|_| AtomicU64::new(0)).collect();
+        let idx = IdIndex { entries: &words };
+        let ids: Vec<[u8; 16]> = (0u8..6).map(|i| [i; 16]).collect();
+        for (slot, id) in ids.iter().enumerate() {
+            assert_eq!(idx.insert(id, slot as u32), Ok(false));
+        }
+        for (slot, id) in ids.iter().enumerate() {
+            assert_eq!(idx.find(id, |s| s == slot as u32), Some(slot as u32));
+        }
+        assert_eq!(idx.find(&[9; 16], |_| true), None);
+        assert!(idx.remove(&ids[2], 2));
+        assert!(!idx.remove(&ids[2], 2));
+        assert_eq!(idx.find(&ids[2], |_| true), None);
+        // Everything past the tombstone is still reachable.
+        for (slot, id) in ids.iter().enumerate().filter(|(s, _)| *s != 2) {
+            assert_eq!(idx.find(id, |s| s == slot as u32), Some(slot as u32));
+        }
+        let reused = idx.insert(&[7; 16], 7).unwrap() || idx.insert(&[8; 16], 8).unwrap();
+        assert!(reused || idx.insert(&[10; 16], 9).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_is_an_error_not_a_hang() {
+        let words: Vec<AtomicU64> = (0..2).map(|_| AtomicU64::new(0)).collect();
+        let idx = IdIndex { entries: &words };
+        idx.insert(&[1; 16], 0).unwrap();
+        idx.insert(&[2; 16], 1).unwrap();
+        assert_eq!(idx.insert(&[3; 16], 2), Err(IndexFull));
+        assert_eq!(idx.find(&[3; 16], |_| true), None);
+    }
+}

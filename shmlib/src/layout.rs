@@ -1,0 +1,575 @@
+//! The segment's byte layout: `#[repr(C)]` structs, their sizes pinned at compile time,
+//! and the geometry that places each region.
+//!
+//! Everything here is plain data (`bytemuck::Pod`). Words that other processes change
+//! concurrently are declared as `u64` here only to fix their position; they are accessed
+//! at run time through atomic views (`sync::Mapping`) at the offsets computed with
+//! `offset_of!`, never through a reference to these structs.
+//!
+//! ```text
+//! 0        Header (1 KiB): fixed part, then one cache line per group of hot words
+//! 4 KiB    node pool      nodes × NodeSlot (1152 B: 128 B control + 2 × 512 B record)
+//! ...      id index       pow2 ≥ 2·nodes × u64 entries
+//! ...      event ring     pow2 events × EventSlot (192 B)
+//! ...      agent table    agents × AgentSlot (256 B)
+//! ...      blob arena     chunks × (64 B control + chunk bytes)
+//! ```
+//! Each region starts on a 4 KiB boundary. Offsets, never pointers: the segment maps at
+//! a different address in every process.
+
+use bytemuck::{Pod, Zeroable};
+use std::mem::{align_of, offset_of, size_of};
+
+/// First eight bytes of every Worknode segment (`b"WRKNODE\0"` read as little-endian).
+pub const MAGIC: u64 = u64::from_le_bytes(*b"WRKNODE\0");
+/// Version of this layout. Bumped on any change to a struct in this module.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Size of the header region in bytes.
+pub const HEADER_SIZE: usize = 1024;
+/// Regions start on this boundary.
+pub const REGION_ALIGN: u64 = 4096;
+/// Maximum length of a node name in bytes (UTF-8).
+pub const NAME_MAX: usize = 64;
+/// Maximum length of a node's inline description in bytes (UTF-8).
+pub const DESCRIPTION_MAX: usize = 256;
+/// Inline payload bytes of one event.
+pub const EVENT_PAYLOAD_MAX: usize = 120;
+
+/// Segment lifecycle, stored in [`ControlLine::state`].
+pub mod state {
+    /// Zeroed memory: the daemon is still laying the segment out.
+    pub const INITIALIZING: u64 = 0;
+    /// Open for clients.
+    pub const READY: u64 = 1;
+    /// The daemon is shutting down; clients should detach.
+    pub const CLOSING: u64 = 2;
+}
+
+/// One region's place in the segment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct RegionDesc {
+    /// Byte offset from the start of the segment.
+    pub offset: u64,
+    /// Number of elements.
+    pub capacity: u64,
+    /// Size of one element in bytes.
+    pub elem_size: u64,
+    /// Total bytes of the region (capacity × elem_size).
+    pub bytes: u64,
+}
+
+/// Index of each region in [`HeaderFixed::regions`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Region {
+    /// Node slots.
+    Nodes = 0,
+    /// UUID → slot index entries.
+    Index = 1,
+    /// Event ring slots.
+    Events = 2,
+    /// Agent table slots.
+    Agents = 3,
+    /// Blob arena chunks.
+    Blobs = 4,
+}
+
+/// Number of regions.
+pub const REGION_COUNT: usize = 5;
+/// Region names, in [`Region`] order, for inspectors.
+pub const REGION_NAMES: [&str; REGION_COUNT] = ["nodes", "index", "events", "agents", "blobs"];
+
+/// The part of the header written once, before the segment is marked Ready.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct HeaderFixed {
+    /// [`MAGIC`].
+    pub magic: u64,
+    /// [`LAYOUT_VERSION`] of the writer.
+    pub layout_version: u32,
+    /// [`HEADER_SIZE`] of the writer.
+    pub header_size: u32,
+    /// Total size of the segment in bytes.
+    pub segment_size: u64,
+    /// Wall-clock creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// Size of one node record (one of the two copies in a slot).
+    pub record_size: u32,
+    /// Payload bytes of one blob chunk.
+    pub blob_chunk_size: u32,
+    /// Where each region lies, in [`Region`] order.
+    pub regions: [RegionDesc; REGION_COUNT],
+    /// Zero; room for later fields without moving the hot lines.
+    pub reserved: [u64; 7],
+}
+
+/// Lifecycle and daemon identity (one cache line).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct ControlLine {
+    /// One of [`state`].
+    pub state: u64,
+    /// Owner tag (pid + process start time) of the daemon that runs the segment.
+    pub daemon_tag: u64,
+    /// Random id of the daemon instance (changes on every start or adoption).
+    pub boot_id: [u64; 2],
+    /// When that daemon instance started, Unix milliseconds.
+    pub daemon_started_ms: u64,
+    /// How many times a restarted daemon adopted this segment.
+    pub adopt_count: u64,
+    /// Zero.
+    pub reserved: [u64; 2],
+}
+
+/// A line holding one hot word (and room for cold companions).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct HotLine {
+    /// The words; their meaning is given where each line is declared in [`Header`].
+    pub words: [u64; 8],
+}
+
+/// The segment header. Hot words each get a cache line of their own so that writers
+/// of one do not invalidate readers of another.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Header {
+    /// Written once before Ready.
+    pub fixed: HeaderFixed,
+    /// Lifecycle and daemon identity.
+    pub control: ControlLine,
+    /// `words[0]`: the hybrid logical clock (48-bit ms, 16-bit logical).
+    pub clock: HotLine,
+    /// `words[0]`: free-list head (ABA tag << 32 | index + 1); `words[1]`: live nodes.
+    pub pool: HotLine,
+    /// `words[0]`: live index entries; `words[1]`: tombstones.
+    pub index: HotLine,
+    /// Event ring tail (reserved for the ring).
+    pub ring_tail: HotLine,
+    /// Event ring notify word and waiter count (reserved for the ring).
+    pub ring_notify: HotLine,
+    /// `words[0]`: agents in use (reserved for the agent table).
+    pub agents: HotLine,
+    /// `words[0]`: blob free-list head; `words[1]`: chunks in use (reserved).
+    pub blobs: HotLine,
+    /// `words[0..4]`: nodes created, updated, deleted, lookups by UUID.
+    pub counters: HotLine,
+    /// Zero.
+    pub reserved: [HotLine; 3],
+}
+
+/// Byte offsets of the header's concurrently written words.
+pub mod hdr {
+    use super::*;
+    /// [`ControlLine::state`].
+    pub const STATE: usize = offset_of!(Header, control) + offset_of!(ControlLine, state);
+    /// [`ControlLine::daemon_tag`].
+    pub const DAEMON_TAG: usize =
+        offset_of!(Header, control) + offset_of!(ControlLine, daemon_tag);
+    /// [`ControlLine::boot_id`] (two words).
+    pub const BOOT_ID: usize = offset_of!(Header, control) + offset_of!(ControlLine, boot_id);
+    /// [`ControlLine::daemon_started_ms`].
+    pub const DAEMON_STARTED: usize =
+        offset_of!(Header, control) + offset_of!(ControlLine, daemon_started_ms);
+    /// [`ControlLine::adopt_count`].
+    pub const ADOPT_COUNT: usize =
+        offset_of!(Header, control) + offset_of!(ControlLine, adopt_count);
+    /// The hybrid logical clock.
+    pub const CLOCK: usize = offset_of!(Header, clock);
+    /// Free-list head of the node pool.
+    pub const POOL_FREE_HEAD: usize = offset_of!(Header, pool);
+    /// Live node count.
+    pub const POOL_USED: usize = offset_of!(Header, pool) + 8;
+    /// Live index entries.
+    pub const INDEX_USED: usize = offset_of!(Header, index);
+    /// Index tombstones.
+    pub const INDEX_TOMBSTONES: usize = offset_of!(Header, index) + 8;
+    /// Counter: nodes created.
+    pub const CREATED: usize = offset_of!(Header, counters);
+    /// Counter: node updates.
+    pub const UPDATED: usize = offset_of!(Header, counters) + 8;
+    /// Counter: nodes deleted.
+    pub const DELETED: usize = offset_of!(Header, counters) + 16;
+}
+
+/// Control words of a node slot (two cache lines).
+///
+/// Line one is touched by every reader and writer of the slot; line two is the tree
+/// linkage, written only by a process holding the *parent's* lock.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct NodeSlotHeader {
+    /// Seqlock word. Even: stable; odd: a writer is inside. Bit 1 selects the active
+    /// record copy: copy `(seq >> 1) & 1` is the one readers take (see `seqlock`).
+    pub seq: u64,
+    /// Writer lock: 0 when free, else the owner tag of the process holding it.
+    pub lock: u64,
+    /// `generation << 32 | slot state` (free, reserved, live).
+    pub gen_state: u64,
+    /// Free-list link: next free slot index + 1, 0 at the end.
+    pub next_free: u64,
+    /// UUID of the live node (big-endian halves), for the id index.
+    pub uuid: [u64; 2],
+    /// Seqlock word over this node's child list: odd while it is being changed.
+    pub child_seq: u64,
+    /// Number of children.
+    pub child_count: u64,
+    /// First child: slot index + 1, 0 when none.
+    pub first_child: u64,
+    /// Last child: slot index + 1, 0 when none.
+    pub last_child: u64,
+    /// Next sibling under the same parent: slot index + 1, 0 when none.
+    pub next_sibling: u64,
+    /// Previous sibling under the same parent: slot index + 1, 0 when none.
+    pub prev_sibling: u64,
+    /// Zero; reserved for claims and leases.
+    pub reserved: [u64; 4],
+}
+
+/// Byte offsets inside a node slot.
+pub mod slot {
+    use super::*;
+    /// [`NodeSlotHeader::seq`].
+    pub const SEQ: usize = offset_of!(NodeSlotHeader, seq);
+    /// [`NodeSlotHeader::lock`].
+    pub const LOCK: usize = offset_of!(NodeSlotHeader, lock);
+    /// [`NodeSlotHeader::gen_state`].
+    pub const GEN_STATE: usize = offset_of!(NodeSlotHeader, gen_state);
+    /// [`NodeSlotHeader::next_free`].
+    pub const NEXT_FREE: usize = offset_of!(NodeSlotHeader, next_free);
+    /// [`NodeSlotHeader::uuid`].
+    pub const UUID: usize = offset_of!(NodeSlotHeader, uuid);
+    /// [`NodeSlotHeader::child_seq`].
+    pub const CHILD_SEQ: usize = offset_of!(NodeSlotHeader, child_seq);
+    /// [`NodeSlotHeader::child_count`].
+    pub const CHILD_COUNT: usize = offset_of!(NodeSlotHeader, child_count);
+    /// [`NodeSlotHeader::first_child`].
+    pub const FIRST_CHILD: usize = offset_of!(NodeSlotHeader, first_child);
+    /// [`NodeSlotHeader::last_child`].
+    pub const LAST_CHILD: usize = offset_of!(NodeSlotHeader, last_child);
+    /// [`NodeSlotHeader::next_sibling`].
+    pub const NEXT_SIBLING: usize = offset_of!(NodeSlotHeader, next_sibling);
+    /// [`NodeSlotHeader::prev_sibling`].
+    pub const PREV_SIBLING: usize = offset_of!(NodeSlotHeader, prev_sibling);
+    /// Offset of record copy 0; copy 1 follows it.
+    pub const RECORDS: usize = size_of::<NodeSlotHeader>();
+
+    /// Slot states (low 32 bits of `gen_state`).
+    pub const FREE: u64 = 0;
+    /// Popped from the free list, being initialised; not yet visible.
+    pub const RESERVED: u64 = 1;
+    /// Holds a live node.
+    pub const LIVE: u64 = 2;
+}
+
+/// One node: what readers copy out of a slot. Plain data only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct NodeRecord {
+    /// UUID (v7) of the node, big-endian bytes.
+    pub uuid: [u8; 16],
+    /// Raw handle of the parent (`generation << 32 | index`), `u64::MAX` for the root.
+    pub parent: u64,
+    /// HLC at creation.
+    pub created: u64,
+    /// HLC of the last change.
+    pub updated: u64,
+    /// Starts at 1, +1 per change.
+    pub version: u64,
+    /// Numeric value for pipeline rollups.
+    pub value: f64,
+    /// Application-defined kind number when `kind` is custom.
+    pub custom_kind: u32,
+    /// Bytes used in `description`.
+    pub desc_len: u16,
+    /// `NodeKind` code.
+    pub kind: u8,
+    /// `Status` code.
+    pub status: u8,
+    /// Priority, 0 (lowest) to 255.
+    pub priority: u8,
+    /// Progress in percent, 0..=100.
+    pub progress: u8,
+    /// Bytes used in `name`.
+    pub name_len: u8,
+    /// Zero; reserved flags.
+    pub flags: u8,
+    /// Zero.
+    pub pad: u32,
+    /// UTF-8 name, `name_len` bytes used.
+    pub name: [u8; NAME_MAX],
+    /// UTF-8 description, `desc_len` bytes used.
+    pub description: [u8; DESCRIPTION_MAX],
+    /// Zero; reserved for assignees and dependencies.
+    pub reserved: [u8; 120],
+}
+
+/// A node slot: control words and two record copies.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct NodeSlot {
+    /// Control words.
+    pub header: NodeSlotHeader,
+    /// The two copies; readers take the one `seq` selects, writers write the other.
+    pub records: [NodeRecord; 2],
+}
+
+/// One event as readers copy it out (the ring is built on this in a later layer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct EventRecord {
+    /// Ring sequence number.
+    pub seq: u64,
+    /// HLC at append.
+    pub hlc: u64,
+    /// Event kind code.
+    pub kind: u32,
+    /// Bytes used in `payload`.
+    pub payload_len: u32,
+    /// Raw handle of the acting agent, 0 when none.
+    pub actor: u64,
+    /// UUID of the node the event is about, zero when none.
+    pub node: [u8; 16],
+    /// Version of that node after the change.
+    pub node_version: u64,
+    /// Inline payload.
+    pub payload: [u8; EVENT_PAYLOAD_MAX],
+}
+
+/// An event ring slot: publication stamp, writer tag and the event.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct EventSlot {
+    /// Publication stamp.
+    pub stamp: u64,
+    /// Owner tag of the producer writing the slot.
+    pub owner: u64,
+    /// The event.
+    pub event: EventRecord,
+}
+
+/// An agent table slot.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct AgentSlot {
+    /// `generation << 32 | state`.
+    pub gen_state: u64,
+    /// Owner tag of the attached process.
+    pub owner: u64,
+    /// Last heartbeat, Unix milliseconds.
+    pub heartbeat_ms: u64,
+    /// The agent's event cursor.
+    pub cursor: u64,
+    /// Zero.
+    pub reserved_ctl: [u64; 4],
+    /// Agent UUID.
+    pub uuid: [u8; 16],
+    /// UTF-8 name.
+    pub name: [u8; 64],
+    /// UTF-8 role.
+    pub role: [u8; 32],
+    /// Raw handle of the agent's node.
+    pub node: u64,
+    /// HLC at join.
+    pub joined: u64,
+    /// Zero.
+    pub reserved: [u8; 64],
+}
+
+/// Control words of a blob chunk.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlobChunkHeader {
+    /// `generation << 32 | state`.
+    pub gen_state: u64,
+    /// Free-list link (index + 1).
+    pub next_free: u64,
+    /// Next chunk of the same blob (index + 1), 0 at the end.
+    pub next_chunk: u64,
+    /// Bytes used in this chunk.
+    pub len: u64,
+    /// Zero.
+    pub reserved: [u64; 4],
+}
+
+const _: () = {
+    assert!(size_of::<RegionDesc>() == 32);
+    assert!(size_of::<HeaderFixed>() == 256);
+    assert!(size_of::<ControlLine>() == 64 && align_of::<ControlLine>() == 64);
+    assert!(size_of::<HotLine>() == 64 && align_of::<HotLine>() == 64);
+    assert!(size_of::<Header>() == HEADER_SIZE);
+    assert!(offset_of!(Header, control) == 256);
+    assert!(offset_of!(Header, clock) == 320);
+    assert!(offset_of!(Header, pool) == 384);
+    assert!(offset_of!(Header, counters) == 768);
+    assert!(size_of::<NodeSlotHeader>() == 128);
+    assert!(size_of::<NodeRecord>() == 512);
+    assert!(offset_of!(NodeRecord, name) == 72);
+    assert!(offset_of!(NodeRecord, description) == 136);
+    assert!(size_of::<NodeSlot>() == 1152 && align_of::<NodeSlot>() == 64);
+    assert!(size_of::<EventRecord>() == 176);
+    assert!(size_of::<EventSlot>() == 192);
+    assert!(size_of::<AgentSlot>() == 256);
+    assert!(size_of::<BlobChunkHeader>() == 64);
+    // Record copies are moved as whole 64-bit words.
+    assert!(size_of::<NodeRecord>() % 8 == 0 && size_of::<HeaderFixed>() % 8 == 0);
+};
+
+/// Words in one node record copy.
+pub const RECORD_WORDS: usize = size_of::<NodeRecord>() / 8;
+/// Bytes of one node slot.
+pub const NODE_SLOT_SIZE: u64 = size_of::<NodeSlot>() as u64;
+
+/// Capacities chosen when a segment is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// Node slots, the root included.
+    pub nodes: u32,
+    /// Event ring slots (a power of two).
+    pub events: u32,
+    /// Agent slots.
+    pub agents: u32,
+    /// Blob chunks.
+    pub blob_chunks: u32,
+    /// Payload bytes per blob chunk (a multiple of 64).
+    pub blob_chunk_size: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            nodes: 16_384,
+            events: 65_536,
+            agents: 256,
+            blob_chunks: 1024,
+            blob_chunk_size: 4032,
+        }
+    }
+}
+
+/// Largest node capacity: indices and free-list links are 32-bit with 0 meaning none.
+pub const MAX_NODES: u32 = 1 << 24;
+/// Largest event ring.
+pub const MAX_EVENTS: u32 = 1 << 24;
+/// Largest agent table.
+pub const MAX_AGENTS: u32 = 1 << 16;
+/// Largest blob arena in chunks.
+pub const MAX_BLOB_CHUNKS: u32 = 1 << 20;
+
+/// Where every region lies for a set of capacities. The same capacities always give the
+/// same geometry, which is how an attaching client checks a header it did not write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Region descriptors in [`Region`] order.
+    pub regions: [RegionDesc; REGION_COUNT],
+    /// Total segment size in bytes.
+    pub total: u64,
+}
+
+/// Why a set of capacities cannot be laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapacityError {
+    /// The capacity at fault (`nodes`, `events`, …).
+    pub what: &'static str,
+    /// The value given.
+    pub value: u64,
+    /// What it must satisfy.
+    pub rule: &'static str,
+}
+
+impl std::fmt::Display for CapacityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid capacity {} = {}: {}", self.what, self.value, self.rule)
+    }
+}
+
+impl std::error::Error for CapacityError {}
+
+fn align_up(v: u64, a: u64) -> u64 {
+    v.div_ceil(a) * a
+}
+
+impl Geometry {
+    /// Lays out regions for `caps`, or says which capacity is out of range.
+    pub fn new(caps: &Capacities) -> Result<Geometry, CapacityError> {
+        let err = |what, value: u32, rule| CapacityError { what, value: value as u64, rule };
+        if caps.nodes < 2 || caps.nodes > MAX_NODES {
+            return Err(err("nodes", caps.nodes, "must be between 2 and 16777216"));
+        }
+        if !caps.events.is_power_of_two() || caps.events < 2 || caps.events > MAX_EVENTS {
+            return Err(err("events", caps.events, "must be a power of two between 2 and 16777216"));
+        }
+        if caps.agents < 1 || caps.agents > MAX_AGENTS {
+            return Err(err("agents", caps.agents, "must be between 1 and 65536"));
+        }
+        if caps.blob_chunks > MAX_BLOB_CHUNKS {
+            return Err(err("blob_chunks", caps.blob_chunks, "must be at most 1048576"));
+        }
+        if caps.blob_chunk_size < 64 || caps.blob_chunk_size % 64 != 0 || caps.blob_chunk_size > 1 << 20 {
+            return Err(err("blob_chunk_size", caps.blob_chunk_size, "must be a multiple of 64 between 64 and 1048576"));
+        }
+        let index_cap = (caps.nodes as u64 * 2).next_power_of_two();
+        let specs: [(u64, u64); REGION_COUNT] = [
+            (caps.nodes as u64, NODE_SLOT_SIZE),
+            (index_cap, 8),
+            (caps.events as u64, size_of::<EventSlot>() as u64),
+            (caps.agents as u64, size_of::<AgentSlot>() as u64),
+            (caps.blob_chunks as u64, size_of::<BlobChunkHeader>() as u64 + caps.blob_chunk_size as u64),
+        ];
+        let mut regions = [RegionDesc::zeroed(); REGION_COUNT];
+        let mut at = align_up(HEADER_SIZE as u64, REGION_ALIGN);
+        for (desc, (capacity, elem_size)) in regions.iter_mut().zip(specs) {
+            let bytes = capacity * elem_size;
+            *desc = RegionDesc { offset: at, capacity, elem_size, bytes };
+            at = align_up(at + bytes, REGION_ALIGN);
+        }
+        Ok(Geometry { regions, total: at })
+    }
+
+    /// The descriptor of one region.
+    pub fn region(&self, r: Region) -> RegionDesc {
+        self.regions[r as usize]
+    }
+
+    /// Reconstructs the capacities recorded in a header, if they are in range.
+    pub fn capacities_of(fixed: &HeaderFixed) -> Capacities {
+        let cap = |r: Region| u32::try_from(fixed.regions[r as usize].capacity).unwrap_or(u32::MAX);
+        Capacities {
+            nodes: cap(Region::Nodes),
+            events: cap(Region::Events),
+            agents: cap(Region::Agents),
+            blob_chunks: cap(Region::Blobs),
+            blob_chunk_size: fixed.blob_chunk_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_geometry_is_aligned_and_ordered() {
+        let g = Geometry::new(&Capacities::default()).unwrap();
+        let mut prev_end = HEADER_SIZE as u64;
+        for r in g.regions {
+            assert_eq!(r.offset % REGION_ALIGN, 0);
+            assert!(r.offset >= prev_end);
+            assert_eq!(r.bytes, r.capacity * r.elem_size);
+            prev_end = r.offset + r.bytes;
+        }
+        assert!(g.total >= prev_end);
+        assert_eq!(g.region(Region::Index).capacity, 32_768);
+    }
+
+    #[test]
+    fn bad_capacities_are_refused_with_the_rule() {
+        let caps = Capacities { events: 1000, ..Capacities::default() };
+        let e = Geometry::new(&caps).unwrap_err();
+        assert_eq!(e.what, "events");
+        assert!(e.to_string().contains("power of two"));
+        let caps = Capacities { nodes: 1, ..Capacities::default() };
+        assert_eq!(Geometry::new(&caps).unwrap_err().what, "nodes");
+    }
+}

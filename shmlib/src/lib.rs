@@ -1,0 +1,65 @@
+//! # worknode: the client library of a Worknode shared-memory segment
+//!
+//! A daemon (`worknoded`) lays a fixed-capacity segment into POSIX shared memory; agent
+//! processes attach with this crate and read and write records **directly in that
+//! memory**: no socket, no serialization, no syscall on the hot path.
+//!
+//! ```
+//! use worknode::{Access, Capacities, NewNode, NodeKind, Segment, Status};
+//! # let name = format!("doc-example-{}", std::process::id());
+//! // The daemon creates the segment; here we make a small private one.
+//! let daemon = Segment::create(&name, &Capacities { nodes: 64, ..Capacities::default() }, 0o600)?;
+//!
+//! // An agent attaches by name and works on the tree.
+//! let seg = Segment::attach(&name, Access::ReadWrite)?;
+//! let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "web app"))?;
+//! let task = seg.add(project, &NewNode::new(NodeKind::Task, "schema").priority(5))?;
+//! seg.update(task, |n| { n.set_status(Status::InProgress); n.set_progress(40) })?;
+//!
+//! let snapshot = seg.read(task)?;           // a copy: no lock, no syscall
+//! assert_eq!(snapshot.progress(), 40);
+//! assert_eq!(seg.lookup(snapshot.uuid())?, task);
+//! # drop(daemon); Segment::unlink(&name)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Layers
+//!
+//! * `sys`: shared-memory objects, mappings, process identity.
+//! * `sync`: the only module that touches raw segment memory (atomic views).
+//! * [`layout`]: the `#[repr(C)]` structs, their asserts and the region geometry.
+//! * `seqlock`, `freelist`, `index`, `clock`: the lock-free building blocks.
+//! * `segment` and `pool`: the safe [`Segment`] API over them.
+//!
+//! See `ARCHITECTURE.md` in the repository for the layout and the protocols.
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod clock;
+mod error;
+mod freelist;
+mod index;
+pub mod layout;
+mod node;
+mod pool;
+mod segment;
+mod seqlock;
+mod sync;
+mod sys;
+
+pub use clock::{unix_ms, Hlc};
+pub use error::{AttachError, PoolError};
+pub use layout::Capacities;
+pub use node::{Handle, NewNode, Node, NodeKind, Status};
+pub use pool::DeleteMode;
+pub use segment::{default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT, SEGMENT_ENV};
+pub use sys::{process_start_ticks, shm_path, validate_name, OwnerTag};
+
+/// Internals exposed for the loom model tests only (`--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api {
+    pub use crate::freelist::{pop, push, FreeListError};
+    pub use crate::seqlock::{read, read_locked, repair, write_locked};
+}

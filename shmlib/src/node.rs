@@ -1,0 +1,352 @@
+//! Node vocabulary: handles, kinds, statuses, the copied-out [`Node`] and the
+//! [`NewNode`] spec used to create one.
+
+use crate::clock::Hlc;
+use crate::error::PoolError;
+use crate::layout::{NodeRecord, DESCRIPTION_MAX, NAME_MAX};
+use bytemuck::Zeroable;
+use uuid::Uuid;
+
+/// Names a node slot at one generation. A handle to a slot that was freed and reused
+/// is refused with [`PoolError::StaleHandle`], never followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle {
+    /// Slot index.
+    pub index: u32,
+    /// Slot generation when the handle was made.
+    pub generation: u32,
+}
+
+impl Handle {
+    /// Packs the handle into one word (`generation << 32 | index`).
+    pub fn to_raw(self) -> u64 {
+        ((self.generation as u64) << 32) | self.index as u64
+    }
+
+    /// Unpacks a word made by [`Handle::to_raw`]; `u64::MAX` (no parent) gives `None`.
+    pub fn from_raw(raw: u64) -> Option<Handle> {
+        (raw != u64::MAX).then_some(Handle { index: raw as u32, generation: (raw >> 32) as u32 })
+    }
+}
+
+impl std::fmt::Display for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.index, self.generation)
+    }
+}
+
+macro_rules! code_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $c:literal => $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $name { $($(#[$vm])* $v = $c),* }
+
+        impl $name {
+            /// Every value, in code order.
+            pub const ALL: &'static [$name] = &[$($name::$v),*];
+
+            /// The value stored for this variant in a record.
+            pub fn code(self) -> u8 { self as u8 }
+
+            /// The variant stored as `code`, if any.
+            pub fn from_code(code: u8) -> Option<$name> {
+                match code { $($c => Some($name::$v),)* _ => None }
+            }
+
+            /// Lower-case name used by tools and JSON.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s),* }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let all: Vec<_> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("unknown {} {s:?}; one of: {}", stringify!($name).to_lowercase(), all.join(", "))
+                })
+            }
+        }
+    };
+}
+
+code_enum!(
+    /// What a node is.
+    NodeKind {
+        /// A grouping node; the root is one.
+        Container = 1 => "container",
+        /// A folder of nodes.
+        Folder = 2 => "folder",
+        /// A project.
+        Project = 3 => "project",
+        /// A unit of work agents claim.
+        Task = 4 => "task",
+        /// An artifact with content.
+        Document = 5 => "document",
+        /// An agent's own node.
+        Agent = 6 => "agent",
+        /// Application-defined; see [`Node::custom_kind`].
+        Custom = 7 => "custom",
+    }
+);
+
+code_enum!(
+    /// Lifecycle status of a node.
+    Status {
+        /// Created, not yet ready to work on.
+        Pending = 0 => "pending",
+        /// May be claimed.
+        Ready = 1 => "ready",
+        /// Claimed by an agent.
+        Claimed = 2 => "claimed",
+        /// Being worked on.
+        InProgress = 3 => "in_progress",
+        /// Finished successfully.
+        Complete = 4 => "complete",
+        /// Finished unsuccessfully.
+        Failed = 5 => "failed",
+        /// Waiting on something else.
+        Blocked = 6 => "blocked",
+        /// Abandoned.
+        Cancelled = 7 => "cancelled",
+    }
+);
+
+/// A node as copied out of the segment: a consistent snapshot, owned by the caller.
+/// Setters check limits and are used inside [`crate::Segment::update`].
+#[derive(Clone, Copy, Debug)]
+pub struct Node {
+    pub(crate) handle: Handle,
+    pub(crate) rec: NodeRecord,
+}
+
+fn text(bytes: &[u8], len: usize) -> &str {
+    let bytes = &bytes[..len.min(bytes.len())];
+    // A foreign or damaged record may hold invalid UTF-8: show the valid prefix.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or(""),
+    }
+}
+
+impl Node {
+    /// The handle this snapshot was read through.
+    pub fn handle(&self) -> Handle {
+        self.handle
+    }
+    /// The node's UUID.
+    pub fn uuid(&self) -> Uuid {
+        Uuid::from_bytes(self.rec.uuid)
+    }
+    /// The node's kind (`None` for a code this build does not know).
+    pub fn kind(&self) -> Option<NodeKind> {
+        NodeKind::from_code(self.rec.kind)
+    }
+    /// Application-defined kind number (meaningful for [`NodeKind::Custom`]).
+    pub fn custom_kind(&self) -> u32 {
+        self.rec.custom_kind
+    }
+    /// The node's status (`None` for a code this build does not know).
+    pub fn status(&self) -> Option<Status> {
+        Status::from_code(self.rec.status)
+    }
+    /// Priority, 0–255.
+    pub fn priority(&self) -> u8 {
+        self.rec.priority
+    }
+    /// Progress, 0–100.
+    pub fn progress(&self) -> u8 {
+        self.rec.progress
+    }
+    /// Numeric value for pipeline rollups.
+    pub fn value(&self) -> f64 {
+        self.rec.value
+    }
+    /// The parent's handle; `None` for the root.
+    pub fn parent(&self) -> Option<Handle> {
+        Handle::from_raw(self.rec.parent)
+    }
+    /// The name.
+    pub fn name(&self) -> &str {
+        text(&self.rec.name, self.rec.name_len as usize)
+    }
+    /// The inline description.
+    pub fn description(&self) -> &str {
+        text(&self.rec.description, self.rec.desc_len as usize)
+    }
+    /// HLC at creation.
+    pub fn created(&self) -> Hlc {
+        Hlc(self.rec.created)
+    }
+    /// HLC of the last change.
+    pub fn updated(&self) -> Hlc {
+        Hlc(self.rec.updated)
+    }
+    /// 1 at creation, +1 per change.
+    pub fn version(&self) -> u64 {
+        self.rec.version
+    }
+    /// The raw record.
+    pub fn record(&self) -> &NodeRecord {
+        &self.rec
+    }
+
+    /// Renames the node.
+    pub fn set_name(&mut self, name: &str) -> Result<(), PoolError> {
+        put_text(&mut self.rec.name, name, NAME_MAX).map(|n| self.rec.name_len = n as u8).map_err(|len| PoolError::NameTooLong { len, max: NAME_MAX })
+    }
+    /// Replaces the description.
+    pub fn set_description(&mut self, desc: &str) -> Result<(), PoolError> {
+        put_text(&mut self.rec.description, desc, DESCRIPTION_MAX)
+            .map(|n| self.rec.desc_len = n as u16)
+            .map_err(|len| PoolError::DescriptionTooLong { len, max: DESCRIPTION_MAX })
+    }
+    /// Sets the status.
+    pub fn set_status(&mut self, status: Status) {
+        self.rec.status = status.code();
+    }
+    /// Sets the priority.
+    pub fn set_priority(&mut self, priority: u8) {
+        self.rec.priority = priority;
+    }
+    /// Sets progress in percent (0–100).
+    pub fn set_progress(&mut self, progress: u8) -> Result<(), PoolError> {
+        if progress > 100 {
+            return Err(PoolError::ProgressOutOfRange { value: progress });
+        }
+        self.rec.progress = progress;
+        Ok(())
+    }
+    /// Sets the numeric value.
+    pub fn set_value(&mut self, value: f64) {
+        self.rec.value = value;
+    }
+}
+
+/// Copies `text` into `buf` (zero-filling the rest); `Err(len)` if it does not fit.
+fn put_text(buf: &mut [u8], text: &str, max: usize) -> Result<usize, usize> {
+    let bytes = text.as_bytes();
+    if bytes.len() > max.min(buf.len()) {
+        return Err(bytes.len());
+    }
+    buf.fill(0);
+    buf[..bytes.len()].copy_from_slice(bytes);
+    Ok(bytes.len())
+}
+
+/// What to create: kind and name, plus optional fields.
+#[derive(Clone, Debug)]
+pub struct NewNode<'a> {
+    /// Kind of node.
+    pub kind: NodeKind,
+    /// Application kind number for [`NodeKind::Custom`].
+    pub custom_kind: u32,
+    /// Name, at most 64 bytes.
+    pub name: &'a str,
+    /// Inline description, at most 256 bytes.
+    pub description: &'a str,
+    /// Initial status.
+    pub status: Status,
+    /// Priority.
+    pub priority: u8,
+    /// Numeric value.
+    pub value: f64,
+}
+
+impl<'a> NewNode<'a> {
+    /// A node of `kind` named `name`, status pending, everything else zero.
+    pub fn new(kind: NodeKind, name: &'a str) -> Self {
+        NewNode { kind, custom_kind: 0, name, description: "", status: Status::Pending, priority: 0, value: 0.0 }
+    }
+    /// With a description.
+    pub fn description(mut self, d: &'a str) -> Self {
+        self.description = d;
+        self
+    }
+    /// With a status.
+    pub fn status(mut self, s: Status) -> Self {
+        self.status = s;
+        self
+    }
+    /// With a priority.
+    pub fn priority(mut self, p: u8) -> Self {
+        self.priority = p;
+        self
+    }
+    /// With a value.
+    pub fn value(mut self, v: f64) -> Self {
+        self.value = v;
+        self
+    }
+    /// With an application kind number.
+    pub fn custom_kind(mut self, k: u32) -> Self {
+        self.custom_kind = k;
+        self
+    }
+
+    /// Builds the initial record, checking every limit.
+    pub(crate) fn to_record(&self, uuid: Uuid, parent: Option<Handle>, now: Hlc) -> Result<NodeRecord, PoolError> {
+        let mut node = Node { handle: Handle { index: 0, generation: 0 }, rec: NodeRecord::zeroed() };
+        node.set_name(self.name)?;
+        node.set_description(self.description)?;
+        let r = &mut node.rec;
+        r.uuid = *uuid.as_bytes();
+        r.parent = parent.map_or(u64::MAX, Handle::to_raw);
+        r.created = now.0;
+        r.updated = now.0;
+        r.version = 1;
+        r.value = self.value;
+        r.custom_kind = self.custom_kind;
+        r.kind = self.kind.code();
+        r.status = self.status.code();
+        r.priority = self.priority;
+        Ok(node.rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_enforced_exactly() {
+        let now = Hlc(1);
+        let ok = "n".repeat(NAME_MAX);
+        assert!(NewNode::new(NodeKind::Task, &ok).to_record(Uuid::nil(), None, now).is_ok());
+        let long = "n".repeat(NAME_MAX + 1);
+        let e = NewNode::new(NodeKind::Task, &long).to_record(Uuid::nil(), None, now).unwrap_err();
+        assert_eq!(e, PoolError::NameTooLong { len: 65, max: 64 });
+        let d = "d".repeat(DESCRIPTION_MAX + 1);
+        let e = NewNode::new(NodeKind::Task, "x").description(&d).to_record(Uuid::nil(), None, now).unwrap_err();
+        assert!(matches!(e, PoolError::DescriptionTooLong { .. }));
+    }
+
+    #[test]
+    fn codes_round_trip_and_parse() {
+        for k in NodeKind::ALL {
+            assert_eq!(NodeKind::from_code(k.code()), Some(*k));
+            assert_eq!(k.as_str().parse::<NodeKind>().unwrap(), *k);
+        }
+        assert!("nope".parse::<Status>().unwrap_err().contains("in_progress"));
+        let h = Handle { index: 3, generation: 9 };
+        assert_eq!(Handle::from_raw(h.to_raw()), Some(h));
+        assert_eq!(Handle::from_raw(u64::MAX), None);
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_record_shows_the_valid_prefix() {
+        let mut rec = NodeRecord::zeroed();
+        rec.name[..3].copy_from_slice(&[b'o', b'k', 0xff]);
+        rec.name_len = 3;
+        let n = Node { handle: Handle { index: 0, generation: 1 }, rec };
+        assert_eq!(n.name(), "ok");
+    }
+}

@@ -1,0 +1,606 @@
+//! The Worknode pool: creating, reading, updating, deleting and listing nodes in the
+//! segment's fixed array of slots.
+//!
+//! * Slots are found by index, validated by generation: a [`Handle`] to a slot that was
+//!   freed (and perhaps reused) is refused, never followed.
+//! * Free slots form a lock-free ABA-tagged stack (`freelist`).
+//! * Each record is guarded by a double-buffered seqlock with a crash-tolerant writer
+//!   lock (`seqlock`): reads are a copy of 512 bytes with no store and no syscall.
+//! * The tree: each slot links its first/last child and its siblings. A node's child
+//!   list is changed only while holding that node's writer lock, and published through a
+//!   second sequence word (`child_seq`) so listing children is a consistent snapshot
+//!   without scanning the pool. Locks are always taken parent before child, so two
+//!   writers can never wait on each other in a cycle.
+//! * A process that dies holding a lock is detected by its owner tag (pid + start time)
+//!   and the lock taken over; a child list it may have left half-linked is rebuilt from
+//!   the children's own parent fields.
+
+use crate::error::PoolError;
+use crate::freelist::{self, FreeListError};
+use crate::index::IdIndex;
+use crate::layout::{hdr, slot, NodeRecord, Region, RECORD_WORDS};
+use crate::node::{Handle, NewNode, Node, NodeKind, Status};
+use crate::segment::Segment;
+use crate::seqlock;
+use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sys::OwnerTag;
+use crossbeam_utils::Backoff;
+use uuid::Uuid;
+
+/// Words in one node slot.
+const SLOT_WORDS: usize = crate::layout::NODE_SLOT_SIZE as usize / 8;
+/// The root container always lives in slot 0.
+const ROOT_INDEX: u32 = 0;
+
+/// A view of one node slot's words (bounds-checked once, when made).
+#[derive(Clone, Copy)]
+pub(crate) struct Slot<'a> {
+    w: &'a [AtomicU64],
+}
+
+impl<'a> Slot<'a> {
+    fn word(&self, offset: usize) -> &'a AtomicU64 {
+        &self.w[offset / 8]
+    }
+    fn seq(&self) -> &'a AtomicU64 {
+        self.word(slot::SEQ)
+    }
+    fn lock(&self) -> &'a AtomicU64 {
+        self.word(slot::LOCK)
+    }
+    fn gen_state(&self) -> &'a AtomicU64 {
+        self.word(slot::GEN_STATE)
+    }
+    pub(crate) fn next_free(&self) -> &'a AtomicU64 {
+        self.word(slot::NEXT_FREE)
+    }
+    fn uuid_words(&self) -> [&'a AtomicU64; 2] {
+        [self.word(slot::UUID), self.word(slot::UUID + 8)]
+    }
+    fn child_seq(&self) -> &'a AtomicU64 {
+        self.word(slot::CHILD_SEQ)
+    }
+    fn child_count(&self) -> &'a AtomicU64 {
+        self.word(slot::CHILD_COUNT)
+    }
+    fn first_child(&self) -> &'a AtomicU64 {
+        self.word(slot::FIRST_CHILD)
+    }
+    fn last_child(&self) -> &'a AtomicU64 {
+        self.word(slot::LAST_CHILD)
+    }
+    fn next_sibling(&self) -> &'a AtomicU64 {
+        self.word(slot::NEXT_SIBLING)
+    }
+    fn prev_sibling(&self) -> &'a AtomicU64 {
+        self.word(slot::PREV_SIBLING)
+    }
+    fn copies(&self) -> [&'a [AtomicU64]; 2] {
+        let r = slot::RECORDS / 8;
+        [&self.w[r..r + RECORD_WORDS], &self.w[r + RECORD_WORDS..r + 2 * RECORD_WORDS]]
+    }
+    fn has_uuid(&self, uuid: [u64; 2]) -> bool {
+        let [a, b] = self.uuid_words();
+        a.load(Ordering::Acquire) == uuid[0] && b.load(Ordering::Acquire) == uuid[1]
+    }
+}
+
+fn uuid_words(uuid: &[u8; 16]) -> [u64; 2] {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&uuid[..8]);
+    b.copy_from_slice(&uuid[8..]);
+    [u64::from_be_bytes(a), u64::from_be_bytes(b)]
+}
+
+fn gen_of(gen_state: u64) -> u32 {
+    (gen_state >> 32) as u32
+}
+
+fn state_of(gen_state: u64) -> u64 {
+    gen_state & 0xffff_ffff
+}
+
+fn pack(generation: u32, state: u64) -> u64 {
+    ((generation as u64) << 32) | state
+}
+
+/// The generation a slot gets when freed (never 0, so a zeroed word never matches).
+fn next_generation(g: u32) -> u32 {
+    g.checked_add(1).unwrap_or(1)
+}
+
+fn link(index: u32) -> u64 {
+    index as u64 + 1
+}
+
+fn unlink_value(v: u64) -> Option<u32> {
+    v.checked_sub(1).map(|i| i as u32)
+}
+
+fn freelist_error(e: FreeListError) -> PoolError {
+    match e {
+        FreeListError::Corrupt => PoolError::Corrupt { what: "free list names a slot outside the pool" },
+        FreeListError::Contended => PoolError::Contended,
+    }
+}
+
+/// Releases a writer lock when dropped, on every exit path (closures may fail or panic).
+struct Locked<'a>(&'a AtomicU64);
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        seqlock::unlock(self.0);
+    }
+}
+
+/// Whether [`Segment::delete`] removes only a leaf or a whole subtree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// Refuse with [`PoolError::HasChildren`] if the node has children.
+    LeafOnly,
+    /// Delete the node and every descendant.
+    Recursive,
+}
+
+impl Segment {
+    /// The slot at `index`, or `None` if out of range.
+    pub(crate) fn slot(&self, index: u32) -> Option<Slot<'_>> {
+        let nodes = self.region(Region::Nodes);
+        if index as u64 >= nodes.capacity {
+            return None;
+        }
+        let offset = nodes.offset as usize + index as usize * SLOT_WORDS * 8;
+        self.map.words_at(offset, SLOT_WORDS).map(|w| Slot { w })
+    }
+
+    fn index(&self) -> Result<IdIndex<'_>, PoolError> {
+        let r = self.region(Region::Index);
+        let entries = self.map.words_at(r.offset as usize, r.capacity as usize).ok_or(PoolError::Corrupt { what: "index region outside the segment" })?;
+        Ok(IdIndex { entries })
+    }
+
+    fn free_head(&self) -> &AtomicU64 {
+        self.hdr(hdr::POOL_FREE_HEAD)
+    }
+
+    fn require_writable(&self) -> Result<(), PoolError> {
+        if self.map.writable() {
+            Ok(())
+        } else {
+            Err(PoolError::ReadOnly)
+        }
+    }
+
+    /// The slot of a live handle.
+    fn live_slot(&self, h: Handle) -> Result<Slot<'_>, PoolError> {
+        let s = self.slot(h.index).ok_or(PoolError::NotFound)?;
+        let gs = s.gen_state().load(Ordering::Acquire);
+        if gen_of(gs) != h.generation || state_of(gs) != slot::LIVE {
+            return Err(PoolError::StaleHandle);
+        }
+        Ok(s)
+    }
+
+    /// Takes a slot's writer lock; repairs what a dead holder left behind.
+    fn lock_slot<'s>(&'s self, index: u32, s: Slot<'s>) -> Result<Locked<'s>, PoolError> {
+        let mut stolen = false;
+        seqlock::lock(s.lock(), s.seq(), self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive(), || stolen = true)
+            .map_err(|b| PoolError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
+        let guard = Locked(s.lock());
+        if stolen && s.child_seq().load(Ordering::Relaxed) & 1 == 1 {
+            self.rebuild_children(index, s)?;
+        }
+        Ok(guard)
+    }
+
+    /// The root container's handle.
+    pub fn root(&self) -> Handle {
+        let gs = self.slot(ROOT_INDEX).map_or(0, |s| s.gen_state().load(Ordering::Acquire));
+        Handle { index: ROOT_INDEX, generation: gen_of(gs) }
+    }
+
+    /// Lays out the pool of a new segment: every slot free at generation 1, the free
+    /// list in index order, and the root container in slot 0.
+    pub(crate) fn init_pool(&self) -> Result<(), PoolError> {
+        let cap = self.caps.nodes;
+        for i in 0..cap {
+            let s = self.slot(i).ok_or(PoolError::Corrupt { what: "node region outside the segment" })?;
+            s.gen_state().store(pack(1, slot::FREE), Ordering::Relaxed);
+        }
+        freelist::init(self.free_head(), 0..cap, |i| self.slot(i).map(|s| s.next_free())).map_err(freelist_error)?;
+        let now = self.now();
+        let rec = NewNode::new(NodeKind::Container, "root").status(Status::Ready).to_record(Uuid::now_v7(), None, now)?;
+        let h = self.install(rec, None)?;
+        debug_assert_eq!(h.index, ROOT_INDEX);
+        Ok(())
+    }
+
+    /// Adds a node under `parent` and returns its handle.
+    ///
+    /// Errors: [`PoolError::PoolFull`] when no slot is free, [`PoolError::NameTooLong`] /
+    /// [`PoolError::DescriptionTooLong`] for oversized text, [`PoolError::StaleHandle`]
+    /// when the parent was deleted. On error nothing is left behind.
+    pub fn add(&self, parent: Handle, spec: &NewNode<'_>) -> Result<Handle, PoolError> {
+        self.require_writable()?;
+        self.live_slot(parent)?;
+        let rec = spec.to_record(Uuid::now_v7(), Some(parent), self.now())?;
+        self.install(rec, Some(parent))
+    }
+
+    /// Takes a free slot, writes `rec` into it, indexes it and links it under `parent`.
+    fn install(&self, rec: NodeRecord, parent: Option<Handle>) -> Result<Handle, PoolError> {
+        let index = freelist::pop(self.free_head(), |i| self.slot(i).map(|s| s.next_free()))
+            .map_err(freelist_error)?
+            .ok_or(PoolError::PoolFull { capacity: self.caps.nodes })?;
+        let s = self.slot(index).ok_or(PoolError::Corrupt { what: "free list names a slot outside the pool" })?;
+        let guard = match self.lock_slot(index, s) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = freelist::push(self.free_head(), index, s.next_free());
+                return Err(e);
+            }
+        };
+        let generation = gen_of(s.gen_state().load(Ordering::Acquire));
+        let handle = Handle { index, generation };
+        s.gen_state().store(pack(generation, slot::RESERVED), Ordering::Relaxed);
+        let id = uuid_words(&rec.uuid);
+        s.uuid_words()[0].store(id[0], Ordering::Relaxed);
+        s.uuid_words()[1].store(id[1], Ordering::Relaxed);
+        for w in [s.first_child(), s.last_child(), s.next_sibling(), s.prev_sibling(), s.child_count()] {
+            w.store(0, Ordering::Relaxed);
+        }
+        let words: [u64; RECORD_WORDS] = bytemuck::cast(rec);
+        seqlock::write_locked(s.seq(), s.copies(), &words);
+        s.gen_state().store(pack(generation, slot::LIVE), Ordering::Release);
+
+        // Undo for a failure after the slot went live: free it again (new generation),
+        // unlock, and only then hand it back to the free list.
+        let abandon = |guard: Locked<'_>, e: PoolError| {
+            s.gen_state().store(pack(next_generation(generation), slot::FREE), Ordering::Release);
+            drop(guard);
+            let _ = freelist::push(self.free_head(), index, s.next_free());
+            e
+        };
+        let idx = match self.index() {
+            Ok(idx) => idx,
+            Err(e) => return Err(abandon(guard, e)),
+        };
+        match idx.insert(&rec.uuid, index) {
+            Ok(reused) => {
+                if reused {
+                    self.hdr(hdr::INDEX_TOMBSTONES).fetch_sub(1, Ordering::Relaxed);
+                }
+                self.hdr(hdr::INDEX_USED).fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => return Err(abandon(guard, PoolError::Corrupt { what: "id index full" })),
+        }
+        if let Some(p) = parent {
+            if let Err(e) = self.link_under(p, index, s) {
+                self.unindex(&rec.uuid, index);
+                return Err(abandon(guard, e));
+            }
+        }
+        drop(guard);
+        self.hdr(hdr::POOL_USED).fetch_add(1, Ordering::Relaxed);
+        self.hdr(hdr::CREATED).fetch_add(1, Ordering::Relaxed);
+        Ok(handle)
+    }
+
+    fn unindex(&self, uuid: &[u8; 16], index: u32) {
+        if let Ok(idx) = self.index() {
+            if idx.remove(uuid, index) {
+                self.hdr(hdr::INDEX_USED).fetch_sub(1, Ordering::Relaxed);
+                self.hdr(hdr::INDEX_TOMBSTONES).fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Appends `child` to `parent`'s child list, under the parent's lock.
+    fn link_under(&self, parent: Handle, child_index: u32, child: Slot<'_>) -> Result<(), PoolError> {
+        let ps = self.slot(parent.index).ok_or(PoolError::NotFound)?;
+        let _guard = self.lock_slot(parent.index, ps)?;
+        // The parent may have been deleted since the caller checked it.
+        self.live_slot(parent)?;
+        let last = unlink_value(ps.last_child().load(Ordering::Relaxed));
+        let last_slot = match last {
+            Some(i) => Some(self.slot(i).ok_or(PoolError::Corrupt { what: "child link outside the pool" })?),
+            None => None,
+        };
+        let q = begin_change(ps.child_seq());
+        child.prev_sibling().store(last.map_or(0, link), Ordering::Relaxed);
+        child.next_sibling().store(0, Ordering::Relaxed);
+        match last_slot {
+            Some(ls) => ls.next_sibling().store(link(child_index), Ordering::Relaxed),
+            None => ps.first_child().store(link(child_index), Ordering::Relaxed),
+        }
+        ps.last_child().store(link(child_index), Ordering::Relaxed);
+        ps.child_count().fetch_add(1, Ordering::Relaxed);
+        end_change(ps.child_seq(), q);
+        Ok(())
+    }
+
+    /// Removes `child` from `parent`'s list. Caller holds the parent's lock.
+    fn unlink_from(&self, ps: Slot<'_>, child_index: u32, child: Slot<'_>) -> Result<(), PoolError> {
+        let corrupt = PoolError::Corrupt { what: "sibling link outside the pool" };
+        let prev = unlink_value(child.prev_sibling().load(Ordering::Relaxed));
+        let next = unlink_value(child.next_sibling().load(Ordering::Relaxed));
+        let prev_slot = match prev {
+            Some(i) => Some(self.slot(i).ok_or(corrupt)?),
+            None => None,
+        };
+        let next_slot = match next {
+            Some(i) => Some(self.slot(i).ok_or(corrupt)?),
+            None => None,
+        };
+        if prev.is_none() && unlink_value(ps.first_child().load(Ordering::Relaxed)) != Some(child_index) {
+            return Err(PoolError::Corrupt { what: "child list does not start at its first child" });
+        }
+        let q = begin_change(ps.child_seq());
+        match prev_slot {
+            Some(p) => p.next_sibling().store(next.map_or(0, link), Ordering::Relaxed),
+            None => ps.first_child().store(next.map_or(0, link), Ordering::Relaxed),
+        }
+        match next_slot {
+            Some(n) => n.prev_sibling().store(prev.map_or(0, link), Ordering::Relaxed),
+            None => ps.last_child().store(prev.map_or(0, link), Ordering::Relaxed),
+        }
+        ps.child_count().fetch_sub(1, Ordering::Relaxed);
+        end_change(ps.child_seq(), q);
+        Ok(())
+    }
+
+    /// Rebuilds a child list left half-changed by a process that died holding the
+    /// parent's lock: every live slot whose record names this node as parent is linked
+    /// again, in slot order. O(pool), and only on this recovery path.
+    fn rebuild_children(&self, parent_index: u32, ps: Slot<'_>) -> Result<(), PoolError> {
+        let parent = Handle { index: parent_index, generation: gen_of(ps.gen_state().load(Ordering::Acquire)) };
+        let q = ps.child_seq().load(Ordering::Relaxed);
+        let mut count = 0u64;
+        let mut last: Option<Slot<'_>> = None;
+        let mut last_index = 0u32;
+        ps.first_child().store(0, Ordering::Relaxed);
+        for i in 0..self.caps.nodes {
+            let Some(s) = self.slot(i) else { break };
+            if state_of(s.gen_state().load(Ordering::Acquire)) != slot::LIVE {
+                continue;
+            }
+            let mut words = [0u64; RECORD_WORDS];
+            if seqlock::read(s.seq(), s.copies(), &mut words).is_none() {
+                return Err(PoolError::Contended);
+            }
+            let rec: NodeRecord = bytemuck::cast(words);
+            if rec.parent != parent.to_raw() {
+                continue;
+            }
+            s.prev_sibling().store(last.map_or(0, |_| link(last_index)), Ordering::Relaxed);
+            s.next_sibling().store(0, Ordering::Relaxed);
+            match last {
+                Some(l) => l.next_sibling().store(link(i), Ordering::Relaxed),
+                None => ps.first_child().store(link(i), Ordering::Relaxed),
+            }
+            last = Some(s);
+            last_index = i;
+            count += 1;
+        }
+        ps.last_child().store(last.map_or(0, |_| link(last_index)), Ordering::Relaxed);
+        ps.child_count().store(count, Ordering::Relaxed);
+        // Leave the word even and different from any value a reader saw before.
+        ps.child_seq().store((q | 1) + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Copies a node out of the segment: a consistent snapshot, no lock taken.
+    pub fn read(&self, h: Handle) -> Result<Node, PoolError> {
+        let s = self.live_slot(h)?;
+        let mut words = [0u64; RECORD_WORDS];
+        seqlock::read(s.seq(), s.copies(), &mut words).ok_or(PoolError::Contended)?;
+        // The slot may have been freed while we copied: the generation tells.
+        if s.gen_state().load(Ordering::Acquire) != pack(h.generation, slot::LIVE) {
+            return Err(PoolError::StaleHandle);
+        }
+        Ok(Node { handle: h, rec: bytemuck::cast(words) })
+    }
+
+    /// Finds a node by UUID without taking a lock.
+    pub fn lookup(&self, uuid: Uuid) -> Result<Handle, PoolError> {
+        let id = uuid_words(uuid.as_bytes());
+        let found = self.index()?.find(uuid.as_bytes(), |i| self.slot(i).is_some_and(|s| s.has_uuid(id) && state_of(s.gen_state().load(Ordering::Acquire)) == slot::LIVE));
+        let index = found.ok_or(PoolError::NotFound)?;
+        let s = self.slot(index).ok_or(PoolError::NotFound)?;
+        let gs = s.gen_state().load(Ordering::Acquire);
+        // Re-check: the slot may have been reused between the match and here.
+        if state_of(gs) != slot::LIVE || !s.has_uuid(id) {
+            return Err(PoolError::NotFound);
+        }
+        Ok(Handle { index, generation: gen_of(gs) })
+    }
+
+    /// Changes a node: `f` edits a copy through [`Node`]'s setters; the result is
+    /// published atomically with `version + 1` and a new `updated` stamp. If `f` returns
+    /// an error nothing is written. Do not touch the same node from inside `f` (its lock
+    /// is held; the call would wait and then fail with [`PoolError::Busy`]).
+    pub fn update<F>(&self, h: Handle, f: F) -> Result<Node, PoolError>
+    where
+        F: FnOnce(&mut Node) -> Result<(), PoolError>,
+    {
+        self.require_writable()?;
+        let s = self.live_slot(h)?;
+        let _guard = self.lock_slot(h.index, s)?;
+        self.live_slot(h)?;
+        let mut words = [0u64; RECORD_WORDS];
+        seqlock::read_locked(s.seq(), s.copies(), &mut words);
+        let mut node = Node { handle: h, rec: bytemuck::cast(words) };
+        f(&mut node)?;
+        node.rec.version += 1;
+        node.rec.updated = self.now().0;
+        let words: [u64; RECORD_WORDS] = bytemuck::cast(node.rec);
+        seqlock::write_locked(s.seq(), s.copies(), &words);
+        self.hdr(hdr::UPDATED).fetch_add(1, Ordering::Relaxed);
+        Ok(node)
+    }
+
+    /// Deletes a node (and, with [`DeleteMode::Recursive`], its subtree). Returns how
+    /// many nodes were deleted. Handles to deleted nodes become stale.
+    pub fn delete(&self, h: Handle, mode: DeleteMode) -> Result<u64, PoolError> {
+        self.require_writable()?;
+        match mode {
+            DeleteMode::LeafOnly => self.delete_leaf(h).map(|_| 1),
+            DeleteMode::Recursive => self.delete_subtree(h),
+        }
+    }
+
+    fn delete_subtree(&self, top: Handle) -> Result<u64, PoolError> {
+        if self.read(top)?.parent().is_none() {
+            return Err(PoolError::RootImmutable);
+        }
+        let mut deleted = 0u64;
+        // Each round deletes one leaf; concurrent inserts can add work, so bound the
+        // rounds generously but finitely.
+        for _ in 0..(self.caps.nodes as u64 * 2 + 2) {
+            let mut leaf = top;
+            let mut depth = 0;
+            while let Some(c) = self.first_child(leaf)? {
+                leaf = c;
+                depth += 1;
+                if depth > self.caps.nodes {
+                    return Err(PoolError::Corrupt { what: "child links form a cycle" });
+                }
+            }
+            match self.delete_leaf(leaf) {
+                Ok(()) if leaf == top => return Ok(deleted + 1),
+                Ok(()) => deleted += 1,
+                // Someone changed the subtree under us: look again.
+                Err(PoolError::HasChildren { .. }) | Err(PoolError::StaleHandle) if leaf != top => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(PoolError::Contended)
+    }
+
+    fn first_child(&self, h: Handle) -> Result<Option<Handle>, PoolError> {
+        let s = self.live_slot(h)?;
+        let Some(i) = unlink_value(s.first_child().load(Ordering::Acquire)) else { return Ok(None) };
+        let c = self.slot(i).ok_or(PoolError::Corrupt { what: "child link outside the pool" })?;
+        Ok(Some(Handle { index: i, generation: gen_of(c.gen_state().load(Ordering::Acquire)) }))
+    }
+
+    fn delete_leaf(&self, h: Handle) -> Result<(), PoolError> {
+        let node = self.read(h)?;
+        let parent = node.parent().ok_or(PoolError::RootImmutable)?;
+        let ps = self.slot(parent.index).ok_or(PoolError::Corrupt { what: "parent outside the pool" })?;
+        let s = self.live_slot(h)?;
+        // Parent before child, always: no lock cycles.
+        let _pg = self.lock_slot(parent.index, ps)?;
+        let _g = self.lock_slot(h.index, s)?;
+        self.live_slot(h)?;
+        let children = s.child_count().load(Ordering::Relaxed);
+        if children > 0 {
+            return Err(PoolError::HasChildren { count: children });
+        }
+        self.unlink_from(ps, h.index, s)?;
+        s.gen_state().store(pack(next_generation(h.generation), slot::FREE), Ordering::Release);
+        self.unindex(&node.rec.uuid, h.index);
+        drop(_g);
+        drop(_pg);
+        freelist::push(self.free_head(), h.index, s.next_free()).map_err(freelist_error)?;
+        self.hdr(hdr::POOL_USED).fetch_sub(1, Ordering::Relaxed);
+        self.hdr(hdr::DELETED).fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Fills `out` with the handles of `h`'s children, in creation order, as one
+    /// consistent snapshot. `out` is cleared first; reuse it to avoid allocating.
+    pub fn children(&self, h: Handle, out: &mut Vec<Handle>) -> Result<(), PoolError> {
+        let s = self.live_slot(h)?;
+        let backoff = Backoff::new();
+        for _ in 0..seqlock::READ_ATTEMPTS {
+            out.clear();
+            let q = s.child_seq().load(Ordering::Acquire);
+            if q & 1 == 1 {
+                backoff.snooze();
+                continue;
+            }
+            let count = s.child_count().load(Ordering::Relaxed);
+            let mut cur = unlink_value(s.first_child().load(Ordering::Relaxed));
+            let mut bad = false;
+            while let Some(i) = cur {
+                let Some(c) = self.slot(i) else {
+                    bad = true;
+                    break;
+                };
+                if out.len() as u64 >= count {
+                    bad = true;
+                    break;
+                }
+                out.push(Handle { index: i, generation: gen_of(c.gen_state().load(Ordering::Relaxed)) });
+                cur = unlink_value(c.next_sibling().load(Ordering::Relaxed));
+            }
+            fence(Ordering::Acquire);
+            if s.child_seq().load(Ordering::Relaxed) == q {
+                if bad || out.len() as u64 != count {
+                    return Err(PoolError::Corrupt { what: "child list disagrees with its count" });
+                }
+                return Ok(());
+            }
+            backoff.snooze();
+        }
+        Err(PoolError::Contended)
+    }
+
+    /// Number of children of `h`.
+    pub fn child_count(&self, h: Handle) -> Result<u64, PoolError> {
+        Ok(self.live_slot(h)?.child_count().load(Ordering::Acquire))
+    }
+
+    /// Calls `f` with every live node, in slot order (a scan of the whole pool: for
+    /// inspectors and queries, not hot paths). Stops early when `f` returns `false`.
+    pub fn for_each_node(&self, mut f: impl FnMut(&Node) -> bool) -> Result<(), PoolError> {
+        for i in 0..self.caps.nodes {
+            let Some(s) = self.slot(i) else { break };
+            let gs = s.gen_state().load(Ordering::Acquire);
+            if state_of(gs) != slot::LIVE {
+                continue;
+            }
+            match self.read(Handle { index: i, generation: gen_of(gs) }) {
+                Ok(n) => {
+                    if !f(&n) {
+                        break;
+                    }
+                }
+                Err(PoolError::StaleHandle) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of free slots, counted by walking the free list (bounded by capacity).
+    /// A diagnostic: under concurrent churn the answer is approximate.
+    pub fn free_slots(&self) -> Result<u64, PoolError> {
+        let mut n = 0u64;
+        let mut cur = unlink_value(self.free_head().load(Ordering::Acquire) & 0xffff_ffff);
+        while let Some(i) = cur {
+            n += 1;
+            if n > self.caps.nodes as u64 {
+                return Err(PoolError::Corrupt { what: "free list longer than the pool" });
+            }
+            cur = unlink_value(self.slot(i).ok_or(PoolError::Corrupt { what: "free list names a slot outside the pool" })?.next_free().load(Ordering::Relaxed));
+        }
+        Ok(n)
+    }
+}
+
+/// Marks a child list as changing (odd), fencing so readers that see any later link
+/// store also see the odd value. Returns the value to pass to [`end_change`].
+fn begin_change(seq: &AtomicU64) -> u64 {
+    let q = seq.load(Ordering::Relaxed);
+    let q = q & !1; // a stolen lock's odd value was already handled by the rebuild
+    seq.store(q + 1, Ordering::Relaxed);
+    fence(Ordering::Release);
+    q
+}
+
+fn end_change(seq: &AtomicU64, q: u64) {
+    seq.store(q + 2, Ordering::Release);
+}

@@ -1,0 +1,444 @@
+//! A mapped Worknode segment: creating it (the daemon), attaching to it (every client),
+//! validating a header this process did not write, and reading its identity and usage.
+//!
+//! Node operations on a [`Segment`] live in `pool`; the id index in `index`.
+
+use crate::clock::{self, Hlc};
+use crate::error::AttachError;
+use crate::layout::{self, hdr, state, Capacities, Geometry, HeaderFixed, Region, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
+use crate::sync::{load_words, store_words, AtomicU64, Mapping, Ordering};
+use crate::sys::{self, OwnerTag};
+use bytemuck::Zeroable;
+use nix::errno::Errno;
+use std::mem::size_of;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Segment name used when none is given and `WORKNODE_SEGMENT` is unset.
+pub const DEFAULT_SEGMENT: &str = "worknode";
+/// Environment variable naming the segment.
+pub const SEGMENT_ENV: &str = "WORKNODE_SEGMENT";
+/// Mode a daemon creates segments with unless told otherwise: owner read-write only.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// How a client maps the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read and write records directly.
+    ReadWrite,
+    /// Read only: the mapping itself is read-only, so a bug cannot scribble on it.
+    ReadOnly,
+}
+
+/// A segment mapped into this process. Cheap to share between threads (`Sync`).
+pub struct Segment {
+    pub(crate) map: Mapping,
+    pub(crate) name: String,
+    pub(crate) me: OwnerTag,
+    pub(crate) geo: Geometry,
+    pub(crate) caps: Capacities,
+    pub(crate) lock_wait: Duration,
+}
+
+/// The segment name to use: `WORKNODE_SEGMENT` if set, else [`DEFAULT_SEGMENT`].
+pub fn default_segment_name() -> String {
+    std::env::var(SEGMENT_ENV).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_SEGMENT.to_string())
+}
+
+fn os(op: &'static str) -> impl Fn(Errno) -> AttachError {
+    move |errno| AttachError::Os { op, errno }
+}
+
+fn open_error(name: &str, writable: bool, errno: Errno) -> AttachError {
+    match errno {
+        Errno::ENOENT => AttachError::NotFound { name: name.to_string() },
+        Errno::EACCES | Errno::EPERM => AttachError::PermissionDenied { name: name.to_string(), writable },
+        e => AttachError::Os { op: "shm_open", errno: e },
+    }
+}
+
+fn check_name(name: &str) -> Result<(), AttachError> {
+    sys::validate_name(name).map_err(|reason| AttachError::InvalidName { name: name.to_string(), reason })
+}
+
+/// Reads the fixed header with atomic word loads (another process may be writing it).
+fn read_fixed(map: &Mapping) -> Option<HeaderFixed> {
+    let words = map.words_at(0, size_of::<HeaderFixed>() / 8)?;
+    let mut buf = [0u64; size_of::<HeaderFixed>() / 8];
+    load_words(words, &mut buf);
+    Some(bytemuck::cast(buf))
+}
+
+/// Checks everything a client relies on before it trusts a single offset.
+fn validate(name: &str, map: &Mapping) -> Result<(HeaderFixed, Geometry, Capacities), AttachError> {
+    let len = map.len() as u64;
+    // An object too small to hold a header: a truncated segment, or someone else's.
+    let fixed = read_fixed(map).filter(|_| len >= HEADER_SIZE as u64);
+    let Some(fixed) = fixed else {
+        let magic = map.u64_at(0).map(|w| w.load(Ordering::Relaxed));
+        return Err(match magic {
+            Some(m) if m != MAGIC => AttachError::NotWorknode { name: name.to_string(), found: m },
+            _ => AttachError::SizeMismatch { actual: len, expected: HEADER_SIZE as u64 },
+        });
+    };
+    if fixed.magic != MAGIC {
+        return Err(AttachError::NotWorknode { name: name.to_string(), found: fixed.magic });
+    }
+    if fixed.layout_version != LAYOUT_VERSION {
+        return Err(AttachError::VersionMismatch { found: fixed.layout_version, expected: LAYOUT_VERSION });
+    }
+    if fixed.header_size as usize != HEADER_SIZE {
+        return Err(AttachError::LayoutMismatch { what: "header_size" });
+    }
+    if fixed.record_size as usize != size_of::<layout::NodeRecord>() {
+        return Err(AttachError::LayoutMismatch { what: "record_size" });
+    }
+    if fixed.segment_size != len {
+        return Err(AttachError::SizeMismatch { actual: len, expected: fixed.segment_size });
+    }
+    let caps = Geometry::capacities_of(&fixed);
+    let geo = Geometry::new(&caps).map_err(|_| AttachError::LayoutMismatch { what: "capacities" })?;
+    for (i, (found, want)) in fixed.regions.iter().zip(geo.regions.iter()).enumerate() {
+        if found != want {
+            return Err(AttachError::LayoutMismatch { what: layout::REGION_NAMES[i] });
+        }
+    }
+    if geo.total != len {
+        return Err(AttachError::SizeMismatch { actual: len, expected: geo.total });
+    }
+    Ok((fixed, geo, caps))
+}
+
+impl Segment {
+    /// Creates and initialises a new segment, marking it Ready last. This is the
+    /// daemon's job (`worknoded`); tests and tools that need a private segment may call
+    /// it too. Fails with [`AttachError::AlreadyExists`] if the name is taken.
+    pub fn create(name: &str, caps: &Capacities, mode: u32) -> Result<Segment, AttachError> {
+        check_name(name)?;
+        let geo = Geometry::new(caps).map_err(AttachError::Capacity)?;
+        let file = sys::create(name, geo.total, mode).map_err(|(op, errno)| match errno {
+            Errno::EEXIST => AttachError::AlreadyExists { name: name.to_string() },
+            Errno::ENOSPC => AttachError::NoSpace { bytes: geo.total },
+            Errno::EACCES | Errno::EPERM => AttachError::PermissionDenied { name: name.to_string(), writable: true },
+            errno => AttachError::Os { op, errno },
+        })?;
+        let made = (|| {
+            let raw = sys::map(&file, geo.total as usize, true).map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+            let seg = Segment {
+                map: Mapping::new(raw, true),
+                name: name.to_string(),
+                me: OwnerTag::current(),
+                geo,
+                caps: *caps,
+                lock_wait: crate::seqlock::LOCK_WAIT,
+            };
+            seg.initialise()?;
+            Ok(seg)
+        })();
+        if made.is_err() {
+            let _ = sys::unlink(name);
+        }
+        made
+    }
+
+    fn initialise(&self) -> Result<(), AttachError> {
+        let mut fixed = HeaderFixed::zeroed();
+        fixed.magic = MAGIC;
+        fixed.layout_version = LAYOUT_VERSION;
+        fixed.header_size = HEADER_SIZE as u32;
+        fixed.segment_size = self.geo.total;
+        fixed.created_unix_ms = clock::unix_ms();
+        fixed.record_size = size_of::<layout::NodeRecord>() as u32;
+        fixed.blob_chunk_size = self.caps.blob_chunk_size;
+        fixed.regions = self.geo.regions;
+        let words = self.map.words_at(0, size_of::<HeaderFixed>() / 8).ok_or(AttachError::LayoutMismatch { what: "header" })?;
+        store_words(words, bytemuck::cast_slice(&[fixed]));
+        self.init_pool().map_err(|_| AttachError::LayoutMismatch { what: "nodes" })?;
+        self.claim_daemon_identity();
+        clock::tick(self.hdr(hdr::CLOCK));
+        self.hdr(hdr::STATE).store(state::READY, Ordering::Release);
+        Ok(())
+    }
+
+    /// Attaches to the segment named by `WORKNODE_SEGMENT` (default `worknode`).
+    pub fn attach_default(access: Access) -> Result<Segment, AttachError> {
+        Segment::attach(&default_segment_name(), access)
+    }
+
+    /// Attaches to an existing segment, waiting up to two seconds for it to become Ready.
+    pub fn attach(name: &str, access: Access) -> Result<Segment, AttachError> {
+        Segment::attach_with(name, access, Duration::from_secs(2))
+    }
+
+    /// Attaches, waiting up to `ready_wait` for a segment still being initialised.
+    pub fn attach_with(name: &str, access: Access, ready_wait: Duration) -> Result<Segment, AttachError> {
+        let seg = Segment::map_existing(name, access)?;
+        let deadline = Instant::now() + ready_wait;
+        loop {
+            match seg.state_word() {
+                state::READY => {
+                    seg.validate_again()?;
+                    return Ok(seg);
+                }
+                state::CLOSING => return Err(AttachError::Closing),
+                _ if Instant::now() >= deadline => return Err(AttachError::NotReady),
+                _ => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+
+    /// Takes over a segment left by a daemon that died (the caller holds the daemon's
+    /// lock, so no other daemon runs): validates it, records the new daemon identity and
+    /// marks it Ready. A half-initialised segment is refused as
+    /// [`AttachError::Incomplete`].
+    pub fn adopt(name: &str) -> Result<Segment, AttachError> {
+        let seg = Segment::map_existing(name, Access::ReadWrite)?;
+        match seg.state_word() {
+            state::READY | state::CLOSING => {}
+            _ => return Err(AttachError::Incomplete),
+        }
+        seg.claim_daemon_identity();
+        seg.hdr(hdr::ADOPT_COUNT).fetch_add(1, Ordering::Relaxed);
+        seg.hdr(hdr::STATE).store(state::READY, Ordering::Release);
+        Ok(seg)
+    }
+
+    fn map_existing(name: &str, access: Access) -> Result<Segment, AttachError> {
+        check_name(name)?;
+        let writable = access == Access::ReadWrite;
+        let file = sys::open(name, writable).map_err(|e| open_error(name, writable, e))?;
+        let len = sys::size_of_file(&file).map_err(os("fstat"))?;
+        if len < HEADER_SIZE as u64 {
+            // Too small to be ours: report foreign magic when there is any to read.
+            if len == 0 {
+                return Err(AttachError::SizeMismatch { actual: 0, expected: HEADER_SIZE as u64 });
+            }
+        }
+        let raw = sys::map(&file, len as usize, writable).map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+        let map = Mapping::new(raw, writable);
+        let (_, geo, caps) = validate(name, &map)?;
+        Ok(Segment { map, name: name.to_string(), me: OwnerTag::current(), geo, caps, lock_wait: crate::seqlock::LOCK_WAIT })
+    }
+
+    /// Re-validates after waiting for Ready: the header we first read may have been
+    /// mid-initialisation.
+    fn validate_again(&self) -> Result<(), AttachError> {
+        let (_, geo, _) = validate(&self.name, &self.map)?;
+        if geo != self.geo {
+            return Err(AttachError::LayoutMismatch { what: "regions" });
+        }
+        Ok(())
+    }
+
+    fn claim_daemon_identity(&self) {
+        let boot = uuid::Uuid::new_v4();
+        let (hi, lo) = boot.as_u64_pair();
+        self.hdr(hdr::DAEMON_TAG).store(self.me.0, Ordering::Relaxed);
+        self.hdr(hdr::BOOT_ID).store(hi, Ordering::Relaxed);
+        self.hdr(hdr::BOOT_ID + 8).store(lo, Ordering::Relaxed);
+        self.hdr(hdr::DAEMON_STARTED).store(clock::unix_ms(), Ordering::Relaxed);
+    }
+
+    /// A header word. Header offsets are constants below [`HEADER_SIZE`], and every
+    /// mapping is validated to be at least that long, so the lookup cannot fail.
+    pub(crate) fn hdr(&self, offset: usize) -> &AtomicU64 {
+        self.map.u64_at(offset).expect("invariant: header offsets lie inside a validated mapping")
+    }
+
+    fn state_word(&self) -> u64 {
+        self.hdr(hdr::STATE).load(Ordering::Acquire)
+    }
+
+    /// Marks the segment Closing (daemon shutdown). Attached clients can see it through
+    /// [`Segment::state`]; new attaches are refused.
+    pub fn mark_closing(&self) {
+        if self.map.writable() {
+            self.hdr(hdr::STATE).store(state::CLOSING, Ordering::Release);
+        }
+    }
+
+    /// Removes a segment's name from `/dev/shm`. Mappings stay valid until dropped.
+    pub fn unlink(name: &str) -> Result<(), AttachError> {
+        check_name(name)?;
+        sys::unlink(name).map_err(|e| open_error(name, true, e))
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the segment appears in the filesystem.
+    pub fn path(&self) -> PathBuf {
+        sys::shm_path(&self.name)
+    }
+
+    /// How this process mapped it.
+    pub fn access(&self) -> Access {
+        if self.map.writable() {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        }
+    }
+
+    /// Capacities the segment was created with.
+    pub fn capacities(&self) -> Capacities {
+        self.caps
+    }
+
+    /// This process's owner tag, as stamped into locks it takes.
+    pub fn owner_tag(&self) -> OwnerTag {
+        self.me
+    }
+
+    /// Sets how long a writer waits for a record lock held by a live process.
+    pub fn set_lock_wait(&mut self, wait: Duration) {
+        self.lock_wait = wait;
+    }
+
+    /// The segment's lifecycle state.
+    pub fn state(&self) -> SegmentState {
+        match self.state_word() {
+            state::READY => SegmentState::Ready,
+            state::CLOSING => SegmentState::Closing,
+            _ => SegmentState::Initializing,
+        }
+    }
+
+    /// A fresh clock value (read-write segments only; read-only ones return the current
+    /// value without advancing it).
+    pub fn now(&self) -> Hlc {
+        let w = self.hdr(hdr::CLOCK);
+        if self.map.writable() {
+            clock::tick(w)
+        } else {
+            Hlc(w.load(Ordering::Acquire))
+        }
+    }
+
+    /// Makes later clock values order after `remote` (a stamp from another host or a
+    /// journal). Returns the new value.
+    pub fn observe(&self, remote: Hlc) -> Hlc {
+        if self.map.writable() {
+            clock::observe(self.hdr(hdr::CLOCK), remote)
+        } else {
+            self.now()
+        }
+    }
+
+    /// Identity, lifecycle and usage, for inspectors.
+    pub fn info(&self) -> SegmentInfo {
+        let fixed = read_fixed(&self.map).unwrap_or_else(HeaderFixed::zeroed);
+        let load = |o| self.hdr(o).load(Ordering::Relaxed);
+        let used = [load(hdr::POOL_USED), load(hdr::INDEX_USED), 0, 0, 0];
+        let mut regions = [RegionInfo::default(); layout::REGION_COUNT];
+        for (i, r) in regions.iter_mut().enumerate() {
+            let d = self.geo.regions[i];
+            *r = RegionInfo { name: layout::REGION_NAMES[i], offset: d.offset, capacity: d.capacity, elem_size: d.elem_size, bytes: d.bytes, used: used[i] };
+        }
+        let tag = OwnerTag(load(hdr::DAEMON_TAG));
+        SegmentInfo {
+            name: self.name.clone(),
+            path: self.path(),
+            size: self.geo.total,
+            layout_version: fixed.layout_version,
+            state: self.state(),
+            created_unix_ms: fixed.created_unix_ms,
+            daemon_pid: tag.pid(),
+            daemon_alive: tag.is_alive(),
+            boot_id: uuid::Uuid::from_u64_pair(load(hdr::BOOT_ID), load(hdr::BOOT_ID + 8)),
+            daemon_started_ms: load(hdr::DAEMON_STARTED),
+            adopt_count: load(hdr::ADOPT_COUNT),
+            hlc: Hlc(load(hdr::CLOCK)),
+            regions,
+            index_tombstones: load(hdr::INDEX_TOMBSTONES),
+            nodes_created: load(hdr::CREATED),
+            nodes_updated: load(hdr::UPDATED),
+            nodes_deleted: load(hdr::DELETED),
+        }
+    }
+
+    /// Descriptor of one region.
+    pub(crate) fn region(&self, r: Region) -> layout::RegionDesc {
+        self.geo.region(r)
+    }
+}
+
+/// Lifecycle of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentState {
+    /// Being laid out by the daemon.
+    Initializing,
+    /// Open for clients.
+    Ready,
+    /// The daemon is shutting down.
+    Closing,
+}
+
+impl SegmentState {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentState::Initializing => "initializing",
+            SegmentState::Ready => "ready",
+            SegmentState::Closing => "closing",
+        }
+    }
+}
+
+/// One region's place and use.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RegionInfo {
+    /// Region name.
+    pub name: &'static str,
+    /// Byte offset.
+    pub offset: u64,
+    /// Elements.
+    pub capacity: u64,
+    /// Bytes per element.
+    pub elem_size: u64,
+    /// Bytes in all.
+    pub bytes: u64,
+    /// Elements in use.
+    pub used: u64,
+}
+
+/// What `wn dump` shows.
+#[derive(Clone, Debug)]
+pub struct SegmentInfo {
+    /// Segment name.
+    pub name: String,
+    /// Path under `/dev/shm`.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Layout version in the header.
+    pub layout_version: u32,
+    /// Lifecycle state.
+    pub state: SegmentState,
+    /// Creation time, Unix ms.
+    pub created_unix_ms: u64,
+    /// Pid of the daemon that last claimed the segment.
+    pub daemon_pid: u32,
+    /// Whether that daemon process still runs.
+    pub daemon_alive: bool,
+    /// Random id of that daemon instance.
+    pub boot_id: uuid::Uuid,
+    /// When it started, Unix ms.
+    pub daemon_started_ms: u64,
+    /// Times a restarted daemon adopted the segment.
+    pub adopt_count: u64,
+    /// Current clock value.
+    pub hlc: Hlc,
+    /// Regions in layout order.
+    pub regions: [RegionInfo; layout::REGION_COUNT],
+    /// Tombstones in the id index.
+    pub index_tombstones: u64,
+    /// Nodes created since the segment was made.
+    pub nodes_created: u64,
+    /// Node updates.
+    pub nodes_updated: u64,
+    /// Nodes deleted.
+    pub nodes_deleted: u64,
+}

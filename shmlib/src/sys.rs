@@ -1,0 +1,181 @@
+//! Operating-system services: POSIX shared-memory objects, mapping them, and process
+//! identity (a pid plus its start time, since pids are reused).
+//!
+//! Segments are opened with `nix`'s `shm_open` and mapped with `memmap2::MmapRaw`, which
+//! (unlike the `shared_memory` crate) lets a reader open and map read-only and never
+//! forms references into memory other processes write.
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use std::fs::File;
+use std::path::PathBuf;
+
+/// Longest segment name accepted (the lock file adds a suffix within `NAME_MAX`).
+pub const SEGMENT_NAME_MAX: usize = 200;
+
+/// Checks a segment name: 1–200 bytes of `[A-Za-z0-9._-]`, not starting with a dot.
+pub fn validate_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("the name is empty");
+    }
+    if name.len() > SEGMENT_NAME_MAX {
+        return Err("the name is longer than 200 bytes");
+    }
+    if name.starts_with('.') {
+        return Err("the name starts with a dot");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err("the name may hold only letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// Where the kernel shows a shared-memory object of this name.
+pub fn shm_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("/dev/shm/{name}"))
+}
+
+fn shm_name(name: &str) -> String {
+    format!("/{name}")
+}
+
+/// Opens an existing shared-memory object.
+pub(crate) fn open(name: &str, writable: bool) -> Result<File, Errno> {
+    let flags = if writable { OFlag::O_RDWR } else { OFlag::O_RDONLY };
+    let fd = nix::sys::mman::shm_open(shm_name(name).as_str(), flags | OFlag::O_CLOEXEC, Mode::empty())?;
+    Ok(File::from(fd))
+}
+
+/// Creates a new shared-memory object (`O_EXCL`) with exactly `mode` (the umask is
+/// overridden with `fchmod`), sized to `size` with space reserved up front, so that a
+/// full tmpfs fails here with `ENOSPC` rather than with `SIGBUS` on first touch.
+/// On failure after creation the object is removed again.
+pub(crate) fn create(name: &str, size: u64, mode: u32) -> Result<File, (&'static str, Errno)> {
+    let fd = nix::sys::mman::shm_open(
+        shm_name(name).as_str(),
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| ("shm_open", e))?;
+    let file = File::from(fd);
+    let sized = (|| {
+        nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(mode)).map_err(|e| ("fchmod", e))?;
+        let len = i64::try_from(size).map_err(|_| ("ftruncate", Errno::EFBIG))?;
+        nix::unistd::ftruncate(&file, len).map_err(|e| ("ftruncate", e))?;
+        nix::fcntl::posix_fallocate(&file, 0, len).map_err(|e| ("posix_fallocate", e))?;
+        Ok(())
+    })();
+    match sized {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            let _ = unlink(name);
+            Err(e)
+        }
+    }
+}
+
+/// Removes a shared-memory object's name; mappings stay valid until unmapped.
+pub fn unlink(name: &str) -> Result<(), Errno> {
+    nix::sys::mman::shm_unlink(shm_name(name).as_str())
+}
+
+/// Size in bytes of an open object.
+pub(crate) fn size_of_file(file: &File) -> Result<u64, Errno> {
+    Ok(nix::sys::stat::fstat(file)?.st_size as u64)
+}
+
+/// Maps `len` bytes of `file`, shared, read-write or read-only.
+pub(crate) fn map(file: &File, len: usize, writable: bool) -> std::io::Result<MmapRaw> {
+    let mut opts = MmapOptions::new();
+    opts.len(len);
+    if writable {
+        opts.map_raw(file)
+    } else {
+        opts.map_raw_read_only(file)
+    }
+}
+
+/// Bits of the pid in an owner tag (Linux's `pid_max` is at most 2²²).
+const PID_BITS: u32 = 22;
+
+/// A process identity that survives pid reuse: pid plus the process's start time in
+/// clock ticks since boot, packed in one word as `start << 22 | pid`. Never zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OwnerTag(pub u64);
+
+impl OwnerTag {
+    /// Packs a pid and start time.
+    pub fn new(pid: u32, start_ticks: u64) -> OwnerTag {
+        OwnerTag((start_ticks << PID_BITS) | (pid as u64 & ((1 << PID_BITS) - 1)))
+    }
+
+    /// The pid part.
+    pub fn pid(self) -> u32 {
+        (self.0 & ((1 << PID_BITS) - 1)) as u32
+    }
+
+    /// The start-time part (truncated to 42 bits).
+    pub fn start_ticks(self) -> u64 {
+        self.0 >> PID_BITS
+    }
+
+    /// The tag of the calling process.
+    pub fn current() -> OwnerTag {
+        let pid = std::process::id();
+        let start = process_start_ticks(pid).unwrap_or(0);
+        OwnerTag::new(pid, start)
+    }
+
+    /// Whether the process this tag names still runs (and is not a zombie). A pid that
+    /// now belongs to a process started at another time is a different process.
+    pub fn is_alive(self) -> bool {
+        if self.0 == 0 || self.pid() == 0 {
+            return false;
+        }
+        match process_start_ticks(self.pid()) {
+            Some(start) => OwnerTag::new(self.pid(), start) == self,
+            None => false,
+        }
+    }
+}
+
+/// Start time of a live, non-zombie process, in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`).
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // `state` was field 3; field 22 is 19 further on.
+    fields.nth(18)?.parse().ok()
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("worknode").is_ok());
+        assert!(validate_name("a.b_c-1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name(".hidden").is_err());
+        assert!(validate_name(&"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn own_tag_is_alive_and_a_changed_start_time_is_not() {
+        let me = OwnerTag::current();
+        assert_eq!(me.pid(), std::process::id());
+        assert!(me.is_alive());
+        assert!(!OwnerTag::new(me.pid(), me.start_ticks() + 1).is_alive());
+        assert!(!OwnerTag(0).is_alive());
+    }
+}

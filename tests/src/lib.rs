@@ -1,0 +1,1 @@
+//! Helpers for the cross-process integration tests.
