@@ -1,0 +1,3 @@
+//! One module per `wn` verb.
+
+pub mod dump;
