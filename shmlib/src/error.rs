@@ -150,6 +150,8 @@ pub enum PoolError {
     },
     /// Concurrent writers kept a bounded retry loop from finishing.
     Contended,
+    /// The change was made, but its event could not be appended.
+    EventNotAppended(crate::event::RingError),
     /// A structure in the segment is inconsistent.
     Corrupt {
         /// What was found inconsistent.
@@ -172,6 +174,7 @@ impl fmt::Display for PoolError {
             ReadOnly => write!(f, "segment attached read-only; attach read-write to change it"),
             Busy { holder_pid } => write!(f, "node is being written by process {holder_pid} for too long; retry, or check that process"),
             Contended => write!(f, "too much contention to finish; retry"),
+            EventNotAppended(e) => write!(f, "the change was made but its event could not be appended: {e}"),
             Corrupt { what } => write!(f, "segment inconsistency: {what}; run `wn doctor`, or stop the daemon and recreate the segment"),
         }
     }

@@ -33,7 +33,9 @@ pub const NAME_MAX: usize = 64;
 /// Maximum length of a node's inline description in bytes (UTF-8).
 pub const DESCRIPTION_MAX: usize = 256;
 /// Inline payload bytes of one event.
-pub const EVENT_PAYLOAD_MAX: usize = 120;
+pub const EVENT_PAYLOAD_MAX: usize = 88;
+/// Bytes of an event's topic (the name of an application event kind).
+pub const EVENT_TOPIC_MAX: usize = 24;
 
 /// Segment lifecycle, stored in [`ControlLine::state`].
 pub mod state {
@@ -145,9 +147,10 @@ pub struct Header {
     pub pool: HotLine,
     /// `words[0]`: live index entries; `words[1]`: tombstones.
     pub index: HotLine,
-    /// Event ring tail (reserved for the ring).
+    /// `words[0]`: event ring tail, the next sequence number to claim.
     pub ring_tail: HotLine,
-    /// Event ring notify word and waiter count (reserved for the ring).
+    /// `words[0]` (low 32 bits): futex notify word; `words[1]`: parked waiters;
+    /// `words[2]`: wake syscalls made; `words[3]`: slots marked abandoned.
     pub ring_notify: HotLine,
     /// `words[0]`: agents in use (reserved for the agent table).
     pub agents: HotLine,
@@ -191,6 +194,16 @@ pub mod hdr {
     pub const UPDATED: usize = offset_of!(Header, counters) + 8;
     /// Counter: nodes deleted.
     pub const DELETED: usize = offset_of!(Header, counters) + 16;
+    /// Event ring tail.
+    pub const RING_TAIL: usize = offset_of!(Header, ring_tail);
+    /// Futex word (32 bits) bumped on every publish.
+    pub const RING_NOTIFY: usize = offset_of!(Header, ring_notify);
+    /// Readers parked on the futex word.
+    pub const RING_WAITERS: usize = offset_of!(Header, ring_notify) + 8;
+    /// Wake syscalls made by producers.
+    pub const RING_WAKES: usize = offset_of!(Header, ring_notify) + 16;
+    /// Ring slots marked abandoned.
+    pub const RING_ABANDONED: usize = offset_of!(Header, ring_notify) + 24;
 }
 
 /// Control words of a node slot (two cache lines).
@@ -315,7 +328,7 @@ pub struct NodeSlot {
     pub records: [NodeRecord; 2],
 }
 
-/// One event as readers copy it out (the ring is built on this in a later layer).
+/// One event as readers copy it out.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct EventRecord {
@@ -323,16 +336,26 @@ pub struct EventRecord {
     pub seq: u64,
     /// HLC at append.
     pub hlc: u64,
-    /// Event kind code.
+    /// Event kind code (built-in below 1000, application kinds from 1000).
     pub kind: u32,
     /// Bytes used in `payload`.
-    pub payload_len: u32,
-    /// Raw handle of the acting agent, 0 when none.
+    pub payload_len: u16,
+    /// Bytes used in `topic`.
+    pub topic_len: u8,
+    /// Zero; reserved flags.
+    pub flags: u8,
+    /// Raw handle of the acting agent's node, `u64::MAX` when none.
     pub actor: u64,
     /// UUID of the node the event is about, zero when none.
     pub node: [u8; 16],
-    /// Version of that node after the change.
+    /// Version of that node after the change, 0 when none.
     pub node_version: u64,
+    /// Pid of the producing process.
+    pub pid: u32,
+    /// Zero.
+    pub pad: u32,
+    /// Short UTF-8 name of an application event kind (`build_done`).
+    pub topic: [u8; EVENT_TOPIC_MAX],
     /// Inline payload.
     pub payload: [u8; EVENT_PAYLOAD_MAX],
 }
@@ -341,9 +364,10 @@ pub struct EventRecord {
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct EventSlot {
-    /// Publication stamp.
+    /// Publication stamp: `(seq + 1) << 2 | state` (writing, published, abandoned);
+    /// 0 before the slot is first written. See `ring`.
     pub stamp: u64,
-    /// Owner tag of the producer writing the slot.
+    /// Writer lock: owner tag of the producer writing the slot, 0 when none.
     pub owner: u64,
     /// The event.
     pub event: EventRecord,
@@ -409,6 +433,7 @@ const _: () = {
     assert!(offset_of!(NodeRecord, description) == 136);
     assert!(size_of::<NodeSlot>() == 1152 && align_of::<NodeSlot>() == 64);
     assert!(size_of::<EventRecord>() == 176);
+    assert!(offset_of!(EventRecord, topic) == 64 && offset_of!(EventRecord, payload) == 88);
     assert!(size_of::<EventSlot>() == 192);
     assert!(size_of::<AgentSlot>() == 256);
     assert!(size_of::<BlobChunkHeader>() == 64);

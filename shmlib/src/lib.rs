@@ -38,11 +38,14 @@
 
 mod clock;
 mod error;
+mod event;
 mod freelist;
 mod index;
 pub mod layout;
 mod node;
+mod ownerlock;
 mod pool;
+mod ring;
 mod segment;
 mod seqlock;
 mod sync;
@@ -50,6 +53,8 @@ mod sys;
 
 pub use clock::{unix_ms, Hlc};
 pub use error::{AttachError, PoolError};
+pub use event::{Event, EventKind, Filter, NewEvent, RingError};
+pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER};
 pub use layout::Capacities;
 pub use node::{Handle, NewNode, Node, NodeKind, Status};
 pub use pool::DeleteMode;
@@ -60,6 +65,6 @@ pub use sys::{process_start_ticks, shm_path, validate_name, OwnerTag};
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api {
-    pub use crate::freelist::{pop, push, FreeListError};
-    pub use crate::seqlock::{read, read_locked, repair, write_locked};
+    pub use crate::freelist::{init, pop, push, FreeListError};
+    pub use crate::seqlock::{active_copy, lock, read, read_locked, repair, unlock, write_locked, LockBusy};
 }

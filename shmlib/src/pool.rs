@@ -16,6 +16,7 @@
 //!   the children's own parent fields.
 
 use crate::error::PoolError;
+use crate::event::{EventKind, NewEvent};
 use crate::freelist::{self, FreeListError};
 use crate::index::IdIndex;
 use crate::layout::{hdr, slot, NodeRecord, Region, RECORD_WORDS};
@@ -281,10 +282,12 @@ impl Segment {
                 return Err(abandon(guard, e));
             }
         }
-        drop(guard);
         self.hdr(hdr::POOL_USED).fetch_add(1, Ordering::Relaxed);
         self.hdr(hdr::CREATED).fetch_add(1, Ordering::Relaxed);
-        Ok(handle)
+        // Appended under the node's lock, so a node's events are in version order.
+        let appended = self.emit(EventKind::NODE_CREATED, &rec);
+        drop(guard);
+        appended.map(|_| handle)
     }
 
     fn unindex(&self, uuid: &[u8; 16], index: u32) {
@@ -437,6 +440,7 @@ impl Segment {
         let words: [u64; RECORD_WORDS] = bytemuck::cast(node.rec);
         seqlock::write_locked(s.seq(), s.copies(), &words);
         self.hdr(hdr::UPDATED).fetch_add(1, Ordering::Relaxed);
+        self.emit(EventKind::NODE_UPDATED, &node.rec)?;
         Ok(node)
     }
 
@@ -501,12 +505,23 @@ impl Segment {
         self.unlink_from(ps, h.index, s)?;
         s.gen_state().store(pack(next_generation(h.generation), slot::FREE), Ordering::Release);
         self.unindex(&node.rec.uuid, h.index);
+        let appended = self.emit(EventKind::NODE_DELETED, &node.rec);
         drop(_g);
         drop(_pg);
         freelist::push(self.free_head(), h.index, s.next_free()).map_err(freelist_error)?;
         self.hdr(hdr::POOL_USED).fetch_sub(1, Ordering::Relaxed);
         self.hdr(hdr::DELETED).fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        appended
+    }
+
+    /// Appends the event for a record change (skipped while the segment is being laid
+    /// out: the root's creation is not an event).
+    fn emit(&self, kind: EventKind, rec: &NodeRecord) -> Result<(), PoolError> {
+        if self.state() != crate::SegmentState::Ready {
+            return Ok(());
+        }
+        let uuid = Uuid::from_bytes(rec.uuid);
+        self.append(&NewEvent::new(kind).node(uuid, rec.version)).map(|_| ()).map_err(PoolError::EventNotAppended)
     }
 
     /// Fills `out` with the handles of `h`'s children, in creation order, as one

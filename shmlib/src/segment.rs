@@ -38,6 +38,8 @@ pub struct Segment {
     pub(crate) geo: Geometry,
     pub(crate) caps: Capacities,
     pub(crate) lock_wait: Duration,
+    /// Raw handle of the agent this process acts for (`u64::MAX`: none); process-local.
+    pub(crate) actor: std::sync::atomic::AtomicU64,
 }
 
 /// The segment name to use: `WORKNODE_SEGMENT` if set, else [`DEFAULT_SEGMENT`].
@@ -131,6 +133,7 @@ impl Segment {
                 geo,
                 caps: *caps,
                 lock_wait: crate::seqlock::LOCK_WAIT,
+                actor: std::sync::atomic::AtomicU64::new(u64::MAX),
             };
             seg.initialise()?;
             Ok(seg)
@@ -217,7 +220,15 @@ impl Segment {
         let raw = sys::map(&file, len as usize, writable).map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
         let map = Mapping::new(raw, writable);
         let (_, geo, caps) = validate(name, &map)?;
-        Ok(Segment { map, name: name.to_string(), me: OwnerTag::current(), geo, caps, lock_wait: crate::seqlock::LOCK_WAIT })
+        Ok(Segment {
+            map,
+            name: name.to_string(),
+            me: OwnerTag::current(),
+            geo,
+            caps,
+            lock_wait: crate::seqlock::LOCK_WAIT,
+            actor: std::sync::atomic::AtomicU64::new(u64::MAX),
+        })
     }
 
     /// Re-validates after waiting for Ready: the header we first read may have been
@@ -290,6 +301,16 @@ impl Segment {
     /// This process's owner tag, as stamped into locks it takes.
     pub fn owner_tag(&self) -> OwnerTag {
         self.me
+    }
+
+    /// Names the agent (its node) this process acts for; events it appends carry it.
+    pub fn set_actor(&self, actor: Option<crate::Handle>) {
+        self.actor.store(actor.map_or(u64::MAX, crate::Handle::to_raw), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The agent this process acts for, if set.
+    pub fn actor(&self) -> Option<crate::Handle> {
+        crate::Handle::from_raw(self.actor.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Sets how long a writer waits for a record lock held by a live process.

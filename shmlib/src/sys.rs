@@ -179,3 +179,57 @@ mod tests {
         assert!(!OwnerTag(0).is_alive());
     }
 }
+
+/// Sleeps while `*word == expected`, for at most `timeout`, using the *shared* futex
+/// operation (no `FUTEX_PRIVATE_FLAG`: the word lives in memory mapped by several
+/// processes, and private futexes are keyed by address space). Returns when woken, when
+/// the value differs, on timeout or on a signal; callers re-check their condition.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait(word: &crate::sync::AtomicU32, expected: u32, timeout: std::time::Duration) {
+    let ts = nix::libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as nix::libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as nix::libc::c_long,
+    };
+    // SAFETY: `word` is a valid, 4-aligned u32 for the duration of the call (it borrows
+    // the mapping); FUTEX_WAIT only reads it; `ts` outlives the call; the unused
+    // arguments are ignored for FUTEX_WAIT.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_futex,
+            word.as_ptr(),
+            nix::libc::FUTEX_WAIT,
+            expected,
+            &ts as *const nix::libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes up to `count` processes sleeping in [`futex_wait`] on `word`.
+#[cfg(not(loom))]
+pub(crate) fn futex_wake(word: &crate::sync::AtomicU32, count: i32) {
+    // SAFETY: `word` is a valid, 4-aligned u32; FUTEX_WAKE neither reads nor writes it
+    // beyond using its address as the key; the unused arguments are ignored.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_futex,
+            word.as_ptr(),
+            nix::libc::FUTEX_WAKE,
+            count,
+            std::ptr::null::<nix::libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Under loom there are no futexes: waiting is a yield to the model's scheduler.
+#[cfg(loom)]
+pub(crate) fn futex_wait(_word: &crate::sync::AtomicU32, _expected: u32, _timeout: std::time::Duration) {
+    loom::thread::yield_now();
+}
+
+/// Under loom there are no futexes: waking is a no-op.
+#[cfg(loom)]
+pub(crate) fn futex_wake(_word: &crate::sync::AtomicU32, _count: i32) {}

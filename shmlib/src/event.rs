@@ -1,0 +1,282 @@
+//! Event vocabulary: kinds, the copied-out [`Event`], the [`NewEvent`] spec producers
+//! fill in, reader-side [`Filter`]s and the ring's errors.
+
+use crate::clock::Hlc;
+use crate::layout::{EventRecord, EVENT_PAYLOAD_MAX, EVENT_TOPIC_MAX};
+use crate::node::Handle;
+use bytemuck::Zeroable;
+use uuid::Uuid;
+
+/// What an event reports. Codes below [`EventKind::USER`] are built in; applications
+/// use codes from 1000 up (and usually name them with a topic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventKind(pub u32);
+
+macro_rules! kinds {
+    ($($(#[$m:meta])* $name:ident = $code:literal => $s:literal),* $(,)?) => {
+        impl EventKind {
+            $($(#[$m])* pub const $name: EventKind = EventKind($code);)*
+
+            /// Every built-in kind.
+            pub const BUILT_IN: &'static [EventKind] = &[$(EventKind::$name),*];
+
+            /// Lower-case name of a built-in kind; `None` for application kinds.
+            pub fn builtin_name(self) -> Option<&'static str> {
+                match self.0 { $($code => Some($s),)* _ => None }
+            }
+
+            /// The kind named `s`: a built-in name, `user` (1000), or a number.
+            pub fn parse(s: &str) -> Result<EventKind, String> {
+                match s {
+                    $($s => Ok(EventKind::$name),)*
+                    "user" => Ok(EventKind::USER),
+                    _ => s.parse::<u32>().map(EventKind).map_err(|_| {
+                        let names: Vec<&str> = vec![$($s),*];
+                        format!("unknown event kind {s:?}; use one of {}, `user`, or a number (1000 and up for applications)", names.join(", "))
+                    }),
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    /// A node was added.
+    NODE_CREATED = 1 => "node_created",
+    /// A node's record changed.
+    NODE_UPDATED = 2 => "node_updated",
+    /// A node was deleted.
+    NODE_DELETED = 3 => "node_deleted",
+    /// A task was claimed.
+    TASK_CLAIMED = 10 => "task_claimed",
+    /// A task completed.
+    TASK_COMPLETED = 11 => "task_completed",
+    /// A task failed.
+    TASK_FAILED = 12 => "task_failed",
+    /// A task became blocked.
+    TASK_BLOCKED = 13 => "task_blocked",
+    /// A claim was released.
+    TASK_RELEASED = 14 => "task_released",
+    /// A claim's lease expired.
+    CLAIM_EXPIRED = 15 => "claim_expired",
+    /// A task became ready.
+    TASK_READY = 16 => "task_ready",
+    /// An agent joined.
+    AGENT_JOINED = 20 => "agent_joined",
+    /// An agent left.
+    AGENT_LEFT = 21 => "agent_left",
+    /// An agent died and was reaped.
+    AGENT_LOST = 22 => "agent_lost",
+}
+
+impl EventKind {
+    /// The first application-defined kind code.
+    pub const USER: EventKind = EventKind(1000);
+
+    /// Whether this is an application-defined kind.
+    pub fn is_user(self) -> bool {
+        self.0 >= Self::USER.0
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.builtin_name() {
+            Some(n) => f.write_str(n),
+            None if *self == EventKind::USER => f.write_str("user"),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// An event as copied out of the ring.
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub(crate) rec: EventRecord,
+}
+
+impl Event {
+    /// Ring sequence number: the exact order of events on this host.
+    pub fn seq(&self) -> u64 {
+        self.rec.seq
+    }
+    /// Clock value at append.
+    pub fn hlc(&self) -> Hlc {
+        Hlc(self.rec.hlc)
+    }
+    /// Kind.
+    pub fn kind(&self) -> EventKind {
+        EventKind(self.rec.kind)
+    }
+    /// The acting agent's node, if the producer named one.
+    pub fn actor(&self) -> Option<Handle> {
+        Handle::from_raw(self.rec.actor)
+    }
+    /// The node the event is about.
+    pub fn node(&self) -> Option<Uuid> {
+        let u = Uuid::from_bytes(self.rec.node);
+        (!u.is_nil()).then_some(u)
+    }
+    /// That node's version after the change (0 when none).
+    pub fn node_version(&self) -> u64 {
+        self.rec.node_version
+    }
+    /// Pid of the producing process.
+    pub fn pid(&self) -> u32 {
+        self.rec.pid
+    }
+    /// The topic (application kind name), possibly empty.
+    pub fn topic(&self) -> &str {
+        let n = (self.rec.topic_len as usize).min(EVENT_TOPIC_MAX);
+        std::str::from_utf8(&self.rec.topic[..n]).unwrap_or("")
+    }
+    /// The inline payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.rec.payload[..(self.rec.payload_len as usize).min(EVENT_PAYLOAD_MAX)]
+    }
+    /// The raw record.
+    pub fn record(&self) -> &EventRecord {
+        &self.rec
+    }
+}
+
+/// What to append.
+#[derive(Clone, Copy, Debug)]
+pub struct NewEvent<'a> {
+    /// Kind.
+    pub kind: EventKind,
+    /// The node it is about, and its version after the change.
+    pub node: Option<(Uuid, u64)>,
+    /// The acting agent (defaults to the segment's actor, see [`crate::Segment::set_actor`]).
+    pub actor: Option<Handle>,
+    /// Application kind name, at most 24 bytes.
+    pub topic: &'a str,
+    /// Inline payload, at most 88 bytes (larger data belongs in a document node).
+    pub payload: &'a [u8],
+}
+
+impl<'a> NewEvent<'a> {
+    /// An event of `kind` with nothing else set.
+    pub fn new(kind: EventKind) -> Self {
+        NewEvent { kind, node: None, actor: None, topic: "", payload: &[] }
+    }
+    /// About `node` at `version`.
+    pub fn node(mut self, node: Uuid, version: u64) -> Self {
+        self.node = Some((node, version));
+        self
+    }
+    /// With an explicit actor.
+    pub fn actor(mut self, actor: Handle) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+    /// With a topic.
+    pub fn topic(mut self, topic: &'a str) -> Self {
+        self.topic = topic;
+        self
+    }
+    /// With a payload.
+    pub fn payload(mut self, payload: &'a [u8]) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// Checks the limits and builds the record (sequence number filled in at append).
+    pub(crate) fn to_record(&self, hlc: Hlc, actor: Option<Handle>, pid: u32) -> Result<EventRecord, RingError> {
+        if self.payload.len() > EVENT_PAYLOAD_MAX {
+            return Err(RingError::PayloadTooLarge { len: self.payload.len(), max: EVENT_PAYLOAD_MAX });
+        }
+        if self.topic.len() > EVENT_TOPIC_MAX {
+            return Err(RingError::TopicTooLong { len: self.topic.len(), max: EVENT_TOPIC_MAX });
+        }
+        let mut r = EventRecord::zeroed();
+        r.hlc = hlc.0;
+        r.kind = self.kind.0;
+        r.actor = self.actor.or(actor).map_or(u64::MAX, Handle::to_raw);
+        if let Some((u, v)) = self.node {
+            r.node = *u.as_bytes();
+            r.node_version = v;
+        }
+        r.pid = pid;
+        r.topic[..self.topic.len()].copy_from_slice(self.topic.as_bytes());
+        r.topic_len = self.topic.len() as u8;
+        r.payload[..self.payload.len()].copy_from_slice(self.payload);
+        r.payload_len = self.payload.len() as u16;
+        Ok(r)
+    }
+}
+
+/// Reader-side selection of events. Unset fields match everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filter {
+    /// Only this kind.
+    pub kind: Option<EventKind>,
+    /// Only events about this node.
+    pub node: Option<Uuid>,
+    /// Only events by this actor.
+    pub actor: Option<Handle>,
+}
+
+impl Filter {
+    /// Whether `e` passes.
+    pub fn matches(&self, e: &Event) -> bool {
+        self.kind.is_none_or(|k| k == e.kind())
+            && self.node.is_none_or(|n| Some(n) == e.node())
+            && self.actor.is_none_or(|a| Some(a) == e.actor())
+    }
+}
+
+/// Why an append or a read did not deliver an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// The reader fell more than the ring's capacity behind: `missed` events were
+    /// overwritten before it read them; it continues at `resume_at`.
+    Lagged {
+        /// Events skipped, exactly.
+        missed: u64,
+        /// The sequence number the reader reads next.
+        resume_at: u64,
+    },
+    /// No matching event arrived within the timeout.
+    Timeout,
+    /// The payload exceeds the inline limit.
+    PayloadTooLarge {
+        /// Bytes given.
+        len: usize,
+        /// Bytes allowed.
+        max: usize,
+    },
+    /// The topic exceeds its limit.
+    TopicTooLong {
+        /// Bytes given.
+        len: usize,
+        /// Bytes allowed.
+        max: usize,
+    },
+    /// The segment was attached read-only.
+    ReadOnly,
+    /// A live producer has held the ring slot this append needs for too long.
+    Busy {
+        /// Its pid.
+        holder_pid: u32,
+    },
+    /// The append was overtaken by the ring repeatedly (producers far outpace it).
+    Contended,
+}
+
+impl std::fmt::Display for RingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use RingError::*;
+        match self {
+            Lagged { missed, resume_at } => write!(f, "reader lagged: {missed} events were overwritten before it read them; continuing at sequence {resume_at} (read faster, or give the daemon a larger --events)"),
+            Timeout => write!(f, "no matching event before the timeout"),
+            PayloadTooLarge { len, max } => write!(f, "event payload is {len} bytes, the inline limit is {max}; put larger data in a document and reference it"),
+            TopicTooLong { len, max } => write!(f, "event topic is {len} bytes, the limit is {max}; use a shorter name"),
+            ReadOnly => write!(f, "segment attached read-only; attach read-write to append events"),
+            Busy { holder_pid } => write!(f, "the ring slot is held by live process {holder_pid} for too long; check that process"),
+            Contended => write!(f, "the append was overtaken by the ring repeatedly; retry"),
+        }
+    }
+}
+
+impl std::error::Error for RingError {}

@@ -1,0 +1,606 @@
+//! The event ring: a lock-free, many-producer, broadcast ring of fixed-size events with
+//! independent readers, blocking waits on a shared futex, and repair of slots left by
+//! producers that died mid-append.
+//!
+//! # Layout
+//!
+//! A power-of-two array of [`EventSlot`](crate::layout::EventSlot)s (192 bytes: a stamp
+//! word, an owner word and a 176-byte event) plus, in the header, a `tail` counter on its
+//! own cache line and a notify line (futex word, waiter count, counters).
+//!
+//! # The stamp
+//!
+//! `stamp = (seq + 1) << 2 | state`, with state `WRITING`, `PUBLISHED` or `ABANDONED`;
+//! 0 means the slot was never written. Sequence `s` lives in slot `s & mask`, so a stamp
+//! tells a reader expecting `s` exactly where the slot stands:
+//!
+//! | stamp                        | meaning for a reader at `s`                          |
+//! |------------------------------|------------------------------------------------------|
+//! | 0, or any seq `< s`          | `s` not published yet                                 |
+//! | `s`, `WRITING`               | a producer is writing `s`                             |
+//! | `s`, `PUBLISHED`             | read it, then re-check the stamp (lapped while copying?) |
+//! | `s`, `ABANDONED`             | its producer died (or stalled past the bound): skip, count |
+//! | any seq `> s`                | the reader was lapped: `Lagged { missed }`            |
+//!
+//! # Appending
+//!
+//! 1. `s = tail.fetch_add(1)`.
+//! 2. Take the slot's owner lock (`ownerlock`: CAS 0 → our pid+start-time tag). It
+//!    serialises the rare case of two producers a whole lap apart, and it names the
+//!    writer, so that a dead one is recognised and only a dead one is overruled.
+//! 3. If the stamp already shows a sequence `≥ s`, a reader declared `s` abandoned (we
+//!    stalled past the bound) or a later lap took the slot: release and retry with a new
+//!    sequence; the caller's event is never lost, only renumbered.
+//! 4. Store `WRITING(s)`, fence (Release), write the event with relaxed word stores.
+//! 5. Publish by CAS `WRITING(s) → PUBLISHED(s)` (Release): a writer that was declared
+//!    dead cannot publish late. Release the lock.
+//! 6. Bump the futex word; make the wake syscall only if the waiter count is non-zero.
+//!
+//! # Reading
+//!
+//! Each reader keeps its own cursor and never writes to the ring in the common case, so
+//! readers never slow producers down. The copy is checked as in a seqlock: stamp
+//! (Acquire), copy, fence (Acquire), stamp again; a change means the slot was reused by
+//! a later lap while we copied, reported as `Lagged`, never as a wrong event.
+//!
+//! # A producer that dies mid-append
+//!
+//! A reader (read-write) that waits on an in-flight `s` longer than its abandon bound
+//! (50 ms by default) looks at the slot's owner: no owner (the producer died between
+//! `fetch_add` and locking, or stalls there), or an owner whose process is gone, means
+//! nobody will ever publish `s`. It takes the lock (from the dead owner if need be),
+//! re-checks, stamps `ABANDONED(s)`, and releases. A live owner is waited for.
+
+use crate::event::{Event, Filter, NewEvent, RingError};
+use crate::layout::{hdr, EventRecord, Region};
+use crate::ownerlock::{self, Acquired};
+use crate::segment::Segment;
+use crate::sync::{fence, load_words, store_words, AtomicU32, AtomicU64, Ordering};
+use crate::sys::{self, OwnerTag};
+use crossbeam_utils::Backoff;
+use std::mem::size_of;
+use std::time::{Duration, Instant};
+
+const SLOT_WORDS: usize = size_of::<crate::layout::EventSlot>() / 8;
+const EVENT_WORDS: usize = size_of::<EventRecord>() / 8;
+const STAMP: usize = 0;
+const OWNER: usize = 1;
+const EVENT: usize = 2;
+
+const WRITING: u64 = 0;
+const PUBLISHED: u64 = 1;
+const ABANDONED: u64 = 2;
+
+/// Times an append takes a new sequence after being overtaken.
+const APPEND_ATTEMPTS: u32 = 16;
+/// Default time a reader waits on an in-flight sequence before checking its producer.
+pub const DEFAULT_ABANDON_AFTER: Duration = Duration::from_millis(50);
+/// A read-only reader cannot register as a waiter, so it re-checks at least this often.
+const READ_ONLY_PARK: Duration = Duration::from_millis(2);
+
+fn stamp(seq: u64, state: u64) -> u64 {
+    ((seq + 1) << 2) | state
+}
+
+fn stamp_seq(st: u64) -> Option<u64> {
+    (st >> 2).checked_sub(1)
+}
+
+/// What a reader found in the slot of the sequence it expects.
+pub(crate) enum Peek {
+    /// The event, consistently copied.
+    Ready(EventRecord),
+    /// Not published yet.
+    Pending,
+    /// Its producer died; skip it.
+    Abandoned,
+    /// The slot holds a later lap.
+    Lapped,
+}
+
+/// Where a new reader starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At the oldest event still retained in the ring.
+    Oldest,
+    /// After the newest event: only events appended from now on.
+    Now,
+    /// At this sequence number (clamped to what is retained, with a `Lagged` report).
+    At(u64),
+}
+
+/// How [`Reader::next`] waits for an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// Busy-poll: lowest latency, burns a core. Only when a core is reserved for it.
+    Spin,
+    /// Spin briefly, then sleep on the futex (the default).
+    #[default]
+    SpinThenPark,
+    /// Sleep on the futex at once: no CPU while idle, a wake-up syscall of latency.
+    Park,
+}
+
+/// The ring's words, bounds-checked once.
+pub(crate) struct RingView<'a> {
+    tail: &'a AtomicU64,
+    words: &'a [AtomicU64],
+    mask: u64,
+}
+
+impl<'a> RingView<'a> {
+    /// Builds a view over `words` (capacity × slot words; capacity a power of two).
+    pub(crate) fn new(tail: &'a AtomicU64, words: &'a [AtomicU64]) -> Self {
+        let cap = (words.len() / SLOT_WORDS) as u64;
+        debug_assert!(cap.is_power_of_two());
+        RingView { tail, words, mask: cap - 1 }
+    }
+
+    fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    fn slot(&self, seq: u64) -> &'a [AtomicU64] {
+        let i = (seq & self.mask) as usize * SLOT_WORDS;
+        &self.words[i..i + SLOT_WORDS]
+    }
+
+    /// Appends `rec` (its `seq` is filled in) and returns its sequence number.
+    pub(crate) fn append(&self, rec: &mut EventRecord, me: u64, wait: Duration, is_dead: impl Fn(u64) -> bool) -> Result<u64, RingError> {
+        for _ in 0..APPEND_ATTEMPTS {
+            let s = self.tail.fetch_add(1, Ordering::AcqRel);
+            let slot = self.slot(s);
+            let got = ownerlock::acquire(&slot[OWNER], me, wait, &is_dead)
+                .map_err(|b| RingError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
+            let st = slot[STAMP].load(Ordering::Relaxed);
+            if let Acquired::FromDead(_) = got {
+                // The dead holder was mid-write of an earlier lap: that event is gone.
+                if st & 3 == WRITING && st != 0 {
+                    if let Some(old) = stamp_seq(st) {
+                        slot[STAMP].store(stamp(old, ABANDONED), Ordering::Release);
+                    }
+                }
+            }
+            if stamp_seq(slot[STAMP].load(Ordering::Relaxed)).is_some_and(|x| x >= s) {
+                // Overtaken: `s` was declared abandoned or a later lap owns the slot.
+                ownerlock::release(&slot[OWNER]);
+                continue;
+            }
+            slot[STAMP].store(stamp(s, WRITING), Ordering::Relaxed);
+            fence(Ordering::Release);
+            rec.seq = s;
+            store_words(&slot[EVENT..EVENT + EVENT_WORDS], bytemuck::cast_slice(std::slice::from_ref(rec)));
+            let published = slot[STAMP]
+                .compare_exchange(stamp(s, WRITING), stamp(s, PUBLISHED), Ordering::Release, Ordering::Relaxed)
+                .is_ok();
+            ownerlock::release(&slot[OWNER]);
+            if published {
+                return Ok(s);
+            }
+        }
+        Err(RingError::Contended)
+    }
+
+    /// Looks at sequence `s`.
+    pub(crate) fn peek(&self, s: u64) -> Peek {
+        let slot = self.slot(s);
+        let st = slot[STAMP].load(Ordering::Acquire);
+        let Some(x) = stamp_seq(st) else { return Peek::Pending };
+        if x < s {
+            return Peek::Pending;
+        }
+        if x > s {
+            return Peek::Lapped;
+        }
+        match st & 3 {
+            PUBLISHED => {
+                let mut words = [0u64; EVENT_WORDS];
+                load_words(&slot[EVENT..EVENT + EVENT_WORDS], &mut words);
+                fence(Ordering::Acquire);
+                if slot[STAMP].load(Ordering::Relaxed) != st {
+                    return Peek::Lapped;
+                }
+                Peek::Ready(bytemuck::cast(words))
+            }
+            ABANDONED => Peek::Abandoned,
+            _ => Peek::Pending,
+        }
+    }
+
+    /// Whether a reader at `s` has something to act on (an event, a skip or a lap).
+    fn actionable(&self, s: u64) -> bool {
+        let st = self.slot(s)[STAMP].load(Ordering::Acquire);
+        match stamp_seq(st) {
+            None => false,
+            Some(x) => x > s || (x == s && st & 3 != WRITING),
+        }
+    }
+
+    /// Marks `s` abandoned if nobody live is writing it. Returns whether it did.
+    pub(crate) fn abandon_if_dead(&self, s: u64, me: u64, is_dead: impl Fn(u64) -> bool) -> bool {
+        let slot = self.slot(s);
+        let owner = slot[OWNER].load(Ordering::Acquire);
+        let took = if owner == 0 {
+            slot[OWNER].compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        } else if is_dead(owner) {
+            slot[OWNER].compare_exchange(owner, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        } else {
+            false
+        };
+        if !took {
+            return false;
+        }
+        let st = slot[STAMP].load(Ordering::Relaxed);
+        let unpublished = match stamp_seq(st) {
+            None => true,
+            Some(x) => x < s || (x == s && st & 3 == WRITING),
+        };
+        if unpublished {
+            slot[STAMP].store(stamp(s, ABANDONED), Ordering::Release);
+        }
+        ownerlock::release(&slot[OWNER]);
+        unpublished
+    }
+}
+
+impl Segment {
+    pub(crate) fn ring(&self) -> RingView<'_> {
+        let r = self.region(Region::Events);
+        let words = self
+            .map
+            .words_at(r.offset as usize, r.capacity as usize * SLOT_WORDS)
+            .expect("invariant: the events region lies inside a validated mapping");
+        RingView::new(self.hdr(hdr::RING_TAIL), words)
+    }
+
+    fn notify_word(&self) -> &AtomicU32 {
+        self.map.u32_at(hdr::RING_NOTIFY).expect("invariant: header offsets lie inside a validated mapping")
+    }
+
+    /// Appends an event and returns its sequence number. No lock, no syscall unless a
+    /// reader is parked (then one `FUTEX_WAKE`).
+    pub fn append(&self, ev: &NewEvent<'_>) -> Result<u64, RingError> {
+        if !self.map.writable() {
+            return Err(RingError::ReadOnly);
+        }
+        let mut rec = ev.to_record(self.now(), self.actor(), std::process::id())?;
+        let s = self.ring().append(&mut rec, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())?;
+        self.notify_word().fetch_add(1, Ordering::SeqCst);
+        if self.hdr(hdr::RING_WAITERS).load(Ordering::SeqCst) != 0 {
+            self.hdr(hdr::RING_WAKES).fetch_add(1, Ordering::Relaxed);
+            sys::futex_wake(self.notify_word(), i32::MAX);
+        }
+        Ok(s)
+    }
+
+    /// The next sequence number to be claimed (events `[tail - capacity, tail)` may be
+    /// retained).
+    pub fn ring_tail(&self) -> u64 {
+        self.hdr(hdr::RING_TAIL).load(Ordering::Acquire)
+    }
+
+    /// Ring counters: (wake syscalls made, slots marked abandoned, readers parked now).
+    pub fn ring_counters(&self) -> RingCounters {
+        RingCounters {
+            tail: self.ring_tail(),
+            capacity: self.caps.events as u64,
+            wakes: self.hdr(hdr::RING_WAKES).load(Ordering::Relaxed),
+            abandoned: self.hdr(hdr::RING_ABANDONED).load(Ordering::Relaxed),
+            waiters: self.hdr(hdr::RING_WAITERS).load(Ordering::Relaxed),
+        }
+    }
+
+    /// A reader with its own cursor.
+    pub fn reader(&self, start: Start) -> Reader<'_> {
+        let tail = self.ring_tail();
+        let cap = self.caps.events as u64;
+        let next = match start {
+            Start::Oldest => tail.saturating_sub(cap),
+            Start::Now => tail,
+            Start::At(s) => s.min(tail),
+        };
+        Reader { seg: self, next, filter: Filter::default(), abandon_after: DEFAULT_ABANDON_AFTER, stuck: None, abandoned_skipped: 0, missed: 0 }
+    }
+}
+
+/// Ring usage, for inspectors and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingCounters {
+    /// Next sequence to claim.
+    pub tail: u64,
+    /// Slots.
+    pub capacity: u64,
+    /// `FUTEX_WAKE` syscalls producers made (only ever when a reader was parked).
+    pub wakes: u64,
+    /// Slots marked abandoned after their producer died.
+    pub abandoned: u64,
+    /// Readers parked right now.
+    pub waiters: u64,
+}
+
+/// A cursor over the event ring. Each reader is independent: it never blocks producers
+/// or other readers.
+pub struct Reader<'a> {
+    seg: &'a Segment,
+    next: u64,
+    filter: Filter,
+    abandon_after: Duration,
+    stuck: Option<(u64, Instant)>,
+    abandoned_skipped: u64,
+    missed: u64,
+}
+
+impl Reader<'_> {
+    /// Delivers only events that pass `filter` (others are consumed and skipped).
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// How long to wait on an in-flight event before checking whether its producer died.
+    pub fn set_abandon_after(&mut self, d: Duration) {
+        self.abandon_after = d;
+    }
+
+    /// The sequence number this reader reads next.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Events skipped because their producer died mid-append.
+    pub fn abandoned_skipped(&self) -> u64 {
+        self.abandoned_skipped
+    }
+
+    /// Events missed through lagging, in all.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    fn lagged(&mut self, ring: &RingView<'_>) -> RingError {
+        let tail = ring.tail.load(Ordering::Acquire);
+        let resume_at = (self.next + 1).max(tail.saturating_sub(ring.capacity()));
+        let missed = resume_at - self.next;
+        self.next = resume_at;
+        self.missed += missed;
+        self.stuck = None;
+        RingError::Lagged { missed, resume_at }
+    }
+
+    /// The next matching event if one is available now; `Ok(None)` if not.
+    /// `Err(Lagged)` reports events lost to overwriting (exactly), after which reading
+    /// continues at `resume_at`.
+    pub fn try_next(&mut self) -> Result<Option<Event>, RingError> {
+        let ring = self.seg.ring();
+        let cap = ring.capacity();
+        // Bounded: at most one lap of skipped (filtered or abandoned) events per call.
+        for _ in 0..cap + 2 {
+            let tail = ring.tail.load(Ordering::Acquire);
+            if self.next >= tail {
+                self.stuck = None;
+                return Ok(None);
+            }
+            if tail - self.next > cap {
+                return Err(self.lagged(&ring));
+            }
+            match ring.peek(self.next) {
+                Peek::Ready(rec) => {
+                    self.next += 1;
+                    self.stuck = None;
+                    let e = Event { rec };
+                    if self.filter.matches(&e) {
+                        return Ok(Some(e));
+                    }
+                }
+                Peek::Abandoned => {
+                    self.next += 1;
+                    self.abandoned_skipped += 1;
+                    self.stuck = None;
+                }
+                Peek::Lapped => return Err(self.lagged(&ring)),
+                Peek::Pending => {
+                    // In flight: claimed (s < tail) but not published.
+                    let now = Instant::now();
+                    match self.stuck {
+                        Some((s, since)) if s == self.next => {
+                            if now.duration_since(since) >= self.abandon_after && self.seg.map.writable() {
+                                if ring.abandon_if_dead(self.next, self.seg.me.0, |t| !OwnerTag(t).is_alive()) {
+                                    self.seg.hdr(hdr::RING_ABANDONED).fetch_add(1, Ordering::Relaxed);
+                                }
+                                self.stuck = Some((self.next, now));
+                                continue;
+                            }
+                        }
+                        _ => self.stuck = Some((self.next, now)),
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits up to `timeout` for the next matching event, as `wait` says.
+    pub fn next(&mut self, wait: Wait, timeout: Duration) -> Result<Event, RingError> {
+        let deadline = Instant::now() + timeout;
+        let backoff = Backoff::new();
+        let mut spins = 0u32;
+        loop {
+            if let Some(e) = self.try_next()? {
+                return Ok(e);
+            }
+            match wait {
+                Wait::Spin => {
+                    std::hint::spin_loop();
+                    spins = spins.wrapping_add(1);
+                    if spins % 256 == 0 && Instant::now() >= deadline {
+                        return Err(RingError::Timeout);
+                    }
+                }
+                Wait::SpinThenPark if !backoff.is_completed() => backoff.snooze(),
+                _ => self.park(deadline)?,
+            }
+        }
+    }
+
+    /// Sleeps on the futex until a producer publishes, the deadline, or (when waiting on
+    /// an in-flight event) the abandon bound.
+    fn park(&mut self, deadline: Instant) -> Result<(), RingError> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(RingError::Timeout);
+        }
+        let mut t = deadline - now;
+        if self.stuck.is_some() {
+            t = t.min(self.abandon_after);
+        }
+        let seg = self.seg;
+        let writable = seg.map.writable();
+        if !writable {
+            t = t.min(READ_ONLY_PARK);
+        }
+        let waiters = seg.hdr(hdr::RING_WAITERS);
+        if writable {
+            waiters.fetch_add(1, Ordering::SeqCst);
+        }
+        let v = seg.notify_word().load(Ordering::SeqCst);
+        // Registered first, then re-checked: a publish after this check bumps the word
+        // (so FUTEX_WAIT returns at once) and sees our registration (so it wakes us).
+        if !seg.ring().actionable(self.next) {
+            sys::futex_wait(seg.notify_word(), v, t);
+        }
+        if writable {
+            waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+    use crate::layout::Capacities;
+    use crate::Segment;
+
+    struct Seg(Segment);
+    impl Drop for Seg {
+        fn drop(&mut self) {
+            let _ = Segment::unlink(self.0.name());
+        }
+    }
+
+    fn segment(tag: &str, events: u32) -> Seg {
+        let name = format!("wn-ring-unit-{}-{tag}", std::process::id());
+        let _ = Segment::unlink(&name);
+        let caps = Capacities { nodes: 16, events, agents: 4, blob_chunks: 1, ..Capacities::default() };
+        Seg(Segment::create(&name, &caps, 0o600).unwrap())
+    }
+
+    fn user(i: u64) -> [u8; 8] {
+        i.to_le_bytes()
+    }
+
+    #[test]
+    fn events_arrive_in_order_with_their_payloads() {
+        let s = segment("order", 64);
+        let seg = &s.0;
+        let mut r = seg.reader(Start::Now);
+        for i in 0..10u64 {
+            assert_eq!(seg.append(&NewEvent::new(EventKind::USER).topic("t").payload(&user(i))).unwrap(), i);
+        }
+        for i in 0..10u64 {
+            let e = r.try_next().unwrap().unwrap();
+            assert_eq!(e.seq(), i);
+            assert_eq!(e.payload(), &user(i));
+            assert_eq!(e.topic(), "t");
+            assert_eq!(e.pid(), std::process::id());
+        }
+        assert!(r.try_next().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_lapped_reader_is_told_exactly_what_it_missed() {
+        let s = segment("lap", 8);
+        let seg = &s.0;
+        let mut r = seg.reader(Start::At(0));
+        for i in 0..20u64 {
+            seg.append(&NewEvent::new(EventKind::USER).payload(&user(i))).unwrap();
+        }
+        assert_eq!(r.try_next().unwrap_err(), RingError::Lagged { missed: 12, resume_at: 12 });
+        for i in 12..20 {
+            assert_eq!(r.try_next().unwrap().unwrap().seq(), i);
+        }
+        // A fresh reader from the oldest retained event gets exactly the retained ones.
+        let mut fresh = seg.reader(Start::Oldest);
+        let got: Vec<u64> = std::iter::from_fn(|| fresh.try_next().unwrap()).map(|e| e.seq()).collect();
+        assert_eq!(got, (12..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_claimed_but_never_published_sequence_is_abandoned_after_the_bound() {
+        let s = segment("abandon", 16);
+        let seg = &s.0;
+        let mut r = seg.reader(Start::Now);
+        seg.append(&NewEvent::new(EventKind::USER).payload(&user(0))).unwrap();
+        // A producer that died right after claiming sequence 1.
+        seg.hdr(hdr::RING_TAIL).fetch_add(1, Ordering::AcqRel);
+        seg.append(&NewEvent::new(EventKind::USER).payload(&user(2))).unwrap();
+        r.set_abandon_after(Duration::from_millis(5));
+        assert_eq!(r.next(Wait::Park, Duration::from_secs(5)).unwrap().seq(), 0);
+        assert_eq!(r.next(Wait::Park, Duration::from_secs(5)).unwrap().seq(), 2);
+        assert_eq!(r.abandoned_skipped(), 1);
+        assert_eq!(seg.ring_counters().abandoned, 1);
+    }
+
+    #[test]
+    fn parked_readers_wake_and_producers_skip_the_syscall_without_waiters() {
+        let s = segment("park", 64);
+        let seg = &s.0;
+        for i in 0..5 {
+            seg.append(&NewEvent::new(EventKind::USER).payload(&user(i))).unwrap();
+        }
+        assert_eq!(seg.ring_counters().wakes, 0, "no reader parked, so no wake syscall");
+        let mut r = seg.reader(Start::Now);
+        assert_eq!(r.next(Wait::Park, Duration::from_millis(20)).unwrap_err(), RingError::Timeout);
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| {
+                let mut r = seg.reader(Start::Now);
+                r.next(Wait::Park, Duration::from_secs(10)).map(|e| e.seq())
+            });
+            // Append until the parked reader has been woken (bounded).
+            let mut sent = 0;
+            while !h.is_finished() && sent < 1000 {
+                std::thread::sleep(Duration::from_millis(5));
+                seg.append(&NewEvent::new(EventKind::USER)).unwrap();
+                sent += 1;
+            }
+            assert!(h.join().unwrap().is_ok());
+        });
+    }
+
+    #[test]
+    fn filters_skip_other_events() {
+        let s = segment("filter", 64);
+        let seg = &s.0;
+        let mut r = seg.reader(Start::Now).with_filter(Filter { kind: Some(EventKind(1001)), ..Filter::default() });
+        seg.append(&NewEvent::new(EventKind(1000))).unwrap();
+        seg.append(&NewEvent::new(EventKind(1001))).unwrap();
+        assert_eq!(r.try_next().unwrap().unwrap().seq(), 1);
+        let big = [0u8; 89];
+        assert!(matches!(seg.append(&NewEvent::new(EventKind::USER).payload(&big)), Err(RingError::PayloadTooLarge { .. })));
+    }
+
+    #[test]
+    fn node_changes_emit_events_with_uuid_and_version() {
+        let s = segment("nodes", 64);
+        let seg = &s.0;
+        let mut r = seg.reader(Start::Now);
+        let h = seg.add(seg.root(), &crate::NewNode::new(crate::NodeKind::Task, "t")).unwrap();
+        let n = seg.update(h, |n| n.set_progress(10)).unwrap();
+        seg.delete(h, crate::DeleteMode::LeafOnly).unwrap();
+        let kinds: Vec<(EventKind, u64)> = std::iter::from_fn(|| r.try_next().unwrap()).map(|e| (e.kind(), e.node_version())).collect();
+        assert_eq!(kinds, vec![(EventKind::NODE_CREATED, 1), (EventKind::NODE_UPDATED, 2), (EventKind::NODE_DELETED, 2)]);
+        assert_eq!(n.version(), 2);
+    }
+}
