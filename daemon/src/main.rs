@@ -158,7 +158,7 @@ fn run(args: &Args) -> Result<(), Failure> {
         info.boot_id
     );
 
-    let signal = wait_for_signal(&signals)?;
+    let signal = serve(&seg, &signals)?;
     eprintln!("worknoded: {signal:?} received; closing segment {}", seg.name());
     seg.mark_closing();
     std::thread::sleep(Duration::from_millis(args.grace_ms));
@@ -171,13 +171,18 @@ fn run(args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Blocks until SIGINT or SIGTERM. Wakes once a second (the hook for periodic work
-/// such as reaping dead agents).
-fn wait_for_signal(signals: &SignalFd) -> Result<Signal, Failure> {
+/// Serves until SIGINT or SIGTERM. Between signals it follows the event ring, so that
+/// an event slot left unpublished by a producer that died is marked abandoned within
+/// the bound even when every reader is read-only (and so cannot repair it itself).
+fn serve(seg: &Segment, signals: &SignalFd) -> Result<Signal, Failure> {
+    let mut follower = seg.reader(worknode::Start::Now);
     loop {
         let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(1000u16)) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+        match poll(&mut fds, PollTimeout::from(TICK_MS)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {
+                follow_ring(&mut follower, seg.capacities().events as u64);
+                continue;
+            }
             Ok(_) => {}
             Err(e) => return Err(fail(format!("poll: {e}"))),
         }
@@ -185,6 +190,22 @@ fn wait_for_signal(signals: &SignalFd) -> Result<Signal, Failure> {
             if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
                 return Ok(sig);
             }
+        }
+    }
+}
+
+/// Milliseconds between the daemon's housekeeping ticks.
+const TICK_MS: u16 = 20;
+
+/// Drains what the ring holds now (bounded to one lap per tick). The reader itself
+/// abandons an in-flight slot whose producer is gone once it has waited the bound.
+fn follow_ring(follower: &mut worknode::Reader<'_>, capacity: u64) {
+    for _ in 0..capacity {
+        match follower.try_next() {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(worknode::RingError::Lagged { .. }) => {}
+            Err(_) => break,
         }
     }
 }

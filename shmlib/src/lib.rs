@@ -39,6 +39,7 @@
 mod clock;
 mod error;
 mod event;
+pub mod failpoint;
 mod freelist;
 mod index;
 pub mod layout;

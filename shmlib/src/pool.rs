@@ -438,6 +438,7 @@ impl Segment {
         node.rec.version += 1;
         node.rec.updated = self.now().0;
         let words: [u64; RECORD_WORDS] = bytemuck::cast(node.rec);
+        crate::failpoint::hit("pool.update_locked");
         seqlock::write_locked(s.seq(), s.copies(), &words);
         self.hdr(hdr::UPDATED).fetch_add(1, Ordering::Relaxed);
         self.emit(EventKind::NODE_UPDATED, &node.rec)?;

@@ -149,6 +149,7 @@ impl<'a> RingView<'a> {
     pub(crate) fn append(&self, rec: &mut EventRecord, me: u64, wait: Duration, is_dead: impl Fn(u64) -> bool) -> Result<u64, RingError> {
         for _ in 0..APPEND_ATTEMPTS {
             let s = self.tail.fetch_add(1, Ordering::AcqRel);
+            crate::failpoint::hit("ring.after_claim");
             let slot = self.slot(s);
             let got = ownerlock::acquire(&slot[OWNER], me, wait, &is_dead)
                 .map_err(|b| RingError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
@@ -170,6 +171,7 @@ impl<'a> RingView<'a> {
             fence(Ordering::Release);
             rec.seq = s;
             store_words(&slot[EVENT..EVENT + EVENT_WORDS], bytemuck::cast_slice(std::slice::from_ref(rec)));
+            crate::failpoint::hit("ring.before_publish");
             let published = slot[STAMP]
                 .compare_exchange(stamp(s, WRITING), stamp(s, PUBLISHED), Ordering::Release, Ordering::Relaxed)
                 .is_ok();

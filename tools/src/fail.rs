@@ -1,7 +1,7 @@
 //! Errors as `wn` reports them: a message, a hint, a stable code name and an exit code.
 
 use std::process::ExitCode;
-use worknode::{AttachError, PoolError};
+use worknode::{AttachError, PoolError, RingError};
 
 /// Exit codes, as documented in `wn --help`.
 pub mod exit {
@@ -44,6 +44,27 @@ impl Fail {
             eprintln!("wn: {}", self.message);
         }
         ExitCode::from(self.exit)
+    }
+}
+
+impl Fail {
+    /// A failure with no more specific code.
+    pub fn other(message: impl Into<String>) -> Fail {
+        Fail { message: message.into(), code: "error", exit: exit::OTHER }
+    }
+}
+
+impl From<RingError> for Fail {
+    fn from(e: RingError) -> Self {
+        use RingError::*;
+        let (code, exit) = match e {
+            Lagged { .. } => ("lagged", exit::TIMEOUT),
+            Timeout => ("timeout", exit::TIMEOUT),
+            ReadOnly => ("read_only", exit::PERMISSION),
+            Busy { .. } | Contended => ("busy", exit::TIMEOUT),
+            PayloadTooLarge { .. } | TopicTooLong { .. } => ("too_large", exit::OTHER),
+        };
+        Fail { message: e.to_string(), code, exit }
     }
 }
 

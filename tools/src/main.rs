@@ -32,12 +32,18 @@ struct Cli {
 enum Command {
     /// Show the segment's layout, capacities and usage, clock, daemon and state.
     Dump,
+    /// Print events from the ring (JSON lines with --json); --follow waits for more.
+    Events(cmd::events::EventsArgs),
+    /// Append one event (for shell-driven agents).
+    Emit(cmd::events::EmitArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Dump => cmd::dump::run(&cli.segment, cli.json),
+        Command::Events(a) => cmd::events::run_events(&cli.segment, cli.json, a),
+        Command::Emit(a) => cmd::events::run_emit(&cli.segment, cli.json, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,3 +1,4 @@
 //! One module per `wn` verb.
 
 pub mod dump;
+pub mod events;
