@@ -48,6 +48,10 @@ struct Args {
     #[arg(long, default_value_t = Capacities::default().blob_chunks, value_name = "N")]
     blob_chunks: u32,
 
+    /// Observed-remove set slots (sets attached to nodes).
+    #[arg(long, default_value_t = Capacities::default().sets, value_name = "N")]
+    sets: u32,
+
     /// File mode of the segment, in octal. The default 600 lets only this user attach.
     #[arg(long, default_value = "600", value_parser = parse_mode, value_name = "OCTAL")]
     mode: u32,
@@ -127,7 +131,7 @@ fn open_segment(args: &Args, caps: &Capacities) -> Result<(Segment, &'static str
 
 fn run(args: &Args) -> Result<(), Failure> {
     worknode::validate_name(&args.segment).map_err(|r| fail(format!("invalid --segment {:?}: {r}", args.segment)))?;
-    let caps = Capacities { nodes: args.nodes, events: args.events, agents: args.agents, blob_chunks: args.blob_chunks, ..Capacities::default() };
+    let caps = Capacities { nodes: args.nodes, events: args.events, agents: args.agents, blob_chunks: args.blob_chunks, sets: args.sets, ..Capacities::default() };
     // Validate capacities before touching anything.
     worknode::layout::Geometry::new(&caps).map_err(|e| fail(format!("{e}")))?;
 
@@ -146,7 +150,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     let info = seg.info();
     let c = seg.capacities();
     println!(
-        "worknoded: segment {} {how} and ready at {} ({} bytes): nodes={} events={} agents={} blob_chunks={} pid={} boot_id={}",
+        "worknoded: segment {} {how} and ready at {} ({} bytes): nodes={} events={} agents={} blob_chunks={} sets={} pid={} boot_id={}",
         seg.name(),
         seg.path().display(),
         info.size,
@@ -154,6 +158,7 @@ fn run(args: &Args) -> Result<(), Failure> {
         c.events,
         c.agents,
         c.blob_chunks,
+        c.sets,
         std::process::id(),
         info.boot_id
     );

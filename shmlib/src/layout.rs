@@ -8,11 +8,12 @@
 //!
 //! ```text
 //! 0        Header (1 KiB): fixed part, then one cache line per group of hot words
-//! 4 KiB    node pool      nodes × NodeSlot (1152 B: 128 B control + 2 × 512 B record)
+//! 4 KiB    node pool      nodes × NodeSlot (1408 B: 128 B control + 2 × 640 B record)
 //! ...      id index       pow2 ≥ 2·nodes × u64 entries
 //! ...      event ring     pow2 events × EventSlot (192 B)
 //! ...      agent table    agents × AgentSlot (256 B)
 //! ...      blob arena     chunks × (64 B control + chunk bytes)
+//! ...      set slots      sets × SetSlot (64 B control + 32 × 32 B entries)
 //! ```
 //! Each region starts on a 4 KiB boundary. Offsets, never pointers: the segment maps at
 //! a different address in every process.
@@ -23,7 +24,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// First eight bytes of every Worknode segment (`b"WRKNODE\0"` read as little-endian).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WRKNODE\0");
 /// Version of this layout. Bumped on any change to a struct in this module.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header region in bytes.
 pub const HEADER_SIZE: usize = 1024;
 /// Regions start on this boundary.
@@ -32,6 +33,18 @@ pub const REGION_ALIGN: u64 = 4096;
 pub const NAME_MAX: usize = 64;
 /// Maximum length of a node's inline description in bytes (UTF-8).
 pub const DESCRIPTION_MAX: usize = 256;
+/// Agents that can be assigned to one node.
+pub const ASSIGNEES_MAX: usize = 8;
+/// Blockers one node can have.
+pub const BLOCKERS_MAX: usize = 8;
+/// Entries in one observed-remove set.
+pub const SET_ENTRIES: usize = 32;
+/// Maximum length of an agent name in bytes.
+pub const AGENT_NAME_MAX: usize = 64;
+/// Maximum length of an agent role in bytes.
+pub const AGENT_ROLE_MAX: usize = 32;
+/// Maximum length of a document content type in bytes.
+pub const CONTENT_TYPE_MAX: usize = 32;
 /// Inline payload bytes of one event.
 pub const EVENT_PAYLOAD_MAX: usize = 88;
 /// Bytes of an event's topic (the name of an application event kind).
@@ -75,12 +88,14 @@ pub enum Region {
     Agents = 3,
     /// Blob arena chunks.
     Blobs = 4,
+    /// Observed-remove set slots.
+    Sets = 5,
 }
 
 /// Number of regions.
-pub const REGION_COUNT: usize = 5;
+pub const REGION_COUNT: usize = 6;
 /// Region names, in [`Region`] order, for inspectors.
-pub const REGION_NAMES: [&str; REGION_COUNT] = ["nodes", "index", "events", "agents", "blobs"];
+pub const REGION_NAMES: [&str; REGION_COUNT] = ["nodes", "index", "events", "agents", "blobs", "sets"];
 
 /// The part of the header written once, before the segment is marked Ready.
 #[repr(C)]
@@ -103,7 +118,7 @@ pub struct HeaderFixed {
     /// Where each region lies, in [`Region`] order.
     pub regions: [RegionDesc; REGION_COUNT],
     /// Zero; room for later fields without moving the hot lines.
-    pub reserved: [u64; 7],
+    pub reserved: [u64; 3],
 }
 
 /// Lifecycle and daemon identity (one cache line).
@@ -152,9 +167,10 @@ pub struct Header {
     /// `words[0]` (low 32 bits): futex notify word; `words[1]`: parked waiters;
     /// `words[2]`: wake syscalls made; `words[3]`: slots marked abandoned.
     pub ring_notify: HotLine,
-    /// `words[0]`: agents in use (reserved for the agent table).
+    /// `words[0]`: agents in use; `words[1]`: the agent table's join lock.
     pub agents: HotLine,
-    /// `words[0]`: blob free-list head; `words[1]`: chunks in use (reserved).
+    /// `words[0]`: blob free-list head; `words[1]`: chunks in use; `words[2]`: set
+    /// free-list head; `words[3]`: sets in use.
     pub blobs: HotLine,
     /// `words[0..4]`: nodes created, updated, deleted, lookups by UUID.
     pub counters: HotLine,
@@ -194,6 +210,18 @@ pub mod hdr {
     pub const UPDATED: usize = offset_of!(Header, counters) + 8;
     /// Counter: nodes deleted.
     pub const DELETED: usize = offset_of!(Header, counters) + 16;
+    /// Agents in use.
+    pub const AGENTS_USED: usize = offset_of!(Header, agents);
+    /// The agent table's join lock (an owner lock).
+    pub const AGENTS_LOCK: usize = offset_of!(Header, agents) + 8;
+    /// Blob free-list head.
+    pub const BLOB_FREE_HEAD: usize = offset_of!(Header, blobs);
+    /// Blob chunks in use.
+    pub const BLOBS_USED: usize = offset_of!(Header, blobs) + 8;
+    /// Set free-list head.
+    pub const SET_FREE_HEAD: usize = offset_of!(Header, blobs) + 16;
+    /// Sets in use.
+    pub const SETS_USED: usize = offset_of!(Header, blobs) + 24;
     /// Event ring tail.
     pub const RING_TAIL: usize = offset_of!(Header, ring_tail);
     /// Futex word (32 bits) bumped on every publish.
@@ -236,8 +264,14 @@ pub struct NodeSlotHeader {
     pub next_sibling: u64,
     /// Previous sibling under the same parent: slot index + 1, 0 when none.
     pub prev_sibling: u64,
-    /// Zero; reserved for claims and leases.
-    pub reserved: [u64; 4],
+    /// Scan summary, rewritten with every record write: `kind | status << 8 |
+    /// priority << 16 | blocker_count << 24 | claim_agent << 32`. Lets queries skip
+    /// slots without copying their records.
+    pub summary: u64,
+    /// HLC at creation (a copy of the record's, for age ordering without a copy-out).
+    pub created: u64,
+    /// Zero.
+    pub reserved: [u64; 2],
 }
 
 /// Byte offsets inside a node slot.
@@ -265,6 +299,10 @@ pub mod slot {
     pub const NEXT_SIBLING: usize = offset_of!(NodeSlotHeader, next_sibling);
     /// [`NodeSlotHeader::prev_sibling`].
     pub const PREV_SIBLING: usize = offset_of!(NodeSlotHeader, prev_sibling);
+    /// [`NodeSlotHeader::summary`].
+    pub const SUMMARY: usize = offset_of!(NodeSlotHeader, summary);
+    /// [`NodeSlotHeader::created`].
+    pub const CREATED: usize = offset_of!(NodeSlotHeader, created);
     /// Offset of record copy 0; copy 1 follows it.
     pub const RECORDS: usize = size_of::<NodeSlotHeader>();
 
@@ -308,13 +346,37 @@ pub struct NodeRecord {
     pub name_len: u8,
     /// Zero; reserved flags.
     pub flags: u8,
-    /// Zero.
-    pub pad: u32,
+    /// Claim holder: agent slot index + 1, 0 when unclaimed.
+    pub claim_agent: u16,
+    /// Entries used in `assignees`.
+    pub assignee_count: u8,
+    /// Entries used in `blocked_by`.
+    pub blocker_count: u8,
     /// UTF-8 name, `name_len` bytes used.
     pub name: [u8; NAME_MAX],
     /// UTF-8 description, `desc_len` bytes used.
     pub description: [u8; DESCRIPTION_MAX],
-    /// Zero; reserved for assignees and dependencies.
+    /// Fencing epoch: +1 at every claim; writes by a claimant must present it.
+    pub claim_epoch: u64,
+    /// When the claim's lease ends, Unix milliseconds (0 when unclaimed).
+    pub lease_until_ms: u64,
+    /// HLC when the current claim was taken.
+    pub claimed_at: u64,
+    /// Assigned agents: agent slot index + 1.
+    pub assignees: [u16; ASSIGNEES_MAX],
+    /// Raw handles of the nodes that block this one.
+    pub blocked_by: [u64; BLOCKERS_MAX],
+    /// Document content: raw blob handle (`generation << 32 | chunk index`), 0 when none.
+    pub doc_blob: u64,
+    /// Document content length in bytes.
+    pub doc_len: u32,
+    /// CRC-32C of the document content.
+    pub doc_crc: u32,
+    /// Observed-remove set attached to this node: set slot index + 1, 0 when none.
+    pub set_slot: u32,
+    /// Zero.
+    pub pad2: u32,
+    /// Zero; room for later fields.
     pub reserved: [u8; 120],
 }
 
@@ -373,39 +435,47 @@ pub struct EventSlot {
     pub event: EventRecord,
 }
 
-/// An agent table slot.
+/// An agent table slot. An agent's identity (name, node) outlives the processes acting
+/// for it; `session` names the one process, if any, whose death ends the agent.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct AgentSlot {
-    /// `generation << 32 | state`.
+    /// `generation << 32 | state` (free, reserved, live).
     pub gen_state: u64,
-    /// Owner tag of the attached process.
-    pub owner: u64,
-    /// Last heartbeat, Unix milliseconds.
+    /// Owner tag of the process holding a live session for this agent, 0 when none.
+    pub session: u64,
+    /// Last sign of life, Unix milliseconds.
     pub heartbeat_ms: u64,
-    /// The agent's event cursor.
+    /// The agent's event cursor (next sequence it will read).
     pub cursor: u64,
     /// Zero.
     pub reserved_ctl: [u64; 4],
-    /// Agent UUID.
+    /// Agent UUID (that of its node).
     pub uuid: [u8; 16],
-    /// UTF-8 name.
-    pub name: [u8; 64],
+    /// UTF-8 name, unique among live agents.
+    pub name: [u8; AGENT_NAME_MAX],
     /// UTF-8 role.
-    pub role: [u8; 32],
+    pub role: [u8; AGENT_ROLE_MAX],
     /// Raw handle of the agent's node.
     pub node: u64,
     /// HLC at join.
     pub joined: u64,
+    /// Bytes used in `name`.
+    pub name_len: u8,
+    /// Bytes used in `role`.
+    pub role_len: u8,
     /// Zero.
-    pub reserved: [u8; 64],
+    pub pad: [u8; 6],
+    /// Zero.
+    pub reserved: [u8; 56],
 }
 
-/// Control words of a blob chunk.
+/// Control words of a blob chunk. A blob is a chain of chunks; its first chunk's
+/// header also describes the whole blob.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct BlobChunkHeader {
-    /// `generation << 32 | state`.
+    /// `generation << 32 | state` (free, reserved, live).
     pub gen_state: u64,
     /// Free-list link (index + 1).
     pub next_free: u64,
@@ -413,8 +483,42 @@ pub struct BlobChunkHeader {
     pub next_chunk: u64,
     /// Bytes used in this chunk.
     pub len: u64,
+    /// First chunk only: total length of the blob.
+    pub total_len: u64,
+    /// First chunk only: CRC-32C of the whole blob.
+    pub crc: u64,
     /// Zero.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 2],
+}
+
+/// One entry of an observed-remove set: an element added under a unique tag.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct SetEntry {
+    /// 0 empty, 1 being written, 2 live, 3 removed (a tombstone kept for merging).
+    pub state: u64,
+    /// The element.
+    pub element: u64,
+    /// Unique tag of the add (an HLC value: unique on this host).
+    pub tag: u64,
+    /// Pid of the adding process.
+    pub origin: u64,
+}
+
+/// An observed-remove set slot.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct SetSlot {
+    /// `generation << 32 | state` (free, reserved, live).
+    pub gen_state: u64,
+    /// Free-list link (index + 1).
+    pub next_free: u64,
+    /// Raw handle of the node the set belongs to.
+    pub node: u64,
+    /// Zero.
+    pub reserved: [u64; 5],
+    /// The entries.
+    pub entries: [SetEntry; SET_ENTRIES],
 }
 
 const _: () = {
@@ -428,10 +532,14 @@ const _: () = {
     assert!(offset_of!(Header, pool) == 384);
     assert!(offset_of!(Header, counters) == 768);
     assert!(size_of::<NodeSlotHeader>() == 128);
-    assert!(size_of::<NodeRecord>() == 512);
+    assert!(size_of::<NodeRecord>() == 640);
     assert!(offset_of!(NodeRecord, name) == 72);
     assert!(offset_of!(NodeRecord, description) == 136);
-    assert!(size_of::<NodeSlot>() == 1152 && align_of::<NodeSlot>() == 64);
+    assert!(offset_of!(NodeRecord, claim_epoch) == 392);
+    assert!(offset_of!(NodeRecord, blocked_by) == 432);
+    assert!(offset_of!(NodeRecord, doc_blob) == 496);
+    assert!(size_of::<NodeSlot>() == 1408 && align_of::<NodeSlot>() == 64);
+    assert!(size_of::<SetEntry>() == 32 && size_of::<SetSlot>() == 64 + 32 * SET_ENTRIES);
     assert!(size_of::<EventRecord>() == 176);
     assert!(offset_of!(EventRecord, topic) == 64 && offset_of!(EventRecord, payload) == 88);
     assert!(size_of::<EventSlot>() == 192);
@@ -459,6 +567,8 @@ pub struct Capacities {
     pub blob_chunks: u32,
     /// Payload bytes per blob chunk (a multiple of 64).
     pub blob_chunk_size: u32,
+    /// Observed-remove set slots.
+    pub sets: u32,
 }
 
 impl Default for Capacities {
@@ -469,6 +579,7 @@ impl Default for Capacities {
             agents: 256,
             blob_chunks: 1024,
             blob_chunk_size: 4032,
+            sets: 1024,
         }
     }
 }
@@ -478,9 +589,11 @@ pub const MAX_NODES: u32 = 1 << 24;
 /// Largest event ring.
 pub const MAX_EVENTS: u32 = 1 << 24;
 /// Largest agent table.
-pub const MAX_AGENTS: u32 = 1 << 16;
+pub const MAX_AGENTS: u32 = (1 << 16) - 1;
 /// Largest blob arena in chunks.
 pub const MAX_BLOB_CHUNKS: u32 = 1 << 20;
+/// Largest number of observed-remove sets.
+pub const MAX_SETS: u32 = 1 << 20;
 
 /// Where every region lies for a set of capacities. The same capacities always give the
 /// same geometry, which is how an attaching client checks a header it did not write.
@@ -526,13 +639,16 @@ impl Geometry {
             return Err(err("events", caps.events, "must be a power of two between 2 and 16777216"));
         }
         if caps.agents < 1 || caps.agents > MAX_AGENTS {
-            return Err(err("agents", caps.agents, "must be between 1 and 65536"));
+            return Err(err("agents", caps.agents, "must be between 1 and 65535"));
         }
         if caps.blob_chunks > MAX_BLOB_CHUNKS {
             return Err(err("blob_chunks", caps.blob_chunks, "must be at most 1048576"));
         }
         if caps.blob_chunk_size < 64 || caps.blob_chunk_size % 64 != 0 || caps.blob_chunk_size > 1 << 20 {
             return Err(err("blob_chunk_size", caps.blob_chunk_size, "must be a multiple of 64 between 64 and 1048576"));
+        }
+        if caps.sets > MAX_SETS {
+            return Err(err("sets", caps.sets, "must be at most 1048576"));
         }
         let index_cap = (caps.nodes as u64 * 2).next_power_of_two();
         let specs: [(u64, u64); REGION_COUNT] = [
@@ -541,6 +657,7 @@ impl Geometry {
             (caps.events as u64, size_of::<EventSlot>() as u64),
             (caps.agents as u64, size_of::<AgentSlot>() as u64),
             (caps.blob_chunks as u64, size_of::<BlobChunkHeader>() as u64 + caps.blob_chunk_size as u64),
+            (caps.sets as u64, size_of::<SetSlot>() as u64),
         ];
         let mut regions = [RegionDesc::zeroed(); REGION_COUNT];
         let mut at = align_up(HEADER_SIZE as u64, REGION_ALIGN);
@@ -566,6 +683,7 @@ impl Geometry {
             agents: cap(Region::Agents),
             blob_chunks: cap(Region::Blobs),
             blob_chunk_size: fixed.blob_chunk_size,
+            sets: cap(Region::Sets),
         }
     }
 }

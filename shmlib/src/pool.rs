@@ -80,6 +80,12 @@ impl<'a> Slot<'a> {
         let r = slot::RECORDS / 8;
         [&self.w[r..r + RECORD_WORDS], &self.w[r + RECORD_WORDS..r + 2 * RECORD_WORDS]]
     }
+    fn summary(&self) -> &'a AtomicU64 {
+        self.word(slot::SUMMARY)
+    }
+    fn created(&self) -> &'a AtomicU64 {
+        self.word(slot::CREATED)
+    }
     fn has_uuid(&self, uuid: [u64; 2]) -> bool {
         let [a, b] = self.uuid_words();
         a.load(Ordering::Acquire) == uuid[0] && b.load(Ordering::Acquire) == uuid[1]
@@ -251,8 +257,8 @@ impl Segment {
         for w in [s.first_child(), s.last_child(), s.next_sibling(), s.prev_sibling(), s.child_count()] {
             w.store(0, Ordering::Relaxed);
         }
-        let words: [u64; RECORD_WORDS] = bytemuck::cast(rec);
-        seqlock::write_locked(s.seq(), s.copies(), &words);
+        s.created().store(rec.created, Ordering::Relaxed);
+        publish(s, &rec);
         s.gen_state().store(pack(generation, slot::LIVE), Ordering::Release);
 
         // Undo for a failure after the slot went live: free it again (new generation),
@@ -437,9 +443,8 @@ impl Segment {
         f(&mut node)?;
         node.rec.version += 1;
         node.rec.updated = self.now().0;
-        let words: [u64; RECORD_WORDS] = bytemuck::cast(node.rec);
         crate::failpoint::hit("pool.update_locked");
-        seqlock::write_locked(s.seq(), s.copies(), &words);
+        publish(s, &node.rec);
         self.hdr(hdr::UPDATED).fetch_add(1, Ordering::Relaxed);
         self.emit(EventKind::NODE_UPDATED, &node.rec)?;
         Ok(node)
@@ -605,6 +610,19 @@ impl Segment {
         }
         Ok(n)
     }
+}
+
+/// The scan summary of a record (see [`crate::layout::NodeSlotHeader::summary`]).
+pub(crate) fn summary_of(rec: &NodeRecord) -> u64 {
+    rec.kind as u64 | (rec.status as u64) << 8 | (rec.priority as u64) << 16 | (rec.blocker_count as u64) << 24 | (rec.claim_agent as u64) << 32
+}
+
+/// Publishes `rec` as the slot's record and refreshes its scan summary. Caller holds
+/// the slot's lock.
+fn publish(s: Slot<'_>, rec: &NodeRecord) {
+    let words: [u64; RECORD_WORDS] = bytemuck::cast(*rec);
+    seqlock::write_locked(s.seq(), s.copies(), &words);
+    s.summary().store(summary_of(rec), Ordering::Release);
 }
 
 /// Marks a child list as changing (odd), fencing so readers that see any later link

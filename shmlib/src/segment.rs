@@ -352,7 +352,8 @@ impl Segment {
     pub fn info(&self) -> SegmentInfo {
         let fixed = read_fixed(&self.map).unwrap_or_else(HeaderFixed::zeroed);
         let load = |o| self.hdr(o).load(Ordering::Relaxed);
-        let used = [load(hdr::POOL_USED), load(hdr::INDEX_USED), 0, 0, 0];
+        let events_used = load(hdr::RING_TAIL).min(self.caps.events as u64);
+        let used = [load(hdr::POOL_USED), load(hdr::INDEX_USED), events_used, load(hdr::AGENTS_USED), load(hdr::BLOBS_USED), load(hdr::SETS_USED)];
         let mut regions = [RegionInfo::default(); layout::REGION_COUNT];
         for (i, r) in regions.iter_mut().enumerate() {
             let d = self.geo.regions[i];
