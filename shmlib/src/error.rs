@@ -150,6 +150,14 @@ pub enum PoolError {
     },
     /// Concurrent writers kept a bounded retry loop from finishing.
     Contended,
+    /// A status change the state machine does not allow (or that only the claim and
+    /// dependency operations may make).
+    IllegalTransition {
+        /// Current status.
+        from: crate::node::Status,
+        /// Requested status.
+        to: crate::node::Status,
+    },
     /// The change was made, but its event could not be appended.
     EventNotAppended(crate::event::RingError),
     /// A structure in the segment is inconsistent.
@@ -174,6 +182,7 @@ impl fmt::Display for PoolError {
             ReadOnly => write!(f, "segment attached read-only; attach read-write to change it"),
             Busy { holder_pid } => write!(f, "node is being written by process {holder_pid} for too long; retry, or check that process"),
             Contended => write!(f, "too much contention to finish; retry"),
+            IllegalTransition { from, to } => write!(f, "illegal status change {from} -> {to}; claim, start, done, fail and block move tasks through claimed/in_progress/complete/failed/blocked"),
             EventNotAppended(e) => write!(f, "the change was made but its event could not be appended: {e}"),
             Corrupt { what } => write!(f, "segment inconsistency: {what}; run `wn doctor`, or stop the daemon and recreate the segment"),
         }

@@ -117,8 +117,10 @@ pub struct HeaderFixed {
     pub blob_chunk_size: u32,
     /// Where each region lies, in [`Region`] order.
     pub regions: [RegionDesc; REGION_COUNT],
+    /// Raw handle of the `agents` container under the root (agent nodes live there).
+    pub agents_node: u64,
     /// Zero; room for later fields without moving the hot lines.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
 }
 
 /// Lifecycle and daemon identity (one cache line).
@@ -167,7 +169,8 @@ pub struct Header {
     /// `words[0]` (low 32 bits): futex notify word; `words[1]`: parked waiters;
     /// `words[2]`: wake syscalls made; `words[3]`: slots marked abandoned.
     pub ring_notify: HotLine,
-    /// `words[0]`: agents in use; `words[1]`: the agent table's join lock.
+    /// `words[0]`: agents in use; `words[1]`: the agent table's join lock; `words[2]`:
+    /// the dependency edge lock.
     pub agents: HotLine,
     /// `words[0]`: blob free-list head; `words[1]`: chunks in use; `words[2]`: set
     /// free-list head; `words[3]`: sets in use.
@@ -214,6 +217,8 @@ pub mod hdr {
     pub const AGENTS_USED: usize = offset_of!(Header, agents);
     /// The agent table's join lock (an owner lock).
     pub const AGENTS_LOCK: usize = offset_of!(Header, agents) + 8;
+    /// The dependency graph's edge lock (an owner lock; serialises cycle checks).
+    pub const DEPS_LOCK: usize = offset_of!(Header, agents) + 16;
     /// Blob free-list head.
     pub const BLOB_FREE_HEAD: usize = offset_of!(Header, blobs);
     /// Blob chunks in use.

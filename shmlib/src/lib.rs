@@ -14,10 +14,10 @@
 //! let seg = Segment::attach(&name, Access::ReadWrite)?;
 //! let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "web app"))?;
 //! let task = seg.add(project, &NewNode::new(NodeKind::Task, "schema").priority(5))?;
-//! seg.update(task, |n| { n.set_status(Status::InProgress); n.set_progress(40) })?;
+//! seg.update(task, |n| { n.set_status(Status::Ready)?; n.set_priority(7); Ok(()) })?;
 //!
 //! let snapshot = seg.read(task)?;           // a copy: no lock, no syscall
-//! assert_eq!(snapshot.progress(), 40);
+//! assert_eq!(snapshot.priority(), 7);
 //! assert_eq!(seg.lookup(snapshot.uuid())?, task);
 //! # drop(daemon); Segment::unlink(&name)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -36,6 +36,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod agents;
+mod claims;
 mod clock;
 mod error;
 mod event;
@@ -52,6 +54,8 @@ mod seqlock;
 mod sync;
 mod sys;
 
+pub use agents::{AgentError, AgentId, AgentInfo};
+pub use claims::{Claim, TaskError, TaskFilter};
 pub use clock::{unix_ms, Hlc};
 pub use error::{AttachError, PoolError};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};

@@ -120,6 +120,22 @@ code_enum!(
     }
 );
 
+impl Status {
+    /// Whether a plain update may move a node from `from` to `to`.
+    pub fn plain_update_allows(from: Status, to: Status) -> bool {
+        use Status::*;
+        matches!(
+            (from, to),
+            (Pending, Ready) | (Ready, Pending) | (Failed, Ready) | (Pending | Ready | Blocked | Failed, Cancelled)
+        )
+    }
+
+    /// Whether the status is final (complete or cancelled).
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Complete | Status::Cancelled)
+    }
+}
+
 /// A node as copied out of the segment: a consistent snapshot, owned by the caller.
 /// Setters check limits and are used inside [`crate::Segment::update`].
 #[derive(Clone, Copy, Debug)]
@@ -194,6 +210,31 @@ impl Node {
     pub fn version(&self) -> u64 {
         self.rec.version
     }
+    /// The agent slot holding a live claim (`None` when unclaimed or the lease has
+    /// expired: an expired claim is not shown as held).
+    pub fn claimed_by(&self) -> Option<u16> {
+        (self.rec.claim_agent != 0 && self.rec.lease_until_ms > crate::clock::unix_ms()).then(|| self.rec.claim_agent - 1)
+    }
+    /// The agent slot named in the claim, live or expired.
+    pub fn claim_agent_raw(&self) -> Option<u16> {
+        self.rec.claim_agent.checked_sub(1)
+    }
+    /// The fencing epoch of the latest claim (0: never claimed).
+    pub fn claim_epoch(&self) -> u64 {
+        self.rec.claim_epoch
+    }
+    /// When the current lease ends, Unix ms (0 when unclaimed).
+    pub fn lease_until_ms(&self) -> u64 {
+        self.rec.lease_until_ms
+    }
+    /// Assigned agents' slots.
+    pub fn assignees(&self) -> impl Iterator<Item = u16> + '_ {
+        self.rec.assignees[..(self.rec.assignee_count as usize).min(crate::layout::ASSIGNEES_MAX)].iter().map(|a| a.saturating_sub(1))
+    }
+    /// Handles of the nodes blocking this one.
+    pub fn blocked_by(&self) -> impl Iterator<Item = Handle> + '_ {
+        self.rec.blocked_by[..(self.rec.blocker_count as usize).min(crate::layout::BLOCKERS_MAX)].iter().filter_map(|r| Handle::from_raw(*r))
+    }
     /// The raw record.
     pub fn record(&self) -> &NodeRecord {
         &self.rec
@@ -209,9 +250,17 @@ impl Node {
             .map(|n| self.rec.desc_len = n as u16)
             .map_err(|len| PoolError::DescriptionTooLong { len, max: DESCRIPTION_MAX })
     }
-    /// Sets the status.
-    pub fn set_status(&mut self, status: Status) {
+    /// Sets the status, if the state machine allows it from a plain update: pending ↔
+    /// ready, failed → ready (retry), and anything not yet finished → cancelled. Claimed,
+    /// in-progress, complete, failed and blocked are reached only through the claim and
+    /// dependency operations, which check claims, epochs and blockers.
+    pub fn set_status(&mut self, status: Status) -> Result<(), PoolError> {
+        let from = self.status().unwrap_or(Status::Pending);
+        if from != status && !Status::plain_update_allows(from, status) {
+            return Err(PoolError::IllegalTransition { from, to: status });
+        }
         self.rec.status = status.code();
+        Ok(())
     }
     /// Sets the priority.
     pub fn set_priority(&mut self, priority: u8) {

@@ -141,6 +141,35 @@ impl Drop for Locked<'_> {
     }
 }
 
+/// The event a [`Segment::modify`] emits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Change<'a> {
+    pub kind: EventKind,
+    pub actor: Option<Handle>,
+    pub payload: &'a [u8],
+    /// Emit nothing (for a change whose event the caller appends itself).
+    pub silent: bool,
+}
+
+impl<'a> Change<'a> {
+    pub(crate) fn new(kind: EventKind) -> Self {
+        Change { kind, actor: None, payload: &[], silent: false }
+    }
+    pub(crate) fn by(mut self, actor: Option<Handle>) -> Self {
+        self.actor = actor;
+        self
+    }
+    pub(crate) fn payload(mut self, payload: &'a [u8]) -> Self {
+        self.payload = payload;
+        self
+    }
+    /// The caller appends the event itself, after deciding its payload.
+    pub(crate) fn deferred(mut self) -> Self {
+        self.silent = true;
+        self
+    }
+}
+
 /// Whether [`Segment::delete`] removes only a leaf or a whole subtree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeleteMode {
@@ -209,7 +238,7 @@ impl Segment {
 
     /// Lays out the pool of a new segment: every slot free at generation 1, the free
     /// list in index order, and the root container in slot 0.
-    pub(crate) fn init_pool(&self) -> Result<(), PoolError> {
+    pub(crate) fn init_pool(&self) -> Result<Handle, PoolError> {
         let cap = self.caps.nodes;
         for i in 0..cap {
             let s = self.slot(i).ok_or(PoolError::Corrupt { what: "node region outside the segment" })?;
@@ -220,7 +249,8 @@ impl Segment {
         let rec = NewNode::new(NodeKind::Container, "root").status(Status::Ready).to_record(Uuid::now_v7(), None, now)?;
         let h = self.install(rec, None)?;
         debug_assert_eq!(h.index, ROOT_INDEX);
-        Ok(())
+        let agents = NewNode::new(NodeKind::Container, "agents").status(Status::Ready);
+        self.add(h, &agents)
     }
 
     /// Adds a node under `parent` and returns its handle.
@@ -433,21 +463,51 @@ impl Segment {
     where
         F: FnOnce(&mut Node) -> Result<(), PoolError>,
     {
+        self.modify(h, Change::new(EventKind::NODE_UPDATED), |rec| {
+            let mut node = Node { handle: h, rec: *rec };
+            f(&mut node)?;
+            *rec = node.rec;
+            Ok(())
+        })
+        .map(|(node, ())| node)
+    }
+
+    /// The one write path for an existing node: takes its lock, hands `f` the current
+    /// record, and if `f` succeeds publishes it with `version + 1` and a new `updated`
+    /// stamp, then appends the change's event, all before unlocking (so a node's events
+    /// are in version order). If `f` fails nothing is written.
+    pub(crate) fn modify<R, E>(&self, h: Handle, change: Change<'_>, f: impl FnOnce(&mut NodeRecord) -> Result<R, E>) -> Result<(Node, R), E>
+    where
+        E: From<PoolError>,
+    {
         self.require_writable()?;
         let s = self.live_slot(h)?;
         let _guard = self.lock_slot(h.index, s)?;
         self.live_slot(h)?;
         let mut words = [0u64; RECORD_WORDS];
         seqlock::read_locked(s.seq(), s.copies(), &mut words);
-        let mut node = Node { handle: h, rec: bytemuck::cast(words) };
-        f(&mut node)?;
-        node.rec.version += 1;
-        node.rec.updated = self.now().0;
+        let mut rec: NodeRecord = bytemuck::cast(words);
+        let before = rec;
+        let out = f(&mut rec)?;
+        // Identity and position are not the closure's to change.
+        rec.uuid = before.uuid;
+        rec.parent = before.parent;
+        rec.created = before.created;
+        rec.kind = before.kind;
+        rec.version = before.version + 1;
+        rec.updated = self.now().0;
         crate::failpoint::hit("pool.update_locked");
-        publish(s, &node.rec);
+        publish(s, &rec);
         self.hdr(hdr::UPDATED).fetch_add(1, Ordering::Relaxed);
-        self.emit(EventKind::NODE_UPDATED, &node.rec)?;
-        Ok(node)
+        if !change.silent {
+            let uuid = Uuid::from_bytes(rec.uuid);
+            let mut ev = NewEvent::new(change.kind).node(uuid, rec.version).payload(change.payload);
+            if let Some(a) = change.actor {
+                ev = ev.actor(a);
+            }
+            self.append(&ev).map_err(|e| E::from(PoolError::EventNotAppended(e)))?;
+        }
+        Ok((Node { handle: h, rec }, out))
     }
 
     /// Deletes a node (and, with [`DeleteMode::Recursive`], its subtree). Returns how
@@ -567,6 +627,16 @@ impl Segment {
             backoff.snooze();
         }
         Err(PoolError::Contended)
+    }
+
+    /// The live node in slot `index` and its scan summary, without copying its record.
+    pub(crate) fn slot_summary(&self, index: u32) -> Option<(Handle, u64)> {
+        let s = self.slot(index)?;
+        let gs = s.gen_state().load(Ordering::Acquire);
+        if state_of(gs) != slot::LIVE {
+            return None;
+        }
+        Some((Handle { index, generation: gen_of(gs) }, s.summary().load(Ordering::Acquire)))
     }
 
     /// Number of children of `h`.

@@ -156,11 +156,37 @@ impl Segment {
         fixed.regions = self.geo.regions;
         let words = self.map.words_at(0, size_of::<HeaderFixed>() / 8).ok_or(AttachError::LayoutMismatch { what: "header" })?;
         store_words(words, bytemuck::cast_slice(&[fixed]));
-        self.init_pool().map_err(|_| AttachError::LayoutMismatch { what: "nodes" })?;
+        let agents = self.init_pool().map_err(|_| AttachError::LayoutMismatch { what: "nodes" })?;
+        self.hdr(std::mem::offset_of!(HeaderFixed, agents_node)).store(agents.to_raw(), Ordering::Relaxed);
+        self.init_tables().map_err(|_| AttachError::LayoutMismatch { what: "tables" })?;
         self.claim_daemon_identity();
         clock::tick(self.hdr(hdr::CLOCK));
         self.hdr(hdr::STATE).store(state::READY, Ordering::Release);
         Ok(())
+    }
+
+    /// Sets every agent, blob and set slot free at generation 1 and threads the blob and
+    /// set free lists.
+    fn init_tables(&self) -> Result<(), crate::PoolError> {
+        let corrupt = crate::PoolError::Corrupt { what: "table outside the segment" };
+        for (region, head) in [(Region::Agents, None), (Region::Blobs, Some(hdr::BLOB_FREE_HEAD)), (Region::Sets, Some(hdr::SET_FREE_HEAD))] {
+            let r = self.region(region);
+            let elem = |i: u32| r.offset as usize + i as usize * r.elem_size as usize;
+            for i in 0..r.capacity as u32 {
+                self.map.u64_at(elem(i)).ok_or(corrupt)?.store(1 << 32, Ordering::Relaxed);
+            }
+            if let Some(head) = head {
+                // Every table's free-list link is its second word.
+                crate::freelist::init(self.hdr(head), 0..r.capacity as u32, |i| self.map.u64_at(elem(i) + 8)).map_err(|_| corrupt)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `agents` container under the root, where agent nodes live.
+    pub(crate) fn agents_container(&self) -> crate::Handle {
+        let raw = self.hdr(std::mem::offset_of!(HeaderFixed, agents_node)).load(Ordering::Relaxed);
+        crate::Handle::from_raw(raw).unwrap_or(crate::Handle { index: 0, generation: 0 })
     }
 
     /// Attaches to the segment named by `WORKNODE_SEGMENT` (default `worknode`).

@@ -1,0 +1,377 @@
+//! The agent table: who is attached, under what name and role, and whether the process
+//! acting for an agent is still alive.
+//!
+//! An agent's *identity* is its name, its slot and its node under `/agents`: it outlives
+//! the processes acting for it, so a shell-driven agent can run many short `wn`
+//! processes under one name. Its claims are held by their lease, not by any process.
+//!
+//! A library agent can also open a *session* ([`Segment::open_session`]): the slot then
+//! records the session process's owner tag, and the process connects a Unix socket to
+//! the daemon. The kernel closes that socket when the process dies, however it dies; the
+//! daemon reads EOF and reaps the agent at once: it releases the agent's claims (tasks
+//! back to ready), repairs anything it held mid-write, emits `agent_lost` and frees the
+//! slot. Where no daemon runs, the daemon's periodic check of session owner tags (pid +
+//! start time) catches the death when it starts.
+//!
+//! Joins and leaves are serialised by one owner lock in the header (they are rare);
+//! looking agents up never takes it.
+
+use crate::error::PoolError;
+use crate::event::{EventKind, NewEvent};
+use crate::layout::{hdr, AgentSlot, Region, AGENT_NAME_MAX, AGENT_ROLE_MAX};
+use crate::node::{Handle, NewNode, NodeKind, Status};
+use crate::ownerlock;
+use crate::segment::Segment;
+use crate::sync::{load_words, AtomicU64, Ordering};
+use crate::sys::OwnerTag;
+use crate::Hlc;
+use std::mem::{offset_of, size_of};
+use uuid::Uuid;
+
+const SLOT_WORDS: usize = size_of::<AgentSlot>() / 8;
+const FREE: u64 = 0;
+const LIVE: u64 = 2;
+
+/// Names an agent slot at one generation (a reused slot is a different agent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AgentId {
+    /// Slot index in the agent table.
+    pub index: u16,
+    /// Slot generation.
+    pub generation: u32,
+}
+
+impl std::fmt::Display for AgentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "agent#{}:{}", self.index, self.generation)
+    }
+}
+
+/// An agent as copied out of the table.
+#[derive(Clone, Debug)]
+pub struct AgentInfo {
+    /// Its id.
+    pub id: AgentId,
+    /// Unique name.
+    pub name: String,
+    /// Role (free text: `architect`, `backend`, …).
+    pub role: String,
+    /// UUID of its node.
+    pub uuid: Uuid,
+    /// Its node under `/agents`.
+    pub node: Handle,
+    /// Pid of the process holding a session, if any.
+    pub session_pid: Option<u32>,
+    /// Whether that session's process still runs.
+    pub session_alive: bool,
+    /// Last sign of life, Unix ms.
+    pub heartbeat_ms: u64,
+    /// When it joined.
+    pub joined: Hlc,
+}
+
+/// Why an agent operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentError {
+    /// Every agent slot is taken.
+    TableFull {
+        /// Capacity of the table.
+        capacity: u32,
+    },
+    /// A name longer than the limit, or empty.
+    BadName {
+        /// Bytes given.
+        len: usize,
+    },
+    /// A role longer than the limit.
+    RoleTooLong {
+        /// Bytes given.
+        len: usize,
+    },
+    /// No live agent with that name or id.
+    NotFound,
+    /// Another live process already holds a session for this agent.
+    SessionTaken {
+        /// Its pid.
+        pid: u32,
+    },
+    /// The join lock is held by a live process for too long.
+    Busy,
+    /// A node operation failed.
+    Pool(PoolError),
+}
+
+impl From<PoolError> for AgentError {
+    fn from(e: PoolError) -> Self {
+        AgentError::Pool(e)
+    }
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentError::TableFull { capacity } => write!(f, "agent table full ({capacity} slots); have idle agents leave, or restart the daemon with a larger --agents"),
+            AgentError::BadName { len } => write!(f, "agent name of {len} bytes; use 1 to {AGENT_NAME_MAX} bytes"),
+            AgentError::RoleTooLong { len } => write!(f, "agent role of {len} bytes; the limit is {AGENT_ROLE_MAX}"),
+            AgentError::NotFound => write!(f, "no such agent; list agents with `wn agents`"),
+            AgentError::SessionTaken { pid } => write!(f, "process {pid} already holds a session for this agent; use another name or stop that process"),
+            AgentError::Busy => write!(f, "the agent table is locked by another process for too long; retry"),
+            AgentError::Pool(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+fn text(bytes: &[u8], len: u8) -> String {
+    String::from_utf8_lossy(&bytes[..(len as usize).min(bytes.len())]).into_owned()
+}
+
+/// A view of one agent slot's words.
+#[derive(Clone, Copy)]
+struct AgentSlotView<'a> {
+    w: &'a [AtomicU64],
+}
+
+impl<'a> AgentSlotView<'a> {
+    fn gen_state(&self) -> &'a AtomicU64 {
+        &self.w[offset_of!(AgentSlot, gen_state) / 8]
+    }
+    fn session(&self) -> &'a AtomicU64 {
+        &self.w[offset_of!(AgentSlot, session) / 8]
+    }
+    fn heartbeat(&self) -> &'a AtomicU64 {
+        &self.w[offset_of!(AgentSlot, heartbeat_ms) / 8]
+    }
+    fn cursor(&self) -> &'a AtomicU64 {
+        &self.w[offset_of!(AgentSlot, cursor) / 8]
+    }
+    /// Copies the whole slot. The identity part is written once, before the slot goes
+    /// live (Release), and never changes while live, so an Acquire load of a live
+    /// `gen_state` before the copy makes it consistent.
+    fn copy(&self) -> AgentSlot {
+        let mut words = [0u64; SLOT_WORDS];
+        load_words(self.w, &mut words);
+        bytemuck::cast(words)
+    }
+}
+
+impl Segment {
+    fn agent_slot(&self, index: u16) -> Option<AgentSlotView<'_>> {
+        let r = self.region(Region::Agents);
+        if index as u64 >= r.capacity {
+            return None;
+        }
+        self.map.words_at(r.offset as usize + index as usize * size_of::<AgentSlot>(), SLOT_WORDS).map(|w| AgentSlotView { w })
+    }
+
+    fn live_agent(&self, id: AgentId) -> Result<(AgentSlotView<'_>, AgentSlot), AgentError> {
+        let s = self.agent_slot(id.index).ok_or(AgentError::NotFound)?;
+        let gs = s.gen_state().load(Ordering::Acquire);
+        if gs != ((id.generation as u64) << 32 | LIVE) {
+            return Err(AgentError::NotFound);
+        }
+        Ok((s, s.copy()))
+    }
+
+    fn info_of(&self, id: AgentId, a: &AgentSlot) -> AgentInfo {
+        let tag = OwnerTag(a.session);
+        AgentInfo {
+            id,
+            name: text(&a.name, a.name_len),
+            role: text(&a.role, a.role_len),
+            uuid: Uuid::from_bytes(a.uuid),
+            node: Handle::from_raw(a.node).unwrap_or(Handle { index: 0, generation: 0 }),
+            session_pid: (a.session != 0).then(|| tag.pid()),
+            session_alive: a.session != 0 && tag.is_alive(),
+            heartbeat_ms: a.heartbeat_ms,
+            joined: Hlc(a.joined),
+        }
+    }
+
+    /// Every live agent, in slot order (`out` is cleared first).
+    pub fn agents(&self, out: &mut Vec<AgentInfo>) {
+        out.clear();
+        for i in 0..self.caps.agents.min(u16::MAX as u32) as u16 {
+            let Some(s) = self.agent_slot(i) else { break };
+            let gs = s.gen_state().load(Ordering::Acquire);
+            if gs & 0xffff_ffff == LIVE {
+                let id = AgentId { index: i, generation: (gs >> 32) as u32 };
+                out.push(self.info_of(id, &s.copy()));
+            }
+        }
+    }
+
+    /// The live agent named `name`.
+    pub fn find_agent(&self, name: &str) -> Option<AgentId> {
+        for i in 0..self.caps.agents.min(u16::MAX as u32) as u16 {
+            let s = self.agent_slot(i)?;
+            let gs = s.gen_state().load(Ordering::Acquire);
+            if gs & 0xffff_ffff != LIVE {
+                continue;
+            }
+            let a = s.copy();
+            if a.name_len as usize == name.len() && &a.name[..name.len()] == name.as_bytes() {
+                return Some(AgentId { index: i, generation: (gs >> 32) as u32 });
+            }
+        }
+        None
+    }
+
+    /// An agent's details.
+    pub fn agent(&self, id: AgentId) -> Result<AgentInfo, AgentError> {
+        let (_, a) = self.live_agent(id)?;
+        Ok(self.info_of(id, &a))
+    }
+
+    /// The agent whose table slot is `index` (claims record agents by slot).
+    pub fn agent_at(&self, index: u16) -> Option<AgentId> {
+        let gs = self.agent_slot(index)?.gen_state().load(Ordering::Acquire);
+        (gs & 0xffff_ffff == LIVE).then_some(AgentId { index, generation: (gs >> 32) as u32 })
+    }
+
+    /// Joins as `name` (or returns the live agent of that name: an identity outlives
+    /// the processes acting for it). New agents get a node under `/agents` and an
+    /// `agent_joined` event.
+    pub fn join(&self, name: &str, role: &str) -> Result<AgentId, AgentError> {
+        if !self.map.writable() {
+            return Err(AgentError::Pool(PoolError::ReadOnly));
+        }
+        if name.is_empty() || name.len() > AGENT_NAME_MAX {
+            return Err(AgentError::BadName { len: name.len() });
+        }
+        if role.len() > AGENT_ROLE_MAX {
+            return Err(AgentError::RoleTooLong { len: role.len() });
+        }
+        if let Some(id) = self.find_agent(name) {
+            return Ok(id);
+        }
+        let lock = self.hdr(hdr::AGENTS_LOCK);
+        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive()).map_err(|_| AgentError::Busy)?;
+        let result = self.join_locked(name, role);
+        ownerlock::release(lock);
+        let id = result?;
+        let node = self.agent(id)?.node;
+        let uuid = self.read(node)?.uuid();
+        self.append(&NewEvent::new(EventKind::AGENT_JOINED).node(uuid, 1).actor(node).topic(role))
+            .map_err(|e| AgentError::Pool(PoolError::EventNotAppended(e)))?;
+        Ok(id)
+    }
+
+    fn join_locked(&self, name: &str, role: &str) -> Result<AgentId, AgentError> {
+        // Re-check under the lock: a racing join of the same name may have won.
+        if let Some(id) = self.find_agent(name) {
+            return Ok(id);
+        }
+        let free = (0..self.caps.agents.min(u16::MAX as u32) as u16)
+            .find(|&i| self.agent_slot(i).is_some_and(|s| s.gen_state().load(Ordering::Acquire) & 0xffff_ffff == FREE))
+            .ok_or(AgentError::TableFull { capacity: self.caps.agents })?;
+        let s = self.agent_slot(free).ok_or(AgentError::NotFound)?;
+        let generation = (s.gen_state().load(Ordering::Acquire) >> 32) as u32;
+        let node = self.add(self.agents_container(), &NewNode::new(NodeKind::Agent, name).description(role).status(Status::Ready))?;
+        let rec = self.read(node)?;
+        let mut a: AgentSlot = bytemuck::Zeroable::zeroed();
+        a.gen_state = (generation as u64) << 32 | LIVE;
+        a.heartbeat_ms = crate::clock::unix_ms();
+        a.cursor = self.ring_tail();
+        a.uuid = *rec.uuid().as_bytes();
+        a.name[..name.len()].copy_from_slice(name.as_bytes());
+        a.name_len = name.len() as u8;
+        a.role[..role.len()].copy_from_slice(role.as_bytes());
+        a.role_len = role.len() as u8;
+        a.node = node.to_raw();
+        a.joined = self.now().0;
+        let words: [u64; SLOT_WORDS] = bytemuck::cast(a);
+        // Everything but gen_state first, then gen_state with Release: the slot goes
+        // live with its identity complete.
+        crate::sync::store_words(&s.w[1..], &words[1..]);
+        s.gen_state().store(a.gen_state, Ordering::Release);
+        self.hdr(hdr::AGENTS_USED).fetch_add(1, Ordering::Relaxed);
+        Ok(AgentId { index: free, generation })
+    }
+
+    /// Binds the agent to this process: its claims are released the moment this process
+    /// dies (the daemon learns of it from the kernel through the session socket). Fails
+    /// with [`AgentError::SessionTaken`] if another live process holds one.
+    pub fn bind_session(&self, id: AgentId) -> Result<(), AgentError> {
+        let (s, _) = self.live_agent(id)?;
+        let cur = s.session().load(Ordering::Acquire);
+        if cur != 0 && cur != self.me.0 && OwnerTag(cur).is_alive() {
+            return Err(AgentError::SessionTaken { pid: OwnerTag(cur).pid() });
+        }
+        s.session().compare_exchange(cur, self.me.0, Ordering::AcqRel, Ordering::Relaxed).map_err(|t| AgentError::SessionTaken { pid: OwnerTag(t).pid() })?;
+        self.heartbeat(id)
+    }
+
+    /// Records a sign of life.
+    pub fn heartbeat(&self, id: AgentId) -> Result<(), AgentError> {
+        let (s, _) = self.live_agent(id)?;
+        s.heartbeat().store(crate::clock::unix_ms(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stores the agent's event cursor (where it will read next).
+    pub fn set_agent_cursor(&self, id: AgentId, cursor: u64) -> Result<(), AgentError> {
+        let (s, _) = self.live_agent(id)?;
+        s.cursor().store(cursor, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Leaves: releases the agent's claims, emits `agent_left`, deletes its node and
+    /// frees its slot.
+    pub fn leave(&self, id: AgentId) -> Result<(), AgentError> {
+        self.retire_agent(id, EventKind::AGENT_LEFT)
+    }
+
+    /// Reaps an agent whose session process died: as [`Segment::leave`], but the event
+    /// is `agent_lost`. The daemon calls this; so may any process that finds the session
+    /// process gone ([`Segment::reap_dead_sessions`]).
+    pub fn reap_agent(&self, id: AgentId) -> Result<(), AgentError> {
+        self.retire_agent(id, EventKind::AGENT_LOST)
+    }
+
+    /// Reaps every agent whose session process is gone. Returns how many.
+    pub fn reap_dead_sessions(&self) -> usize {
+        let mut reaped = 0;
+        for i in 0..self.caps.agents.min(u16::MAX as u32) as u16 {
+            let Some(s) = self.agent_slot(i) else { break };
+            let gs = s.gen_state().load(Ordering::Acquire);
+            let session = s.session().load(Ordering::Acquire);
+            if gs & 0xffff_ffff == LIVE && session != 0 && !OwnerTag(session).is_alive() {
+                let id = AgentId { index: i, generation: (gs >> 32) as u32 };
+                if self.reap_agent(id).is_ok() {
+                    reaped += 1;
+                }
+            }
+        }
+        reaped
+    }
+
+    fn retire_agent(&self, id: AgentId, kind: EventKind) -> Result<(), AgentError> {
+        if !self.map.writable() {
+            return Err(AgentError::Pool(PoolError::ReadOnly));
+        }
+        let lock = self.hdr(hdr::AGENTS_LOCK);
+        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive()).map_err(|_| AgentError::Busy)?;
+        let result = (|| -> Result<AgentSlot, AgentError> {
+            let (s, a) = self.live_agent(id)?;
+            // Free the slot first (new generation): no new claim can name it after this.
+            s.gen_state().store(((id.generation as u64 + 1) & 0xffff_ffff).max(1) << 32 | FREE, Ordering::Release);
+            s.session().store(0, Ordering::Release);
+            self.hdr(hdr::AGENTS_USED).fetch_sub(1, Ordering::Relaxed);
+            Ok(a)
+        })();
+        ownerlock::release(lock);
+        let a = result?;
+        let node = Handle::from_raw(a.node);
+        self.release_claims_of(id.index, node, kind == EventKind::AGENT_LOST);
+        if let Some(n) = node {
+            self.append(&NewEvent::new(kind).node(Uuid::from_bytes(a.uuid), 0).actor(n)).map_err(|e| AgentError::Pool(PoolError::EventNotAppended(e)))?;
+            match self.delete(n, crate::DeleteMode::Recursive) {
+                Ok(_) | Err(PoolError::StaleHandle) | Err(PoolError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,691 @@
+//! Tasks: the status state machine, claims with leases and fencing epochs, assignees,
+//! dependencies, the ready list and `claim_next`, the loop every worker runs.
+//!
+//! # Claims cannot race
+//!
+//! A claim is made under the task's writer lock (a compare-and-set of its owner word,
+//! see `ownerlock`): the process that wins the lock checks the status, the blockers and
+//! any existing claim, then publishes the claimed record. Of any number of racing agents
+//! exactly one sees the task ready; the others see it claimed and get
+//! [`TaskError::AlreadyClaimed`]. The record holds the claim (agent slot, epoch, lease
+//! expiry), so every reader sees claim and status together in one snapshot.
+//!
+//! # Leases and fencing
+//!
+//! A claim carries a lease (`lease_until_ms`, wall clock). It is judged at every read:
+//! an expired claim is not shown as held ([`crate::Node::claimed_by`]), may be taken over
+//! by another claim, and is released by the daemon's reaper with a `claim_expired`
+//! event. Every claim increments the task's fencing epoch; every later write by the
+//! claimant presents its [`Claim`], and a write whose epoch is not the current one, or
+//! whose lease has lapsed, is refused — so a slow agent whose lease lapsed cannot
+//! overwrite its successor's work.
+//!
+//! # Dependencies
+//!
+//! `blocked_by` edges (at most 8 per node) point at blockers. A task with an open blocker
+//! cannot be claimed or completed; adding an open blocker to a pending or ready task
+//! makes it blocked. Completing a task finds its dependents (a scan of the slots whose
+//! summary says they have blockers) and makes each blocked one whose blockers are now all
+//! complete ready, with a `task_ready` event. Edges are added under one dependency lock,
+//! so the cycle check (a bounded depth-first search) cannot race another edge.
+
+use crate::agents::AgentId;
+use crate::error::PoolError;
+use crate::event::EventKind;
+use crate::layout::{hdr, NodeRecord, ASSIGNEES_MAX, BLOCKERS_MAX};
+use crate::node::{Handle, Node, NodeKind, Status};
+use crate::ownerlock;
+use crate::pool::Change;
+use crate::segment::Segment;
+use crate::sys::OwnerTag;
+use crate::unix_ms;
+use std::time::Duration;
+
+/// A held claim: what the claimant presents with every later write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The task.
+    pub task: Handle,
+    /// The claimant.
+    pub agent: AgentId,
+    /// The fencing epoch this claim was given.
+    pub epoch: u64,
+    /// When its lease ends, Unix ms.
+    pub lease_until_ms: u64,
+}
+
+/// Which tasks a worker wants.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskFilter {
+    /// Only this kind (`None`: tasks).
+    pub kind: Option<NodeKind>,
+    /// Only tasks assigned to this agent.
+    pub assignee: Option<AgentId>,
+    /// Only tasks in this subtree.
+    pub under: Option<Handle>,
+}
+
+/// Why a task operation was refused. Nothing was changed when one is returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskError {
+    /// Another agent holds a live claim.
+    AlreadyClaimed {
+        /// Its agent slot.
+        by: u16,
+        /// When its lease ends, Unix ms.
+        until_ms: u64,
+    },
+    /// The state machine does not allow this move.
+    IllegalTransition {
+        /// Current status.
+        from: Status,
+        /// Requested status.
+        to: Status,
+    },
+    /// The claim presented is not the current one: the task was claimed again since.
+    StaleEpoch {
+        /// Epoch presented.
+        presented: u64,
+        /// Current epoch.
+        current: u64,
+    },
+    /// The claim's lease has lapsed; claim the task again.
+    LeaseExpired {
+        /// How long ago, in ms.
+        ago_ms: u64,
+    },
+    /// The task is not claimed by the presenting agent.
+    NotClaimant,
+    /// Open blockers remain.
+    Blocked {
+        /// How many.
+        open: u8,
+    },
+    /// No ready task matches.
+    NothingReady,
+    /// The edge would close a dependency cycle.
+    Cycle,
+    /// The node already has the maximum number of blockers.
+    TooManyBlockers,
+    /// The node already has the maximum number of assignees.
+    TooManyAssignees,
+    /// The agent is not live.
+    UnknownAgent,
+    /// A node operation failed.
+    Pool(PoolError),
+}
+
+impl From<PoolError> for TaskError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::IllegalTransition { from, to } => TaskError::IllegalTransition { from, to },
+            e => TaskError::Pool(e),
+        }
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use TaskError::*;
+        match self {
+            AlreadyClaimed { by, until_ms } => write!(f, "already claimed by agent slot {by} (lease ends in {} ms); pick another task or wait", until_ms.saturating_sub(unix_ms())),
+            IllegalTransition { from, to } => write!(f, "illegal status change {from} -> {to}"),
+            StaleEpoch { presented, current } => write!(f, "stale claim: epoch {presented} presented, the task is at epoch {current}; another agent claimed it after your lease lapsed: drop this work"),
+            LeaseExpired { ago_ms } => write!(f, "your lease expired {ago_ms} ms ago; claim the task again (renew before the lease ends)"),
+            NotClaimant => write!(f, "the task is not claimed by this agent; claim it first"),
+            Blocked { open } => write!(f, "{open} blocker(s) still open; finish them first (`wn ready` lists claimable tasks)"),
+            NothingReady => write!(f, "no ready task matches; wait for one (`wn wait --kind task_ready`)"),
+            Cycle => write!(f, "that dependency would form a cycle"),
+            TooManyBlockers => write!(f, "the node already has {BLOCKERS_MAX} blockers"),
+            TooManyAssignees => write!(f, "the node already has {ASSIGNEES_MAX} assignees"),
+            UnknownAgent => write!(f, "unknown agent; join first"),
+            Pool(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// A short JSON payload for task events (fits the 88-byte inline payload).
+fn payload(buf: &mut [u8; 88], epoch: u64, note: &str) -> usize {
+    use std::io::Write;
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{{\"epoch\":{epoch}");
+    if !note.is_empty() {
+        // Keep the JSON valid: escape what needs escaping, cut at a char boundary.
+        let room = 88usize.saturating_sub(cur.position() as usize + 12);
+        let mut out = String::new();
+        for c in note.chars() {
+            let esc = match c {
+                '"' => "\\\"".to_string(),
+                '\\' => "\\\\".to_string(),
+                c if (c as u32) < 0x20 => " ".to_string(),
+                c => c.to_string(),
+            };
+            if out.len() + esc.len() > room {
+                break;
+            }
+            out.push_str(&esc);
+        }
+        let _ = write!(cur, ",\"note\":\"{out}\"");
+    }
+    let _ = write!(cur, "}}");
+    cur.position() as usize
+}
+
+/// Checks a presented claim against the record (under the task's lock).
+fn check_claim(rec: &NodeRecord, c: &Claim, now_ms: u64) -> Result<(), TaskError> {
+    if rec.claim_epoch != c.epoch {
+        return Err(TaskError::StaleEpoch { presented: c.epoch, current: rec.claim_epoch });
+    }
+    if rec.claim_agent != c.agent.index + 1 {
+        return Err(TaskError::NotClaimant);
+    }
+    if rec.lease_until_ms <= now_ms {
+        return Err(TaskError::LeaseExpired { ago_ms: now_ms - rec.lease_until_ms });
+    }
+    Ok(())
+}
+
+fn status(rec: &NodeRecord) -> Status {
+    Status::from_code(rec.status).unwrap_or(Status::Pending)
+}
+
+fn clear_claim(rec: &mut NodeRecord) {
+    rec.claim_agent = 0;
+    rec.lease_until_ms = 0;
+}
+
+/// Internal outcome of a conditional change: either it applies, or there is nothing to do.
+enum Skip {
+    /// The condition no longer holds: nothing to write.
+    Nothing,
+    /// The node vanished or stayed locked; a later pass will look again.
+    Failed,
+}
+
+impl From<PoolError> for Skip {
+    fn from(_: PoolError) -> Self {
+        Skip::Failed
+    }
+}
+
+impl Segment {
+    fn actor_of(&self, agent: AgentId) -> Result<Handle, TaskError> {
+        self.agent(agent).map(|a| a.node).map_err(|_| TaskError::UnknownAgent)
+    }
+
+    /// Number of blockers of `rec` that are not complete (a deleted blocker counts as
+    /// done: nothing can complete it any more).
+    fn open_blockers(&self, rec: &NodeRecord) -> u8 {
+        rec.blocked_by[..(rec.blocker_count as usize).min(BLOCKERS_MAX)]
+            .iter()
+            .filter_map(|r| Handle::from_raw(*r))
+            .filter(|b| matches!(self.read(*b), Ok(n) if n.status() != Some(Status::Complete)))
+            .count() as u8
+    }
+
+    /// Claims a ready task for `agent` with a lease. Exactly one of any number of racing
+    /// claimants wins; the rest get [`TaskError::AlreadyClaimed`]. An expired claim is
+    /// taken over (the task goes to the new claimant with a new epoch).
+    pub fn claim(&self, task: Handle, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
+        let actor = self.actor_of(agent)?;
+        let mut buf = [0u8; 88];
+        let mut claim = Claim { task, agent, epoch: 0, lease_until_ms: 0 };
+        let (_, ()) = self.modify(task, Change::new(EventKind::TASK_CLAIMED).by(Some(actor)).deferred(), |rec| {
+            let now = unix_ms();
+            let from = status(rec);
+            if rec.claim_agent != 0 && rec.lease_until_ms > now {
+                return Err(TaskError::AlreadyClaimed { by: rec.claim_agent - 1, until_ms: rec.lease_until_ms });
+            }
+            // Ready, or claimed/in progress under a lapsed lease.
+            if !(from == Status::Ready || (rec.claim_agent != 0 && matches!(from, Status::Claimed | Status::InProgress))) {
+                return Err(match from {
+                    Status::Blocked => TaskError::Blocked { open: self.open_blockers(rec).max(1) },
+                    _ => TaskError::IllegalTransition { from, to: Status::Claimed },
+                });
+            }
+            let open = self.open_blockers(rec);
+            if open > 0 {
+                return Err(TaskError::Blocked { open });
+            }
+            rec.claim_epoch += 1;
+            rec.claim_agent = agent.index + 1;
+            rec.lease_until_ms = now + lease.as_millis() as u64;
+            rec.claimed_at = self.now().0;
+            rec.status = Status::Claimed.code();
+            claim.epoch = rec.claim_epoch;
+            claim.lease_until_ms = rec.lease_until_ms;
+            Ok(())
+        })?;
+        let n = payload(&mut buf, claim.epoch, "");
+        self.emit_task(task, EventKind::TASK_CLAIMED, Some(actor), &buf[..n])?;
+        Ok(claim)
+    }
+
+    /// Appends a task event after the change (for operations whose payload depends on
+    /// what the change decided).
+    fn emit_task(&self, task: Handle, kind: EventKind, actor: Option<Handle>, payload: &[u8]) -> Result<(), TaskError> {
+        let n = self.read(task)?;
+        let mut ev = crate::NewEvent::new(kind).node(n.uuid(), n.version()).payload(payload);
+        if let Some(a) = actor {
+            ev = ev.actor(a);
+        }
+        self.append(&ev).map(|_| ()).map_err(|e| TaskError::Pool(PoolError::EventNotAppended(e)))
+    }
+
+    /// A claimant's write: checks the claim under the lock, applies `f`, emits `kind`.
+    fn claimant_write(&self, c: &Claim, kind: EventKind, note: &str, f: impl FnOnce(&mut NodeRecord) -> Result<(), TaskError>) -> Result<Node, TaskError> {
+        let actor = self.actor_of(c.agent).ok();
+        let mut buf = [0u8; 88];
+        let n = payload(&mut buf, c.epoch, note);
+        let (node, ()) = self.modify(c.task, Change::new(kind).by(actor).payload(&buf[..n]), |rec| {
+            check_claim(rec, c, unix_ms())?;
+            f(rec)
+        })?;
+        Ok(node)
+    }
+
+    /// Extends a live claim's lease to `lease` from now.
+    pub fn renew(&self, c: &Claim, lease: Duration) -> Result<Claim, TaskError> {
+        let mut out = *c;
+        let actor = self.actor_of(c.agent).ok();
+        self.modify(c.task, Change::new(EventKind::NODE_UPDATED).by(actor), |rec| {
+            check_claim(rec, c, unix_ms())?;
+            rec.lease_until_ms = unix_ms() + lease.as_millis() as u64;
+            out.lease_until_ms = rec.lease_until_ms;
+            Ok::<(), TaskError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Gives a claimed task back: it is ready again.
+    pub fn release(&self, c: &Claim) -> Result<Node, TaskError> {
+        self.claimant_write(c, EventKind::TASK_RELEASED, "", |rec| {
+            clear_claim(rec);
+            rec.status = Status::Ready.code();
+            Ok(())
+        })
+    }
+
+    /// Claimed → in progress.
+    pub fn start(&self, c: &Claim) -> Result<Node, TaskError> {
+        self.claimant_write(c, EventKind::NODE_UPDATED, "", |rec| match status(rec) {
+            Status::Claimed | Status::InProgress => {
+                rec.status = Status::InProgress.code();
+                Ok(())
+            }
+            from => Err(TaskError::IllegalTransition { from, to: Status::InProgress }),
+        })
+    }
+
+    /// Reports progress (0–100) on a claimed task.
+    pub fn progress(&self, c: &Claim, percent: u8) -> Result<Node, TaskError> {
+        if percent > 100 {
+            return Err(PoolError::ProgressOutOfRange { value: percent }.into());
+        }
+        self.claimant_write(c, EventKind::NODE_UPDATED, "", |rec| {
+            rec.progress = percent;
+            Ok(())
+        })
+    }
+
+    /// Completes a claimed task (refused while blockers are open), then makes every
+    /// dependent whose blockers are now all complete ready.
+    pub fn complete(&self, c: &Claim, note: &str) -> Result<Node, TaskError> {
+        let node = self.claimant_write(c, EventKind::TASK_COMPLETED, note, |rec| {
+            let from = status(rec);
+            if !matches!(from, Status::Claimed | Status::InProgress) {
+                return Err(TaskError::IllegalTransition { from, to: Status::Complete });
+            }
+            let open = self.open_blockers(rec);
+            if open > 0 {
+                return Err(TaskError::Blocked { open });
+            }
+            clear_claim(rec);
+            rec.status = Status::Complete.code();
+            rec.progress = 100;
+            Ok(())
+        })?;
+        self.wake_dependents(c.task);
+        Ok(node)
+    }
+
+    /// Fails a claimed task with a reason (carried in the event payload).
+    pub fn fail(&self, c: &Claim, reason: &str) -> Result<Node, TaskError> {
+        self.claimant_write(c, EventKind::TASK_FAILED, reason, |rec| {
+            let from = status(rec);
+            if !matches!(from, Status::Claimed | Status::InProgress) {
+                return Err(TaskError::IllegalTransition { from, to: Status::Failed });
+            }
+            clear_claim(rec);
+            rec.status = Status::Failed.code();
+            Ok(())
+        })
+    }
+
+    /// Assigns `agent` to `node` (idempotent).
+    pub fn assign(&self, node: Handle, agent: AgentId) -> Result<Node, TaskError> {
+        self.agent(agent).map_err(|_| TaskError::UnknownAgent)?;
+        let slot = agent.index + 1;
+        self.modify(node, Change::new(EventKind::NODE_UPDATED), |rec| {
+            let n = (rec.assignee_count as usize).min(ASSIGNEES_MAX);
+            if rec.assignees[..n].contains(&slot) {
+                return Ok(());
+            }
+            if n == ASSIGNEES_MAX {
+                return Err(TaskError::TooManyAssignees);
+            }
+            rec.assignees[n] = slot;
+            rec.assignee_count = n as u8 + 1;
+            Ok(())
+        })
+        .map(|(n, ())| n)
+    }
+
+    /// Removes `agent` from `node`'s assignees (idempotent).
+    pub fn unassign(&self, node: Handle, agent: AgentId) -> Result<Node, TaskError> {
+        let slot = agent.index + 1;
+        self.modify(node, Change::new(EventKind::NODE_UPDATED), |rec| {
+            let n = (rec.assignee_count as usize).min(ASSIGNEES_MAX);
+            if let Some(i) = rec.assignees[..n].iter().position(|a| *a == slot) {
+                rec.assignees.copy_within(i + 1..n, i);
+                rec.assignees[n - 1] = 0;
+                rec.assignee_count = n as u8 - 1;
+            }
+            Ok::<(), TaskError>(())
+        })
+        .map(|(n, ())| n)
+    }
+
+    /// Makes `task` wait for `blocker`. Refuses cycles. A pending or ready task with an
+    /// open blocker becomes blocked (`task_blocked`).
+    pub fn add_blocker(&self, task: Handle, blocker: Handle) -> Result<Node, TaskError> {
+        if task == blocker {
+            return Err(TaskError::Cycle);
+        }
+        let blocker_done = self.read(blocker)?.status() == Some(Status::Complete);
+        let lock = self.hdr(hdr::DEPS_LOCK);
+        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive()).map_err(|b| PoolError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
+        let result = (|| {
+            if self.depends_on(blocker, task)? {
+                return Err(TaskError::Cycle);
+            }
+            let mut blocked = false;
+            let (node, ()) = self.modify(task, Change::new(EventKind::NODE_UPDATED), |rec| {
+                let n = (rec.blocker_count as usize).min(BLOCKERS_MAX);
+                if rec.blocked_by[..n].contains(&blocker.to_raw()) {
+                    return Ok(());
+                }
+                if n == BLOCKERS_MAX {
+                    return Err(TaskError::TooManyBlockers);
+                }
+                rec.blocked_by[n] = blocker.to_raw();
+                rec.blocker_count = n as u8 + 1;
+                if !blocker_done && matches!(status(rec), Status::Pending | Status::Ready) {
+                    rec.status = Status::Blocked.code();
+                    blocked = true;
+                }
+                Ok(())
+            })?;
+            Ok((node, blocked))
+        })();
+        ownerlock::release(lock);
+        let (node, blocked) = result?;
+        if blocked {
+            self.emit_task(task, EventKind::TASK_BLOCKED, None, b"")?;
+        }
+        Ok(node)
+    }
+
+    /// Removes the edge `task` → `blocker`; a blocked task with no open blocker left
+    /// becomes ready.
+    pub fn remove_blocker(&self, task: Handle, blocker: Handle) -> Result<Node, TaskError> {
+        let (node, ()) = self.modify(task, Change::new(EventKind::NODE_UPDATED), |rec| {
+            let n = (rec.blocker_count as usize).min(BLOCKERS_MAX);
+            if let Some(i) = rec.blocked_by[..n].iter().position(|b| *b == blocker.to_raw()) {
+                rec.blocked_by.copy_within(i + 1..n, i);
+                rec.blocked_by[n - 1] = 0;
+                rec.blocker_count = n as u8 - 1;
+            }
+            Ok::<(), TaskError>(())
+        })?;
+        self.maybe_unblock(task);
+        Ok(node)
+    }
+
+    /// Whether `from` (transitively) waits for `target`. Bounded depth-first search.
+    fn depends_on(&self, from: Handle, target: Handle) -> Result<bool, TaskError> {
+        let mut stack = vec![from];
+        let mut seen = vec![0u64; (self.caps.nodes as usize).div_ceil(64)];
+        let mut visits = 0u32;
+        while let Some(h) = stack.pop() {
+            visits += 1;
+            if visits > self.caps.nodes {
+                return Err(PoolError::Corrupt { what: "dependency walk exceeded the pool" }.into());
+            }
+            let Ok(n) = self.read(h) else { continue };
+            for b in n.blocked_by() {
+                if b == target {
+                    return Ok(true);
+                }
+                let (w, bit) = (b.index as usize / 64, b.index % 64);
+                if w < seen.len() && seen[w] & (1 << bit) == 0 {
+                    seen[w] |= 1 << bit;
+                    stack.push(b);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// After `done` completed: makes ready every blocked dependent whose blockers are all
+    /// complete now.
+    fn wake_dependents(&self, done: Handle) {
+        let raw = done.to_raw();
+        for i in 0..self.caps.nodes {
+            let Some((h, summary)) = self.slot_summary(i) else { continue };
+            if (summary >> 24) & 0xff == 0 {
+                continue;
+            }
+            if let Ok(n) = self.read(h) {
+                if n.record().blocked_by[..(n.record().blocker_count as usize).min(BLOCKERS_MAX)].contains(&raw) {
+                    self.maybe_unblock(h);
+                }
+            }
+        }
+    }
+
+    /// Blocked → ready if no blocker is open (emits `task_ready`).
+    fn maybe_unblock(&self, h: Handle) {
+        // Nothing to do, or the dependent vanished or stayed locked: either way a later
+        // completion looks again, so the outcome is not needed.
+        let _ = self.modify(h, Change::new(EventKind::TASK_READY), |rec| {
+            if status(rec) != Status::Blocked || self.open_blockers(rec) > 0 {
+                return Err(Skip::Nothing);
+            }
+            rec.status = Status::Ready.code();
+            Ok(())
+        });
+    }
+
+    /// Tasks an agent may claim now, best first (priority, then age), at most `limit`.
+    pub fn ready(&self, filter: &TaskFilter, limit: usize, out: &mut Vec<Node>) -> Result<(), TaskError> {
+        out.clear();
+        let mut best: Vec<(u8, u64, Handle)> = Vec::new();
+        self.scan_claimable(filter, |prio, created, h| best.push((prio, created, h)))?;
+        best.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, _, h) in best.into_iter().take(limit) {
+            if let Ok(n) = self.read(h) {
+                out.push(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims the best ready task matching `filter` (priority, then age): the loop every
+    /// worker runs. Losing a race for one candidate moves on to the next.
+    pub fn claim_next(&self, filter: &TaskFilter, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
+        const K: usize = 16;
+        for _round in 0..8 {
+            let mut top: [(u8, u64, Option<Handle>); K] = [(0, u64::MAX, None); K];
+            self.scan_claimable(filter, |prio, created, h| {
+                // Keep the K best in `top` (sorted best first), without allocating.
+                let key = (std::cmp::Reverse(prio), created);
+                if let Some(pos) = top.iter().position(|t| t.2.is_none() || key < (std::cmp::Reverse(t.0), t.1)) {
+                    top.copy_within(pos..K - 1, pos + 1);
+                    top[pos] = (prio, created, Some(h));
+                }
+            })?;
+            if top[0].2.is_none() {
+                return Err(TaskError::NothingReady);
+            }
+            for (_, _, h) in top.iter() {
+                let Some(h) = *h else { break };
+                match self.claim(h, agent, lease) {
+                    Ok(c) => return Ok(c),
+                    Err(TaskError::AlreadyClaimed { .. } | TaskError::IllegalTransition { .. } | TaskError::Blocked { .. }) => {}
+                    Err(TaskError::Pool(PoolError::StaleHandle | PoolError::NotFound)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(TaskError::NothingReady)
+    }
+
+    /// Calls `f(priority, created, handle)` for every claimable node matching `filter`:
+    /// ready, or claimed / in progress under a lapsed lease. Reads only the slot summary
+    /// for most slots; copies a record only for candidates.
+    fn scan_claimable(&self, filter: &TaskFilter, mut f: impl FnMut(u8, u64, Handle)) -> Result<(), TaskError> {
+        let kind = filter.kind.unwrap_or(NodeKind::Task).code() as u64;
+        let assignee = filter.assignee.map(|a| a.index + 1);
+        let now = unix_ms();
+        for i in 0..self.caps.nodes {
+            let Some((h, summary)) = self.slot_summary(i) else { continue };
+            if summary & 0xff != kind {
+                continue;
+            }
+            let st = (summary >> 8) & 0xff;
+            let claimed = (summary >> 32) & 0xffff != 0;
+            let maybe = st == Status::Ready.code() as u64 || (claimed && (st == Status::Claimed.code() as u64 || st == Status::InProgress.code() as u64));
+            if !maybe {
+                continue;
+            }
+            let Ok(n) = self.read(h) else { continue };
+            let rec = n.record();
+            if rec.claim_agent != 0 && rec.lease_until_ms > now {
+                continue;
+            }
+            if let Some(a) = assignee {
+                if !rec.assignees[..(rec.assignee_count as usize).min(ASSIGNEES_MAX)].contains(&a) {
+                    continue;
+                }
+            }
+            if let Some(root) = filter.under {
+                if !self.is_under(h, root) {
+                    continue;
+                }
+            }
+            f(rec.priority, rec.created, h);
+        }
+        Ok(())
+    }
+
+    /// Whether `h` lies in the subtree rooted at `root` (itself included).
+    pub fn is_under(&self, h: Handle, root: Handle) -> bool {
+        let mut cur = Some(h);
+        for _ in 0..=self.caps.nodes {
+            match cur {
+                Some(c) if c == root => return true,
+                Some(c) => cur = self.read(c).ok().and_then(|n| n.parent()),
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// Releases every claim held by agent slot `index` (its agent left or died): the
+    /// tasks are ready again, with `task_released`.
+    pub(crate) fn release_claims_of(&self, index: u16, actor: Option<Handle>, lost: bool) -> usize {
+        let mut released = 0;
+        let note = if lost { "agent lost" } else { "agent left" };
+        for i in 0..self.caps.nodes {
+            let Some((h, summary)) = self.slot_summary(i) else { continue };
+            if (summary >> 32) & 0xffff != index as u64 + 1 {
+                continue;
+            }
+            let mut buf = [0u8; 88];
+            let mut epoch = 0;
+            let r = self.modify(h, Change::new(EventKind::TASK_RELEASED).by(actor).deferred(), |rec| {
+                if rec.claim_agent != index + 1 {
+                    return Err(Skip::Nothing);
+                }
+                epoch = rec.claim_epoch;
+                clear_claim(rec);
+                if matches!(status(rec), Status::Claimed | Status::InProgress) {
+                    rec.status = Status::Ready.code();
+                }
+                Ok(())
+            });
+            if r.is_ok() {
+                let n = payload(&mut buf, epoch, note);
+                let _ = self.emit_task(h, EventKind::TASK_RELEASED, actor, &buf[..n]);
+                released += 1;
+            }
+        }
+        released
+    }
+
+    /// Releases every claim whose lease has lapsed (`claim_expired`). The daemon runs
+    /// this periodically; any process may. Returns how many.
+    pub fn reap_expired_claims(&self) -> usize {
+        let mut reaped = 0;
+        let now = unix_ms();
+        for i in 0..self.caps.nodes {
+            let Some((h, summary)) = self.slot_summary(i) else { continue };
+            if (summary >> 32) & 0xffff == 0 {
+                continue;
+            }
+            match self.read(h) {
+                Ok(n) if n.record().lease_until_ms <= now => {}
+                _ => continue,
+            }
+            let mut buf = [0u8; 88];
+            let mut epoch = 0;
+            let r = self.modify(h, Change::new(EventKind::CLAIM_EXPIRED).deferred(), |rec| {
+                if rec.claim_agent == 0 || rec.lease_until_ms > unix_ms() {
+                    return Err(Skip::Nothing);
+                }
+                epoch = rec.claim_epoch;
+                clear_claim(rec);
+                if matches!(status(rec), Status::Claimed | Status::InProgress) {
+                    rec.status = Status::Ready.code();
+                }
+                Ok(())
+            });
+            if r.is_ok() {
+                let n = payload(&mut buf, epoch, "lease expired");
+                let _ = self.emit_task(h, EventKind::CLAIM_EXPIRED, None, &buf[..n]);
+                reaped += 1;
+            }
+        }
+        reaped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payload;
+
+    #[test]
+    fn payloads_are_valid_json_within_the_inline_limit() {
+        let mut buf = [0u8; 88];
+        let n = payload(&mut buf, 7, "");
+        assert_eq!(&buf[..n], br#"{"epoch":7}"#);
+        let long = "a\"b\\c\n".repeat(40);
+        let n = payload(&mut buf, u64::MAX, &long);
+        let s = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(s.starts_with(r#"{"epoch":18446744073709551615,"note":""#) && s.ends_with("\"}"), "{s}");
+        assert!(n <= 88);
+    }
+}
