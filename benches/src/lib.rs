@@ -1,1 +1,82 @@
-//! Shared helpers for the benchmarks.
+//! Shared helpers for the Worknode benchmarks (`benches/benches/*.rs`).
+//!
+//! The benchmarks run against a private segment in `/dev/shm` that no daemon owns.
+//! [`TempSegment`] creates one under a name unique to this process and removes it again
+//! when it goes out of scope, including when a benchmark panics, so an aborted run does
+//! not leave tens of megabytes behind in shared memory.
+//!
+//! ```
+//! use worknode::Capacities;
+//! use worknode_benches::TempSegment;
+//!
+//! let seg = TempSegment::create("doc", &Capacities { nodes: 64, ..Capacities::default() })?;
+//! let path = seg.path();
+//! assert!(path.exists());
+//! drop(seg);
+//! assert!(!path.exists(), "the guard unlinks the segment");
+//! # Ok::<(), worknode::AttachError>(())
+//! ```
+#![warn(missing_docs)]
+
+use std::ops::Deref;
+use worknode::{AttachError, Capacities, Segment};
+
+/// Mode the benchmark segments are created with: owner read-write only.
+pub const BENCH_MODE: u32 = 0o600;
+
+/// A segment name unique to this process: `wn-bench-<pid>-<tag>`.
+///
+/// `tag` tells apart several segments of one process; it must consist of letters,
+/// digits, `.`, `_` and `-` (see [`worknode::validate_name`]).
+pub fn unique_name(tag: &str) -> String {
+    format!("wn-bench-{}-{tag}", std::process::id())
+}
+
+/// A private segment that is unlinked when dropped (also while unwinding from a panic).
+///
+/// Dereferences to the [`Segment`], so every pool operation is available on it.
+pub struct TempSegment {
+    /// Always `Some` until `drop`, which unmaps it before unlinking the name.
+    seg: Option<Segment>,
+    name: String,
+}
+
+impl TempSegment {
+    /// Creates a segment named [`unique_name`]`(tag)` with the given capacities.
+    ///
+    /// A segment of that name can only be left over from an earlier process that had the
+    /// same pid and was killed before it cleaned up, so it is removed first.
+    pub fn create(tag: &str, caps: &Capacities) -> Result<TempSegment, AttachError> {
+        let name = unique_name(tag);
+        let seg = match Segment::create(&name, caps, BENCH_MODE) {
+            Err(AttachError::AlreadyExists { .. }) => {
+                Segment::unlink(&name)?;
+                Segment::create(&name, caps, BENCH_MODE)?
+            }
+            other => other?,
+        };
+        Ok(TempSegment { seg: Some(seg), name })
+    }
+
+    /// The segment's name (without the leading `/`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Deref for TempSegment {
+    type Target = Segment;
+
+    fn deref(&self) -> &Segment {
+        self.seg.as_ref().expect("invariant: the segment is present until drop")
+    }
+}
+
+impl Drop for TempSegment {
+    fn drop(&mut self) {
+        drop(self.seg.take());
+        if let Err(e) = Segment::unlink(&self.name) {
+            eprintln!("warning: could not unlink benchmark segment {}: {e}", self.name);
+        }
+    }
+}
