@@ -16,6 +16,13 @@
 //!
 //! Tombstones are not reclaimed in place (that cannot be done safely while other
 //! processes probe); inserts reuse them, and `wn dump` reports how many there are.
+//! Because churn turns every empty entry into a tombstone over time, a lookup cannot
+//! rely on meeting an empty entry to stop: it stops after `max_probe + 1` entries, where
+//! `max_probe` (a header word, only ever raised) is the largest displacement any insert
+//! has used. An insert raises it *before* publishing its entry, so a lookup that can see
+//! the entry also sees a bound that covers it. Inserts take the first empty-or-tombstone
+//! entry, and at most half the table is live, so displacements stay short and a miss
+//! costs a few probes, not a scan of the table.
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -42,6 +49,8 @@ fn entry(h: u64, slot: u32) -> u64 {
 /// The index table as a view over the segment's index region.
 pub(crate) struct IdIndex<'a> {
     pub entries: &'a [AtomicU64],
+    /// Largest displacement any insert has used (a header word).
+    pub max_probe: &'a AtomicU64,
 }
 
 /// The table has no empty or tombstone entry left (cannot happen while capacity ≥ 2N
@@ -61,6 +70,10 @@ impl IdIndex<'_> {
         for i in 0..self.entries.len() as u64 {
             let e = &self.entries[((h.wrapping_add(i)) & self.mask()) as usize];
             let mut cur = e.load(Ordering::Relaxed);
+            if cur == EMPTY || cur == TOMBSTONE {
+                // Raise the bound before the entry becomes visible.
+                self.max_probe.fetch_max(i, Ordering::AcqRel);
+            }
             while cur == EMPTY || cur == TOMBSTONE {
                 match e.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
                     Ok(_) => return Ok(cur == TOMBSTONE),
@@ -75,7 +88,8 @@ impl IdIndex<'_> {
     /// the slot's own UUID and liveness.
     pub fn find(&self, uuid: &[u8; 16], matches: impl Fn(u32) -> bool) -> Option<u32> {
         let h = hash(uuid);
-        for i in 0..self.entries.len() as u64 {
+        let bound = (self.max_probe.load(Ordering::Acquire) + 1).min(self.entries.len() as u64);
+        for i in 0..bound {
             let e = self.entries[((h.wrapping_add(i)) & self.mask()) as usize].load(Ordering::Acquire);
             if e == EMPTY {
                 return None;
@@ -94,7 +108,8 @@ impl IdIndex<'_> {
     pub fn remove(&self, uuid: &[u8; 16], slot: u32) -> bool {
         let h = hash(uuid);
         let target = entry(h, slot);
-        for i in 0..self.entries.len() as u64 {
+        let bound = (self.max_probe.load(Ordering::Acquire) + 1).min(self.entries.len() as u64);
+        for i in 0..bound {
             let e = &self.entries[((h.wrapping_add(i)) & self.mask()) as usize];
             let cur = e.load(Ordering::Acquire);
             if cur == EMPTY {
@@ -115,7 +130,8 @@ mod tests {
     #[test]
     fn insert_find_remove_and_reuse_tombstones() {
         let words: Vec<AtomicU64> = (0..8).map(|_| AtomicU64::new(0)).collect();
-        let idx = IdIndex { entries: &words };
+        let max_probe = AtomicU64::new(0);
+        let idx = IdIndex { entries: &words, max_probe: &max_probe };
         let ids: Vec<[u8; 16]> = (0u8..6).map(|i| [i; 16]).collect();
         for (slot, id) in ids.iter().enumerate() {
             assert_eq!(idx.insert(id, slot as u32), Ok(false));
@@ -136,9 +152,35 @@ mod tests {
     }
 
     #[test]
+    fn misses_stay_short_after_churn_fills_the_table_with_tombstones() {
+        let words: Vec<AtomicU64> = (0..1024).map(|_| AtomicU64::new(0)).collect();
+        let max_probe = AtomicU64::new(0);
+        let idx = IdIndex { entries: &words, max_probe: &max_probe };
+        let id = |i: u32| {
+            let mut u = [0u8; 16];
+            u[..4].copy_from_slice(&i.to_le_bytes());
+            u
+        };
+        // 200 live at a time, 50,000 inserts and removes in all.
+        for i in 0..50_000u32 {
+            idx.insert(&id(i), i % 512).unwrap();
+            if i >= 200 {
+                assert!(idx.remove(&id(i - 200), (i - 200) % 512));
+            }
+        }
+        assert!(words.iter().all(|w| w.load(Ordering::Relaxed) != EMPTY), "churn has left no empty entry");
+        assert!(max_probe.load(Ordering::Relaxed) < 64, "displacement {}", max_probe.load(Ordering::Relaxed));
+        for i in 49_800..50_000u32 {
+            assert_eq!(idx.find(&id(i), |s| s == i % 512), Some(i % 512));
+        }
+        assert_eq!(idx.find(&id(7), |_| true), None);
+    }
+
+    #[test]
     fn a_full_table_is_an_error_not_a_hang() {
         let words: Vec<AtomicU64> = (0..2).map(|_| AtomicU64::new(0)).collect();
-        let idx = IdIndex { entries: &words };
+        let max_probe = AtomicU64::new(0);
+        let idx = IdIndex { entries: &words, max_probe: &max_probe };
         idx.insert(&[1; 16], 0).unwrap();
         idx.insert(&[2; 16], 1).unwrap();
         assert_eq!(idx.insert(&[3; 16], 2), Err(IndexFull));

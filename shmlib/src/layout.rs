@@ -162,7 +162,8 @@ pub struct Header {
     pub clock: HotLine,
     /// `words[0]`: free-list head (ABA tag << 32 | index + 1); `words[1]`: live nodes.
     pub pool: HotLine,
-    /// `words[0]`: live index entries; `words[1]`: tombstones.
+    /// `words[0]`: live index entries; `words[1]`: tombstones; `words[2]`: largest probe
+    /// displacement used.
     pub index: HotLine,
     /// `words[0]`: event ring tail, the next sequence number to claim.
     pub ring_tail: HotLine,
@@ -207,6 +208,8 @@ pub mod hdr {
     pub const INDEX_USED: usize = offset_of!(Header, index);
     /// Index tombstones.
     pub const INDEX_TOMBSTONES: usize = offset_of!(Header, index) + 8;
+    /// Largest probe displacement any index insert has used.
+    pub const INDEX_MAX_PROBE: usize = offset_of!(Header, index) + 16;
     /// Counter: nodes created.
     pub const CREATED: usize = offset_of!(Header, counters);
     /// Counter: node updates.

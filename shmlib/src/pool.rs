@@ -193,7 +193,7 @@ impl Segment {
     fn index(&self) -> Result<IdIndex<'_>, PoolError> {
         let r = self.region(Region::Index);
         let entries = self.map.words_at(r.offset as usize, r.capacity as usize).ok_or(PoolError::Corrupt { what: "index region outside the segment" })?;
-        Ok(IdIndex { entries })
+        Ok(IdIndex { entries, max_probe: self.hdr(hdr::INDEX_MAX_PROBE) })
     }
 
     fn free_head(&self) -> &AtomicU64 {
