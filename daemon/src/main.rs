@@ -146,7 +146,14 @@ fn run(args: &Args) -> Result<(), Failure> {
         code: if matches!(e, instance::LockError::Held(_)) { 3 } else { 1 },
         message: e.to_string(),
     })?;
-    let (seg, how) = open_segment(args, &caps)?;
+    let (seg, how) = match open_segment(args, &caps) {
+        Ok(x) => x,
+        Err(e) => {
+            // Nothing runs this segment: leave no lock file behind.
+            lock.remove_file();
+            return Err(e);
+        }
+    };
     let info = seg.info();
     let c = seg.capacities();
     println!(

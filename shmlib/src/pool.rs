@@ -341,6 +341,11 @@ impl Segment {
         let _guard = self.lock_slot(parent.index, ps)?;
         // The parent may have been deleted since the caller checked it.
         self.live_slot(parent)?;
+        // If the lock was taken over from a dead holder, the child list was rebuilt from
+        // the live children's parent fields, which already includes this child.
+        if ps.first_child().load(Ordering::Relaxed) == link(child_index) || child.prev_sibling().load(Ordering::Relaxed) != 0 {
+            return Ok(());
+        }
         let last = unlink_value(ps.last_child().load(Ordering::Relaxed));
         let last_slot = match last {
             Some(i) => Some(self.slot(i).ok_or(PoolError::Corrupt { what: "child link outside the pool" })?),
@@ -594,6 +599,18 @@ impl Segment {
     /// consistent snapshot. `out` is cleared first; reuse it to avoid allocating.
     pub fn children(&self, h: Handle, out: &mut Vec<Handle>) -> Result<(), PoolError> {
         let s = self.live_slot(h)?;
+        match self.try_children(s, out) {
+            Err(PoolError::Contended) if self.map.writable() => {
+                // A writer may have died mid-change: taking the lock (from a dead holder)
+                // rebuilds the list. A live holder just makes us wait our turn.
+                drop(self.lock_slot(h.index, s)?);
+                self.try_children(s, out)
+            }
+            r => r,
+        }
+    }
+
+    fn try_children(&self, s: Slot<'_>, out: &mut Vec<Handle>) -> Result<(), PoolError> {
         let backoff = Backoff::new();
         for _ in 0..seqlock::READ_ATTEMPTS {
             out.clear();
