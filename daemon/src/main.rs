@@ -7,6 +7,7 @@
 //! daemon, and an orderly shutdown.
 
 mod instance;
+mod sessions;
 
 use clap::Parser;
 use instance::InstanceLock;
@@ -183,24 +184,50 @@ fn run(args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Serves until SIGINT or SIGTERM. Between signals it follows the event ring, so that
-/// an event slot left unpublished by a producer that died is marked abandoned within
-/// the bound even when every reader is read-only (and so cannot repair it itself).
+/// Serves until SIGINT or SIGTERM. Between signals it
+/// * watches agent sessions: a connection's EOF means its process died → reap the agent;
+/// * follows the event ring, so that an event slot left unpublished by a producer that
+///   died is marked abandoned within the bound even when every reader is read-only;
+/// * releases claims whose lease lapsed (every 100 ms), and reaps agents whose session
+///   process is gone but never connected (every second).
 fn serve(seg: &Segment, signals: &SignalFd) -> Result<Signal, Failure> {
     let mut follower = seg.reader(worknode::Start::Now);
+    let mut sessions = sessions::Sessions::listen(seg.name(), seg.capacities().agents as usize)
+        .map_err(|e| fail(format!("cannot listen for agent sessions: {e}")))?;
+    let mut tick: u64 = 0;
+    let mut last_tick = std::time::Instant::now();
     loop {
-        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(TICK_MS)) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => {
-                follow_ring(&mut follower, seg.capacities().events as u64);
-                continue;
+        let (sig_ready, ready) = {
+            let session_fds = sessions.fds();
+            let mut fds: Vec<PollFd> = std::iter::once(PollFd::new(signals.as_fd(), PollFlags::POLLIN))
+                .chain(session_fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)))
+                .collect();
+            match poll(&mut fds, PollTimeout::from(TICK_MS)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(fail(format!("poll: {e}"))),
             }
-            Ok(_) => {}
-            Err(e) => return Err(fail(format!("poll: {e}"))),
+            let is_ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (is_ready(&fds[0]), fds[1..].iter().map(is_ready).collect::<Vec<bool>>())
+        };
+        for (id, pid) in sessions.handle(seg, &ready) {
+            eprintln!("worknoded: agent {id} lost: its session process {pid} exited; claims released");
         }
-        if let Some(info) = signals.read_signal().map_err(|e| fail(format!("signalfd read: {e}")))? {
-            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                return Ok(sig);
+        if last_tick.elapsed() >= std::time::Duration::from_millis(TICK_MS as u64) {
+            last_tick = std::time::Instant::now();
+            tick += 1;
+            follow_ring(&mut follower, seg.capacities().events as u64);
+            if tick % 5 == 0 {
+                seg.reap_expired_claims();
+            }
+            if tick % 50 == 0 {
+                seg.reap_dead_sessions();
+            }
+        }
+        if sig_ready {
+            if let Some(info) = signals.read_signal().map_err(|e| fail(format!("signalfd read: {e}")))? {
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                    return Ok(sig);
+                }
             }
         }
     }

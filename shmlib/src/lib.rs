@@ -50,6 +50,7 @@ mod ownerlock;
 mod pool;
 mod ring;
 mod segment;
+mod session;
 mod seqlock;
 mod sync;
 mod sys;
@@ -63,6 +64,7 @@ pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER};
 pub use layout::Capacities;
 pub use node::{Handle, NewNode, Node, NodeKind, Status};
 pub use pool::DeleteMode;
+pub use session::{session_socket_addr, session_socket_name, Session};
 pub use segment::{default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT, SEGMENT_ENV};
 pub use sys::{process_start_ticks, shm_path, validate_name, OwnerTag};
 
