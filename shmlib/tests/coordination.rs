@@ -154,3 +154,46 @@ fn plain_updates_cannot_bypass_the_state_machine() {
     assert_eq!(e, worknode::PoolError::IllegalTransition { from: Status::Ready, to: Status::Complete });
     seg.update(t, |n| n.set_status(Status::Cancelled)).unwrap();
 }
+
+#[test]
+fn queries_are_bounded_and_rollups_add_up() {
+    let seg = segment("query");
+    let a = seg.join("a", "w").unwrap();
+    let proj = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "web")).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..10u8 {
+        let t = seg.add(proj, &NewNode::new(NodeKind::Task, &format!("t{i}")).status(Status::Ready).value(10.0 * i as f64)).unwrap();
+        tasks.push(t);
+    }
+    seg.add(seg.root(), &NewNode::new(NodeKind::Task, "outside").status(Status::Ready)).unwrap();
+    for t in &tasks[..4] {
+        let c = seg.claim(*t, a, LEASE).unwrap();
+        seg.complete(&c, "").unwrap();
+    }
+    seg.update(tasks[9], |n| n.set_status(Status::Cancelled)).unwrap();
+
+    let mut out = Vec::new();
+    let q = worknode::Query { under: Some(proj), kind: Some(NodeKind::Task), status: Some(Status::Complete), ..Default::default() };
+    let stats = seg.query(&q, &mut out).unwrap();
+    assert_eq!(out.len(), 4);
+    assert!(!stats.limited && !stats.budget_exhausted);
+
+    let q = worknode::Query { kind: Some(NodeKind::Task), limit: 3, ..Default::default() };
+    assert!(seg.query(&q, &mut out).unwrap().limited);
+    assert_eq!(out.len(), 3);
+    let q = worknode::Query { under: Some(proj), visit_budget: 5, ..Default::default() };
+    assert!(seg.query(&q, &mut out).unwrap().budget_exhausted);
+    let q = worknode::Query { name_prefix: Some("out"), ..Default::default() };
+    seg.query(&q, &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+
+    let r = seg.rollup(proj, None).unwrap();
+    assert_eq!(r.total, 10);
+    assert_eq!(r.count(Status::Complete), 4);
+    assert_eq!(r.count(Status::Cancelled), 1);
+    assert_eq!(r.count(Status::Ready), 5);
+    assert_eq!(r.value_by_status[Status::Complete.code() as usize], 0.0 + 10.0 + 20.0 + 30.0);
+    assert_eq!(r.value_total, 450.0);
+    assert!((r.percent_complete - 100.0 * 4.0 / 9.0).abs() < 1e-9);
+    assert!((r.mean_progress - 40.0).abs() < 1e-9);
+}
