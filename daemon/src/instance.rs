@@ -29,7 +29,11 @@ pub enum LockError {
 impl std::fmt::Display for LockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LockError::Held(p) => write!(f, "another worknoded already runs this segment (it holds {}); stop it first or choose another --segment", p.display()),
+            LockError::Held(p) => write!(
+                f,
+                "another worknoded already runs this segment (it holds {}); stop it first or choose another --segment",
+                p.display()
+            ),
             LockError::Io(p, e) => write!(f, "cannot take the daemon lock {}: {e}", p.display()),
         }
     }

@@ -67,7 +67,8 @@ struct Args {
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
-    let m = u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| format!("{s:?} is not an octal mode such as 600"))?;
+    let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{s:?} is not an octal mode such as 600"))?;
     if m > 0o777 {
         return Err(format!("mode {s} has bits beyond 777"));
     }
@@ -132,7 +133,14 @@ fn open_segment(args: &Args, caps: &Capacities) -> Result<(Segment, &'static str
 
 fn run(args: &Args) -> Result<(), Failure> {
     worknode::validate_name(&args.segment).map_err(|r| fail(format!("invalid --segment {:?}: {r}", args.segment)))?;
-    let caps = Capacities { nodes: args.nodes, events: args.events, agents: args.agents, blob_chunks: args.blob_chunks, sets: args.sets, ..Capacities::default() };
+    let caps = Capacities {
+        nodes: args.nodes,
+        events: args.events,
+        agents: args.agents,
+        blob_chunks: args.blob_chunks,
+        sets: args.sets,
+        ..Capacities::default()
+    };
     // Validate capacities before touching anything.
     worknode::layout::Geometry::new(&caps).map_err(|e| fail(format!("{e}")))?;
 

@@ -96,7 +96,8 @@ impl Sessions {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     let Ok(cred) = getsockopt(&stream, PeerCredentials) else { continue };
-                    if cred.uid() != self.uid || self.conns.len() >= self.limit || stream.set_nonblocking(true).is_err() {
+                    if cred.uid() != self.uid || self.conns.len() >= self.limit || stream.set_nonblocking(true).is_err()
+                    {
                         continue; // dropped: closes the connection
                     }
                     self.conns.push(Conn { stream, pid: cred.pid() as u32, agent: None, hello: Vec::new() });

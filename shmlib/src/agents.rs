@@ -162,7 +162,9 @@ impl Segment {
         if index as u64 >= r.capacity {
             return None;
         }
-        self.map.words_at(r.offset as usize + index as usize * size_of::<AgentSlot>(), SLOT_WORDS).map(|w| AgentSlotView { w })
+        self.map
+            .words_at(r.offset as usize + index as usize * size_of::<AgentSlot>(), SLOT_WORDS)
+            .map(|w| AgentSlotView { w })
     }
 
     fn live_agent(&self, id: AgentId) -> Result<(AgentSlotView<'_>, AgentSlot), AgentError> {
@@ -247,7 +249,8 @@ impl Segment {
             return Ok(id);
         }
         let lock = self.hdr(hdr::AGENTS_LOCK);
-        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive()).map_err(|_| AgentError::Busy)?;
+        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())
+            .map_err(|_| AgentError::Busy)?;
         let result = self.join_locked(name, role);
         ownerlock::release(lock);
         let id = result?;
@@ -268,7 +271,10 @@ impl Segment {
             .ok_or(AgentError::TableFull { capacity: self.caps.agents })?;
         let s = self.agent_slot(free).ok_or(AgentError::NotFound)?;
         let generation = (s.gen_state().load(Ordering::Acquire) >> 32) as u32;
-        let node = self.add(self.agents_container(), &NewNode::new(NodeKind::Agent, name).description(role).status(Status::Ready))?;
+        let node = self.add(
+            self.agents_container(),
+            &NewNode::new(NodeKind::Agent, name).description(role).status(Status::Ready),
+        )?;
         let rec = self.read(node)?;
         let mut a: AgentSlot = bytemuck::Zeroable::zeroed();
         a.gen_state = (generation as u64) << 32 | LIVE;
@@ -299,7 +305,9 @@ impl Segment {
         if cur != 0 && cur != self.me.0 && OwnerTag(cur).is_alive() {
             return Err(AgentError::SessionTaken { pid: OwnerTag(cur).pid() });
         }
-        s.session().compare_exchange(cur, self.me.0, Ordering::AcqRel, Ordering::Relaxed).map_err(|t| AgentError::SessionTaken { pid: OwnerTag(t).pid() })?;
+        s.session()
+            .compare_exchange(cur, self.me.0, Ordering::AcqRel, Ordering::Relaxed)
+            .map_err(|t| AgentError::SessionTaken { pid: OwnerTag(t).pid() })?;
         self.heartbeat(id)
     }
 
@@ -352,7 +360,8 @@ impl Segment {
             return Err(AgentError::Pool(PoolError::ReadOnly));
         }
         let lock = self.hdr(hdr::AGENTS_LOCK);
-        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive()).map_err(|_| AgentError::Busy)?;
+        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())
+            .map_err(|_| AgentError::Busy)?;
         let result = (|| -> Result<AgentSlot, AgentError> {
             let (s, a) = self.live_agent(id)?;
             // Free the slot first (new generation): no new claim can name it after this.
@@ -366,7 +375,8 @@ impl Segment {
         let node = Handle::from_raw(a.node);
         self.release_claims_of(id.index, node, kind == EventKind::AGENT_LOST);
         if let Some(n) = node {
-            self.append(&NewEvent::new(kind).node(Uuid::from_bytes(a.uuid), 0).actor(n)).map_err(|e| AgentError::Pool(PoolError::EventNotAppended(e)))?;
+            self.append(&NewEvent::new(kind).node(Uuid::from_bytes(a.uuid), 0).actor(n))
+                .map_err(|e| AgentError::Pool(PoolError::EventNotAppended(e)))?;
             match self.delete(n, crate::DeleteMode::Recursive) {
                 Ok(_) | Err(PoolError::StaleHandle) | Err(PoolError::NotFound) => {}
                 Err(e) => return Err(e.into()),

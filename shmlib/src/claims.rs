@@ -239,7 +239,9 @@ impl Segment {
                 return Err(TaskError::AlreadyClaimed { by: rec.claim_agent - 1, until_ms: rec.lease_until_ms });
             }
             // Ready, or claimed/in progress under a lapsed lease.
-            if !(from == Status::Ready || (rec.claim_agent != 0 && matches!(from, Status::Claimed | Status::InProgress))) {
+            if !(from == Status::Ready
+                || (rec.claim_agent != 0 && matches!(from, Status::Claimed | Status::InProgress)))
+            {
                 return Err(match from {
                     Status::Blocked => TaskError::Blocked { open: self.open_blockers(rec).max(1) },
                     _ => TaskError::IllegalTransition { from, to: Status::Claimed },
@@ -275,7 +277,13 @@ impl Segment {
     }
 
     /// A claimant's write: checks the claim under the lock, applies `f`, emits `kind`.
-    fn claimant_write(&self, c: &Claim, kind: EventKind, note: &str, f: impl FnOnce(&mut NodeRecord) -> Result<(), TaskError>) -> Result<Node, TaskError> {
+    fn claimant_write(
+        &self,
+        c: &Claim,
+        kind: EventKind,
+        note: &str,
+        f: impl FnOnce(&mut NodeRecord) -> Result<(), TaskError>,
+    ) -> Result<Node, TaskError> {
         let actor = self.actor_of(c.agent).ok();
         let mut buf = [0u8; 88];
         let n = payload(&mut buf, c.epoch, note);
@@ -406,7 +414,8 @@ impl Segment {
         }
         let blocker_done = self.read(blocker)?.status() == Some(Status::Complete);
         let lock = self.hdr(hdr::DEPS_LOCK);
-        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive()).map_err(|b| PoolError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
+        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())
+            .map_err(|b| PoolError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
         let result = (|| {
             if self.depends_on(blocker, task)? {
                 return Err(TaskError::Cycle);
@@ -544,7 +553,11 @@ impl Segment {
                 let Some(h) = *h else { break };
                 match self.claim(h, agent, lease) {
                     Ok(c) => return Ok(c),
-                    Err(TaskError::AlreadyClaimed { .. } | TaskError::IllegalTransition { .. } | TaskError::Blocked { .. }) => {}
+                    Err(
+                        TaskError::AlreadyClaimed { .. }
+                        | TaskError::IllegalTransition { .. }
+                        | TaskError::Blocked { .. },
+                    ) => {}
                     Err(TaskError::Pool(PoolError::StaleHandle | PoolError::NotFound)) => {}
                     Err(e) => return Err(e),
                 }
@@ -567,7 +580,8 @@ impl Segment {
             }
             let st = (summary >> 8) & 0xff;
             let claimed = (summary >> 32) & 0xffff != 0;
-            let maybe = st == Status::Ready.code() as u64 || (claimed && (st == Status::Claimed.code() as u64 || st == Status::InProgress.code() as u64));
+            let maybe = st == Status::Ready.code() as u64
+                || (claimed && (st == Status::Claimed.code() as u64 || st == Status::InProgress.code() as u64));
             if !maybe {
                 continue;
             }

@@ -182,7 +182,7 @@ impl<'a> NewEvent<'a> {
     }
 
     /// Checks the limits and builds the record (sequence number filled in at append).
-    pub(crate) fn to_record(&self, hlc: Hlc, actor: Option<Handle>, pid: u32) -> Result<EventRecord, RingError> {
+    pub(crate) fn to_record(self, hlc: Hlc, actor: Option<Handle>, pid: u32) -> Result<EventRecord, RingError> {
         if self.payload.len() > EVENT_PAYLOAD_MAX {
             return Err(RingError::PayloadTooLarge { len: self.payload.len(), max: EVENT_PAYLOAD_MAX });
         }

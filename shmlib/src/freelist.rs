@@ -18,7 +18,7 @@ pub(crate) const ATTEMPTS: u32 = 1 << 20;
 
 /// Why a free-list operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FreeListError {
+pub enum FreeListError {
     /// A link named a slot outside the pool: the segment is corrupt.
     Corrupt,
     /// Other processes kept winning the compare-and-set.
@@ -31,10 +31,7 @@ fn pack(tag: u64, index_plus_one: u64) -> u64 {
 
 /// Pops a free slot index, `Ok(None)` when the list is empty. `link(i)` gives slot `i`'s
 /// link word, or `None` when `i` is out of range.
-pub(crate) fn pop<'a>(
-    head: &AtomicU64,
-    link: impl Fn(u32) -> Option<&'a AtomicU64>,
-) -> Result<Option<u32>, FreeListError> {
+pub fn pop<'a>(head: &AtomicU64, link: impl Fn(u32) -> Option<&'a AtomicU64>) -> Result<Option<u32>, FreeListError> {
     for _ in 0..ATTEMPTS {
         let h = head.load(Ordering::Acquire);
         let top = h & 0xffff_ffff;
@@ -52,7 +49,7 @@ pub(crate) fn pop<'a>(
 }
 
 /// Pushes slot `index`, whose link word is `link`.
-pub(crate) fn push(head: &AtomicU64, index: u32, link: &AtomicU64) -> Result<(), FreeListError> {
+pub fn push(head: &AtomicU64, index: u32, link: &AtomicU64) -> Result<(), FreeListError> {
     for _ in 0..ATTEMPTS {
         let h = head.load(Ordering::Relaxed);
         link.store(h & 0xffff_ffff, Ordering::Relaxed);
@@ -66,7 +63,7 @@ pub(crate) fn push(head: &AtomicU64, index: u32, link: &AtomicU64) -> Result<(),
 
 /// Builds a list holding `indices` in order (the first is popped first). Call only
 /// while no other process can see the list (segment initialisation).
-pub(crate) fn init<'a>(
+pub fn init<'a>(
     head: &AtomicU64,
     indices: impl DoubleEndedIterator<Item = u32>,
     link: impl Fn(u32) -> Option<&'a AtomicU64>,

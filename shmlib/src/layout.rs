@@ -188,16 +188,13 @@ pub mod hdr {
     /// [`ControlLine::state`].
     pub const STATE: usize = offset_of!(Header, control) + offset_of!(ControlLine, state);
     /// [`ControlLine::daemon_tag`].
-    pub const DAEMON_TAG: usize =
-        offset_of!(Header, control) + offset_of!(ControlLine, daemon_tag);
+    pub const DAEMON_TAG: usize = offset_of!(Header, control) + offset_of!(ControlLine, daemon_tag);
     /// [`ControlLine::boot_id`] (two words).
     pub const BOOT_ID: usize = offset_of!(Header, control) + offset_of!(ControlLine, boot_id);
     /// [`ControlLine::daemon_started_ms`].
-    pub const DAEMON_STARTED: usize =
-        offset_of!(Header, control) + offset_of!(ControlLine, daemon_started_ms);
+    pub const DAEMON_STARTED: usize = offset_of!(Header, control) + offset_of!(ControlLine, daemon_started_ms);
     /// [`ControlLine::adopt_count`].
-    pub const ADOPT_COUNT: usize =
-        offset_of!(Header, control) + offset_of!(ControlLine, adopt_count);
+    pub const ADOPT_COUNT: usize = offset_of!(Header, control) + offset_of!(ControlLine, adopt_count);
     /// The hybrid logical clock.
     pub const CLOCK: usize = offset_of!(Header, clock);
     /// Free-list head of the node pool.
@@ -581,14 +578,7 @@ pub struct Capacities {
 
 impl Default for Capacities {
     fn default() -> Self {
-        Capacities {
-            nodes: 16_384,
-            events: 65_536,
-            agents: 256,
-            blob_chunks: 1024,
-            blob_chunk_size: 4032,
-            sets: 1024,
-        }
+        Capacities { nodes: 16_384, events: 65_536, agents: 256, blob_chunks: 1024, blob_chunk_size: 4032, sets: 1024 }
     }
 }
 
@@ -653,7 +643,11 @@ impl Geometry {
             return Err(err("blob_chunks", caps.blob_chunks, "must be at most 1048576"));
         }
         if caps.blob_chunk_size < 64 || caps.blob_chunk_size % 64 != 0 || caps.blob_chunk_size > 1 << 20 {
-            return Err(err("blob_chunk_size", caps.blob_chunk_size, "must be a multiple of 64 between 64 and 1048576"));
+            return Err(err(
+                "blob_chunk_size",
+                caps.blob_chunk_size,
+                "must be a multiple of 64 between 64 and 1048576",
+            ));
         }
         if caps.sets > MAX_SETS {
             return Err(err("sets", caps.sets, "must be at most 1048576"));

@@ -51,8 +51,8 @@ mod pool;
 mod query;
 mod ring;
 mod segment;
-mod session;
 mod seqlock;
+mod session;
 mod sync;
 mod sys;
 
@@ -61,13 +61,16 @@ pub use claims::{Claim, TaskError, TaskFilter};
 pub use clock::{unix_ms, Hlc};
 pub use error::{AttachError, PoolError};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};
-pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER};
 pub use layout::Capacities;
 pub use node::{Handle, NewNode, Node, NodeKind, Status};
 pub use pool::DeleteMode;
 pub use query::{Query, QueryStats, Rollup};
+pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER};
+pub use segment::{
+    default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT,
+    SEGMENT_ENV,
+};
 pub use session::{session_socket_addr, session_socket_name, Session};
-pub use segment::{default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT, SEGMENT_ENV};
 pub use sys::{process_start_ticks, shm_path, validate_name, OwnerTag};
 
 /// Internals exposed for the loom model tests only (`--cfg loom`).

@@ -213,7 +213,8 @@ impl Node {
     /// The agent slot holding a live claim (`None` when unclaimed or the lease has
     /// expired: an expired claim is not shown as held).
     pub fn claimed_by(&self) -> Option<u16> {
-        (self.rec.claim_agent != 0 && self.rec.lease_until_ms > crate::clock::unix_ms()).then(|| self.rec.claim_agent - 1)
+        (self.rec.claim_agent != 0 && self.rec.lease_until_ms > crate::clock::unix_ms())
+            .then(|| self.rec.claim_agent - 1)
     }
     /// The agent slot named in the claim, live or expired.
     pub fn claim_agent_raw(&self) -> Option<u16> {
@@ -229,11 +230,15 @@ impl Node {
     }
     /// Assigned agents' slots.
     pub fn assignees(&self) -> impl Iterator<Item = u16> + '_ {
-        self.rec.assignees[..(self.rec.assignee_count as usize).min(crate::layout::ASSIGNEES_MAX)].iter().map(|a| a.saturating_sub(1))
+        self.rec.assignees[..(self.rec.assignee_count as usize).min(crate::layout::ASSIGNEES_MAX)]
+            .iter()
+            .map(|a| a.saturating_sub(1))
     }
     /// Handles of the nodes blocking this one.
     pub fn blocked_by(&self) -> impl Iterator<Item = Handle> + '_ {
-        self.rec.blocked_by[..(self.rec.blocker_count as usize).min(crate::layout::BLOCKERS_MAX)].iter().filter_map(|r| Handle::from_raw(*r))
+        self.rec.blocked_by[..(self.rec.blocker_count as usize).min(crate::layout::BLOCKERS_MAX)]
+            .iter()
+            .filter_map(|r| Handle::from_raw(*r))
     }
     /// The raw record.
     pub fn record(&self) -> &NodeRecord {
@@ -242,7 +247,9 @@ impl Node {
 
     /// Renames the node.
     pub fn set_name(&mut self, name: &str) -> Result<(), PoolError> {
-        put_text(&mut self.rec.name, name, NAME_MAX).map(|n| self.rec.name_len = n as u8).map_err(|len| PoolError::NameTooLong { len, max: NAME_MAX })
+        put_text(&mut self.rec.name, name, NAME_MAX)
+            .map(|n| self.rec.name_len = n as u8)
+            .map_err(|len| PoolError::NameTooLong { len, max: NAME_MAX })
     }
     /// Replaces the description.
     pub fn set_description(&mut self, desc: &str) -> Result<(), PoolError> {

@@ -192,7 +192,10 @@ impl Segment {
 
     fn index(&self) -> Result<IdIndex<'_>, PoolError> {
         let r = self.region(Region::Index);
-        let entries = self.map.words_at(r.offset as usize, r.capacity as usize).ok_or(PoolError::Corrupt { what: "index region outside the segment" })?;
+        let entries = self
+            .map
+            .words_at(r.offset as usize, r.capacity as usize)
+            .ok_or(PoolError::Corrupt { what: "index region outside the segment" })?;
         Ok(IdIndex { entries, max_probe: self.hdr(hdr::INDEX_MAX_PROBE) })
     }
 
@@ -246,7 +249,8 @@ impl Segment {
         }
         freelist::init(self.free_head(), 0..cap, |i| self.slot(i).map(|s| s.next_free())).map_err(freelist_error)?;
         let now = self.now();
-        let rec = NewNode::new(NodeKind::Container, "root").status(Status::Ready).to_record(Uuid::now_v7(), None, now)?;
+        let rec =
+            NewNode::new(NodeKind::Container, "root").status(Status::Ready).to_record(Uuid::now_v7(), None, now)?;
         let h = self.install(rec, None)?;
         debug_assert_eq!(h.index, ROOT_INDEX);
         let agents = NewNode::new(NodeKind::Container, "agents").status(Status::Ready);
@@ -343,7 +347,9 @@ impl Segment {
         self.live_slot(parent)?;
         // If the lock was taken over from a dead holder, the child list was rebuilt from
         // the live children's parent fields, which already includes this child.
-        if ps.first_child().load(Ordering::Relaxed) == link(child_index) || child.prev_sibling().load(Ordering::Relaxed) != 0 {
+        if ps.first_child().load(Ordering::Relaxed) == link(child_index)
+            || child.prev_sibling().load(Ordering::Relaxed) != 0
+        {
             return Ok(());
         }
         let last = unlink_value(ps.last_child().load(Ordering::Relaxed));
@@ -449,7 +455,10 @@ impl Segment {
     /// Finds a node by UUID without taking a lock.
     pub fn lookup(&self, uuid: Uuid) -> Result<Handle, PoolError> {
         let id = uuid_words(uuid.as_bytes());
-        let found = self.index()?.find(uuid.as_bytes(), |i| self.slot(i).is_some_and(|s| s.has_uuid(id) && state_of(s.gen_state().load(Ordering::Acquire)) == slot::LIVE));
+        let found = self.index()?.find(uuid.as_bytes(), |i| {
+            self.slot(i)
+                .is_some_and(|s| s.has_uuid(id) && state_of(s.gen_state().load(Ordering::Acquire)) == slot::LIVE)
+        });
         let index = found.ok_or(PoolError::NotFound)?;
         let s = self.slot(index).ok_or(PoolError::NotFound)?;
         let gs = s.gen_state().load(Ordering::Acquire);
@@ -481,7 +490,12 @@ impl Segment {
     /// record, and if `f` succeeds publishes it with `version + 1` and a new `updated`
     /// stamp, then appends the change's event, all before unlocking (so a node's events
     /// are in version order). If `f` fails nothing is written.
-    pub(crate) fn modify<R, E>(&self, h: Handle, change: Change<'_>, f: impl FnOnce(&mut NodeRecord) -> Result<R, E>) -> Result<(Node, R), E>
+    pub(crate) fn modify<R, E>(
+        &self,
+        h: Handle,
+        change: Change<'_>,
+        f: impl FnOnce(&mut NodeRecord) -> Result<R, E>,
+    ) -> Result<(Node, R), E>
     where
         E: From<PoolError>,
     {
@@ -693,7 +707,12 @@ impl Segment {
             if n > self.caps.nodes as u64 {
                 return Err(PoolError::Corrupt { what: "free list longer than the pool" });
             }
-            cur = unlink_value(self.slot(i).ok_or(PoolError::Corrupt { what: "free list names a slot outside the pool" })?.next_free().load(Ordering::Relaxed));
+            cur = unlink_value(
+                self.slot(i)
+                    .ok_or(PoolError::Corrupt { what: "free list names a slot outside the pool" })?
+                    .next_free()
+                    .load(Ordering::Relaxed),
+            );
         }
         Ok(n)
     }
@@ -701,7 +720,11 @@ impl Segment {
 
 /// The scan summary of a record (see [`crate::layout::NodeSlotHeader::summary`]).
 pub(crate) fn summary_of(rec: &NodeRecord) -> u64 {
-    rec.kind as u64 | (rec.status as u64) << 8 | (rec.priority as u64) << 16 | (rec.blocker_count as u64) << 24 | (rec.claim_agent as u64) << 32
+    rec.kind as u64
+        | (rec.status as u64) << 8
+        | (rec.priority as u64) << 16
+        | (rec.blocker_count as u64) << 24
+        | (rec.claim_agent as u64) << 32
 }
 
 /// Publishes `rec` as the slot's record and refreshes its scan summary. Caller holds

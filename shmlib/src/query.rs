@@ -35,7 +35,16 @@ pub struct Query<'a> {
 
 impl Default for Query<'_> {
     fn default() -> Self {
-        Query { kind: None, status: None, assignee: None, under: None, name_prefix: None, updated_since: None, limit: 100, visit_budget: u32::MAX }
+        Query {
+            kind: None,
+            status: None,
+            assignee: None,
+            under: None,
+            name_prefix: None,
+            updated_since: None,
+            limit: 100,
+            visit_budget: u32::MAX,
+        }
     }
 }
 
@@ -95,7 +104,14 @@ impl Segment {
 
     /// Every node (in the subtree `under`, if given) for which `pred` holds, bounded by
     /// `limit` results and `visit_budget` nodes examined.
-    pub fn find_where(&self, under: Option<Handle>, limit: usize, visit_budget: u32, out: &mut Vec<Node>, pred: impl FnMut(&Node) -> bool) -> Result<QueryStats, PoolError> {
+    pub fn find_where(
+        &self,
+        under: Option<Handle>,
+        limit: usize,
+        visit_budget: u32,
+        out: &mut Vec<Node>,
+        pred: impl FnMut(&Node) -> bool,
+    ) -> Result<QueryStats, PoolError> {
         self.find_by_predicate(under, limit, visit_budget, out, pred, None, None)
     }
 
@@ -133,7 +149,9 @@ impl Segment {
                 for i in 0..self.caps.nodes {
                     let Some((h, summary)) = self.slot_summary(i) else { continue };
                     // Cheap pre-filter on the summary word before copying the record.
-                    if kind.is_some_and(|k| summary & 0xff != k.code() as u64) || status.is_some_and(|s| (summary >> 8) & 0xff != s.code() as u64) {
+                    if kind.is_some_and(|k| summary & 0xff != k.code() as u64)
+                        || status.is_some_and(|s| (summary >> 8) & 0xff != s.code() as u64)
+                    {
                         continue;
                     }
                     let Ok(n) = self.read(h) else { continue };

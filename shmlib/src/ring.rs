@@ -146,7 +146,13 @@ impl<'a> RingView<'a> {
     }
 
     /// Appends `rec` (its `seq` is filled in) and returns its sequence number.
-    pub(crate) fn append(&self, rec: &mut EventRecord, me: u64, wait: Duration, is_dead: impl Fn(u64) -> bool) -> Result<u64, RingError> {
+    pub(crate) fn append(
+        &self,
+        rec: &mut EventRecord,
+        me: u64,
+        wait: Duration,
+        is_dead: impl Fn(u64) -> bool,
+    ) -> Result<u64, RingError> {
         for _ in 0..APPEND_ATTEMPTS {
             let s = self.tail.fetch_add(1, Ordering::AcqRel);
             crate::failpoint::hit("ring.after_claim");
@@ -301,7 +307,15 @@ impl Segment {
             Start::Now => tail,
             Start::At(s) => s.min(tail),
         };
-        Reader { seg: self, next, filter: Filter::default(), abandon_after: DEFAULT_ABANDON_AFTER, stuck: None, abandoned_skipped: 0, missed: 0 }
+        Reader {
+            seg: self,
+            next,
+            filter: Filter::default(),
+            abandon_after: DEFAULT_ABANDON_AFTER,
+            stuck: None,
+            abandoned_skipped: 0,
+            missed: 0,
+        }
     }
 }
 
@@ -590,7 +604,10 @@ mod tests {
         seg.append(&NewEvent::new(EventKind(1001))).unwrap();
         assert_eq!(r.try_next().unwrap().unwrap().seq(), 1);
         let big = [0u8; 89];
-        assert!(matches!(seg.append(&NewEvent::new(EventKind::USER).payload(&big)), Err(RingError::PayloadTooLarge { .. })));
+        assert!(matches!(
+            seg.append(&NewEvent::new(EventKind::USER).payload(&big)),
+            Err(RingError::PayloadTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -601,8 +618,12 @@ mod tests {
         let h = seg.add(seg.root(), &crate::NewNode::new(crate::NodeKind::Task, "t")).unwrap();
         let n = seg.update(h, |n| n.set_progress(10)).unwrap();
         seg.delete(h, crate::DeleteMode::LeafOnly).unwrap();
-        let kinds: Vec<(EventKind, u64)> = std::iter::from_fn(|| r.try_next().unwrap()).map(|e| (e.kind(), e.node_version())).collect();
-        assert_eq!(kinds, vec![(EventKind::NODE_CREATED, 1), (EventKind::NODE_UPDATED, 2), (EventKind::NODE_DELETED, 2)]);
+        let kinds: Vec<(EventKind, u64)> =
+            std::iter::from_fn(|| r.try_next().unwrap()).map(|e| (e.kind(), e.node_version())).collect();
+        assert_eq!(
+            kinds,
+            vec![(EventKind::NODE_CREATED, 1), (EventKind::NODE_UPDATED, 2), (EventKind::NODE_DELETED, 2)]
+        );
         assert_eq!(n.version(), 2);
     }
 }

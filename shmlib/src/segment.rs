@@ -125,7 +125,8 @@ impl Segment {
             errno => AttachError::Os { op, errno },
         })?;
         let made = (|| {
-            let raw = sys::map(&file, geo.total as usize, true).map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+            let raw = sys::map(&file, geo.total as usize, true)
+                .map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
             let seg = Segment {
                 map: Mapping::new(raw, true),
                 name: name.to_string(),
@@ -154,7 +155,8 @@ impl Segment {
         fixed.record_size = size_of::<layout::NodeRecord>() as u32;
         fixed.blob_chunk_size = self.caps.blob_chunk_size;
         fixed.regions = self.geo.regions;
-        let words = self.map.words_at(0, size_of::<HeaderFixed>() / 8).ok_or(AttachError::LayoutMismatch { what: "header" })?;
+        let words =
+            self.map.words_at(0, size_of::<HeaderFixed>() / 8).ok_or(AttachError::LayoutMismatch { what: "header" })?;
         store_words(words, bytemuck::cast_slice(&[fixed]));
         let agents = self.init_pool().map_err(|_| AttachError::LayoutMismatch { what: "nodes" })?;
         self.hdr(std::mem::offset_of!(HeaderFixed, agents_node)).store(agents.to_raw(), Ordering::Relaxed);
@@ -169,7 +171,11 @@ impl Segment {
     /// set free lists.
     fn init_tables(&self) -> Result<(), crate::PoolError> {
         let corrupt = crate::PoolError::Corrupt { what: "table outside the segment" };
-        for (region, head) in [(Region::Agents, None), (Region::Blobs, Some(hdr::BLOB_FREE_HEAD)), (Region::Sets, Some(hdr::SET_FREE_HEAD))] {
+        for (region, head) in [
+            (Region::Agents, None),
+            (Region::Blobs, Some(hdr::BLOB_FREE_HEAD)),
+            (Region::Sets, Some(hdr::SET_FREE_HEAD)),
+        ] {
             let r = self.region(region);
             let elem = |i: u32| r.offset as usize + i as usize * r.elem_size as usize;
             for i in 0..r.capacity as u32 {
@@ -177,7 +183,8 @@ impl Segment {
             }
             if let Some(head) = head {
                 // Every table's free-list link is its second word.
-                crate::freelist::init(self.hdr(head), 0..r.capacity as u32, |i| self.map.u64_at(elem(i) + 8)).map_err(|_| corrupt)?;
+                crate::freelist::init(self.hdr(head), 0..r.capacity as u32, |i| self.map.u64_at(elem(i) + 8))
+                    .map_err(|_| corrupt)?;
             }
         }
         Ok(())
@@ -243,7 +250,8 @@ impl Segment {
                 return Err(AttachError::SizeMismatch { actual: 0, expected: HEADER_SIZE as u64 });
             }
         }
-        let raw = sys::map(&file, len as usize, writable).map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+        let raw = sys::map(&file, len as usize, writable)
+            .map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
         let map = Mapping::new(raw, writable);
         let (_, geo, caps) = validate(name, &map)?;
         Ok(Segment {
@@ -379,11 +387,25 @@ impl Segment {
         let fixed = read_fixed(&self.map).unwrap_or_else(HeaderFixed::zeroed);
         let load = |o| self.hdr(o).load(Ordering::Relaxed);
         let events_used = load(hdr::RING_TAIL).min(self.caps.events as u64);
-        let used = [load(hdr::POOL_USED), load(hdr::INDEX_USED), events_used, load(hdr::AGENTS_USED), load(hdr::BLOBS_USED), load(hdr::SETS_USED)];
+        let used = [
+            load(hdr::POOL_USED),
+            load(hdr::INDEX_USED),
+            events_used,
+            load(hdr::AGENTS_USED),
+            load(hdr::BLOBS_USED),
+            load(hdr::SETS_USED),
+        ];
         let mut regions = [RegionInfo::default(); layout::REGION_COUNT];
         for (i, r) in regions.iter_mut().enumerate() {
             let d = self.geo.regions[i];
-            *r = RegionInfo { name: layout::REGION_NAMES[i], offset: d.offset, capacity: d.capacity, elem_size: d.elem_size, bytes: d.bytes, used: used[i] };
+            *r = RegionInfo {
+                name: layout::REGION_NAMES[i],
+                offset: d.offset,
+                capacity: d.capacity,
+                elem_size: d.elem_size,
+                bytes: d.bytes,
+                used: used[i],
+            };
         }
         let tag = OwnerTag(load(hdr::DAEMON_TAG));
         SegmentInfo {

@@ -42,19 +42,24 @@ use crossbeam_utils::Backoff;
 use std::time::{Duration, Instant};
 
 /// Attempts a reader makes before reporting contention.
+#[cfg(not(loom))]
 pub(crate) const READ_ATTEMPTS: u32 = 10_000;
+/// Attempts a reader makes before reporting contention (few under loom, where every
+/// retry multiplies the interleavings to explore; three cover every overlap pattern).
+#[cfg(loom)]
+pub(crate) const READ_ATTEMPTS: u32 = 3;
 
 /// Default time a writer waits for a lock held by a live process.
 pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// The copy readers should take for sequence value `q`.
-pub(crate) fn active_copy(q: u64) -> usize {
+pub fn active_copy(q: u64) -> usize {
     ((q >> 1) & 1) as usize
 }
 
 /// Copies a consistent snapshot of the active record into `out`. Returns the sequence
 /// value it was taken at, or `None` if writers kept overlapping for `READ_ATTEMPTS`.
-pub(crate) fn read(seq: &AtomicU64, copies: [&[AtomicU64]; 2], out: &mut [u64]) -> Option<u64> {
+pub fn read(seq: &AtomicU64, copies: [&[AtomicU64]; 2], out: &mut [u64]) -> Option<u64> {
     let backoff = Backoff::new();
     for _ in 0..READ_ATTEMPTS {
         let q = seq.load(Ordering::Acquire);
@@ -64,14 +69,14 @@ pub(crate) fn read(seq: &AtomicU64, copies: [&[AtomicU64]; 2], out: &mut [u64]) 
         if q2.wrapping_sub(q & !1) <= 2 {
             return Some(q);
         }
-        backoff.snooze();
+        snooze(&backoff);
     }
     None
 }
 
 /// Why a writer could not take a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LockBusy {
+pub struct LockBusy {
     /// Owner tag of the (live) holder.
     pub holder: u64,
 }
@@ -79,7 +84,7 @@ pub(crate) struct LockBusy {
 /// Takes the writer lock for `me`, waiting up to `wait` for a live holder and taking it
 /// over (repairing `seq` and, through `on_steal`, whatever else the holder guarded) from
 /// a holder whose process is gone. `is_dead` is asked only on the slow path.
-pub(crate) fn lock(
+pub fn lock(
     lock: &AtomicU64,
     seq: &AtomicU64,
     me: u64,
@@ -95,16 +100,13 @@ pub(crate) fn lock(
             Ok(_) => return Ok(()),
             Err(holder) => {
                 if !backoff.is_completed() {
-                    backoff.snooze();
+                    snooze(&backoff);
                     continue;
                 }
                 // Slow path: the holder has been inside longer than a short spin.
                 checks = checks.wrapping_add(1);
                 if checks % 16 == 1 && holder != me && is_dead(holder) {
-                    if lock
-                        .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
+                    if lock.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                         repair(seq);
                         on_steal();
                         return Ok(());
@@ -117,20 +119,36 @@ pub(crate) fn lock(
                     Some(d) if now >= d => return Err(LockBusy { holder }),
                     Some(_) => {}
                 }
-                std::thread::yield_now();
+                yield_now();
             }
         }
     }
 }
 
+/// `backoff.snooze()`; under loom it also yields to the model's scheduler, since a spin
+/// that never yields lets one thread run forever in the model.
+fn snooze(backoff: &Backoff) {
+    backoff.snooze();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// `std::thread::yield_now()`, or loom's under `--cfg loom`.
+fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
 /// Releases the writer lock.
-pub(crate) fn unlock(lock: &AtomicU64) {
+pub fn unlock(lock: &AtomicU64) {
     lock.store(0, Ordering::Release);
 }
 
 /// Brings an odd `seq` left by a dead writer back to an even value naming the copy that
 /// was active before that writer began. Call only while holding the lock.
-pub(crate) fn repair(seq: &AtomicU64) {
+pub fn repair(seq: &AtomicU64) {
     let s = seq.load(Ordering::Relaxed);
     if s & 1 == 1 {
         seq.store(s + 3, Ordering::Release);
@@ -139,14 +157,14 @@ pub(crate) fn repair(seq: &AtomicU64) {
 
 /// Copies the active record into `out`. Call only while holding the lock (no writer can
 /// run, so one pass suffices).
-pub(crate) fn read_locked(seq: &AtomicU64, copies: [&[AtomicU64]; 2], out: &mut [u64]) {
+pub fn read_locked(seq: &AtomicU64, copies: [&[AtomicU64]; 2], out: &mut [u64]) {
     let q = seq.load(Ordering::Relaxed);
     load_words(copies[active_copy(q)], out);
 }
 
 /// Publishes `record` as the new active copy. Call only while holding the lock.
 /// Returns the new (even) sequence value.
-pub(crate) fn write_locked(seq: &AtomicU64, copies: [&[AtomicU64]; 2], record: &[u64]) -> u64 {
+pub fn write_locked(seq: &AtomicU64, copies: [&[AtomicU64]; 2], record: &[u64]) -> u64 {
     let s = seq.load(Ordering::Relaxed);
     debug_assert!(s & 1 == 0, "write_locked with a writer inside");
     seq.store(s + 1, Ordering::Relaxed);

@@ -75,10 +75,11 @@ impl Segment {
         self.bind_session(id)?;
         let info = self.agent(id)?;
         self.set_actor(Some(info.node));
-        let daemon = session_socket_addr(self.name()).and_then(|addr| UnixStream::connect_addr(&addr)).ok().and_then(|mut s| {
-            writeln!(s, "agent {} {}", id.index, id.generation).ok()?;
-            Some(s)
-        });
+        let daemon =
+            session_socket_addr(self.name()).and_then(|addr| UnixStream::connect_addr(&addr)).ok().and_then(|mut s| {
+                writeln!(s, "agent {} {}", id.index, id.generation).ok()?;
+                Some(s)
+            });
         Ok(Session { seg: self, id, daemon })
     }
 }
