@@ -204,6 +204,20 @@ impl Segment {
         }
     }
 
+    /// Calls `f` with every live agent's raw slot (for the journal and export).
+    pub fn for_each_agent_slot(&self, mut f: impl FnMut(u16, &AgentSlot)) {
+        for i in 0..self.caps.agents.min(u16::MAX as u32) as u16 {
+            let Some(s) = self.agent_slot(i) else { break };
+            let gs = s.gen_state().load(Ordering::Acquire);
+            if gs & 0xffff_ffff == LIVE {
+                let a = s.copy();
+                if a.gen_state == gs {
+                    f(i, &a);
+                }
+            }
+        }
+    }
+
     /// The live agent named `name`.
     pub fn find_agent(&self, name: &str) -> Option<AgentId> {
         for i in 0..self.caps.agents.min(u16::MAX as u32) as u16 {

@@ -262,6 +262,22 @@ pub enum RingError {
     },
     /// The append was overtaken by the ring repeatedly (producers far outpace it).
     Contended,
+    /// Durability is on and the journal fell a whole ring behind: the append waited
+    /// (bounded) rather than overwrite an event not yet journaled.
+    JournalStalled {
+        /// The sequence this append claimed.
+        seq: u64,
+        /// The journal's cursor.
+        journaled: u64,
+    },
+    /// Under `--fsync always`, the event was appended but not confirmed on disk in time
+    /// (or the daemon died): it is in shared memory but may not survive a host restart.
+    NotDurable {
+        /// The event's sequence.
+        seq: u64,
+        /// The durable cursor.
+        durable: u64,
+    },
 }
 
 impl std::fmt::Display for RingError {
@@ -275,6 +291,8 @@ impl std::fmt::Display for RingError {
             ReadOnly => write!(f, "segment attached read-only; attach read-write to append events"),
             Busy { holder_pid } => write!(f, "the ring slot is held by live process {holder_pid} for too long; check that process"),
             Contended => write!(f, "the append was overtaken by the ring repeatedly; retry"),
+            JournalStalled { seq, journaled } => write!(f, "the journal is a whole ring behind (event {seq}, journaled up to {journaled}); is the daemon running? check `wn dump` and the daemon's log"),
+            NotDurable { seq, durable } => write!(f, "event {seq} was appended but not confirmed on disk (durable up to {durable}); the daemon is slow or gone: check it, the change may be lost on a host restart"),
         }
     }
 }

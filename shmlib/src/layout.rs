@@ -178,8 +178,13 @@ pub struct Header {
     pub blobs: HotLine,
     /// `words[0..4]`: nodes created, updated, deleted, lookups by UUID.
     pub counters: HotLine,
+    /// Durability: `words[0]` policy (0 off, 1 never, 2 batch, 3 always); `words[1]`
+    /// journal cursor (next sequence to be journaled); `words[2]` durable cursor (next
+    /// sequence not yet on disk); `words[3]` (low 32 bits) journal wake futex;
+    /// `words[4]` (low 32 bits) durable futex; `words[5]` writers waiting on it.
+    pub journal: HotLine,
     /// Zero.
-    pub reserved: [HotLine; 3],
+    pub reserved: [HotLine; 2],
 }
 
 /// Byte offsets of the header's concurrently written words.
@@ -227,6 +232,18 @@ pub mod hdr {
     pub const SET_FREE_HEAD: usize = offset_of!(Header, blobs) + 16;
     /// Sets in use.
     pub const SETS_USED: usize = offset_of!(Header, blobs) + 24;
+    /// Durability policy (see [`Header::journal`]).
+    pub const DURABILITY: usize = offset_of!(Header, journal);
+    /// Next sequence the journal has yet to write.
+    pub const JOURNAL_CURSOR: usize = offset_of!(Header, journal) + 8;
+    /// Next sequence not yet durable.
+    pub const DURABLE_CURSOR: usize = offset_of!(Header, journal) + 16;
+    /// Futex the journal sleeps on (producers under `always` wake it).
+    pub const JOURNAL_WAKE: usize = offset_of!(Header, journal) + 24;
+    /// Futex writers waiting for durability sleep on.
+    pub const DURABLE_NOTIFY: usize = offset_of!(Header, journal) + 32;
+    /// Writers waiting for durability.
+    pub const DURABLE_WAITERS: usize = offset_of!(Header, journal) + 40;
     /// Event ring tail.
     pub const RING_TAIL: usize = offset_of!(Header, ring_tail);
     /// Futex word (32 bits) bumped on every publish.
@@ -536,6 +553,7 @@ const _: () = {
     assert!(offset_of!(Header, clock) == 320);
     assert!(offset_of!(Header, pool) == 384);
     assert!(offset_of!(Header, counters) == 768);
+    assert!(offset_of!(Header, journal) == 832);
     assert!(size_of::<NodeSlotHeader>() == 128);
     assert!(size_of::<NodeRecord>() == 640);
     assert!(offset_of!(NodeRecord, name) == 72);

@@ -37,8 +37,10 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod agents;
+mod blob;
 mod claims;
 mod clock;
+mod durability;
 mod error;
 mod event;
 pub mod failpoint;
@@ -46,9 +48,11 @@ mod freelist;
 mod index;
 pub mod layout;
 mod node;
+mod orset;
 mod ownerlock;
 mod pool;
 mod query;
+mod restore;
 mod ring;
 mod segment;
 mod seqlock;
@@ -57,14 +61,18 @@ mod sync;
 mod sys;
 
 pub use agents::{AgentError, AgentId, AgentInfo};
+pub use blob::{DocError, DocumentInfo};
 pub use claims::{Claim, TaskError, TaskFilter};
 pub use clock::{unix_ms, Hlc};
+pub use durability::{Durability, DURABILITY_WAIT};
 pub use error::{AttachError, PoolError};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};
 pub use layout::Capacities;
 pub use node::{Handle, NewNode, Node, NodeKind, Status};
+pub use orset::{OrSetState, SetError};
 pub use pool::DeleteMode;
 pub use query::{Query, QueryStats, Rollup};
+pub use restore::RestoreStats;
 pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER};
 pub use segment::{
     default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT,

@@ -43,47 +43,47 @@ impl<'a> Slot<'a> {
     fn word(&self, offset: usize) -> &'a AtomicU64 {
         &self.w[offset / 8]
     }
-    fn seq(&self) -> &'a AtomicU64 {
+    pub(crate) fn seq(&self) -> &'a AtomicU64 {
         self.word(slot::SEQ)
     }
-    fn lock(&self) -> &'a AtomicU64 {
+    pub(crate) fn lock(&self) -> &'a AtomicU64 {
         self.word(slot::LOCK)
     }
-    fn gen_state(&self) -> &'a AtomicU64 {
+    pub(crate) fn gen_state(&self) -> &'a AtomicU64 {
         self.word(slot::GEN_STATE)
     }
     pub(crate) fn next_free(&self) -> &'a AtomicU64 {
         self.word(slot::NEXT_FREE)
     }
-    fn uuid_words(&self) -> [&'a AtomicU64; 2] {
+    pub(crate) fn uuid_words(&self) -> [&'a AtomicU64; 2] {
         [self.word(slot::UUID), self.word(slot::UUID + 8)]
     }
-    fn child_seq(&self) -> &'a AtomicU64 {
+    pub(crate) fn child_seq(&self) -> &'a AtomicU64 {
         self.word(slot::CHILD_SEQ)
     }
-    fn child_count(&self) -> &'a AtomicU64 {
+    pub(crate) fn child_count(&self) -> &'a AtomicU64 {
         self.word(slot::CHILD_COUNT)
     }
-    fn first_child(&self) -> &'a AtomicU64 {
+    pub(crate) fn first_child(&self) -> &'a AtomicU64 {
         self.word(slot::FIRST_CHILD)
     }
-    fn last_child(&self) -> &'a AtomicU64 {
+    pub(crate) fn last_child(&self) -> &'a AtomicU64 {
         self.word(slot::LAST_CHILD)
     }
-    fn next_sibling(&self) -> &'a AtomicU64 {
+    pub(crate) fn next_sibling(&self) -> &'a AtomicU64 {
         self.word(slot::NEXT_SIBLING)
     }
-    fn prev_sibling(&self) -> &'a AtomicU64 {
+    pub(crate) fn prev_sibling(&self) -> &'a AtomicU64 {
         self.word(slot::PREV_SIBLING)
     }
-    fn copies(&self) -> [&'a [AtomicU64]; 2] {
+    pub(crate) fn copies(&self) -> [&'a [AtomicU64]; 2] {
         let r = slot::RECORDS / 8;
         [&self.w[r..r + RECORD_WORDS], &self.w[r + RECORD_WORDS..r + 2 * RECORD_WORDS]]
     }
-    fn summary(&self) -> &'a AtomicU64 {
+    pub(crate) fn summary(&self) -> &'a AtomicU64 {
         self.word(slot::SUMMARY)
     }
-    fn created(&self) -> &'a AtomicU64 {
+    pub(crate) fn created(&self) -> &'a AtomicU64 {
         self.word(slot::CREATED)
     }
     fn has_uuid(&self, uuid: [u64; 2]) -> bool {
@@ -92,7 +92,7 @@ impl<'a> Slot<'a> {
     }
 }
 
-fn uuid_words(uuid: &[u8; 16]) -> [u64; 2] {
+pub(crate) fn uuid_words(uuid: &[u8; 16]) -> [u64; 2] {
     let mut a = [0u8; 8];
     let mut b = [0u8; 8];
     a.copy_from_slice(&uuid[..8]);
@@ -100,15 +100,15 @@ fn uuid_words(uuid: &[u8; 16]) -> [u64; 2] {
     [u64::from_be_bytes(a), u64::from_be_bytes(b)]
 }
 
-fn gen_of(gen_state: u64) -> u32 {
+pub(crate) fn gen_of(gen_state: u64) -> u32 {
     (gen_state >> 32) as u32
 }
 
-fn state_of(gen_state: u64) -> u64 {
+pub(crate) fn state_of(gen_state: u64) -> u64 {
     gen_state & 0xffff_ffff
 }
 
-fn pack(generation: u32, state: u64) -> u64 {
+pub(crate) fn pack(generation: u32, state: u64) -> u64 {
     ((generation as u64) << 32) | state
 }
 
@@ -117,7 +117,7 @@ fn next_generation(g: u32) -> u32 {
     g.checked_add(1).unwrap_or(1)
 }
 
-fn link(index: u32) -> u64 {
+pub(crate) fn link(index: u32) -> u64 {
     index as u64 + 1
 }
 
@@ -190,7 +190,7 @@ impl Segment {
         self.map.words_at(offset, SLOT_WORDS).map(|w| Slot { w })
     }
 
-    fn index(&self) -> Result<IdIndex<'_>, PoolError> {
+    pub(crate) fn index(&self) -> Result<IdIndex<'_>, PoolError> {
         let r = self.region(Region::Index);
         let entries = self
             .map
@@ -199,7 +199,7 @@ impl Segment {
         Ok(IdIndex { entries, max_probe: self.hdr(hdr::INDEX_MAX_PROBE) })
     }
 
-    fn free_head(&self) -> &AtomicU64 {
+    pub(crate) fn free_head(&self) -> &AtomicU64 {
         self.hdr(hdr::POOL_FREE_HEAD)
     }
 
@@ -239,14 +239,20 @@ impl Segment {
         Handle { index: ROOT_INDEX, generation: gen_of(gs) }
     }
 
-    /// Lays out the pool of a new segment: every slot free at generation 1, the free
-    /// list in index order, and the root container in slot 0.
-    pub(crate) fn init_pool(&self) -> Result<Handle, PoolError> {
-        let cap = self.caps.nodes;
-        for i in 0..cap {
+    /// Sets every slot free at generation 1.
+    pub(crate) fn init_slots(&self) -> Result<(), PoolError> {
+        for i in 0..self.caps.nodes {
             let s = self.slot(i).ok_or(PoolError::Corrupt { what: "node region outside the segment" })?;
             s.gen_state().store(pack(1, slot::FREE), Ordering::Relaxed);
         }
+        Ok(())
+    }
+
+    /// Lays out the pool of a new segment (see [`Segment::init_slots`]), the free list,
+    /// the root container in slot 0 and the `agents` container under it.
+    pub(crate) fn init_pool(&self) -> Result<Handle, PoolError> {
+        let cap = self.caps.nodes;
+        self.init_slots()?;
         freelist::init(self.free_head(), 0..cap, |i| self.slot(i).map(|s| s.next_free())).map_err(freelist_error)?;
         let now = self.now();
         let rec =
@@ -589,14 +595,22 @@ impl Segment {
         }
         self.unlink_from(ps, h.index, s)?;
         s.gen_state().store(pack(next_generation(h.generation), slot::FREE), Ordering::Release);
+        // Return its observed-remove set; read `set_slot` under the lock (a set may have
+        // been attached since `node` was copied).
+        let mut locked = [0u64; RECORD_WORDS];
+        seqlock::read_locked(s.seq(), s.copies(), &mut locked);
+        self.release_set(h, &bytemuck::cast(locked));
+        // Its document content goes with it (from the same locked copy, for the same reason).
+        let doc_blob = bytemuck::cast::<_, NodeRecord>(locked).doc_blob;
         self.unindex(&node.rec.uuid, h.index);
         let appended = self.emit(EventKind::NODE_DELETED, &node.rec);
         drop(_g);
         drop(_pg);
+        let freed = self.free_blob(doc_blob);
         freelist::push(self.free_head(), h.index, s.next_free()).map_err(freelist_error)?;
         self.hdr(hdr::POOL_USED).fetch_sub(1, Ordering::Relaxed);
         self.hdr(hdr::DELETED).fetch_add(1, Ordering::Relaxed);
-        appended
+        freed.and(appended)
     }
 
     /// Appends the event for a record change (skipped while the segment is being laid

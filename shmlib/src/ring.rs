@@ -152,10 +152,13 @@ impl<'a> RingView<'a> {
         me: u64,
         wait: Duration,
         is_dead: impl Fn(u64) -> bool,
+        room: impl Fn(u64) -> Result<(), RingError>,
     ) -> Result<u64, RingError> {
         for _ in 0..APPEND_ATTEMPTS {
             let s = self.tail.fetch_add(1, Ordering::AcqRel);
             crate::failpoint::hit("ring.after_claim");
+            // Never overwrite an event the journal has not written yet.
+            room(s)?;
             let slot = self.slot(s);
             let got = ownerlock::acquire(&slot[OWNER], me, wait, &is_dead)
                 .map_err(|b| RingError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
@@ -187,6 +190,27 @@ impl<'a> RingView<'a> {
             }
         }
         Err(RingError::Contended)
+    }
+
+    /// Writes `events` (the newest `capacity` of them) as published slots and sets the
+    /// tail to `next_seq`. Only while nobody else uses the ring (restore).
+    pub(crate) fn restore(&self, events: &[EventRecord], next_seq: u64) -> u64 {
+        let keep = &events[events.len().saturating_sub(self.capacity() as usize)..];
+        // Sequences in the retained window with no saved event read as abandoned, so a
+        // reader starting at the oldest retained event does not wait on them.
+        for seq in next_seq.saturating_sub(self.capacity())..next_seq {
+            let slot = self.slot(seq);
+            slot[OWNER].store(0, Ordering::Relaxed);
+            slot[STAMP].store(stamp(seq, ABANDONED), Ordering::Relaxed);
+        }
+        for rec in keep.iter().filter(|r| r.seq < next_seq && r.seq + self.capacity() >= next_seq) {
+            let slot = self.slot(rec.seq);
+            store_words(&slot[EVENT..EVENT + EVENT_WORDS], bytemuck::cast_slice(std::slice::from_ref(rec)));
+            slot[OWNER].store(0, Ordering::Relaxed);
+            slot[STAMP].store(stamp(rec.seq, PUBLISHED), Ordering::Release);
+        }
+        self.tail.store(next_seq, Ordering::Release);
+        keep.len() as u64
     }
 
     /// Looks at sequence `s`.
@@ -272,12 +296,14 @@ impl Segment {
             return Err(RingError::ReadOnly);
         }
         let mut rec = ev.to_record(self.now(), self.actor(), std::process::id())?;
-        let s = self.ring().append(&mut rec, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())?;
+        let cap = self.caps.events as u64;
+        let s = self.ring().append(&mut rec, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive(), |s| self.wait_journal_room(s, cap))?;
         self.notify_word().fetch_add(1, Ordering::SeqCst);
         if self.hdr(hdr::RING_WAITERS).load(Ordering::SeqCst) != 0 {
             self.hdr(hdr::RING_WAKES).fetch_add(1, Ordering::Relaxed);
             sys::futex_wake(self.notify_word(), i32::MAX);
         }
+        self.wait_durable(s)?;
         Ok(s)
     }
 

@@ -116,6 +116,17 @@ impl Segment {
     /// daemon's job (`worknoded`); tests and tools that need a private segment may call
     /// it too. Fails with [`AttachError::AlreadyExists`] if the name is taken.
     pub fn create(name: &str, caps: &Capacities, mode: u32) -> Result<Segment, AttachError> {
+        Segment::create_with(name, caps, mode, true)
+    }
+
+    /// Creates a segment left in the Initializing state, empty (no root), to be filled
+    /// with `restore_*` calls and opened with [`Segment::finish_restore`]. For the
+    /// daemon's recovery from its journal.
+    pub fn create_for_restore(name: &str, caps: &Capacities, mode: u32) -> Result<Segment, AttachError> {
+        Segment::create_with(name, caps, mode, false)
+    }
+
+    fn create_with(name: &str, caps: &Capacities, mode: u32, populate: bool) -> Result<Segment, AttachError> {
         check_name(name)?;
         let geo = Geometry::new(caps).map_err(AttachError::Capacity)?;
         let file = sys::create(name, geo.total, mode).map_err(|(op, errno)| match errno {
@@ -136,7 +147,7 @@ impl Segment {
                 lock_wait: crate::seqlock::LOCK_WAIT,
                 actor: std::sync::atomic::AtomicU64::new(u64::MAX),
             };
-            seg.initialise()?;
+            seg.initialise(populate)?;
             Ok(seg)
         })();
         if made.is_err() {
@@ -145,7 +156,7 @@ impl Segment {
         made
     }
 
-    fn initialise(&self) -> Result<(), AttachError> {
+    fn initialise(&self, populate: bool) -> Result<(), AttachError> {
         let mut fixed = HeaderFixed::zeroed();
         fixed.magic = MAGIC;
         fixed.layout_version = LAYOUT_VERSION;
@@ -158,11 +169,15 @@ impl Segment {
         let words =
             self.map.words_at(0, size_of::<HeaderFixed>() / 8).ok_or(AttachError::LayoutMismatch { what: "header" })?;
         store_words(words, bytemuck::cast_slice(&[fixed]));
-        let agents = self.init_pool().map_err(|_| AttachError::LayoutMismatch { what: "nodes" })?;
-        self.hdr(std::mem::offset_of!(HeaderFixed, agents_node)).store(agents.to_raw(), Ordering::Relaxed);
         self.init_tables().map_err(|_| AttachError::LayoutMismatch { what: "tables" })?;
         self.claim_daemon_identity();
         clock::tick(self.hdr(hdr::CLOCK));
+        if !populate {
+            self.init_slots().map_err(|_| AttachError::LayoutMismatch { what: "nodes" })?;
+            return Ok(());
+        }
+        let agents = self.init_pool().map_err(|_| AttachError::LayoutMismatch { what: "nodes" })?;
+        self.set_agents_container(agents);
         self.hdr(hdr::STATE).store(state::READY, Ordering::Release);
         Ok(())
     }
@@ -188,6 +203,15 @@ impl Segment {
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn set_agents_container(&self, h: crate::Handle) {
+        self.hdr(std::mem::offset_of!(HeaderFixed, agents_node)).store(h.to_raw(), Ordering::Relaxed);
+    }
+
+    /// Marks the segment Ready (end of a restore).
+    pub(crate) fn mark_ready(&self) {
+        self.hdr(hdr::STATE).store(state::READY, Ordering::Release);
     }
 
     /// The `agents` container under the root, where agent nodes live.

@@ -63,6 +63,8 @@ impl From<RingError> for Fail {
             ReadOnly => ("read_only", exit::PERMISSION),
             Busy { .. } | Contended => ("busy", exit::TIMEOUT),
             PayloadTooLarge { .. } | TopicTooLong { .. } => ("too_large", exit::OTHER),
+            JournalStalled { .. } => ("journal_stalled", exit::TIMEOUT),
+            NotDurable { .. } => ("not_durable", exit::TIMEOUT),
         };
         Fail { message: e.to_string(), code, exit }
     }

@@ -1,0 +1,148 @@
+//! The producer side of durability: what an append waits for when the daemon journals.
+//!
+//! The daemon publishes a policy word and two cursors in the header:
+//!
+//! * `journal cursor` — every sequence below it has been written to the journal. A
+//!   producer that claimed sequence `s` does not overwrite its slot until
+//!   `s < journal cursor + capacity`: an event is never overwritten before it is
+//!   journaled (the journal's reader is never lapped).
+//! * `durable cursor` — every sequence below it is on disk (after the journal's fsync).
+//!   Under the `always` policy an append returns only once the durable cursor has
+//!   passed its sequence: one fsync, shared by every writer in that group commit.
+//!
+//! Waits sleep on shared futexes, are bounded, and fail with a typed error if the
+//! daemon (recorded in the header) has died. With durability off (no daemon journaling)
+//! none of this runs: an append stays on the memory-speed path.
+
+use crate::event::RingError;
+use crate::layout::hdr;
+use crate::segment::Segment;
+use crate::sync::{AtomicU32, Ordering};
+use crate::sys::{self, OwnerTag};
+use std::time::{Duration, Instant};
+
+/// Durability policies, as stored in the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// No journal: shared memory only.
+    Off = 0,
+    /// Journaled, never fsynced: what the OS has not written is at risk.
+    Never = 1,
+    /// Journaled, fsynced on a short interval: at most the interval is at risk.
+    Batch = 2,
+    /// Journaled and fsynced before an append returns.
+    Always = 3,
+}
+
+impl Durability {
+    fn from_word(w: u64) -> Durability {
+        match w {
+            1 => Durability::Never,
+            2 => Durability::Batch,
+            3 => Durability::Always,
+            _ => Durability::Off,
+        }
+    }
+}
+
+/// How long a producer waits for the journal before reporting it.
+pub const DURABILITY_WAIT: Duration = Duration::from_secs(10);
+
+impl Segment {
+    fn futex_at(&self, offset: usize) -> &AtomicU32 {
+        self.map.u32_at(offset).expect("invariant: header offsets lie inside a validated mapping")
+    }
+
+    /// The durability policy the daemon runs with.
+    pub fn durability(&self) -> Durability {
+        Durability::from_word(self.hdr(hdr::DURABILITY).load(Ordering::Relaxed))
+    }
+
+    /// Sets the policy and the cursors (the daemon, when it starts journaling at `next`).
+    pub fn set_durability(&self, d: Durability, next: u64) {
+        self.hdr(hdr::JOURNAL_CURSOR).store(next, Ordering::Release);
+        self.hdr(hdr::DURABLE_CURSOR).store(next, Ordering::Release);
+        self.hdr(hdr::DURABILITY).store(d as u64, Ordering::Release);
+    }
+
+    /// The journal cursor: every sequence below it is journaled.
+    pub fn journal_cursor(&self) -> u64 {
+        self.hdr(hdr::JOURNAL_CURSOR).load(Ordering::Acquire)
+    }
+
+    /// The durable cursor: every sequence below it is on disk.
+    pub fn durable_cursor(&self) -> u64 {
+        self.hdr(hdr::DURABLE_CURSOR).load(Ordering::Acquire)
+    }
+
+    /// The daemon's journal: publish progress and wake writers waiting for it.
+    pub fn publish_journal_progress(&self, journaled: u64, durable: u64) {
+        self.hdr(hdr::JOURNAL_CURSOR).fetch_max(journaled, Ordering::AcqRel);
+        self.hdr(hdr::DURABLE_CURSOR).fetch_max(durable, Ordering::AcqRel);
+        self.futex_at(hdr::DURABLE_NOTIFY).fetch_add(1, Ordering::SeqCst);
+        if self.hdr(hdr::DURABLE_WAITERS).load(Ordering::SeqCst) != 0 {
+            sys::futex_wake(self.futex_at(hdr::DURABLE_NOTIFY), i32::MAX);
+        }
+    }
+
+    /// The daemon's journal: sleep until a producer under `always` asks for a commit,
+    /// or `timeout`.
+    pub fn journal_sleep(&self, timeout: Duration) {
+        let w = self.futex_at(hdr::JOURNAL_WAKE);
+        let v = w.load(Ordering::SeqCst);
+        if self.ring_tail() <= self.journal_cursor() {
+            sys::futex_wait(w, v, timeout);
+        }
+    }
+
+    fn daemon_gone(&self) -> bool {
+        !OwnerTag(self.hdr(hdr::DAEMON_TAG).load(Ordering::Relaxed)).is_alive()
+    }
+
+    /// Before writing sequence `s`: wait until the journal cannot be lapped by it.
+    pub(crate) fn wait_journal_room(&self, s: u64, capacity: u64) -> Result<(), RingError> {
+        if self.durability() == Durability::Off || s < self.journal_cursor() + capacity {
+            return Ok(());
+        }
+        let deadline = Instant::now() + DURABILITY_WAIT;
+        while s >= self.journal_cursor() + capacity {
+            if self.durability() == Durability::Off {
+                return Ok(());
+            }
+            if Instant::now() >= deadline || self.daemon_gone() {
+                return Err(RingError::JournalStalled { seq: s, journaled: self.journal_cursor() });
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(())
+    }
+
+    /// After publishing sequence `s`: under `always`, wait until it is on disk.
+    pub(crate) fn wait_durable(&self, s: u64) -> Result<(), RingError> {
+        if self.durability() != Durability::Always {
+            return Ok(());
+        }
+        let wake = self.futex_at(hdr::JOURNAL_WAKE);
+        wake.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(wake, 1);
+        let notify = self.futex_at(hdr::DURABLE_NOTIFY);
+        let waiters = self.hdr(hdr::DURABLE_WAITERS);
+        let deadline = Instant::now() + DURABILITY_WAIT;
+        let mut result = Ok(());
+        waiters.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let v = notify.load(Ordering::SeqCst);
+            if self.durable_cursor() > s {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline || self.daemon_gone() {
+                result = Err(RingError::NotDurable { seq: s, durable: self.durable_cursor() });
+                break;
+            }
+            sys::futex_wait(notify, v, (deadline - now).min(Duration::from_millis(50)));
+        }
+        waiters.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
