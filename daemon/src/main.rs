@@ -7,6 +7,7 @@
 //! daemon, and an orderly shutdown.
 
 mod instance;
+mod journal;
 mod sessions;
 
 use clap::Parser;
@@ -61,9 +62,52 @@ struct Args {
     #[arg(long)]
     keep: bool,
 
+    /// Directory of the journal and snapshots (created if missing). Default:
+    /// $XDG_STATE_HOME/worknode/SEGMENT, else ~/.local/state/worknode/SEGMENT.
+    #[arg(long, env = "WORKNODE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+
+    /// When the journal reaches the disk: `always` (an append returns once fsynced;
+    /// one fsync per group commit), `batch` (fsync every --fsync-interval-ms; at most
+    /// that interval is at risk), `never` (the OS decides), `off` (no journal: state
+    /// lives in shared memory only and is lost with the host).
+    #[arg(long, default_value = "batch", value_parser = parse_policy, value_name = "POLICY")]
+    fsync: worknode::Durability,
+
+    /// Group-commit interval for --fsync batch, in milliseconds.
+    #[arg(long, default_value_t = 10, value_name = "MS")]
+    fsync_interval_ms: u64,
+
+    /// Start a new journal file, compacting the old ones into a snapshot, past this size.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    journal_rotate_mb: u64,
+
+    /// Recover what is valid from a journal damaged in the middle (records after the
+    /// damage are dropped and the files moved aside) instead of refusing to start.
+    #[arg(long)]
+    salvage: bool,
+
     /// Milliseconds between marking the segment Closing and removing it on shutdown.
     #[arg(long, default_value_t = 250, value_name = "MS")]
     grace_ms: u64,
+}
+
+fn parse_policy(s: &str) -> Result<worknode::Durability, String> {
+    Ok(match s {
+        "always" => worknode::Durability::Always,
+        "batch" => worknode::Durability::Batch,
+        "never" => worknode::Durability::Never,
+        "off" => worknode::Durability::Off,
+        _ => return Err(format!("{s:?} is not a policy: always, batch, never or off")),
+    })
+}
+
+fn default_data_dir(segment: &str) -> std::path::PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/tmp"));
+    base.join("worknode").join(segment)
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -104,8 +148,59 @@ fn fail(message: impl std::fmt::Display) -> Failure {
     Failure { message: message.to_string(), code: 1 }
 }
 
-/// Opens the segment: adopt a valid one, recreate a half-initialised one, else create.
-fn open_segment(args: &Args, caps: &Capacities) -> Result<(Segment, &'static str), Failure> {
+/// How the segment was opened, and where the journal continues.
+struct Opened {
+    seg: Segment,
+    how: &'static str,
+    /// First sequence the journal has not written.
+    journal_from: u64,
+    /// The journal has nothing yet: take a snapshot of the segment first.
+    needs_snapshot: bool,
+}
+
+/// Opens the segment: adopt a valid live one; else rebuild it from the journal; else
+/// create it. A half-initialised one is removed first; a foreign one is refused.
+fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config>) -> Result<Opened, Failure> {
+    let recovered = match journal {
+        Some(cfg) => {
+            std::fs::create_dir_all(&cfg.dir)
+                .map_err(|e| fail(format!("cannot create the data directory {}: {e}", cfg.dir.display())))?;
+            let r = journal::store::recover(&cfg.dir, caps.events as usize, args.salvage).map_err(fail)?;
+            for w in &r.warnings {
+                eprintln!("worknoded: warning: {w}");
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    let has_journal = recovered.as_ref().is_some_and(|r| !r.state.nodes.is_empty());
+    let journal_from = recovered.as_ref().map_or(0, |r| r.state.next_seq);
+    let create = |how| -> Result<Opened, Failure> {
+        if let (true, Some(r)) = (has_journal, recovered.as_ref()) {
+            let seg = Segment::create_for_restore(&args.segment, caps, args.mode)?;
+            let stats = r.state.materialize(&seg).map_err(|e| {
+                let _ = Segment::unlink(&args.segment);
+                fail(format!("rebuilding the segment from the journal failed: {e}"))
+            })?;
+            eprintln!(
+                "worknoded: rebuilt from {} + {} journal file(s): {} nodes, {} agents, {} events, next sequence {}{}",
+                r.snapshot.as_ref().map_or("no snapshot".to_string(), |p| p.display().to_string()),
+                r.journals,
+                stats.nodes,
+                stats.agents,
+                stats.events,
+                r.state.next_seq,
+                if stats.orphans > 0 {
+                    format!(", {} orphans re-attached under the root", stats.orphans)
+                } else {
+                    String::new()
+                }
+            );
+            return Ok(Opened { seg, how: "restored", journal_from, needs_snapshot: false });
+        }
+        let seg = Segment::create(&args.segment, caps, args.mode)?;
+        Ok(Opened { journal_from: seg.ring_tail(), seg, how, needs_snapshot: true })
+    };
     match Segment::adopt(&args.segment) {
         Ok(seg) => {
             if seg.capacities() != *caps {
@@ -115,13 +210,14 @@ fn open_segment(args: &Args, caps: &Capacities) -> Result<(Segment, &'static str
                     caps
                 );
             }
-            Ok((seg, "adopted"))
+            let from = if has_journal { journal_from } else { seg.ring_tail() };
+            Ok(Opened { seg, how: "adopted", journal_from: from, needs_snapshot: !has_journal })
         }
-        Err(AttachError::NotFound { .. }) => Ok((Segment::create(&args.segment, caps, args.mode)?, "created")),
+        Err(AttachError::NotFound { .. }) => create("created"),
         Err(AttachError::Incomplete) => {
             eprintln!("worknoded: removing a half-initialised segment left by a daemon that died, and creating it anew");
             Segment::unlink(&args.segment)?;
-            Ok((Segment::create(&args.segment, caps, args.mode)?, "created"))
+            create("created")
         }
         Err(e @ (AttachError::NotWorknode { .. } | AttachError::VersionMismatch { .. } | AttachError::SizeMismatch { .. } | AttachError::LayoutMismatch { .. })) => Err(fail(format!(
             "{e}\nhint: this daemon will not overwrite it; if it is a stale Worknode segment, remove it with `rm {}` and start again",
@@ -155,7 +251,13 @@ fn run(args: &Args) -> Result<(), Failure> {
         code: if matches!(e, instance::LockError::Held(_)) { 3 } else { 1 },
         message: e.to_string(),
     })?;
-    let (seg, how) = match open_segment(args, &caps) {
+    let journal_cfg = (args.fsync != worknode::Durability::Off).then(|| journal::Config {
+        dir: args.data_dir.clone().unwrap_or_else(|| default_data_dir(&args.segment)),
+        policy: args.fsync,
+        interval: Duration::from_millis(args.fsync_interval_ms.max(1)),
+        rotate_bytes: args.journal_rotate_mb.max(1) << 20,
+    });
+    let opened = match open_segment(args, &caps, journal_cfg.as_ref()) {
         Ok(x) => x,
         Err(e) => {
             // Nothing runs this segment: leave no lock file behind.
@@ -163,6 +265,10 @@ fn run(args: &Args) -> Result<(), Failure> {
             return Err(e);
         }
     };
+    let Opened { seg, how, journal_from, needs_snapshot } = opened;
+    if needs_snapshot && journal_cfg.is_some() {
+        seg.request_snapshot();
+    }
     let info = seg.info();
     let c = seg.capacities();
     println!(
@@ -179,7 +285,28 @@ fn run(args: &Args) -> Result<(), Failure> {
         info.boot_id
     );
 
-    let signal = serve(&seg, &signals)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let outcome = std::thread::scope(|scope| {
+        let journal = journal_cfg.as_ref().map(|cfg| {
+            let (seg, stop) = (&seg, &stop);
+            scope.spawn(move || journal::run(seg, cfg, journal_from, stop))
+        });
+        let served = serve(&seg, &signals, journal.as_ref().map(|j| j as &dyn Finished));
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let journaled = journal.map(|j| j.join().unwrap_or_else(|_| Err("the journal thread panicked".into())));
+        (served, journaled)
+    });
+    let signal = match outcome {
+        (_, Some(Err(e))) => {
+            // The journal failed: keep the segment (nothing in it is lost) and say so.
+            seg.mark_closing();
+            lock.remove_file();
+            return Err(fail(format!(
+                "journal failed: {e}; the segment is kept in /dev/shm, fix the cause and restart"
+            )));
+        }
+        (served, _) => served?,
+    };
     eprintln!("worknoded: {signal:?} received; closing segment {}", seg.name());
     seg.mark_closing();
     std::thread::sleep(Duration::from_millis(args.grace_ms));
@@ -198,7 +325,7 @@ fn run(args: &Args) -> Result<(), Failure> {
 ///   died is marked abandoned within the bound even when every reader is read-only;
 /// * releases claims whose lease lapsed (every 100 ms), and reaps agents whose session
 ///   process is gone but never connected (every second).
-fn serve(seg: &Segment, signals: &SignalFd) -> Result<Signal, Failure> {
+fn serve(seg: &Segment, signals: &SignalFd, journal: Option<&dyn Finished>) -> Result<Signal, Failure> {
     let mut follower = seg.reader(worknode::Start::Now);
     let mut sessions = sessions::Sessions::listen(seg.name(), seg.capacities().agents as usize)
         .map_err(|e| fail(format!("cannot listen for agent sessions: {e}")))?;
@@ -223,7 +350,14 @@ fn serve(seg: &Segment, signals: &SignalFd) -> Result<Signal, Failure> {
         if last_tick.elapsed() >= std::time::Duration::from_millis(TICK_MS as u64) {
             last_tick = std::time::Instant::now();
             tick += 1;
-            follow_ring(&mut follower, seg.capacities().events as u64);
+            if let Some(j) = journal {
+                // The journal follows the ring itself (and repairs dead producers' slots).
+                if j.finished() {
+                    return Err(fail("the journal stopped"));
+                }
+            } else {
+                follow_ring(&mut follower, seg.capacities().events as u64);
+            }
             if tick % 5 == 0 {
                 seg.reap_expired_claims();
             }
@@ -238,6 +372,17 @@ fn serve(seg: &Segment, signals: &SignalFd) -> Result<Signal, Failure> {
                 }
             }
         }
+    }
+}
+
+/// Whether a background thread has ended.
+trait Finished {
+    fn finished(&self) -> bool;
+}
+
+impl<T> Finished for std::thread::ScopedJoinHandle<'_, T> {
+    fn finished(&self) -> bool {
+        self.is_finished()
     }
 }
 

@@ -95,6 +95,26 @@ impl Segment {
         }
     }
 
+    /// Asks the daemon for a snapshot; returns the request number to wait for.
+    pub fn request_snapshot(&self) -> u64 {
+        self.hdr(hdr::SNAPSHOT_REQUESTS).fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Snapshot requests made so far.
+    pub fn snapshot_requests(&self) -> u64 {
+        self.hdr(hdr::SNAPSHOT_REQUESTS).load(Ordering::Acquire)
+    }
+
+    /// Snapshot requests the daemon has served.
+    pub fn snapshots_done(&self) -> u64 {
+        self.hdr(hdr::SNAPSHOTS_DONE).load(Ordering::Acquire)
+    }
+
+    /// The daemon: records that requests up to `n` are served.
+    pub fn set_snapshots_done(&self, n: u64) {
+        self.hdr(hdr::SNAPSHOTS_DONE).fetch_max(n, Ordering::AcqRel);
+    }
+
     fn daemon_gone(&self) -> bool {
         !OwnerTag(self.hdr(hdr::DAEMON_TAG).load(Ordering::Relaxed)).is_alive()
     }

@@ -137,8 +137,10 @@ pub struct ControlLine {
     pub daemon_started_ms: u64,
     /// How many times a restarted daemon adopted this segment.
     pub adopt_count: u64,
-    /// Zero.
-    pub reserved: [u64; 2],
+    /// Snapshots requested (`wn snapshot` increments it).
+    pub snapshot_requests: u64,
+    /// Snapshot requests the daemon has served.
+    pub snapshots_done: u64,
 }
 
 /// A line holding one hot word (and room for cold companions).
@@ -200,6 +202,10 @@ pub mod hdr {
     pub const DAEMON_STARTED: usize = offset_of!(Header, control) + offset_of!(ControlLine, daemon_started_ms);
     /// [`ControlLine::adopt_count`].
     pub const ADOPT_COUNT: usize = offset_of!(Header, control) + offset_of!(ControlLine, adopt_count);
+    /// [`ControlLine::snapshot_requests`].
+    pub const SNAPSHOT_REQUESTS: usize = offset_of!(Header, control) + offset_of!(ControlLine, snapshot_requests);
+    /// [`ControlLine::snapshots_done`].
+    pub const SNAPSHOTS_DONE: usize = offset_of!(Header, control) + offset_of!(ControlLine, snapshots_done);
     /// The hybrid logical clock.
     pub const CLOCK: usize = offset_of!(Header, clock);
     /// Free-list head of the node pool.

@@ -103,7 +103,9 @@ impl Segment {
         let index = self.index()?;
         for i in 0..cap {
             let s = self.slot(i).ok_or(PoolError::Corrupt { what: "node region outside the segment" })?;
-            for w in [s.first_child(), s.last_child(), s.next_sibling(), s.prev_sibling(), s.child_count(), s.child_seq()] {
+            for w in
+                [s.first_child(), s.last_child(), s.next_sibling(), s.prev_sibling(), s.child_count(), s.child_seq()]
+            {
                 w.store(0, Ordering::Relaxed);
             }
             if state_of(s.gen_state().load(Ordering::Relaxed)) == slot::LIVE {
@@ -117,7 +119,10 @@ impl Segment {
         live.sort_unstable();
         let mut agents_container = None;
         for &(_, i) in &live {
-            let node = self.read(Handle { index: i, generation: gen_of(self.slot(i).map_or(0, |s| s.gen_state().load(Ordering::Relaxed))) })?;
+            let node = self.read(Handle {
+                index: i,
+                generation: gen_of(self.slot(i).map_or(0, |s| s.gen_state().load(Ordering::Relaxed))),
+            })?;
             index.insert(node.uuid().as_bytes(), i).map_err(|_| PoolError::Corrupt { what: "id index full" })?;
             stats.nodes += 1;
             if i == 0 {
@@ -164,7 +169,11 @@ impl Segment {
         let last = ps.last_child().load(Ordering::Relaxed);
         cs.prev_sibling().store(last, Ordering::Relaxed);
         match last.checked_sub(1) {
-            Some(l) => self.slot(l as u32).ok_or(PoolError::Corrupt { what: "sibling slot" })?.next_sibling().store(link(child), Ordering::Relaxed),
+            Some(l) => self
+                .slot(l as u32)
+                .ok_or(PoolError::Corrupt { what: "sibling slot" })?
+                .next_sibling()
+                .store(link(child), Ordering::Relaxed),
             None => ps.first_child().store(link(child), Ordering::Relaxed),
         }
         ps.last_child().store(link(child), Ordering::Relaxed);

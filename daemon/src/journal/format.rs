@@ -1,0 +1,313 @@
+//! The on-disk format shared by journal and snapshot files.
+//!
+//! ```text
+//! file   := header record*
+//! header := magic[8] ("WNJRNL01" or "WNSNAP01") | layout_version u32 | format u32 | first_seq u64
+//! record := len u32 | crc u32 | kind u8 | body[len]
+//! ```
+//! Little-endian throughout. `crc` is CRC-32C over `kind` and `body`. A reader trusts a
+//! record only when its whole body is present and its checksum matches; where a file
+//! stops making sense, [`scan`] says exactly where and why, and the caller decides
+//! between cutting a torn tail and refusing a corrupt middle.
+
+use bytemuck::{Pod, Zeroable};
+use worknode::layout::{AgentSlot, EventRecord, NodeRecord, LAYOUT_VERSION};
+
+/// Magic of journal files.
+pub const JOURNAL_MAGIC: [u8; 8] = *b"WNJRNL01";
+/// Magic of snapshot files.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"WNSNAP01";
+/// Version of this record format.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of a file header.
+pub const HEADER_LEN: usize = 24;
+/// Bytes before a record's body.
+pub const RECORD_OVERHEAD: usize = 9;
+/// Largest body accepted (a document of the largest size fits).
+pub const MAX_BODY: usize = 64 << 20;
+
+/// What a record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// An event, as appended.
+    Event = 1,
+    /// A node's record image in its slot: `index u32 | generation u32 | NodeRecord`.
+    Node = 2,
+    /// A node that no longer exists: `uuid[16]`.
+    NodeGone = 3,
+    /// An agent table slot: `index u16 | pad[6] | AgentSlot`.
+    Agent = 4,
+    /// An agent that left or was reaped: `uuid[16]` of its node.
+    AgentGone = 5,
+    /// A document's content: `uuid[16] | content`.
+    Document = 6,
+    /// Events the journal could not read (it was lapped): `from u64 | missed u64`.
+    Gap = 7,
+    /// End of a snapshot: `covers_seq u64 | records u64`.
+    SnapshotEnd = 8,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Event,
+            2 => Kind::Node,
+            3 => Kind::NodeGone,
+            4 => Kind::Agent,
+            5 => Kind::AgentGone,
+            6 => Kind::Document,
+            7 => Kind::Gap,
+            8 => Kind::SnapshotEnd,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded record.
+#[derive(Clone, Debug)]
+pub enum Record {
+    /// See [`Kind::Event`].
+    Event(EventRecord),
+    /// See [`Kind::Node`].
+    Node { index: u32, generation: u32, rec: Box<NodeRecord> },
+    /// See [`Kind::NodeGone`].
+    NodeGone { uuid: [u8; 16] },
+    /// See [`Kind::Agent`].
+    Agent { index: u16, slot: Box<AgentSlot> },
+    /// See [`Kind::AgentGone`].
+    AgentGone { uuid: [u8; 16] },
+    /// See [`Kind::Document`].
+    Document { uuid: [u8; 16], content: Vec<u8> },
+    /// See [`Kind::Gap`].
+    Gap { from: u64, missed: u64 },
+    /// See [`Kind::SnapshotEnd`].
+    SnapshotEnd { covers_seq: u64, records: u64 },
+}
+
+/// Appends a file header to `out`.
+pub fn header(out: &mut Vec<u8>, magic: [u8; 8], first_seq: u64) {
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&LAYOUT_VERSION.to_le_bytes());
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&first_seq.to_le_bytes());
+}
+
+/// Appends one record to `out`.
+pub fn encode(out: &mut Vec<u8>, r: &Record) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; RECORD_OVERHEAD]);
+    let kind = match r {
+        Record::Event(e) => {
+            out.extend_from_slice(bytemuck::bytes_of(e));
+            Kind::Event
+        }
+        Record::Node { index, generation, rec } => {
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&generation.to_le_bytes());
+            out.extend_from_slice(bytemuck::bytes_of(rec.as_ref()));
+            Kind::Node
+        }
+        Record::NodeGone { uuid } => {
+            out.extend_from_slice(uuid);
+            Kind::NodeGone
+        }
+        Record::Agent { index, slot } => {
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&[0u8; 6]);
+            out.extend_from_slice(bytemuck::bytes_of(slot.as_ref()));
+            Kind::Agent
+        }
+        Record::AgentGone { uuid } => {
+            out.extend_from_slice(uuid);
+            Kind::AgentGone
+        }
+        Record::Document { uuid, content } => {
+            out.extend_from_slice(uuid);
+            out.extend_from_slice(content);
+            Kind::Document
+        }
+        Record::Gap { from, missed } => {
+            out.extend_from_slice(&from.to_le_bytes());
+            out.extend_from_slice(&missed.to_le_bytes());
+            Kind::Gap
+        }
+        Record::SnapshotEnd { covers_seq, records } => {
+            out.extend_from_slice(&covers_seq.to_le_bytes());
+            out.extend_from_slice(&records.to_le_bytes());
+            Kind::SnapshotEnd
+        }
+    };
+    let body_len = out.len() - start - RECORD_OVERHEAD;
+    out[start + 8] = kind as u8;
+    let crc = crc32c::crc32c(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn pod<T: Pod + Zeroable>(b: &[u8]) -> Option<T> {
+    (b.len() == size_of::<T>()).then(|| bytemuck::pod_read_unaligned(b))
+}
+
+use std::mem::size_of;
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn decode(kind: Kind, b: &[u8]) -> Option<Record> {
+    Some(match kind {
+        Kind::Event => Record::Event(pod(b)?),
+        Kind::Node => {
+            Record::Node { index: u32_at(b, 0)?, generation: u32_at(b, 4)?, rec: Box::new(pod(b.get(8..)?)?) }
+        }
+        Kind::NodeGone => Record::NodeGone { uuid: b.try_into().ok()? },
+        Kind::Agent => Record::Agent {
+            index: u16::from_le_bytes(b.get(0..2)?.try_into().ok()?),
+            slot: Box::new(pod(b.get(8..)?)?),
+        },
+        Kind::AgentGone => Record::AgentGone { uuid: b.try_into().ok()? },
+        Kind::Document => Record::Document { uuid: b.get(0..16)?.try_into().ok()?, content: b[16..].to_vec() },
+        Kind::Gap => Record::Gap { from: u64_at(b, 0)?, missed: u64_at(b, 8)? },
+        Kind::SnapshotEnd => Record::SnapshotEnd { covers_seq: u64_at(b, 0)?, records: u64_at(b, 8)? },
+    })
+}
+
+/// Where and why a file stopped making sense.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// Byte offset of the first record not trusted.
+    pub offset: u64,
+    /// Whether everything from `offset` on could be an unfinished final write (the
+    /// record runs past the end of the file, or is the last one and fails its
+    /// checksum) rather than damage in the middle.
+    pub torn_tail: bool,
+    /// What was wrong.
+    pub why: &'static str,
+}
+
+/// Why a file cannot be read at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Too short for a header.
+    Short,
+    /// Not a journal or snapshot file.
+    Magic,
+    /// Written by another layout or format version.
+    Version {
+        /// Layout version in the file.
+        layout: u32,
+        /// Format version in the file.
+        format: u32,
+    },
+}
+
+/// Checks a file header; returns the file's first sequence number.
+pub fn read_header(bytes: &[u8], magic: [u8; 8]) -> Result<u64, HeaderError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(HeaderError::Short);
+    }
+    if bytes[..8] != magic {
+        return Err(HeaderError::Magic);
+    }
+    let layout = u32_at(bytes, 8).unwrap_or(0);
+    let format = u32_at(bytes, 12).unwrap_or(0);
+    if layout != LAYOUT_VERSION || format != FORMAT_VERSION {
+        return Err(HeaderError::Version { layout, format });
+    }
+    Ok(u64_at(bytes, 16).unwrap_or(0))
+}
+
+/// Decodes records after the header, calling `f(offset, record)` for each trusted one.
+/// Returns `Ok(end)` when the whole file is good, or the first damage.
+pub fn scan(bytes: &[u8], mut f: impl FnMut(u64, Record)) -> Result<u64, Damage> {
+    let mut at = HEADER_LEN;
+    while at < bytes.len() {
+        let damage = |torn_tail, why| Damage { offset: at as u64, torn_tail, why };
+        if bytes.len() - at < RECORD_OVERHEAD {
+            return Err(damage(true, "a record header is cut short"));
+        }
+        let len = u32_at(bytes, at).unwrap_or(u32::MAX) as usize;
+        let crc = u32_at(bytes, at + 4).unwrap_or(0);
+        if len > MAX_BODY {
+            return Err(damage(false, "a record claims an impossible length"));
+        }
+        let end = at + RECORD_OVERHEAD + len;
+        if end > bytes.len() {
+            return Err(damage(true, "a record runs past the end of the file"));
+        }
+        if crc32c::crc32c(&bytes[at + 8..end]) != crc {
+            return Err(damage(end == bytes.len(), "a record fails its checksum"));
+        }
+        let Some(record) = Kind::from_u8(bytes[at + 8]).and_then(|k| decode(k, &bytes[at + RECORD_OVERHEAD..end]))
+        else {
+            return Err(damage(false, "a record has an unknown kind or a malformed body"));
+        };
+        f(at as u64, record);
+        at = end;
+    }
+    Ok(at as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut b = Vec::new();
+        header(&mut b, JOURNAL_MAGIC, 5);
+        let mut e = EventRecord::zeroed();
+        e.seq = 5;
+        encode(&mut b, &Record::Event(e));
+        encode(&mut b, &Record::NodeGone { uuid: [7; 16] });
+        encode(&mut b, &Record::Gap { from: 9, missed: 3 });
+        b
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let b = sample();
+        assert_eq!(read_header(&b, JOURNAL_MAGIC), Ok(5));
+        let mut got = Vec::new();
+        assert_eq!(
+            scan(&b, |_, r| got.push(format!("{r:?}").chars().take(10).collect::<String>())),
+            Ok(b.len() as u64)
+        );
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn every_truncation_of_the_last_record_is_a_torn_tail_at_its_start() {
+        let b = sample();
+        let mut offsets = Vec::new();
+        scan(&b, |at, _| offsets.push(at)).unwrap();
+        let last = *offsets.last().unwrap() as usize;
+        for cut in last + 1..b.len() {
+            let d = scan(&b[..cut], |_, _| {}).unwrap_err();
+            assert_eq!(d.offset, last as u64, "cut at {cut}");
+            assert!(d.torn_tail, "cut at {cut}");
+        }
+        assert_eq!(scan(&b[..last], |_, _| {}), Ok(last as u64));
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_middle_is_corruption_not_a_torn_tail() {
+        let mut b = sample();
+        b[HEADER_LEN + 20] ^= 0x40;
+        let d = scan(&b, |_, _| {}).unwrap_err();
+        assert_eq!(d.offset, HEADER_LEN as u64);
+        assert!(!d.torn_tail);
+    }
+
+    #[test]
+    fn another_layout_version_is_refused() {
+        let mut b = sample();
+        b[8] = b[8].wrapping_add(1);
+        assert!(matches!(read_header(&b, JOURNAL_MAGIC), Err(HeaderError::Version { .. })));
+        assert_eq!(read_header(&b, SNAPSHOT_MAGIC), Err(HeaderError::Magic));
+    }
+}

@@ -1,0 +1,174 @@
+//! Durability: the daemon follows the event ring and appends every event, with the
+//! resulting record images, to an append-only journal; it compacts the journal into
+//! snapshots; on start it rebuilds a lost segment from the newest snapshot plus the
+//! journal.
+//!
+//! The journal runs on its own thread. It reads the ring like any reader (it is never
+//! lapped: producers wait for it, see `worknode::Durability`), writes a batch, syncs
+//! as the policy says, and publishes two cursors in the segment — journaled and
+//! durable — waking writers that wait for durability (`--fsync always`). One fsync thus
+//! covers every writer of that group commit.
+//!
+//! | policy   | an append returns …                      | at risk on a host crash            |
+//! |----------|------------------------------------------|------------------------------------|
+//! | `always` | after its journal record is fsynced      | nothing acknowledged               |
+//! | `batch`  | at memory speed; fsync every interval    | at most the last interval          |
+//! | `never`  | at memory speed; the OS writes when it will | what the OS had not written     |
+//! | `off`    | at memory speed; no journal              | everything (shared memory only)    |
+
+pub mod format;
+pub mod state;
+pub mod store;
+
+use format::Record;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use store::JournalFile;
+use worknode::{Durability, EventKind, RingError, Segment, Start};
+
+/// How the journal runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where journal and snapshot files live.
+    pub dir: PathBuf,
+    /// The fsync policy.
+    pub policy: Durability,
+    /// Group-commit interval under `batch`.
+    pub interval: Duration,
+    /// Start a new journal file (and take a snapshot) past this many bytes.
+    pub rotate_bytes: u64,
+}
+
+/// Records describing the segment's current state (a snapshot's content).
+pub fn capture(seg: &Segment) -> Result<Vec<Record>, String> {
+    let mut records = Vec::new();
+    seg.for_each_node(|n| {
+        let h = n.handle();
+        records.push(Record::Node { index: h.index, generation: h.generation, rec: Box::new(*n.record()) });
+        true
+    })
+    .map_err(|e| format!("reading nodes: {e}"))?;
+    seg.for_each_agent_slot(|index, slot| records.push(Record::Agent { index, slot: Box::new(*slot) }));
+    Ok(records)
+}
+
+/// Appends the records for one event: the event, then what it changed.
+fn journal_event(seg: &Segment, e: &worknode::Event, buf: &mut Vec<u8>) {
+    format::encode(buf, &Record::Event(*e.record()));
+    let Some(uuid) = e.node() else { return };
+    let k = e.kind();
+    if k == EventKind::NODE_DELETED {
+        format::encode(buf, &Record::NodeGone { uuid: *uuid.as_bytes() });
+        return;
+    }
+    if k == EventKind::AGENT_LEFT || k == EventKind::AGENT_LOST {
+        format::encode(buf, &Record::AgentGone { uuid: *uuid.as_bytes() });
+        return;
+    }
+    if k == EventKind::AGENT_JOINED {
+        seg.for_each_agent_slot(|index, slot| {
+            if slot.uuid == *uuid.as_bytes() {
+                format::encode(buf, &Record::Agent { index, slot: Box::new(*slot) });
+            }
+        });
+    }
+    // The node's record as it is now (at least as new as the event).
+    match seg.lookup(uuid).and_then(|h| seg.read(h)) {
+        Ok(n) => {
+            let h = n.handle();
+            format::encode(buf, &Record::Node { index: h.index, generation: h.generation, rec: Box::new(*n.record()) })
+        }
+        Err(_) => format::encode(buf, &Record::NodeGone { uuid: *uuid.as_bytes() }),
+    }
+}
+
+/// Takes a snapshot covering events before `covers`: starts a new journal file at
+/// `covers`, writes the snapshot, then removes the journal files and snapshots it
+/// makes redundant. Returns the snapshot's path.
+pub fn snapshot(seg: &Segment, dir: &Path, file: &mut JournalFile, covers: u64) -> Result<PathBuf, String> {
+    file.sync().map_err(|e| format!("journal fsync: {e}"))?;
+    if file.path != store::journal_path(dir, covers) {
+        *file = JournalFile::create(dir, covers).map_err(|e| format!("new journal file: {e}"))?;
+    }
+    let records = capture(seg)?;
+    let path = store::write_snapshot(dir, covers, &records).map_err(|e| format!("writing snapshot: {e}"))?;
+    let (journals, snapshots) = store::list(dir).map_err(|e| e.to_string())?;
+    for (s, p) in journals.iter().filter(|(s, _)| *s < covers) {
+        std::fs::remove_file(p).map_err(|e| format!("removing {} (seq {s}): {e}", p.display()))?;
+    }
+    for (_, p) in snapshots.iter().filter(|(s, _)| *s < covers) {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(path)
+}
+
+/// Events written in one batch at most.
+const BATCH: usize = 4096;
+
+/// The journal loop: runs until `stop`, then syncs and returns.
+pub fn run(seg: &Segment, cfg: &Config, start_seq: u64, stop: &AtomicBool) -> Result<(), String> {
+    let mut file = JournalFile::open_latest(&cfg.dir, start_seq).map_err(|e| format!("opening the journal: {e}"))?;
+    let mut reader = seg.reader(Start::At(start_seq));
+    seg.set_durability(cfg.policy, reader.position());
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut synced = reader.position();
+    let mut last_sync = Instant::now();
+    let mut snapshots_done = seg.snapshots_done();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        buf.clear();
+        let mut n = 0;
+        while n < BATCH {
+            match reader.try_next() {
+                Ok(Some(e)) => {
+                    journal_event(seg, &e, &mut buf);
+                    n += 1;
+                }
+                Ok(None) => break,
+                Err(RingError::Lagged { missed, resume_at }) => {
+                    eprintln!("worknoded: journal: {missed} events were overwritten before they could be journaled (the daemon was not running); recording the gap");
+                    format::encode(&mut buf, &Record::Gap { from: resume_at - missed, missed });
+                }
+                Err(e) => return Err(format!("journal reader: {e}")),
+            }
+        }
+        if !buf.is_empty() {
+            file.append(&buf).map_err(|e| format!("journal write: {e}"))?;
+        }
+        let pos = reader.position();
+        let must_sync = match cfg.policy {
+            Durability::Always => pos > synced,
+            Durability::Batch => pos > synced && (last_sync.elapsed() >= cfg.interval || stopping),
+            _ => false,
+        };
+        if must_sync {
+            file.sync().map_err(|e| format!("journal fsync: {e}"))?;
+            synced = pos;
+            last_sync = Instant::now();
+        }
+        let durable = if cfg.policy == Durability::Never { pos } else { synced };
+        seg.publish_journal_progress(pos, durable);
+
+        let requested = seg.snapshot_requests();
+        if file.len > cfg.rotate_bytes || requested != snapshots_done {
+            let path = snapshot(seg, &cfg.dir, &mut file, pos)?;
+            eprintln!("worknoded: snapshot {} written (covers events before {pos})", path.display());
+            snapshots_done = requested;
+            seg.set_snapshots_done(requested);
+            synced = pos;
+        }
+        if stopping && n == 0 {
+            file.sync().map_err(|e| format!("journal fsync: {e}"))?;
+            seg.publish_journal_progress(pos, pos);
+            return Ok(());
+        }
+        if n == 0 {
+            let nap = match cfg.policy {
+                Durability::Batch => cfg.interval.min(Duration::from_millis(5)),
+                _ => Duration::from_millis(5),
+            };
+            seg.journal_sleep(nap);
+        }
+    }
+}

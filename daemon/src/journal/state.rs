@@ -1,0 +1,104 @@
+//! The state a journal and snapshot describe, rebuilt in memory by replaying records,
+//! and written back into a fresh segment.
+
+use super::format::Record;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use worknode::layout::{AgentSlot, EventRecord, NodeRecord};
+use worknode::{RestoreStats, Segment};
+
+/// Everything needed to rebuild a segment.
+#[derive(Default)]
+pub struct State {
+    /// Live nodes by UUID: slot index, generation, record.
+    pub nodes: HashMap<[u8; 16], (u32, u32, Box<NodeRecord>)>,
+    /// Live agents by table slot.
+    pub agents: BTreeMap<u16, Box<AgentSlot>>,
+    /// Document contents by node UUID.
+    pub docs: HashMap<[u8; 16], Vec<u8>>,
+    /// The newest events (at most the ring's capacity).
+    pub events: VecDeque<EventRecord>,
+    /// How many events to keep.
+    pub keep_events: usize,
+    /// The sequence number after the last event seen.
+    pub next_seq: u64,
+    /// Events the journal itself missed (it was lapped while the daemon was down).
+    pub missed: u64,
+    /// Records applied.
+    pub records: u64,
+}
+
+impl State {
+    /// An empty state keeping up to `keep_events` events.
+    pub fn new(keep_events: usize) -> State {
+        State { keep_events, ..State::default() }
+    }
+
+    /// Applies one record. Images are whole records, so applying them again, or applying
+    /// one newer than the event it follows, is harmless: the last image wins.
+    pub fn apply(&mut self, r: Record) {
+        self.records += 1;
+        match r {
+            Record::Event(e) => {
+                self.next_seq = self.next_seq.max(e.seq + 1);
+                if self.keep_events > 0 {
+                    if self.events.len() == self.keep_events {
+                        self.events.pop_front();
+                    }
+                    self.events.push_back(e);
+                }
+            }
+            Record::Node { index, generation, rec } => {
+                self.nodes.insert(rec.uuid, (index, generation, rec));
+            }
+            Record::NodeGone { uuid } => {
+                self.nodes.remove(&uuid);
+                self.docs.remove(&uuid);
+            }
+            Record::Agent { index, slot } => {
+                self.agents.insert(index, slot);
+            }
+            Record::AgentGone { uuid } => {
+                self.agents.retain(|_, a| a.uuid != uuid);
+            }
+            Record::Document { uuid, content } => {
+                self.docs.insert(uuid, content);
+            }
+            Record::Gap { from, missed } => {
+                self.missed += missed;
+                self.next_seq = self.next_seq.max(from + missed);
+            }
+            Record::SnapshotEnd { covers_seq, .. } => {
+                self.next_seq = self.next_seq.max(covers_seq);
+            }
+        }
+    }
+
+    /// Writes the state into `seg` (made with `Segment::create_for_restore`) and opens it.
+    pub fn materialize(&self, seg: &Segment) -> Result<RestoreStats, String> {
+        // A slot index claimed by two UUIDs: the higher generation is the later tenant
+        // (generations only grow); the other was deleted after its image was taken.
+        let mut by_slot: HashMap<u32, (u32, &NodeRecord)> = HashMap::new();
+        for (index, generation, rec) in self.nodes.values() {
+            match by_slot.get(index) {
+                Some((g, _)) if *g >= *generation => {}
+                _ => {
+                    by_slot.insert(*index, (*generation, rec));
+                }
+            }
+        }
+        for (index, (generation, rec)) in &by_slot {
+            seg.restore_node(*index, *generation, rec).map_err(|e| format!("node in slot {index}: {e}"))?;
+        }
+        for (index, slot) in &self.agents {
+            seg.restore_agent(*index, slot).map_err(|e| format!("agent in slot {index}: {e}"))?;
+        }
+        let events: Vec<EventRecord> = self.events.iter().copied().collect();
+        seg.restore_events(&events, self.next_seq).map_err(|e| format!("events: {e}"))?;
+        // Later stamps must order after everything restored, even if the wall clock
+        // stepped back across the restart.
+        let newest =
+            self.nodes.values().map(|(_, _, r)| r.updated).chain(self.events.iter().map(|e| e.hlc)).max().unwrap_or(0);
+        seg.observe(worknode::Hlc(newest));
+        seg.finish_restore().map_err(|e| format!("finishing the restore: {e}"))
+    }
+}
