@@ -442,9 +442,18 @@ impl SegmentGuard {
         lock_path(&self.name)
     }
 
+    /// The journal directory daemons spawned through this guard use (removed on drop).
+    pub fn data_dir(&self) -> PathBuf {
+        std::env::temp_dir().join("worknode-tests").join(&self.name)
+    }
+
     /// Spawns `cmd` as a [`Proc`] and remembers its identity (pid and start time) so
     /// that dropping the guard kills it if it still runs.
-    pub fn spawn(&self, cmd: Command, label: &str) -> Proc {
+    pub fn spawn(&self, mut cmd: Command, label: &str) -> Proc {
+        // A daemon journals into this guard's own data directory, removed on drop.
+        if std::env::var_os("WORKNODE_DATA_DIR").is_none() {
+            cmd.env("WORKNODE_DATA_DIR", self.data_dir());
+        }
         let p = Proc::spawn(cmd, label);
         // The child is not reaped yet, so its pid still names it.
         let start = worknode::process_start_ticks(p.pid()).unwrap_or(0);
@@ -481,6 +490,7 @@ impl Drop for SegmentGuard {
         }
         let _ = Segment::unlink(&self.name);
         let _ = std::fs::remove_file(self.lock_path());
+        let _ = std::fs::remove_dir_all(self.data_dir());
     }
 }
 
