@@ -161,10 +161,10 @@ pub struct DocumentInfo {
 
 /// A blob allocated and written, not yet attached to a node.
 #[derive(Clone, Copy, Debug)]
-struct Blob {
-    raw: u64,
-    len: u32,
-    crc: u32,
+pub(crate) struct Blob {
+    pub(crate) raw: u64,
+    pub(crate) len: u32,
+    pub(crate) crc: u32,
 }
 
 /// Why one copy attempt failed.
@@ -320,7 +320,7 @@ impl Segment {
 
     /// Allocates a blob holding `bytes` (none for empty content). On failure every chunk
     /// taken is given back.
-    fn alloc_blob(&self, bytes: &[u8]) -> Result<Blob, DocError> {
+    pub(crate) fn alloc_blob(&self, bytes: &[u8]) -> Result<Blob, DocError> {
         let crc = crc32c::crc32c(bytes);
         let len = u32::try_from(bytes.len())
             .map_err(|_| DocError::TooLarge { len: bytes.len(), max: self.max_document_len() })?;

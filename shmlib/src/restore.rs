@@ -47,16 +47,40 @@ impl Segment {
         if generation == 0 {
             return Err(PoolError::Corrupt { what: "restored node has generation 0" });
         }
-        let words: [u64; RECORD_WORDS] = bytemuck::cast(*rec);
+        // Blob handles of the old segment mean nothing here: contents are re-attached
+        // with `restore_document`.
+        let mut rec = *rec;
+        rec.doc_blob = 0;
+        rec.doc_len = 0;
+        rec.doc_crc = 0;
+        rec.set_slot = 0;
+        let words: [u64; RECORD_WORDS] = bytemuck::cast(rec);
         s.seq().store(0, Ordering::Relaxed);
         store_words(s.copies()[0], &words);
         let id = uuid_words(&rec.uuid);
         s.uuid_words()[0].store(id[0], Ordering::Relaxed);
         s.uuid_words()[1].store(id[1], Ordering::Relaxed);
-        s.summary().store(summary_of(rec), Ordering::Relaxed);
+        s.summary().store(summary_of(&rec), Ordering::Relaxed);
         s.created().store(rec.created, Ordering::Relaxed);
         s.lock().store(0, Ordering::Relaxed);
         s.gen_state().store(pack(generation, slot::LIVE), Ordering::Release);
+        Ok(())
+    }
+
+    /// Re-attaches a document's content to the node restored in slot `index` (restore
+    /// only; after [`Segment::restore_node`]).
+    pub fn restore_document(&self, index: u32, bytes: &[u8]) -> Result<(), crate::DocError> {
+        self.require_restoring()?;
+        let s = self.slot(index).ok_or(PoolError::Corrupt { what: "restored document index outside the pool" })?;
+        let blob = self.alloc_blob(bytes)?;
+        let mut words = [0u64; RECORD_WORDS];
+        crate::seqlock::read_locked(s.seq(), s.copies(), &mut words);
+        let mut rec: NodeRecord = bytemuck::cast(words);
+        rec.doc_blob = blob.raw;
+        rec.doc_len = blob.len;
+        rec.doc_crc = blob.crc;
+        let words: [u64; RECORD_WORDS] = bytemuck::cast(rec);
+        crate::seqlock::write_locked(s.seq(), s.copies(), &words);
         Ok(())
     }
 

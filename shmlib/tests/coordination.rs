@@ -36,8 +36,15 @@ fn exactly_one_of_many_racing_claimants_wins() {
     let seg = segment("race");
     let t = task(&seg, "t", 0);
     let agents: Vec<_> = (0..8).map(|i| seg.join(&format!("a{i}"), "worker").unwrap()).collect();
-    let wins: Vec<Result<Claim, TaskError>> =
-        std::thread::scope(|s| agents.iter().map(|a| s.spawn(|| seg.claim(t, *a, LEASE))).collect::<Vec<_>>().into_iter().map(|h| h.join().unwrap()).collect());
+    let wins: Vec<Result<Claim, TaskError>> = std::thread::scope(|s| {
+        agents
+            .iter()
+            .map(|a| s.spawn(|| seg.claim(t, *a, LEASE)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
     assert_eq!(wins.iter().filter(|r| r.is_ok()).count(), 1);
     for r in wins.iter().filter(|r| r.is_err()) {
         assert!(matches!(r, Err(TaskError::AlreadyClaimed { .. })), "{r:?}");
@@ -162,7 +169,9 @@ fn queries_are_bounded_and_rollups_add_up() {
     let proj = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "web")).unwrap();
     let mut tasks = Vec::new();
     for i in 0..10u8 {
-        let t = seg.add(proj, &NewNode::new(NodeKind::Task, &format!("t{i}")).status(Status::Ready).value(10.0 * i as f64)).unwrap();
+        let t = seg
+            .add(proj, &NewNode::new(NodeKind::Task, &format!("t{i}")).status(Status::Ready).value(10.0 * i as f64))
+            .unwrap();
         tasks.push(t);
     }
     seg.add(seg.root(), &NewNode::new(NodeKind::Task, "outside").status(Status::Ready)).unwrap();
@@ -173,7 +182,12 @@ fn queries_are_bounded_and_rollups_add_up() {
     seg.update(tasks[9], |n| n.set_status(Status::Cancelled)).unwrap();
 
     let mut out = Vec::new();
-    let q = worknode::Query { under: Some(proj), kind: Some(NodeKind::Task), status: Some(Status::Complete), ..Default::default() };
+    let q = worknode::Query {
+        under: Some(proj),
+        kind: Some(NodeKind::Task),
+        status: Some(Status::Complete),
+        ..Default::default()
+    };
     let stats = seg.query(&q, &mut out).unwrap();
     assert_eq!(out.len(), 4);
     assert!(!stats.limited && !stats.budget_exhausted);

@@ -43,12 +43,22 @@ pub struct Config {
 /// Records describing the segment's current state (a snapshot's content).
 pub fn capture(seg: &Segment) -> Result<Vec<Record>, String> {
     let mut records = Vec::new();
+    let mut docs = Vec::new();
     seg.for_each_node(|n| {
         let h = n.handle();
         records.push(Record::Node { index: h.index, generation: h.generation, rec: Box::new(*n.record()) });
+        if n.record().doc_len > 0 {
+            docs.push((h, n.uuid()));
+        }
         true
     })
     .map_err(|e| format!("reading nodes: {e}"))?;
+    for (h, uuid) in docs {
+        let mut content = Vec::new();
+        if seg.get_document(h, &mut content).is_ok() {
+            records.push(Record::Document { uuid: *uuid.as_bytes(), content });
+        }
+    }
     seg.for_each_agent_slot(|index, slot| records.push(Record::Agent { index, slot: Box::new(*slot) }));
     Ok(records)
 }
@@ -77,7 +87,13 @@ fn journal_event(seg: &Segment, e: &worknode::Event, buf: &mut Vec<u8>) {
     match seg.lookup(uuid).and_then(|h| seg.read(h)) {
         Ok(n) => {
             let h = n.handle();
-            format::encode(buf, &Record::Node { index: h.index, generation: h.generation, rec: Box::new(*n.record()) })
+            format::encode(buf, &Record::Node { index: h.index, generation: h.generation, rec: Box::new(*n.record()) });
+            if n.record().doc_len > 0 {
+                let mut content = Vec::new();
+                if seg.get_document(h, &mut content).is_ok() {
+                    format::encode(buf, &Record::Document { uuid: *uuid.as_bytes(), content });
+                }
+            }
         }
         Err(_) => format::encode(buf, &Record::NodeGone { uuid: *uuid.as_bytes() }),
     }

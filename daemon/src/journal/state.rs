@@ -89,6 +89,13 @@ impl State {
         for (index, (generation, rec)) in &by_slot {
             seg.restore_node(*index, *generation, rec).map_err(|e| format!("node in slot {index}: {e}"))?;
         }
+        for (uuid, content) in &self.docs {
+            if let Some((index, generation, _)) = self.nodes.get(uuid) {
+                if by_slot.get(index).is_some_and(|(g, _)| g == generation) {
+                    seg.restore_document(*index, content).map_err(|e| format!("document in slot {index}: {e}"))?;
+                }
+            }
+        }
         for (index, slot) in &self.agents {
             seg.restore_agent(*index, slot).map_err(|e| format!("agent in slot {index}: {e}"))?;
         }
