@@ -363,6 +363,11 @@ fn serve(seg: &Segment, signals: &SignalFd, journal: Option<&dyn Finished>) -> R
             }
             if tick % 50 == 0 {
                 seg.reap_dead_sessions();
+                match seg.repair_dead_holders() {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("worknoded: repaired {n} node slot(s) left locked by processes that died"),
+                    Err(e) => eprintln!("worknoded: repair scan failed: {e}"),
+                }
             }
         }
         if sig_ready {

@@ -336,6 +336,59 @@ impl Segment {
         appended.map(|_| handle)
     }
 
+    /// Finds node slots whose writer lock is held by a process that no longer exists,
+    /// takes each lock over (which repairs the record's sequence word and, if needed,
+    /// its child list) and finishes or undoes what the dead process left:
+    /// * a slot still *reserved* (its creator died before it went live) is freed;
+    /// * a live node missing from the id index or from its parent's child list (its
+    ///   creator died between those steps) is indexed and linked.
+    ///
+    /// The daemon runs this periodically; any read-write process may. O(pool).
+    pub fn repair_dead_holders(&self) -> Result<u64, PoolError> {
+        self.require_writable()?;
+        let mut repaired = 0;
+        for i in 0..self.caps.nodes {
+            let Some(s) = self.slot(i) else { break };
+            let holder = s.lock().load(Ordering::Acquire);
+            if holder == 0 || OwnerTag(holder).is_alive() {
+                continue;
+            }
+            let guard = match self.lock_slot(i, s) {
+                Ok(g) => g,
+                Err(_) => continue,
+            };
+            repaired += 1;
+            let gs = s.gen_state().load(Ordering::Acquire);
+            match state_of(gs) {
+                slot::RESERVED => {
+                    s.gen_state().store(pack(next_generation(gen_of(gs)), slot::FREE), Ordering::Release);
+                    drop(guard);
+                    freelist::push(self.free_head(), i, s.next_free()).map_err(freelist_error)?;
+                }
+                slot::LIVE => {
+                    let h = Handle { index: i, generation: gen_of(gs) };
+                    let mut words = [0u64; RECORD_WORDS];
+                    seqlock::read_locked(s.seq(), s.copies(), &mut words);
+                    let rec: NodeRecord = bytemuck::cast(words);
+                    if self.lookup(Uuid::from_bytes(rec.uuid)) != Ok(h) {
+                        if let Ok(idx) = self.index() {
+                            if idx.insert(&rec.uuid, i).is_ok() {
+                                self.hdr(hdr::INDEX_USED).fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    drop(guard);
+                    if let Some(p) = Handle::from_raw(rec.parent) {
+                        // Links only if not linked yet (see `link_under`).
+                        let _ = self.link_under(p, i, s);
+                    }
+                }
+                _ => drop(guard),
+            }
+        }
+        Ok(repaired)
+    }
+
     fn unindex(&self, uuid: &[u8; 16], index: u32) {
         if let Ok(idx) = self.index() {
             if idx.remove(uuid, index) {
@@ -402,6 +455,9 @@ impl Segment {
             None => ps.last_child().store(prev.map_or(0, link), Ordering::Relaxed),
         }
         ps.child_count().fetch_sub(1, Ordering::Relaxed);
+        // An unlinked node has no siblings (`link_under` relies on it).
+        child.prev_sibling().store(0, Ordering::Relaxed);
+        child.next_sibling().store(0, Ordering::Relaxed);
         end_change(ps.child_seq(), q);
         Ok(())
     }
@@ -761,4 +817,65 @@ fn begin_change(seq: &AtomicU64) -> u64 {
 
 fn end_change(seq: &AtomicU64, q: u64) {
     seq.store(q + 2, Ordering::Release);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::Capacities;
+
+    struct Seg(Segment);
+    impl Drop for Seg {
+        fn drop(&mut self) {
+            let _ = Segment::unlink(self.0.name());
+        }
+    }
+
+    fn segment(tag: &str) -> Seg {
+        let name = format!("wn-pool-unit-{}-{tag}", std::process::id());
+        let _ = Segment::unlink(&name);
+        let caps = Capacities { nodes: 32, events: 256, agents: 2, blob_chunks: 1, sets: 1, ..Capacities::default() };
+        Seg(Segment::create(&name, &caps, 0o600).unwrap())
+    }
+
+    /// A tag no process has: pid 1 with a start time that is not init's.
+    fn dead_tag() -> u64 {
+        let init = OwnerTag::new(1, crate::sys::process_start_ticks(1).unwrap_or(0));
+        OwnerTag::new(1, init.start_ticks() + 12345).0
+    }
+
+    #[test]
+    fn a_slot_reserved_by_a_dead_creator_is_freed_by_the_repair_scan() {
+        let s = segment("reserved");
+        let seg = &s.0;
+        let free_before = seg.free_slots().unwrap();
+        let i = freelist::pop(seg.free_head(), |i| seg.slot(i).map(|s| s.next_free())).unwrap().unwrap();
+        let slot = seg.slot(i).unwrap();
+        let g = gen_of(slot.gen_state().load(Ordering::Relaxed));
+        slot.gen_state().store(pack(g, slot::RESERVED), Ordering::Relaxed);
+        slot.lock().store(dead_tag(), Ordering::Relaxed);
+        assert_eq!(seg.free_slots().unwrap(), free_before - 1);
+        assert_eq!(seg.repair_dead_holders().unwrap(), 1);
+        assert_eq!(seg.free_slots().unwrap(), free_before);
+        assert_eq!(gen_of(slot.gen_state().load(Ordering::Relaxed)), g + 1);
+    }
+
+    #[test]
+    fn a_live_node_left_unindexed_and_unlinked_is_finished_by_the_repair_scan() {
+        let s = segment("live");
+        let seg = &s.0;
+        let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "half-made")).unwrap();
+        let uuid = seg.read(h).unwrap().uuid();
+        // Undo the index entry and the link, as if the creator died right after going live.
+        seg.unindex(uuid.as_bytes(), h.index);
+        let root = seg.slot(0).unwrap();
+        seg.unlink_from(root, h.index, seg.slot(h.index).unwrap()).unwrap();
+        seg.slot(h.index).unwrap().lock().store(dead_tag(), Ordering::Relaxed);
+        assert_eq!(seg.lookup(uuid), Err(PoolError::NotFound));
+        assert_eq!(seg.repair_dead_holders().unwrap(), 1);
+        assert_eq!(seg.lookup(uuid), Ok(h));
+        let mut kids = Vec::new();
+        seg.children(seg.root(), &mut kids).unwrap();
+        assert_eq!(kids.iter().filter(|k| **k == h).count(), 1);
+    }
 }
