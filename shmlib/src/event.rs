@@ -67,6 +67,14 @@ kinds! {
     AGENT_LEFT = 21 => "agent_left",
     /// An agent died and was reaped.
     AGENT_LOST = 22 => "agent_lost",
+    /// An element was added to a node's set.
+    SET_ADDED = 30 => "set_added",
+    /// An element was removed from a node's set.
+    SET_REMOVED = 31 => "set_removed",
+    /// A remote set state was merged into a node's set.
+    SET_MERGED = 32 => "set_merged",
+    /// A node's set dropped its tombstones.
+    SET_COMPACTED = 33 => "set_compacted",
 }
 
 impl EventKind {

@@ -669,7 +669,47 @@ impl Segment {
         let tag = self.now().0;
         publish_entry(e, claimed, element, tag, self.me.pid() as u64, LIVE)?;
         self.set_still_attached(&set)?;
+        self.set_event(node, EventKind::SET_ADDED, element, tag)?;
         Ok(tag)
+    }
+
+    /// Appends a set event (`{"element":E,"tag":T}`) about `node`.
+    fn set_event(&self, node: Handle, kind: EventKind, element: u64, tag: u64) -> Result<(), SetError> {
+        use std::io::Write;
+        let n = self.read(node)?;
+        let mut buf = [0u8; 64];
+        let mut cur = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cur, "{{\"element\":{element},\"tag\":{tag}}}");
+        let len = cur.position() as usize;
+        self.append(&crate::NewEvent::new(kind).node(n.uuid(), n.version()).payload(&buf[..len]))
+            .map(|_| ())
+            .map_err(|e| SetError::Pool(PoolError::EventNotAppended(e)))
+    }
+
+    /// Writes a whole set into the node restored in slot `index` (restore only: the
+    /// daemon's recovery). Emits nothing.
+    pub fn restore_set(&self, index: u32, state: &OrSetState) -> Result<(), SetError> {
+        self.require_restoring()?;
+        if state.is_empty() {
+            return Ok(());
+        }
+        let slot_index = freelist::pop(self.set_free_head(), |i| self.set_view(i).map(|v| v.next_free()))
+            .map_err(freelist_error)?
+            .ok_or(SetError::NoSetSlots { capacity: self.caps.sets })?;
+        let view = self.set_view(slot_index).ok_or(SetError::Corrupt)?;
+        let generation = gen_of(view.gen_state().load(Ordering::Acquire));
+        let node = self.restored_handle(index)?;
+        view.node().store(node.to_raw(), Ordering::Relaxed);
+        view.gen_state().store(pack(generation, slot::LIVE), Ordering::Release);
+        self.hdr(hdr::SETS_USED).fetch_add(1, Ordering::Relaxed);
+        self.restore_record_field(index, |rec| rec.set_slot = slot_index + 1)?;
+        let set = Attached { generation, view };
+        for &(element, tag) in state.adds.iter().chain(state.tombstones.iter().filter(|p| !state.adds.contains(p))) {
+            let kind = if state.is_tombstoned(element, tag) { REMOVED } else { LIVE };
+            let (e, claimed) = self.set_claim_entry(&set)?;
+            publish_entry(e, claimed, element, tag, 0, kind)?;
+        }
+        Ok(())
     }
 
     /// Removes `element` from `node`'s set: tombstones every pair of it present now (the
@@ -690,6 +730,9 @@ impl Segment {
             }
         }
         self.set_still_attached(&set)?;
+        if removed > 0 {
+            self.set_event(node, EventKind::SET_REMOVED, element, 0)?;
+        }
         Ok(removed)
     }
 
@@ -757,7 +800,8 @@ impl Segment {
             let (e, claimed) = self.set_claim_entry(&set)?;
             publish_entry(e, claimed, element, tag, 0, kind)?;
         }
-        self.set_still_attached(&set)
+        self.set_still_attached(&set)?;
+        self.set_event(node, EventKind::SET_MERGED, 0, 0)
     }
 
     /// Turns the removed entries of `node`'s set back into empty ones and returns how
@@ -787,6 +831,9 @@ impl Segment {
                     freed += 1;
                 }
             }
+        }
+        if freed > 0 {
+            self.set_event(node, EventKind::SET_COMPACTED, 0, 0)?;
         }
         Ok(freed)
     }

@@ -32,7 +32,30 @@ pub struct RestoreStats {
 }
 
 impl Segment {
-    fn require_restoring(&self) -> Result<(), PoolError> {
+    /// The handle of the node restored in slot `index`.
+    pub(crate) fn restored_handle(&self, index: u32) -> Result<Handle, PoolError> {
+        let s = self.slot(index).ok_or(PoolError::Corrupt { what: "restored index outside the pool" })?;
+        let gs = s.gen_state().load(Ordering::Acquire);
+        if state_of(gs) != slot::LIVE {
+            return Err(PoolError::Corrupt { what: "slot not restored" });
+        }
+        Ok(Handle { index, generation: gen_of(gs) })
+    }
+
+    /// Changes one field of a restored record in place (restore only).
+    pub(crate) fn restore_record_field(&self, index: u32, f: impl FnOnce(&mut NodeRecord)) -> Result<(), PoolError> {
+        self.require_restoring()?;
+        let s = self.slot(index).ok_or(PoolError::Corrupt { what: "restored index outside the pool" })?;
+        let mut words = [0u64; RECORD_WORDS];
+        crate::seqlock::read_locked(s.seq(), s.copies(), &mut words);
+        let mut rec: NodeRecord = bytemuck::cast(words);
+        f(&mut rec);
+        let words: [u64; RECORD_WORDS] = bytemuck::cast(rec);
+        crate::seqlock::write_locked(s.seq(), s.copies(), &words);
+        Ok(())
+    }
+
+    pub(crate) fn require_restoring(&self) -> Result<(), PoolError> {
         if self.state() == SegmentState::Initializing && self.map.writable() {
             Ok(())
         } else {
@@ -72,15 +95,13 @@ impl Segment {
     pub fn restore_document(&self, index: u32, bytes: &[u8]) -> Result<(), crate::DocError> {
         self.require_restoring()?;
         let s = self.slot(index).ok_or(PoolError::Corrupt { what: "restored document index outside the pool" })?;
+        let _ = s;
         let blob = self.alloc_blob(bytes)?;
-        let mut words = [0u64; RECORD_WORDS];
-        crate::seqlock::read_locked(s.seq(), s.copies(), &mut words);
-        let mut rec: NodeRecord = bytemuck::cast(words);
-        rec.doc_blob = blob.raw;
-        rec.doc_len = blob.len;
-        rec.doc_crc = blob.crc;
-        let words: [u64; RECORD_WORDS] = bytemuck::cast(rec);
-        crate::seqlock::write_locked(s.seq(), s.copies(), &words);
+        self.restore_record_field(index, |rec| {
+            rec.doc_blob = blob.raw;
+            rec.doc_len = blob.len;
+            rec.doc_crc = blob.crc;
+        })?;
         Ok(())
     }
 

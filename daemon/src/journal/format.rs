@@ -46,6 +46,9 @@ pub enum Kind {
     Gap = 7,
     /// End of a snapshot: `covers_seq u64 | records u64`.
     SnapshotEnd = 8,
+    /// A node's whole observed-remove set: `uuid[16] | adds u32 | tombstones u32 |
+    /// (element u64, tag u64) × (adds + tombstones)`.
+    Set = 9,
 }
 
 impl Kind {
@@ -59,6 +62,7 @@ impl Kind {
             6 => Kind::Document,
             7 => Kind::Gap,
             8 => Kind::SnapshotEnd,
+            9 => Kind::Set,
             _ => return None,
         })
     }
@@ -83,6 +87,8 @@ pub enum Record {
     Gap { from: u64, missed: u64 },
     /// See [`Kind::SnapshotEnd`].
     SnapshotEnd { covers_seq: u64, records: u64 },
+    /// See [`Kind::Set`].
+    Set { uuid: [u8; 16], adds: Vec<(u64, u64)>, tombstones: Vec<(u64, u64)> },
 }
 
 /// Appends a file header to `out`.
@@ -137,6 +143,16 @@ pub fn encode(out: &mut Vec<u8>, r: &Record) {
             out.extend_from_slice(&records.to_le_bytes());
             Kind::SnapshotEnd
         }
+        Record::Set { uuid, adds, tombstones } => {
+            out.extend_from_slice(uuid);
+            out.extend_from_slice(&(adds.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(tombstones.len() as u32).to_le_bytes());
+            for (e, t) in adds.iter().chain(tombstones) {
+                out.extend_from_slice(&e.to_le_bytes());
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+            Kind::Set
+        }
     };
     let body_len = out.len() - start - RECORD_OVERHEAD;
     out[start + 8] = kind as u8;
@@ -174,6 +190,18 @@ fn decode(kind: Kind, b: &[u8]) -> Option<Record> {
         Kind::Document => Record::Document { uuid: b.get(0..16)?.try_into().ok()?, content: b[16..].to_vec() },
         Kind::Gap => Record::Gap { from: u64_at(b, 0)?, missed: u64_at(b, 8)? },
         Kind::SnapshotEnd => Record::SnapshotEnd { covers_seq: u64_at(b, 0)?, records: u64_at(b, 8)? },
+        Kind::Set => {
+            let (na, nt) = (u32_at(b, 16)? as usize, u32_at(b, 20)? as usize);
+            if b.len() != 24 + 16 * (na + nt) {
+                return None;
+            }
+            let pair = |i: usize| Some((u64_at(b, 24 + 16 * i)?, u64_at(b, 32 + 16 * i)?));
+            Record::Set {
+                uuid: b.get(0..16)?.try_into().ok()?,
+                adds: (0..na).map(pair).collect::<Option<_>>()?,
+                tombstones: (na..na + nt).map(pair).collect::<Option<_>>()?,
+            }
+        }
     })
 }
 

@@ -15,6 +15,8 @@ pub struct State {
     pub agents: BTreeMap<u16, Box<AgentSlot>>,
     /// Document contents by node UUID.
     pub docs: HashMap<[u8; 16], Vec<u8>>,
+    /// Observed-remove sets by node UUID.
+    pub sets: HashMap<[u8; 16], worknode::OrSetState>,
     /// The newest events (at most the ring's capacity).
     pub events: VecDeque<EventRecord>,
     /// How many events to keep.
@@ -53,6 +55,7 @@ impl State {
             Record::NodeGone { uuid } => {
                 self.nodes.remove(&uuid);
                 self.docs.remove(&uuid);
+                self.sets.remove(&uuid);
             }
             Record::Agent { index, slot } => {
                 self.agents.insert(index, slot);
@@ -69,6 +72,9 @@ impl State {
             }
             Record::SnapshotEnd { covers_seq, .. } => {
                 self.next_seq = self.next_seq.max(covers_seq);
+            }
+            Record::Set { uuid, adds, tombstones } => {
+                self.sets.insert(uuid, worknode::OrSetState::from_parts(adds, tombstones));
             }
         }
     }
@@ -93,6 +99,13 @@ impl State {
             if let Some((index, generation, _)) = self.nodes.get(uuid) {
                 if by_slot.get(index).is_some_and(|(g, _)| g == generation) {
                     seg.restore_document(*index, content).map_err(|e| format!("document in slot {index}: {e}"))?;
+                }
+            }
+        }
+        for (uuid, set) in &self.sets {
+            if let Some((index, generation, _)) = self.nodes.get(uuid) {
+                if by_slot.get(index).is_some_and(|(g, _)| g == generation) {
+                    seg.restore_set(*index, set).map_err(|e| format!("set of the node in slot {index}: {e}"))?;
                 }
             }
         }
