@@ -53,20 +53,31 @@ fn read(c: &mut Criterion) {
         })
     });
 
-    let src: Box<[u64; 64]> = Box::new(std::array::from_fn(|i| i as u64 * 0x0101_0101));
-    g.bench_function("memcpy_512", |b| {
+    // The copy into a reused buffer, as a reader in a loop would do it.
+    let mut reused = seg.read(h).expect("read");
+    g.bench_function("read_into", |b| {
         b.iter(|| {
-            // A by-value copy: no zeroing of `dst` first, just the 512-byte memcpy.
-            let dst: [u64; 64] = **black_box(&src);
+            seg.read_into(black_box(h), &mut reused).expect("read_into");
+            black_box(&reused);
+        })
+    });
+
+    // Baselines of the same size as one record copy.
+    const WORDS: usize = worknode::layout::RECORD_WORDS;
+    let src: Box<[u64; WORDS]> = Box::new(std::array::from_fn(|i| i as u64 * 0x0101_0101));
+    g.bench_function("memcpy_record", |b| {
+        b.iter(|| {
+            // A by-value copy: no zeroing of `dst` first, just the memcpy.
+            let dst: [u64; WORDS] = **black_box(&src);
             black_box(&dst);
         })
     });
 
-    let atomic_src: Box<[AtomicU64; 64]> = Box::new(std::array::from_fn(|i| AtomicU64::new(i as u64)));
-    g.bench_function("read_atomic_words_512", |b| {
+    let atomic_src: Box<[AtomicU64; WORDS]> = Box::new(std::array::from_fn(|i| AtomicU64::new(i as u64)));
+    g.bench_function("read_atomic_words_record", |b| {
         b.iter(|| {
             // Measured faster here than `array::from_fn` or writing into `MaybeUninit`.
-            let mut dst = [0u64; 64];
+            let mut dst = [0u64; WORDS];
             for (d, s) in dst.iter_mut().zip(black_box(&atomic_src[..])) {
                 *d = s.load(Ordering::Relaxed);
             }

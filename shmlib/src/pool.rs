@@ -80,6 +80,15 @@ impl<'a> Slot<'a> {
         let r = slot::RECORDS / 8;
         [&self.w[r..r + RECORD_WORDS], &self.w[r + RECORD_WORDS..r + 2 * RECORD_WORDS]]
     }
+    /// The two copies as fixed-size arrays, so copies of them unroll.
+    fn copies_array(&self) -> [&'a [AtomicU64; RECORD_WORDS]; 2] {
+        let [a, b] = self.copies();
+        // Both slices are exactly RECORD_WORDS long (see `copies`).
+        [
+            a.try_into().expect("invariant: a record copy is RECORD_WORDS words"),
+            b.try_into().expect("invariant: a record copy is RECORD_WORDS words"),
+        ]
+    }
     pub(crate) fn summary(&self) -> &'a AtomicU64 {
         self.word(slot::SUMMARY)
     }
@@ -504,14 +513,24 @@ impl Segment {
 
     /// Copies a node out of the segment: a consistent snapshot, no lock taken.
     pub fn read(&self, h: Handle) -> Result<Node, PoolError> {
+        let mut node = Node { handle: h, rec: bytemuck::Zeroable::zeroed() };
+        self.read_into(h, &mut node)?;
+        Ok(node)
+    }
+
+    /// Like [`Segment::read`], but copies into `out` (a reused buffer): the copy goes
+    /// straight from shared memory into it, with no intermediate buffer. On error the
+    /// contents of `out` are unspecified (a failed attempt may leave a torn copy).
+    pub fn read_into(&self, h: Handle, out: &mut Node) -> Result<(), PoolError> {
         let s = self.live_slot(h)?;
-        let mut words = [0u64; RECORD_WORDS];
-        seqlock::read(s.seq(), s.copies(), &mut words).ok_or(PoolError::Contended)?;
+        let words: &mut [u64; RECORD_WORDS] = bytemuck::cast_mut(&mut out.rec);
+        seqlock::read_array(s.seq(), s.copies_array(), words).ok_or(PoolError::Contended)?;
         // The slot may have been freed while we copied: the generation tells.
         if s.gen_state().load(Ordering::Acquire) != pack(h.generation, slot::LIVE) {
             return Err(PoolError::StaleHandle);
         }
-        Ok(Node { handle: h, rec: bytemuck::cast(words) })
+        out.handle = h;
+        Ok(())
     }
 
     /// Finds a node by UUID without taking a lock.

@@ -80,6 +80,23 @@ pub fn read(seq: &AtomicU64, copies: [&[AtomicU64]; 2], out: &mut [u64]) -> Opti
     None
 }
 
+/// [`read`] for fixed-size records: the copy loop is unrolled and writes straight
+/// into the caller's buffer.
+pub fn read_array<const N: usize>(seq: &AtomicU64, copies: [&[AtomicU64; N]; 2], out: &mut [u64; N]) -> Option<u64> {
+    let backoff = Backoff::new();
+    for _ in 0..READ_ATTEMPTS {
+        let q = seq.load(Ordering::Acquire);
+        crate::sync::load_array(copies[active_copy(q)], out);
+        fence(Ordering::Acquire);
+        let q2 = seq.load(Ordering::Relaxed);
+        if q2.wrapping_sub(q & !1) <= 2 {
+            return Some(q);
+        }
+        snooze(&backoff);
+    }
+    None
+}
+
 /// Why a writer could not take a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockBusy {

@@ -90,6 +90,14 @@ pub(crate) fn load_words(src: &[AtomicU64], dst: &mut [u64]) {
     }
 }
 
+/// [`load_words`] for fixed-size arrays (the compiler unrolls it).
+#[inline]
+pub(crate) fn load_array<const N: usize>(src: &[AtomicU64; N], dst: &mut [u64; N]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.load(Ordering::Relaxed);
+    }
+}
+
 /// Copies `src` into `dst` with relaxed word stores. `src.len()` must equal `dst.len()`.
 pub(crate) fn store_words(dst: &[AtomicU64], src: &[u64]) {
     debug_assert_eq!(src.len(), dst.len());
