@@ -266,6 +266,15 @@ fn run(args: &Args) -> Result<(), Failure> {
         }
     };
     let Opened { seg, how, journal_from, needs_snapshot } = opened;
+    // Listen before saying "ready": an agent that opens a session right after the ready
+    // line must find the socket.
+    let sessions = match sessions::Sessions::listen(seg.name(), seg.capacities().agents as usize) {
+        Ok(s) => s,
+        Err(e) => {
+            lock.remove_file();
+            return Err(fail(format!("cannot listen for agent sessions: {e}; is another daemon of this segment name running in another mount namespace?")));
+        }
+    };
     if needs_snapshot && journal_cfg.is_some() {
         seg.request_snapshot();
     }
@@ -291,7 +300,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             let (seg, stop) = (&seg, &stop);
             scope.spawn(move || journal::run(seg, cfg, journal_from, stop))
         });
-        let served = serve(&seg, &signals, journal.as_ref().map(|j| j as &dyn Finished));
+        let served = serve(&seg, &signals, sessions, journal.as_ref().map(|j| j as &dyn Finished));
         stop.store(true, std::sync::atomic::Ordering::Release);
         let journaled = journal.map(|j| j.join().unwrap_or_else(|_| Err("the journal thread panicked".into())));
         (served, journaled)
@@ -325,10 +334,13 @@ fn run(args: &Args) -> Result<(), Failure> {
 ///   died is marked abandoned within the bound even when every reader is read-only;
 /// * releases claims whose lease lapsed (every 100 ms), and reaps agents whose session
 ///   process is gone but never connected (every second).
-fn serve(seg: &Segment, signals: &SignalFd, journal: Option<&dyn Finished>) -> Result<Signal, Failure> {
+fn serve(
+    seg: &Segment,
+    signals: &SignalFd,
+    mut sessions: sessions::Sessions,
+    journal: Option<&dyn Finished>,
+) -> Result<Signal, Failure> {
     let mut follower = seg.reader(worknode::Start::Now);
-    let mut sessions = sessions::Sessions::listen(seg.name(), seg.capacities().agents as usize)
-        .map_err(|e| fail(format!("cannot listen for agent sessions: {e}")))?;
     let mut tick: u64 = 0;
     let mut last_tick = std::time::Instant::now();
     loop {
