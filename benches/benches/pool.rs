@@ -3,10 +3,11 @@
 //! Every group works on its own private segment (see [`TempSegment`]), unlinked when the
 //! group ends or panics. Groups:
 //!
-//! * `read`: `Segment::read` of one node, beside the references it is judged against:
-//!   `memcpy_512` (a plain 512-byte copy, the goal being `read` ≤ 2× that) and
-//!   `read_atomic_words_512` (64 relaxed `AtomicU64` loads: the floor for a sound copy
-//!   out of memory other processes write).
+//! * `read`: `Segment::read` (by value) and `Segment::read_into` (into a reused buffer)
+//!   of one node, beside the references they are judged against: `memcpy_record` (a
+//!   plain copy of one 640-byte record, the goal being a read ≤ 2× that) and
+//!   `read_atomic_words_record` (80 relaxed `AtomicU64` loads: the floor for a sound
+//!   copy out of memory other processes write).
 //! * `update`: a one-field edit through `Segment::update` (lock, copy, write, unlock).
 //! * `create_delete`: `Segment::add` of a leaf then `Segment::delete` of it.
 //! * `lookup`: `Segment::lookup` by UUID with 10 000 live nodes, UUIDs taken round-robin.

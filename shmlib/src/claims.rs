@@ -585,6 +585,12 @@ impl Segment {
             if !maybe {
                 continue;
             }
+            // The common case (a ready, unclaimed task, no assignee or subtree filter) is
+            // decided from the slot's summary and creation stamp, without a record copy.
+            if !claimed && assignee.is_none() && filter.under.is_none() {
+                f(((summary >> 16) & 0xff) as u8, self.slot_created(i), h);
+                continue;
+            }
             let Ok(n) = self.read(h) else { continue };
             let rec = n.record();
             if rec.claim_agent != 0 && rec.lease_until_ms > now {

@@ -86,5 +86,6 @@ pub use sys::{process_start_ticks, shm_path, validate_name, OwnerTag};
 #[doc(hidden)]
 pub mod loom_api {
     pub use crate::freelist::{init, pop, push, FreeListError};
+    pub use crate::ring::{Peek, RingView, SLOT_WORDS};
     pub use crate::seqlock::{active_copy, lock, read, read_locked, repair, unlock, write_locked, LockBusy};
 }

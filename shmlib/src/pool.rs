@@ -759,6 +759,11 @@ impl Segment {
         Some((Handle { index, generation: gen_of(gs) }, s.summary().load(Ordering::Acquire)))
     }
 
+    /// The creation stamp kept in slot `index`'s control words (0 when out of range).
+    pub(crate) fn slot_created(&self, index: u32) -> u64 {
+        self.slot(index).map_or(0, |s| s.created().load(Ordering::Relaxed))
+    }
+
     /// Number of children of `h`.
     pub fn child_count(&self, h: Handle) -> Result<u64, PoolError> {
         Ok(self.live_slot(h)?.child_count().load(Ordering::Acquire))

@@ -61,7 +61,8 @@ use crossbeam_utils::Backoff;
 use std::mem::size_of;
 use std::time::{Duration, Instant};
 
-const SLOT_WORDS: usize = size_of::<crate::layout::EventSlot>() / 8;
+/// Words in one event slot: the stamp, the owner, then the event.
+pub const SLOT_WORDS: usize = size_of::<crate::layout::EventSlot>() / 8;
 const EVENT_WORDS: usize = size_of::<EventRecord>() / 8;
 const STAMP: usize = 0;
 const OWNER: usize = 1;
@@ -87,7 +88,7 @@ fn stamp_seq(st: u64) -> Option<u64> {
 }
 
 /// What a reader found in the slot of the sequence it expects.
-pub(crate) enum Peek {
+pub enum Peek {
     /// The event, consistently copied.
     Ready(EventRecord),
     /// Not published yet.
@@ -122,18 +123,61 @@ pub enum Wait {
 }
 
 /// The ring's words, bounds-checked once.
-pub(crate) struct RingView<'a> {
+pub struct RingView<'a> {
     tail: &'a AtomicU64,
     words: &'a [AtomicU64],
     mask: u64,
+    /// Loom only: the event words `append` writes and `peek` copies (see
+    /// [`RingView::with_event_words`]).
+    #[cfg(loom)]
+    event_words: usize,
+    /// Loom only: `peek`s through this view that the re-check after the copy turned into
+    /// `Lapped` (std, outside the model), so a model can assert it reached that case.
+    #[cfg(loom)]
+    lapped_while_copying: std::sync::atomic::AtomicU32,
 }
 
 impl<'a> RingView<'a> {
     /// Builds a view over `words` (capacity × slot words; capacity a power of two).
-    pub(crate) fn new(tail: &'a AtomicU64, words: &'a [AtomicU64]) -> Self {
+    pub fn new(tail: &'a AtomicU64, words: &'a [AtomicU64]) -> Self {
         let cap = (words.len() / SLOT_WORDS) as u64;
         debug_assert!(cap.is_power_of_two());
-        RingView { tail, words, mask: cap - 1 }
+        RingView {
+            tail,
+            words,
+            mask: cap - 1,
+            #[cfg(loom)]
+            event_words: EVENT_WORDS,
+            #[cfg(loom)]
+            lapped_while_copying: Default::default(),
+        }
+    }
+
+    /// Loom only: `append` writes and `peek` copies just the first `n` event words (the
+    /// rest read as zero). Loom explores, independently for every word, each store a
+    /// racing relaxed load may return, so a copy overlapping a whole overwrite has 2^22
+    /// executions; a model racing a copy with an overwrite narrows the event instead.
+    #[cfg(loom)]
+    pub fn with_event_words(mut self, n: usize) -> Self {
+        assert!(n <= EVENT_WORDS);
+        self.event_words = n;
+        self
+    }
+
+    /// Loom only: how many `peek`s through this view the re-check after the copy caught.
+    #[cfg(loom)]
+    pub fn lapped_while_copying(&self) -> u32 {
+        self.lapped_while_copying.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The event words an append writes and a peek copies: all of them, except in some
+    /// loom models.
+    #[inline(always)]
+    fn event_words(&self) -> usize {
+        #[cfg(loom)]
+        return self.event_words;
+        #[cfg(not(loom))]
+        EVENT_WORDS
     }
 
     fn capacity(&self) -> u64 {
@@ -146,7 +190,7 @@ impl<'a> RingView<'a> {
     }
 
     /// Appends `rec` (its `seq` is filled in) and returns its sequence number.
-    pub(crate) fn append(
+    pub fn append(
         &self,
         rec: &mut EventRecord,
         me: u64,
@@ -179,7 +223,8 @@ impl<'a> RingView<'a> {
             slot[STAMP].store(stamp(s, WRITING), Ordering::Relaxed);
             fence(Ordering::Release);
             rec.seq = s;
-            store_words(&slot[EVENT..EVENT + EVENT_WORDS], bytemuck::cast_slice(std::slice::from_ref(rec)));
+            let n = self.event_words();
+            store_words(&slot[EVENT..EVENT + n], &bytemuck::cast_slice(std::slice::from_ref(rec))[..n]);
             crate::failpoint::hit("ring.before_publish");
             let published = slot[STAMP]
                 .compare_exchange(stamp(s, WRITING), stamp(s, PUBLISHED), Ordering::Release, Ordering::Relaxed)
@@ -214,7 +259,7 @@ impl<'a> RingView<'a> {
     }
 
     /// Looks at sequence `s`.
-    pub(crate) fn peek(&self, s: u64) -> Peek {
+    pub fn peek(&self, s: u64) -> Peek {
         let slot = self.slot(s);
         let st = slot[STAMP].load(Ordering::Acquire);
         let Some(x) = stamp_seq(st) else { return Peek::Pending };
@@ -227,9 +272,12 @@ impl<'a> RingView<'a> {
         match st & 3 {
             PUBLISHED => {
                 let mut words = [0u64; EVENT_WORDS];
-                load_words(&slot[EVENT..EVENT + EVENT_WORDS], &mut words);
+                let n = self.event_words();
+                load_words(&slot[EVENT..EVENT + n], &mut words[..n]);
                 fence(Ordering::Acquire);
                 if slot[STAMP].load(Ordering::Relaxed) != st {
+                    #[cfg(loom)]
+                    self.lapped_while_copying.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return Peek::Lapped;
                 }
                 Peek::Ready(bytemuck::cast(words))
@@ -249,7 +297,7 @@ impl<'a> RingView<'a> {
     }
 
     /// Marks `s` abandoned if nobody live is writing it. Returns whether it did.
-    pub(crate) fn abandon_if_dead(&self, s: u64, me: u64, is_dead: impl Fn(u64) -> bool) -> bool {
+    pub fn abandon_if_dead(&self, s: u64, me: u64, is_dead: impl Fn(u64) -> bool) -> bool {
         let slot = self.slot(s);
         let owner = slot[OWNER].load(Ordering::Acquire);
         let took = if owner == 0 {
@@ -295,9 +343,15 @@ impl Segment {
         if !self.map.writable() {
             return Err(RingError::ReadOnly);
         }
-        let mut rec = ev.to_record(self.now(), self.actor(), std::process::id())?;
+        let mut rec = ev.to_record(self.now(), self.actor(), self.me.pid())?;
         let cap = self.caps.events as u64;
-        let s = self.ring().append(&mut rec, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive(), |s| self.wait_journal_room(s, cap))?;
+        let s = self.ring().append(
+            &mut rec,
+            self.me.0,
+            self.lock_wait,
+            |t| !OwnerTag(t).is_alive(),
+            |s| self.wait_journal_room(s, cap),
+        )?;
         self.notify_word().fetch_add(1, Ordering::SeqCst);
         if self.hdr(hdr::RING_WAITERS).load(Ordering::SeqCst) != 0 {
             self.hdr(hdr::RING_WAKES).fetch_add(1, Ordering::Relaxed);
