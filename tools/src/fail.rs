@@ -1,16 +1,32 @@
 //! Errors as `wn` reports them: a message, a hint, a stable code name and an exit code.
+//!
+//! Every error type of the library maps here, so a script can branch on the exit code
+//! (documented in `wn --help`) and, with `--json`, on the `code` string:
+//!
+//! | exit | meaning |
+//! |------|---------|
+//! | 0 | ok |
+//! | 1 | anything else (damaged segment, OS error, unhealthy `doctor`) |
+//! | 2 | usage: bad arguments, a node name that is ambiguous or malformed, a value over a limit |
+//! | 3 | conflict: already claimed, illegal transition, stale epoch, expired lease, not the claimant, blocked, cycle |
+//! | 4 | not found: no such segment, node or agent; nothing ready to claim |
+//! | 5 | lagged, or timed out waiting (an event, a lock held too long, the segment not ready) |
+//! | 6 | permission denied, or the segment is attached read-only |
+//! | 7 | a capacity is full (nodes, agents, blob arena, blockers, assignees, sets) |
 
+use serde_json::{json, Value};
 use std::process::ExitCode;
-use worknode::{AttachError, PoolError, RingError};
+use worknode::{AgentError, AttachError, DocError, PoolError, RingError, SetError, TaskError};
 
 /// Exit codes, as documented in `wn --help`.
 pub mod exit {
     /// Anything else.
     pub const OTHER: u8 = 1;
-    /// Already claimed, illegal transition, stale epoch, blocked.
-    #[allow(dead_code)]
+    /// Bad arguments.
+    pub const USAGE: u8 = 2;
+    /// Already claimed, illegal transition, stale epoch, blocked, cycle.
     pub const CONFLICT: u8 = 3;
-    /// No such segment or node.
+    /// No such segment, node or agent; nothing ready.
     pub const NOT_FOUND: u8 = 4;
     /// Lagged or timed out.
     pub const TIMEOUT: u8 = 5;
@@ -20,37 +36,94 @@ pub mod exit {
     pub const FULL: u8 = 7;
 }
 
+/// The exit-code table shown by `wn --help` and `wn commands`.
+pub const EXIT_CODES: [(u8, &str); 8] = [
+    (0, "ok"),
+    (1, "anything else (damaged segment, OS error, `doctor` found problems)"),
+    (2, "usage: bad arguments, an ambiguous or malformed node name, a value over a limit"),
+    (3, "conflict: already claimed, illegal transition, stale epoch, lease expired, not the claimant, blocked, cycle"),
+    (4, "not found: no such segment, node or agent; nothing ready to claim"),
+    (5, "lagged, or timed out waiting"),
+    (6, "permission denied, or the segment is read-only"),
+    (7, "capacity full: nodes, agents, blob arena, blockers, assignees"),
+];
+
 /// A failed command.
 #[derive(Debug)]
 pub struct Fail {
-    /// What went wrong, with what to do about it.
+    /// What went wrong.
     pub message: String,
+    /// What to do about it (may be empty).
+    pub hint: String,
     /// A stable machine-readable name (`segment_not_found`, `pool_full`, …).
     pub code: &'static str,
     /// The process exit code.
     pub exit: u8,
+    /// Extra machine-readable detail (candidates of an ambiguous name, …).
+    pub details: Option<Value>,
 }
 
 impl Fail {
-    /// Prints the failure to stderr (as JSON when asked) and returns the exit code.
-    pub fn report(&self, json: bool) -> ExitCode {
-        if json {
-            let (error, hint) = match self.message.split_once("; ") {
-                Some((e, h)) => (e, h),
-                None => (self.message.as_str(), ""),
-            };
-            eprintln!("{}", serde_json::json!({ "error": error, "code": self.code, "hint": hint, "exit": self.exit }));
-        } else {
-            eprintln!("wn: {}", self.message);
-        }
-        ExitCode::from(self.exit)
+    /// A failure with an explicit hint.
+    pub fn new(code: &'static str, exit: u8, message: impl Into<String>, hint: impl Into<String>) -> Fail {
+        Fail { message: message.into(), hint: hint.into(), code, exit, details: None }
     }
-}
 
-impl Fail {
+    /// A library error: its message reads "what happened; what to do", split at the first
+    /// "; " into message and hint.
+    fn lib(code: &'static str, exit: u8, e: &dyn std::fmt::Display) -> Fail {
+        let text = e.to_string();
+        match text.split_once("; ") {
+            Some((m, h)) => Fail::new(code, exit, m, h),
+            None => Fail::new(code, exit, text, ""),
+        }
+    }
+
     /// A failure with no more specific code.
     pub fn other(message: impl Into<String>) -> Fail {
-        Fail { message: message.into(), code: "error", exit: exit::OTHER }
+        Fail::new("error", exit::OTHER, message, "")
+    }
+
+    /// Bad arguments (exit 2).
+    pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Fail {
+        Fail::new("usage", exit::USAGE, message, hint)
+    }
+
+    /// Attaches machine-readable detail.
+    pub fn with_details(mut self, details: Value) -> Fail {
+        self.details = Some(details);
+        self
+    }
+
+    /// Replaces the code name.
+    pub fn with_code(mut self, code: &'static str) -> Fail {
+        self.code = code;
+        self
+    }
+
+    /// Prints the failure to stderr (as one JSON object when asked) and returns the exit
+    /// code.
+    pub fn report(&self, json: bool) -> ExitCode {
+        if json {
+            let mut v = json!({ "error": self.message, "code": self.code, "hint": self.hint, "exit": self.exit });
+            if let Some(d) = &self.details {
+                v["details"] = d.clone();
+            }
+            eprintln!("{v}");
+        } else {
+            eprintln!("wn: {}", self.message);
+            if !self.hint.is_empty() {
+                eprintln!("hint: {}", self.hint);
+            }
+            if let Some(Value::Array(c)) = self.details.as_ref().and_then(|d| d.get("candidates")) {
+                for cand in c {
+                    let uuid = cand.get("uuid").and_then(Value::as_str).unwrap_or("");
+                    let path = cand.get("path").and_then(Value::as_str).unwrap_or("");
+                    eprintln!("  {uuid}  {path}");
+                }
+            }
+        }
+        ExitCode::from(self.exit)
     }
 }
 
@@ -62,11 +135,11 @@ impl From<RingError> for Fail {
             Timeout => ("timeout", exit::TIMEOUT),
             ReadOnly => ("read_only", exit::PERMISSION),
             Busy { .. } | Contended => ("busy", exit::TIMEOUT),
-            PayloadTooLarge { .. } | TopicTooLong { .. } => ("too_large", exit::OTHER),
+            PayloadTooLarge { .. } | TopicTooLong { .. } => ("too_large", exit::USAGE),
             JournalStalled { .. } => ("journal_stalled", exit::TIMEOUT),
             NotDurable { .. } => ("not_durable", exit::TIMEOUT),
         };
-        Fail { message: e.to_string(), code, exit }
+        Fail::lib(code, exit, &e)
     }
 }
 
@@ -76,16 +149,24 @@ impl From<AttachError> for Fail {
         let (code, exit) = match &e {
             NotFound { .. } => ("segment_not_found", exit::NOT_FOUND),
             PermissionDenied { .. } => ("permission_denied", exit::PERMISSION),
-            InvalidName { .. } => ("invalid_segment_name", exit::OTHER),
+            InvalidName { .. } => ("invalid_segment_name", exit::USAGE),
+            AlreadyExists { .. } => ("segment_exists", exit::CONFLICT),
+            NoSpace { .. } => ("no_space", exit::FULL),
+            Capacity(_) => ("bad_capacity", exit::USAGE),
             NotWorknode { .. } => ("not_a_worknode_segment", exit::OTHER),
             VersionMismatch { .. } => ("layout_version_mismatch", exit::OTHER),
             SizeMismatch { .. } | LayoutMismatch { .. } => ("segment_damaged", exit::OTHER),
             NotReady => ("segment_not_ready", exit::TIMEOUT),
             Closing => ("segment_closing", exit::OTHER),
-            NoSpace { .. } => ("no_space", exit::FULL),
-            _ => ("attach_failed", exit::OTHER),
+            Incomplete => ("segment_incomplete", exit::OTHER),
+            Os { errno, .. }
+                if std::io::Error::from_raw_os_error(*errno as i32).kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                ("permission_denied", exit::PERMISSION)
+            }
+            Os { .. } => ("os_error", exit::OTHER),
         };
-        Fail { message: e.to_string(), code, exit }
+        Fail::lib(code, exit, &e)
     }
 }
 
@@ -94,11 +175,83 @@ impl From<PoolError> for Fail {
         use PoolError::*;
         let (code, exit) = match e {
             PoolFull { .. } => ("pool_full", exit::FULL),
+            NameTooLong { .. } | DescriptionTooLong { .. } | ProgressOutOfRange { .. } => {
+                ("invalid_value", exit::USAGE)
+            }
             NotFound | StaleHandle => ("not_found", exit::NOT_FOUND),
+            HasChildren { .. } => ("has_children", exit::CONFLICT),
+            RootImmutable => ("root_immutable", exit::CONFLICT),
             ReadOnly => ("read_only", exit::PERMISSION),
             Busy { .. } | Contended => ("busy", exit::TIMEOUT),
-            _ => ("invalid", exit::OTHER),
+            IllegalTransition { .. } => ("illegal_transition", exit::CONFLICT),
+            EventNotAppended(_) => ("event_not_appended", exit::OTHER),
+            Corrupt { .. } => ("corrupt", exit::OTHER),
         };
-        Fail { message: e.to_string(), code, exit }
+        Fail::lib(code, exit, &e)
+    }
+}
+
+impl From<AgentError> for Fail {
+    fn from(e: AgentError) -> Self {
+        use AgentError::*;
+        let (code, exit) = match e {
+            Pool(p) => return p.into(),
+            TableFull { .. } => ("agent_table_full", exit::FULL),
+            BadName { .. } | RoleTooLong { .. } => ("invalid_value", exit::USAGE),
+            NotFound => ("agent_not_found", exit::NOT_FOUND),
+            SessionTaken { .. } => ("session_taken", exit::CONFLICT),
+            Busy => ("busy", exit::TIMEOUT),
+        };
+        Fail::lib(code, exit, &e)
+    }
+}
+
+impl From<TaskError> for Fail {
+    fn from(e: TaskError) -> Self {
+        use TaskError::*;
+        let (code, exit) = match e {
+            Pool(p) => return p.into(),
+            AlreadyClaimed { .. } => ("already_claimed", exit::CONFLICT),
+            IllegalTransition { .. } => ("illegal_transition", exit::CONFLICT),
+            StaleEpoch { .. } => ("stale_epoch", exit::CONFLICT),
+            LeaseExpired { .. } => ("lease_expired", exit::CONFLICT),
+            NotClaimant => ("not_claimant", exit::CONFLICT),
+            Blocked { .. } => ("blocked", exit::CONFLICT),
+            Cycle => ("cycle", exit::CONFLICT),
+            NothingReady => ("nothing_ready", exit::NOT_FOUND),
+            TooManyBlockers => ("too_many_blockers", exit::FULL),
+            TooManyAssignees => ("too_many_assignees", exit::FULL),
+            UnknownAgent => ("agent_not_found", exit::NOT_FOUND),
+        };
+        Fail::lib(code, exit, &e)
+    }
+}
+
+impl From<DocError> for Fail {
+    fn from(e: DocError) -> Self {
+        use DocError::*;
+        let (code, exit) = match e {
+            Pool(p) => return p.into(),
+            TooLarge { .. } => ("document_too_large", exit::FULL),
+            ArenaFull { .. } => ("blob_arena_full", exit::FULL),
+            ContentTypeTooLong { .. } => ("invalid_value", exit::USAGE),
+            NotADocument => ("not_a_document", exit::USAGE),
+            Changed => ("document_changed", exit::TIMEOUT),
+            ChecksumMismatch { .. } => ("checksum_mismatch", exit::OTHER),
+        };
+        Fail::lib(code, exit, &e)
+    }
+}
+
+impl From<SetError> for Fail {
+    fn from(e: SetError) -> Self {
+        use SetError::*;
+        let (code, exit) = match e {
+            Pool(p) => return p.into(),
+            SetFull { .. } => ("set_full", exit::FULL),
+            NoSetSlots { .. } => ("no_set_slots", exit::FULL),
+            Corrupt => ("corrupt", exit::OTHER),
+        };
+        Fail::lib(code, exit, &e)
     }
 }

@@ -1,51 +1,62 @@
 //! `wn`: the inspector and shell front end of a Worknode segment.
 //!
-//! Data goes to stdout; errors go to stderr with an exit code a script can branch on.
-//! With `--json`, stdout holds only JSON and errors are one JSON object on stderr.
+//! Data goes to stdout; errors go to stderr with an exit code a script can branch on
+//! (see `wn --help` and [`fail`]). With `--json`, stdout holds only JSON and an error is
+//! one JSON object on stderr.
+//!
+//! Layout: [`cli`] declares the command line and dispatches; each verb group lives in a
+//! module under `cmd/`; [`ctx`] (attaching, the agent identity), [`resolve`] (naming
+//! nodes), [`duration`] and [`output`] (tables, colour, times, JSON shapes) are shared.
 
+mod cli;
 mod cmd;
+mod ctx;
+mod duration;
 mod fail;
+mod output;
+mod resolve;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use std::process::ExitCode;
 
-/// Inspect and drive a Worknode shared-memory segment.
-///
-/// Exit codes: 0 ok; 1 other error; 2 usage; 3 conflict; 4 not found (including no
-/// such segment); 5 lagged or timed out; 6 permission; 7 capacity full.
-#[derive(Parser, Debug)]
-#[command(name = "wn", version, verbatim_doc_comment)]
-struct Cli {
-    /// Segment name (/dev/shm/NAME).
-    #[arg(long, global = true, env = "WORKNODE_SEGMENT", default_value = "worknode", value_name = "NAME")]
-    segment: String,
-
-    /// Print JSON on stdout (errors as JSON on stderr).
-    #[arg(long, global = true, env = "WORKNODE_JSON", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0, default_missing_value = "true")]
-    json: bool,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Show the segment's layout, capacities and usage, clock, daemon and state.
-    Dump,
-    /// Print events from the ring (JSON lines with --json); --follow waits for more.
-    Events(cmd::events::EventsArgs),
-    /// Append one event (for shell-driven agents).
-    Emit(cmd::events::EmitArgs),
+/// Whether `--json` (or `WORKNODE_JSON`) was asked for, judged before parsing succeeded,
+/// so that a usage error can be reported as JSON too.
+fn json_requested() -> bool {
+    let env = std::env::var("WORKNODE_JSON").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on" | "y"));
+    env || std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json")
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Dump => cmd::dump::run(&cli.segment, cli.json),
-        Command::Events(a) => cmd::events::run_events(&cli.segment, cli.json, a),
-        Command::Emit(a) => cmd::events::run_emit(&cli.segment, cli.json, a),
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let shows_help = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            if shows_help || !json_requested() {
+                e.exit();
+            }
+            let text = e.render().to_string();
+            // The message is everything before the first blank line ("Usage: …" follows).
+            let first = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_start_matches("error: ")
+                .to_string();
+            let hint = "see `wn --help`, `wn help VERB` or `wn commands --json`";
+            return fail::Fail::usage(first, hint).report(true);
+        }
     };
-    match result {
+    let ctx = ctx::Ctx {
+        segment: cli.segment.clone(),
+        agent: cli.agent.clone().filter(|a| !a.is_empty()),
+        role: cli.role.clone(),
+        json: cli.json,
+        style: output::Style::detect(),
+    };
+    match cli::run(&ctx, &cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => f.report(cli.json),
     }

@@ -1,14 +1,17 @@
 //! `wn dump`: the segment's identity, layout, usage and state.
 
+use crate::ctx::Ctx;
+use crate::duration::relative;
 use crate::fail::Fail;
+use crate::output::{now_ms, print, print_json};
 use serde_json::json;
-use worknode::{Access, Segment};
 
 /// Attaches read-only and prints what the header says.
-pub fn run(segment: &str, as_json: bool) -> Result<(), Fail> {
-    let seg = Segment::attach(segment, Access::ReadOnly)?;
+pub fn run(ctx: &Ctx) -> Result<(), Fail> {
+    let seg = ctx.attach_ro()?;
     let info = seg.info();
-    if as_json {
+    let ring = seg.ring_counters();
+    if ctx.json {
         let regions: Vec<_> = info
             .regions
             .iter()
@@ -26,24 +29,57 @@ pub fn run(segment: &str, as_json: bool) -> Result<(), Fail> {
             "regions": regions,
             "index_tombstones": info.index_tombstones,
             "counters": { "nodes_created": info.nodes_created, "nodes_updated": info.nodes_updated, "nodes_deleted": info.nodes_deleted },
+            "ring": { "tail": ring.tail, "capacity": ring.capacity, "wakes": ring.wakes, "abandoned": ring.abandoned, "waiters": ring.waiters },
         });
-        println!("{out}");
-        return Ok(());
+        return print_json(&out);
     }
-    println!("segment         {} ({})", info.name, info.path.display());
-    println!("size            {} bytes", info.size);
-    println!("layout version  {}", info.layout_version);
-    println!("state           {}", info.state.as_str());
-    println!("daemon          pid {} ({}), boot id {}, adopted {} times", info.daemon_pid, if info.daemon_alive { "running" } else { "gone" }, info.boot_id, info.adopt_count);
-    println!("clock (hlc)     {} ({} ms, logical {})", info.hlc, info.hlc.wall_ms(), info.hlc.logical());
-    println!("counters        created {}, updated {}, deleted {}", info.nodes_created, info.nodes_updated, info.nodes_deleted);
-    println!();
-    println!("{:<8} {:>12} {:>10} {:>8} {:>12} {:>10}", "region", "offset", "capacity", "elem", "bytes", "used");
+    let now = now_ms();
+    let s = &ctx.style;
+    let mut head = s.kv_table();
+    let daemon = format!(
+        "pid {} ({}), started {}, boot id {}, adopted {} times",
+        info.daemon_pid,
+        if info.daemon_alive { "running" } else { "gone" },
+        relative(now, info.daemon_started_ms),
+        info.boot_id,
+        info.adopt_count
+    );
+    for (k, v) in [
+        ("segment", format!("{} ({})", info.name, info.path.display())),
+        ("size", format!("{} bytes", info.size)),
+        ("layout version", info.layout_version.to_string()),
+        ("state", info.state.as_str().to_string()),
+        ("created", relative(now, info.created_unix_ms)),
+        ("daemon", daemon),
+        ("clock (hlc)", format!("{} ({} ms, logical {})", info.hlc, info.hlc.wall_ms(), info.hlc.logical())),
+        (
+            "counters",
+            format!("created {}, updated {}, deleted {}", info.nodes_created, info.nodes_updated, info.nodes_deleted),
+        ),
+        (
+            "ring",
+            format!(
+                "tail {}, {} abandoned slots, {} wake syscalls, {} parked readers",
+                ring.tail, ring.abandoned, ring.wakes, ring.waiters
+            ),
+        ),
+    ] {
+        head.add_row(vec![k.to_string(), v]);
+    }
+    let mut t = s.table(&["region", "offset", "capacity", "elem", "bytes", "used"]);
     for r in &info.regions {
-        println!("{:<8} {:>12} {:>10} {:>8} {:>12} {:>10}", r.name, r.offset, r.capacity, r.elem_size, r.bytes, r.used);
+        t.add_row(vec![
+            comfy_table::Cell::new(r.name),
+            s.num(r.offset),
+            s.num(r.capacity),
+            s.num(r.elem_size),
+            s.num(r.bytes),
+            s.num(r.used),
+        ]);
     }
+    let mut text = format!("{}\n\n{}", s.render(head), s.render(t));
     if info.index_tombstones > 0 {
-        println!("index tombstones: {}", info.index_tombstones);
+        text.push_str(&format!("\nindex tombstones: {}", info.index_tombstones));
     }
-    Ok(())
+    print(&text)
 }

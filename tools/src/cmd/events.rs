@@ -1,13 +1,23 @@
-//! `wn events` (read and follow the event ring) and `wn emit` (append one event).
+//! `wn events` (read and follow the event ring), `wn emit` (append one event) and
+//! `wn wait` (block until the first matching event after now).
+//!
+//! An event kind on the command line is a built-in name (`task_ready`), `user`, a number,
+//! or any other name: an application kind, stored as `user` with that name as its topic
+//! (so `wn emit build_done` and `wn wait --kind build_done` meet).
 
-use crate::fail::Fail;
+use crate::ctx::{find_agent, Ctx};
+use crate::duration;
+use crate::fail::{exit, Fail};
+use crate::output::{now_ms, print, ShortIds};
+use crate::resolve;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
-use worknode::{Access, Event, EventKind, Filter, NewEvent, RingError, Segment, Start, Wait};
+use worknode::{Event, EventKind, Filter, Handle, NewEvent, RingError, Segment, Start, Wait};
 
 /// Options of `wn events`.
 #[derive(clap::Args, Debug)]
@@ -18,18 +28,34 @@ pub struct EventsArgs {
     /// Start at the oldest retained event (the default without --follow).
     #[arg(long)]
     from_start: bool,
-    /// Keep waiting for new events (from now on, unless --since/--from-start); Ctrl-C ends.
+    /// Keep waiting for new events (from now on, unless --since/--from-start); Ctrl-C ends (exit 0).
     #[arg(long, short)]
     follow: bool,
-    /// Only events of this kind (node_created, task_claimed, user, 1000, ...).
-    #[arg(long, value_name = "KIND", value_parser = EventKind::parse)]
-    kind: Option<EventKind>,
-    /// Only events about this node (UUID).
-    #[arg(long, value_name = "UUID")]
-    node: Option<Uuid>,
+    /// With --follow: stop following after this long (exit 0), e.g. 30s.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, requires = "follow")]
+    timeout: Option<Duration>,
+    #[command(flatten)]
+    select: Select,
     /// Stop after this many events.
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
+}
+
+/// Event selection shared by `events` and `wait`.
+#[derive(clap::Args, Debug)]
+pub struct Select {
+    /// Only events of this kind (node_created, task_ready, task_completed, user, 1000, or an application name).
+    #[arg(long, value_name = "KIND")]
+    kind: Option<String>,
+    /// Only events about this node (UUID, unique prefix, or /path).
+    #[arg(long, value_name = "NODE")]
+    node: Option<String>,
+    /// Only events with this topic (application kind name).
+    #[arg(long, value_name = "TOPIC")]
+    topic: Option<String>,
+    /// Only events by this agent.
+    #[arg(long, value_name = "AGENT")]
+    actor: Option<String>,
 }
 
 /// Options of `wn emit`.
@@ -38,12 +64,83 @@ pub struct EmitArgs {
     /// Built-in kind name, a number ≥ 1000, or any other name (an application kind
     /// recorded as `user` with that name as its topic).
     kind: String,
-    /// The node the event is about (UUID).
-    #[arg(long, value_name = "UUID")]
-    node: Option<Uuid>,
+    /// The node the event is about (UUID, unique prefix, or /path).
+    #[arg(long, value_name = "NODE")]
+    node: Option<String>,
     /// Inline payload (text or JSON), at most 88 bytes.
     #[arg(long, value_name = "TEXT")]
     data: Option<String>,
+}
+
+/// Options of `wn wait`.
+#[derive(clap::Args, Debug)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    select: Select,
+    /// Give up after this long (exit 5), e.g. 30s, 2m.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "30s")]
+    timeout: Duration,
+    /// Consider events from this sequence on instead of from now (closes the gap between
+    /// a failed `claim --next` and the wait).
+    #[arg(long, value_name = "SEQ")]
+    since: Option<u64>,
+}
+
+/// A kind argument: the ring kind, plus the topic an application name stands for.
+fn parse_kind(s: &str) -> (EventKind, Option<String>) {
+    match EventKind::parse(s) {
+        Ok(k) => (k, None),
+        Err(_) => (EventKind::USER, Some(s.to_string())),
+    }
+}
+
+/// A compiled selection: the ring's filter plus the topic test.
+struct Selector {
+    filter: Filter,
+    topic: Option<String>,
+}
+
+impl Selector {
+    fn new(seg: &Segment, s: &Select) -> Result<Selector, Fail> {
+        let (kind, kind_topic) = match s.kind.as_deref() {
+            Some(k) => {
+                let (k, t) = parse_kind(k);
+                (Some(k), t)
+            }
+            None => (None, None),
+        };
+        if let (Some(a), Some(b)) = (&kind_topic, &s.topic) {
+            if a != b {
+                return Err(Fail::usage(
+                    format!("--kind {a} already selects topic {a:?}, which contradicts --topic {b:?}"),
+                    "give one of them",
+                ));
+            }
+        }
+        let node = match s.node.as_deref() {
+            Some(spec) => Some(node_uuid(seg, spec)?),
+            None => None,
+        };
+        let actor = match s.actor.as_deref() {
+            Some(name) => Some(seg.agent(find_agent(seg, name)?)?.node),
+            None => None,
+        };
+        Ok(Selector { filter: Filter { kind, node, actor }, topic: kind_topic.or(s.topic.clone()) })
+    }
+
+    fn matches_topic(&self, e: &Event) -> bool {
+        self.topic.as_deref().is_none_or(|t| e.topic() == t)
+    }
+}
+
+/// A node argument as a UUID: a full UUID is taken as given (events may be about nodes
+/// deleted since); other forms are resolved against the live tree.
+fn node_uuid(seg: &Segment, spec: &str) -> Result<Uuid, Fail> {
+    if let Ok(u) = Uuid::parse_str(spec.trim()) {
+        return Ok(u);
+    }
+    let h = resolve::node(seg, spec)?;
+    Ok(seg.read(h)?.uuid())
 }
 
 /// One event as a JSON object: the `--json` line format.
@@ -67,48 +164,140 @@ pub fn event_json(e: &Event) -> Value {
     })
 }
 
-fn human(e: &Event) -> String {
-    let kind = if e.topic().is_empty() { e.kind().to_string() } else { format!("{}:{}", e.kind(), e.topic()) };
-    let node = e.node().map(|u| format!(" node={u} v{}", e.node_version())).unwrap_or_default();
-    let payload = if e.payload().is_empty() { String::new() } else { format!(" {}", String::from_utf8_lossy(e.payload())) };
-    format!("{:>8} {} {kind}{node} pid={}{payload}", e.seq(), e.hlc(), e.pid())
+/// Formats events for people and for `--json`, naming actors and nodes where it can.
+pub struct Printer<'a> {
+    seg: &'a Segment,
+    json: bool,
+    style: crate::output::Style,
+    short: ShortIds,
+    actors: HashMap<Handle, Option<String>>,
 }
 
-/// Prints events; with `--follow` waits for more until Ctrl-C.
-pub fn run_events(segment: &str, as_json: bool, a: &EventsArgs) -> Result<(), Fail> {
-    // Read-write when permitted, so a stuck slot of a dead producer can be repaired;
-    // read-only otherwise.
-    let seg = Segment::attach(segment, Access::ReadWrite).or_else(|_| Segment::attach(segment, Access::ReadOnly))?;
+impl<'a> Printer<'a> {
+    /// A printer for `ctx`'s output mode.
+    pub fn new(seg: &'a Segment, ctx: &Ctx) -> Printer<'a> {
+        let short = if ctx.json { ShortIds::empty() } else { ShortIds::scan(seg) };
+        Printer { seg, json: ctx.json, style: ctx.style, short, actors: HashMap::new() }
+    }
+
+    /// A JSON-lines printer, for `wn top --once --json`.
+    pub fn json(seg: &'a Segment) -> Printer<'a> {
+        Printer { json: true, ..Printer::plain(seg) }
+    }
+
+    /// A plain-text printer (no colour, no short-id scan), for `wn top`.
+    pub fn plain(seg: &'a Segment) -> Printer<'a> {
+        Printer {
+            seg,
+            json: false,
+            style: crate::output::Style { color: false },
+            short: ShortIds::empty(),
+            actors: HashMap::new(),
+        }
+    }
+
+    fn actor_name(&mut self, h: Handle) -> Option<String> {
+        let seg = self.seg;
+        self.actors.entry(h).or_insert_with(|| seg.read(h).ok().map(|n| n.name().to_string())).clone()
+    }
+
+    /// One event as one line.
+    pub fn line(&mut self, e: &Event) -> String {
+        let actor = e.actor().and_then(|a| self.actor_name(a));
+        let node_name = e.node().and_then(|u| self.seg.lookup(u).ok()).and_then(|h| self.seg.read(h).ok());
+        if self.json {
+            let mut v = event_json(e);
+            v["actor_name"] = json!(actor);
+            v["node_name"] = json!(node_name.as_ref().map(|n| n.name().to_string()));
+            return v.to_string();
+        }
+        let s = &self.style;
+        let kind = if e.topic().is_empty() { e.kind().to_string() } else { format!("{}:{}", e.kind(), e.topic()) };
+        let mut line = format!(
+            "{:>7}  {:<8}  {}",
+            e.seq(),
+            duration::relative(now_ms(), e.hlc().wall_ms()),
+            s.bold(&format!("{kind:<15}"))
+        );
+        if let Some(u) = e.node() {
+            let name = node_name.map(|n| format!(" {:?}", n.name())).unwrap_or_default();
+            line.push_str(&format!("  {}{name} v{}", s.dim(&self.short.of(u)), e.node_version()));
+        }
+        if let Some(a) = actor {
+            line.push_str(&format!("  by {a}"));
+        }
+        if !e.payload().is_empty() {
+            line.push_str(&format!("  {}", String::from_utf8_lossy(e.payload())));
+        }
+        line
+    }
+}
+
+/// Reports a non-fatal condition on stderr (as JSON in JSON mode).
+fn warn(json: bool, code: &str, message: &str) {
+    if json {
+        eprintln!("{}", json!({ "warning": message, "code": code }));
+    } else {
+        eprintln!("wn: warning: {message}");
+    }
+}
+
+/// Stops a loop on SIGINT or SIGTERM (exit 0: following is ended by the user).
+pub fn stop_flag() -> Result<Arc<AtomicBool>, Fail> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| Fail::other(format!("cannot install a signal handler: {e}")))?;
+    }
+    Ok(stop)
+}
+
+/// Prints events; with `--follow` waits for more until Ctrl-C (or `--timeout`).
+pub fn run_events(ctx: &Ctx, a: &EventsArgs) -> Result<(), Fail> {
+    // Read-write when permitted, so a stuck slot of a dead producer can be repaired.
+    let seg = ctx.attach_best()?;
+    let sel = Selector::new(&seg, &a.select)?;
     let start = match (a.since, a.from_start, a.follow) {
         (Some(s), _, _) => Start::At(s),
         (None, true, _) | (None, false, false) => Start::Oldest,
         (None, false, true) => Start::Now,
     };
-    let filter = Filter { kind: a.kind, node: a.node, actor: None };
-    let mut reader = seg.reader(start).with_filter(filter);
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| Fail::other(format!("cannot install a signal handler: {e}")))?;
-    }
+    let mut reader = seg.reader(start).with_filter(sel.filter);
+    let mut printer = Printer::new(&seg, ctx);
+    let stop = stop_flag()?;
+    let deadline = a.timeout.map(|t| Instant::now() + t);
     let mut out = std::io::stdout().lock();
     let mut printed = 0u64;
     while !stop.load(Ordering::Relaxed) && a.limit.is_none_or(|l| printed < l) {
-        let got = if a.follow { reader.next(Wait::Park, Duration::from_millis(200)) } else { reader.try_next().and_then(|e| e.ok_or(RingError::Timeout)) };
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        let slice = deadline.map_or(Duration::from_millis(200), |d| (d - now).min(Duration::from_millis(200)));
+        let got = if a.follow {
+            reader.next(Wait::Park, slice)
+        } else {
+            reader.try_next().and_then(|e| e.ok_or(RingError::Timeout))
+        };
         match got {
-            Ok(e) => {
-                let line = if as_json { event_json(&e).to_string() } else { human(&e) };
-                if writeln!(out, "{line}").is_err() {
+            Ok(e) if sel.matches_topic(&e) => {
+                if writeln!(out, "{}", printer.line(&e)).is_err() {
                     return Ok(()); // stdout closed (`| head`): not an error
                 }
                 printed += 1;
             }
+            Ok(_) => {}
             Err(RingError::Timeout) if a.follow => {
                 let _ = out.flush();
             }
             Err(RingError::Timeout) => break,
-            Err(RingError::Lagged { missed, resume_at }) => {
-                eprintln!("wn: warning: lagged: {missed} events were overwritten before they could be read; continuing at {resume_at}");
-            }
+            Err(RingError::Lagged { missed, resume_at }) => warn(
+                ctx.json,
+                "lagged",
+                &format!(
+                    "lagged: {missed} events were overwritten before they could be read; continuing at {resume_at}"
+                ),
+            ),
             Err(e) => return Err(Fail::from(e)),
         }
     }
@@ -117,23 +306,52 @@ pub fn run_events(segment: &str, as_json: bool, a: &EventsArgs) -> Result<(), Fa
 }
 
 /// Appends one event and prints its sequence number.
-pub fn run_emit(segment: &str, as_json: bool, a: &EmitArgs) -> Result<(), Fail> {
-    let seg = Segment::attach(segment, Access::ReadWrite)?;
-    let (kind, topic) = match EventKind::parse(&a.kind) {
-        Ok(k) => (k, ""),
-        Err(_) => (EventKind::USER, a.kind.as_str()),
-    };
+pub fn run_emit(ctx: &Ctx, a: &EmitArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let (kind, topic) = parse_kind(&a.kind);
+    let topic = topic.unwrap_or_default();
     let data = a.data.as_deref().unwrap_or("");
-    let mut ev = NewEvent::new(kind).topic(topic).payload(data.as_bytes());
-    if let Some(n) = a.node {
-        let version = seg.lookup(n).and_then(|h| seg.read(h)).map(|n| n.version()).unwrap_or(0);
-        ev = ev.node(n, version);
+    let mut ev = NewEvent::new(kind).topic(&topic).payload(data.as_bytes());
+    if let Some(spec) = a.node.as_deref() {
+        let n = seg.read(resolve::node(&seg, spec)?)?;
+        ev = ev.node(n.uuid(), n.version());
     }
     let seq = seg.append(&ev)?;
-    if as_json {
-        println!("{}", json!({ "seq": seq }));
+    if ctx.json {
+        crate::output::print_json(&json!({ "seq": seq }))
     } else {
-        println!("{seq}");
+        print(&seq.to_string())
     }
-    Ok(())
+}
+
+/// Waits for the first matching event after now (or after `--since`).
+pub fn run_wait(ctx: &Ctx, a: &WaitArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_best()?;
+    let sel = Selector::new(&seg, &a.select)?;
+    let start = a.since.map_or(Start::Now, Start::At);
+    let mut reader = seg.reader(start).with_filter(sel.filter);
+    let mut printer = Printer::new(&seg, ctx);
+    let deadline = Instant::now() + a.timeout;
+    let timed_out = || {
+        Fail::new(
+            "timeout",
+            exit::TIMEOUT,
+            format!("no matching event within {}", duration::format_ms(a.timeout.as_millis() as u64)),
+            "wait longer with --timeout, or check the selection with `wn events`",
+        )
+    };
+    // Bounded by the deadline even while non-matching topics keep arriving.
+    while Instant::now() < deadline || a.timeout.is_zero() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match reader.next(Wait::Park, left) {
+            Ok(e) if sel.matches_topic(&e) => return print(&printer.line(&e)),
+            Ok(_) => {}
+            Err(RingError::Timeout) => return Err(timed_out()),
+            Err(RingError::Lagged { missed, .. }) => {
+                warn(ctx.json, "lagged", &format!("lagged: {missed} events were overwritten before they could be read"))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(timed_out())
 }

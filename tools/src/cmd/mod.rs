@@ -1,4 +1,12 @@
-//! One module per `wn` verb.
+//! One module per `wn` verb group.
 
+pub mod agents;
+pub mod commands;
+pub mod docs;
+pub mod doctor;
 pub mod dump;
 pub mod events;
+pub mod nodes;
+pub mod stat;
+pub mod tasks;
+pub mod top;

@@ -1,0 +1,208 @@
+//! The command line: global options, the verbs, and the dispatch to their modules.
+//!
+//! `wn commands` derives its listing from this tree (clap's `CommandFactory`), so the
+//! listing cannot drift from what the parser accepts.
+
+use crate::cmd::{agents, commands, docs, doctor, dump, events, nodes, stat, tasks, top};
+use crate::ctx::Ctx;
+use crate::fail::Fail;
+use clap::{Parser, Subcommand};
+
+/// Shown after the help of `wn` (both `-h` and `--help`).
+pub const AFTER_HELP: &str = "\
+Nodes (NODE) are named by UUID, by a unique UUID prefix (hyphens optional), or by path
+from the root: /Company/Code Analysis/Refactor auth. A prefix or path component that
+matches several nodes is a usage error (exit 2) listing the candidates.
+
+Exit codes:
+  0  ok
+  1  anything else (damaged segment, OS error, `doctor` found problems)
+  2  usage: bad arguments, an ambiguous or malformed node name, a value over a limit
+  3  conflict: already claimed, illegal transition, stale epoch, lease expired,
+     not the claimant, blocked, dependency cycle
+  4  not found: no such segment, node or agent; nothing ready to claim
+  5  lagged, or timed out waiting
+  6  permission denied, or the segment is read-only
+  7  capacity full: nodes, agents, blob arena, blockers, assignees
+
+With --json, stdout holds only JSON (one object, or JSON lines for streams) and an
+error is one JSON object on stderr: {\"error\", \"code\", \"hint\", \"exit\"}.
+`wn commands --json` lists every verb and its arguments.";
+
+/// Inspect and drive a Worknode shared-memory segment.
+///
+/// Inspectors (dump, tree, ls, show, agents, events, stat, doctor, top, rollup) attach
+/// read-only where they can. Agent verbs act as --agent NAME, which joins on first use and
+/// persists across `wn` processes; its claims are held by their leases.
+#[derive(Parser, Debug)]
+#[command(name = "wn", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Segment name (/dev/shm/NAME).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WORKNODE_SEGMENT",
+        default_value = "worknode",
+        value_name = "NAME"
+    )]
+    pub segment: String,
+
+    /// Act as this agent (claims, events); it joins on first use.
+    #[arg(long, global = true, help_heading = "Global options", env = "WORKNODE_AGENT", value_name = "NAME")]
+    pub agent: Option<String>,
+
+    /// Role recorded when the agent first joins.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WORKNODE_ROLE",
+        default_value = "shell",
+        value_name = "ROLE"
+    )]
+    pub role: String,
+
+    /// Print JSON on stdout (errors as JSON on stderr).
+    #[arg(long, global = true, help_heading = "Global options", env = "WORKNODE_JSON", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0, default_missing_value = "true")]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs, inspectors first.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show the segment's layout, capacities and usage, clock, daemon and state.
+    Dump,
+    /// Show the node tree (from NODE, default the root).
+    Tree(nodes::TreeArgs),
+    /// List nodes, filtered by kind, status, assignee, subtree.
+    Ls(nodes::LsArgs),
+    /// Show everything about one node.
+    Show(nodes::ShowArgs),
+    /// List agents, their sessions and their claims.
+    Agents,
+    /// Print events from the ring (JSON lines with --json); --follow waits for more.
+    Events(events::EventsArgs),
+    /// Print a line per interval of rates and usage (like `redis-cli --stat`).
+    Stat(stat::StatArgs),
+    /// Check the segment's consistency; exit 0 only when healthy.
+    Doctor(doctor::DoctorArgs),
+    /// A live full-screen view: tasks, agents and claims, event rate, recent events.
+    Top(top::TopArgs),
+    /// Totals over a subtree: counts by status, percent complete, pipeline value.
+    Rollup(nodes::RollupArgs),
+    /// Create a node (tasks start ready, or blocked while a blocker is open).
+    Add(nodes::AddArgs),
+    /// Assign an agent to a node.
+    Assign(agents::AssignArgs),
+    /// Remove an agent from a node's assignees.
+    Unassign(agents::AssignArgs),
+    /// List tasks that can be claimed now, best first.
+    Ready(tasks::ReadyArgs),
+    /// Claim a task (or --next: the best ready one); prints it and its fencing epoch.
+    Claim(tasks::ClaimArgs),
+    /// Extend the lease of a task you hold.
+    Renew(tasks::RenewArgs),
+    /// Give a task you hold back (it is ready again).
+    Release(tasks::ClaimantArgs),
+    /// Mark a task you hold as in progress.
+    Start(tasks::ClaimantArgs),
+    /// Report progress (0-100) on a task you hold.
+    Progress(tasks::ProgressArgs),
+    /// Complete a task you hold; dependents whose blockers are all done become ready.
+    Done(tasks::DoneArgs),
+    /// Fail a task you hold, with a reason.
+    #[command(name = "fail")]
+    FailTask(tasks::FailArgs),
+    /// Make NODE wait for another node (same as `dep add NODE --blocked-by OTHER`).
+    Block(tasks::BlockArgs),
+    /// Add, remove or list dependencies.
+    #[command(subcommand)]
+    Dep(tasks::DepCmd),
+    /// Store and fetch documents (content in the segment's blob arena).
+    #[command(subcommand)]
+    Doc(docs::DocCmd),
+    /// Append one event (for shell-driven agents).
+    Emit(events::EmitArgs),
+    /// Wait for the first matching event after now; exit 5 on timeout.
+    Wait(events::WaitArgs),
+    /// Join as --agent NAME now (agents also join on first use).
+    Join,
+    /// Leave as --agent NAME: release its claims and remove its identity.
+    Leave,
+    /// List every verb and its arguments (for agents discovering the tool).
+    Commands,
+}
+
+/// Runs the verb.
+pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
+    match command {
+        Command::Dump => dump::run(ctx),
+        Command::Tree(a) => nodes::run_tree(ctx, a),
+        Command::Ls(a) => nodes::run_ls(ctx, a),
+        Command::Show(a) => nodes::run_show(ctx, a),
+        Command::Agents => agents::run_agents(ctx),
+        Command::Events(a) => events::run_events(ctx, a),
+        Command::Stat(a) => stat::run(ctx, a),
+        Command::Doctor(a) => doctor::run(ctx, a),
+        Command::Top(a) => top::run(ctx, a),
+        Command::Rollup(a) => nodes::run_rollup(ctx, a),
+        Command::Add(a) => nodes::run_add(ctx, a),
+        Command::Assign(a) => agents::run_assign(ctx, a, true),
+        Command::Unassign(a) => agents::run_assign(ctx, a, false),
+        Command::Ready(a) => tasks::run_ready(ctx, a),
+        Command::Claim(a) => tasks::run_claim(ctx, a),
+        Command::Renew(a) => tasks::run_renew(ctx, a),
+        Command::Release(a) => tasks::run_release(ctx, a),
+        Command::Start(a) => tasks::run_start(ctx, a),
+        Command::Progress(a) => tasks::run_progress(ctx, a),
+        Command::Done(a) => tasks::run_done(ctx, a),
+        Command::FailTask(a) => tasks::run_fail(ctx, a),
+        Command::Block(a) => tasks::run_block(ctx, a),
+        Command::Dep(c) => tasks::run_dep(ctx, c),
+        Command::Doc(c) => docs::run(ctx, c),
+        Command::Emit(a) => events::run_emit(ctx, a),
+        Command::Wait(a) => events::run_wait(ctx, a),
+        Command::Join => agents::run_join(ctx),
+        Command::Leave => agents::run_leave(ctx),
+        Command::Commands => commands::run(ctx),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// A verb's argument with the id of a global option silently feeds that option
+    /// (`assign NODE AGENT` once set `--agent`): no argument may reuse a global id.
+    #[test]
+    fn no_argument_shadows_a_global_option() {
+        let root = Cli::command();
+        let globals: Vec<String> =
+            root.get_arguments().filter(|a| a.is_global_set()).map(|a| a.get_id().to_string()).collect();
+        fn walk(c: &clap::Command, globals: &[String], path: &str) {
+            for a in c.get_arguments().filter(|a| !a.is_global_set()) {
+                assert!(
+                    !globals.contains(&a.get_id().to_string()),
+                    "`{path}` argument {} shadows a global",
+                    a.get_id()
+                );
+            }
+            for s in c.get_subcommands() {
+                walk(s, globals, &format!("{path} {}", s.get_name()));
+            }
+        }
+        for s in root.get_subcommands() {
+            walk(s, &globals, s.get_name());
+        }
+    }
+}

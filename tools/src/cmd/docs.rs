@@ -1,0 +1,164 @@
+//! Documents: `wn doc put` stores bytes as a document node (content in the segment's
+//! blob arena, CRC-32C checked), `wn doc get` copies them back out.
+//!
+//! `put` is create-or-replace: if PARENT already has exactly one document named NAME, its
+//! content is replaced (one new version of the same node); otherwise a new document node
+//! is added.
+
+use crate::ctx::Ctx;
+use crate::fail::{exit, Fail};
+use crate::output::{node_json, print, print_bytes, print_json, Names};
+use crate::resolve::{self, path_of};
+use serde_json::json;
+use std::io::Read;
+use std::path::PathBuf;
+use worknode::{Handle, NodeKind, Segment};
+
+/// `wn doc …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum DocCmd {
+    /// Store a document under PARENT (replacing PARENT's document NAME if there is one).
+    Put(PutArgs),
+    /// Write a document's bytes to stdout (`wn doc get NODE > file`).
+    Get(GetArgs),
+}
+
+/// Options of `wn doc put`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "stdin"])))]
+pub struct PutArgs {
+    /// Where the document goes (UUID, unique prefix, or /path).
+    parent: String,
+    /// The document's name.
+    name: String,
+    /// Read the content from this file.
+    #[arg(long, short, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// `-`: read the content from stdin.
+    #[arg(value_name = "-", value_parser = ["-"])]
+    stdin: Option<String>,
+    /// Media type (default: from the file extension; text/plain for UTF-8, else
+    /// application/octet-stream).
+    #[arg(long = "type", value_name = "MIME")]
+    content_type: Option<String>,
+}
+
+/// Options of `wn doc get`.
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// The document (UUID, unique prefix, or /path).
+    node: String,
+}
+
+/// A media type guessed from a file name, or from the bytes.
+fn guess_type(file: Option<&PathBuf>, bytes: &[u8]) -> String {
+    let ext = file.and_then(|f| f.extension()).and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let by_ext = match ext.as_deref() {
+        Some("md" | "markdown") => Some("text/markdown"),
+        Some("json") => Some("application/json"),
+        Some("txt" | "log") => Some("text/plain"),
+        Some("html" | "htm") => Some("text/html"),
+        Some("css") => Some("text/css"),
+        Some("js" | "mjs") => Some("text/javascript"),
+        Some("csv") => Some("text/csv"),
+        Some("sql") => Some("application/sql"),
+        Some("yaml" | "yml") => Some("application/yaml"),
+        Some("toml") => Some("application/toml"),
+        Some("xml") => Some("application/xml"),
+        Some("png") => Some("image/png"),
+        Some("pdf") => Some("application/pdf"),
+        _ => None,
+    };
+    match by_ext {
+        Some(t) => t.to_string(),
+        None if std::str::from_utf8(bytes).is_ok() => "text/plain".to_string(),
+        None => "application/octet-stream".to_string(),
+    }
+}
+
+/// PARENT's document named `name`, if exactly one exists.
+fn existing_document(seg: &Segment, parent: Handle, name: &str) -> Result<Option<Handle>, Fail> {
+    let mut kids = Vec::new();
+    seg.children(parent, &mut kids)?;
+    let found: Vec<Handle> = kids
+        .into_iter()
+        .filter(|k| seg.read(*k).is_ok_and(|n| n.kind() == Some(NodeKind::Document) && n.name() == name))
+        .collect();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(Some(found[0])),
+        n => Err(Fail::usage(
+            format!("{n} documents named {name:?} under {}", path_of(seg, parent)),
+            "replace one by UUID with a distinct name, or delete the duplicates",
+        )
+        .with_code("ambiguous_node")),
+    }
+}
+
+/// Runs `doc put` / `doc get`.
+pub fn run(ctx: &Ctx, c: &DocCmd) -> Result<(), Fail> {
+    match c {
+        DocCmd::Put(a) => put(ctx, a),
+        DocCmd::Get(a) => get(ctx, a),
+    }
+}
+
+fn put(ctx: &Ctx, a: &PutArgs) -> Result<(), Fail> {
+    if a.name.contains('/') {
+        return Err(Fail::usage(format!("document name {:?} contains '/'", a.name), "choose a name without '/'"));
+    }
+    let mut bytes = Vec::new();
+    match &a.file {
+        Some(f) => {
+            bytes = std::fs::read(f).map_err(|e| {
+                let code = if e.kind() == std::io::ErrorKind::NotFound { exit::NOT_FOUND } else { exit::OTHER };
+                Fail::new("file_unreadable", code, format!("cannot read {}: {e}", f.display()), "check the path")
+            })?;
+        }
+        None => {
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| Fail::other(format!("cannot read the document from stdin: {e}")))?;
+        }
+    }
+    let content_type = a.content_type.clone().unwrap_or_else(|| guess_type(a.file.as_ref(), &bytes));
+    let seg = ctx.attach_rw()?;
+    let parent = resolve::node(&seg, &a.parent)?;
+    let doc = match existing_document(&seg, parent, &a.name)? {
+        Some(d) => {
+            seg.replace_document(d, &content_type, &bytes)?;
+            d
+        }
+        None => seg.put_document(parent, &a.name, &content_type, &bytes)?,
+    };
+    let n = seg.read(doc)?;
+    if ctx.json {
+        let names = Names::load(&seg);
+        return print_json(&node_json(&seg, &n, &names, Some(&path_of(&seg, doc))));
+    }
+    print(&format!("{} document v{} {} bytes {} {}", n.uuid(), n.version(), bytes.len(), content_type, n.name()))
+}
+
+fn get(ctx: &Ctx, a: &GetArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_ro()?;
+    let h = resolve::node(&seg, &a.node)?;
+    let mut bytes = Vec::new();
+    let info = seg.get_document(h, &mut bytes)?;
+    if ctx.json {
+        let n = seg.read(h)?;
+        let mut v = json!({
+            "uuid": n.uuid().to_string(),
+            "path": path_of(&seg, h),
+            "content_type": info.content_type,
+            "len": info.len,
+            "crc32c": info.crc,
+            "version": info.version,
+        });
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => v["text"] = json!(text),
+            Err(_) => v["hex"] = json!(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        }
+        return print_json(&v);
+    }
+    print_bytes(&bytes)
+}

@@ -1,0 +1,631 @@
+//! `wn doctor`: checks a segment's consistency and says what to do about each finding.
+//! Exit 0 only when healthy (no finding of severity `error`); otherwise exit 1 with code
+//! `unhealthy`.
+//!
+//! Checks, in order:
+//!
+//! * **header**: attaching validates magic, version, sizes and the region table; the
+//!   segment must be Ready. The daemon not running is a warning (agents still work, but
+//!   leases are not reaped and dead producers' ring slots wait for a read-write reader).
+//! * **locks**: a node writer lock, or a ring slot lock, held by a process that is gone;
+//!   a node seqlock left odd with no writer; the header's join and dependency locks.
+//! * **slots**: node slots left *reserved* (popped from the free list by a process that
+//!   died before linking them: leaked until repaired).
+//! * **ring**: sequences still in flight whose producer is gone (the daemon abandons them
+//!   within 50 ms); the count of slots abandoned so far (a warning: those events are lost).
+//! * **leases**: claims whose lease lapsed more than 2 s ago and were not reaped (the
+//!   daemon reaps them every 100 ms); claims naming an agent slot that is not live.
+//! * **sessions**: agents whose session process is gone but that were not reaped.
+//! * **free list**: free-list length + live count == capacity.
+//! * **index**: live index entries == live nodes == live slots, and every live node's
+//!   UUID looks up to its own slot.
+//! * **tree**: every live node's parent is live, and each node's child count equals the
+//!   number of live nodes naming it as parent (and its child list agrees).
+//! * **blobs**: free blob chunks + chunks in use == arena capacity.
+//!
+//! Lock words, slot states and ring stamps are not part of the library's API: they are
+//! read from the segment file (`/dev/shm/NAME`) at the offsets `worknode::layout`
+//! publishes. A live segment changes while it is checked, so count checks are retried
+//! (three rounds) and only a disagreement that persists is reported; for exact answers,
+//! run it on a quiet segment.
+//!
+//! `--repair` fixes what the library can fix through its API, then checks again: it
+//! reaps expired leases and dead sessions, takes over node locks held by dead processes
+//! (a no-op update: the takeover repairs the record and any half-changed child list), and
+//! abandons ring sequences stuck behind dead producers.
+
+use crate::ctx::Ctx;
+use crate::fail::{exit, Fail};
+use crate::output::{now_ms, print, print_json};
+use crate::resolve::path_of;
+use comfy_table::{Cell, Color};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+use worknode::layout::{hdr, slot, Region};
+use worknode::{Access, Handle, OwnerTag, Segment, SegmentState, Start};
+
+/// Options of `wn doctor`.
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    /// Fix what can be fixed safely (expired leases, dead sessions, locks held by dead
+    /// processes, stuck ring slots), then check again.
+    #[arg(long)]
+    repair: bool,
+}
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Severity {
+    /// Unhealthy.
+    Error,
+    /// Worth knowing; does not make the segment unhealthy.
+    Warning,
+}
+
+/// One thing found wrong.
+#[derive(Clone, Debug)]
+struct Finding {
+    severity: Severity,
+    message: String,
+    hint: String,
+}
+
+fn error(message: impl Into<String>, hint: impl Into<String>) -> Finding {
+    Finding { severity: Severity::Error, message: message.into(), hint: hint.into() }
+}
+
+fn warning(message: impl Into<String>, hint: impl Into<String>) -> Finding {
+    Finding { severity: Severity::Warning, message: message.into(), hint: hint.into() }
+}
+
+/// One check's outcome.
+struct Check {
+    name: &'static str,
+    summary: String,
+    findings: Vec<Finding>,
+}
+
+/// Findings listed per check before the rest are summarised.
+const SHOWN: usize = 20;
+/// How long past its end an unreaped lease is reported.
+const LEASE_GRACE_MS: u64 = 2_000;
+
+/// The segment file, read at layout offsets.
+struct Raw {
+    file: File,
+}
+
+impl Raw {
+    fn open(seg: &Segment) -> Result<Raw, Fail> {
+        let file = File::open(seg.path())
+            .map_err(|e| Fail::other(format!("cannot open {} to inspect it: {e}", seg.path().display())))?;
+        Ok(Raw { file })
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Fail> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Fail::other(format!("cannot read the segment at {offset}: {e}")))
+    }
+
+    fn u64_at(&self, offset: u64) -> Result<u64, Fail> {
+        let mut b = [0u8; 8];
+        self.read(offset, &mut b)?;
+        Ok(u64::from_ne_bytes(b))
+    }
+
+    /// Calls `f(index, element bytes)` for every element of a region, reading it in
+    /// batches.
+    fn for_each(&self, seg: &Segment, region: Region, mut f: impl FnMut(u64, &[u8])) -> Result<(), Fail> {
+        let r = seg.info().regions[region as usize];
+        let batch = (1 << 20) / r.elem_size.max(1);
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while i < r.capacity {
+            let n = batch.min(r.capacity - i);
+            buf.resize((n * r.elem_size) as usize, 0);
+            self.read(r.offset + i * r.elem_size, &mut buf)?;
+            for (j, elem) in buf.chunks_exact(r.elem_size as usize).enumerate() {
+                f(i + j as u64, elem);
+            }
+            i += n;
+        }
+        Ok(())
+    }
+}
+
+fn word(bytes: &[u8], offset: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[offset..offset + 8]);
+    u64::from_ne_bytes(b)
+}
+
+/// A node slot's control words, as read from the file.
+struct SlotWords {
+    index: u32,
+    seq: u64,
+    lock: u64,
+    generation: u32,
+    state: u64,
+}
+
+fn node_slots(raw: &Raw, seg: &Segment) -> Result<Vec<SlotWords>, Fail> {
+    let mut out = Vec::new();
+    raw.for_each(seg, Region::Nodes, |i, b| {
+        let gs = word(b, slot::GEN_STATE);
+        out.push(SlotWords {
+            index: i as u32,
+            seq: word(b, slot::SEQ),
+            lock: word(b, slot::LOCK),
+            generation: (gs >> 32) as u32,
+            state: gs & 0xffff_ffff,
+        });
+    })?;
+    Ok(out)
+}
+
+/// Runs `check` up to three times, a little apart, and returns the first clean result or
+/// the last findings (a live segment may disagree with itself for a moment).
+fn settled(mut check: impl FnMut() -> Result<Vec<Finding>, Fail>) -> Result<Vec<Finding>, Fail> {
+    let mut last = Vec::new();
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        last = check()?;
+        if last.iter().all(|f| f.severity != Severity::Error) {
+            return Ok(last);
+        }
+    }
+    Ok(last)
+}
+
+fn check_header(seg: &Segment) -> Check {
+    let info = seg.info();
+    let mut findings = Vec::new();
+    if info.state != SegmentState::Ready {
+        findings.push(error(
+            format!("segment state is {}", info.state.as_str()),
+            "the daemon is starting or shutting down; restart it if this persists",
+        ));
+    }
+    if !info.daemon_alive {
+        findings.push(warning(
+            format!("the daemon (pid {}) is not running", info.daemon_pid),
+            format!("start it: `worknoded --segment {}` adopts the segment", info.name),
+        ));
+    }
+    Check {
+        name: "header",
+        summary: format!(
+            "layout v{}, {} bytes, state {}, daemon pid {} {}",
+            info.layout_version,
+            info.size,
+            info.state.as_str(),
+            info.daemon_pid,
+            if info.daemon_alive { "running" } else { "gone" }
+        ),
+        findings,
+    }
+}
+
+fn dead(tag: u64) -> bool {
+    tag != 0 && !OwnerTag(tag).is_alive()
+}
+
+fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, Fail> {
+    let mut findings = Vec::new();
+    let mut held = 0;
+    for s in slots {
+        if s.lock != 0 {
+            held += 1;
+        }
+        if dead(s.lock) {
+            let what = if s.state == slot::LIVE {
+                path_of(seg, Handle { index: s.index, generation: s.generation })
+            } else {
+                format!("(slot state {})", s.state)
+            };
+            findings.push(error(
+                format!("node slot {} {what} is locked by process {}, which is gone", s.index, OwnerTag(s.lock).pid()),
+                "`wn doctor --repair` takes the lock over and repairs the record (so does the node's next write)",
+            ));
+        } else if s.lock == 0 && s.seq & 1 == 1 {
+            findings.push(error(
+                format!("node slot {} has an odd seqlock word with no writer holding its lock", s.index),
+                "the segment is damaged: stop the daemon and recreate the segment",
+            ));
+        }
+    }
+    for (name, offset, heals) in [
+        ("agent join lock", hdr::AGENTS_LOCK, "the next agent to join takes it over"),
+        ("dependency lock", hdr::DEPS_LOCK, "the next dependency change takes it over"),
+    ] {
+        let tag = raw.u64_at(offset as u64)?;
+        if dead(tag) {
+            findings
+                .push(warning(format!("the {name} is held by process {}, which is gone", OwnerTag(tag).pid()), heals));
+        }
+    }
+    Ok(Check { name: "locks", summary: format!("{held} node locks held now"), findings })
+}
+
+fn check_slots(slots: &[SlotWords]) -> Check {
+    let mut findings = Vec::new();
+    for s in slots {
+        if s.state == slot::RESERVED && (s.lock == 0 || dead(s.lock)) {
+            findings.push(error(
+                format!("node slot {} is reserved but no live process is creating a node in it", s.index),
+                "it was popped from the free list by a process that died; it is leaked until the segment is recreated",
+            ));
+        }
+    }
+    let live = slots.iter().filter(|s| s.state == slot::LIVE).count();
+    Check { name: "slots", summary: format!("{live} live of {}", slots.len()), findings }
+}
+
+/// Ring sequences claimed but not published whose producer is gone (or never locked the
+/// slot): for each slot, the newest sequence below the tail that maps to it must be
+/// published or abandoned.
+fn stuck_ring(seg: &Segment, raw: &Raw) -> Result<Vec<(u64, u64)>, Fail> {
+    let tail = seg.ring_tail();
+    let mask = seg.ring_counters().capacity - 1;
+    let mut stuck = Vec::new();
+    raw.for_each(seg, Region::Events, |i, b| {
+        let Some(last) = tail.checked_sub(1) else { return };
+        if last < i {
+            return;
+        }
+        let expected = last - ((last - i) & mask);
+        let stamp = word(b, 0);
+        let owner = word(b, 8);
+        let unpublished = match (stamp >> 2).checked_sub(1) {
+            None => true,
+            Some(seq) => seq < expected || (seq == expected && stamp & 3 == 0),
+        };
+        if unpublished && (owner == 0 || dead(owner)) {
+            stuck.push((expected, owner));
+        }
+    })?;
+    Ok(stuck)
+}
+
+fn check_ring(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
+    let c = seg.ring_counters();
+    let mut findings = Vec::new();
+    let stuck = settled(|| {
+        Ok(stuck_ring(seg, raw)?
+            .into_iter()
+            .map(|(seq, owner)| {
+                let by = if owner == 0 { "a producer that never locked it".to_string() } else { format!("process {}, which is gone", OwnerTag(owner).pid()) };
+                error(
+                    format!("event {seq} is still being written by {by}"),
+                    "the daemon abandons it within 50 ms: is it running? `wn doctor --repair` (or `wn events`) does it too",
+                )
+            })
+            .collect())
+    })?;
+    findings.extend(stuck);
+    let mut owners_dead = 0;
+    raw.for_each(seg, Region::Events, |_, b| {
+        if dead(word(b, 8)) {
+            owners_dead += 1;
+        }
+    })?;
+    if owners_dead > 0 {
+        findings.push(warning(
+            format!("{owners_dead} ring slot locks are held by processes that are gone"),
+            "the next append to each slot takes its lock over",
+        ));
+    }
+    if c.abandoned > 0 {
+        findings.push(warning(
+            format!(
+                "{} ring slots were abandoned by producers that died mid-append (those events are lost)",
+                c.abandoned
+            ),
+            "nothing to repair; find out why those producers died",
+        ));
+    }
+    Ok(Check {
+        name: "ring",
+        summary: format!(
+            "tail {}, capacity {}, {} abandoned, {} parked readers",
+            c.tail, c.capacity, c.abandoned, c.waiters
+        ),
+        findings,
+    })
+}
+
+fn check_leases(seg: &Segment) -> Result<Check, Fail> {
+    let mut agents = Vec::new();
+    seg.agents(&mut agents);
+    let live_slots: Vec<u16> = agents.iter().map(|a| a.id.index).collect();
+    let mut claims = 0;
+    let findings = settled(|| {
+        let now = now_ms();
+        let mut f = Vec::new();
+        claims = 0;
+        seg.for_each_node(|n| {
+            let Some(slot) = n.claim_agent_raw() else { return true };
+            claims += 1;
+            let path = path_of(seg, n.handle());
+            if n.lease_until_ms() + LEASE_GRACE_MS < now {
+                f.push(error(
+                    format!(
+                        "{path}: lease expired {} ago and was not reaped",
+                        crate::duration::format_ms(now - n.lease_until_ms())
+                    ),
+                    "the daemon reaps lapsed leases every 100 ms: is it running? `wn doctor --repair` reaps them now",
+                ));
+            } else if !live_slots.contains(&slot) {
+                f.push(error(
+                    format!("{path}: claimed by agent slot {slot}, which holds no live agent"),
+                    "`wn doctor --repair` releases it when its lease lapses; or wait for the lease",
+                ));
+            }
+            true
+        })?;
+        Ok(f)
+    })?;
+    Ok(Check { name: "leases", summary: format!("{claims} claims"), findings })
+}
+
+fn check_sessions(seg: &Segment) -> Check {
+    let mut agents = Vec::new();
+    seg.agents(&mut agents);
+    let mut findings = Vec::new();
+    for a in &agents {
+        if let (Some(pid), false) = (a.session_pid, a.session_alive) {
+            findings.push(error(
+                format!("agent {} holds a session for process {pid}, which is gone", a.name),
+                "the daemon reaps it (claims released): is it running? `wn doctor --repair` reaps it now",
+            ));
+        }
+    }
+    let sessions = agents.iter().filter(|a| a.session_pid.is_some()).count();
+    Check { name: "sessions", summary: format!("{} agents, {sessions} with a session", agents.len()), findings }
+}
+
+fn check_free_list(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
+    let cap = seg.capacities().nodes as u64;
+    let mut summary = String::new();
+    let findings = settled(|| {
+        let free = seg.free_slots()?;
+        let live = seg.info().regions[Region::Nodes as usize].used;
+        let reserved = node_slots(raw, seg)?.iter().filter(|s| s.state == slot::RESERVED).count() as u64;
+        summary = format!("{free} free + {live} live = {} of {cap}", free + live);
+        if free + live + reserved == cap {
+            return Ok(vec![]);
+        }
+        Ok(vec![error(
+            format!(
+                "free list ({free}) + live nodes ({live}) + reserved ({reserved}) = {}, not the capacity {cap}",
+                free + live + reserved
+            ),
+            "slots leaked or double-counted; the segment needs to be recreated to recover them",
+        )])
+    })?;
+    Ok(Check { name: "free list", summary, findings })
+}
+
+fn check_index(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
+    let mut summary = String::new();
+    let mut findings = settled(|| {
+        let info = seg.info();
+        let index_live = info.regions[Region::Index as usize].used;
+        let pool_live = info.regions[Region::Nodes as usize].used;
+        let slots_live = node_slots(raw, seg)?.iter().filter(|s| s.state == slot::LIVE).count() as u64;
+        summary = format!("{index_live} entries, {} tombstones", info.index_tombstones);
+        let mut f = Vec::new();
+        if index_live != pool_live || pool_live != slots_live {
+            f.push(error(
+                format!("index entries ({index_live}), live-node counter ({pool_live}) and live slots ({slots_live}) disagree"),
+                "the id index or the counters are inconsistent; recreate the segment if this persists",
+            ));
+        }
+        Ok(f)
+    })?;
+    let mut bad = Vec::new();
+    seg.for_each_node(|n| {
+        match seg.lookup(n.uuid()) {
+            Ok(h) if h == n.handle() => {}
+            _ => bad.push(*n),
+        }
+        true
+    })?;
+    // A node deleted between the scan and the lookup is not a finding.
+    for n in bad {
+        if seg.read(n.handle()).is_ok() && seg.lookup(n.uuid()) != Ok(n.handle()) {
+            findings.push(error(
+                format!("{} ({}) is live but its UUID does not look up to it", path_of(seg, n.handle()), n.uuid()),
+                "the id index is damaged; recreate the segment",
+            ));
+        }
+    }
+    Ok(Check { name: "index", summary, findings })
+}
+
+fn check_tree(seg: &Segment) -> Result<Check, Fail> {
+    let mut nodes = 0;
+    let findings = settled(|| {
+        let mut f = Vec::new();
+        let mut counts: HashMap<Handle, u64> = HashMap::new();
+        let mut live: Vec<Handle> = Vec::new();
+        seg.for_each_node(|n| {
+            live.push(n.handle());
+            if let Some(p) = n.parent() {
+                *counts.entry(p).or_default() += 1;
+                if seg.read(p).is_err() && seg.read(n.handle()).is_ok() {
+                    f.push(error(
+                        format!("{} ({}) names a parent that is not live", n.name(), n.uuid()),
+                        "an orphan: delete it, or recreate the segment",
+                    ));
+                }
+            }
+            true
+        })?;
+        nodes = live.len();
+        let mut kids = Vec::new();
+        for h in live {
+            let want = counts.get(&h).copied().unwrap_or(0);
+            let Ok(have) = seg.child_count(h) else { continue };
+            if have != want {
+                f.push(error(
+                    format!("{} has child count {have}, but {want} live nodes name it as parent", path_of(seg, h)),
+                    "its child list is inconsistent; `wn doctor --repair` cannot fix this: recreate the segment",
+                ));
+            } else if let Err(worknode::PoolError::Corrupt { what }) = seg.children(h, &mut kids) {
+                f.push(error(format!("{}: {what}", path_of(seg, h)), "recreate the segment"));
+            }
+        }
+        Ok(f)
+    })?;
+    Ok(Check { name: "tree", summary: format!("{nodes} nodes"), findings })
+}
+
+fn check_blobs(seg: &Segment) -> Result<Check, Fail> {
+    let r = seg.info().regions[Region::Blobs as usize];
+    let mut summary = String::new();
+    let findings = settled(|| {
+        let free = seg.free_blob_chunks()?;
+        let used = seg.info().regions[Region::Blobs as usize].used;
+        summary = format!("{used} of {} chunks in use", r.capacity);
+        if free + used == r.capacity {
+            return Ok(vec![]);
+        }
+        Ok(vec![error(
+            format!("free chunks ({free}) + chunks in use ({used}) = {}, not the capacity {}", free + used, r.capacity),
+            "blob chunks leaked; recreate the segment to recover them",
+        )])
+    })?;
+    Ok(Check { name: "blobs", summary, findings })
+}
+
+fn run_checks(seg: &Segment) -> Result<Vec<Check>, Fail> {
+    let raw = Raw::open(seg)?;
+    let slots = node_slots(&raw, seg)?;
+    Ok(vec![
+        check_header(seg),
+        check_locks(seg, &raw, &slots)?,
+        check_slots(&slots),
+        check_ring(seg, &raw)?,
+        check_leases(seg)?,
+        check_sessions(seg),
+        check_free_list(seg, &raw)?,
+        check_index(seg, &raw)?,
+        check_tree(seg)?,
+        check_blobs(seg)?,
+    ])
+}
+
+/// What `--repair` did.
+fn repair(seg: &Segment) -> Result<Vec<String>, Fail> {
+    let mut done = Vec::new();
+    let reaped = seg.reap_expired_claims();
+    if reaped > 0 {
+        done.push(format!("released {reaped} expired claims"));
+    }
+    let sessions = seg.reap_dead_sessions();
+    if sessions > 0 {
+        done.push(format!("reaped {sessions} agents whose session process was gone"));
+    }
+    let raw = Raw::open(seg)?;
+    for s in node_slots(&raw, seg)? {
+        if s.state == slot::LIVE && dead(s.lock) {
+            let h = Handle { index: s.index, generation: s.generation };
+            if seg.update(h, |_| Ok(())).is_ok() {
+                done.push(format!("took over the lock of {} from a dead process", path_of(seg, h)));
+            }
+        }
+    }
+    for (seq, _) in stuck_ring(seg, &raw)? {
+        let mut r = seg.reader(Start::At(seq));
+        r.set_abandon_after(Duration::ZERO);
+        // The first look marks the sequence as waited on; the second abandons it.
+        let _ = r.try_next();
+        let _ = r.try_next();
+        done.push(format!("abandoned event {seq}, stuck behind a dead producer"));
+    }
+    Ok(done)
+}
+
+fn check_json(c: &Check) -> Value {
+    let findings: Vec<Value> = c
+        .findings
+        .iter()
+        .map(|f| {
+            json!({
+                "severity": if f.severity == Severity::Error { "error" } else { "warning" },
+                "message": f.message,
+                "hint": f.hint,
+            })
+        })
+        .collect();
+    json!({ "check": c.name, "ok": c.findings.iter().all(|f| f.severity != Severity::Error), "summary": c.summary, "findings": findings })
+}
+
+/// Checks (and with `--repair`, repairs) the segment.
+pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
+    let seg = if a.repair { Segment::attach(&ctx.segment, Access::ReadWrite)? } else { ctx.attach_best()? };
+    let repaired = if a.repair { repair(&seg)? } else { Vec::new() };
+    let checks = run_checks(&seg)?;
+    let errors: usize =
+        checks.iter().map(|c| c.findings.iter().filter(|f| f.severity == Severity::Error).count()).sum();
+    let warnings: usize =
+        checks.iter().map(|c| c.findings.iter().filter(|f| f.severity == Severity::Warning).count()).sum();
+    if ctx.json {
+        print_json(&json!({
+            "segment": seg.name(),
+            "healthy": errors == 0,
+            "errors": errors,
+            "warnings": warnings,
+            "repaired": repaired,
+            "checks": checks.iter().map(check_json).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        let s = &ctx.style;
+        let mut t = s.table(&["", "CHECK", "DETAIL"]);
+        for c in &checks {
+            let worst = c.findings.iter().map(|f| f.severity).min_by_key(|s| *s != Severity::Error);
+            let (label, color) = match worst {
+                None => ("ok", Color::Green),
+                Some(Severity::Error) => ("FAIL", Color::Red),
+                Some(Severity::Warning) => ("warn", Color::Yellow),
+            };
+            let mut detail = c.summary.clone();
+            for f in c.findings.iter().take(SHOWN) {
+                let tag = if f.severity == Severity::Error { "error" } else { "warning" };
+                detail.push_str(&format!("\n{tag}: {}\n  hint: {}", f.message, f.hint));
+            }
+            if c.findings.len() > SHOWN {
+                detail.push_str(&format!("\n… and {} more (see --json)", c.findings.len() - SHOWN));
+            }
+            let cell = if s.color { Cell::new(label).fg(color) } else { Cell::new(label) };
+            t.add_row(vec![cell, Cell::new(c.name), Cell::new(detail)]);
+        }
+        let mut text = String::new();
+        for r in &repaired {
+            text.push_str(&format!("repaired: {r}\n"));
+        }
+        text.push_str(&s.render(t));
+        text.push_str(&match (errors, warnings) {
+            (0, 0) => format!("\n\n{}: healthy", seg.name()),
+            (0, w) => format!("\n\n{}: healthy ({w} warnings)", seg.name()),
+            (e, w) => format!("\n\n{}: {e} problems, {w} warnings", seg.name()),
+        });
+        print(&text)?;
+    }
+    if errors > 0 {
+        return Err(Fail::new(
+            "unhealthy",
+            exit::OTHER,
+            format!("segment {} is unhealthy: {errors} problems found", seg.name()),
+            "read each finding's hint; `wn doctor --repair` fixes expired leases, dead sessions, stuck locks and ring slots",
+        ));
+    }
+    Ok(())
+}

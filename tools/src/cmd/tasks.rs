@@ -1,0 +1,427 @@
+//! Tasks: `wn ready`, `wn claim`, the claimant's verbs (`renew`, `release`, `start`,
+//! `progress`, `done`, `fail`) and dependencies (`block`, `dep add|rm|ls`).
+//!
+//! # Epochs
+//!
+//! A claimant's write presents a [`Claim`]. `wn` builds it from the task's current
+//! record when the task is claimed by this `--agent` (slot, epoch, lease), so a shell
+//! agent needs to remember nothing between commands. A script that wants strict fencing
+//! saves the epoch `claim` printed and passes `--epoch N`: if the task was claimed again
+//! since (its lease lapsed and another agent took it), the write is refused with
+//! `stale_epoch` (exit 3) instead of landing on the successor's claim.
+
+use crate::cmd::nodes::{kind_parser, node_table, print_node};
+use crate::ctx::{find_agent, Ctx};
+use crate::duration;
+use crate::fail::{exit, Fail};
+use crate::output::{node_json, now_ms, print, print_json, Names};
+use crate::resolve::{self, path_of};
+use serde_json::{json, Value};
+use std::time::Duration;
+use worknode::{Claim, Handle, NodeKind, Segment, Status, TaskError, TaskFilter};
+
+/// Options of `wn ready`.
+#[derive(clap::Args, Debug)]
+pub struct ReadyArgs {
+    /// Only nodes of this kind.
+    #[arg(long, value_parser = kind_parser(), default_value = "task")]
+    kind: NodeKind,
+    /// Only this subtree (UUID, unique prefix, or /path).
+    #[arg(long, value_name = "NODE")]
+    under: Option<String>,
+    /// Only tasks assigned to this agent.
+    #[arg(long, value_name = "AGENT")]
+    assignee: Option<String>,
+    /// At most this many.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    limit: usize,
+}
+
+/// Options of `wn claim`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["node", "next"])))]
+pub struct ClaimArgs {
+    /// The task to claim (UUID, unique prefix, or /path).
+    node: Option<String>,
+    /// Claim the best ready task instead (highest priority, then oldest).
+    #[arg(long)]
+    next: bool,
+    /// With --next: only this kind.
+    #[arg(long, value_parser = kind_parser(), requires = "next")]
+    kind: Option<NodeKind>,
+    /// With --next: only this subtree.
+    #[arg(long, value_name = "NODE", requires = "next")]
+    under: Option<String>,
+    /// With --next: only tasks assigned to this agent (`--mine` for yourself).
+    #[arg(long, value_name = "AGENT", requires = "next", conflicts_with = "mine")]
+    assignee: Option<String>,
+    /// With --next: only tasks assigned to you.
+    #[arg(long, requires = "next")]
+    mine: bool,
+    /// How long the claim holds unless renewed (30s, 10m, 1h).
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive, default_value = "10m")]
+    lease: Duration,
+}
+
+/// The task and the optional strict epoch, shared by the claimant's verbs.
+#[derive(clap::Args, Debug)]
+pub struct ClaimantArgs {
+    /// The task (UUID, unique prefix, or /path).
+    node: String,
+    /// Present this fencing epoch (as printed by `claim`) instead of the current one: the
+    /// write fails with exit 3 if the task was claimed again since.
+    #[arg(long, value_name = "N")]
+    epoch: Option<u64>,
+}
+
+/// Options of `wn renew`.
+#[derive(clap::Args, Debug)]
+pub struct RenewArgs {
+    #[command(flatten)]
+    task: ClaimantArgs,
+    /// New lease, from now.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive, default_value = "10m")]
+    lease: Duration,
+}
+
+/// Options of `wn progress`.
+#[derive(clap::Args, Debug)]
+pub struct ProgressArgs {
+    #[command(flatten)]
+    task: ClaimantArgs,
+    /// Percent done, 0-100.
+    #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+    pct: u8,
+}
+
+/// Options of `wn done`.
+#[derive(clap::Args, Debug)]
+pub struct DoneArgs {
+    #[command(flatten)]
+    task: ClaimantArgs,
+    /// A short note carried in the `task_completed` event.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    note: String,
+}
+
+/// Options of `wn fail`.
+#[derive(clap::Args, Debug)]
+pub struct FailArgs {
+    #[command(flatten)]
+    task: ClaimantArgs,
+    /// Why it failed (carried in the `task_failed` event).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+}
+
+/// Options of `wn block`.
+#[derive(clap::Args, Debug)]
+pub struct BlockArgs {
+    /// The node that waits.
+    node: String,
+    /// The node it waits for.
+    #[arg(long, value_name = "NODE")]
+    by: String,
+}
+
+/// `wn dep …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum DepCmd {
+    /// Make NODE wait for each --blocked-by node.
+    Add(DepArgs),
+    /// Remove the edges NODE → each --blocked-by node (NODE becomes ready when none is open).
+    Rm(DepArgs),
+    /// List what NODE waits for and what waits for it.
+    Ls(DepLsArgs),
+}
+
+/// Options of `wn dep add|rm`.
+#[derive(clap::Args, Debug)]
+pub struct DepArgs {
+    /// The node that waits.
+    node: String,
+    /// The node(s) it waits for (repeatable).
+    #[arg(long = "blocked-by", value_name = "NODE", required = true)]
+    blocked_by: Vec<String>,
+}
+
+/// Options of `wn dep ls`.
+#[derive(clap::Args, Debug)]
+pub struct DepLsArgs {
+    /// The node.
+    node: String,
+}
+
+/// Lists tasks that can be claimed now, best first.
+pub fn run_ready(ctx: &Ctx, a: &ReadyArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_ro()?;
+    let filter = TaskFilter {
+        kind: Some(a.kind),
+        assignee: a.assignee.as_deref().map(|n| find_agent(&seg, n)).transpose()?,
+        under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
+    };
+    let mut out = Vec::new();
+    seg.ready(&filter, a.limit, &mut out)?;
+    let names = Names::load(&seg);
+    if ctx.json {
+        let tasks: Vec<Value> =
+            out.iter().map(|n| node_json(&seg, n, &names, Some(&path_of(&seg, n.handle())))).collect();
+        return print_json(&json!({ "tasks": tasks, "count": out.len() }));
+    }
+    print(&node_table(ctx, &seg, &out, &names))
+}
+
+fn print_claim(ctx: &Ctx, seg: &Segment, c: &Claim) -> Result<(), Fail> {
+    let n = seg.read(c.task)?;
+    let agent = seg.agent(c.agent).map(|a| a.name).unwrap_or_default();
+    if ctx.json {
+        let names = Names::load(seg);
+        return print_json(&json!({
+            "node": node_json(seg, &n, &names, Some(&path_of(seg, c.task))),
+            "uuid": n.uuid().to_string(),
+            "epoch": c.epoch,
+            "lease_until_ms": c.lease_until_ms,
+            "agent": agent,
+        }));
+    }
+    let lease = duration::format_ms(c.lease_until_ms.saturating_sub(now_ms()));
+    print(&format!("{} epoch {} lease {lease} {}", n.uuid(), c.epoch, n.name()))
+}
+
+/// Claims a task, or the best ready one.
+pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
+    // clap's `requires` does not hold these back when NODE fills the required group.
+    if !a.next && (a.kind.is_some() || a.under.is_some() || a.assignee.is_some() || a.mine) {
+        return Err(Fail::usage(
+            "--kind, --under, --assignee and --mine select a task for --next; they cannot go with NODE",
+            "either `wn claim NODE` or `wn claim --next [--kind K] [--under NODE] [--mine]`",
+        ));
+    }
+    let seg = ctx.attach_rw()?;
+    let me = ctx.me(&seg)?;
+    let claim = if a.next {
+        let assignee = match (a.mine, a.assignee.as_deref()) {
+            (true, _) => Some(me),
+            (false, Some(n)) => Some(find_agent(&seg, n)?),
+            (false, None) => None,
+        };
+        let filter = TaskFilter {
+            kind: a.kind,
+            assignee,
+            under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
+        };
+        seg.claim_next(&filter, me, a.lease).map_err(|e| {
+            let tail = seg.ring_tail();
+            let f = Fail::from(e);
+            if f.code == "nothing_ready" {
+                // The ring position now: `wn wait --since SEQ` then misses nothing.
+                Fail { hint: format!("wait for one: `wn wait --kind task_ready --since {tail}`"), ..f }
+                    .with_details(json!({ "ring_tail": tail }))
+            } else {
+                f
+            }
+        })?
+    } else {
+        let spec = a.node.as_deref().unwrap_or_default();
+        let h = resolve::node(&seg, spec)?;
+        seg.claim(h, me, a.lease).map_err(|e| match e {
+            TaskError::AlreadyClaimed { by, until_ms } => Fail::new(
+                "already_claimed",
+                exit::CONFLICT,
+                format!(
+                    "{spec:?} is already claimed by {} (lease ends {})",
+                    Names::load(&seg).agent(by),
+                    duration::relative(now_ms(), until_ms)
+                ),
+                "pick another task (`wn claim --next`), or wait for it (`wn wait --kind task_released`)",
+            ),
+            e => e.into(),
+        })?
+    };
+    print_claim(ctx, &seg, &claim)
+}
+
+/// The claim this agent presents for `spec`: built from the task's record when this
+/// agent holds it, with `epoch` (if given) replacing the current epoch.
+fn claim_for(ctx: &Ctx, seg: &Segment, a: &ClaimantArgs) -> Result<Claim, Fail> {
+    let me = ctx.me(seg)?;
+    let h = resolve::node(seg, &a.node)?;
+    let n = seg.read(h)?;
+    let mine = n.claim_agent_raw() == Some(me.index);
+    if !mine && a.epoch.is_none() {
+        let who = ctx.agent.clone().unwrap_or_default();
+        return Err(match n.claim_agent_raw() {
+            Some(other) if n.lease_until_ms() > now_ms() => Fail::new(
+                "not_claimant",
+                exit::CONFLICT,
+                format!("{:?} is claimed by {}, not by {who}", n.name(), Names::load(seg).agent(other)),
+                "work on a task you hold (`wn claim --next`)",
+            ),
+            _ => Fail::new(
+                "not_claimed",
+                exit::CONFLICT,
+                format!("{:?} is not claimed by {who}", n.name()),
+                format!("claim it first: `wn --agent {who} claim {}`", n.uuid()),
+            ),
+        });
+    }
+    Ok(Claim { task: h, agent: me, epoch: a.epoch.unwrap_or(n.claim_epoch()), lease_until_ms: n.lease_until_ms() })
+}
+
+/// Extends a held lease.
+pub fn run_renew(ctx: &Ctx, a: &RenewArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let c = claim_for(ctx, &seg, &a.task)?;
+    let c = seg.renew(&c, a.lease)?;
+    print_claim(ctx, &seg, &c)
+}
+
+/// Gives a held task back.
+pub fn run_release(ctx: &Ctx, a: &ClaimantArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let c = claim_for(ctx, &seg, a)?;
+    let n = seg.release(&c)?;
+    print_node(ctx, &seg, &n)
+}
+
+/// Claimed → in progress.
+pub fn run_start(ctx: &Ctx, a: &ClaimantArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let c = claim_for(ctx, &seg, a)?;
+    let n = seg.start(&c)?;
+    print_node(ctx, &seg, &n)
+}
+
+/// Reports progress.
+pub fn run_progress(ctx: &Ctx, a: &ProgressArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let c = claim_for(ctx, &seg, &a.task)?;
+    let n = seg.progress(&c, a.pct)?;
+    print_node(ctx, &seg, &n)
+}
+
+/// Completes a held task.
+pub fn run_done(ctx: &Ctx, a: &DoneArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let c = claim_for(ctx, &seg, &a.task)?;
+    seg.complete(&c, &a.note)?;
+    print_node(ctx, &seg, &seg.read(c.task)?)
+}
+
+/// Fails a held task.
+pub fn run_fail(ctx: &Ctx, a: &FailArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let c = claim_for(ctx, &seg, &a.task)?;
+    let n = seg.fail(&c, &a.reason)?;
+    print_node(ctx, &seg, &n)
+}
+
+/// Works around a window in the library's dependency tracking: if every blocker of a
+/// blocked node completed between `add_blocker` reading it and writing the edge, the
+/// completion's wake-up scan ran before the edge existed and the node would stay blocked
+/// for ever. Such a node (blocked, no open blocker) is unblocked by removing and
+/// re-adding one completed edge (`remove_blocker` re-evaluates it).
+pub fn settle_blocked(seg: &Segment, task: Handle) -> Result<(), Fail> {
+    let n = seg.read(task)?;
+    if n.status() != Some(Status::Blocked) {
+        return Ok(());
+    }
+    let mut done_edge = None;
+    for b in n.blocked_by() {
+        match seg.read(b) {
+            Ok(bn) if bn.status() == Some(Status::Complete) => done_edge = done_edge.or(Some(b)),
+            Ok(_) => return Ok(()), // an open blocker: blocked is right
+            Err(_) => {}            // deleted: counts as done
+        }
+    }
+    let Some(edge) = done_edge else {
+        // Only deleted blockers: remove one (a missing edge is a no-op) to re-evaluate.
+        if let Some(b) = n.blocked_by().next() {
+            seg.remove_blocker(task, b)?;
+        }
+        return Ok(());
+    };
+    seg.remove_blocker(task, edge)?;
+    seg.add_blocker(task, edge)?;
+    Ok(())
+}
+
+fn add_edges(seg: &Segment, task: Handle, blockers: &[String]) -> Result<(), Fail> {
+    let bs: Vec<Handle> = blockers.iter().map(|b| resolve::node(seg, b)).collect::<Result<_, _>>()?;
+    for b in bs {
+        seg.add_blocker(task, b)?;
+    }
+    settle_blocked(seg, task)
+}
+
+/// `block NODE --by OTHER`.
+pub fn run_block(ctx: &Ctx, a: &BlockArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let task = resolve::node(&seg, &a.node)?;
+    add_edges(&seg, task, std::slice::from_ref(&a.by))?;
+    print_node(ctx, &seg, &seg.read(task)?)
+}
+
+/// `dep add|rm|ls`.
+pub fn run_dep(ctx: &Ctx, c: &DepCmd) -> Result<(), Fail> {
+    match c {
+        DepCmd::Add(a) => {
+            let seg = ctx.attach_rw()?;
+            let task = resolve::node(&seg, &a.node)?;
+            add_edges(&seg, task, &a.blocked_by)?;
+            print_node(ctx, &seg, &seg.read(task)?)
+        }
+        DepCmd::Rm(a) => {
+            let seg = ctx.attach_rw()?;
+            let task = resolve::node(&seg, &a.node)?;
+            let bs: Vec<Handle> = a.blocked_by.iter().map(|b| resolve::node(&seg, b)).collect::<Result<_, _>>()?;
+            for b in bs {
+                seg.remove_blocker(task, b)?;
+            }
+            print_node(ctx, &seg, &seg.read(task)?)
+        }
+        DepCmd::Ls(a) => run_dep_ls(ctx, a),
+    }
+}
+
+fn run_dep_ls(ctx: &Ctx, a: &DepLsArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_ro()?;
+    let h = resolve::node(&seg, &a.node)?;
+    let n = seg.read(h)?;
+    let blockers: Vec<Handle> = n.blocked_by().collect();
+    let mut dependents: Vec<Handle> = Vec::new();
+    seg.for_each_node(|d| {
+        if d.blocked_by().any(|b| b == h) {
+            dependents.push(d.handle());
+        }
+        true
+    })?;
+    let describe = |b: &Handle| match seg.read(*b) {
+        Ok(bn) => {
+            json!({ "uuid": bn.uuid().to_string(), "path": path_of(&seg, *b), "status": bn.status().map(Status::as_str) })
+        }
+        Err(_) => json!({ "uuid": Value::Null, "path": Value::Null, "status": "deleted" }),
+    };
+    let waits_for: Vec<Value> = blockers.iter().map(describe).collect();
+    let blocks: Vec<Value> = dependents.iter().map(describe).collect();
+    if ctx.json {
+        return print_json(&json!({ "node": n.uuid().to_string(), "blocked_by": waits_for, "blocks": blocks }));
+    }
+    let s = &ctx.style;
+    let mut t = s.table(&["EDGE", "STATUS", "PATH", "UUID"]);
+    for (edge, list) in [("waits for", &waits_for), ("blocks", &blocks)] {
+        for v in list.iter() {
+            let status = v["status"].as_str().and_then(|x| x.parse::<Status>().ok());
+            t.add_row(vec![
+                comfy_table::Cell::new(edge),
+                s.status_cell(status),
+                comfy_table::Cell::new(v["path"].as_str().unwrap_or("(deleted)")),
+                comfy_table::Cell::new(v["uuid"].as_str().unwrap_or("")),
+            ]);
+        }
+    }
+    if waits_for.is_empty() && blocks.is_empty() {
+        return print(&s.dim("(no dependencies)"));
+    }
+    print(&s.render(t))
+}

@@ -1,0 +1,83 @@
+//! What every verb gets: the global options, and attaching to the segment as them.
+//!
+//! An agent identity (`--agent NAME`) is *joined on first use*: the first read-write
+//! command that names it joins it ([`worknode::Segment::join`], idempotent), and every
+//! later one finds it again. No session is opened: a shell agent's identity outlives the
+//! short `wn` processes acting for it, and its claims are held by their leases.
+
+use crate::fail::{exit, Fail};
+use crate::output::Style;
+use worknode::{Access, AgentId, Segment};
+
+/// The global options, resolved.
+pub struct Ctx {
+    /// Segment name.
+    pub segment: String,
+    /// The agent this invocation acts as, if any.
+    pub agent: Option<String>,
+    /// Role recorded when the agent first joins.
+    pub role: String,
+    /// JSON on stdout.
+    pub json: bool,
+    /// Human output styling.
+    pub style: Style,
+}
+
+impl Ctx {
+    /// Attaches read-only (inspectors).
+    pub fn attach_ro(&self) -> Result<Segment, Fail> {
+        Ok(Segment::attach(&self.segment, Access::ReadOnly)?)
+    }
+
+    /// Attaches read-write; with `--agent`, joins that agent and acts as it (events this
+    /// process appends carry it as actor).
+    pub fn attach_rw(&self) -> Result<Segment, Fail> {
+        let seg = Segment::attach(&self.segment, Access::ReadWrite)?;
+        if self.agent.is_some() {
+            self.me(&seg)?;
+        }
+        Ok(seg)
+    }
+
+    /// Attaches read-write when permitted (a reader that may repair a dead producer's
+    /// ring slot), read-only otherwise.
+    pub fn attach_best(&self) -> Result<Segment, Fail> {
+        match Segment::attach(&self.segment, Access::ReadWrite) {
+            Ok(seg) => Ok(seg),
+            Err(worknode::AttachError::PermissionDenied { .. }) => self.attach_ro(),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The agent this invocation acts as, joined if it has not joined yet. Fails with a
+    /// usage error when no `--agent` was given.
+    pub fn me(&self, seg: &Segment) -> Result<AgentId, Fail> {
+        let name = self.agent.as_deref().ok_or_else(|| {
+            Fail::new(
+                "agent_required",
+                exit::USAGE,
+                "this verb acts as an agent, and no agent was named",
+                "pass --agent NAME (or set WORKNODE_AGENT=NAME); the agent joins on first use",
+            )
+        })?;
+        let id = seg.join(name, &self.role)?;
+        if let Ok(info) = seg.agent(id) {
+            seg.set_actor(Some(info.node));
+        }
+        // A sign of life for `wn agents`; losing it is harmless.
+        let _ = seg.heartbeat(id);
+        Ok(id)
+    }
+}
+
+/// Finds a live agent by name (for `assign`, `--assignee`, `--actor`).
+pub fn find_agent(seg: &Segment, name: &str) -> Result<AgentId, Fail> {
+    seg.find_agent(name).ok_or_else(|| {
+        Fail::new(
+            "agent_not_found",
+            exit::NOT_FOUND,
+            format!("no agent named {name:?}"),
+            format!("list agents with `wn agents`; an agent joins when it first runs `wn --agent {name} …` (or `wn --agent {name} join`)"),
+        )
+    })
+}
