@@ -355,6 +355,8 @@ impl Segment {
             rec.progress = 100;
             Ok(())
         })?;
+        // Pairs with the fence in `add_blocker` (see there).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         self.wake_dependents(c.task);
         Ok(node)
     }
@@ -412,7 +414,7 @@ impl Segment {
         if task == blocker {
             return Err(TaskError::Cycle);
         }
-        let blocker_done = self.read(blocker)?.status() == Some(Status::Complete);
+        self.read(blocker)?;
         let lock = self.hdr(hdr::DEPS_LOCK);
         ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())
             .map_err(|b| PoolError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
@@ -431,6 +433,7 @@ impl Segment {
                 }
                 rec.blocked_by[n] = blocker.to_raw();
                 rec.blocker_count = n as u8 + 1;
+                let blocker_done = self.read(blocker).map_or(true, |b| b.status() == Some(Status::Complete));
                 if !blocker_done && matches!(status(rec), Status::Pending | Status::Ready) {
                     rec.status = Status::Blocked.code();
                     blocked = true;
@@ -443,6 +446,14 @@ impl Segment {
         let (node, blocked) = result?;
         if blocked {
             self.emit_task(task, EventKind::TASK_BLOCKED, None, b"")?;
+            // The blocker may have completed after we looked at it but before the edge
+            // was published; its wake-up scan then missed the edge. Look once more: the
+            // completion publishes its status and then scans, we publish the edge and
+            // then look, and the SeqCst fences on both sides mean one of us sees the
+            // other's write (Dekker). If both do, the second unblock finds nothing to do.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            self.maybe_unblock(task);
+            return Ok(self.read(task).unwrap_or(node));
         }
         Ok(node)
     }

@@ -211,3 +211,19 @@ fn queries_are_bounded_and_rollups_add_up() {
     assert!((r.percent_complete - 100.0 * 4.0 / 9.0).abs() < 1e-9);
     assert!((r.mean_progress - 40.0).abs() < 1e-9);
 }
+
+#[test]
+fn an_edge_added_while_its_blocker_completes_never_leaves_the_task_blocked() {
+    let seg = segment("edge-race");
+    let a = seg.join("a", "w").unwrap();
+    for round in 0..300 {
+        let blocker = task(&seg, &format!("b{round}"), 0);
+        let t = task(&seg, &format!("t{round}"), 0);
+        let c = seg.claim(blocker, a, LEASE).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| seg.complete(&c, "").unwrap());
+            s.spawn(|| seg.add_blocker(t, blocker).unwrap());
+        });
+        assert_eq!(seg.read(t).unwrap().status(), Some(Status::Ready), "round {round}: blocked for ever");
+    }
+}

@@ -1,6 +1,5 @@
 //! Nodes: `wn tree`, `wn ls`, `wn show`, `wn rollup` (inspection) and `wn add`.
 
-use crate::cmd::tasks::settle_blocked;
 use crate::ctx::{find_agent, Ctx};
 use crate::duration::relative;
 use crate::fail::{exit, Fail};
@@ -134,7 +133,6 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
         seg.add_blocker(h, *b)?;
     }
     if !blockers.is_empty() {
-        settle_blocked(&seg, h)?;
         if want == Status::Ready && seg.read(h)?.status() == Some(Status::Pending) {
             // Every blocker was already complete.
             seg.update(h, |n| n.set_status(Status::Ready))?;

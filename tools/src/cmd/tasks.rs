@@ -316,42 +316,12 @@ pub fn run_fail(ctx: &Ctx, a: &FailArgs) -> Result<(), Fail> {
     print_node(ctx, &seg, &n)
 }
 
-/// Works around a window in the library's dependency tracking: if every blocker of a
-/// blocked node completed between `add_blocker` reading it and writing the edge, the
-/// completion's wake-up scan ran before the edge existed and the node would stay blocked
-/// for ever. Such a node (blocked, no open blocker) is unblocked by removing and
-/// re-adding one completed edge (`remove_blocker` re-evaluates it).
-pub fn settle_blocked(seg: &Segment, task: Handle) -> Result<(), Fail> {
-    let n = seg.read(task)?;
-    if n.status() != Some(Status::Blocked) {
-        return Ok(());
-    }
-    let mut done_edge = None;
-    for b in n.blocked_by() {
-        match seg.read(b) {
-            Ok(bn) if bn.status() == Some(Status::Complete) => done_edge = done_edge.or(Some(b)),
-            Ok(_) => return Ok(()), // an open blocker: blocked is right
-            Err(_) => {}            // deleted: counts as done
-        }
-    }
-    let Some(edge) = done_edge else {
-        // Only deleted blockers: remove one (a missing edge is a no-op) to re-evaluate.
-        if let Some(b) = n.blocked_by().next() {
-            seg.remove_blocker(task, b)?;
-        }
-        return Ok(());
-    };
-    seg.remove_blocker(task, edge)?;
-    seg.add_blocker(task, edge)?;
-    Ok(())
-}
-
 fn add_edges(seg: &Segment, task: Handle, blockers: &[String]) -> Result<(), Fail> {
     let bs: Vec<Handle> = blockers.iter().map(|b| resolve::node(seg, b)).collect::<Result<_, _>>()?;
     for b in bs {
         seg.add_blocker(task, b)?;
     }
-    settle_blocked(seg, task)
+    Ok(())
 }
 
 /// `block NODE --by OTHER`.
