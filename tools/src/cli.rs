@@ -3,7 +3,7 @@
 //! `wn commands` derives its listing from this tree (clap's `CommandFactory`), so the
 //! listing cannot drift from what the parser accepts.
 
-use crate::cmd::{agents, commands, docs, doctor, dump, events, nodes, stat, tasks, top};
+use crate::cmd::{agents, commands, docs, doctor, dump, events, nodes, persist, stat, tasks, top};
 use crate::ctx::Ctx;
 use crate::fail::Fail;
 use clap::{Parser, Subcommand};
@@ -133,6 +133,12 @@ pub enum Command {
     Join,
     /// Leave as --agent NAME: release its claims and remove its identity.
     Leave,
+    /// Ask the daemon to compact its journal into a snapshot now, and wait for it.
+    Snapshot(persist::SnapshotArgs),
+    /// Print the whole state as one JSON document (backup, diffing).
+    Export,
+    /// Rebuild an export's nodes, documents, sets and dependencies in this segment.
+    Import(persist::ImportArgs),
     /// List every verb and its arguments (for agents discovering the tool).
     Commands,
 }
@@ -168,6 +174,9 @@ pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
         Command::Wait(a) => events::run_wait(ctx, a),
         Command::Join => agents::run_join(ctx),
         Command::Leave => agents::run_leave(ctx),
+        Command::Snapshot(a) => persist::run_snapshot(ctx, a),
+        Command::Export => persist::run_export(ctx),
+        Command::Import(a) => persist::run_import(ctx, a),
         Command::Commands => commands::run(ctx),
     }
 }

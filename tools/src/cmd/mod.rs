@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod dump;
 pub mod events;
 pub mod nodes;
+pub mod persist;
 pub mod stat;
 pub mod tasks;
 pub mod top;

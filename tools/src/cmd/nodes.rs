@@ -132,11 +132,9 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
     for b in &blockers {
         seg.add_blocker(h, *b)?;
     }
-    if !blockers.is_empty() {
-        if want == Status::Ready && seg.read(h)?.status() == Some(Status::Pending) {
-            // Every blocker was already complete.
-            seg.update(h, |n| n.set_status(Status::Ready))?;
-        }
+    if !blockers.is_empty() && want == Status::Ready && seg.read(h)?.status() == Some(Status::Pending) {
+        // Every blocker was already complete.
+        seg.update(h, |n| n.set_status(Status::Ready))?;
     }
     print_node(ctx, &seg, &seg.read(h)?)
 }
