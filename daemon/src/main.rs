@@ -154,12 +154,17 @@ struct Opened {
     how: &'static str,
     /// First sequence the journal has not written.
     journal_from: u64,
-    /// The journal has nothing yet: take a snapshot of the segment first.
-    needs_snapshot: bool,
+    /// The newest journaled events (snapshots carry them).
+    recent: std::collections::VecDeque<worknode::layout::EventRecord>,
 }
 
 /// Opens the segment: adopt a valid live one; else rebuild it from the journal; else
 /// create it. A half-initialised one is removed first; a foreign one is refused.
+///
+/// With a journal, the policy and cursors are published *before* the segment is opened
+/// to clients, and a new segment's first snapshot is on disk before then too: no append
+/// can be acknowledged that the journal does not cover, and a journal never lacks the
+/// root.
 fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config>) -> Result<Opened, Failure> {
     let recovered = match journal {
         Some(cfg) => {
@@ -173,8 +178,25 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
         }
         None => None,
     };
-    let has_journal = recovered.as_ref().is_some_and(|r| !r.state.nodes.is_empty());
+    // Anything on disk counts: a journal with events but no nodes is damage to report,
+    // not an empty directory to start over in.
+    let has_journal = recovered.as_ref().is_some_and(|r| r.snapshot.is_some() || r.state.records > 0);
     let journal_from = recovered.as_ref().map_or(0, |r| r.state.next_seq);
+    let recent = recovered.as_ref().map(|r| r.state.events.clone()).unwrap_or_default();
+    let policy = journal.map_or(worknode::Durability::Off, |c| c.policy);
+    // A fresh segment, or one adopted with an empty journal: the first snapshot makes
+    // the journal self-contained.
+    let first_snapshot = |seg: &Segment, covers: u64| -> Result<(), Failure> {
+        if let Some(cfg) = journal {
+            journal::store::JournalFile::create(&cfg.dir, covers)
+                .map_err(|e| fail(format!("creating the journal: {e}")))?;
+            journal::write_snapshot(seg, &cfg.dir, covers, &Default::default()).map_err(fail)?;
+            // Count it as a served request, so `wn snapshot`-style waits see it.
+            let n = seg.request_snapshot();
+            seg.set_snapshots_done(n);
+        }
+        Ok(())
+    };
     let create = |how| -> Result<Opened, Failure> {
         if let (true, Some(r)) = (has_journal, recovered.as_ref()) {
             let seg = Segment::create_for_restore(&args.segment, caps, args.mode)?;
@@ -196,10 +218,21 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
                     String::new()
                 }
             );
-            return Ok(Opened { seg, how: "restored", journal_from, needs_snapshot: false });
+            seg.set_durability(policy, journal_from);
+            seg.open_for_clients();
+            return Ok(Opened { seg, how: "restored", journal_from, recent: recent.clone() });
         }
-        let seg = Segment::create(&args.segment, caps, args.mode)?;
-        Ok(Opened { journal_from: seg.ring_tail(), seg, how, needs_snapshot: true })
+        let seg = Segment::create_unready(&args.segment, caps, args.mode)?;
+        let from = seg.ring_tail();
+        let opened = first_snapshot(&seg, from).map(|()| {
+            seg.set_durability(policy, from);
+            seg.open_for_clients();
+        });
+        if let Err(e) = opened {
+            let _ = Segment::unlink(&args.segment);
+            return Err(e);
+        }
+        Ok(Opened { journal_from: from, seg, how, recent: Default::default() })
     };
     match Segment::adopt(&args.segment) {
         Ok(seg) => {
@@ -211,7 +244,11 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
                 );
             }
             let from = if has_journal { journal_from } else { seg.ring_tail() };
-            Ok(Opened { seg, how: "adopted", journal_from: from, needs_snapshot: !has_journal })
+            if !has_journal {
+                first_snapshot(&seg, from)?;
+            }
+            seg.set_durability(policy, from);
+            Ok(Opened { seg, how: "adopted", journal_from: from, recent: recent.clone() })
         }
         Err(AttachError::NotFound { .. }) => create("created"),
         Err(AttachError::Incomplete) => {
@@ -265,7 +302,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             return Err(e);
         }
     };
-    let Opened { seg, how, journal_from, needs_snapshot } = opened;
+    let Opened { seg, how, journal_from, recent } = opened;
     // Listen before saying "ready": an agent that opens a session right after the ready
     // line must find the socket.
     let sessions = match sessions::Sessions::listen(seg.name(), seg.capacities().agents as usize) {
@@ -275,9 +312,6 @@ fn run(args: &Args) -> Result<(), Failure> {
             return Err(fail(format!("cannot listen for agent sessions: {e}; is another daemon of this segment name running in another mount namespace?")));
         }
     };
-    if needs_snapshot && journal_cfg.is_some() {
-        seg.request_snapshot();
-    }
     let info = seg.info();
     let c = seg.capacities();
     println!(
@@ -298,7 +332,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     let outcome = std::thread::scope(|scope| {
         let journal = journal_cfg.as_ref().map(|cfg| {
             let (seg, stop) = (&seg, &stop);
-            scope.spawn(move || journal::run(seg, cfg, journal_from, stop))
+            scope.spawn(move || journal::run(seg, cfg, journal_from, stop, recent))
         });
         let served = serve(&seg, &signals, sessions, journal.as_ref().map(|j| j as &dyn Finished));
         stop.store(true, std::sync::atomic::Ordering::Release);

@@ -322,7 +322,13 @@ impl Segment {
         s.session()
             .compare_exchange(cur, self.me.0, Ordering::AcqRel, Ordering::Relaxed)
             .map_err(|t| AgentError::SessionTaken { pid: OwnerTag(t).pid() })?;
-        self.heartbeat(id)
+        self.heartbeat(id)?;
+        // An event, so the journal records the binding (a restored agent whose session
+        // process is gone is then reaped, releasing its claims).
+        let a = self.agent(id)?;
+        self.append(&NewEvent::new(EventKind::AGENT_SESSION).node(a.uuid, 0).actor(a.node))
+            .map_err(|e| AgentError::Pool(PoolError::EventNotAppended(e)))?;
+        Ok(())
     }
 
     /// Records a sign of life.

@@ -67,6 +67,8 @@ kinds! {
     AGENT_LEFT = 21 => "agent_left",
     /// An agent died and was reaped.
     AGENT_LOST = 22 => "agent_lost",
+    /// An agent was bound to a session process.
+    AGENT_SESSION = 23 => "agent_session",
     /// An element was added to a node's set.
     SET_ADDED = 30 => "set_added",
     /// An element was removed from a node's set.

@@ -37,13 +37,17 @@ pub fn acquire(word: &AtomicU64, me: u64, wait: Duration, is_dead: impl Fn(u64) 
         match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => return Ok(Acquired::Free),
             Err(holder) => {
-                if !backoff.is_completed() {
+                // Under loom, straight to the slow path, asking `is_dead` at every attempt:
+                // loom runs a yielding thread only once the others cannot run, so a waiter
+                // that spins (and yields) first never takes over while another thread is
+                // runnable, and the model never explores that race.
+                if !cfg!(loom) && !backoff.is_completed() {
                     snooze(&backoff);
                     continue;
                 }
                 // Slow path: the holder has been inside longer than a short spin.
                 checks = checks.wrapping_add(1);
-                if checks % 16 == 1 && holder != me && is_dead(holder) {
+                if (cfg!(loom) || checks % 16 == 1) && holder != me && is_dead(holder) {
                     if word.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                         return Ok(Acquired::FromDead(holder));
                     }

@@ -6,8 +6,9 @@
 //! translation. The segment stays Initializing (clients wait) while
 //! [`Segment::restore_node`] and friends write slots directly; [`Segment::finish_restore`]
 //! then derives everything else — the free list, the id index, child lists (in creation
-//! order), scan summaries and counters — and marks it Ready. Documents' contents and
-//! sets are re-attached afterwards through the normal API.
+//! order), scan summaries and counters — and [`Segment::open_for_clients`] marks it
+//! Ready. Documents' contents and sets get new blob and set slots
+//! ([`Segment::restore_document`], `restore_set`).
 
 use crate::error::PoolError;
 use crate::freelist;
@@ -132,7 +133,8 @@ impl Segment {
     }
 
     /// Derives the free list, id index, child lists, summaries and counters from the
-    /// restored slots, and marks the segment Ready. The root must be in slot 0.
+    /// restored slots. The root must be in slot 0. The segment stays Initializing until
+    /// [`Segment::open_for_clients`].
     pub fn finish_restore(&self) -> Result<RestoreStats, PoolError> {
         self.require_restoring()?;
         let cap = self.caps.nodes;
@@ -193,7 +195,6 @@ impl Segment {
         self.set_agents_container(agents);
         stats.agents = self.hdr(hdr::AGENTS_USED).load(Ordering::Relaxed);
         stats.events = self.ring_tail().min(self.caps.events as u64);
-        self.mark_ready();
         Ok(stats)
     }
 

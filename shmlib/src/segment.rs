@@ -116,7 +116,22 @@ impl Segment {
     /// daemon's job (`worknoded`); tests and tools that need a private segment may call
     /// it too. Fails with [`AttachError::AlreadyExists`] if the name is taken.
     pub fn create(name: &str, caps: &Capacities, mode: u32) -> Result<Segment, AttachError> {
+        let seg = Segment::create_with(name, caps, mode, true)?;
+        seg.open_for_clients();
+        Ok(seg)
+    }
+
+    /// Creates and initialises a segment (root and `/agents` in place) but leaves it
+    /// Initializing, so the daemon can set up durability and write its first snapshot
+    /// before any client can attach; [`Segment::open_for_clients`] then marks it Ready.
+    pub fn create_unready(name: &str, caps: &Capacities, mode: u32) -> Result<Segment, AttachError> {
         Segment::create_with(name, caps, mode, true)
+    }
+
+    /// Marks a segment made by [`Segment::create_unready`] or
+    /// [`Segment::create_for_restore`] Ready: clients may attach from now on.
+    pub fn open_for_clients(&self) {
+        self.mark_ready();
     }
 
     /// Creates a segment left in the Initializing state, empty (no root), to be filled
@@ -178,7 +193,6 @@ impl Segment {
         }
         let agents = self.init_pool().map_err(|_| AttachError::LayoutMismatch { what: "nodes" })?;
         self.set_agents_container(agents);
-        self.hdr(hdr::STATE).store(state::READY, Ordering::Release);
         Ok(())
     }
 

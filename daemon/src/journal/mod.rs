@@ -21,10 +21,12 @@ pub mod state;
 pub mod store;
 
 use format::Record;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use store::JournalFile;
+use worknode::layout::EventRecord;
 use worknode::{Durability, EventKind, RingError, Segment, Start};
 
 /// How the journal runs.
@@ -91,7 +93,7 @@ fn journal_event(seg: &Segment, e: &worknode::Event, buf: &mut Vec<u8>) {
         format::encode(buf, &Record::AgentGone { uuid: *uuid.as_bytes() });
         return;
     }
-    if k == EventKind::AGENT_JOINED {
+    if k == EventKind::AGENT_JOINED || k == EventKind::AGENT_SESSION {
         seg.for_each_agent_slot(|index, slot| {
             if slot.uuid == *uuid.as_bytes() {
                 format::encode(buf, &Record::Agent { index, slot: Box::new(*slot) });
@@ -118,20 +120,31 @@ fn journal_event(seg: &Segment, e: &worknode::Event, buf: &mut Vec<u8>) {
                 }
             }
         }
-        Err(_) => format::encode(buf, &Record::NodeGone { uuid: *uuid.as_bytes() }),
+        Err(worknode::PoolError::NotFound | worknode::PoolError::StaleHandle) => {
+            format::encode(buf, &Record::NodeGone { uuid: *uuid.as_bytes() })
+        }
+        // Contended or damaged: no image rather than a false deletion. The node's next
+        // change (or the next snapshot) records it.
+        Err(e) => eprintln!("worknoded: journal: could not read node {uuid} for its image: {e}"),
     }
 }
 
 /// Takes a snapshot covering events before `covers`: starts a new journal file at
 /// `covers`, writes the snapshot, then removes the journal files and snapshots it
 /// makes redundant. Returns the snapshot's path.
-pub fn snapshot(seg: &Segment, dir: &Path, file: &mut JournalFile, covers: u64) -> Result<PathBuf, String> {
+pub fn snapshot(
+    seg: &Segment,
+    dir: &Path,
+    file: &mut JournalFile,
+    covers: u64,
+    recent: &VecDeque<EventRecord>,
+) -> Result<PathBuf, String> {
     file.sync().map_err(|e| format!("journal fsync: {e}"))?;
     if file.path != store::journal_path(dir, covers) {
         *file = JournalFile::create(dir, covers).map_err(|e| format!("new journal file: {e}"))?;
     }
-    let records = capture(seg)?;
-    let path = store::write_snapshot(dir, covers, &records).map_err(|e| format!("writing snapshot: {e}"))?;
+    write_snapshot(seg, dir, covers, recent)?;
+    let path = store::snapshot_path(dir, covers);
     let (journals, snapshots) = store::list(dir).map_err(|e| e.to_string())?;
     for (s, p) in journals.iter().filter(|(s, _)| *s < covers) {
         std::fs::remove_file(p).map_err(|e| format!("removing {} (seq {s}): {e}", p.display()))?;
@@ -142,14 +155,34 @@ pub fn snapshot(seg: &Segment, dir: &Path, file: &mut JournalFile, covers: u64) 
     Ok(path)
 }
 
+/// Writes a snapshot of the segment plus the retained `recent` events (the journal
+/// files holding them are deleted once a snapshot covers them, so the snapshot must
+/// carry them for a restore to bring them back).
+pub fn write_snapshot(seg: &Segment, dir: &Path, covers: u64, recent: &VecDeque<EventRecord>) -> Result<(), String> {
+    let mut records: Vec<Record> = recent.iter().filter(|e| e.seq < covers).map(|e| Record::Event(*e)).collect();
+    records.extend(capture(seg)?);
+    store::write_snapshot(dir, covers, &records).map_err(|e| format!("writing snapshot: {e}"))?;
+    Ok(())
+}
+
 /// Events written in one batch at most.
 const BATCH: usize = 4096;
 
 /// The journal loop: runs until `stop`, then syncs and returns.
-pub fn run(seg: &Segment, cfg: &Config, start_seq: u64, stop: &AtomicBool) -> Result<(), String> {
+///
+/// `recent` holds the newest journaled events (at most the ring's capacity), which
+/// snapshots carry; the caller has published the policy and cursors already
+/// (`Segment::set_durability`), before clients could attach.
+pub fn run(
+    seg: &Segment,
+    cfg: &Config,
+    start_seq: u64,
+    stop: &AtomicBool,
+    mut recent: VecDeque<EventRecord>,
+) -> Result<(), String> {
     let mut file = JournalFile::open_latest(&cfg.dir, start_seq).map_err(|e| format!("opening the journal: {e}"))?;
     let mut reader = seg.reader(Start::At(start_seq));
-    seg.set_durability(cfg.policy, reader.position());
+    let keep = seg.capacities().events as usize;
     let mut buf = Vec::with_capacity(1 << 20);
     let mut synced = reader.position();
     let mut last_sync = Instant::now();
@@ -162,6 +195,10 @@ pub fn run(seg: &Segment, cfg: &Config, start_seq: u64, stop: &AtomicBool) -> Re
             match reader.try_next() {
                 Ok(Some(e)) => {
                     journal_event(seg, &e, &mut buf);
+                    if recent.len() == keep {
+                        recent.pop_front();
+                    }
+                    recent.push_back(*e.record());
                     n += 1;
                 }
                 Ok(None) => break,
@@ -191,7 +228,7 @@ pub fn run(seg: &Segment, cfg: &Config, start_seq: u64, stop: &AtomicBool) -> Re
 
         let requested = seg.snapshot_requests();
         if file.len > cfg.rotate_bytes || requested != snapshots_done {
-            let path = snapshot(seg, &cfg.dir, &mut file, pos)?;
+            let path = snapshot(seg, &cfg.dir, &mut file, pos, &recent)?;
             eprintln!("worknoded: snapshot {} written (covers events before {pos})", path.display());
             snapshots_done = requested;
             seg.set_snapshots_done(requested);
@@ -259,6 +296,7 @@ mod tests {
         let dst = Seg(Segment::create_for_restore(&copy_name, &caps(), 0o600).unwrap());
         let stats = state.materialize(&dst.0).unwrap();
         let d = &dst.0;
+        d.open_for_clients();
         assert_eq!(stats.orphans, 0);
         assert_eq!(stats.nodes, s.info().regions[0].used);
         // Every node comes back in the same slot with the same record.

@@ -120,5 +120,6 @@ impl State {
             self.nodes.values().map(|(_, _, r)| r.updated).chain(self.events.iter().map(|e| e.hlc)).max().unwrap_or(0);
         seg.observe(worknode::Hlc(newest));
         seg.finish_restore().map_err(|e| format!("finishing the restore: {e}"))
+        // The caller opens the segment to clients once durability is set up.
     }
 }

@@ -44,8 +44,11 @@ fn io(p: &Path) -> impl Fn(std::io::Error) -> RecoverError + '_ {
     move |e| RecoverError::Io(p.to_path_buf(), e)
 }
 
+/// Files of one kind, oldest first: (first or covered sequence, path).
+pub type Files = Vec<(u64, PathBuf)>;
+
 /// Journal and snapshot files of a data directory, oldest first, by first sequence.
-pub fn list(dir: &Path) -> std::io::Result<(Vec<(u64, PathBuf)>, Vec<(u64, PathBuf)>)> {
+pub fn list(dir: &Path) -> std::io::Result<(Files, Files)> {
     let mut journals = Vec::new();
     let mut snapshots = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -73,20 +76,33 @@ pub fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("snapshot-{seq:020}.wns"))
 }
 
-/// Reads a snapshot whole; `None` (with the reason) if it is not complete and valid.
-fn read_snapshot(path: &Path, state: &mut State) -> Result<u64, String> {
-    let bytes = fs::read(path).map_err(|e| e.to_string())?;
-    format::read_header(&bytes, SNAPSHOT_MAGIC).map_err(|e| format!("{e:?}"))?;
+/// Why a snapshot was not used.
+enum SnapshotProblem {
+    /// Incomplete or damaged: an older snapshot may serve.
+    Skip(String),
+    /// Written by another layout or format version: refuse, never misread or skip.
+    Version { layout: u32, format: u32 },
+}
+
+/// Reads a snapshot whole.
+fn read_snapshot(path: &Path, state: &mut State) -> Result<u64, SnapshotProblem> {
+    use SnapshotProblem::Skip;
+    let bytes = fs::read(path).map_err(|e| Skip(e.to_string()))?;
+    match format::read_header(&bytes, SNAPSHOT_MAGIC) {
+        Ok(_) => {}
+        Err(HeaderError::Version { layout, format }) => return Err(SnapshotProblem::Version { layout, format }),
+        Err(e) => return Err(Skip(format!("{e:?}"))),
+    }
     let mut records = Vec::new();
     let mut end = None;
     format::scan(&bytes, |_, r| match r {
         Record::SnapshotEnd { covers_seq, records: n } => end = Some((covers_seq, n)),
         r => records.push(r),
     })
-    .map_err(|d| format!("damaged at byte {}: {}", d.offset, d.why))?;
-    let (covers, n) = end.ok_or("no end record (the snapshot was not finished)")?;
+    .map_err(|d| Skip(format!("damaged at byte {}: {}", d.offset, d.why)))?;
+    let (covers, n) = end.ok_or(Skip("no end record (the snapshot was not finished)".into()))?;
     if n != records.len() as u64 {
-        return Err(format!("end record counts {n} records, the file holds {}", records.len()));
+        return Err(Skip(format!("end record counts {n} records, the file holds {}", records.len())));
     }
     for r in records {
         state.apply(r);
@@ -126,7 +142,10 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
                 snapshot = Some(path.clone());
                 break;
             }
-            Err(why) => warnings.push(format!("skipping snapshot {}: {why}", path.display())),
+            Err(SnapshotProblem::Skip(why)) => warnings.push(format!("skipping snapshot {}: {why}", path.display())),
+            Err(SnapshotProblem::Version { layout, format }) => {
+                return Err(RecoverError::Version { path: path.clone(), layout, format })
+            }
         }
     }
     let replay: Vec<&(u64, PathBuf)> = journals.iter().filter(|(s, _)| snapshot.is_none() || *s >= covers).collect();
