@@ -266,7 +266,7 @@ impl Segment {
         ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())
             .map_err(|_| AgentError::Busy)?;
         let result = self.join_locked(name, role);
-        ownerlock::release(lock);
+        ownerlock::release(lock, self.me.0);
         let id = result?;
         let node = self.agent(id)?.node;
         let uuid = self.read(node)?.uuid();
@@ -390,7 +390,7 @@ impl Segment {
             self.hdr(hdr::AGENTS_USED).fetch_sub(1, Ordering::Relaxed);
             Ok(a)
         })();
-        ownerlock::release(lock);
+        ownerlock::release(lock, self.me.0);
         let a = result?;
         let node = Handle::from_raw(a.node);
         self.release_claims_of(id.index, node, kind == EventKind::AGENT_LOST);

@@ -442,7 +442,7 @@ impl Segment {
             })?;
             Ok((node, blocked))
         })();
-        ownerlock::release(lock);
+        ownerlock::release(lock, self.me.0);
         let (node, blocked) = result?;
         if blocked {
             self.emit_task(task, EventKind::TASK_BLOCKED, None, b"")?;

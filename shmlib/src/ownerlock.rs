@@ -65,9 +65,11 @@ pub fn acquire(word: &AtomicU64, me: u64, wait: Duration, is_dead: impl Fn(u64) 
     }
 }
 
-/// Releases a lock held by this process.
-pub fn release(word: &AtomicU64) {
-    word.store(0, Ordering::Release);
+/// Releases the lock if `me` still holds it. A holder that was (wrongly) declared dead
+/// and overruled must not free the lock its successor now holds, so this is a
+/// compare-and-set from `me`, not a plain store.
+pub fn release(word: &AtomicU64, me: u64) {
+    let _ = word.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
 }
 
 /// `backoff.snooze()`; under loom it also yields to the model's scheduler, since a spin

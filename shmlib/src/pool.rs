@@ -142,11 +142,11 @@ fn freelist_error(e: FreeListError) -> PoolError {
 }
 
 /// Releases a writer lock when dropped, on every exit path (closures may fail or panic).
-struct Locked<'a>(&'a AtomicU64);
+struct Locked<'a>(&'a AtomicU64, u64);
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        seqlock::unlock(self.0);
+        seqlock::unlock(self.0, self.1);
     }
 }
 
@@ -235,7 +235,7 @@ impl Segment {
         let mut stolen = false;
         seqlock::lock(s.lock(), s.seq(), self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive(), || stolen = true)
             .map_err(|b| PoolError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
-        let guard = Locked(s.lock());
+        let guard = Locked(s.lock(), self.me.0);
         if stolen && s.child_seq().load(Ordering::Relaxed) & 1 == 1 {
             self.rebuild_children(index, s)?;
         }

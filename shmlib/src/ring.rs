@@ -206,21 +206,29 @@ impl<'a> RingView<'a> {
             let slot = self.slot(s);
             let got = ownerlock::acquire(&slot[OWNER], me, wait, &is_dead)
                 .map_err(|b| RingError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
-            let st = slot[STAMP].load(Ordering::Relaxed);
+            let mut st = slot[STAMP].load(Ordering::Relaxed);
             if let Acquired::FromDead(_) = got {
                 // The dead holder was mid-write of an earlier lap: that event is gone.
                 if st & 3 == WRITING && st != 0 {
                     if let Some(old) = stamp_seq(st) {
-                        slot[STAMP].store(stamp(old, ABANDONED), Ordering::Release);
+                        if slot[STAMP]
+                            .compare_exchange(st, stamp(old, ABANDONED), Ordering::Release, Ordering::Relaxed)
+                            .is_ok()
+                        {
+                            st = stamp(old, ABANDONED);
+                        }
                     }
                 }
             }
-            if stamp_seq(slot[STAMP].load(Ordering::Relaxed)).is_some_and(|x| x >= s) {
-                // Overtaken: `s` was declared abandoned or a later lap owns the slot.
-                ownerlock::release(&slot[OWNER]);
+            // Stamp WRITING(s) only over the value just checked: if a reader declared `s`
+            // abandoned (or a later lap took the slot) in between, the CAS fails and this
+            // append is overtaken, never written over an abandonment.
+            let overtaken = stamp_seq(st).is_some_and(|x| x >= s)
+                || slot[STAMP].compare_exchange(st, stamp(s, WRITING), Ordering::Relaxed, Ordering::Relaxed).is_err();
+            if overtaken {
+                ownerlock::release(&slot[OWNER], me);
                 continue;
             }
-            slot[STAMP].store(stamp(s, WRITING), Ordering::Relaxed);
             fence(Ordering::Release);
             rec.seq = s;
             let n = self.event_words();
@@ -229,7 +237,7 @@ impl<'a> RingView<'a> {
             let published = slot[STAMP]
                 .compare_exchange(stamp(s, WRITING), stamp(s, PUBLISHED), Ordering::Release, Ordering::Relaxed)
                 .is_ok();
-            ownerlock::release(&slot[OWNER]);
+            ownerlock::release(&slot[OWNER], me);
             if published {
                 return Ok(s);
             }
@@ -310,16 +318,25 @@ impl<'a> RingView<'a> {
         if !took {
             return false;
         }
-        let st = slot[STAMP].load(Ordering::Relaxed);
-        let unpublished = match stamp_seq(st) {
-            None => true,
-            Some(x) => x < s || (x == s && st & 3 == WRITING),
-        };
-        if unpublished {
-            slot[STAMP].store(stamp(s, ABANDONED), Ordering::Release);
+        // Stamp ABANDONED(s) only over the value checked, so it never lands on a write
+        // that began meanwhile (by a holder wrongly thought dead): bounded retries.
+        let mut abandoned = false;
+        for _ in 0..4 {
+            let st = slot[STAMP].load(Ordering::Relaxed);
+            let unpublished = match stamp_seq(st) {
+                None => true,
+                Some(x) => x < s || (x == s && st & 3 == WRITING),
+            };
+            if !unpublished {
+                break;
+            }
+            if slot[STAMP].compare_exchange(st, stamp(s, ABANDONED), Ordering::Release, Ordering::Relaxed).is_ok() {
+                abandoned = true;
+                break;
+            }
         }
-        ownerlock::release(&slot[OWNER]);
-        unpublished
+        ownerlock::release(&slot[OWNER], me);
+        abandoned
     }
 }
 

@@ -164,9 +164,9 @@ fn yield_now() {
     loom::thread::yield_now();
 }
 
-/// Releases the writer lock.
-pub fn unlock(lock: &AtomicU64) {
-    lock.store(0, Ordering::Release);
+/// Releases the writer lock if `me` still holds it (see `ownerlock::release`).
+pub fn unlock(lock: &AtomicU64, me: u64) {
+    crate::ownerlock::release(lock, me);
 }
 
 /// Brings an odd `seq` left by a dead writer back to an even value naming the copy that

@@ -1,5 +1,6 @@
-//! `loom` models of the two lock-free cores: the double-buffered seqlock (`seqlock.rs`) and
-//! the ABA-tagged Treiber free list (`freelist.rs`).
+//! `loom` models of the lock-free cores: the double-buffered seqlock (`seqlock.rs`), the
+//! ABA-tagged Treiber free list (`freelist.rs`) and the event ring's claim / publish / read /
+//! lap / abandon protocol (`ring.rs`).
 //!
 //! Run with (from the repository root; this is `.ci/loom`):
 //!
@@ -8,8 +9,8 @@
 //! ```
 //!
 //! Under `--cfg loom` the library's atomics and fences are loom's, so these models run the
-//! real `read`, `write_locked`, `read_locked`, `lock`, `unlock`, `repair`, `init`, `pop`
-//! and `push` on heap words, and loom explores their interleavings *and* the values each
+//! real `read`, `write_locked`, `read_locked`, `lock`, `unlock`, `repair`, `init`, `pop`,
+//! `push` and `RingView::{append, peek, abandon_if_dead}` on heap words, and loom explores their interleavings *and* the values each
 //! load may return under the C11/C++20 memory model (release sequences, fences, stale
 //! relaxed loads). What each model proves, for every execution explored:
 //!
@@ -37,6 +38,31 @@
 //!   and pushes them back in the other order, which at one point puts the head A read back
 //!   on top with a different link (the classic ABA window); the tag makes A's stale
 //!   compare-and-set fail, so the same exclusivity and "every slot exactly once" hold.
+//! * [`ring_producers_get_distinct_sequences_and_readers_whole_events`]: two producers
+//!   `append` one event each to a two-slot ring while a reader `peek`s seq 0 and 1: they get
+//!   distinct sequences 0 and 1, and every `Ready` is exactly (all 22 words) the event of
+//!   the producer given that sequence, with that `seq`: never torn or half published.
+//! * [`ring_lapped_reader_never_gets_a_wrong_or_torn_event`]: one producer appends three
+//!   events (the third reuses seq 0's slot) while a reader peeks seq 0: it gets event 0
+//!   whole, `Pending` or `Lapped`, never event 2 or a mix of the two; the copy overlapping
+//!   the overwrite, caught only by the re-check of the stamp after the copy, is reached.
+//! * [`ring_dead_producer_is_abandoned_and_the_next_lap_published`]: a producer died having
+//!   claimed seq 0 (right after `fetch_add`; holding the slot lock; or after stamping
+//!   `WRITING(0)` and part of the event) while a reader runs `abandon_if_dead(0)` and a live
+//!   producer appends seq 1, then seq 2 into the same slot (its `is_dead` knows the dead tag
+//!   too, so either may take the lock over). Seq 0 is never `Ready`; once the reader marked
+//!   it abandoned it reads `Abandoned` (or `Lapped`, seq 2 being there); the live producer is
+//!   never renumbered (no `ABANDONED(0)` lands on its `WRITING(2)`); the slot ends
+//!   `PUBLISHED(2)` and unlocked.
+//! * [`ring_writer_declared_dead_never_publishes_its_abandoned_sequence`]: a *live*
+//!   producer whose tag the reader's `is_dead` takes for dead. If the reader abandons
+//!   seq 0, the producer must renumber its event to seq 1 (it sees the stamp overtaken, or
+//!   its publish CAS fails) and seq 0 must read `Abandoned`; else seq 0 is its event. This
+//!   model found a real bug, since fixed: the producer's `WRITING(s)` and the reader's
+//!   `ABANDONED(s)` were plain stores, so an abandonment stamped between the producer's
+//!   check and its store was overwritten and seq 0 ended both abandoned and published.
+//!   Both are now compare-and-sets from the value checked (and releasing a lock is a
+//!   compare-and-set from the releaser's own tag).
 //!
 //! Slot exclusivity is checked with a per-slot `owner` word swapped with RMWs (an RMW always
 //! reads the latest value, so a second concurrent holder is caught whatever the orderings),
@@ -51,7 +77,23 @@
 //! the unbounded DPOR skips interleavings when a thread loads a location before storing to
 //! it (tokio-rs/loom#166, #392), as `write_locked` does with `seq`; unbounded, the dying
 //! writer model explores 9 executions, none with the reader overlapping the repair. With a
-//! bound, loom adds conservative backtracking points that cover those cases.
+//! bound, loom adds conservative backtracking points that cover those cases. Loom's DPOR also
+//! remembers only the last access to each word, so the dead producer model has the reader
+//! load the lock word once more (no effect on the protocol) to give the live producer a
+//! point to take the lock between the reader's abandon and its peek.
+//!
+//! For the ring, under `--cfg loom` (and only there):
+//!
+//! * `ownerlock::acquire` skips its spin phase and asks `is_dead` at every failed attempt:
+//!   loom runs a yielding thread only when no other one can run, so a waiter that spins
+//!   first never takes a dead holder's lock over while the reader is runnable.
+//! * `RingView::with_event_words(n)` makes `append` write and `peek` copy only the first `n`
+//!   event words (the slots stay whole, `SLOT_WORDS` words). The lap model uses 8: loom
+//!   picks the store each racing relaxed load returns independently, so a copy overlapping
+//!   a whole 22-word overwrite has up to 2^22 executions (with the whole event, that model
+//!   had not finished after 400 000 executions, 20 s). The other models copy whole events.
+//! * `RingView::lapped_while_copying` counts (outside the model) the `peek`s whose re-check
+//!   after the copy caught a reuse, so the lap model can assert it reached that case.
 #![cfg(loom)]
 
 use loom::model::Builder;
@@ -61,8 +103,10 @@ use loom::thread;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::time::Duration;
+use worknode::layout::EventRecord;
 use worknode::loom_api::{
-    active_copy, init, lock, pop, push, read, read_locked, repair, unlock, write_locked, FreeListError,
+    active_copy, init, lock, pop, push, read, read_locked, repair, unlock, write_locked, FreeListError, Peek, RingView,
+    SLOT_WORDS,
 };
 
 /// Words per record: enough for a torn copy to show, few enough to keep models small.
@@ -220,7 +264,7 @@ fn seqlock_locked_writers_serialise() {
                 assert!(old == [0; WORDS] || old == [1; WORDS] || old == [10; WORDS], "read_locked got {old:?}");
                 let s = write_locked(&rec.seq, rec.copies(), &old.map(|w| w + add));
                 assert!(s == 2 || s == 4, "write_locked returned seq {s}");
-                unlock(&rec.lock);
+                unlock(&rec.lock, me);
             })
         };
         let (a, b) = (writer(1, 1), writer(2, 10));
@@ -306,7 +350,7 @@ fn seqlock_dead_writer_is_repaired() {
         repair(&rec.seq);
         assert_eq!(rec.seq.load(Ordering::Relaxed), 6, "repair leaves an even seq alone");
         assert_eq!(write_locked(&rec.seq, rec.copies(), &[8; WORDS]), 8);
-        unlock(&rec.lock);
+        unlock(&rec.lock, ME);
 
         reader.join().unwrap();
         assert_eq!(rec.read(), Some((8, [8; WORDS])));
@@ -448,4 +492,359 @@ fn freelist_aba_is_caught_by_the_tag() {
     });
     // A gets slot 2 only while B holds 0 and 1.
     seen.assert_reached([(A, 0), (A, 1), (A, 2), (B, 0), (B, 1), (B, 2)]);
+}
+
+/// Slots in the model rings: two, so the third event already laps the first.
+const RING_CAP: usize = 2;
+/// Words of one event (`EventRecord`, 176 bytes).
+const EVENT_WORDS: usize = std::mem::size_of::<EventRecord>() / 8;
+/// Slot word offsets and stamp states, as in `ring.rs`: `stamp = (seq + 1) << 2 | state`.
+const STAMP: usize = 0;
+const OWNER: usize = 1;
+const EVENT: usize = 2;
+const WRITING: u64 = 0;
+const PUBLISHED: u64 = 1;
+const ABANDONED: u64 = 2;
+
+fn stamp(seq: u64, state: u64) -> u64 {
+    ((seq + 1) << 2) | state
+}
+
+/// A ring on heap words: the tail counter and `RING_CAP` whole slots of `SLOT_WORDS`
+/// words (stamp, owner, event), all zero.
+struct Ring {
+    tail: AtomicU64,
+    words: Vec<AtomicU64>,
+}
+
+impl Ring {
+    fn new() -> Self {
+        Ring { tail: AtomicU64::new(0), words: (0..RING_CAP * SLOT_WORDS).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// A view as a process builds it (each model thread builds its own).
+    fn view(&self) -> RingView<'_> {
+        RingView::new(&self.tail, &self.words)
+    }
+
+    /// Word `i` of the slot sequence `seq` lives in.
+    fn word(&self, seq: u64, i: usize) -> &AtomicU64 {
+        &self.words[(seq as usize % RING_CAP) * SLOT_WORDS + i]
+    }
+
+    /// The event words of `seq`'s slot, read directly (at the end, alone).
+    fn event_words(&self, seq: u64) -> [u64; EVENT_WORDS] {
+        std::array::from_fn(|i| self.word(seq, EVENT + i).load(Ordering::Relaxed))
+    }
+
+    /// At the end, alone: no slot is left locked and `tail` counts every claim.
+    fn assert_quiet(&self, tail: u64) {
+        assert_eq!(self.tail.load(Ordering::Relaxed), tail, "tail");
+        for s in 0..RING_CAP as u64 {
+            assert_eq!(self.word(s, OWNER).load(Ordering::Relaxed), 0, "slot {s} left locked");
+        }
+    }
+}
+
+/// The event producer `p` appends: every word but `seq` is made of `p`, so a copy mixing
+/// two producers' events, or an event with words missing, cannot pass for either.
+fn event(p: u64) -> EventRecord {
+    let b = p as u8;
+    EventRecord {
+        seq: 0,
+        hlc: p,
+        kind: p as u32,
+        payload_len: p as u16,
+        topic_len: b,
+        flags: b,
+        actor: p,
+        node: [b; 16],
+        node_version: p,
+        pid: p as u32,
+        pad: p as u32,
+        topic: [b; 24],
+        payload: [b; 88],
+    }
+}
+
+/// Asserts that `rec`, which `peek(s)` returned as `Ready` through a view copying the first
+/// `n` event words, is exactly the event of one of `producers` numbered `s` (words past `n`
+/// zero): not torn, not another sequence's. Returns that producer.
+fn assert_event(s: u64, rec: &EventRecord, n: usize, producers: &[u64]) -> u64 {
+    let got: [u64; EVENT_WORDS] = bytemuck::cast(*rec);
+    assert_eq!(rec.seq, s, "peek({s}) returned the event numbered {}: {got:?}", rec.seq);
+    let p = rec.hlc;
+    let mut want: [u64; EVENT_WORDS] = bytemuck::cast(EventRecord { seq: s, ..event(p) });
+    want[n..].fill(0);
+    assert_eq!(got, want, "peek({s}) returned a torn event (hlc says producer {p})");
+    assert!(producers.contains(&p), "peek({s}) returned producer {p}'s event; only {producers:?} can have seq {s}");
+    p
+}
+
+/// What a `peek` returned, for the coverage sets (`Ready` with its producer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Got {
+    Ready(u64),
+    Pending,
+    Abandoned,
+    Lapped,
+    /// `Lapped` from the re-check after the copy: the slot was reused while copying.
+    LappedWhileCopying,
+}
+
+fn got(view: &RingView<'_>, s: u64, n: usize, producers: &[u64]) -> Got {
+    let before = view.lapped_while_copying();
+    match view.peek(s) {
+        Peek::Ready(rec) => Got::Ready(assert_event(s, &rec, n, producers)),
+        Peek::Pending => Got::Pending,
+        Peek::Abandoned => Got::Abandoned,
+        Peek::Lapped if view.lapped_while_copying() > before => Got::LappedWhileCopying,
+        Peek::Lapped => Got::Lapped,
+    }
+}
+
+#[test]
+fn ring_producers_get_distinct_sequences_and_readers_whole_events() {
+    const P1: u64 = 11;
+    const P2: u64 = 12;
+    let seen = Seen::new();
+    let seen2 = seen.clone();
+    check(4, move || {
+        let ring = Arc::new(Ring::new());
+        let producer = |p: u64| {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut rec = event(p);
+                ring.view().append(&mut rec, p, WAIT, |_| false, |_| Ok(())).expect("append")
+            })
+        };
+        let (a, b) = (producer(P1), producer(P2));
+        let reader = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let view = ring.view();
+                // Both events land in free slots: nothing is lapped or abandoned.
+                [0, 1].map(|s| match got(&view, s, EVENT_WORDS, &[P1, P2]) {
+                    g @ (Got::Ready(_) | Got::Pending) => g,
+                    g => panic!("peek({s}) returned {g:?} with two events in two slots"),
+                })
+            })
+        };
+        let (sa, sb) = (a.join().unwrap(), b.join().unwrap());
+        let read = reader.join().unwrap();
+        assert!(sa != sb && sa < 2 && sb < 2, "the producers were given sequences {sa} and {sb}");
+        let owner = |s: u64| if s == sa { P1 } else { P2 };
+        for s in 0..2 {
+            if let Got::Ready(p) = read[s as usize] {
+                assert_eq!(p, owner(s), "the reader got producer {p}'s event as seq {s}, which went to {}", owner(s));
+            }
+            assert_eq!(got(&ring.view(), s, EVENT_WORDS, &[owner(s)]), Got::Ready(owner(s)));
+        }
+        ring.assert_quiet(2);
+        seen2.insert((owner(0), read.map(|g| g != Got::Pending)));
+    });
+    // Either producer got seq 0; the reader found each sequence published or pending, in
+    // every combination (seq 1 published while seq 0 is not included).
+    seen.assert_reached(
+        [P1, P2].into_iter().flat_map(|p| [[false, false], [true, false], [false, true], [true, true]].map(|r| (p, r))),
+    );
+}
+
+#[test]
+fn ring_lapped_reader_never_gets_a_wrong_or_torn_event() {
+    // Event words written and copied (`with_event_words`): a copy racing a 22-word
+    // overwrite would have 2^22 executions (loom picks each racing load's store apart).
+    const N: usize = 8;
+    const P: u64 = 21;
+    let seen = Seen::new();
+    let seen2 = seen.clone();
+    check(4, move || {
+        let ring = Arc::new(Ring::new());
+        // Events appended so far (std, outside the model: only for the coverage record).
+        let appended = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let reader = {
+            let (ring, appended, seen) = (ring.clone(), appended.clone(), seen2.clone());
+            thread::spawn(move || {
+                let view = ring.view().with_event_words(N);
+                // Seq 0 is event 0 (producer P); event 2 reuses its slot.
+                let g = got(&view, 0, N, &[P]);
+                assert_ne!(g, Got::Abandoned, "nothing is abandoned in this model");
+                seen.insert((g, appended.load(std::sync::atomic::Ordering::Relaxed)));
+            })
+        };
+        let view = ring.view().with_event_words(N);
+        for i in 0..3 {
+            let mut rec = event(if i == 0 { P } else { P + i });
+            assert_eq!(view.append(&mut rec, P, WAIT, |_| false, |_| Ok(())), Ok(i));
+            appended.store(i + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        reader.join().unwrap();
+        assert_eq!(got(&view, 0, N, &[]), Got::Lapped);
+        assert_eq!(got(&view, 1, N, &[P + 1]), Got::Ready(P + 1));
+        assert_eq!(got(&view, 2, N, &[P + 2]), Got::Ready(P + 2));
+        ring.assert_quiet(3);
+    });
+    seen.assert_reached([
+        // Before event 0; event 0 while event 2 is not yet (or being) written.
+        (Got::Pending, 0),
+        (Got::Ready(P), 2),
+        // Event 0, whole, although event 2 had overwritten the slot before `peek` returned
+        // (the copy read the old words and the re-check the old stamp: consistent).
+        (Got::Ready(P), 3),
+        // The stamp already showed seq 2.
+        (Got::Lapped, 3),
+        // The stamp showed seq 0, the copy overlapped event 2's writing, the re-check caught it.
+        (Got::LappedWhileCopying, 2),
+        (Got::LappedWhileCopying, 3),
+    ]);
+}
+
+/// Where the dead producer of [`ring_dead_producer_is_abandoned_and_the_next_lap_published`]
+/// stopped.
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    /// Right after `tail.fetch_add`: the slot has no owner.
+    Claimed,
+    /// Holding the slot's owner lock.
+    Locked,
+    /// Holding the lock, after stamping `WRITING(0)` and writing part of the event.
+    Writing,
+}
+
+#[test]
+fn ring_dead_producer_is_abandoned_and_the_next_lap_published() {
+    const DEAD: u64 = 31;
+    const LIVE: u64 = 32;
+    const READER: u64 = 33;
+    for death in [Death::Claimed, Death::Locked, Death::Writing] {
+        let seen = Seen::new();
+        let seen2 = seen.clone();
+        check(4, move || {
+            let ring = Arc::new(Ring::new());
+            // The dead producer's leftovers: it claimed seq 0 (the first half of `append`)
+            // and died. Done before the other threads start: that someone learns of a death
+            // only after everything the dead process did (through the kernel) is this edge.
+            assert_eq!(ring.tail.fetch_add(1, Ordering::AcqRel), 0);
+            if let Death::Locked | Death::Writing = death {
+                assert_eq!(ring.word(0, OWNER).compare_exchange(0, DEAD, Ordering::Acquire, Ordering::Relaxed), Ok(0));
+            }
+            if let Death::Writing = death {
+                ring.word(0, STAMP).store(stamp(0, WRITING), Ordering::Relaxed);
+                fence(Ordering::Release);
+                ring.word(0, EVENT + 1).store(DEAD, Ordering::Relaxed);
+            }
+
+            // A reader that waited past the bound on seq 0 and finds its producer dead.
+            let reader = {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let view = ring.view();
+                    let abandoned = view.abandon_if_dead(0, READER, |t| t == DEAD);
+                    // Not the library's: loom's DPOR tracks only the last access to each
+                    // word, so without this load on the lock word it never lets the live
+                    // producer take the lock between the abandon and the peek below.
+                    ring.word(0, OWNER).load(Ordering::Relaxed);
+                    let g = got(&view, 0, EVENT_WORDS, &[]);
+                    match g {
+                        // Once it stamped ABANDONED(0), only a later lap can replace that.
+                        Got::Abandoned | Got::Lapped => {}
+                        Got::Pending if !abandoned => {}
+                        g => panic!("seq 0 (abandoned by this reader: {abandoned}) read as {g:?}"),
+                    }
+                    (abandoned, g)
+                })
+            };
+            // A live producer: seq 1, then seq 2 in the dead one's slot. Its `is_dead` also
+            // knows the dead tag, so it may take the lock over itself (`FromDead`).
+            let live = {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let view = ring.view();
+                    [1, 2]
+                        .map(|_| view.append(&mut event(LIVE), LIVE, WAIT, |t| t == DEAD, |_| Ok(())).expect("append"))
+                })
+            };
+            let (abandoned, g) = reader.join().unwrap();
+            // Nobody could declare seq 1 or 2 abandoned: the live producer was never renumbered
+            // (an ABANDONED(0) stamped over its WRITING(2) would have failed its publish).
+            assert_eq!(live.join().unwrap(), [1, 2], "the live producer's sequences");
+            let view = ring.view();
+            assert_eq!(got(&view, 0, EVENT_WORDS, &[]), Got::Lapped, "seq 0 at the end ({death:?})");
+            assert_eq!(got(&view, 1, EVENT_WORDS, &[LIVE]), Got::Ready(LIVE), "seq 1 at the end ({death:?})");
+            assert_eq!(got(&view, 2, EVENT_WORDS, &[LIVE]), Got::Ready(LIVE), "seq 2 at the end ({death:?})");
+            assert_eq!(ring.word(0, STAMP).load(Ordering::Relaxed), stamp(2, PUBLISHED), "slot 0's final stamp");
+            ring.assert_quiet(3);
+            seen2.insert((abandoned, g));
+        });
+        // `false`: the live producer took the lock first (from the dead tag, `FromDead`,
+        // unless it was free); it repairs a WRITING(0) stamp to ABANDONED(0) itself.
+        let mut expected =
+            vec![(true, Got::Abandoned), (true, Got::Lapped), (false, Got::Pending), (false, Got::Lapped)];
+        if let Death::Writing = death {
+            expected.push((false, Got::Abandoned));
+        }
+        seen.assert_reached(expected);
+    }
+}
+
+#[test]
+fn ring_writer_declared_dead_never_publishes_its_abandoned_sequence() {
+    // A producer that is alive, but whose tag the reader's `is_dead` takes for dead, so the
+    // reader may overrule it at any point of its `append`. Declared abandoned, seq 0 must
+    // never be published (the producer finds the stamp overtaken, or its publish CAS fails):
+    // the event is renumbered to seq 1.
+    const ZOMBIE: u64 = 41;
+    const READER: u64 = 43;
+    let seen = Seen::new();
+    let seen2 = seen.clone();
+    check(3, move || {
+        let ring = Arc::new(Ring::new());
+        let reader = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                // Only sequences below the tail are ever declared abandoned.
+                while ring.tail.load(Ordering::Acquire) == 0 {
+                    thread::yield_now();
+                }
+                let view = ring.view();
+                let abandoned = view.abandon_if_dead(0, READER, |t| t == ZOMBIE);
+                let g = got(&view, 0, EVENT_WORDS, &[ZOMBIE]);
+                match g {
+                    Got::Abandoned if abandoned => {}
+                    Got::Ready(_) | Got::Pending if !abandoned => {}
+                    g => panic!("seq 0 (abandoned by this reader: {abandoned}) read as {g:?}"),
+                }
+                (abandoned, g)
+            })
+        };
+        let s = ring.view().append(&mut event(ZOMBIE), ZOMBIE, WAIT, |_| false, |_| Ok(())).expect("append");
+        let (abandoned, g) = reader.join().unwrap();
+        let view = ring.view();
+        if abandoned {
+            assert_eq!(s, 1, "seq 0 was declared abandoned, yet its producer published it");
+            assert_eq!(ring.word(0, STAMP).load(Ordering::Relaxed), stamp(0, ABANDONED));
+            assert_eq!(got(&view, 0, EVENT_WORDS, &[]), Got::Abandoned);
+            assert_eq!(got(&view, 1, EVENT_WORDS, &[ZOMBIE]), Got::Ready(ZOMBIE));
+            ring.assert_quiet(2);
+        } else {
+            assert_eq!(s, 0, "seq 0 was not abandoned, yet its producer took another sequence");
+            assert_eq!(got(&view, 0, EVENT_WORDS, &[ZOMBIE]), Got::Ready(ZOMBIE));
+            assert_eq!(got(&view, 1, EVENT_WORDS, &[]), Got::Pending);
+            ring.assert_quiet(1);
+        }
+        // Whether the producer had written seq 0's event when it was overruled (then only
+        // its publish CAS stopped it) or found the stamp overtaken before writing.
+        let wrote_seq0 = ring.event_words(0) != [0; EVENT_WORDS];
+        seen2.insert((abandoned, wrote_seq0, g));
+    });
+    seen.assert_reached([
+        // Overruled before writing: it finds the stamp overtaken and renumbers.
+        (true, false, Got::Abandoned),
+        // Overruled while writing: its publish CAS fails and it renumbers.
+        (true, true, Got::Abandoned),
+        // Not overruled: published, or still in flight when the reader looked (the reader
+        // found the lock taken by then, or seq 0 already published).
+        (false, true, Got::Ready(ZOMBIE)),
+        (false, true, Got::Pending),
+    ]);
 }
