@@ -659,30 +659,16 @@ impl Segment {
 mod tests {
     use super::*;
     use crate::{Access, Capacities};
-    use std::sync::atomic::{AtomicBool, AtomicU32 as StdAtomicU32, AtomicU64 as StdAtomicU64};
+    use std::sync::atomic::{AtomicBool, AtomicU64 as StdAtomicU64};
 
     const CAPS: Capacities =
         Capacities { nodes: 64, events: 64, agents: 4, blob_chunks: 16, blob_chunk_size: 256, sets: 4 };
 
     /// A private segment, unlinked when dropped.
-    struct Seg {
-        seg: Segment,
-        name: String,
-    }
-
-    impl Drop for Seg {
-        fn drop(&mut self) {
-            let _ = Segment::unlink(&self.name);
-        }
-    }
+    type Seg = crate::testing::TempSegment;
 
     fn seg(tag: &str) -> Seg {
-        static N: StdAtomicU32 = StdAtomicU32::new(0);
-        let name =
-            format!("wn-blob-{tag}-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let _ = Segment::unlink(&name);
-        let seg = Segment::create(&name, &CAPS, 0o600).expect("create segment");
-        Seg { seg, name }
+        crate::testing::temp_segment(&format!("blob-{tag}"), &CAPS)
     }
 
     fn used(s: &Segment) -> u64 {

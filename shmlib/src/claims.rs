@@ -645,26 +645,43 @@ impl Segment {
             if (summary >> 32) & 0xffff != index as u64 + 1 {
                 continue;
             }
-            let mut buf = [0u8; 88];
-            let mut epoch = 0;
-            let r = self.modify(h, Change::new(EventKind::TASK_RELEASED).by(actor).deferred(), |rec| {
-                if rec.claim_agent != index + 1 {
-                    return Err(Skip::Nothing);
-                }
-                epoch = rec.claim_epoch;
-                clear_claim(rec);
-                if matches!(status(rec), Status::Claimed | Status::InProgress) {
-                    rec.status = Status::Ready.code();
-                }
-                Ok(())
-            });
-            if r.is_ok() {
-                let n = payload(&mut buf, epoch, note);
-                let _ = self.emit_task(h, EventKind::TASK_RELEASED, actor, &buf[..n]);
+            if self.drop_claim(h, EventKind::TASK_RELEASED, actor, note, |rec| rec.claim_agent == index + 1) {
                 released += 1;
             }
         }
         released
+    }
+
+    /// Clears the claim on `h` if `still(rec)` holds under its lock (the task goes back to
+    /// ready), then appends `kind` naming the dropped epoch and `note`. Returns whether it
+    /// dropped one.
+    fn drop_claim(
+        &self,
+        h: Handle,
+        kind: EventKind,
+        actor: Option<Handle>,
+        note: &str,
+        still: impl Fn(&NodeRecord) -> bool,
+    ) -> bool {
+        let mut epoch = 0;
+        let r = self.modify(h, Change::new(kind).by(actor).deferred(), |rec| {
+            if !still(rec) {
+                return Err(Skip::Nothing);
+            }
+            epoch = rec.claim_epoch;
+            clear_claim(rec);
+            if matches!(status(rec), Status::Claimed | Status::InProgress) {
+                rec.status = Status::Ready.code();
+            }
+            Ok(())
+        });
+        if r.is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 88];
+        let n = payload(&mut buf, epoch, note);
+        let _ = self.emit_task(h, kind, actor, &buf[..n]);
+        true
     }
 
     /// Releases every claim whose lease has lapsed (`claim_expired`). The daemon runs
@@ -681,22 +698,8 @@ impl Segment {
                 Ok(n) if n.record().lease_until_ms <= now => {}
                 _ => continue,
             }
-            let mut buf = [0u8; 88];
-            let mut epoch = 0;
-            let r = self.modify(h, Change::new(EventKind::CLAIM_EXPIRED).deferred(), |rec| {
-                if rec.claim_agent == 0 || rec.lease_until_ms > unix_ms() {
-                    return Err(Skip::Nothing);
-                }
-                epoch = rec.claim_epoch;
-                clear_claim(rec);
-                if matches!(status(rec), Status::Claimed | Status::InProgress) {
-                    rec.status = Status::Ready.code();
-                }
-                Ok(())
-            });
-            if r.is_ok() {
-                let n = payload(&mut buf, epoch, "lease expired");
-                let _ = self.emit_task(h, EventKind::CLAIM_EXPIRED, None, &buf[..n]);
+            let lapsed = |rec: &NodeRecord| rec.claim_agent != 0 && rec.lease_until_ms <= unix_ms();
+            if self.drop_claim(h, EventKind::CLAIM_EXPIRED, None, "lease expired", lapsed) {
                 reaped += 1;
             }
         }

@@ -59,6 +59,8 @@ mod seqlock;
 mod session;
 mod sync;
 mod sys;
+#[cfg(all(test, not(loom)))]
+mod testing;
 
 pub use agents::{AgentError, AgentId, AgentInfo};
 pub use blob::{DocError, DocumentInfo};

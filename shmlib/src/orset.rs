@@ -844,7 +844,6 @@ mod tests {
     use super::*;
     use crate::{Access, Capacities, DeleteMode, NewNode, NodeKind};
     use proptest::prelude::*;
-    use std::sync::atomic::AtomicU32;
 
     // ---- the pure state ----
 
@@ -959,31 +958,11 @@ mod tests {
 
     // ---- the shared-memory set ----
 
-    struct TestSeg {
-        seg: Segment,
-        name: String,
-    }
-
-    impl Drop for TestSeg {
-        fn drop(&mut self) {
-            let _ = Segment::unlink(&self.name);
-        }
-    }
-
-    impl std::ops::Deref for TestSeg {
-        type Target = Segment;
-        fn deref(&self) -> &Segment {
-            &self.seg
-        }
-    }
+    type TestSeg = crate::testing::TempSegment;
 
     fn segment() -> TestSeg {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name =
-            format!("wn-orset-test-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let caps = Capacities { nodes: 64, events: 256, agents: 4, blob_chunks: 1, blob_chunk_size: 64, sets: 4 };
-        let seg = Segment::create(&name, &caps, 0o600).unwrap();
-        TestSeg { seg, name }
+        crate::testing::temp_segment("orset", &caps)
     }
 
     fn task(seg: &Segment, name: &str) -> Handle {

@@ -848,18 +848,11 @@ mod tests {
     use super::*;
     use crate::layout::Capacities;
 
-    struct Seg(Segment);
-    impl Drop for Seg {
-        fn drop(&mut self) {
-            let _ = Segment::unlink(self.0.name());
-        }
-    }
+    use crate::testing::{temp_segment, TempSegment};
 
-    fn segment(tag: &str) -> Seg {
-        let name = format!("wn-pool-unit-{}-{tag}", std::process::id());
-        let _ = Segment::unlink(&name);
+    fn segment(tag: &str) -> TempSegment {
         let caps = Capacities { nodes: 32, events: 256, agents: 2, blob_chunks: 1, sets: 1, ..Capacities::default() };
-        Seg(Segment::create(&name, &caps, 0o600).unwrap())
+        temp_segment(&format!("pool-{tag}"), &caps)
     }
 
     /// A tag no process has: pid 1 with a start time that is not init's.
@@ -871,7 +864,7 @@ mod tests {
     #[test]
     fn a_slot_reserved_by_a_dead_creator_is_freed_by_the_repair_scan() {
         let s = segment("reserved");
-        let seg = &s.0;
+        let seg = &s.seg;
         let free_before = seg.free_slots().unwrap();
         let i = freelist::pop(seg.free_head(), |i| seg.slot(i).map(|s| s.next_free())).unwrap().unwrap();
         let slot = seg.slot(i).unwrap();
@@ -887,7 +880,7 @@ mod tests {
     #[test]
     fn a_live_node_left_unindexed_and_unlinked_is_finished_by_the_repair_scan() {
         let s = segment("live");
-        let seg = &s.0;
+        let seg = &s.seg;
         let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "half-made")).unwrap();
         let uuid = seg.read(h).unwrap().uuid();
         // Undo the index entry and the link, as if the creator died right after going live.

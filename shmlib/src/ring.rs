@@ -594,20 +594,12 @@ mod tests {
     use super::*;
     use crate::event::EventKind;
     use crate::layout::Capacities;
-    use crate::Segment;
 
-    struct Seg(Segment);
-    impl Drop for Seg {
-        fn drop(&mut self) {
-            let _ = Segment::unlink(self.0.name());
-        }
-    }
+    use crate::testing::{temp_segment, TempSegment};
 
-    fn segment(tag: &str, events: u32) -> Seg {
-        let name = format!("wn-ring-unit-{}-{tag}", std::process::id());
-        let _ = Segment::unlink(&name);
+    fn segment(tag: &str, events: u32) -> TempSegment {
         let caps = Capacities { nodes: 16, events, agents: 4, blob_chunks: 1, ..Capacities::default() };
-        Seg(Segment::create(&name, &caps, 0o600).unwrap())
+        temp_segment(&format!("ring-{tag}"), &caps)
     }
 
     fn user(i: u64) -> [u8; 8] {
@@ -617,7 +609,7 @@ mod tests {
     #[test]
     fn events_arrive_in_order_with_their_payloads() {
         let s = segment("order", 64);
-        let seg = &s.0;
+        let seg = &s.seg;
         let mut r = seg.reader(Start::Now);
         for i in 0..10u64 {
             assert_eq!(seg.append(&NewEvent::new(EventKind::USER).topic("t").payload(&user(i))).unwrap(), i);
@@ -635,7 +627,7 @@ mod tests {
     #[test]
     fn a_lapped_reader_is_told_exactly_what_it_missed() {
         let s = segment("lap", 8);
-        let seg = &s.0;
+        let seg = &s.seg;
         let mut r = seg.reader(Start::At(0));
         for i in 0..20u64 {
             seg.append(&NewEvent::new(EventKind::USER).payload(&user(i))).unwrap();
@@ -653,7 +645,7 @@ mod tests {
     #[test]
     fn a_claimed_but_never_published_sequence_is_abandoned_after_the_bound() {
         let s = segment("abandon", 16);
-        let seg = &s.0;
+        let seg = &s.seg;
         let mut r = seg.reader(Start::Now);
         seg.append(&NewEvent::new(EventKind::USER).payload(&user(0))).unwrap();
         // A producer that died right after claiming sequence 1.
@@ -669,7 +661,7 @@ mod tests {
     #[test]
     fn parked_readers_wake_and_producers_skip_the_syscall_without_waiters() {
         let s = segment("park", 64);
-        let seg = &s.0;
+        let seg = &s.seg;
         for i in 0..5 {
             seg.append(&NewEvent::new(EventKind::USER).payload(&user(i))).unwrap();
         }
@@ -695,7 +687,7 @@ mod tests {
     #[test]
     fn filters_skip_other_events() {
         let s = segment("filter", 64);
-        let seg = &s.0;
+        let seg = &s.seg;
         let mut r = seg.reader(Start::Now).with_filter(Filter { kind: Some(EventKind(1001)), ..Filter::default() });
         seg.append(&NewEvent::new(EventKind(1000))).unwrap();
         seg.append(&NewEvent::new(EventKind(1001))).unwrap();
@@ -710,7 +702,7 @@ mod tests {
     #[test]
     fn node_changes_emit_events_with_uuid_and_version() {
         let s = segment("nodes", 64);
-        let seg = &s.0;
+        let seg = &s.seg;
         let mut r = seg.reader(Start::Now);
         let h = seg.add(seg.root(), &crate::NewNode::new(crate::NodeKind::Task, "t")).unwrap();
         let n = seg.update(h, |n| n.set_progress(10)).unwrap();

@@ -43,9 +43,10 @@
 //!
 //! Racing memory is only ever touched with atomic operations (see `sync`).
 
+use crate::ownerlock::{snooze, Acquired};
 use crate::sync::{fence, load_words, store_words, AtomicU64, Ordering};
 use crossbeam_utils::Backoff;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Attempts a reader makes before reporting contention.
 #[cfg(not(loom))]
@@ -63,13 +64,15 @@ pub fn active_copy(q: u64) -> usize {
     ((q >> 1) & 1) as usize
 }
 
-/// Copies a consistent snapshot of the active record into `out`. Returns the sequence
-/// value it was taken at, or `None` if writers kept overlapping for `READ_ATTEMPTS`.
-pub fn read(seq: &AtomicU64, copies: [&[AtomicU64]; 2], out: &mut [u64]) -> Option<u64> {
+/// The reader's loop, shared by [`read`] and [`read_array`]: `copy(c)` copies record
+/// copy `c` out. Returns the sequence value the copy was taken at, or `None` if writers
+/// kept overlapping for `READ_ATTEMPTS`.
+#[inline(always)]
+fn read_with(seq: &AtomicU64, mut copy: impl FnMut(usize)) -> Option<u64> {
     let backoff = Backoff::new();
     for _ in 0..READ_ATTEMPTS {
         let q = seq.load(Ordering::Acquire);
-        load_words(copies[active_copy(q)], out);
+        copy(active_copy(q));
         fence(Ordering::Acquire);
         let q2 = seq.load(Ordering::Relaxed);
         if q2.wrapping_sub(q & !1) <= 2 {
@@ -78,35 +81,25 @@ pub fn read(seq: &AtomicU64, copies: [&[AtomicU64]; 2], out: &mut [u64]) -> Opti
         snooze(&backoff);
     }
     None
+}
+
+/// Copies a consistent snapshot of the active record into `out`. Returns the sequence
+/// value it was taken at, or `None` if writers kept overlapping for `READ_ATTEMPTS`.
+pub fn read(seq: &AtomicU64, copies: [&[AtomicU64]; 2], out: &mut [u64]) -> Option<u64> {
+    read_with(seq, |c| load_words(copies[c], out))
 }
 
 /// [`read`] for fixed-size records: the copy loop is unrolled and writes straight
 /// into the caller's buffer.
 pub fn read_array<const N: usize>(seq: &AtomicU64, copies: [&[AtomicU64; N]; 2], out: &mut [u64; N]) -> Option<u64> {
-    let backoff = Backoff::new();
-    for _ in 0..READ_ATTEMPTS {
-        let q = seq.load(Ordering::Acquire);
-        crate::sync::load_array(copies[active_copy(q)], out);
-        fence(Ordering::Acquire);
-        let q2 = seq.load(Ordering::Relaxed);
-        if q2.wrapping_sub(q & !1) <= 2 {
-            return Some(q);
-        }
-        snooze(&backoff);
-    }
-    None
+    read_with(seq, |c| crate::sync::load_array(copies[c], out))
 }
 
-/// Why a writer could not take a lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LockBusy {
-    /// Owner tag of the (live) holder.
-    pub holder: u64,
-}
+pub use crate::ownerlock::LockBusy;
 
-/// Takes the writer lock for `me`, waiting up to `wait` for a live holder and taking it
-/// over (repairing `seq` and, through `on_steal`, whatever else the holder guarded) from
-/// a holder whose process is gone. `is_dead` is asked only on the slow path.
+/// Takes the writer lock for `me` (see `ownerlock::acquire`), waiting up to `wait` for a
+/// live holder; taking it over from a holder whose process is gone repairs `seq` and,
+/// through `on_steal`, whatever else the holder guarded.
 pub fn lock(
     lock: &AtomicU64,
     seq: &AtomicU64,
@@ -115,53 +108,11 @@ pub fn lock(
     is_dead: impl Fn(u64) -> bool,
     mut on_steal: impl FnMut(),
 ) -> Result<(), LockBusy> {
-    let backoff = Backoff::new();
-    let mut deadline: Option<Instant> = None;
-    let mut checks = 0u32;
-    loop {
-        match lock.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return Ok(()),
-            Err(holder) => {
-                if !backoff.is_completed() {
-                    snooze(&backoff);
-                    continue;
-                }
-                // Slow path: the holder has been inside longer than a short spin.
-                checks = checks.wrapping_add(1);
-                if checks % 16 == 1 && holder != me && is_dead(holder) {
-                    if lock.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                        repair(seq);
-                        on_steal();
-                        return Ok(());
-                    }
-                    continue;
-                }
-                let now = Instant::now();
-                match deadline {
-                    None => deadline = Some(now + wait),
-                    Some(d) if now >= d => return Err(LockBusy { holder }),
-                    Some(_) => {}
-                }
-                yield_now();
-            }
-        }
+    if let Acquired::FromDead(_) = crate::ownerlock::acquire(lock, me, wait, is_dead)? {
+        repair(seq);
+        on_steal();
     }
-}
-
-/// `backoff.snooze()`; under loom it also yields to the model's scheduler, since a spin
-/// that never yields lets one thread run forever in the model.
-fn snooze(backoff: &Backoff) {
-    backoff.snooze();
-    #[cfg(loom)]
-    loom::thread::yield_now();
-}
-
-/// `std::thread::yield_now()`, or loom's under `--cfg loom`.
-fn yield_now() {
-    #[cfg(not(loom))]
-    std::thread::yield_now();
-    #[cfg(loom)]
-    loom::thread::yield_now();
+    Ok(())
 }
 
 /// Releases the writer lock if `me` still holds it (see `ownerlock::release`).
