@@ -335,6 +335,14 @@ fn run(args: &Args) -> Result<(), Failure> {
             scope.spawn(move || journal::run(seg, cfg, journal_from, stop, recent))
         });
         let served = serve(&seg, &signals, sessions, journal.as_ref().map(|j| j as &dyn Finished));
+        if let Ok(signal) = &served {
+            // Closing first: from here on writers are refused (and told). Then a grace
+            // period for attached clients to notice, then the journal drains everything
+            // that was acknowledged before, then it stops.
+            eprintln!("worknoded: {signal:?} received; closing segment {}", seg.name());
+            seg.mark_closing();
+            std::thread::sleep(Duration::from_millis(args.grace_ms));
+        }
         stop.store(true, std::sync::atomic::Ordering::Release);
         let journaled = journal.map(|j| j.join().unwrap_or_else(|_| Err("the journal thread panicked".into())));
         (served, journaled)
@@ -350,9 +358,7 @@ fn run(args: &Args) -> Result<(), Failure> {
         }
         (served, _) => served?,
     };
-    eprintln!("worknoded: {signal:?} received; closing segment {}", seg.name());
-    seg.mark_closing();
-    std::thread::sleep(Duration::from_millis(args.grace_ms));
+    let _ = signal;
     if args.keep {
         eprintln!("worknoded: --keep given; leaving {}", seg.path().display());
     } else if let Err(e) = Segment::unlink(seg.name()) {
@@ -409,6 +415,7 @@ fn serve(
             }
             if tick % 50 == 0 {
                 seg.reap_dead_sessions();
+                seg.settle_blocked();
                 match seg.repair_dead_holders() {
                     Ok(0) => {}
                     Ok(n) => eprintln!("worknoded: repaired {n} node slot(s) left locked by processes that died"),

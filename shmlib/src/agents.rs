@@ -271,7 +271,7 @@ impl Segment {
         let node = self.agent(id)?.node;
         let uuid = self.read(node)?.uuid();
         self.append(&NewEvent::new(EventKind::AGENT_JOINED).node(uuid, 1).actor(node).topic(role))
-            .map_err(|e| AgentError::Pool(PoolError::EventNotAppended(e)))?;
+            .map_err(|error| AgentError::Pool(PoolError::EventNotAppended { error, node }))?;
         Ok(id)
     }
 
@@ -327,7 +327,7 @@ impl Segment {
         // process is gone is then reaped, releasing its claims).
         let a = self.agent(id)?;
         self.append(&NewEvent::new(EventKind::AGENT_SESSION).node(a.uuid, 0).actor(a.node))
-            .map_err(|e| AgentError::Pool(PoolError::EventNotAppended(e)))?;
+            .map_err(|error| AgentError::Pool(PoolError::EventNotAppended { error, node: a.node }))?;
         Ok(())
     }
 
@@ -393,10 +393,10 @@ impl Segment {
         ownerlock::release(lock, self.me.0);
         let a = result?;
         let node = Handle::from_raw(a.node);
-        self.release_claims_of(id.index, node, kind == EventKind::AGENT_LOST);
+        self.release_claims_of(id, node, kind == EventKind::AGENT_LOST);
         if let Some(n) = node {
             self.append(&NewEvent::new(kind).node(Uuid::from_bytes(a.uuid), 0).actor(n))
-                .map_err(|e| AgentError::Pool(PoolError::EventNotAppended(e)))?;
+                .map_err(|error| AgentError::Pool(PoolError::EventNotAppended { error, node: n }))?;
             match self.delete(n, crate::DeleteMode::Recursive) {
                 Ok(_) | Err(PoolError::StaleHandle) | Err(PoolError::NotFound) => {}
                 Err(e) => return Err(e.into()),

@@ -573,7 +573,7 @@ impl Segment {
         match self.attach_content(doc, content_type, blob, true) {
             Ok(_) => Ok(doc),
             // The content is attached; only its event is missing.
-            Err(e @ DocError::Pool(PoolError::EventNotAppended(_))) => Err(e),
+            Err(e @ DocError::Pool(PoolError::EventNotAppended { .. })) => Err(e),
             Err(e) => {
                 let _ = self.delete(doc, DeleteMode::LeafOnly);
                 Err(e)

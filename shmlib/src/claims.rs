@@ -178,7 +178,7 @@ fn check_claim(rec: &NodeRecord, c: &Claim, now_ms: u64) -> Result<(), TaskError
     if rec.claim_epoch != c.epoch {
         return Err(TaskError::StaleEpoch { presented: c.epoch, current: rec.claim_epoch });
     }
-    if rec.claim_agent != c.agent.index + 1 {
+    if rec.claim_agent != c.agent.index + 1 || rec.claim_agent_gen != c.agent.generation {
         return Err(TaskError::NotClaimant);
     }
     if rec.lease_until_ms <= now_ms {
@@ -193,6 +193,7 @@ fn status(rec: &NodeRecord) -> Status {
 
 fn clear_claim(rec: &mut NodeRecord) {
     rec.claim_agent = 0;
+    rec.claim_agent_gen = 0;
     rec.lease_until_ms = 0;
 }
 
@@ -253,6 +254,7 @@ impl Segment {
             }
             rec.claim_epoch += 1;
             rec.claim_agent = agent.index + 1;
+            rec.claim_agent_gen = agent.generation;
             rec.lease_until_ms = now + lease.as_millis() as u64;
             rec.claimed_at = self.now().0;
             rec.status = Status::Claimed.code();
@@ -273,7 +275,7 @@ impl Segment {
         if let Some(a) = actor {
             ev = ev.actor(a);
         }
-        self.append(&ev).map(|_| ()).map_err(|e| TaskError::Pool(PoolError::EventNotAppended(e)))
+        self.append(&ev).map(|_| ()).map_err(|error| TaskError::Pool(PoolError::EventNotAppended { error, node: task }))
     }
 
     /// A claimant's write: checks the claim under the lock, applies `f`, emits `kind`.
@@ -341,7 +343,7 @@ impl Segment {
     /// Completes a claimed task (refused while blockers are open), then makes every
     /// dependent whose blockers are now all complete ready.
     pub fn complete(&self, c: &Claim, note: &str) -> Result<Node, TaskError> {
-        let node = self.claimant_write(c, EventKind::TASK_COMPLETED, note, |rec| {
+        let result = self.claimant_write(c, EventKind::TASK_COMPLETED, note, |rec| {
             let from = status(rec);
             if !matches!(from, Status::Claimed | Status::InProgress) {
                 return Err(TaskError::IllegalTransition { from, to: Status::Complete });
@@ -354,11 +356,17 @@ impl Segment {
             rec.status = Status::Complete.code();
             rec.progress = 100;
             Ok(())
-        })?;
+        });
+        // Once the record is published (even if its event could not be appended), the
+        // dependents must hear of it.
+        let published = matches!(result, Ok(_) | Err(TaskError::Pool(PoolError::EventNotAppended { .. })));
+        if !published {
+            return result;
+        }
         // Pairs with the fence in `add_blocker` (see there).
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         self.wake_dependents(c.task);
-        Ok(node)
+        result
     }
 
     /// Fails a claimed task with a reason (carried in the event payload).
@@ -516,17 +524,31 @@ impl Segment {
         }
     }
 
-    /// Blocked → ready if no blocker is open (emits `task_ready`).
-    fn maybe_unblock(&self, h: Handle) {
-        // Nothing to do, or the dependent vanished or stayed locked: either way a later
-        // completion looks again, so the outcome is not needed.
-        let _ = self.modify(h, Change::new(EventKind::TASK_READY), |rec| {
+    /// Makes ready every blocked task whose blockers are all complete (or deleted): the
+    /// safety net for what a completion's own wake-up can miss (its process died before
+    /// the scan, a dependent stayed locked, a blocker was deleted). The daemon runs it
+    /// every second. Returns how many it made ready.
+    pub fn settle_blocked(&self) -> usize {
+        let blocked = Status::Blocked.code() as u64;
+        (0..self.caps.nodes)
+            .filter_map(|i| self.slot_summary(i))
+            .filter(|(_, summary)| (summary >> 8) & 0xff == blocked)
+            .filter(|(h, _)| self.maybe_unblock(*h))
+            .count()
+    }
+
+    /// Blocked → ready if no blocker is open (emits `task_ready`). Returns whether it did.
+    fn maybe_unblock(&self, h: Handle) -> bool {
+        // Nothing to do, or the dependent vanished or stayed locked: `settle_blocked`
+        // (the daemon, every second) looks again.
+        self.modify(h, Change::new(EventKind::TASK_READY), |rec| {
             if status(rec) != Status::Blocked || self.open_blockers(rec) > 0 {
                 return Err(Skip::Nothing);
             }
             rec.status = Status::Ready.code();
             Ok(())
-        });
+        })
+        .is_ok()
     }
 
     /// Tasks an agent may claim now, best first (priority, then age), at most `limit`.
@@ -637,7 +659,8 @@ impl Segment {
 
     /// Releases every claim held by agent slot `index` (its agent left or died): the
     /// tasks are ready again, with `task_released`.
-    pub(crate) fn release_claims_of(&self, index: u16, actor: Option<Handle>, lost: bool) -> usize {
+    pub(crate) fn release_claims_of(&self, agent: AgentId, actor: Option<Handle>, lost: bool) -> usize {
+        let index = agent.index;
         let mut released = 0;
         let note = if lost { "agent lost" } else { "agent left" };
         for i in 0..self.caps.nodes {
@@ -645,7 +668,8 @@ impl Segment {
             if (summary >> 32) & 0xffff != index as u64 + 1 {
                 continue;
             }
-            if self.drop_claim(h, EventKind::TASK_RELEASED, actor, note, |rec| rec.claim_agent == index + 1) {
+            let held = |rec: &NodeRecord| rec.claim_agent == index + 1 && rec.claim_agent_gen == agent.generation;
+            if self.drop_claim(h, EventKind::TASK_RELEASED, actor, note, held) {
                 released += 1;
             }
         }

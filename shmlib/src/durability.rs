@@ -115,6 +115,14 @@ impl Segment {
         self.hdr(hdr::SNAPSHOTS_DONE).fetch_max(n, Ordering::AcqRel);
     }
 
+    /// Whether a reader may stamp sequence `s` abandoned: with durability on, only once
+    /// the slot's previous occupant (`s - capacity`) is journaled — abandoning writes the
+    /// slot, and must never destroy an event the journal has not read. (The journal's own
+    /// reader, waiting at its cursor, always may.)
+    pub(crate) fn may_abandon(&self, s: u64, capacity: u64) -> bool {
+        self.durability() == Durability::Off || s < self.journal_cursor() + capacity
+    }
+
     fn daemon_gone(&self) -> bool {
         !OwnerTag(self.hdr(hdr::DAEMON_TAG).load(Ordering::Relaxed)).is_alive()
     }

@@ -103,7 +103,8 @@ impl fmt::Display for AttachError {
 
 impl std::error::Error for AttachError {}
 
-/// Why an operation on nodes failed. Nothing was changed when one is returned.
+/// Why an operation on nodes failed. Nothing was changed when one is returned, except
+/// for [`PoolError::EventNotAppended`]: that change was made (to the node it names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolError {
     /// Every node slot is in use.
@@ -150,6 +151,8 @@ pub enum PoolError {
     },
     /// Concurrent writers kept a bounded retry loop from finishing.
     Contended,
+    /// The daemon is shutting the segment down: no more changes are accepted.
+    Closing,
     /// A status change the state machine does not allow (or that only the claim and
     /// dependency operations may make).
     IllegalTransition {
@@ -159,7 +162,12 @@ pub enum PoolError {
         to: crate::node::Status,
     },
     /// The change was made, but its event could not be appended.
-    EventNotAppended(crate::event::RingError),
+    EventNotAppended {
+        /// Why the append failed.
+        error: crate::event::RingError,
+        /// The node the change was made to (it exists, changed, whatever the error).
+        node: crate::node::Handle,
+    },
     /// A structure in the segment is inconsistent.
     Corrupt {
         /// What was found inconsistent.
@@ -182,8 +190,11 @@ impl fmt::Display for PoolError {
             ReadOnly => write!(f, "segment attached read-only; attach read-write to change it"),
             Busy { holder_pid } => write!(f, "node is being written by process {holder_pid} for too long; retry, or check that process"),
             Contended => write!(f, "too much contention to finish; retry"),
+            Closing => write!(f, "the daemon is shutting this segment down and accepts no more changes; restart it and attach again"),
             IllegalTransition { from, to } => write!(f, "illegal status change {from} -> {to}; claim, start, done, fail and block move tasks through claimed/in_progress/complete/failed/blocked"),
-            EventNotAppended(e) => write!(f, "the change was made but its event could not be appended: {e}"),
+            EventNotAppended { error, node } => {
+                write!(f, "the change to node {node} was made but its event could not be appended: {error}")
+            }
             Corrupt { what } => write!(f, "segment inconsistency: {what}; run `wn doctor`, or stop the daemon and recreate the segment"),
         }
     }

@@ -265,6 +265,8 @@ pub enum RingError {
     },
     /// The segment was attached read-only.
     ReadOnly,
+    /// The daemon is shutting the segment down: no more appends are accepted.
+    Closing,
     /// A live producer has held the ring slot this append needs for too long.
     Busy {
         /// Its pid.
@@ -299,6 +301,7 @@ impl std::fmt::Display for RingError {
             PayloadTooLarge { len, max } => write!(f, "event payload is {len} bytes, the inline limit is {max}; put larger data in a document and reference it"),
             TopicTooLong { len, max } => write!(f, "event topic is {len} bytes, the limit is {max}; use a shorter name"),
             ReadOnly => write!(f, "segment attached read-only; attach read-write to append events"),
+            Closing => write!(f, "the daemon is shutting this segment down and accepts no more events; restart it and attach again"),
             Busy { holder_pid } => write!(f, "the ring slot is held by live process {holder_pid} for too long; check that process"),
             Contended => write!(f, "the append was overtaken by the ring repeatedly; retry"),
             JournalStalled { seq, journaled } => write!(f, "the journal is a whole ring behind (event {seq}, journaled up to {journaled}); is the daemon running? check `wn dump` and the daemon's log"),

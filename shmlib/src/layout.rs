@@ -24,7 +24,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// First eight bytes of every Worknode segment (`b"WRKNODE\0"` read as little-endian).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WRKNODE\0");
 /// Version of this layout. Bumped on any change to a struct in this module.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Size of the header region in bytes.
 pub const HEADER_SIZE: usize = 1024;
 /// Regions start on this boundary.
@@ -402,8 +402,9 @@ pub struct NodeRecord {
     pub doc_crc: u32,
     /// Observed-remove set attached to this node: set slot index + 1, 0 when none.
     pub set_slot: u32,
-    /// Zero.
-    pub pad2: u32,
+    /// Generation of the claim holder's agent slot (a slot reused by another agent
+    /// never inherits the claim).
+    pub claim_agent_gen: u32,
     /// Zero; room for later fields.
     pub reserved: [u8; 120],
 }

@@ -220,6 +220,10 @@ impl Node {
     pub fn claim_agent_raw(&self) -> Option<u16> {
         self.rec.claim_agent.checked_sub(1)
     }
+    /// The generation of the agent slot named in the claim.
+    pub fn claim_agent_generation(&self) -> u32 {
+        self.rec.claim_agent_gen
+    }
     /// The fencing epoch of the latest claim (0: never claimed).
     pub fn claim_epoch(&self) -> u64 {
         self.rec.claim_epoch

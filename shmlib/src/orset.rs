@@ -491,11 +491,7 @@ impl Segment {
     }
 
     fn require_set_writable(&self) -> Result<(), SetError> {
-        if self.map.writable() {
-            Ok(())
-        } else {
-            Err(SetError::Pool(PoolError::ReadOnly))
-        }
+        self.require_writable().map_err(SetError::Pool)
     }
 
     /// The set a node's record names (`set_slot`, index + 1), if any.
@@ -547,7 +543,7 @@ impl Segment {
         });
         match recorded {
             // Published; a failed event append does not undo that.
-            Ok(_) | Err(AttachFail::Pool(PoolError::EventNotAppended(_))) => {
+            Ok(_) | Err(AttachFail::Pool(PoolError::EventNotAppended { .. })) => {
                 self.hdr(hdr::SETS_USED).fetch_add(1, Ordering::Relaxed);
                 Ok(Attached { generation, view })
             }
@@ -683,7 +679,7 @@ impl Segment {
         let len = cur.position() as usize;
         self.append(&crate::NewEvent::new(kind).node(n.uuid(), n.version()).payload(&buf[..len]))
             .map(|_| ())
-            .map_err(|e| SetError::Pool(PoolError::EventNotAppended(e)))
+            .map_err(|error| SetError::Pool(PoolError::EventNotAppended { error, node }))
     }
 
     /// Writes a whole set into the node restored in slot `index` (restore only: the

@@ -212,12 +212,14 @@ impl Segment {
         self.hdr(hdr::POOL_FREE_HEAD)
     }
 
-    fn require_writable(&self) -> Result<(), PoolError> {
-        if self.map.writable() {
-            Ok(())
-        } else {
-            Err(PoolError::ReadOnly)
+    pub(crate) fn require_writable(&self) -> Result<(), PoolError> {
+        if !self.map.writable() {
+            return Err(PoolError::ReadOnly);
         }
+        if self.state() == crate::SegmentState::Closing {
+            return Err(PoolError::Closing);
+        }
+        Ok(())
     }
 
     /// The slot of a live handle.
@@ -232,11 +234,12 @@ impl Segment {
 
     /// Takes a slot's writer lock; repairs what a dead holder left behind.
     fn lock_slot<'s>(&'s self, index: u32, s: Slot<'s>) -> Result<Locked<'s>, PoolError> {
-        let mut stolen = false;
-        seqlock::lock(s.lock(), s.seq(), self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive(), || stolen = true)
+        seqlock::lock(s.lock(), s.seq(), self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive(), || {})
             .map_err(|b| PoolError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
         let guard = Locked(s.lock(), self.me.0);
-        if stolen && s.child_seq().load(Ordering::Relaxed) & 1 == 1 {
+        // Odd under our lock means a holder died mid-change (its lock was just taken
+        // over), or an earlier rebuild failed part-way: rebuild it.
+        if s.child_seq().load(Ordering::Relaxed) & 1 == 1 {
             self.rebuild_children(index, s)?;
         }
         Ok(guard)
@@ -340,7 +343,7 @@ impl Segment {
         self.hdr(hdr::POOL_USED).fetch_add(1, Ordering::Relaxed);
         self.hdr(hdr::CREATED).fetch_add(1, Ordering::Relaxed);
         // Appended under the node's lock, so a node's events are in version order.
-        let appended = self.emit(EventKind::NODE_CREATED, &rec);
+        let appended = self.emit(EventKind::NODE_CREATED, handle, &rec);
         drop(guard);
         appended.map(|_| handle)
     }
@@ -605,7 +608,7 @@ impl Segment {
             if let Some(a) = change.actor {
                 ev = ev.actor(a);
             }
-            self.append(&ev).map_err(|e| E::from(PoolError::EventNotAppended(e)))?;
+            self.append(&ev).map_err(|error| E::from(PoolError::EventNotAppended { error, node: h }))?;
         }
         Ok((Node { handle: h, rec }, out))
     }
@@ -678,7 +681,7 @@ impl Segment {
         // Its document content goes with it (from the same locked copy, for the same reason).
         let doc_blob = bytemuck::cast::<_, NodeRecord>(locked).doc_blob;
         self.unindex(&node.rec.uuid, h.index);
-        let appended = self.emit(EventKind::NODE_DELETED, &node.rec);
+        let appended = self.emit(EventKind::NODE_DELETED, h, &node.rec);
         drop(_g);
         drop(_pg);
         let freed = self.free_blob(doc_blob);
@@ -690,12 +693,14 @@ impl Segment {
 
     /// Appends the event for a record change (skipped while the segment is being laid
     /// out: the root's creation is not an event).
-    fn emit(&self, kind: EventKind, rec: &NodeRecord) -> Result<(), PoolError> {
+    fn emit(&self, kind: EventKind, node: Handle, rec: &NodeRecord) -> Result<(), PoolError> {
         if self.state() != crate::SegmentState::Ready {
             return Ok(());
         }
         let uuid = Uuid::from_bytes(rec.uuid);
-        self.append(&NewEvent::new(kind).node(uuid, rec.version)).map(|_| ()).map_err(PoolError::EventNotAppended)
+        self.append(&NewEvent::new(kind).node(uuid, rec.version))
+            .map(|_| ())
+            .map_err(|error| PoolError::EventNotAppended { error, node })
     }
 
     /// Fills `out` with the handles of `h`'s children, in creation order, as one
@@ -722,7 +727,8 @@ impl Segment {
                 backoff.snooze();
                 continue;
             }
-            let count = s.child_count().load(Ordering::Relaxed);
+            // The count comes from shared memory: never trust it past the pool's size.
+            let count = s.child_count().load(Ordering::Relaxed).min(self.caps.nodes as u64);
             let mut cur = unlink_value(s.first_child().load(Ordering::Relaxed));
             let mut bad = false;
             while let Some(i) = cur {

@@ -360,6 +360,9 @@ impl Segment {
         if !self.map.writable() {
             return Err(RingError::ReadOnly);
         }
+        if self.state() == crate::SegmentState::Closing {
+            return Err(RingError::Closing);
+        }
         let mut rec = ev.to_record(self.now(), self.actor(), self.me.pid())?;
         let cap = self.caps.events as u64;
         let s = self.ring().append(
@@ -493,9 +496,9 @@ impl Reader<'_> {
                 self.stuck = None;
                 return Ok(None);
             }
-            if tail - self.next > cap {
-                return Err(self.lagged(&ring));
-            }
+            // No shortcut on `tail - next > capacity`: a claimed sequence does not mean its
+            // slot was overwritten yet (its producer may be waiting for the journal). The
+            // stamp says exactly whether `next` is still there.
             match ring.peek(self.next) {
                 Peek::Ready(rec) => {
                     self.next += 1;
@@ -516,7 +519,10 @@ impl Reader<'_> {
                     let now = Instant::now();
                     match self.stuck {
                         Some((s, since)) if s == self.next => {
-                            if now.duration_since(since) >= self.abandon_after && self.seg.map.writable() {
+                            if now.duration_since(since) >= self.abandon_after
+                                && self.seg.map.writable()
+                                && self.seg.may_abandon(self.next, cap)
+                            {
                                 if ring.abandon_if_dead(self.next, self.seg.me.0, |t| !OwnerTag(t).is_alive()) {
                                     self.seg.hdr(hdr::RING_ABANDONED).fetch_add(1, Ordering::Relaxed);
                                 }
@@ -714,5 +720,57 @@ mod tests {
             vec![(EventKind::NODE_CREATED, 1), (EventKind::NODE_UPDATED, 2), (EventKind::NODE_DELETED, 2)]
         );
         assert_eq!(n.version(), 2);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod durability_tests {
+    use super::*;
+    use crate::event::EventKind;
+    use crate::testing::temp_segment;
+    use crate::{Capacities, Durability};
+
+    #[test]
+    fn a_reader_never_abandons_a_slot_whose_previous_event_is_not_journaled() {
+        let caps = Capacities { nodes: 16, events: 8, agents: 2, blob_chunks: 1, sets: 1, ..Capacities::default() };
+        let seg = temp_segment("ring-journal-room", &caps);
+        seg.set_durability(Durability::Never, 0);
+        for _ in 0..8 {
+            seg.append(&NewEvent::new(EventKind::USER)).unwrap();
+        }
+        // A producer claimed sequence 8 and waits for journal room (the journal is at 0).
+        seg.hdr(hdr::RING_TAIL).fetch_add(1, Ordering::AcqRel);
+        let mut r = seg.reader(Start::At(0));
+        r.set_abandon_after(Duration::from_millis(1));
+        for _ in 0..8 {
+            r.try_next().unwrap().unwrap();
+        }
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(3));
+            assert!(r.try_next().unwrap().is_none());
+        }
+        assert_eq!(r.abandoned_skipped(), 0, "event 0 is not journaled: its slot must not be touched");
+        // Once the journal has read event 0, the stuck sequence may be abandoned.
+        seg.publish_journal_progress(8, 8);
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(r.try_next().unwrap().is_none());
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(r.try_next().unwrap().is_none());
+        assert_eq!(r.abandoned_skipped(), 1);
+    }
+
+    #[test]
+    fn a_closing_segment_refuses_changes_and_appends() {
+        let caps = Capacities { nodes: 16, events: 8, agents: 2, blob_chunks: 1, sets: 1, ..Capacities::default() };
+        let seg = temp_segment("closing", &caps);
+        let h = seg.add(seg.root(), &crate::NewNode::new(crate::NodeKind::Task, "t")).unwrap();
+        seg.mark_closing();
+        assert_eq!(seg.append(&NewEvent::new(EventKind::USER)), Err(RingError::Closing));
+        assert_eq!(seg.update(h, |n| n.set_progress(5)).unwrap_err(), crate::PoolError::Closing);
+        assert_eq!(
+            seg.add(seg.root(), &crate::NewNode::new(crate::NodeKind::Task, "u")).unwrap_err(),
+            crate::PoolError::Closing
+        );
+        assert_eq!(seg.read(h).unwrap().progress(), 0, "reads still work, nothing changed");
     }
 }

@@ -227,3 +227,36 @@ fn an_edge_added_while_its_blocker_completes_never_leaves_the_task_blocked() {
         assert_eq!(seg.read(t).unwrap().status(), Some(Status::Ready), "round {round}: blocked for ever");
     }
 }
+
+#[test]
+fn an_agent_that_reuses_a_slot_never_inherits_the_previous_agents_claim() {
+    let seg = segment("slot-reuse");
+    let t = task(&seg, "t", 0);
+    let alice = seg.join("alice", "w").unwrap();
+    let stale = seg.claim(t, alice, LEASE).unwrap();
+    // Simulate a release that never happened: free Alice's slot behind the claim's back
+    // by leaving, then restore the claim fields as they were.
+    seg.leave(alice).unwrap();
+    let bob = seg.join("bob", "w").unwrap();
+    assert_eq!(bob.index, alice.index, "bob reuses alice's slot");
+    assert_ne!(bob.generation, alice.generation);
+    let as_bob = Claim { agent: bob, ..stale };
+    assert!(matches!(seg.complete(&as_bob, ""), Err(TaskError::NotClaimant | TaskError::IllegalTransition { .. })));
+    let bob_claim = seg.claim(t, bob, LEASE).unwrap();
+    assert_eq!(bob_claim.epoch, stale.epoch + 1);
+    assert!(matches!(seg.complete(&stale, ""), Err(TaskError::StaleEpoch { .. })));
+    seg.complete(&bob_claim, "").unwrap();
+}
+
+#[test]
+fn a_task_whose_last_blocker_is_deleted_is_settled_ready() {
+    let seg = segment("settle");
+    let blocker = task(&seg, "blocker", 0);
+    let t = task(&seg, "t", 0);
+    seg.add_blocker(t, blocker).unwrap();
+    assert_eq!(seg.read(t).unwrap().status(), Some(Status::Blocked));
+    seg.delete(blocker, worknode::DeleteMode::LeafOnly).unwrap();
+    assert_eq!(seg.settle_blocked(), 1);
+    assert_eq!(seg.read(t).unwrap().status(), Some(Status::Ready));
+    assert_eq!(seg.settle_blocked(), 0);
+}

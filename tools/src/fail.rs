@@ -138,6 +138,7 @@ impl From<RingError> for Fail {
             PayloadTooLarge { .. } | TopicTooLong { .. } => ("too_large", exit::USAGE),
             JournalStalled { .. } => ("journal_stalled", exit::TIMEOUT),
             NotDurable { .. } => ("not_durable", exit::TIMEOUT),
+            Closing => ("segment_closing", exit::OTHER),
         };
         Fail::lib(code, exit, &e)
     }
@@ -184,8 +185,9 @@ impl From<PoolError> for Fail {
             ReadOnly => ("read_only", exit::PERMISSION),
             Busy { .. } | Contended => ("busy", exit::TIMEOUT),
             IllegalTransition { .. } => ("illegal_transition", exit::CONFLICT),
-            EventNotAppended(_) => ("event_not_appended", exit::OTHER),
+            EventNotAppended { .. } => ("not_durable", exit::TIMEOUT),
             Corrupt { .. } => ("corrupt", exit::OTHER),
+            Closing => ("segment_closing", exit::OTHER),
         };
         Fail::lib(code, exit, &e)
     }

@@ -59,15 +59,26 @@ pub fn capture(seg: &Segment) -> Result<Vec<Record>, String> {
         true
     })
     .map_err(|e| format!("reading nodes: {e}"))?;
+    // A content that cannot be read now fails the whole snapshot (it would otherwise be
+    // missing from it while the journals that hold it are deleted); a node deleted
+    // meanwhile is simply not in it.
     for (h, uuid) in docs {
         let mut content = Vec::new();
-        if seg.get_document(h, &mut content).is_ok() {
-            records.push(Record::Document { uuid: *uuid.as_bytes(), content });
+        match seg.get_document(h, &mut content) {
+            Ok(_) => records.push(Record::Document { uuid: *uuid.as_bytes(), content }),
+            Err(worknode::DocError::Pool(worknode::PoolError::StaleHandle | worknode::PoolError::NotFound)) => {}
+            Err(e) => return Err(format!("reading document {uuid}: {e}")),
         }
     }
     for (h, uuid) in sets {
-        if let Some(r) = set_record(seg, h, uuid) {
-            records.push(r);
+        match seg.set_state(h) {
+            Ok(state) => records.push(Record::Set {
+                uuid: *uuid.as_bytes(),
+                adds: state.adds().collect(),
+                tombstones: state.tombstones().collect(),
+            }),
+            Err(worknode::SetError::Pool(worknode::PoolError::StaleHandle | worknode::PoolError::NotFound)) => {}
+            Err(e) => return Err(format!("reading the set of {uuid}: {e}")),
         }
     }
     seg.for_each_agent_slot(|index, slot| records.push(Record::Agent { index, slot: Box::new(*slot) }));
@@ -187,6 +198,7 @@ pub fn run(
     let mut synced = reader.position();
     let mut last_sync = Instant::now();
     let mut snapshots_done = seg.snapshots_done();
+    let mut last_snapshot_failure: Option<Instant> = None;
     loop {
         let stopping = stop.load(Ordering::Acquire);
         buf.clear();
@@ -227,12 +239,22 @@ pub fn run(
         seg.publish_journal_progress(pos, durable);
 
         let requested = seg.snapshot_requests();
-        if file.len > cfg.rotate_bytes || requested != snapshots_done {
-            let path = snapshot(seg, &cfg.dir, &mut file, pos, &recent)?;
-            eprintln!("worknoded: snapshot {} written (covers events before {pos})", path.display());
-            snapshots_done = requested;
-            seg.set_snapshots_done(requested);
-            synced = pos;
+        let due = file.len > cfg.rotate_bytes || requested != snapshots_done;
+        if due && last_snapshot_failure.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            match snapshot(seg, &cfg.dir, &mut file, pos, &recent) {
+                Ok(path) => {
+                    eprintln!("worknoded: snapshot {} written (covers events before {pos})", path.display());
+                    snapshots_done = requested;
+                    seg.set_snapshots_done(requested);
+                    synced = pos;
+                    last_snapshot_failure = None;
+                }
+                Err(e) => {
+                    // Nothing was deleted: the journal still holds everything. Retry later.
+                    eprintln!("worknoded: warning: snapshot not taken ({e}); the journal keeps everything, retrying in a second");
+                    last_snapshot_failure = Some(Instant::now());
+                }
+            }
         }
         if stopping && n == 0 {
             file.sync().map_err(|e| format!("journal fsync: {e}"))?;

@@ -177,7 +177,9 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
         let last = i + 1 == replay.len();
         match format::scan(&bytes, |_, r| state.apply(r)) {
             Ok(_) => {}
-            Err(d) if (d.torn_tail && last) || salvage => {
+            // A torn final write may also leave zeros after the last good record (a later
+            // page of the batch reached the disk, an earlier one did not).
+            Err(d) if (last && (d.torn_tail || bytes[d.offset as usize..].iter().all(|b| *b == 0))) || salvage => {
                 warnings.push(format!(
                     "{}: {} at byte {}; cutting the file there ({} bytes dropped){}",
                     path.display(),

@@ -128,7 +128,19 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
         .priority(a.priority)
         .value(a.value)
         .status(initial);
-    let h = seg.add(parent, &spec)?;
+    let h = match seg.add(parent, &spec) {
+        Ok(h) => h,
+        // The node exists; only its event (and so, under --fsync always, the confirmation
+        // that it is on disk) is missing. Name it, so a script does not retry into a
+        // duplicate, and fail.
+        Err(e @ worknode::PoolError::EventNotAppended { node, .. }) => {
+            if let Ok(n) = seg.read(node) {
+                print_node(ctx, &seg, &n)?;
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     for b in &blockers {
         seg.add_blocker(h, *b)?;
     }

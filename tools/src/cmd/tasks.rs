@@ -247,7 +247,7 @@ fn claim_for(ctx: &Ctx, seg: &Segment, a: &ClaimantArgs) -> Result<Claim, Fail> 
     let me = ctx.me(seg)?;
     let h = resolve::node(seg, &a.node)?;
     let n = seg.read(h)?;
-    let mine = n.claim_agent_raw() == Some(me.index);
+    let mine = n.claim_agent_raw() == Some(me.index) && n.claim_agent_generation() == me.generation;
     if !mine && a.epoch.is_none() {
         let who = ctx.agent.clone().unwrap_or_default();
         return Err(match n.claim_agent_raw() {
