@@ -416,6 +416,7 @@ fn serve(
             if tick % 50 == 0 {
                 seg.reap_dead_sessions();
                 seg.settle_blocked();
+                seg.sweep_dead_waiters();
                 match seg.repair_dead_holders() {
                     Ok(0) => {}
                     Ok(n) => eprintln!("worknoded: repaired {n} node slot(s) left locked by processes that died"),

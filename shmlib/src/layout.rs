@@ -185,8 +185,9 @@ pub struct Header {
     /// sequence not yet on disk); `words[3]` (low 32 bits) journal wake futex;
     /// `words[4]` (low 32 bits) durable futex; `words[5]` writers waiting on it.
     pub journal: HotLine,
-    /// Zero.
-    pub reserved: [HotLine; 2],
+    /// Who is parked on the ring's futex: 16 words, each 0 or the owner tag of a parked
+    /// reader, so a reader killed while parked can be taken off the waiter count.
+    pub waiter_tags: [HotLine; 2],
 }
 
 /// Byte offsets of the header's concurrently written words.
@@ -250,6 +251,10 @@ pub mod hdr {
     pub const DURABLE_NOTIFY: usize = offset_of!(Header, journal) + 32;
     /// Writers waiting for durability.
     pub const DURABLE_WAITERS: usize = offset_of!(Header, journal) + 40;
+    /// First of the 16 parked-reader tag words.
+    pub const RING_WAITER_TAGS: usize = offset_of!(Header, waiter_tags);
+    /// Number of parked-reader tag words.
+    pub const RING_WAITER_TAG_COUNT: usize = 16;
     /// Event ring tail.
     pub const RING_TAIL: usize = offset_of!(Header, ring_tail);
     /// Futex word (32 bits) bumped on every publish.

@@ -381,6 +381,30 @@ impl Segment {
         Ok(s)
     }
 
+    /// Takes readers that were killed while parked off the waiter count, so producers
+    /// stop paying a wake syscall for them. The daemon runs it every second. Returns how
+    /// many it removed. (A reader that found no free tag word is not recoverable this way;
+    /// there are 16.)
+    pub fn sweep_dead_waiters(&self) -> usize {
+        if !self.map.writable() {
+            return 0;
+        }
+        let mut swept = 0;
+        for i in 0..hdr::RING_WAITER_TAG_COUNT {
+            let w = self.hdr(hdr::RING_WAITER_TAGS + 8 * i);
+            let tag = w.load(Ordering::Acquire);
+            if tag != 0
+                && !OwnerTag(tag).is_alive()
+                && w.compare_exchange(tag, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
+                let _ =
+                    self.hdr(hdr::RING_WAITERS).fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                swept += 1;
+            }
+        }
+        swept
+    }
+
     /// The next sequence number to be claimed (events `[tail - capacity, tail)` may be
     /// retained).
     pub fn ring_tail(&self) -> u64 {
@@ -579,7 +603,13 @@ impl Reader<'_> {
             t = t.min(READ_ONLY_PARK);
         }
         let waiters = seg.hdr(hdr::RING_WAITERS);
+        let mut tag_word = None;
         if writable {
+            // Name ourselves in a tag word (when one is free) so that, if we are killed
+            // while parked, the daemon can take our count back off.
+            tag_word = (0..hdr::RING_WAITER_TAG_COUNT)
+                .map(|i| seg.hdr(hdr::RING_WAITER_TAGS + 8 * i))
+                .find(|w| w.compare_exchange(0, seg.me.0, Ordering::AcqRel, Ordering::Relaxed).is_ok());
             waiters.fetch_add(1, Ordering::SeqCst);
         }
         let v = seg.notify_word().load(Ordering::SeqCst);
@@ -589,7 +619,13 @@ impl Reader<'_> {
             sys::futex_wait(seg.notify_word(), v, t);
         }
         if writable {
-            waiters.fetch_sub(1, Ordering::SeqCst);
+            // Deregister only if the daemon did not do it for us (it never does for a
+            // live process, so this is belt and braces).
+            let mine =
+                tag_word.is_none_or(|w| w.compare_exchange(seg.me.0, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+            if mine {
+                waiters.fetch_sub(1, Ordering::SeqCst);
+            }
         }
         Ok(())
     }
@@ -757,6 +793,24 @@ mod durability_tests {
         std::thread::sleep(Duration::from_millis(3));
         assert!(r.try_next().unwrap().is_none());
         assert_eq!(r.abandoned_skipped(), 1);
+    }
+
+    #[test]
+    fn a_reader_killed_while_parked_is_swept_off_the_waiter_count() {
+        let caps = Capacities { nodes: 16, events: 8, agents: 2, blob_chunks: 1, sets: 1, ..Capacities::default() };
+        let seg = temp_segment("dead-waiter", &caps);
+        // What a reader killed inside `park` leaves: its tag in a tag word, the count up.
+        let init = OwnerTag::new(1, crate::sys::process_start_ticks(1).unwrap_or(0));
+        let dead = OwnerTag::new(1, init.start_ticks() + 777).0;
+        seg.hdr(hdr::RING_WAITER_TAGS + 8).store(dead, Ordering::Relaxed);
+        seg.hdr(hdr::RING_WAITERS).store(1, Ordering::Relaxed);
+        seg.append(&NewEvent::new(EventKind::USER)).unwrap();
+        assert_eq!(seg.ring_counters().wakes, 1, "a leaked waiter costs every append a syscall");
+        assert_eq!(seg.sweep_dead_waiters(), 1);
+        assert_eq!(seg.ring_counters().waiters, 0);
+        seg.append(&NewEvent::new(EventKind::USER)).unwrap();
+        assert_eq!(seg.ring_counters().wakes, 1, "no syscall once it is swept");
+        assert_eq!(seg.sweep_dead_waiters(), 0);
     }
 
     #[test]
