@@ -23,10 +23,8 @@ const WAIT: Duration = Duration::from_secs(10);
 pub fn run(ctx: &Ctx) -> Result<Measured, Fail> {
     let shm = ShmFile::create("floor", 4096)?;
     let words = shm.words();
-    let child = ctx.spawn(
-        "floor",
-        &[("path", shm.path().display().to_string()), ("rounds", ctx.plan.total().to_string())],
-    )?;
+    let child =
+        ctx.spawn("floor", &[("path", shm.path().display().to_string()), ("rounds", ctx.plan.total().to_string())])?;
     let (ping, pong) = (&words[PING_WORD], &words[PONG_WORD]);
     let driven = drive(&ctx.plan, |i| {
         ping.store(i + 1, Ordering::Release);

@@ -24,10 +24,7 @@ impl Default for Recorder {
 impl Recorder {
     /// An empty recorder (1 ns .. 60 s, 3 significant digits).
     pub fn new() -> Recorder {
-        Recorder {
-            h: Histogram::new_with_bounds(1, HIGHEST_NS, 3).expect("valid histogram bounds"),
-            clamped: 0,
-        }
+        Recorder { h: Histogram::new_with_bounds(1, HIGHEST_NS, 3).expect("valid histogram bounds"), clamped: 0 }
     }
 
     /// Records one sample.
@@ -36,6 +33,12 @@ impl Recorder {
             self.clamped += 1;
         }
         self.h.saturating_record(ns.clamp(1, HIGHEST_NS));
+    }
+
+    /// Adds another recorder's samples.
+    pub fn merge(&mut self, other: &Recorder) {
+        self.h.add(&other.h).expect("histograms with the same bounds");
+        self.clamped += other.clamped;
     }
 
     /// Samples recorded so far.
@@ -100,9 +103,9 @@ pub fn fmt_ns(ns: u64) -> String {
     let f = ns as f64;
     if ns < 10_000 {
         format!("{ns} ns")
-    } else if ns < 10_000_000 {
+    } else if ns < 1_000_000 {
         format!("{:.1} µs", f / 1e3)
-    } else if ns < 10_000_000_000 {
+    } else if ns < 1_000_000_000 {
         format!("{:.2} ms", f / 1e6)
     } else {
         format!("{:.2} s", f / 1e9)

@@ -14,10 +14,11 @@ use crate::suite::{Ctx, Fail, Measured};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,7 +119,7 @@ pub fn stream_role(ctx: &RoleCtx) -> Result<(), String> {
 /// Takes over a file descriptor the parent left open for this process.
 fn inherited(ctx: &RoleCtx, key: &str) -> Result<File, String> {
     let fd: i32 = ctx.parse(key)?;
-    if fd < 3 || nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+    if fd < 3 || !Path::new(&format!("/proc/self/fd/{fd}")).exists() {
         return Err(format!("inherited descriptor {key}={fd} is not open"));
     }
     // SAFETY: the parent created this descriptor without close-on-exec for this child
@@ -137,15 +138,17 @@ fn inheritable_pipe() -> Result<(File, File), String> {
 pub fn pipe(ctx: &Ctx) -> Result<Measured, Fail> {
     let (mut to_parent_r, to_parent_w) = inheritable_pipe()?;
     let (to_child_r, mut to_child_w) = inheritable_pipe()?;
-    let (cr, cw) = (to_child_r.into_raw_fd(), to_parent_w.into_raw_fd());
-    let spawned = ctx.spawn(
+    let child = ctx.spawn(
         "pipe-pong",
-        &[("rfd", cr.to_string()), ("wfd", cw.to_string()), ("rounds", ctx.plan.total().to_string())],
+        &[
+            ("rfd", to_child_r.as_raw_fd().to_string()),
+            ("wfd", to_parent_w.as_raw_fd().to_string()),
+            ("rounds", ctx.plan.total().to_string()),
+        ],
     );
-    // SAFETY: `cr` and `cw` came from `into_raw_fd` just above; re-owning them here
-    // closes the parent's copies of the child's ends exactly once.
-    drop(unsafe { (OwnedFd::from_raw_fd(cr), OwnedFd::from_raw_fd(cw)) });
-    let child = spawned?;
+    // The child has its copies now; closing ours makes its exit an EOF here.
+    drop((to_child_r, to_parent_w));
+    let child = child?;
     let driven = drive(&ctx.plan, |i| {
         to_child_w.write_all(&payload::make(i, PING)).map_err(|e| format!("write {i}: {e}"))?;
         let mut buf: Payload = [0; payload::LEN];
@@ -185,14 +188,14 @@ fn efd_wait(f: &mut File) -> Result<(), String> {
 const PING_BOX: usize = 0;
 const PONG_BOX: usize = 16;
 
-fn put(words: &[std::sync::atomic::AtomicU64], at: usize, p: &Payload) {
+fn put(words: &[AtomicU64], at: usize, p: &Payload) {
     for (w, x) in words[at..at + 8].iter().zip(payload::to_words(p)) {
         w.store(x, Ordering::Relaxed);
     }
     std::sync::atomic::fence(Ordering::Release);
 }
 
-fn get(words: &[std::sync::atomic::AtomicU64], at: usize) -> Payload {
+fn get(words: &[AtomicU64], at: usize) -> Payload {
     std::sync::atomic::fence(Ordering::Acquire);
     let mut w = [0u64; 8];
     for (x, a) in w.iter_mut().zip(&words[at..at + 8]) {
@@ -201,33 +204,67 @@ fn get(words: &[std::sync::atomic::AtomicU64], at: usize) -> Payload {
     payload::from_words(&w)
 }
 
+/// Wakes the parent's eventfd if the run makes no progress for a while (the child died),
+/// so that its blocking read returns and the round fails instead of hanging.
+struct Rescue {
+    progress: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+}
+
+impl Rescue {
+    fn start(mut efd: File, stall: Duration) -> Rescue {
+        let progress = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (p, d) = (progress.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut last = u64::MAX;
+            let mut since = Instant::now();
+            while !d.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let now = p.load(Ordering::Relaxed);
+                if now != last {
+                    (last, since) = (now, Instant::now());
+                } else if since.elapsed() > stall {
+                    let _ = efd_signal(&mut efd);
+                    since = Instant::now();
+                }
+            }
+        });
+        Rescue { progress, done }
+    }
+}
+
+impl Drop for Rescue {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
 /// eventfd wake-ups beside a shared mailbox.
 pub fn eventfd(ctx: &Ctx) -> Result<Measured, Fail> {
     let shm = ShmFile::create("eventfd", 4096)?;
     let words = shm.words();
     let mut wake_parent = new_eventfd()?;
-    let wake_child = new_eventfd()?;
-    let (wp, wc) = (wake_parent.try_clone().map_err(|e| e.to_string())?, wake_child);
-    let (wp_fd, wc_fd) = (wp.into_raw_fd(), wc.into_raw_fd());
-    let spawned = ctx.spawn(
+    let mut wake_child = new_eventfd()?;
+    // Both descriptors are inherited as they are: the child uses the same two eventfds.
+    let child = ctx.spawn(
         "eventfd-pong",
         &[
             ("path", shm.path().display().to_string()),
-            ("wake_parent", wp_fd.to_string()),
-            ("wake_child", wc_fd.to_string()),
+            ("wake_parent", wake_parent.as_raw_fd().to_string()),
+            ("wake_child", wake_child.as_raw_fd().to_string()),
             ("rounds", ctx.plan.total().to_string()),
         ],
-    );
-    // SAFETY: `wp_fd` came from `into_raw_fd` just above and is owned by nothing else;
-    // the parent keeps using `wake_child` through this re-owned `File`.
-    let (_wp, mut wake_child) = unsafe { (OwnedFd::from_raw_fd(wp_fd), File::from_raw_fd(wc_fd)) };
-    let child = spawned?;
+    )?;
+    let rescue = Rescue::start(wake_parent.try_clone().map_err(|e| e.to_string())?, IO_TIMEOUT);
     let driven = drive(&ctx.plan, |i| {
         put(words, PING_BOX, &payload::make(i, PING));
         efd_signal(&mut wake_child)?;
         efd_wait(&mut wake_parent)?;
+        rescue.progress.store(i, Ordering::Relaxed);
         payload::check(&get(words, PONG_BOX), i, PONG)
     })?;
+    drop(rescue);
     finish(ctx, child, driven, vec!["blocking eventfd read; payload in a shared /dev/shm mapping".into()])
 }
 

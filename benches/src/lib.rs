@@ -1,4 +1,14 @@
-//! Shared helpers for the Worknode benchmarks (`benches/benches/*.rs`).
+//! Shared helpers for the Worknode benchmarks (`benches/benches/*.rs`), and the
+//! side-by-side harness `wn-bench` (`src/bin/wn-bench.rs`, run with
+//! `cargo run --release -p worknode-benches --bin wn-bench`), whose modules are below:
+//!
+//! * [`suite`]: command line, the list of measurements, the run, child-role dispatch;
+//! * [`proc`], [`pinning`], [`shm`]: child processes, CPU pinning, shared files;
+//! * [`payload`], [`histogram`], [`pingpong`]: the checked 64-byte payload, HdrHistogram
+//!   percentiles, the round-trip driver;
+//! * one module per mechanism family: [`floor`], [`ring`], [`kernel_ipc`], [`iceoryx`],
+//!   [`redis_peer`], [`sqlite`], [`throughput`], [`claims`], [`durability`];
+//! * [`report`], [`plot`], [`sysinfo`]: tables, ratios and goals, the SVG, the machine.
 //!
 //! The benchmarks run against a private segment in `/dev/shm` that no daemon owns.
 //! [`TempSegment`] creates one under a name unique to this process and removes it again
@@ -17,6 +27,26 @@
 //! # Ok::<(), worknode::AttachError>(())
 //! ```
 #![warn(missing_docs)]
+
+pub mod claims;
+pub mod durability;
+pub mod floor;
+pub mod histogram;
+pub mod iceoryx;
+pub mod kernel_ipc;
+pub mod payload;
+pub mod pingpong;
+pub mod pinning;
+pub mod plot;
+pub mod proc;
+pub mod redis_peer;
+pub mod report;
+pub mod ring;
+pub mod shm;
+pub mod sqlite;
+pub mod suite;
+pub mod sysinfo;
+pub mod throughput;
 
 use std::ops::Deref;
 use worknode::{AttachError, Capacities, Segment};

@@ -52,12 +52,7 @@ pub fn drive(plan: &Plan, mut round: impl FnMut(u64) -> Result<(), String>) -> R
         round(i)?;
         rec.record(t.elapsed().as_nanos() as u64);
         if i % 256 == 0 && start.elapsed() > plan.time_cap {
-            notes.push(format!(
-                "time cap of {:?} reached: {} of {} samples",
-                plan.time_cap,
-                rec.len(),
-                plan.samples
-            ));
+            notes.push(format!("time cap of {:?} reached: {} of {} samples", plan.time_cap, rec.len(), plan.samples));
             completed = false;
             break;
         }

@@ -33,8 +33,7 @@ impl Child {
     /// Starts `wn-bench --role ROLE` with `args`, pinned to `cpu` if given; it ends itself
     /// after `deadline`.
     pub fn spawn(role: &str, args: &[(&str, String)], cpu: Option<usize>, deadline: Duration) -> Result<Child, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the wn-bench binary: {e}"))?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(self_exe()?);
         cmd.arg("--role").arg(role).arg("--deadline-s").arg(deadline.as_secs().max(1).to_string());
         for (k, v) in args {
             cmd.arg("--role-arg").arg(format!("{k}={v}"));
@@ -133,6 +132,17 @@ impl Drop for Child {
     }
 }
 
+/// The binary to re-execute: `/proc/self/exe`, which names this process's own image even
+/// after `cargo build` replaced the file on disk during a long run (the path
+/// `current_exe` returns then no longer exists).
+fn self_exe() -> Result<std::path::PathBuf, String> {
+    let proc_exe = std::path::PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe);
+    }
+    std::env::current_exe().map_err(|e| format!("cannot find the wn-bench binary: {e}"))
+}
+
 /// The child's side: its arguments and the control protocol.
 pub struct RoleCtx {
     args: HashMap<String, String>,
@@ -142,11 +152,8 @@ pub struct RoleCtx {
 impl RoleCtx {
     /// Parses `KEY=VALUE` arguments; pins to `cpu` if given.
     pub fn new(role_args: &[String], cpu: Option<usize>) -> RoleCtx {
-        let args = role_args
-            .iter()
-            .filter_map(|a| a.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let args =
+            role_args.iter().filter_map(|a| a.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let pin = match cpu {
             None => "none".to_string(),
             Some(c) => match crate::pinning::pin(0, c) {

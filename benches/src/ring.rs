@@ -127,9 +127,11 @@ pub fn coordination(ctx: &Ctx, wait: Wait) -> Result<Measured, Fail> {
     let t1 = seg.add(project, &NewNode::new(NodeKind::Task, "ping task")).map_err(e2s)?;
     let t2 = seg.add(project, &NewNode::new(NodeKind::Task, "pong task")).map_err(e2s)?;
     let uuid2 = seg.read(t2).map_err(e2s)?.uuid();
-    let mut r = seg
-        .reader(Start::Now)
-        .with_filter(Filter { kind: Some(EventKind::NODE_UPDATED), node: Some(uuid2), actor: None });
+    let mut r = seg.reader(Start::Now).with_filter(Filter {
+        kind: Some(EventKind::NODE_UPDATED),
+        node: Some(uuid2),
+        actor: None,
+    });
     let child = ctx.spawn(
         "coord-ring",
         &[
@@ -158,9 +160,11 @@ pub fn coordination_role(ctx: &RoleCtx) -> Result<(), String> {
     let wait = parse_wait(ctx.get("wait")?)?;
     let rounds: u64 = ctx.parse("rounds")?;
     let uuid1 = seg.read(t1).map_err(e2s)?.uuid();
-    let mut r = seg
-        .reader(Start::Now)
-        .with_filter(Filter { kind: Some(EventKind::NODE_UPDATED), node: Some(uuid1), actor: None });
+    let mut r = seg.reader(Start::Now).with_filter(Filter {
+        kind: Some(EventKind::NODE_UPDATED),
+        node: Some(uuid1),
+        actor: None,
+    });
     ctx.ready();
     for i in 0..rounds {
         observe_task(&seg, &mut r, t1, i, wait)?;

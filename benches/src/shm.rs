@@ -17,7 +17,7 @@ pub struct ShmFile {
 impl ShmFile {
     /// Creates `/dev/shm/wn-bench-<pid>-<tag>` of `len` bytes (a multiple of 8), zeroed.
     pub fn create(tag: &str, len: usize) -> Result<ShmFile, String> {
-        assert!(len % 8 == 0 && len > 0);
+        assert!(len.is_multiple_of(8) && len > 0);
         let path = PathBuf::from(format!("/dev/shm/wn-bench-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let file = OpenOptions::new()
@@ -33,10 +33,13 @@ impl ShmFile {
 
     /// Maps an existing file (made by [`ShmFile::create`] in another process).
     pub fn open(path: &Path) -> Result<ShmFile, String> {
-        let file =
-            OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
         let map = MmapRaw::map_raw(&file).map_err(|e| format!("map {}: {e}", path.display()))?;
-        if map.len() % 8 != 0 || map.len() == 0 {
+        if !map.len().is_multiple_of(8) || map.len() == 0 {
             return Err(format!("{} has size {}, not a multiple of 8", path.display(), map.len()));
         }
         Ok(ShmFile { path: path.to_path_buf(), map, owner: false })

@@ -262,6 +262,9 @@ pub fn specs() -> Vec<Spec> {
         spec!("tput-ring-1to2", "throughput", "Worknode ring, 1 producer → 2 reader processes", |c| {
             throughput::ring(c, 1, 2)
         }),
+        spec!("tput-ring-1to0", "throughput", "Worknode ring, 1 producer, no reader (append path alone)", |c| {
+            throughput::ring(c, 1, 0)
+        }),
         spec!("tput-rtrb-1to1", "throughput", "rtrb SPSC ring, 2 threads of one process", throughput::rtrb),
         spec!("coord-ring-spin", "coordination", "Worknode update + node_updated event, Wait::Spin", |c| {
             ring::coordination(c, Wait::Spin)
@@ -270,21 +273,31 @@ pub fn specs() -> Vec<Spec> {
             ring::coordination(c, Wait::Park)
         }),
         spec!("coord-redis", "coordination", "Redis HSET + PUBLISH (pipelined), SUBSCRIBE", redis_peer::coordination),
-        spec!("coord-sqlite", "coordination", "SQLite WAL: UPDATE task row + commit, the other polls", sqlite::coordination),
-        spec!("claims-1", "claims", "claim_next + complete, 1 process", |c| claims::run(c, 1)),
-        spec!("claims-2", "claims", "claim_next + complete, 2 processes", |c| claims::run(c, 2)),
-        spec!("claims-4", "claims", "claim_next + complete, 4 processes", |c| claims::run(c, 4)),
-        spec!("durable-off", "durability", "ring append, worknoded --fsync off", |c| {
-            durability::ring(c, "off")
+        spec!("coord-sqlite", "coordination", "SQLite WAL: UPDATE task row + commit, the other busy-polls", |c| {
+            sqlite::coordination(c, Duration::ZERO)
         }),
+        spec!(
+            "coord-sqlite-1ms",
+            "coordination",
+            "SQLite WAL: UPDATE task row + commit, the other polls every 1 ms",
+            |c| { sqlite::coordination(c, Duration::from_millis(1)) }
+        ),
+        spec!("claims-1", "claims", "claim_next + complete, 1 process", |c| claims::run(c, 1, claims::tasks(c))),
+        spec!("claims-2", "claims", "claim_next + complete, 2 processes", |c| claims::run(c, 2, claims::tasks(c))),
+        spec!("claims-4", "claims", "claim_next + complete, 4 processes", |c| claims::run(c, 4, claims::tasks(c))),
+        spec!("claims-1-1k", "claims", "claim_next + complete, 1 process, 1 000 tasks", |c| claims::run(c, 1, 1_000)),
+        spec!("durable-off", "durability", "ring append, worknoded --fsync off", |c| { durability::ring(c, "off", 1) }),
         spec!("durable-never", "durability", "ring append, worknoded --fsync never", |c| {
-            durability::ring(c, "never")
+            durability::ring(c, "never", 1)
         }),
         spec!("durable-batch", "durability", "ring append, worknoded --fsync batch (10 ms)", |c| {
-            durability::ring(c, "batch")
+            durability::ring(c, "batch", 1)
         }),
         spec!("durable-always", "durability", "ring append, worknoded --fsync always", |c| {
-            durability::ring(c, "always")
+            durability::ring(c, "always", 1)
+        }),
+        spec!("durable-always-4w", "durability", "ring append, worknoded --fsync always, 4 writer threads", |c| {
+            durability::ring(c, "always", 4)
         }),
         spec!("sqlite-insert-normal", "durability", "SQLite WAL INSERT 64 B + commit, synchronous=NORMAL", |c| {
             sqlite::insert(c, "NORMAL")
@@ -349,9 +362,10 @@ pub fn main() -> ExitCode {
         ctx.plan.samples,
         ctx.plan.time_cap
     );
-    for l in sys.lines().iter().take(4) {
+    for l in sys.lines().iter().take(3) {
         println!("  {l}");
     }
+    println!("  load       {}", sys.load_before);
     let mut entries = Vec::new();
     for s in chosen {
         let before = CpuTimes::now();
