@@ -57,7 +57,6 @@ use crate::ownerlock::{self, Acquired};
 use crate::segment::Segment;
 use crate::sync::{fence, load_words, store_words, AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, OwnerTag};
-use crossbeam_utils::Backoff;
 use std::mem::size_of;
 use std::time::{Duration, Instant};
 
@@ -76,6 +75,8 @@ const ABANDONED: u64 = 2;
 const APPEND_ATTEMPTS: u32 = 16;
 /// Default time a reader waits on an in-flight sequence before checking its producer.
 pub const DEFAULT_ABANDON_AFTER: Duration = Duration::from_millis(50);
+/// How long `Wait::SpinThenPark` spins before it parks.
+pub const SPIN_WINDOW: Duration = Duration::from_micros(50);
 /// A read-only reader cannot register as a waiter, so it re-checks at least this often.
 const READ_ONLY_PARK: Duration = Duration::from_millis(2);
 
@@ -115,7 +116,7 @@ pub enum Start {
 pub enum Wait {
     /// Busy-poll: lowest latency, burns a core. Only when a core is reserved for it.
     Spin,
-    /// Spin briefly, then sleep on the futex (the default).
+    /// Spin for [`SPIN_WINDOW`] (50 µs), then sleep on the futex (the default).
     #[default]
     SpinThenPark,
     /// Sleep on the futex at once: no CPU while idle, a wake-up syscall of latency.
@@ -372,8 +373,12 @@ impl Segment {
             |t| !OwnerTag(t).is_alive(),
             |s| self.wait_journal_room(s, cap),
         )?;
-        self.notify_word().fetch_add(1, Ordering::SeqCst);
-        if self.hdr(hdr::RING_WAITERS).load(Ordering::SeqCst) != 0 {
+        // Dekker with `Reader::park`: we publish, fence, look for waiters; a parker
+        // registers, fences, looks for the event. One of us sees the other, so the futex
+        // word is bumped (and the wake made) only when someone is parked.
+        fence(Ordering::SeqCst);
+        if self.hdr(hdr::RING_WAITERS).load(Ordering::Relaxed) != 0 {
+            self.notify_word().fetch_add(1, Ordering::SeqCst);
             self.hdr(hdr::RING_WAKES).fetch_add(1, Ordering::Relaxed);
             sys::futex_wake(self.notify_word(), i32::MAX);
         }
@@ -515,14 +520,11 @@ impl Reader<'_> {
         let cap = ring.capacity();
         // Bounded: at most one lap of skipped (filtered or abandoned) events per call.
         for _ in 0..cap + 2 {
-            let tail = ring.tail.load(Ordering::Acquire);
-            if self.next >= tail {
-                self.stuck = None;
-                return Ok(None);
-            }
-            // No shortcut on `tail - next > capacity`: a claimed sequence does not mean its
-            // slot was overwritten yet (its producer may be waiting for the journal). The
-            // stamp says exactly whether `next` is still there.
+            // The slot's stamp alone says whether `next` is there, gone (lapped) or not
+            // yet published; the shared `tail` word is read only in the last case, so a
+            // reader keeping up does not pull the producers' hottest line on every poll.
+            // (No shortcut on `tail - next > capacity` either: a claimed sequence does not
+            // mean its slot was overwritten yet — its producer may wait for the journal.)
             match ring.peek(self.next) {
                 Peek::Ready(rec) => {
                     self.next += 1;
@@ -539,6 +541,10 @@ impl Reader<'_> {
                 }
                 Peek::Lapped => return Err(self.lagged(&ring)),
                 Peek::Pending => {
+                    if self.next >= ring.tail.load(Ordering::Acquire) {
+                        self.stuck = None;
+                        return Ok(None);
+                    }
                     // In flight: claimed (s < tail) but not published.
                     let now = Instant::now();
                     match self.stuck {
@@ -565,24 +571,33 @@ impl Reader<'_> {
 
     /// Waits up to `timeout` for the next matching event, as `wait` says.
     pub fn next(&mut self, wait: Wait, timeout: Duration) -> Result<Event, RingError> {
-        let deadline = Instant::now() + timeout;
-        let backoff = Backoff::new();
+        let start = Instant::now();
+        let deadline = start + timeout;
+        // Spin-then-park spins for a time window, not a count: longer than a typical
+        // round trip through the ring, shorter than a futex wake-up, so a conversation
+        // that keeps up never parks, and an idle reader sleeps after ~50 µs.
+        let spin_until = if wait == Wait::SpinThenPark { start + SPIN_WINDOW } else { start };
         let mut spins = 0u32;
+        let mut spinning = wait != Wait::Park;
         loop {
             if let Some(e) = self.try_next()? {
                 return Ok(e);
             }
-            match wait {
-                Wait::Spin => {
-                    std::hint::spin_loop();
-                    spins = spins.wrapping_add(1);
-                    if spins % 256 == 0 && Instant::now() >= deadline {
+            if spinning {
+                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins % 64 == 0 {
+                    let now = Instant::now();
+                    if now >= deadline {
                         return Err(RingError::Timeout);
                     }
+                    if wait == Wait::SpinThenPark && now >= spin_until {
+                        spinning = false;
+                    }
                 }
-                Wait::SpinThenPark if !backoff.is_completed() => backoff.snooze(),
-                _ => self.park(deadline)?,
+                continue;
             }
+            self.park(deadline)?;
         }
     }
 
@@ -613,8 +628,10 @@ impl Reader<'_> {
             waiters.fetch_add(1, Ordering::SeqCst);
         }
         let v = seg.notify_word().load(Ordering::SeqCst);
-        // Registered first, then re-checked: a publish after this check bumps the word
-        // (so FUTEX_WAIT returns at once) and sees our registration (so it wakes us).
+        fence(Ordering::SeqCst);
+        // Registered first, then re-checked: a publish after this check sees our
+        // registration (the fences pair with `append`'s), bumps the word (so FUTEX_WAIT
+        // returns at once if we have not slept yet) and wakes us.
         if !seg.ring().actionable(self.next) {
             sys::futex_wait(seg.notify_word(), v, t);
         }
