@@ -581,7 +581,7 @@ const _: () = {
     assert!(size_of::<AgentSlot>() == 256);
     assert!(size_of::<BlobChunkHeader>() == 64);
     // Record copies are moved as whole 64-bit words.
-    assert!(size_of::<NodeRecord>() % 8 == 0 && size_of::<HeaderFixed>() % 8 == 0);
+    assert!(size_of::<NodeRecord>().is_multiple_of(8) && size_of::<HeaderFixed>().is_multiple_of(8));
 };
 
 /// Words in one node record copy.
@@ -672,7 +672,7 @@ impl Geometry {
         if caps.blob_chunks > MAX_BLOB_CHUNKS {
             return Err(err("blob_chunks", caps.blob_chunks, "must be at most 1048576"));
         }
-        if caps.blob_chunk_size < 64 || caps.blob_chunk_size % 64 != 0 || caps.blob_chunk_size > 1 << 20 {
+        if caps.blob_chunk_size < 64 || !caps.blob_chunk_size.is_multiple_of(64) || caps.blob_chunk_size > 1 << 20 {
             return Err(err(
                 "blob_chunk_size",
                 caps.blob_chunk_size,

@@ -250,7 +250,7 @@ const E_TAG: usize = offset_of!(SetEntry, tag) / 8;
 const E_ORIGIN: usize = offset_of!(SetEntry, origin) / 8;
 
 const _: () = {
-    assert!(size_of::<SetSlot>() % 8 == 0 && size_of::<SetEntry>() % 8 == 0);
+    assert!(size_of::<SetSlot>().is_multiple_of(8) && size_of::<SetEntry>().is_multiple_of(8));
     assert!(offset_of!(SetSlot, entries) % 8 == 0);
     assert!(W_ENTRIES + SET_ENTRIES * ENTRY_WORDS == SLOT_WORDS);
 };

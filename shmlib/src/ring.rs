@@ -586,7 +586,7 @@ impl Reader<'_> {
             if spinning {
                 std::hint::spin_loop();
                 spins = spins.wrapping_add(1);
-                if spins % 64 == 0 {
+                if spins.is_multiple_of(64) {
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(RingError::Timeout);

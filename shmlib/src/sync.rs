@@ -49,7 +49,7 @@ impl Mapping {
 
     fn checked(&self, offset: usize, bytes: usize, align: usize) -> Option<*mut u8> {
         let end = offset.checked_add(bytes)?;
-        if end > self.raw.len() || offset % align != 0 {
+        if end > self.raw.len() || !offset.is_multiple_of(align) {
             return None;
         }
         // SAFETY: offset + bytes <= len, so the result stays inside the mapping.
