@@ -410,10 +410,10 @@ fn serve(
             } else {
                 follow_ring(&mut follower, seg.capacities().events as u64);
             }
-            if tick % 5 == 0 {
+            if tick.is_multiple_of(5) {
                 seg.reap_expired_claims();
             }
-            if tick % 50 == 0 {
+            if tick.is_multiple_of(50) {
                 seg.reap_dead_sessions();
                 seg.settle_blocked();
                 seg.sweep_dead_waiters();

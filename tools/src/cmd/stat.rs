@@ -153,7 +153,8 @@ pub fn run(ctx: &Ctx, a: &StatArgs) -> Result<(), Fail> {
         let open = if ctx.json {
             print_stream(&as_json(prev.as_ref(), &s).to_string())?
         } else {
-            (!lines.is_multiple_of(20) || print_stream(&ctx.style.bold(HEADER))?) && print_stream(&human(prev.as_ref(), &s))?
+            (!lines.is_multiple_of(20) || print_stream(&ctx.style.bold(HEADER))?)
+                && print_stream(&human(prev.as_ref(), &s))?
         };
         if !open {
             return Ok(());
