@@ -90,9 +90,10 @@ impl Segment {
     pub fn journal_sleep(&self, timeout: Duration) {
         let w = self.futex_at(hdr::JOURNAL_WAKE);
         let v = w.load(Ordering::SeqCst);
-        if self.ring_tail() <= self.journal_cursor() {
-            sys::futex_wait(w, v, timeout);
-        }
+        // With a claimed but unpublished sequence ahead (a producer mid-append, or one
+        // stopped there), nap briefly instead of spinning on it.
+        let nap = if self.ring_tail() > self.journal_cursor() { timeout.min(Duration::from_micros(200)) } else { timeout };
+        sys::futex_wait(w, v, nap);
     }
 
     /// Asks the daemon for a snapshot; returns the request number to wait for.
