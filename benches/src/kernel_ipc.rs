@@ -122,9 +122,9 @@ fn inherited(ctx: &RoleCtx, key: &str) -> Result<File, String> {
     if fd < 3 || !Path::new(&format!("/proc/self/fd/{fd}")).exists() {
         return Err(format!("inherited descriptor {key}={fd} is not open"));
     }
-    // SAFETY: the parent created this descriptor without close-on-exec for this child
-    // and passed its number; it was checked to be open above, and nothing else in this
-    // process refers to it, so this `File` is its only owner.
+    // The parent created this descriptor without close-on-exec for this child and passed
+    // its number; it was checked to be open above.
+    // SAFETY: nothing else in this process refers to the fd, so this `File` is its only owner.
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 

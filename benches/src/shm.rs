@@ -52,11 +52,10 @@ impl ShmFile {
 
     /// The whole mapping as atomic words.
     pub fn words(&self) -> &[AtomicU64] {
-        // SAFETY: the mapping is page-aligned (so 8-aligned), its length is a multiple of 8
-        // (checked at create/open), and it stays mapped as long as `self` lives, which
-        // bounds the returned lifetime. `AtomicU64` has the size and alignment of `u64`,
-        // and every process touches this memory only through atomic operations, so
-        // concurrent writes from the other process are not data races.
+        // The mapping is page-aligned (so 8-aligned), its length is a multiple of 8 (checked
+        // at create/open), and it stays mapped as long as `self` lives, which bounds the
+        // returned lifetime. Every process touches it only through atomic operations.
+        // SAFETY: in bounds and aligned for `AtomicU64` (above), which may alias shared memory.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU64, self.map.len() / 8) }
     }
 }

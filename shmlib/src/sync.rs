@@ -59,9 +59,9 @@ impl Mapping {
     /// The 64-bit control word at `offset`, or `None` if out of bounds or misaligned.
     pub(crate) fn u64_at(&self, offset: usize) -> Option<&AtomicU64> {
         let ptr = self.checked(offset, 8, 8)?;
-        // SAFETY: in bounds and 8-aligned (checked above); AtomicU64 has the size and
-        // alignment of u64 and may alias memory other processes access atomically; the
-        // mapping outlives the returned borrow of `self`.
+        // AtomicU64 has the size and alignment of u64 and may alias memory that other
+        // processes access atomically; the mapping outlives the returned borrow of `self`.
+        // SAFETY: in bounds and 8-aligned (checked above), and valid as an atomic (above).
         Some(unsafe { &*(ptr as *const AtomicU64) })
     }
 
@@ -76,8 +76,8 @@ impl Mapping {
     /// `count` consecutive 64-bit words starting at `offset`, or `None` if out of range.
     pub(crate) fn words_at(&self, offset: usize, count: usize) -> Option<&[AtomicU64]> {
         let ptr = self.checked(offset, count.checked_mul(8)?, 8)?;
-        // SAFETY: `count` words fit in the mapping from an 8-aligned offset (checked
-        // above); see `u64_at` for why atomic views into shared memory are sound.
+        // See `u64_at` for why atomic views into shared memory are sound.
+        // SAFETY: `count` words fit in the mapping from an 8-aligned offset (checked above).
         Some(unsafe { std::slice::from_raw_parts(ptr as *const AtomicU64, count) })
     }
 }

@@ -190,9 +190,9 @@ pub(crate) fn futex_wait(word: &crate::sync::AtomicU32, expected: u32, timeout: 
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as nix::libc::time_t,
         tv_nsec: timeout.subsec_nanos() as nix::libc::c_long,
     };
-    // SAFETY: `word` is a valid, 4-aligned u32 for the duration of the call (it borrows
-    // the mapping); FUTEX_WAIT only reads it; `ts` outlives the call; the unused
-    // arguments are ignored for FUTEX_WAIT.
+    // `word` borrows the mapping, so it stays valid for the call; the unused arguments
+    // are ignored for FUTEX_WAIT.
+    // SAFETY: `word` is a valid, 4-aligned u32 that FUTEX_WAIT only reads; `ts` outlives the call.
     unsafe {
         nix::libc::syscall(
             nix::libc::SYS_futex,
@@ -209,8 +209,8 @@ pub(crate) fn futex_wait(word: &crate::sync::AtomicU32, expected: u32, timeout: 
 /// Wakes up to `count` processes sleeping in [`futex_wait`] on `word`.
 #[cfg(not(loom))]
 pub(crate) fn futex_wake(word: &crate::sync::AtomicU32, count: i32) {
-    // SAFETY: `word` is a valid, 4-aligned u32; FUTEX_WAKE neither reads nor writes it
-    // beyond using its address as the key; the unused arguments are ignored.
+    // The unused arguments are ignored for FUTEX_WAKE.
+    // SAFETY: `word` is a valid, 4-aligned u32 whose address FUTEX_WAKE only uses as a key.
     unsafe {
         nix::libc::syscall(
             nix::libc::SYS_futex,
