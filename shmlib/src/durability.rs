@@ -92,7 +92,8 @@ impl Segment {
         let v = w.load(Ordering::SeqCst);
         // With a claimed but unpublished sequence ahead (a producer mid-append, or one
         // stopped there), nap briefly instead of spinning on it.
-        let nap = if self.ring_tail() > self.journal_cursor() { timeout.min(Duration::from_micros(200)) } else { timeout };
+        let nap =
+            if self.ring_tail() > self.journal_cursor() { timeout.min(Duration::from_micros(200)) } else { timeout };
         sys::futex_wait(w, v, nap);
     }
 
