@@ -18,6 +18,7 @@
 
 use crate::error::PoolError;
 use crate::event::{EventKind, NewEvent};
+use crate::genstate::{gen_of, next_generation, pack, state_of};
 use crate::layout::{hdr, AgentSlot, Region, AGENT_NAME_MAX, AGENT_ROLE_MAX};
 use crate::node::{Handle, NewNode, NodeKind, Status};
 use crate::ownerlock;
@@ -197,8 +198,8 @@ impl Segment {
         for i in 0..self.caps.agents.min(u16::MAX as u32) as u16 {
             let Some(s) = self.agent_slot(i) else { break };
             let gs = s.gen_state().load(Ordering::Acquire);
-            if gs & 0xffff_ffff == LIVE {
-                let id = AgentId { index: i, generation: (gs >> 32) as u32 };
+            if state_of(gs) == LIVE {
+                let id = AgentId { index: i, generation: gen_of(gs) };
                 out.push(self.info_of(id, &s.copy()));
             }
         }
@@ -209,7 +210,7 @@ impl Segment {
         for i in 0..self.caps.agents.min(u16::MAX as u32) as u16 {
             let Some(s) = self.agent_slot(i) else { break };
             let gs = s.gen_state().load(Ordering::Acquire);
-            if gs & 0xffff_ffff == LIVE {
+            if state_of(gs) == LIVE {
                 let a = s.copy();
                 if a.gen_state == gs {
                     f(i, &a);
@@ -223,12 +224,12 @@ impl Segment {
         for i in 0..self.caps.agents.min(u16::MAX as u32) as u16 {
             let s = self.agent_slot(i)?;
             let gs = s.gen_state().load(Ordering::Acquire);
-            if gs & 0xffff_ffff != LIVE {
+            if state_of(gs) != LIVE {
                 continue;
             }
             let a = s.copy();
             if a.name_len as usize == name.len() && &a.name[..name.len()] == name.as_bytes() {
-                return Some(AgentId { index: i, generation: (gs >> 32) as u32 });
+                return Some(AgentId { index: i, generation: gen_of(gs) });
             }
         }
         None
@@ -243,7 +244,7 @@ impl Segment {
     /// The agent whose table slot is `index` (claims record agents by slot).
     pub fn agent_at(&self, index: u16) -> Option<AgentId> {
         let gs = self.agent_slot(index)?.gen_state().load(Ordering::Acquire);
-        (gs & 0xffff_ffff == LIVE).then_some(AgentId { index, generation: (gs >> 32) as u32 })
+        (state_of(gs) == LIVE).then_some(AgentId { index, generation: gen_of(gs) })
     }
 
     /// Joins as `name` (or returns the live agent of that name: an identity outlives
@@ -281,10 +282,10 @@ impl Segment {
             return Ok(id);
         }
         let free = (0..self.caps.agents.min(u16::MAX as u32) as u16)
-            .find(|&i| self.agent_slot(i).is_some_and(|s| s.gen_state().load(Ordering::Acquire) & 0xffff_ffff == FREE))
+            .find(|&i| self.agent_slot(i).is_some_and(|s| state_of(s.gen_state().load(Ordering::Acquire)) == FREE))
             .ok_or(AgentError::TableFull { capacity: self.caps.agents })?;
         let s = self.agent_slot(free).ok_or(AgentError::NotFound)?;
-        let generation = (s.gen_state().load(Ordering::Acquire) >> 32) as u32;
+        let generation = gen_of(s.gen_state().load(Ordering::Acquire));
         let node = self.add(
             self.agents_container(),
             &NewNode::new(NodeKind::Agent, name).description(role).status(Status::Ready),
@@ -365,8 +366,8 @@ impl Segment {
             let Some(s) = self.agent_slot(i) else { break };
             let gs = s.gen_state().load(Ordering::Acquire);
             let session = s.session().load(Ordering::Acquire);
-            if gs & 0xffff_ffff == LIVE && session != 0 && !OwnerTag(session).is_alive() {
-                let id = AgentId { index: i, generation: (gs >> 32) as u32 };
+            if state_of(gs) == LIVE && session != 0 && !OwnerTag(session).is_alive() {
+                let id = AgentId { index: i, generation: gen_of(gs) };
                 if self.reap_agent(id).is_ok() {
                     reaped += 1;
                 }
@@ -385,7 +386,7 @@ impl Segment {
         let result = (|| -> Result<AgentSlot, AgentError> {
             let (s, a) = self.live_agent(id)?;
             // Free the slot first (new generation): no new claim can name it after this.
-            s.gen_state().store(((id.generation as u64 + 1) & 0xffff_ffff).max(1) << 32 | FREE, Ordering::Release);
+            s.gen_state().store(pack(next_generation(id.generation), FREE), Ordering::Release);
             s.session().store(0, Ordering::Release);
             self.hdr(hdr::AGENTS_USED).fetch_sub(1, Ordering::Relaxed);
             Ok(a)

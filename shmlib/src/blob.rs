@@ -62,6 +62,7 @@
 use crate::error::PoolError;
 use crate::event::EventKind;
 use crate::freelist::{self, FreeListError};
+use crate::genstate::{gen_of, next_generation, pack, state_of};
 use crate::layout::{hdr, slot, BlobChunkHeader, NodeRecord, Region, CONTENT_TYPE_MAX};
 use crate::node::{Handle, NewNode, NodeKind, Status};
 use crate::pool::{Change, DeleteMode};
@@ -208,23 +209,6 @@ impl<'a> Chunk<'a> {
     fn payload(&self) -> &'a [AtomicU64] {
         &self.w[HEADER_WORDS..]
     }
-}
-
-fn gen_of(gen_state: u64) -> u32 {
-    (gen_state >> 32) as u32
-}
-
-fn state_of(gen_state: u64) -> u64 {
-    gen_state & 0xffff_ffff
-}
-
-fn pack(generation: u32, low: u64) -> u64 {
-    ((generation as u64) << 32) | (low & 0xffff_ffff)
-}
-
-/// The generation a chunk gets when freed (never 0, so handle 0 never matches).
-fn next_generation(g: u32) -> u32 {
-    g.checked_add(1).unwrap_or(1)
 }
 
 fn freelist_error(e: FreeListError) -> PoolError {

@@ -45,6 +45,7 @@ mod error;
 mod event;
 pub mod failpoint;
 mod freelist;
+mod genstate;
 mod index;
 pub mod layout;
 mod node;

@@ -78,6 +78,7 @@
 use crate::error::PoolError;
 use crate::event::EventKind;
 use crate::freelist::{self, FreeListError};
+use crate::genstate::{gen_of, next_generation, pack, state_of};
 use crate::layout::{hdr, slot, NodeRecord, Region, SetEntry, SetSlot, SET_ENTRIES};
 use crate::node::Handle;
 use crate::pool::Change;
@@ -297,20 +298,6 @@ fn e_kind(w: u64) -> u64 {
 /// zeroed entry of a never-used slot, predates everything).
 fn older(entry_gen: u32, current: u32) -> bool {
     entry_gen == 0 || (current.wrapping_sub(entry_gen) as i32) > 0
-}
-
-fn gen_of(gen_state: u64) -> u32 {
-    (gen_state >> 32) as u32
-}
-fn state_of(gen_state: u64) -> u64 {
-    gen_state & 0xffff_ffff
-}
-fn pack(generation: u32, state: u64) -> u64 {
-    ((generation as u64) << 32) | state
-}
-/// The generation a set slot gets when freed (never 0).
-fn next_generation(g: u32) -> u32 {
-    g.checked_add(1).unwrap_or(1)
 }
 
 fn freelist_error(e: FreeListError) -> SetError {

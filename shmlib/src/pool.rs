@@ -18,6 +18,7 @@
 use crate::error::PoolError;
 use crate::event::{EventKind, NewEvent};
 use crate::freelist::{self, FreeListError};
+use crate::genstate::{gen_of, next_generation, pack, state_of};
 use crate::index::IdIndex;
 use crate::layout::{hdr, slot, NodeRecord, Region, RECORD_WORDS};
 use crate::node::{Handle, NewNode, Node, NodeKind, Status};
@@ -107,23 +108,6 @@ pub(crate) fn uuid_words(uuid: &[u8; 16]) -> [u64; 2] {
     a.copy_from_slice(&uuid[..8]);
     b.copy_from_slice(&uuid[8..]);
     [u64::from_be_bytes(a), u64::from_be_bytes(b)]
-}
-
-pub(crate) fn gen_of(gen_state: u64) -> u32 {
-    (gen_state >> 32) as u32
-}
-
-pub(crate) fn state_of(gen_state: u64) -> u64 {
-    gen_state & 0xffff_ffff
-}
-
-pub(crate) fn pack(generation: u32, state: u64) -> u64 {
-    ((generation as u64) << 32) | state
-}
-
-/// The generation a slot gets when freed (never 0, so a zeroed word never matches).
-fn next_generation(g: u32) -> u32 {
-    g.checked_add(1).unwrap_or(1)
 }
 
 pub(crate) fn link(index: u32) -> u64 {

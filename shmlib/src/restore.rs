@@ -12,9 +12,10 @@
 
 use crate::error::PoolError;
 use crate::freelist;
+use crate::genstate::{gen_of, pack, state_of};
 use crate::layout::{hdr, slot, AgentSlot, EventRecord, NodeRecord, Region, RECORD_WORDS};
 use crate::node::{Handle, NodeKind};
-use crate::pool::{gen_of, link, pack, state_of, summary_of, uuid_words};
+use crate::pool::{link, summary_of, uuid_words};
 use crate::segment::{Segment, SegmentState};
 use crate::sync::{store_words, Ordering};
 use std::mem::size_of;
