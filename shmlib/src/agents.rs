@@ -241,6 +241,16 @@ impl Segment {
         Ok(self.info_of(id, &a))
     }
 
+    /// The node of a live agent, read from its slot alone (no copy of the slot, no
+    /// liveness check of its session: for the claim paths).
+    pub(crate) fn agent_node(&self, id: AgentId) -> Option<Handle> {
+        let s = self.agent_slot(id.index)?;
+        if s.gen_state().load(Ordering::Acquire) != pack(id.generation, LIVE) {
+            return None;
+        }
+        Handle::from_raw(s.w[offset_of!(AgentSlot, node) / 8].load(Ordering::Relaxed))
+    }
+
     /// The agent whose table slot is `index` (claims record agents by slot).
     pub fn agent_at(&self, index: u16) -> Option<AgentId> {
         let gs = self.agent_slot(index)?.gen_state().load(Ordering::Acquire);
@@ -269,7 +279,7 @@ impl Segment {
         let result = self.join_locked(name, role);
         ownerlock::release(lock, self.me.0);
         let id = result?;
-        let node = self.agent(id)?.node;
+        let node = self.agent_node(id).ok_or(AgentError::NotFound)?;
         let uuid = self.read(node)?.uuid();
         self.append(&NewEvent::new(EventKind::AGENT_JOINED).node(uuid, 1).actor(node).topic(role))
             .map_err(|error| AgentError::Pool(PoolError::EventNotAppended { error, node }))?;

@@ -146,33 +146,6 @@ impl std::fmt::Display for TaskError {
 
 impl std::error::Error for TaskError {}
 
-/// A short JSON payload for task events (fits the 88-byte inline payload).
-fn payload(buf: &mut [u8; 88], epoch: u64, note: &str) -> usize {
-    use std::io::Write;
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{{\"epoch\":{epoch}");
-    if !note.is_empty() {
-        // Keep the JSON valid: escape what needs escaping, cut at a char boundary.
-        let room = 88usize.saturating_sub(cur.position() as usize + 12);
-        let mut out = String::new();
-        for c in note.chars() {
-            let esc = match c {
-                '"' => "\\\"".to_string(),
-                '\\' => "\\\\".to_string(),
-                c if (c as u32) < 0x20 => " ".to_string(),
-                c => c.to_string(),
-            };
-            if out.len() + esc.len() > room {
-                break;
-            }
-            out.push_str(&esc);
-        }
-        let _ = write!(cur, ",\"note\":\"{out}\"");
-    }
-    let _ = write!(cur, "}}");
-    cur.position() as usize
-}
-
 /// Checks a presented claim against the record (under the task's lock).
 fn check_claim(rec: &NodeRecord, c: &Claim, now_ms: u64) -> Result<(), TaskError> {
     if rec.claim_epoch != c.epoch {
@@ -213,7 +186,7 @@ impl From<PoolError> for Skip {
 
 impl Segment {
     fn actor_of(&self, agent: AgentId) -> Result<Handle, TaskError> {
-        self.agent(agent).map(|a| a.node).map_err(|_| TaskError::UnknownAgent)
+        self.agent_node(agent).ok_or(TaskError::UnknownAgent)
     }
 
     /// Number of blockers of `rec` that are not complete (a deleted blocker counts as
@@ -231,51 +204,38 @@ impl Segment {
     /// taken over (the task goes to the new claimant with a new epoch).
     pub fn claim(&self, task: Handle, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
         let actor = self.actor_of(agent)?;
-        let mut buf = [0u8; 88];
         let mut claim = Claim { task, agent, epoch: 0, lease_until_ms: 0 };
-        let (_, ()) = self.modify(task, Change::new(EventKind::TASK_CLAIMED).by(Some(actor)).deferred(), |rec| {
-            let now = unix_ms();
-            let from = status(rec);
-            if rec.claim_agent != 0 && rec.lease_until_ms > now {
-                return Err(TaskError::AlreadyClaimed { by: rec.claim_agent - 1, until_ms: rec.lease_until_ms });
-            }
-            // Ready, or claimed/in progress under a lapsed lease.
-            if !(from == Status::Ready
-                || (rec.claim_agent != 0 && matches!(from, Status::Claimed | Status::InProgress)))
-            {
-                return Err(match from {
-                    Status::Blocked => TaskError::Blocked { open: self.open_blockers(rec).max(1) },
-                    _ => TaskError::IllegalTransition { from, to: Status::Claimed },
-                });
-            }
-            let open = self.open_blockers(rec);
-            if open > 0 {
-                return Err(TaskError::Blocked { open });
-            }
-            rec.claim_epoch += 1;
-            rec.claim_agent = agent.index + 1;
-            rec.claim_agent_gen = agent.generation;
-            rec.lease_until_ms = now + lease.as_millis() as u64;
-            rec.claimed_at = self.now().0;
-            rec.status = Status::Claimed.code();
-            claim.epoch = rec.claim_epoch;
-            claim.lease_until_ms = rec.lease_until_ms;
-            Ok(())
-        })?;
-        let n = payload(&mut buf, claim.epoch, "");
-        self.emit_task(task, EventKind::TASK_CLAIMED, Some(actor), &buf[..n])?;
+        let (_, ()) =
+            self.modify(task, Change::new(EventKind::TASK_CLAIMED).by(Some(actor)).with_epoch(""), |rec| {
+                let now = unix_ms();
+                let from = status(rec);
+                if rec.claim_agent != 0 && rec.lease_until_ms > now {
+                    return Err(TaskError::AlreadyClaimed { by: rec.claim_agent - 1, until_ms: rec.lease_until_ms });
+                }
+                // Ready, or claimed/in progress under a lapsed lease.
+                if !(from == Status::Ready
+                    || (rec.claim_agent != 0 && matches!(from, Status::Claimed | Status::InProgress)))
+                {
+                    return Err(match from {
+                        Status::Blocked => TaskError::Blocked { open: self.open_blockers(rec).max(1) },
+                        _ => TaskError::IllegalTransition { from, to: Status::Claimed },
+                    });
+                }
+                let open = self.open_blockers(rec);
+                if open > 0 {
+                    return Err(TaskError::Blocked { open });
+                }
+                rec.claim_epoch += 1;
+                rec.claim_agent = agent.index + 1;
+                rec.claim_agent_gen = agent.generation;
+                rec.lease_until_ms = now + lease.as_millis() as u64;
+                rec.claimed_at = self.now().0;
+                rec.status = Status::Claimed.code();
+                claim.epoch = rec.claim_epoch;
+                claim.lease_until_ms = rec.lease_until_ms;
+                Ok(())
+            })?;
         Ok(claim)
-    }
-
-    /// Appends a task event after the change (for operations whose payload depends on
-    /// what the change decided).
-    fn emit_task(&self, task: Handle, kind: EventKind, actor: Option<Handle>, payload: &[u8]) -> Result<(), TaskError> {
-        let n = self.read(task)?;
-        let mut ev = crate::NewEvent::new(kind).node(n.uuid(), n.version()).payload(payload);
-        if let Some(a) = actor {
-            ev = ev.actor(a);
-        }
-        self.append(&ev).map(|_| ()).map_err(|error| TaskError::Pool(PoolError::EventNotAppended { error, node: task }))
     }
 
     /// A claimant's write: checks the claim under the lock, applies `f`, emits `kind`.
@@ -287,9 +247,7 @@ impl Segment {
         f: impl FnOnce(&mut NodeRecord) -> Result<(), TaskError>,
     ) -> Result<Node, TaskError> {
         let actor = self.actor_of(c.agent).ok();
-        let mut buf = [0u8; 88];
-        let n = payload(&mut buf, c.epoch, note);
-        let (node, ()) = self.modify(c.task, Change::new(kind).by(actor).payload(&buf[..n]), |rec| {
+        let (node, ()) = self.modify(c.task, Change::new(kind).by(actor).with_epoch(note), |rec| {
             check_claim(rec, c, unix_ms())?;
             f(rec)
         })?;
@@ -384,7 +342,7 @@ impl Segment {
 
     /// Assigns `agent` to `node` (idempotent).
     pub fn assign(&self, node: Handle, agent: AgentId) -> Result<Node, TaskError> {
-        self.agent(agent).map_err(|_| TaskError::UnknownAgent)?;
+        self.agent_node(agent).ok_or(TaskError::UnknownAgent)?;
         let slot = agent.index + 1;
         self.modify(node, Change::new(EventKind::NODE_UPDATED), |rec| {
             let n = (rec.assignee_count as usize).min(ASSIGNEES_MAX);
@@ -453,7 +411,8 @@ impl Segment {
         ownerlock::release(lock, self.me.0);
         let (node, blocked) = result?;
         if blocked {
-            self.emit_task(task, EventKind::TASK_BLOCKED, None, b"")?;
+            self.append(&crate::NewEvent::new(EventKind::TASK_BLOCKED).node(node.uuid(), node.version()))
+                .map_err(|error| TaskError::Pool(PoolError::EventNotAppended { error, node: task }))?;
             // The blocker may have completed after we looked at it but before the edge
             // was published; its wake-up scan then missed the edge. Look once more: the
             // completion publishes its status and then scans, we publish the edge and
@@ -687,25 +646,18 @@ impl Segment {
         note: &str,
         still: impl Fn(&NodeRecord) -> bool,
     ) -> bool {
-        let mut epoch = 0;
-        let r = self.modify(h, Change::new(kind).by(actor).deferred(), |rec| {
+        // The epoch survives `clear_claim`, so the event names the claim that was dropped.
+        let r = self.modify(h, Change::new(kind).by(actor).with_epoch(note), |rec| {
             if !still(rec) {
                 return Err(Skip::Nothing);
             }
-            epoch = rec.claim_epoch;
             clear_claim(rec);
             if matches!(status(rec), Status::Claimed | Status::InProgress) {
                 rec.status = Status::Ready.code();
             }
             Ok(())
         });
-        if r.is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 88];
-        let n = payload(&mut buf, epoch, note);
-        let _ = self.emit_task(h, kind, actor, &buf[..n]);
-        true
+        r.is_ok()
     }
 
     /// Releases every claim whose lease has lapsed (`claim_expired`). The daemon runs
@@ -728,22 +680,5 @@ impl Segment {
             }
         }
         reaped
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::payload;
-
-    #[test]
-    fn payloads_are_valid_json_within_the_inline_limit() {
-        let mut buf = [0u8; 88];
-        let n = payload(&mut buf, 7, "");
-        assert_eq!(&buf[..n], br#"{"epoch":7}"#);
-        let long = "a\"b\\c\n".repeat(40);
-        let n = payload(&mut buf, u64::MAX, &long);
-        let s = std::str::from_utf8(&buf[..n]).unwrap();
-        assert!(s.starts_with(r#"{"epoch":18446744073709551615,"note":""#) && s.ends_with("\"}"), "{s}");
-        assert!(n <= 88);
     }
 }

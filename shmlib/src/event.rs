@@ -311,3 +311,57 @@ impl std::fmt::Display for RingError {
 }
 
 impl std::error::Error for RingError {}
+
+/// Writes the payload of a task event, `{"epoch":E}` or `{"epoch":E,"note":"N"}`, into
+/// `buf` and returns its length. The note is JSON-escaped (control characters become
+/// spaces) and cut at a character boundary to fit; nothing is allocated.
+pub(crate) fn epoch_payload(buf: &mut [u8; EVENT_PAYLOAD_MAX], epoch: u64, note: &str) -> usize {
+    use std::io::Write;
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{{\"epoch\":{epoch}");
+    let mut at = cur.position() as usize;
+    if !note.is_empty() {
+        const OPEN: &[u8] = b",\"note\":\"";
+        // Room for the opening, the note, and the closing `"}`.
+        let limit = EVENT_PAYLOAD_MAX - 2;
+        buf[at..at + OPEN.len()].copy_from_slice(OPEN);
+        at += OPEN.len();
+        for c in note.chars() {
+            let mut tmp = [0u8; 4];
+            let esc: &[u8] = match c {
+                '"' => b"\\\"",
+                '\\' => b"\\\\",
+                c if (c as u32) < 0x20 => b" ",
+                c => c.encode_utf8(&mut tmp).as_bytes(),
+            };
+            if at + esc.len() > limit {
+                break;
+            }
+            buf[at..at + esc.len()].copy_from_slice(esc);
+            at += esc.len();
+        }
+        buf[at] = b'"';
+        at += 1;
+    }
+    buf[at] = b'}';
+    at + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epoch_payload;
+
+    #[test]
+    fn task_payloads_are_valid_json_within_the_inline_limit() {
+        let mut buf = [0u8; 88];
+        let n = epoch_payload(&mut buf, 7, "");
+        assert_eq!(&buf[..n], br#"{"epoch":7}"#);
+        let long = "a\"b\\c\n".repeat(40);
+        let n = epoch_payload(&mut buf, u64::MAX, &long);
+        let s = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(s.starts_with(r#"{"epoch":18446744073709551615,"note":""#) && s.ends_with("\"}"), "{s}");
+        assert!(n <= 88);
+        let n = epoch_payload(&mut buf, 1, "café ü");
+        assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), r#"{"epoch":1,"note":"café ü"}"#);
+    }
+}

@@ -139,26 +139,22 @@ impl Drop for Locked<'_> {
 pub(crate) struct Change<'a> {
     pub kind: EventKind,
     pub actor: Option<Handle>,
-    pub payload: &'a [u8],
-    /// Emit nothing (for a change whose event the caller appends itself).
-    pub silent: bool,
+    /// Task events: the payload is `{"epoch":E,"note":N}`, with the epoch taken from the
+    /// record as the change left it (so it is built under the lock, like the event).
+    pub epoch_note: Option<&'a str>,
 }
 
 impl<'a> Change<'a> {
     pub(crate) fn new(kind: EventKind) -> Self {
-        Change { kind, actor: None, payload: &[], silent: false }
+        Change { kind, actor: None, epoch_note: None }
     }
     pub(crate) fn by(mut self, actor: Option<Handle>) -> Self {
         self.actor = actor;
         self
     }
-    pub(crate) fn payload(mut self, payload: &'a [u8]) -> Self {
-        self.payload = payload;
-        self
-    }
-    /// The caller appends the event itself, after deciding its payload.
-    pub(crate) fn deferred(mut self) -> Self {
-        self.silent = true;
+    /// A task event naming the record's claim epoch and `note`.
+    pub(crate) fn with_epoch(mut self, note: &'a str) -> Self {
+        self.epoch_note = Some(note);
         self
     }
 }
@@ -586,14 +582,15 @@ impl Segment {
         crate::failpoint::hit("pool.update_locked");
         publish(s, &rec);
         self.hdr(hdr::UPDATED).fetch_add(1, Ordering::Relaxed);
-        if !change.silent {
-            let uuid = Uuid::from_bytes(rec.uuid);
-            let mut ev = NewEvent::new(change.kind).node(uuid, rec.version).payload(change.payload);
-            if let Some(a) = change.actor {
-                ev = ev.actor(a);
-            }
-            self.append(&ev).map_err(|error| E::from(PoolError::EventNotAppended { error, node: h }))?;
+        let mut buf = [0u8; crate::layout::EVENT_PAYLOAD_MAX];
+        let n = change.epoch_note.map_or(0, |note| crate::event::epoch_payload(&mut buf, rec.claim_epoch, note));
+        let payload = &buf[..n];
+        let uuid = Uuid::from_bytes(rec.uuid);
+        let mut ev = NewEvent::new(change.kind).node(uuid, rec.version).payload(payload);
+        if let Some(a) = change.actor {
+            ev = ev.actor(a);
         }
+        self.append(&ev).map_err(|error| E::from(PoolError::EventNotAppended { error, node: h }))?;
         Ok((Node { handle: h, rec }, out))
     }
 
