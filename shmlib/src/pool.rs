@@ -323,7 +323,7 @@ impl Segment {
         self.hdr(hdr::POOL_USED).fetch_add(1, Ordering::Relaxed);
         self.hdr(hdr::CREATED).fetch_add(1, Ordering::Relaxed);
         // Appended under the node's lock, so a node's events are in version order.
-        let appended = self.emit(EventKind::NODE_CREATED, handle, &rec);
+        let appended = self.emit(EventKind::NODE_CREATED, handle, &rec, crate::Hlc(rec.created));
         drop(guard);
         appended.map(|_| handle)
     }
@@ -590,7 +590,8 @@ impl Segment {
         if let Some(a) = change.actor {
             ev = ev.actor(a);
         }
-        self.append(&ev).map_err(|error| E::from(PoolError::EventNotAppended { error, node: h }))?;
+        self.append_stamped(&ev, crate::Hlc(rec.updated))
+            .map_err(|error| E::from(PoolError::EventNotAppended { error, node: h }))?;
         Ok((Node { handle: h, rec }, out))
     }
 
@@ -662,7 +663,7 @@ impl Segment {
         // Its document content goes with it (from the same locked copy, for the same reason).
         let doc_blob = bytemuck::cast::<_, NodeRecord>(locked).doc_blob;
         self.unindex(&node.rec.uuid, h.index);
-        let appended = self.emit(EventKind::NODE_DELETED, h, &node.rec);
+        let appended = self.emit(EventKind::NODE_DELETED, h, &node.rec, self.now());
         drop(_g);
         drop(_pg);
         let freed = self.free_blob(doc_blob);
@@ -674,12 +675,12 @@ impl Segment {
 
     /// Appends the event for a record change (skipped while the segment is being laid
     /// out: the root's creation is not an event).
-    fn emit(&self, kind: EventKind, node: Handle, rec: &NodeRecord) -> Result<(), PoolError> {
+    fn emit(&self, kind: EventKind, node: Handle, rec: &NodeRecord, hlc: crate::Hlc) -> Result<(), PoolError> {
         if self.state() != crate::SegmentState::Ready {
             return Ok(());
         }
         let uuid = Uuid::from_bytes(rec.uuid);
-        self.append(&NewEvent::new(kind).node(uuid, rec.version))
+        self.append_stamped(&NewEvent::new(kind).node(uuid, rec.version), hlc)
             .map(|_| ())
             .map_err(|error| PoolError::EventNotAppended { error, node })
     }

@@ -361,10 +361,19 @@ impl Segment {
         if !self.map.writable() {
             return Err(RingError::ReadOnly);
         }
+        self.append_stamped(ev, self.now())
+    }
+
+    /// [`Segment::append`] with a clock value already taken: a record change's event
+    /// carries the stamp of the change itself (one clock tick, not two).
+    pub(crate) fn append_stamped(&self, ev: &NewEvent<'_>, hlc: crate::Hlc) -> Result<u64, RingError> {
+        if !self.map.writable() {
+            return Err(RingError::ReadOnly);
+        }
         if self.state() == crate::SegmentState::Closing {
             return Err(RingError::Closing);
         }
-        let mut rec = ev.to_record(self.now(), self.actor(), self.me.pid())?;
+        let mut rec = ev.to_record(hlc, self.actor(), self.me.pid())?;
         let cap = self.caps.events as u64;
         let s = self.ring().append(
             &mut rec,
