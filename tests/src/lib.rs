@@ -623,3 +623,29 @@ pub mod raw {
         slot_offset(caps, index) + slot::RECORDS as u64 + copy * RECORD_SIZE as u64
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Waiting and reading back
+// ---------------------------------------------------------------------------------------
+
+/// Polls `cond` every millisecond until it holds; panics with `what()` after `timeout`.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "not within {timeout:?}: {}", what());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Every event retained in the ring, oldest first (panics if a lap lost any).
+pub fn ring_events(seg: &Segment) -> Vec<worknode::Event> {
+    let mut r = seg.reader(worknode::Start::Oldest);
+    let mut out = Vec::new();
+    loop {
+        match r.try_next() {
+            Ok(Some(e)) => out.push(e),
+            Ok(None) => return out,
+            Err(e) => panic!("reading the ring after {} events: {e:?}", out.len()),
+        }
+    }
+}

@@ -17,12 +17,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 use worknode::{
-    unix_ms, Access, Capacities, Event, EventKind, Handle, NewNode, NodeKind, Segment, Start, Status, TaskError,
-    TaskFilter,
+    unix_ms, Access, Capacities, Event, EventKind, Handle, NewNode, NodeKind, Segment, Status, TaskError, TaskFilter,
 };
 use worknode_tests::{
-    child_main, env_str, env_u64, handles_from_env, handles_to_env, say, Proc, SegmentGuard, Stream, READY_TIMEOUT,
-    SEGMENT_ENV,
+    child_main, env_str, env_u64, handles_from_env, handles_to_env, ring_events, say, Proc, SegmentGuard, Stream,
+    READY_TIMEOUT, SEGMENT_ENV,
 };
 
 /// Deadline for a worker's whole run (a bound, not an expectation).
@@ -297,22 +296,6 @@ fn claims_of(reports: &[Value]) -> Vec<ClaimRec> {
             });
         }
     }
-    out
-}
-
-/// Every event in the ring, oldest first (panics if any was lost to lapping).
-fn ring_events(seg: &Segment) -> Vec<Event> {
-    let mut r = seg.reader(Start::Oldest);
-    let mut out = Vec::new();
-    loop {
-        match r.try_next() {
-            Ok(Some(e)) => out.push(e),
-            Ok(None) => break,
-            Err(e) => panic!("reading the ring: {e:?}"),
-        }
-    }
-    assert_eq!(r.missed(), 0);
-    assert_eq!(r.abandoned_skipped(), 0, "no producer died mid-append");
     out
 }
 

@@ -32,11 +32,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 use worknode::layout::{EventRecord, EVENT_PAYLOAD_MAX};
-use worknode::{
-    Access, DeleteMode, Event, EventKind, Handle, NewEvent, NewNode, NodeKind, RingError, Segment, Start, Status,
-};
+use worknode::{Access, DeleteMode, Event, EventKind, Handle, NewEvent, NewNode, NodeKind, RingError, Segment, Status};
 use worknode_tests::{
-    child_main, env_str, env_u64, handles_from_env, handles_to_env, say, Proc, SegmentGuard, Stream, SEGMENT_ENV,
+    child_main, env_str, env_u64, handles_from_env, handles_to_env, ring_events, say, wait_until, Proc, SegmentGuard,
+    Stream, SEGMENT_ENV,
 };
 
 /// Bound on a daemon's start (a restore replays the whole journal; debug builds are slow).
@@ -209,20 +208,6 @@ fn kill9(p: &mut Proc) {
     assert_eq!(status.signal(), Some(Signal::SIGKILL as i32), "{} died by SIGKILL\n{}", p.label(), p.transcript());
 }
 
-/// Every event retained in the ring, oldest first.
-fn ring_events(seg: &Segment) -> Vec<Event> {
-    let mut r = seg.reader(Start::Oldest);
-    let mut out = Vec::new();
-    loop {
-        match r.try_next() {
-            Ok(Some(e)) => out.push(e),
-            Ok(None) => break,
-            Err(e) => panic!("reading the ring after {} events: {e:?}", out.len()),
-        }
-    }
-    out
-}
-
 /// Journal (`journal-*.wnj`) or snapshot (`snapshot-*.wns`) files of `dir`, by sequence.
 fn files(dir: &Path, prefix: &str, suffix: &str) -> Vec<(u64, PathBuf)> {
     let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
@@ -254,15 +239,6 @@ fn copy_files(src: &Path, dst: &Path) {
         if path.is_file() {
             std::fs::copy(&path, dst.join(path.file_name().expect("file name"))).expect("copy");
         }
-    }
-}
-
-/// Polls `cond` every few milliseconds until it holds; panics with `what()` after `timeout`.
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool, what: impl Fn() -> String) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "not within {timeout:?}: {}", what());
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use worknode::failpoint::FAILPOINT_ENV;
 use worknode::{Access, Capacities, Event, EventKind, NewEvent, Reader, RingError, Segment, Start, Wait};
 use worknode_tests::{
-    child_main, env_str, env_u64, say, Proc, SegmentGuard, Stream, CHILD_TIMEOUT, READY_TIMEOUT, SEGMENT_ENV,
+    child_main, env_str, env_u64, say, wait_until, Proc, SegmentGuard, Stream, CHILD_TIMEOUT, READY_TIMEOUT,
+    SEGMENT_ENV,
 };
 
 /// Producer id written into each payload by a `producer` child.
@@ -124,15 +125,6 @@ fn expect_event(r: &mut Reader<'_>, seq: u64, producer: u64, counter: u64, pid: 
     assert_eq!(e.seq(), seq, "events arrive in sequence order, skipping only what was reported");
     assert_eq!(decode(&e), Ok((producer, counter)), "payload of seq {seq}");
     assert_eq!(e.pid(), pid, "seq {seq} was appended by process {pid}");
-}
-
-/// Polls `cond` until it holds, at most `timeout`; panics with `what` otherwise.
-fn wait_until(timeout: Duration, what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 fn u64_of(report: &Value, key: &str) -> u64 {
@@ -610,7 +602,7 @@ fn parked_readers_in_other_processes_wake_on_append_and_appends_without_waiters_
     for p in &parkers {
         p.wait_for_say("parking", STEP_TIMEOUT);
     }
-    wait_until(STEP_TIMEOUT, "both children are parked", || seg.ring_counters().waiters == 2);
+    wait_until(STEP_TIMEOUT, || seg.ring_counters().waiters == 2, || "both children are parked".into());
     let wakes = seg.ring_counters().wakes;
     let seq = seg.append(&NewEvent::new(EventKind::USER).topic("wake")).expect("append");
     assert_eq!(seq, 1000);
