@@ -119,6 +119,11 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     if m & 0o600 != 0o600 {
         return Err(format!("mode {s} must let the owner read and write (600)"));
     }
+    if m & !worknode::MODE_ALLOWED != 0 {
+        return Err(format!(
+            "mode {s} lets other users write or execute the segment; use 600 (owner only), 640 or 644 (others read)"
+        ));
+    }
     Ok(m)
 }
 
@@ -168,10 +173,9 @@ struct Opened {
 fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config>) -> Result<Opened, Failure> {
     let recovered = match journal {
         Some(cfg) => {
-            std::fs::create_dir_all(&cfg.dir)
-                .map_err(|e| fail(format!("cannot create the data directory {}: {e}", cfg.dir.display())))?;
+            let narrowed = journal::store::ensure_private_dir(&cfg.dir).map_err(fail)?;
             let r = journal::store::recover(&cfg.dir, caps.events as usize, args.salvage).map_err(fail)?;
-            for w in &r.warnings {
+            for w in narrowed.iter().chain(&r.warnings) {
                 eprintln!("worknoded: warning: {w}");
             }
             Some(r)
@@ -183,49 +187,97 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
     let has_journal = recovered.as_ref().is_some_and(|r| r.snapshot.is_some() || r.state.records > 0);
     let journal_from = recovered.as_ref().map_or(0, |r| r.state.next_seq);
     let recent = recovered.as_ref().map(|r| r.state.events.clone()).unwrap_or_default();
-    let policy = journal.map_or(worknode::Durability::Off, |c| c.policy);
-    // A fresh segment, or one adopted with an empty journal: the first snapshot makes
-    // the journal self-contained.
-    let first_snapshot = |seg: &Segment, covers: u64| -> Result<(), Failure> {
+    let reserved_on_disk = recovered.as_ref().map_or(0, |r| r.state.reserved);
+    // A fresh segment, or one adopted with an empty journal (or a salvaged one): a
+    // snapshot makes the journal self-contained.
+    let snapshot_now = |seg: &Segment, covers: u64| -> Result<(), Failure> {
         if let Some(cfg) = journal {
             journal::store::JournalFile::create(&cfg.dir, covers)
                 .map_err(|e| fail(format!("creating the journal: {e}")))?;
-            journal::write_snapshot(seg, &cfg.dir, covers, &Default::default()).map_err(fail)?;
+            journal::write_snapshot(seg, &cfg.dir, covers, &recent).map_err(fail)?;
             // Count it as a served request, so `wn snapshot`-style waits see it.
             let n = seg.request_snapshot();
             seg.set_snapshots_done(n);
         }
         Ok(())
     };
+    // Last step before clients may write: the first reservation on disk (with `extra`
+    // records before it), then the policy, cursors and heartbeat in the header.
+    let start_journal = |seg: &Segment, from: u64, extra: &[journal::format::Record]| -> Result<(), Failure> {
+        let Some(cfg) = journal else { return Ok(()) };
+        let mut file = journal::store::JournalFile::open_latest(&cfg.dir, from)
+            .map_err(|e| fail(format!("opening the journal: {e}")))?;
+        let mut buf = Vec::new();
+        for r in extra {
+            journal::format::encode(&mut buf, r);
+        }
+        file.append(&buf).map_err(|e| fail(format!("journal write: {e}")))?;
+        let base = from.max(seg.ring_tail()).max(reserved_on_disk).max(seg.seq_reserved());
+        let upto = base + journal::RESERVE_AHEAD * seg.capacities().events as u64;
+        journal::reserve(&mut file, upto).map_err(fail)?;
+        seg.set_durability(cfg.policy, from, upto, cfg.heartbeat_stale());
+        Ok(())
+    };
+    // Salvaged files are moved aside once a snapshot holds what was kept of them.
+    let set_aside_damaged = || {
+        for path in recovered.iter().flat_map(|r| &r.damaged) {
+            let aside = path.with_extension(format!(
+                "{}.damaged",
+                path.extension().and_then(|e| e.to_str()).unwrap_or("")
+            ));
+            match std::fs::rename(path, &aside) {
+                Ok(()) => eprintln!("worknoded: warning: salvage: moved {} aside to {}", path.display(), aside.display()),
+                Err(e) => eprintln!("worknoded: warning: salvage: could not move {} aside: {e}", path.display()),
+            }
+        }
+    };
     let create = |how| -> Result<Opened, Failure> {
         if let (true, Some(r)) = (has_journal, recovered.as_ref()) {
             let seg = Segment::create_for_restore(&args.segment, caps, args.mode)?;
-            let stats = r.state.materialize(&seg).map_err(|e| {
-                let _ = Segment::unlink(&args.segment);
-                fail(format!("rebuilding the segment from the journal failed: {e}"))
-            })?;
-            eprintln!(
-                "worknoded: rebuilt from {} + {} journal file(s): {} nodes, {} agents, {} events, next sequence {}{}",
-                r.snapshot.as_ref().map_or("no snapshot".to_string(), |p| p.display().to_string()),
-                r.journals,
-                stats.nodes,
-                stats.agents,
-                stats.events,
-                r.state.next_seq,
-                if stats.orphans > 0 {
-                    format!(", {} orphans re-attached under the root", stats.orphans)
-                } else {
-                    String::new()
+            let built = (|| {
+                let stats = r
+                    .state
+                    .materialize(&seg)
+                    .map_err(|e| fail(format!("rebuilding the segment from the journal failed: {e}")))?;
+                let resume = r.state.resume_seq();
+                eprintln!(
+                    "worknoded: rebuilt from {} + {} journal file(s): {} nodes, {} agents, {} events, next sequence {resume}{}",
+                    r.snapshot.as_ref().map_or("no snapshot".to_string(), |p| p.display().to_string()),
+                    r.journals,
+                    stats.nodes,
+                    stats.agents,
+                    stats.events,
+                    if stats.orphans > 0 {
+                        format!(", {} orphans re-attached under the root", stats.orphans)
+                    } else {
+                        String::new()
+                    }
+                );
+                if !r.damaged.is_empty() || r.snapshot.is_none() {
+                    snapshot_now(&seg, resume)?;
+                    set_aside_damaged();
                 }
-            );
-            seg.set_durability(policy, journal_from);
-            seg.open_for_clients();
-            return Ok(Opened { seg, how: "restored", journal_from, recent: recent.clone() });
+                // Sequences skipped up to the reservation are a gap, not lost events: the
+                // journal says so, so the next recovery sees the files follow on.
+                let skipped = resume - r.state.next_seq;
+                let gap = journal::format::Record::Gap { from: r.state.next_seq, missed: skipped };
+                start_journal(&seg, resume, if skipped > 0 { std::slice::from_ref(&gap) } else { &[] })?;
+                Ok(resume)
+            })();
+            return match built {
+                Ok(resume) => {
+                    seg.open_for_clients();
+                    Ok(Opened { seg, how: "restored", journal_from: resume, recent: recent.clone() })
+                }
+                Err(e) => {
+                    let _ = Segment::unlink(&args.segment);
+                    Err(e)
+                }
+            };
         }
         let seg = Segment::create_unready(&args.segment, caps, args.mode)?;
         let from = seg.ring_tail();
-        let opened = first_snapshot(&seg, from).map(|()| {
-            seg.set_durability(policy, from);
+        let opened = snapshot_now(&seg, from).and_then(|()| start_journal(&seg, from, &[])).map(|()| {
             seg.open_for_clients();
         });
         if let Err(e) = opened {
@@ -245,9 +297,14 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
             }
             let from = if has_journal { journal_from } else { seg.ring_tail() };
             if !has_journal {
-                first_snapshot(&seg, from)?;
+                snapshot_now(&seg, from)?;
+            } else if recovered.as_ref().is_some_and(|r| !r.damaged.is_empty()) {
+                // The live segment holds everything; a snapshot of it replaces the
+                // damaged files.
+                snapshot_now(&seg, from)?;
+                set_aside_damaged();
             }
-            seg.set_durability(policy, from);
+            start_journal(&seg, from, &[])?;
             Ok(Opened { seg, how: "adopted", journal_from: from, recent: recent.clone() })
         }
         Err(AttachError::NotFound { .. }) => create("created"),
@@ -284,7 +341,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     mask.thread_block().map_err(|e| fail(format!("cannot block signals: {e}")))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(|e| fail(format!("signalfd: {e}")))?;
 
-    let lock = InstanceLock::acquire(&args.segment, args.mode).map_err(|e| Failure {
+    let lock = InstanceLock::acquire(&args.segment).map_err(|e| Failure {
         code: if matches!(e, instance::LockError::Held(_)) { 3 } else { 1 },
         message: e.to_string(),
     })?;
@@ -305,11 +362,11 @@ fn run(args: &Args) -> Result<(), Failure> {
     let Opened { seg, how, journal_from, recent } = opened;
     // Listen before saying "ready": an agent that opens a session right after the ready
     // line must find the socket.
-    let sessions = match sessions::Sessions::listen(seg.name(), seg.capacities().agents as usize) {
+    let sessions = match sessions::Sessions::listen(seg.name(), seg.info().boot_id, seg.capacities().agents as usize) {
         Ok(s) => s,
         Err(e) => {
             lock.remove_file();
-            return Err(fail(format!("cannot listen for agent sessions: {e}; is another daemon of this segment name running in another mount namespace?")));
+            return Err(fail(format!("cannot listen for agent sessions: {e}")));
         }
     };
     let info = seg.info();

@@ -1,26 +1,32 @@
 //! Agent sessions as the daemon sees them: one Unix stream connection per agent process,
 //! whose EOF is the kernel's notice that the process died.
 //!
-//! A client connects to the abstract socket `worknode.<segment>.sessions` and sends one
-//! line, `agent <index> <generation>`. The daemon accepts it only if the peer's uid is
-//! its own and the peer's pid (`SO_PEERCRED`, filled in by the kernel) is the session
-//! pid recorded in that agent's slot. When the connection reaches EOF and the agent's
-//! slot still names that process, the agent is reaped: claims released, `agent_lost`.
+//! A client connects to the abstract socket `worknode.<segment>.<boot id>.sessions` and
+//! sends one line, `agent <index> <generation>`, within [`HELLO_TIMEOUT`] (else it is
+//! dropped: idle connections cannot pile up). The daemon accepts it only if the peer's
+//! uid is its own and the peer's pid (`SO_PEERCRED`, filled in by the kernel) is the
+//! session pid recorded in that agent's slot. When the connection reaches EOF and the
+//! agent's slot still names that process, the agent is reaped: claims released,
+//! `agent_lost`.
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
 use worknode::{AgentId, Segment};
 
 /// Longest hello line accepted.
 const HELLO_MAX: usize = 64;
+/// How long a connection may take to say hello before it is dropped.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Conn {
     stream: UnixStream,
     pid: u32,
     agent: Option<AgentId>,
     hello: Vec<u8>,
+    accepted: Instant,
 }
 
 /// The listener and its connections.
@@ -33,8 +39,8 @@ pub struct Sessions {
 
 impl Sessions {
     /// Listens on the segment's session socket.
-    pub fn listen(segment: &str, limit: usize) -> std::io::Result<Sessions> {
-        let addr = worknode::session_socket_addr(segment)?;
+    pub fn listen(segment: &str, boot_id: uuid::Uuid, limit: usize) -> std::io::Result<Sessions> {
+        let addr = worknode::session_socket_addr(segment, boot_id)?;
         let listener = UnixListener::bind_addr(&addr)?;
         listener.set_nonblocking(true)?;
         Ok(Sessions { listener, conns: Vec::new(), uid: nix::unistd::getuid().as_raw(), limit })
@@ -51,6 +57,10 @@ impl Sessions {
         let mut reaped = Vec::new();
         let mut closed = Vec::new();
         for (i, c) in self.conns.iter_mut().enumerate() {
+            if c.agent.is_none() && c.accepted.elapsed() > HELLO_TIMEOUT {
+                closed.push(i);
+                continue;
+            }
             if !ready.get(i + 1).copied().unwrap_or(false) {
                 continue;
             }
@@ -100,7 +110,13 @@ impl Sessions {
                     {
                         continue; // dropped: closes the connection
                     }
-                    self.conns.push(Conn { stream, pid: cred.pid() as u32, agent: None, hello: Vec::new() });
+                    self.conns.push(Conn {
+                        stream,
+                        pid: cred.pid() as u32,
+                        agent: None,
+                        hello: Vec::new(),
+                        accepted: Instant::now(),
+                    });
                 }
                 Err(_) => return,
             }

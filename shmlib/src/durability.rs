@@ -10,10 +10,23 @@
 //!   Under the `always` policy an append returns only once the durable cursor has
 //!   passed its sequence: one fsync, shared by every writer in that group commit.
 //!
+//! * `sequence reservation` — appends claim only sequences below it. The journal writes
+//!   a reservation record and fsyncs it *before* it raises the word, so every sequence
+//!   ever handed out is covered by a reservation on disk, and a daemon that rebuilds
+//!   after a host restart continues above it: a sequence number is never given to two
+//!   events, whatever the fsync policy lost.
+//! * `heartbeat` — the journal stamps the wall clock into it every few milliseconds,
+//!   with the staleness it allows (the batch interval). A change checks it first: fresh,
+//!   the daemon is alive (one clock read, no syscall); stale, the daemon's owner tag
+//!   decides (a `/proc` read). A dead daemon's segment refuses every change with
+//!   [`PoolError::DaemonGone`] / [`RingError::DaemonGone`], so nothing is acknowledged
+//!   that no journal will write — at most the staleness bound after the death.
+//!
 //! Waits sleep on shared futexes, are bounded, and fail with a typed error if the
 //! daemon (recorded in the header) has died. With durability off (no daemon journaling)
 //! none of this runs: an append stays on the memory-speed path.
 
+use crate::error::PoolError;
 use crate::event::RingError;
 use crate::layout::hdr;
 use crate::segment::Segment;
@@ -48,6 +61,37 @@ impl Durability {
 /// How long a producer waits for the journal before reporting it.
 pub const DURABILITY_WAIT: Duration = Duration::from_secs(10);
 
+/// The journal's heartbeat word: `stale_ms << 48 | wall_ms` — when the journal last ran
+/// (Unix milliseconds, 48 bits last until the year 10889) and how many milliseconds
+/// may pass before a writer stops trusting it and checks the daemon's process instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat(pub u64);
+
+impl Heartbeat {
+    const WALL_BITS: u32 = 48;
+
+    /// A beat at `wall_ms` that stays fresh for `stale_ms` (at most 65,535).
+    pub fn new(wall_ms: u64, stale_ms: u64) -> Heartbeat {
+        let wall = wall_ms & ((1 << Self::WALL_BITS) - 1);
+        Heartbeat(stale_ms.min(u16::MAX as u64) << Self::WALL_BITS | wall)
+    }
+
+    /// When the journal last ran, Unix milliseconds.
+    pub fn wall_ms(self) -> u64 {
+        self.0 & ((1 << Self::WALL_BITS) - 1)
+    }
+
+    /// How long the beat stays fresh, in milliseconds.
+    pub fn stale_ms(self) -> u64 {
+        self.0 >> Self::WALL_BITS
+    }
+
+    /// Whether the beat is still fresh at `now_ms`.
+    pub fn fresh_at(self, now_ms: u64) -> bool {
+        now_ms <= self.wall_ms().saturating_add(self.stale_ms())
+    }
+}
+
 impl Segment {
     fn futex_at(&self, offset: usize) -> &AtomicU32 {
         self.map.u32_at(offset).expect("invariant: header offsets lie inside a validated mapping")
@@ -55,14 +99,55 @@ impl Segment {
 
     /// The durability policy the daemon runs with.
     pub fn durability(&self) -> Durability {
-        Durability::from_word(self.hdr(hdr::DURABILITY).load(Ordering::Relaxed))
+        Durability::from_word(self.hdr(hdr::DURABILITY).load(Ordering::Acquire))
     }
 
-    /// Sets the policy and the cursors (the daemon, when it starts journaling at `next`).
-    pub fn set_durability(&self, d: Durability, next: u64) {
+    /// Sets the policy and the cursors (the daemon, when it starts journaling at `next`),
+    /// with a first heartbeat allowing `stale` and the first sequence reservation
+    /// `reserved` (already on disk). With `Off` neither is checked.
+    pub fn set_durability(&self, d: Durability, next: u64, reserved: u64, stale: Duration) {
         self.hdr(hdr::JOURNAL_CURSOR).store(next, Ordering::Release);
         self.hdr(hdr::DURABLE_CURSOR).store(next, Ordering::Release);
+        self.hdr(hdr::SEQ_RESERVED).store(reserved, Ordering::Release);
+        self.journal_beat(stale);
+        // SYNC POINT: pairs with the Acquire load in `durability()`: a writer that sees
+        // the policy sees the reservation and the first beat too.
         self.hdr(hdr::DURABILITY).store(d as u64, Ordering::Release);
+    }
+
+    /// The daemon's journal: says it is alive, fresh for `stale` from now.
+    pub fn journal_beat(&self, stale: Duration) {
+        let stale_ms = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX);
+        self.hdr(hdr::JOURNAL_HEARTBEAT).store(Heartbeat::new(crate::clock::unix_ms(), stale_ms).0, Ordering::Relaxed);
+    }
+
+    /// The journal's last heartbeat.
+    pub fn journal_heartbeat(&self) -> Heartbeat {
+        Heartbeat(self.hdr(hdr::JOURNAL_HEARTBEAT).load(Ordering::Relaxed))
+    }
+
+    /// The sequence reservation: appends claim only sequences below it.
+    pub fn seq_reserved(&self) -> u64 {
+        self.hdr(hdr::SEQ_RESERVED).load(Ordering::Acquire)
+    }
+
+    /// The daemon's journal: raises the reservation to `upto`, which it has written
+    /// to disk and synced.
+    pub fn publish_reservation(&self, upto: u64) {
+        // SYNC POINT: Release pairs with the Acquire in `seq_reserved` (waiting producers).
+        self.hdr(hdr::SEQ_RESERVED).fetch_max(upto, Ordering::AcqRel);
+    }
+
+    /// Before any change: with a journal, refuse once the daemon that journals is gone,
+    /// so nothing is acknowledged that no journal will write.
+    pub(crate) fn require_journal_alive(&self) -> Result<(), PoolError> {
+        if self.durability() == Durability::Off || self.journal_heartbeat().fresh_at(crate::clock::unix_ms()) {
+            return Ok(());
+        }
+        if self.daemon_gone() {
+            return Err(PoolError::DaemonGone);
+        }
+        Ok(())
     }
 
     /// The journal cursor: every sequence below it is journaled.
@@ -129,17 +214,31 @@ impl Segment {
         !OwnerTag(self.hdr(hdr::DAEMON_TAG).load(Ordering::Relaxed)).is_alive()
     }
 
-    /// Before writing sequence `s`: wait until the journal cannot be lapped by it.
+    /// Whether sequence `s` may be written now: the journal cannot be lapped by it, and
+    /// a reservation on disk covers it.
+    fn has_room(&self, s: u64, capacity: u64) -> bool {
+        s < self.journal_cursor() + capacity && s < self.seq_reserved()
+    }
+
+    /// Before writing sequence `s`: wait until [`Segment::has_room`] holds.
     pub(crate) fn wait_journal_room(&self, s: u64, capacity: u64) -> Result<(), RingError> {
-        if self.durability() == Durability::Off || s < self.journal_cursor() + capacity {
+        if self.durability() == Durability::Off || self.has_room(s, capacity) {
             return Ok(());
         }
         let deadline = Instant::now() + DURABILITY_WAIT;
-        while s >= self.journal_cursor() + capacity {
+        // The journal reserves further when a producer is close to the reservation:
+        // wake it as `always` writers do.
+        let wake = self.futex_at(hdr::JOURNAL_WAKE);
+        wake.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake(wake, 1);
+        while !self.has_room(s, capacity) {
             if self.durability() == Durability::Off {
                 return Ok(());
             }
-            if Instant::now() >= deadline || self.daemon_gone() {
+            if self.daemon_gone() {
+                return Err(RingError::DaemonGone);
+            }
+            if Instant::now() >= deadline {
                 return Err(RingError::JournalStalled { seq: s, journaled: self.journal_cursor() });
             }
             std::thread::sleep(Duration::from_micros(200));

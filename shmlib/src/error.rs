@@ -70,6 +70,26 @@ pub enum AttachError {
     Closing,
     /// The segment was left half-initialised by a daemon that died.
     Incomplete,
+    /// The segment belongs to another user: whoever owns it could change it under us.
+    ForeignOwner {
+        /// The name given.
+        name: String,
+        /// Its owner's uid.
+        owner: u32,
+        /// Its file mode.
+        mode: u32,
+        /// This process's effective uid.
+        expected: u32,
+    },
+    /// The segment's mode lets users other than its owner write it.
+    UnsafeMode {
+        /// The name given.
+        name: String,
+        /// Its owner's uid.
+        owner: u32,
+        /// Its file mode.
+        mode: u32,
+    },
     /// Any other operating-system error.
     Os {
         /// The call that failed.
@@ -96,6 +116,8 @@ impl fmt::Display for AttachError {
             NotReady => write!(f, "the segment is still being initialised by the daemon; retry in a moment"),
             Closing => write!(f, "the daemon is shutting this segment down; restart the daemon and attach again"),
             Incomplete => write!(f, "the segment was left half-initialised by a daemon that died; remove it (the daemon does this on start) and start again"),
+            ForeignOwner { name, owner, mode, expected } => write!(f, "segment {name:?} is owned by uid {owner} (mode {mode:o}), not by this process's uid {expected}; refusing it: run as its owner, or remove /dev/shm/{name} if someone else planted it"),
+            UnsafeMode { name, owner, mode } => write!(f, "segment {name:?} (owner uid {owner}) has mode {mode:o}, which lets other users write it; refusing it: remove /dev/shm/{name} and let the daemon create it again (modes allow group/other read at most)"),
             Os { op, errno } => write!(f, "{op} failed: {errno} ({})", errno.desc()),
         }
     }
@@ -153,6 +175,9 @@ pub enum PoolError {
     Contended,
     /// The daemon is shutting the segment down: no more changes are accepted.
     Closing,
+    /// The daemon that journals this segment is gone: a change now would be acknowledged
+    /// but never written to disk, so none is made.
+    DaemonGone,
     /// A status change the state machine does not allow (or that only the claim and
     /// dependency operations may make).
     IllegalTransition {
@@ -191,6 +216,7 @@ impl fmt::Display for PoolError {
             Busy { holder_pid } => write!(f, "node is being written by process {holder_pid} for too long; retry, or check that process"),
             Contended => write!(f, "too much contention to finish; retry"),
             Closing => write!(f, "the daemon is shutting this segment down and accepts no more changes; restart it and attach again"),
+            DaemonGone => write!(f, "the daemon journaling this segment is gone; no change was made"),
             IllegalTransition { from, to } => write!(f, "illegal status change {from} -> {to}; claim, start, done, fail and block move tasks through claimed/in_progress/complete/failed/blocked"),
             EventNotAppended { error, node } => {
                 write!(f, "the change to node {node} was made but its event could not be appended: {error}")

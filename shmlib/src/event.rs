@@ -267,6 +267,9 @@ pub enum RingError {
     ReadOnly,
     /// The daemon is shutting the segment down: no more appends are accepted.
     Closing,
+    /// The daemon that journals this segment is gone: the event would never reach the
+    /// disk, so it was not appended.
+    DaemonGone,
     /// A live producer has held the ring slot this append needs for too long.
     Busy {
         /// Its pid.
@@ -302,6 +305,7 @@ impl std::fmt::Display for RingError {
             TopicTooLong { len, max } => write!(f, "event topic is {len} bytes, the limit is {max}; use a shorter name"),
             ReadOnly => write!(f, "segment attached read-only; attach read-write to append events"),
             Closing => write!(f, "the daemon is shutting this segment down and accepts no more events; restart it and attach again"),
+            DaemonGone => write!(f, "the daemon journaling this segment is gone; the event was not appended"),
             Busy { holder_pid } => write!(f, "the ring slot is held by live process {holder_pid} for too long; check that process"),
             Contended => write!(f, "the append was overtaken by the ring repeatedly; retry"),
             JournalStalled { seq, journaled } => write!(f, "the journal is a whole ring behind (event {seq}, journaled up to {journaled}); is the daemon running? check `wn dump` and the daemon's log"),

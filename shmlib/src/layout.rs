@@ -24,7 +24,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// First eight bytes of every Worknode segment (`b"WRKNODE\0"` read as little-endian).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WRKNODE\0");
 /// Version of this layout. Bumped on any change to a struct in this module.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Size of the header region in bytes.
 pub const HEADER_SIZE: usize = 1024;
 /// Regions start on this boundary.
@@ -183,7 +183,10 @@ pub struct Header {
     /// Durability: `words[0]` policy (0 off, 1 never, 2 batch, 3 always); `words[1]`
     /// journal cursor (next sequence to be journaled); `words[2]` durable cursor (next
     /// sequence not yet on disk); `words[3]` (low 32 bits) journal wake futex;
-    /// `words[4]` (low 32 bits) durable futex; `words[5]` writers waiting on it.
+    /// `words[4]` (low 32 bits) durable futex; `words[5]` writers waiting on it;
+    /// `words[6]` the journal's heartbeat (`durability::Heartbeat`: when it last ran and
+    /// how stale it may get); `words[7]` the sequence reservation (appends claim only
+    /// sequences below it: the journal recorded it on disk first).
     pub journal: HotLine,
     /// Who is parked on the ring's futex: 16 words, each 0 or the owner tag of a parked
     /// reader, so a reader killed while parked can be taken off the waiter count.
@@ -251,6 +254,10 @@ pub mod hdr {
     pub const DURABLE_NOTIFY: usize = offset_of!(Header, journal) + 32;
     /// Writers waiting for durability.
     pub const DURABLE_WAITERS: usize = offset_of!(Header, journal) + 40;
+    /// The journal's heartbeat (see [`Header::journal`]).
+    pub const JOURNAL_HEARTBEAT: usize = offset_of!(Header, journal) + 48;
+    /// First sequence an append may not claim until the journal reserves further.
+    pub const SEQ_RESERVED: usize = offset_of!(Header, journal) + 56;
     /// First of the 16 parked-reader tag words.
     pub const RING_WAITER_TAGS: usize = offset_of!(Header, waiter_tags);
     /// Number of parked-reader tag words.

@@ -67,7 +67,7 @@ pub use agents::{AgentError, AgentId, AgentInfo};
 pub use blob::{DocError, DocumentInfo};
 pub use claims::{Claim, TaskError, TaskFilter};
 pub use clock::{unix_ms, Hlc};
-pub use durability::{Durability, DURABILITY_WAIT};
+pub use durability::{Durability, Heartbeat, DURABILITY_WAIT};
 pub use error::{AttachError, PoolError};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};
 pub use layout::Capacities;
@@ -78,11 +78,11 @@ pub use query::{Query, QueryStats, Rollup};
 pub use restore::RestoreStats;
 pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER, SPIN_WINDOW};
 pub use segment::{
-    default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT,
+    default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT, MODE_ALLOWED,
     SEGMENT_ENV,
 };
 pub use session::{session_socket_addr, session_socket_name, Session};
-pub use sys::{process_start_ticks, shm_path, validate_name, OwnerTag};
+pub use sys::{effective_uid, process_start_ticks, shm_path, validate_name, OwnerTag};
 
 /// Internals exposed for the loom model tests only (`--cfg loom`).
 #[cfg(loom)]

@@ -199,7 +199,7 @@ impl Segment {
         if self.state() == crate::SegmentState::Closing {
             return Err(PoolError::Closing);
         }
-        Ok(())
+        self.require_journal_alive()
     }
 
     /// The slot of a live handle.

@@ -125,6 +125,18 @@ impl Segment {
         Ok(())
     }
 
+    /// Salvage of a state that lost its root or `/agents` container (no snapshot could
+    /// be read): writes a new, empty container named `name` into free slot `index`
+    /// under `parent` (the root: slot 0, no parent).
+    pub fn restore_new_container(&self, index: u32, parent: Option<Handle>, name: &str) -> Result<Handle, PoolError> {
+        self.require_restoring()?;
+        let rec = crate::node::NewNode::new(NodeKind::Container, name)
+            .status(crate::node::Status::Ready)
+            .to_record(uuid::Uuid::now_v7(), parent, self.now())?;
+        self.restore_node(index, 1, &rec)?;
+        Ok(Handle { index, generation: 1 })
+    }
+
     /// Puts events back into the ring (the newest `capacity` of them are kept) and
     /// continues numbering at `next_seq`.
     pub fn restore_events(&self, events: &[EventRecord], next_seq: u64) -> Result<u64, PoolError> {

@@ -373,6 +373,7 @@ impl Segment {
         if self.state() == crate::SegmentState::Closing {
             return Err(RingError::Closing);
         }
+        self.require_journal_alive().map_err(|_| RingError::DaemonGone)?;
         let mut rec = ev.to_record(hlc, self.actor(), self.me.pid())?;
         let cap = self.caps.events as u64;
         let s = self.ring().append(
@@ -796,7 +797,7 @@ mod durability_tests {
     fn a_reader_never_abandons_a_slot_whose_previous_event_is_not_journaled() {
         let caps = Capacities { nodes: 16, events: 8, agents: 2, blob_chunks: 1, sets: 1, ..Capacities::default() };
         let seg = temp_segment("ring-journal-room", &caps);
-        seg.set_durability(Durability::Never, 0);
+        seg.set_durability(Durability::Never, 0, u64::MAX, Duration::from_secs(3600));
         for _ in 0..8 {
             seg.append(&NewEvent::new(EventKind::USER)).unwrap();
         }

@@ -63,6 +63,26 @@ fn check_name(name: &str) -> Result<(), AttachError> {
     sys::validate_name(name).map_err(|reason| AttachError::InvalidName { name: name.to_string(), reason })
 }
 
+/// Permission bits a trusted segment may have beyond the owner's: group and other may
+/// read (a daemon started with `--mode 640` or `644`), never write or execute.
+pub const MODE_ALLOWED: u32 = 0o644;
+
+/// Trusts only a segment this user owns that nobody else may write: whoever else could
+/// write it could forge records, claims and events under us. Checked on the open
+/// descriptor, before the first byte is read. Root is no exception: root's tools never
+/// write into another user's segment.
+fn check_owner(name: &str, file: &std::fs::File) -> Result<(), AttachError> {
+    let (owner, mode) = sys::owner_and_mode(file).map_err(os("fstat"))?;
+    let expected = sys::effective_uid();
+    if owner != expected {
+        return Err(AttachError::ForeignOwner { name: name.to_string(), owner, mode, expected });
+    }
+    if mode & !MODE_ALLOWED != 0 {
+        return Err(AttachError::UnsafeMode { name: name.to_string(), owner, mode });
+    }
+    Ok(())
+}
+
 /// Reads the fixed header with atomic word loads (another process may be writing it).
 fn read_fixed(map: &Mapping) -> Option<HeaderFixed> {
     let words = map.words_at(0, size_of::<HeaderFixed>() / 8)?;
@@ -143,6 +163,9 @@ impl Segment {
 
     fn create_with(name: &str, caps: &Capacities, mode: u32, populate: bool) -> Result<Segment, AttachError> {
         check_name(name)?;
+        if mode & !MODE_ALLOWED != 0 || mode & 0o600 != 0o600 {
+            return Err(AttachError::UnsafeMode { name: name.to_string(), owner: sys::effective_uid(), mode });
+        }
         let geo = Geometry::new(caps).map_err(AttachError::Capacity)?;
         let file = sys::create(name, geo.total, mode).map_err(|(op, errno)| match errno {
             Errno::EEXIST => AttachError::AlreadyExists { name: name.to_string() },
@@ -281,6 +304,7 @@ impl Segment {
         check_name(name)?;
         let writable = access == Access::ReadWrite;
         let file = sys::open(name, writable).map_err(|e| open_error(name, writable, e))?;
+        check_owner(name, &file)?;
         let len = sys::size_of_file(&file).map_err(os("fstat"))?;
         if len < HEADER_SIZE as u64 {
             // Too small to be ours: report foreign magic when there is any to read.

@@ -7,9 +7,11 @@
 //! `agent_lost`). No pid polling is involved on that path.
 //!
 //! The socket lives in Linux's abstract namespace (no file to clean up), named after the
-//! segment. Anyone can connect to an abstract socket, so the daemon checks the peer's
-//! credentials (`SO_PEERCRED`): the uid must be the daemon's and the pid must be the one
-//! recorded in the agent's slot, so nobody can get another agent reaped.
+//! segment and the daemon's random boot id, so nobody can squat it before the daemon
+//! binds it. Anyone can connect to an abstract socket, so both ends check the other's
+//! credentials (`SO_PEERCRED`): the daemon wants its own uid and the pid recorded in the
+//! agent's slot, so nobody can get another agent reaped; the client wants its own uid
+//! and the daemon pid the segment names, so nobody can pose as the daemon.
 
 use crate::agents::{AgentError, AgentId};
 use crate::segment::Segment;
@@ -17,20 +19,38 @@ use std::io::Write;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 
-/// The abstract socket name the daemon of `segment` listens on for sessions.
-pub fn session_socket_name(segment: &str) -> Vec<u8> {
+/// The abstract socket name the daemon of `segment` listens on for sessions while its
+/// boot id is `boot_id`. The boot id is random and new at every daemon start, so no
+/// other user can bind the name before the daemon does (abstract names have no owner
+/// or mode: a fixed name could be squatted); clients read it from the segment, whose
+/// owner they have checked.
+pub fn session_socket_name(segment: &str, boot_id: uuid::Uuid) -> Vec<u8> {
     // Abstract names are limited to 107 bytes: long segment names are hashed (FNV-1a).
-    if segment.len() <= 90 {
-        format!("worknode.{segment}.sessions").into_bytes()
+    let boot = boot_id.simple();
+    if segment.len() <= 48 {
+        format!("worknode.{segment}.{boot}.sessions").into_bytes()
     } else {
         let h = segment.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        format!("worknode.{h:016x}.sessions").into_bytes()
+        format!("worknode.{h:016x}.{boot}.sessions").into_bytes()
     }
 }
 
-/// The session socket address of `segment`'s daemon.
-pub fn session_socket_addr(segment: &str) -> std::io::Result<SocketAddr> {
-    SocketAddr::from_abstract_name(session_socket_name(segment))
+/// The session socket address of `segment`'s daemon instance `boot_id`.
+pub fn session_socket_addr(segment: &str, boot_id: uuid::Uuid) -> std::io::Result<SocketAddr> {
+    SocketAddr::from_abstract_name(session_socket_name(segment, boot_id))
+}
+
+/// Connects to the daemon's session socket and announces `id`, but only to the daemon
+/// the segment names: the listening peer must be the daemon's pid and this uid.
+fn connect_to_daemon(seg: &Segment, id: AgentId) -> Option<UnixStream> {
+    let info = seg.info();
+    let mut s = UnixStream::connect_addr(&session_socket_addr(seg.name(), info.boot_id).ok()?).ok()?;
+    let peer = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    if peer.uid() != crate::sys::effective_uid() || peer.pid() as u32 != info.daemon_pid {
+        return None;
+    }
+    writeln!(s, "agent {} {}", id.index, id.generation).ok()?;
+    Some(s)
 }
 
 /// A live session: this process acts for the agent until the session is dropped (then
@@ -75,11 +95,7 @@ impl Segment {
         self.bind_session(id)?;
         let info = self.agent(id)?;
         self.set_actor(Some(info.node));
-        let daemon =
-            session_socket_addr(self.name()).and_then(|addr| UnixStream::connect_addr(&addr)).ok().and_then(|mut s| {
-                writeln!(s, "agent {} {}", id.index, id.generation).ok()?;
-                Some(s)
-            });
+        let daemon = connect_to_daemon(self, id);
         Ok(Session { seg: self, id, daemon })
     }
 }

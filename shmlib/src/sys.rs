@@ -86,6 +86,18 @@ pub(crate) fn size_of_file(file: &File) -> Result<u64, Errno> {
     Ok(nix::sys::stat::fstat(file)?.st_size as u64)
 }
 
+/// Owner uid and permission bits of an open object, read from the descriptor itself
+/// (not the name, which could be swapped between the check and the use).
+pub(crate) fn owner_and_mode(file: &File) -> Result<(u32, u32), Errno> {
+    let st = nix::sys::stat::fstat(file)?;
+    Ok((st.st_uid, st.st_mode & 0o7777))
+}
+
+/// This process's effective uid: the user whose segments it trusts.
+pub fn effective_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
 /// Maps `len` bytes of `file`, shared, read-write or read-only.
 pub(crate) fn map(file: &File, len: usize, writable: bool) -> std::io::Result<MmapRaw> {
     let mut opts = MmapOptions::new();

@@ -255,9 +255,16 @@ fn wait_joined(procs: &[Proc]) {
     }
 }
 
+/// The session socket of the daemon now running the segment (its name carries the
+/// daemon's boot id).
+fn session_addr(name: &str) -> std::os::unix::net::SocketAddr {
+    let seg = worknode::Segment::attach(name, worknode::Access::ReadOnly).expect("attach to read the boot id");
+    worknode::session_socket_addr(name, seg.info().boot_id).unwrap()
+}
+
 /// Waits (bounded) until the daemon's session socket accepts connections.
 fn wait_session_listener(g: &SegmentGuard, daemon: &Proc) {
-    let addr = worknode::session_socket_addr(g.name()).unwrap();
+    let addr = session_addr(g.name());
     let deadline = Instant::now() + READY_TIMEOUT;
     while let Err(e) = UnixStream::connect_addr(&addr) {
         assert!(Instant::now() < deadline, "the daemon never listened for sessions: {e}\n{}", daemon.transcript());
@@ -535,7 +542,7 @@ fn the_daemon_accepts_sessions_once_it_says_ready() {
         let g = SegmentGuard::new(&format!("coord-listen-{round}"));
         let mut daemon = g.spawn_daemon(&DAEMON_ARGS);
         daemon.wait_for_line(Stream::Stdout, READY_TIMEOUT, |l| l.contains("ready"));
-        let addr = worknode::session_socket_addr(g.name()).unwrap();
+        let addr = session_addr(g.name());
         if let Err(e) = UnixStream::connect_addr(&addr) {
             refused.push(format!("round {round}: {e}"));
         }

@@ -13,6 +13,7 @@
 //! | 5 | lagged, or timed out waiting (an event, a lock held too long, the segment not ready) |
 //! | 6 | permission denied, or the segment is attached read-only |
 //! | 7 | a capacity is full (nodes, agents, blob arena, blockers, assignees, sets) |
+//! | 8 | the daemon journaling the segment is gone: the change was refused, nothing was made |
 
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -34,10 +35,12 @@ pub mod exit {
     pub const PERMISSION: u8 = 6;
     /// A capacity is exhausted.
     pub const FULL: u8 = 7;
+    /// The daemon that journals the segment is gone: no change was made.
+    pub const DAEMON_GONE: u8 = 8;
 }
 
 /// The exit-code table shown by `wn --help` and `wn commands`.
-pub const EXIT_CODES: [(u8, &str); 8] = [
+pub const EXIT_CODES: [(u8, &str); 9] = [
     (0, "ok"),
     (1, "anything else (damaged segment, OS error, `doctor` found problems)"),
     (2, "usage: bad arguments, an ambiguous or malformed node name, a value over a limit"),
@@ -46,6 +49,7 @@ pub const EXIT_CODES: [(u8, &str); 8] = [
     (5, "lagged, or timed out waiting"),
     (6, "permission denied, or the segment is read-only"),
     (7, "capacity full: nodes, agents, blob arena, blockers, assignees"),
+    (8, "the daemon journaling the segment is gone: nothing was changed (start worknoded again)"),
 ];
 
 /// A failed command.
@@ -139,9 +143,20 @@ impl From<RingError> for Fail {
             JournalStalled { .. } => ("journal_stalled", exit::TIMEOUT),
             NotDurable { .. } => ("not_durable", exit::TIMEOUT),
             Closing => ("segment_closing", exit::OTHER),
+            DaemonGone => return daemon_gone("the event was not appended"),
         };
         Fail::lib(code, exit, &e)
     }
+}
+
+/// The daemon that journals the segment died: the change was refused.
+fn daemon_gone(what: &str) -> Fail {
+    Fail::new(
+        "daemon_gone",
+        exit::DAEMON_GONE,
+        format!("the daemon journaling this segment is gone; {what}"),
+        "start worknoded again for this segment: it adopts the segment and its journal continues; then retry",
+    )
 }
 
 impl From<AttachError> for Fail {
@@ -160,6 +175,7 @@ impl From<AttachError> for Fail {
             NotReady => ("segment_not_ready", exit::TIMEOUT),
             Closing => ("segment_closing", exit::OTHER),
             Incomplete => ("segment_incomplete", exit::OTHER),
+            ForeignOwner { .. } | UnsafeMode { .. } => ("segment_untrusted", exit::PERMISSION),
             Os { errno, .. }
                 if std::io::Error::from_raw_os_error(*errno as i32).kind() == std::io::ErrorKind::PermissionDenied =>
             {
@@ -188,6 +204,7 @@ impl From<PoolError> for Fail {
             EventNotAppended { .. } => ("not_durable", exit::TIMEOUT),
             Corrupt { .. } => ("corrupt", exit::OTHER),
             Closing => ("segment_closing", exit::OTHER),
+            DaemonGone => return daemon_gone("no change was made"),
         };
         Fail::lib(code, exit, &e)
     }

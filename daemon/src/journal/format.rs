@@ -11,14 +11,25 @@
 //! between cutting a torn tail and refusing a corrupt middle.
 
 use bytemuck::{Pod, Zeroable};
-use worknode::layout::{AgentSlot, EventRecord, NodeRecord, LAYOUT_VERSION};
+use worknode::layout::{AgentSlot, EventRecord, NodeRecord};
 
 /// Magic of journal files.
 pub const JOURNAL_MAGIC: [u8; 8] = *b"WNJRNL01";
 /// Magic of snapshot files.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"WNSNAP01";
-/// Version of this record format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of this record format written. Version 2 added [`Kind::Reserve`]; version 1
+/// files (without it) are still read.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest record format read.
+pub const FORMAT_VERSION_MIN: u32 = 1;
+/// Version of the record images the files hold (`NodeRecord`, `AgentSlot`,
+/// `EventRecord`), written where files say "layout version". It is the segment layout
+/// version that last changed those structs, not the header's: a header change does not
+/// make data files unreadable. The asserts below fail the build when a record changes
+/// size, so this cannot be forgotten.
+pub const RECORDS_LAYOUT: u32 = 3;
+const _: () = assert!(size_of::<NodeRecord>() == 640 && size_of::<AgentSlot>() == 256);
+const _: () = assert!(size_of::<EventRecord>() == 176);
 /// Bytes of a file header.
 pub const HEADER_LEN: usize = 24;
 /// Bytes before a record's body.
@@ -49,6 +60,9 @@ pub enum Kind {
     /// A node's whole observed-remove set: `uuid[16] | adds u32 | tombstones u32 |
     /// (element u64, tag u64) × (adds + tombstones)`.
     Set = 9,
+    /// A sequence reservation: `upto u64`. Appends may claim sequences below `upto`
+    /// once this record is on disk; a rebuild continues at or above it.
+    Reserve = 10,
 }
 
 impl Kind {
@@ -63,6 +77,7 @@ impl Kind {
             7 => Kind::Gap,
             8 => Kind::SnapshotEnd,
             9 => Kind::Set,
+            10 => Kind::Reserve,
             _ => return None,
         })
     }
@@ -89,12 +104,14 @@ pub enum Record {
     SnapshotEnd { covers_seq: u64, records: u64 },
     /// See [`Kind::Set`].
     Set { uuid: [u8; 16], adds: Vec<(u64, u64)>, tombstones: Vec<(u64, u64)> },
+    /// See [`Kind::Reserve`].
+    Reserve { upto: u64 },
 }
 
 /// Appends a file header to `out`.
 pub fn header(out: &mut Vec<u8>, magic: [u8; 8], first_seq: u64) {
     out.extend_from_slice(&magic);
-    out.extend_from_slice(&LAYOUT_VERSION.to_le_bytes());
+    out.extend_from_slice(&RECORDS_LAYOUT.to_le_bytes());
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&first_seq.to_le_bytes());
 }
@@ -153,6 +170,10 @@ pub fn encode(out: &mut Vec<u8>, r: &Record) {
             }
             Kind::Set
         }
+        Record::Reserve { upto } => {
+            out.extend_from_slice(&upto.to_le_bytes());
+            Kind::Reserve
+        }
     };
     let body_len = out.len() - start - RECORD_OVERHEAD;
     out[start + 8] = kind as u8;
@@ -188,8 +209,11 @@ fn decode(kind: Kind, b: &[u8]) -> Option<Record> {
         },
         Kind::AgentGone => Record::AgentGone { uuid: b.try_into().ok()? },
         Kind::Document => Record::Document { uuid: b.get(0..16)?.try_into().ok()?, content: b[16..].to_vec() },
-        Kind::Gap => Record::Gap { from: u64_at(b, 0)?, missed: u64_at(b, 8)? },
-        Kind::SnapshotEnd => Record::SnapshotEnd { covers_seq: u64_at(b, 0)?, records: u64_at(b, 8)? },
+        Kind::Gap if b.len() == 16 => Record::Gap { from: u64_at(b, 0)?, missed: u64_at(b, 8)? },
+        Kind::SnapshotEnd if b.len() == 16 => Record::SnapshotEnd { covers_seq: u64_at(b, 0)?, records: u64_at(b, 8)? },
+        Kind::Gap | Kind::SnapshotEnd => return None,
+        Kind::Reserve if b.len() == 8 => Record::Reserve { upto: u64_at(b, 0)? },
+        Kind::Reserve => return None,
         Kind::Set => {
             let (na, nt) = (u32_at(b, 16)? as usize, u32_at(b, 20)? as usize);
             if b.len() != 24 + 16 * (na + nt) {
@@ -210,12 +234,72 @@ fn decode(kind: Kind, b: &[u8]) -> Option<Record> {
 pub struct Damage {
     /// Byte offset of the first record not trusted.
     pub offset: u64,
-    /// Whether everything from `offset` on could be an unfinished final write (the
-    /// record runs past the end of the file, or is the last one and fails its
-    /// checksum) rather than damage in the middle.
+    /// Whether this is a torn tail: nothing valid follows the bad record, so it can be an
+    /// unfinished final write (cut it) rather than damage in the middle (refuse).
     pub torn_tail: bool,
+    /// Where the next well-formed record after the damage starts, if one does (the
+    /// damage is then in the middle; salvage resumes there).
+    pub next_valid: Option<u64>,
     /// What was wrong.
     pub why: &'static str,
+}
+
+/// Bytes a search for a valid record after damage checksums at most. A search that
+/// runs out cannot prove the damage is a torn tail, so it is reported as corruption.
+pub const RESYNC_BUDGET: usize = 256 << 20;
+
+/// The record starting at `at`, and where it ends; or why there is none.
+fn record_at(bytes: &[u8], at: usize) -> Result<(Record, usize), &'static str> {
+    if bytes.len() - at < RECORD_OVERHEAD {
+        return Err("a record header is cut short");
+    }
+    let len = u32_at(bytes, at).unwrap_or(u32::MAX) as usize;
+    let crc = u32_at(bytes, at + 4).unwrap_or(0);
+    if len > MAX_BODY {
+        return Err("a record claims an impossible length");
+    }
+    let end = at + RECORD_OVERHEAD + len;
+    if end > bytes.len() {
+        return Err("a record runs past the end of the file");
+    }
+    if crc32c::crc32c(&bytes[at + 8..end]) != crc {
+        return Err("a record fails its checksum");
+    }
+    let record = Kind::from_u8(bytes[at + 8])
+        .and_then(|k| decode(k, &bytes[at + RECORD_OVERHEAD..end]))
+        .ok_or("a record has an unknown kind or a malformed body")?;
+    Ok((record, end))
+}
+
+/// The first offset at or after `from` where a well-formed record starts, searching
+/// within [`RESYNC_BUDGET`]. `Err(())` when the budget ran out first.
+fn next_valid_record(bytes: &[u8], from: usize) -> Result<Option<usize>, ()> {
+    let mut checksummed = 0usize;
+    for at in from..bytes.len().saturating_sub(RECORD_OVERHEAD - 1) {
+        // Cheap filters first: a known kind and a length that fits the file.
+        let Some(len) = u32_at(bytes, at).map(|l| l as usize) else { break };
+        if Kind::from_u8(bytes[at + 8]).is_none() || len > MAX_BODY || at + RECORD_OVERHEAD + len > bytes.len() {
+            continue;
+        }
+        checksummed += len + 1;
+        if checksummed > RESYNC_BUDGET {
+            return Err(());
+        }
+        if record_at(bytes, at).is_ok() {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
+}
+
+/// The damage found at `at`: torn tail only when nothing valid follows.
+fn damage_at(bytes: &[u8], at: usize, why: &'static str) -> Damage {
+    let (torn_tail, next_valid) = match next_valid_record(bytes, at + 1) {
+        Ok(None) => (true, None),
+        Ok(Some(n)) => (false, Some(n as u64)),
+        Err(()) => (false, None),
+    };
+    Damage { offset: at as u64, torn_tail, next_valid, why }
 }
 
 /// Why a file cannot be read at all.
@@ -244,7 +328,7 @@ pub fn read_header(bytes: &[u8], magic: [u8; 8]) -> Result<u64, HeaderError> {
     }
     let layout = u32_at(bytes, 8).unwrap_or(0);
     let format = u32_at(bytes, 12).unwrap_or(0);
-    if layout != LAYOUT_VERSION || format != FORMAT_VERSION {
+    if layout != RECORDS_LAYOUT || !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&format) {
         return Err(HeaderError::Version { layout, format });
     }
     Ok(u64_at(bytes, 16).unwrap_or(0))
@@ -252,31 +336,21 @@ pub fn read_header(bytes: &[u8], magic: [u8; 8]) -> Result<u64, HeaderError> {
 
 /// Decodes records after the header, calling `f(offset, record)` for each trusted one.
 /// Returns `Ok(end)` when the whole file is good, or the first damage.
-pub fn scan(bytes: &[u8], mut f: impl FnMut(u64, Record)) -> Result<u64, Damage> {
-    let mut at = HEADER_LEN;
+pub fn scan(bytes: &[u8], f: impl FnMut(u64, Record)) -> Result<u64, Damage> {
+    scan_from(bytes, HEADER_LEN, f)
+}
+
+/// [`scan`] starting at byte `from` (a record boundary), for salvage.
+pub fn scan_from(bytes: &[u8], from: usize, mut f: impl FnMut(u64, Record)) -> Result<u64, Damage> {
+    let mut at = from;
     while at < bytes.len() {
-        let damage = |torn_tail, why| Damage { offset: at as u64, torn_tail, why };
-        if bytes.len() - at < RECORD_OVERHEAD {
-            return Err(damage(true, "a record header is cut short"));
+        match record_at(bytes, at) {
+            Ok((record, end)) => {
+                f(at as u64, record);
+                at = end;
+            }
+            Err(why) => return Err(damage_at(bytes, at, why)),
         }
-        let len = u32_at(bytes, at).unwrap_or(u32::MAX) as usize;
-        let crc = u32_at(bytes, at + 4).unwrap_or(0);
-        if len > MAX_BODY {
-            return Err(damage(false, "a record claims an impossible length"));
-        }
-        let end = at + RECORD_OVERHEAD + len;
-        if end > bytes.len() {
-            return Err(damage(true, "a record runs past the end of the file"));
-        }
-        if crc32c::crc32c(&bytes[at + 8..end]) != crc {
-            return Err(damage(end == bytes.len(), "a record fails its checksum"));
-        }
-        let Some(record) = Kind::from_u8(bytes[at + 8]).and_then(|k| decode(k, &bytes[at + RECORD_OVERHEAD..end]))
-        else {
-            return Err(damage(false, "a record has an unknown kind or a malformed body"));
-        };
-        f(at as u64, record);
-        at = end;
     }
     Ok(at as u64)
 }

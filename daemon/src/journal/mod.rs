@@ -42,6 +42,38 @@ pub struct Config {
     pub rotate_bytes: u64,
 }
 
+impl Config {
+    /// How stale the journal's heartbeat may get before writers check the daemon's
+    /// process: the batch interval (at most that much is at risk under `batch` anyway),
+    /// else 10 ms.
+    pub fn heartbeat_stale(&self) -> Duration {
+        match self.policy {
+            Durability::Batch => self.interval,
+            _ => Duration::from_millis(10),
+        }
+    }
+
+    /// The journal's longest nap: beats come at least twice per staleness bound.
+    fn nap(&self) -> Duration {
+        (self.heartbeat_stale() / 2).clamp(Duration::from_micros(500), Duration::from_millis(5))
+    }
+}
+
+/// Sequences reserved ahead, in ring capacities: a reservation (one fsync) is written
+/// each time producers come within [`RESERVE_RENEW`] capacities of the last.
+pub const RESERVE_AHEAD: u64 = 4;
+/// See [`RESERVE_AHEAD`].
+pub const RESERVE_RENEW: u64 = 2;
+
+/// Writes a reservation record for sequences below `upto` to `file` and syncs it: only
+/// then may the segment's reservation word be raised to `upto`.
+pub fn reserve(file: &mut JournalFile, upto: u64) -> Result<(), String> {
+    let mut buf = Vec::new();
+    format::encode(&mut buf, &Record::Reserve { upto });
+    file.append(&buf).map_err(|e| format!("journal write: {e}"))?;
+    file.sync().map_err(|e| format!("journal fsync: {e}"))
+}
+
 /// Records describing the segment's current state (a snapshot's content).
 pub fn capture(seg: &Segment) -> Result<Vec<Record>, String> {
     let mut records = Vec::new();
@@ -141,8 +173,10 @@ fn journal_event(seg: &Segment, e: &worknode::Event, buf: &mut Vec<u8>) {
 }
 
 /// Takes a snapshot covering events before `covers`: starts a new journal file at
-/// `covers`, writes the snapshot, then removes the journal files and snapshots it
-/// makes redundant. Returns the snapshot's path.
+/// `covers`, writes the snapshot, reads it back whole, and only then removes what the
+/// snapshot *before* it made redundant. So the previous snapshot and every journal file
+/// from it on stay: one damaged or deleted snapshot falls back to the one before.
+/// Returns the snapshot's path.
 pub fn snapshot(
     seg: &Segment,
     dir: &Path,
@@ -156,11 +190,21 @@ pub fn snapshot(
     }
     write_snapshot(seg, dir, covers, recent)?;
     let path = store::snapshot_path(dir, covers);
+    if let Err(e) = store::read_snapshot(&path, &mut state::State::new(0)) {
+        let why = match e {
+            store::SnapshotProblem::Skip(why) => why,
+            store::SnapshotProblem::Version { .. } => "another version".to_string(),
+        };
+        let _ = std::fs::remove_file(&path);
+        return Err(format!("snapshot {} did not read back ({why}); removed it, kept everything older", path.display()));
+    }
     let (journals, snapshots) = store::list(dir).map_err(|e| e.to_string())?;
-    for (s, p) in journals.iter().filter(|(s, _)| *s < covers) {
+    // The newest snapshot older than this one stays, with the journals it needs.
+    let keep_from = snapshots.iter().map(|(s, _)| *s).filter(|s| *s < covers).max().unwrap_or(covers);
+    for (s, p) in journals.iter().filter(|(s, _)| *s < keep_from) {
         std::fs::remove_file(p).map_err(|e| format!("removing {} (seq {s}): {e}", p.display()))?;
     }
-    for (_, p) in snapshots.iter().filter(|(s, _)| *s < covers) {
+    for (_, p) in snapshots.iter().filter(|(s, _)| *s < keep_from) {
         let _ = std::fs::remove_file(p);
     }
     Ok(path)
@@ -172,6 +216,8 @@ pub fn snapshot(
 pub fn write_snapshot(seg: &Segment, dir: &Path, covers: u64, recent: &VecDeque<EventRecord>) -> Result<(), String> {
     let mut records: Vec<Record> = recent.iter().filter(|e| e.seq < covers).map(|e| Record::Event(*e)).collect();
     records.extend(capture(seg)?);
+    // The reservation travels with the snapshot: the journal files holding it go.
+    records.push(Record::Reserve { upto: seg.seq_reserved() });
     store::write_snapshot(dir, covers, &records).map_err(|e| format!("writing snapshot: {e}"))?;
     Ok(())
 }
@@ -199,8 +245,17 @@ pub fn run(
     let mut last_sync = Instant::now();
     let mut snapshots_done = seg.snapshots_done();
     let mut last_snapshot_failure: Option<Instant> = None;
+    let capacity = seg.capacities().events as u64;
+    let (stale, nap) = (cfg.heartbeat_stale(), cfg.nap());
     loop {
+        seg.journal_beat(stale);
         let stopping = stop.load(Ordering::Acquire);
+        // Keep the reservation ahead of the producers (the tail counts those waiting).
+        if seg.seq_reserved() < seg.ring_tail() + RESERVE_RENEW * capacity {
+            let upto = seg.ring_tail() + RESERVE_AHEAD * capacity;
+            reserve(&mut file, upto)?;
+            seg.publish_reservation(upto);
+        }
         buf.clear();
         let mut n = 0;
         while n < BATCH {
@@ -262,10 +317,6 @@ pub fn run(
             return Ok(());
         }
         if n == 0 {
-            let nap = match cfg.policy {
-                Durability::Batch => cfg.interval.min(Duration::from_millis(5)),
-                _ => Duration::from_millis(5),
-            };
             seg.journal_sleep(nap);
         }
     }

@@ -27,6 +27,9 @@ pub struct State {
     pub missed: u64,
     /// Records applied.
     pub records: u64,
+    /// The highest sequence reservation on disk: every sequence ever handed out lies
+    /// below it.
+    pub reserved: u64,
 }
 
 impl State {
@@ -76,7 +79,15 @@ impl State {
             Record::Set { uuid, adds, tombstones } => {
                 self.sets.insert(uuid, worknode::OrSetState::from_parts(adds, tombstones));
             }
+            Record::Reserve { upto } => self.reserved = self.reserved.max(upto),
         }
+    }
+
+    /// Where a rebuilt segment's sequence numbers continue: past every event seen and
+    /// every reservation, so no number an earlier run handed out (even one whose event
+    /// never reached the disk) is given to another event.
+    pub fn resume_seq(&self) -> u64 {
+        self.next_seq.max(self.reserved)
     }
 
     /// Writes the state into `seg` (made with `Segment::create_for_restore`) and opens it.
@@ -94,6 +105,18 @@ impl State {
         }
         for (index, (generation, rec)) in &by_slot {
             seg.restore_node(*index, *generation, rec).map_err(|e| format!("node in slot {index}: {e}"))?;
+        }
+        // Only a salvage without any snapshot can lack these (recovery refuses otherwise).
+        let root = match by_slot.get(&0) {
+            Some((generation, _)) => worknode::Handle { index: 0, generation: *generation },
+            None => seg.restore_new_container(0, None, "root").map_err(|e| format!("a new root: {e}"))?,
+        };
+        let is_agents = |r: &NodeRecord| {
+            r.kind == worknode::NodeKind::Container as u8 && r.parent == root.to_raw() && &r.name[..usize::from(r.name_len)] == b"agents"
+        };
+        if !by_slot.values().any(|(_, r)| is_agents(r)) {
+            let free = (1..seg.capacities().nodes).find(|i| !by_slot.contains_key(i)).ok_or("no free slot for /agents")?;
+            seg.restore_new_container(free, Some(root), "agents").map_err(|e| format!("a new /agents: {e}"))?;
         }
         for (uuid, content) in &self.docs {
             if let Some((index, generation, _)) = self.nodes.get(uuid) {
@@ -113,7 +136,7 @@ impl State {
             seg.restore_agent(*index, slot).map_err(|e| format!("agent in slot {index}: {e}"))?;
         }
         let events: Vec<EventRecord> = self.events.iter().copied().collect();
-        seg.restore_events(&events, self.next_seq).map_err(|e| format!("events: {e}"))?;
+        seg.restore_events(&events, self.resume_seq()).map_err(|e| format!("events: {e}"))?;
         // Later stamps must order after everything restored, even if the wall clock
         // stepped back across the restart.
         let newest =

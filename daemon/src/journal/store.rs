@@ -5,6 +5,7 @@ use super::format::{self, Damage, HeaderError, Record, JOURNAL_MAGIC, SNAPSHOT_M
 use super::state::State;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Why recovery stopped.
@@ -16,6 +17,13 @@ pub enum RecoverError {
     Version { path: PathBuf, layout: u32, format: u32 },
     /// A record in the middle of the journal is damaged.
     Corrupt { path: PathBuf, damage: Damage },
+    /// Events between two journal files are missing (a file was deleted).
+    Gap { path: PathBuf, expected: u64, first: u64 },
+    /// Journals exist but no snapshot can be read: the journal alone cannot rebuild
+    /// what was made before it (the root among it).
+    NoSnapshot { first_journal: u64, damaged: Vec<String> },
+    /// The data directory is not this user's, or others may read it.
+    Unsafe(String),
 }
 
 impl std::fmt::Display for RecoverError {
@@ -24,18 +32,34 @@ impl std::fmt::Display for RecoverError {
             RecoverError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             RecoverError::Version { path, layout, format } => write!(
                 f,
-                "{} was written by layout version {layout} / format {format}, this daemon reads layout {} / format {}; use the daemon version that wrote it, or move the data directory aside",
+                "{} was written by record layout {layout} / format {format}, this daemon reads layout {} / formats {}-{}; use the daemon version that wrote it, or move the data directory aside",
                 path.display(),
-                worknode::layout::LAYOUT_VERSION,
+                format::RECORDS_LAYOUT,
+                format::FORMAT_VERSION_MIN,
                 format::FORMAT_VERSION
             ),
             RecoverError::Corrupt { path, damage } => write!(
                 f,
-                "{} is damaged at byte {}: {}; records after it cannot be trusted. Restore the file from a backup, or start with --salvage to keep everything before that point",
+                "{} is damaged at byte {}: {}{}; it is not a torn final write, so nothing was cut. Restore the file from a backup, or start with --salvage to keep every valid record (the damaged file is kept beside it as .damaged)",
                 path.display(),
                 damage.offset,
-                damage.why
+                damage.why,
+                match damage.next_valid {
+                    Some(n) => format!(", and valid records follow from byte {n}"),
+                    None => ", and it could not be shown that nothing valid follows".to_string(),
+                }
             ),
+            RecoverError::Gap { path, expected, first } => write!(
+                f,
+                "events {expected}..{first} are missing: {} starts at event {first} but the files before it end at {expected} (a journal file was deleted or moved). Put the missing file back, or start with --salvage to rebuild without those events",
+                path.display()
+            ),
+            RecoverError::NoSnapshot { first_journal, damaged } => write!(
+                f,
+                "no snapshot can be read ({}), and the journals start at event {first_journal}: they cannot rebuild what was made before it. Restore a snapshot-*.wns file from a backup, or start with --salvage to rebuild what the journals hold under a new root",
+                if damaged.is_empty() { "none is present".to_string() } else { damaged.join("; ") }
+            ),
+            RecoverError::Unsafe(why) => write!(f, "{why}"),
         }
     }
 }
@@ -77,7 +101,7 @@ pub fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 /// Why a snapshot was not used.
-enum SnapshotProblem {
+pub enum SnapshotProblem {
     /// Incomplete or damaged: an older snapshot may serve.
     Skip(String),
     /// Written by another layout or format version: refuse, never misread or skip.
@@ -85,13 +109,14 @@ enum SnapshotProblem {
 }
 
 /// Reads a snapshot whole.
-fn read_snapshot(path: &Path, state: &mut State) -> Result<u64, SnapshotProblem> {
+pub fn read_snapshot(path: &Path, state: &mut State) -> Result<u64, SnapshotProblem> {
     use SnapshotProblem::Skip;
     let bytes = fs::read(path).map_err(|e| Skip(e.to_string()))?;
     match format::read_header(&bytes, SNAPSHOT_MAGIC) {
         Ok(_) => {}
         Err(HeaderError::Version { layout, format }) => return Err(SnapshotProblem::Version { layout, format }),
-        Err(e) => return Err(Skip(format!("{e:?}"))),
+        Err(HeaderError::Short) => return Err(Skip("the header is cut short".into())),
+        Err(HeaderError::Magic) => return Err(Skip("not a snapshot file".into())),
     }
     let mut records = Vec::new();
     let mut end = None;
@@ -121,18 +146,28 @@ pub struct Recovered {
     pub journals: usize,
     /// Warnings (torn tails cut, snapshots skipped, salvaged damage).
     pub warnings: Vec<String>,
+    /// Files `--salvage` read around damage. The daemon moves them aside (`.damaged`)
+    /// once a new snapshot holds what was kept of them.
+    pub damaged: Vec<PathBuf>,
 }
 
-/// Rebuilds the state from the newest valid snapshot plus the journal after it. A torn
-/// tail of the last journal is cut (the file truncated, with a warning naming the
-/// offset); damage anywhere else stops recovery unless `salvage`, which keeps what is
-/// valid before the damage and drops the rest (files after it are renamed `.damaged`).
+/// Rebuilds the state from the newest snapshot that reads back whole (falling back to
+/// older ones: a snapshot is deleted only once a newer one has been verified) plus the
+/// journal files after it, checked to follow on without a gap.
+///
+/// A torn tail of the last journal — a bad final record with nothing valid after it —
+/// is cut (the file truncated, with a warning naming the offset). Anything else is
+/// corruption and stops recovery, naming the file and byte, unless `salvage`: then
+/// every valid record is kept (the scan resumes at the next valid record after each
+/// damaged span) and the damaged files are listed for the daemon to move aside.
 pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovered, RecoverError> {
     let (journals, snapshots) = list(dir).map_err(io(dir))?;
     let mut warnings = Vec::new();
+    let mut damaged = Vec::new();
     let mut state = State::new(keep_events);
     let mut covers = 0;
     let mut snapshot = None;
+    let mut unreadable = Vec::new();
     for (_, path) in snapshots.iter().rev() {
         let mut s = State::new(keep_events);
         match read_snapshot(path, &mut s) {
@@ -142,74 +177,150 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
                 snapshot = Some(path.clone());
                 break;
             }
-            Err(SnapshotProblem::Skip(why)) => warnings.push(format!("skipping snapshot {}: {why}", path.display())),
+            Err(SnapshotProblem::Skip(why)) => {
+                warnings.push(format!("snapshot {} cannot be used ({why}); falling back to an older one", path.display()));
+                unreadable.push(format!("{}: {why}", path.display()));
+            }
             Err(SnapshotProblem::Version { layout, format }) => {
                 return Err(RecoverError::Version { path: path.clone(), layout, format })
             }
         }
     }
     let replay: Vec<&(u64, PathBuf)> = journals.iter().filter(|(s, _)| snapshot.is_none() || *s >= covers).collect();
+    if snapshot.is_none() && (!replay.is_empty() || !unreadable.is_empty()) {
+        let first_journal = replay.first().map_or(0, |(s, _)| *s);
+        if !salvage {
+            return Err(RecoverError::NoSnapshot { first_journal, damaged: unreadable });
+        }
+        warnings.push(format!(
+            "salvage: no snapshot can be read; rebuilding from the journals (from event {first_journal}) alone"
+        ));
+    }
     let mut replayed = 0;
-    for (i, (_, path)) in replay.iter().enumerate() {
+    let mut expected = snapshot.as_ref().map(|_| covers);
+    for (i, (first, path)) in replay.iter().enumerate() {
         let bytes = fs::read(path).map_err(io(path))?;
+        let last = i + 1 == replay.len();
         match format::read_header(&bytes, JOURNAL_MAGIC) {
             Ok(_) => {}
             Err(HeaderError::Version { layout, format }) => {
                 return Err(RecoverError::Version { path: path.clone(), layout, format })
             }
-            Err(HeaderError::Short) if i + 1 == replay.len() => {
+            Err(HeaderError::Short) if last => {
                 warnings.push(format!("{}: header cut short (torn at creation); removing it", path.display()));
                 fs::remove_file(path).map_err(io(path))?;
                 continue;
             }
             Err(e) => {
-                return Err(RecoverError::Corrupt {
-                    path: path.clone(),
-                    damage: Damage {
-                        offset: 0,
-                        torn_tail: false,
-                        why: if e == HeaderError::Magic { "not a journal file" } else { "header cut short" },
-                    },
-                })
+                let why = if e == HeaderError::Magic { "not a journal file" } else { "header cut short" };
+                let damage = Damage { offset: 0, torn_tail: false, next_valid: None, why };
+                if !salvage {
+                    return Err(RecoverError::Corrupt { path: path.clone(), damage });
+                }
+                warnings.push(format!("salvage: {}: {why}; skipping the file", path.display()));
+                damaged.push(path.clone());
+                continue;
             }
         }
+        if let Some(want) = expected {
+            if *first > want.max(state.next_seq) {
+                let err = RecoverError::Gap { path: path.clone(), expected: want.max(state.next_seq), first: *first };
+                if !salvage {
+                    return Err(err);
+                }
+                warnings.push(format!("salvage: {err}"));
+            }
+        }
+        expected = Some(*first);
         replayed += 1;
-        let last = i + 1 == replay.len();
-        match format::scan(&bytes, |_, r| state.apply(r)) {
-            Ok(_) => {}
-            // A torn final write may also leave zeros after the last good record (a later
-            // page of the batch reached the disk, an earlier one did not).
-            Err(d) if (last && (d.torn_tail || bytes[d.offset as usize..].iter().all(|b| *b == 0))) || salvage => {
-                warnings.push(format!(
-                    "{}: {} at byte {}; cutting the file there ({} bytes dropped){}",
-                    path.display(),
-                    d.why,
-                    d.offset,
-                    bytes.len() as u64 - d.offset,
-                    if d.torn_tail && last { " — a torn final write" } else { " — salvaged" }
-                ));
-                OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .and_then(|f| f.set_len(d.offset).and_then(|_| f.sync_all()))
-                    .map_err(io(path))?;
-                if !last {
-                    for (_, later) in &replay[i + 1..] {
-                        let aside = later.with_extension("wnj.damaged");
-                        fs::rename(later, &aside).map_err(io(later))?;
-                        warnings.push(format!(
-                            "{}: moved aside to {} (after salvaged damage)",
-                            later.display(),
-                            aside.display()
-                        ));
-                    }
+        let mut from = format::HEADER_LEN;
+        loop {
+            match format::scan_from(&bytes, from, |_, r| state.apply(r)) {
+                Ok(_) => break,
+                Err(d) if last && d.torn_tail => {
+                    warnings.push(format!(
+                        "{}: {} at byte {}, and nothing valid after it: a torn final write; cutting the file there ({} bytes dropped)",
+                        path.display(),
+                        d.why,
+                        d.offset,
+                        bytes.len() as u64 - d.offset,
+                    ));
+                    OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .and_then(|f| f.set_len(d.offset).and_then(|_| f.sync_all()))
+                        .map_err(io(path))?;
                     break;
                 }
+                Err(d) if salvage => {
+                    let resume = d.next_valid.map(|n| n as usize);
+                    warnings.push(format!(
+                        "salvage: {}: {} at byte {}; {}",
+                        path.display(),
+                        d.why,
+                        d.offset,
+                        match resume {
+                            Some(n) => format!("skipping {} bytes to the next valid record at byte {n}", n as u64 - d.offset),
+                            None => format!("dropping the {} bytes after it", bytes.len() as u64 - d.offset),
+                        }
+                    ));
+                    if !damaged.contains(*&path) {
+                        damaged.push(path.clone());
+                    }
+                    match resume {
+                        Some(n) => from = n,
+                        None => break,
+                    }
+                }
+                Err(damage) => return Err(RecoverError::Corrupt { path: path.to_path_buf(), damage }),
             }
-            Err(damage) => return Err(RecoverError::Corrupt { path: path.to_path_buf(), damage }),
         }
     }
-    Ok(Recovered { state, snapshot, journals: replayed, warnings })
+    Ok(Recovered { state, snapshot, journals: replayed, warnings, damaged })
+}
+
+/// Makes `dir` the daemon's private data directory: created 0700 if missing (parents
+/// too), refused if it is not a directory or not this user's, and narrowed to 0700 (and
+/// the journal and snapshot files in it to 0600) if an older version left it wider.
+/// Returns the warnings for what it narrowed.
+pub fn ensure_private_dir(dir: &Path) -> Result<Vec<String>, RecoverError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let mut warnings = Vec::new();
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
+    let meta = fs::metadata(dir).map_err(io(dir))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() {
+        return Err(RecoverError::Unsafe(format!("data directory {} is not a directory", dir.display())));
+    }
+    if meta.uid() != me {
+        return Err(RecoverError::Unsafe(format!(
+            "data directory {} belongs to uid {} (mode {:o}), not to this daemon's uid {me}; use a directory of your own (--data-dir)",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+        warnings.push(format!("data directory {} was mode {:o}; narrowed to 700", dir.display(), meta.mode() & 0o7777));
+    }
+    let (journals, snapshots) = list(dir).map_err(io(dir))?;
+    for (_, path) in journals.iter().chain(&snapshots) {
+        let m = fs::symlink_metadata(path).map_err(io(path))?;
+        if m.uid() != me || !m.is_file() {
+            return Err(RecoverError::Unsafe(format!(
+                "{} is not a regular file of uid {me} (uid {}, mode {:o}); remove it or use another --data-dir",
+                path.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            )));
+        }
+        if m.mode() & 0o077 != 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+            warnings.push(format!("{} was mode {:o}; narrowed to 600", path.display(), m.mode() & 0o7777));
+        }
+    }
+    Ok(warnings)
 }
 
 /// fsyncs a directory, so a created or renamed file's name is durable too.
@@ -244,7 +355,7 @@ impl JournalFile {
     /// Starts a new journal file at `seq`.
     pub fn create(dir: &Path, seq: u64) -> std::io::Result<JournalFile> {
         let path = journal_path(dir, seq);
-        let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+        let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&path)?;
         let mut head = Vec::new();
         format::header(&mut head, JOURNAL_MAGIC, seq);
         file.write_all(&head)?;
@@ -277,7 +388,7 @@ pub fn write_snapshot(dir: &Path, covers_seq: u64, records: &[Record]) -> std::i
     format::encode(&mut buf, &Record::SnapshotEnd { covers_seq, records: records.len() as u64 });
     let path = snapshot_path(dir, covers_seq);
     let tmp = path.with_extension("wns.tmp");
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&tmp)?;
+    let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
     f.write_all(&buf)?;
     f.sync_all()?;
     fs::rename(&tmp, &path)?;
