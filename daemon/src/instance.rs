@@ -53,18 +53,6 @@ impl std::fmt::Display for LockError {
     }
 }
 
-/// The private runtime directory of the daemons of user `uid`.
-pub fn runtime_dir(uid: u32) -> PathBuf {
-    if uid == 0 && std::path::Path::new("/run").is_dir() {
-        return PathBuf::from("/run/worknode");
-    }
-    let user_run = PathBuf::from(format!("/run/user/{uid}"));
-    match std::fs::metadata(&user_run) {
-        Ok(m) if m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == uid => user_run.join("worknode"),
-        _ => PathBuf::from(format!("/dev/shm/.worknode-{uid}")),
-    }
-}
-
 /// Refuses a file or directory that is not `uid`'s, or that others may write.
 fn check_private(path: &std::path::Path, st: &nix::sys::stat::FileStat, uid: u32) -> Result<(), LockError> {
     let mode = st.st_mode & 0o7777;
@@ -76,7 +64,7 @@ fn check_private(path: &std::path::Path, st: &nix::sys::stat::FileStat, uid: u32
 
 /// Opens (making it 0700 if missing) the runtime directory, without following links.
 fn open_runtime_dir(uid: u32) -> Result<(OwnedFd, PathBuf), LockError> {
-    let dir = runtime_dir(uid);
+    let dir = worknode::runtime_dir(uid);
     let io = |e: nix::errno::Errno| LockError::Io(dir.clone(), e.into());
     match nix::unistd::mkdir(&dir, Mode::from_bits_truncate(0o700)) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => {}

@@ -82,7 +82,7 @@ pub use segment::{
     SEGMENT_ENV,
 };
 pub use session::{session_socket_addr, session_socket_name, Session};
-pub use sys::{effective_uid, process_start_ticks, shm_path, validate_name, OwnerTag};
+pub use sys::{effective_uid, process_start_ticks, runtime_dir, shm_path, validate_name, OwnerTag};
 
 /// Internals exposed for the loom model tests only (`--cfg loom`).
 #[cfg(loom)]

@@ -93,6 +93,21 @@ pub(crate) fn owner_and_mode(file: &File) -> Result<(u32, u32), Errno> {
     Ok((st.st_uid, st.st_mode & 0o7777))
 }
 
+/// The private runtime directory of user `uid`'s daemons, where only that user can
+/// create files (the daemon keeps its instance lock there): `/run/worknode` for root,
+/// `/run/user/UID/worknode` where the login manager made `/run/user/UID`, else
+/// `/dev/shm/.worknode-UID` (which the daemon refuses if another user made it).
+pub fn runtime_dir(uid: u32) -> PathBuf {
+    if uid == 0 && std::path::Path::new("/run").is_dir() {
+        return PathBuf::from("/run/worknode");
+    }
+    let user_run = PathBuf::from(format!("/run/user/{uid}"));
+    match std::fs::metadata(&user_run) {
+        Ok(m) if m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == uid => user_run.join("worknode"),
+        _ => PathBuf::from(format!("/dev/shm/.worknode-{uid}")),
+    }
+}
+
 /// This process's effective uid: the user whose segments it trusts.
 pub fn effective_uid() -> u32 {
     nix::unistd::geteuid().as_raw()

@@ -79,10 +79,10 @@ pub fn unique_name(test: &str) -> String {
     name
 }
 
-/// Path of the daemon's instance lock file for a segment (`worknoded` keeps it at
-/// `/dev/shm/.worknode-NAME.lock`).
+/// Path of the daemon's instance lock file for a segment (`worknoded` keeps it in its
+/// user's private runtime directory, [`worknode::runtime_dir`]).
 pub fn lock_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/.worknode-{name}.lock"))
+    worknode::runtime_dir(worknode::effective_uid()).join(format!("{name}.lock"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -415,7 +415,7 @@ pub fn handles_from_env(name: &str) -> Vec<worknode::Handle> {
 
 /// Owns a test's segment name. When dropped (on success or panic) it kills every
 /// process it spawned that still runs, unlinks `/dev/shm/NAME` and removes the daemon's
-/// lock file `/dev/shm/.worknode-NAME.lock`; missing files are not an error.
+/// lock file ([`lock_path`]); missing files are not an error.
 pub struct SegmentGuard {
     name: String,
     spawned: Mutex<Vec<OwnerTag>>,

@@ -52,6 +52,11 @@ impl Daemon {
 
     /// Starts `worknoded` with `caps`.
     pub fn start_with(test: &str, caps: Capacities) -> Daemon {
+        Daemon::start_with_args(test, caps, &[])
+    }
+
+    /// Starts `worknoded` with `caps` and `extra` flags.
+    pub fn start_with_args(test: &str, caps: Capacities, extra: &[&str]) -> Daemon {
         let guard = SegmentGuard::new(test);
         let data_dir = std::env::temp_dir().join(format!("wn-test-data-{}", guard.name()));
         let mut cmd = Command::new(daemon_bin());
@@ -61,6 +66,7 @@ impl Daemon {
             .args(["--events", &caps.events.to_string()])
             .args(["--agents", &caps.agents.to_string()])
             .args(["--blob-chunks", &caps.blob_chunks.to_string()])
+            .args(extra)
             .env_remove("WORKNODE_SEGMENT")
             // The journal (when the daemon keeps one) goes to a private directory.
             .env("WORKNODE_DATA_DIR", &data_dir);
