@@ -70,8 +70,8 @@ fn open_runtime_dir(uid: u32) -> Result<(OwnedFd, PathBuf), LockError> {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
         Err(e) => return Err(io(e)),
     }
-    let fd = nix::fcntl::open(&dir, OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| match e {
+    let fd = nix::fcntl::open(&dir, OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).map_err(
+        |e| match e {
             // O_NOFOLLOW on a symlink, or O_DIRECTORY on a file: someone put it there.
             nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => LockError::Untrusted {
                 path: dir.clone(),
@@ -80,7 +80,8 @@ fn open_runtime_dir(uid: u32) -> Result<(OwnedFd, PathBuf), LockError> {
                 uid,
             },
             e => io(e),
-        })?;
+        },
+    )?;
     let st = fstat(&fd).map_err(io)?;
     check_private(&dir, &st, uid)?;
     if st.st_mode & 0o077 != 0 {

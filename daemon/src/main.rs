@@ -213,7 +213,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
         }
         file.append(&buf).map_err(|e| fail(format!("journal write: {e}")))?;
         let base = from.max(seg.ring_tail()).max(reserved_on_disk).max(seg.seq_reserved());
-        let upto = base + journal::RESERVE_AHEAD * seg.capacities().events as u64;
+        let upto = base + journal::reserve_ahead(seg.capacities().events as u64);
         journal::reserve(&mut file, upto).map_err(fail)?;
         seg.set_durability(cfg.policy, from, upto, cfg.heartbeat_stale());
         Ok(())
@@ -221,12 +221,12 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
     // Salvaged files are moved aside once a snapshot holds what was kept of them.
     let set_aside_damaged = || {
         for path in recovered.iter().flat_map(|r| &r.damaged) {
-            let aside = path.with_extension(format!(
-                "{}.damaged",
-                path.extension().and_then(|e| e.to_str()).unwrap_or("")
-            ));
+            let aside =
+                path.with_extension(format!("{}.damaged", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
             match std::fs::rename(path, &aside) {
-                Ok(()) => eprintln!("worknoded: warning: salvage: moved {} aside to {}", path.display(), aside.display()),
+                Ok(()) => {
+                    eprintln!("worknoded: warning: salvage: moved {} aside to {}", path.display(), aside.display())
+                }
                 Err(e) => eprintln!("worknoded: warning: salvage: could not move {} aside: {e}", path.display()),
             }
         }

@@ -78,8 +78,8 @@ pub use query::{Query, QueryStats, Rollup};
 pub use restore::RestoreStats;
 pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER, SPIN_WINDOW};
 pub use segment::{
-    default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT, MODE_ALLOWED,
-    SEGMENT_ENV,
+    default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT,
+    MODE_ALLOWED, SEGMENT_ENV,
 };
 pub use session::{session_socket_addr, session_socket_name, Session};
 pub use sys::{effective_uid, process_start_ticks, runtime_dir, shm_path, validate_name, OwnerTag};

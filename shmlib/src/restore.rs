@@ -130,9 +130,11 @@ impl Segment {
     /// under `parent` (the root: slot 0, no parent).
     pub fn restore_new_container(&self, index: u32, parent: Option<Handle>, name: &str) -> Result<Handle, PoolError> {
         self.require_restoring()?;
-        let rec = crate::node::NewNode::new(NodeKind::Container, name)
-            .status(crate::node::Status::Ready)
-            .to_record(uuid::Uuid::now_v7(), parent, self.now())?;
+        let rec = crate::node::NewNode::new(NodeKind::Container, name).status(crate::node::Status::Ready).to_record(
+            uuid::Uuid::now_v7(),
+            parent,
+            self.now(),
+        )?;
         self.restore_node(index, 1, &rec)?;
         Ok(Handle { index, generation: 1 })
     }

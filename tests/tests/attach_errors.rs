@@ -77,6 +77,17 @@ fn child_entry() {
                 "ro": error_json(Segment::attach(&name, Access::ReadOnly)),
             })
         }
+        "plant_segment" => {
+            // Another user plants a valid-looking segment under the victim's name, then
+            // opens it to everyone.
+            let name = env_str(SEGMENT_ENV);
+            let seg = Segment::create(&name, &small(), 0o644).expect("plant a segment");
+            seg.add(seg.root(), &NewNode::new(NodeKind::Task, "forged")).expect("forge a task");
+            std::mem::forget(seg);
+            std::fs::set_permissions(worknode::shm_path(&name), std::fs::Permissions::from_mode(0o666))
+                .expect("chmod 666");
+            json!({ "uid": current_uid() })
+        }
         other => panic!("unknown role {other}"),
     })
 }
@@ -262,9 +273,80 @@ fn another_users_private_segment_is_permission_denied() {
     let msg = r["rw"]["display"].as_str().unwrap();
     assert!(msg.contains("run as the daemon's user") && msg.contains("attach read-only"), "{msg}");
 
-    // Mode 0644: others may attach read-only, not read-write.
+    // Mode 0644: the mode would let others read it, but a segment of another user is
+    // never trusted, not even read-only (its owner could forge anything in it).
     std::fs::set_permissions(g.shm_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let r = attach_as_nobody(&g);
     assert_eq!(r["rw"]["debug"], want_rw.as_str(), "{r}");
-    assert_eq!(r["ro"]["ok"], true, "{r}");
+    let foreign = AttachError::ForeignOwner { name: g.name().to_string(), owner: 0, mode: 0o644, expected: NOBODY };
+    assert_eq!(r["ro"]["debug"], format!("{foreign:?}").as_str(), "{r}");
+}
+
+/// Whether uid `nobody` can run this test binary (as root, a child drops to it).
+fn nobody_can_run_this_binary() -> bool {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().skip(1).all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+        && std::fs::metadata(&exe).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005)
+}
+
+/// A segment planted by another user (a real process of uid `nobody`, mode 666) is
+/// refused by every door, naming owner and mode: attach read-write and read-only, the
+/// daemon's adoption (exit 1, nothing overwritten), and `wn` (exit 6). A segment of our
+/// own whose mode lets others write is refused too.
+#[test]
+fn a_planted_or_world_writable_segment_is_refused_at_every_door() {
+    if current_uid() != 0 || !nobody_can_run_this_binary() {
+        println!("SKIPPED: needs root (to run a planter as uid {NOBODY}) and a binary {NOBODY} can run");
+        return;
+    }
+    let g = SegmentGuard::new("planted");
+    let mut cmd = role_command("plant_segment");
+    cmd.env(SEGMENT_ENV, g.name()).uid(NOBODY).gid(NOBODY);
+    let mut planter = g.spawn(cmd, "plant_segment");
+    assert_eq!(planter.expect_report(CHILD_TIMEOUT)["uid"], NOBODY);
+    let meta = std::fs::metadata(g.shm_path()).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (NOBODY, 0o666), "the planted segment");
+    let want = AttachError::ForeignOwner { name: g.name().to_string(), owner: NOBODY, mode: 0o666, expected: 0 };
+    for access in [Access::ReadWrite, Access::ReadOnly] {
+        let e = attach_err(g.name(), access);
+        assert_eq!(e, want, "{access:?}");
+        assert!(e.to_string().contains("uid 65534") && e.to_string().contains("666"), "{e}");
+    }
+    let before = std::fs::read(g.shm_path()).unwrap();
+    let mut d = g.spawn_daemon(&[
+        "--fsync",
+        "off",
+        "--nodes",
+        "64",
+        "--events",
+        "64",
+        "--agents",
+        "4",
+        "--blob-chunks",
+        "2",
+        "--sets",
+        "2",
+    ]);
+    let status = d.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "the daemon refuses to adopt it\n{}", d.transcript());
+    let err = d.output(worknode_tests::Stream::Stderr);
+    assert!(err.contains("owned by uid 65534") && err.contains("mode 666"), "{err}");
+    assert_eq!(std::fs::read(g.shm_path()).unwrap(), before, "the refused segment is left as it was");
+    let wn = std::process::Command::new(worknode_tests::wn_bin())
+        .args(["--segment", g.name(), "ls"])
+        .output()
+        .expect("run wn");
+    assert_eq!(wn.status.code(), Some(6), "{wn:?}");
+    assert!(wn.stdout.is_empty() && String::from_utf8_lossy(&wn.stderr).contains("uid 65534"), "{wn:?}");
+
+    // Our own segment, opened to everyone's writes behind the daemon's back.
+    let own = SegmentGuard::new("world-writable");
+    let _seg = Segment::create(own.name(), &small(), 0o600).unwrap();
+    std::fs::set_permissions(own.shm_path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = attach_err(own.name(), Access::ReadOnly);
+    assert_eq!(e, AttachError::UnsafeMode { name: own.name().to_string(), owner: 0, mode: 0o666 });
+    // And the library never creates one.
+    let wide = SegmentGuard::new("create-666");
+    assert!(matches!(Segment::create(wide.name(), &small(), 0o666), Err(AttachError::UnsafeMode { .. })));
+    assert!(!wide.shm_path().exists());
 }

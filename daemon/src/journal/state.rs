@@ -112,10 +112,13 @@ impl State {
             None => seg.restore_new_container(0, None, "root").map_err(|e| format!("a new root: {e}"))?,
         };
         let is_agents = |r: &NodeRecord| {
-            r.kind == worknode::NodeKind::Container as u8 && r.parent == root.to_raw() && &r.name[..usize::from(r.name_len)] == b"agents"
+            r.kind == worknode::NodeKind::Container as u8
+                && r.parent == root.to_raw()
+                && &r.name[..usize::from(r.name_len)] == b"agents"
         };
         if !by_slot.values().any(|(_, r)| is_agents(r)) {
-            let free = (1..seg.capacities().nodes).find(|i| !by_slot.contains_key(i)).ok_or("no free slot for /agents")?;
+            let free =
+                (1..seg.capacities().nodes).find(|i| !by_slot.contains_key(i)).ok_or("no free slot for /agents")?;
             seg.restore_new_container(free, Some(root), "agents").map_err(|e| format!("a new /agents: {e}"))?;
         }
         for (uuid, content) in &self.docs {

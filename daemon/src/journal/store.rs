@@ -32,7 +32,7 @@ impl std::fmt::Display for RecoverError {
             RecoverError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             RecoverError::Version { path, layout, format } => write!(
                 f,
-                "{} was written by record layout {layout} / format {format}, this daemon reads layout {} / formats {}-{}; use the daemon version that wrote it, or move the data directory aside",
+                "{} was written by layout version {layout} / format {format}, this daemon reads layout version {} / formats {}-{}; use the daemon version that wrote it, or move the data directory aside",
                 path.display(),
                 format::RECORDS_LAYOUT,
                 format::FORMAT_VERSION_MIN,
@@ -178,7 +178,8 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
                 break;
             }
             Err(SnapshotProblem::Skip(why)) => {
-                warnings.push(format!("snapshot {} cannot be used ({why}); falling back to an older one", path.display()));
+                warnings
+                    .push(format!("snapshot {} cannot be used ({why}); falling back to an older one", path.display()));
                 unreadable.push(format!("{}: {why}", path.display()));
             }
             Err(SnapshotProblem::Version { layout, format }) => {
@@ -260,7 +261,8 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
                         d.why,
                         d.offset,
                         match resume {
-                            Some(n) => format!("skipping {} bytes to the next valid record at byte {n}", n as u64 - d.offset),
+                            Some(n) =>
+                                format!("skipping {} bytes to the next valid record at byte {n}", n as u64 - d.offset),
                             None => format!("dropping the {} bytes after it", bytes.len() as u64 - d.offset),
                         }
                     ));
