@@ -6,12 +6,7 @@
 //! with `O_EXCL` and an explicit mode, adoption of a valid segment left by a crashed
 //! daemon, and an orderly shutdown.
 
-mod instance;
-mod journal;
-mod sessions;
-
 use clap::Parser;
-use instance::InstanceLock;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -19,6 +14,8 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 use worknode::{AttachError, Capacities, Segment};
+use worknoded::instance::{self, InstanceLock};
+use worknoded::{journal, sessions};
 
 /// Run the Worknode daemon for one shared-memory segment.
 ///

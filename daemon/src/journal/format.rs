@@ -406,6 +406,120 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_length_in_the_middle_is_corruption_with_the_next_record_named() {
+        let mut b = sample();
+        let mut offsets = Vec::new();
+        scan(&b, |at, _| offsets.push(at as usize)).unwrap();
+        // The first record claims to run to the end of the file: once the sign of a torn
+        // tail, but a valid record follows, so it is damage in the middle.
+        let rest = (b.len() - offsets[0] - RECORD_OVERHEAD) as u32;
+        b[offsets[0]..offsets[0] + 4].copy_from_slice(&rest.to_le_bytes());
+        let d = scan(&b, |_, _| {}).unwrap_err();
+        assert_eq!(d.offset, offsets[0] as u64);
+        assert!(!d.torn_tail);
+        assert_eq!(d.next_valid, Some(offsets[1] as u64));
+        // Salvage resumes there and reads the rest.
+        let mut n = 0;
+        assert_eq!(scan_from(&b, offsets[1], |_, _| n += 1), Ok(b.len() as u64));
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_a_torn_tail() {
+        let mut b = sample();
+        let end = b.len();
+        b.extend_from_slice(&[0u8; 4096]);
+        let d = scan(&b, |_, _| {}).unwrap_err();
+        assert_eq!((d.offset, d.torn_tail, d.next_valid), (end as u64, true, None));
+    }
+
+    /// Random records, for the properties below.
+    fn journal_of(events: &[(u64, u8)]) -> (Vec<u8>, Vec<usize>) {
+        let mut b = Vec::new();
+        header(&mut b, JOURNAL_MAGIC, 0);
+        let mut starts = Vec::new();
+        for (i, (seq, kind)) in events.iter().enumerate() {
+            starts.push(b.len());
+            let r = match kind % 4 {
+                0 => {
+                    let mut e = EventRecord::zeroed();
+                    e.seq = *seq;
+                    Record::Event(e)
+                }
+                1 => Record::NodeGone { uuid: [*kind; 16] },
+                2 => Record::Document { uuid: [1; 16], content: vec![*kind; (*seq % 300) as usize] },
+                _ => Record::Reserve { upto: *seq + i as u64 },
+            };
+            encode(&mut b, &r);
+        }
+        (b, starts)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Arbitrary bytes after a valid header never panic, and damage is reported
+        /// inside the file.
+        #[test]
+        fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let mut b = Vec::new();
+            header(&mut b, JOURNAL_MAGIC, 0);
+            b.extend_from_slice(&tail);
+            match scan(&b, |_, _| {}) {
+                Ok(end) => proptest::prop_assert_eq!(end, b.len() as u64),
+                Err(d) => {
+                    proptest::prop_assert!(d.offset < b.len() as u64);
+                    proptest::prop_assert!(d.next_valid.is_none_or(|n| n > d.offset && n < b.len() as u64));
+                    proptest::prop_assert_eq!(d.torn_tail, d.next_valid.is_none());
+                }
+            }
+            let mut state = super::super::state::State::new(8);
+            let _ = super::super::store::read_snapshot_bytes(&b, &mut state);
+        }
+
+        /// A journal cut anywhere is a torn tail at the start of the record cut, and
+        /// everything before it reads.
+        #[test]
+        fn any_cut_is_a_torn_tail_at_the_record_cut(
+            events in proptest::collection::vec((0u64..1000, 0u8..8), 1..12),
+            cut_at in 0.0f64..1.0,
+        ) {
+            let (b, starts) = journal_of(&events);
+            let cut = HEADER_LEN + ((b.len() - HEADER_LEN) as f64 * cut_at) as usize;
+            let mut n = 0;
+            match scan(&b[..cut], |_, _| n += 1) {
+                Ok(end) => {
+                    proptest::prop_assert_eq!(end as usize, cut);
+                    proptest::prop_assert!(cut == HEADER_LEN || starts.contains(&cut) || cut == b.len());
+                }
+                Err(d) => {
+                    let cut_record = *starts.iter().rev().find(|s| **s < cut).unwrap();
+                    proptest::prop_assert_eq!(d.offset as usize, cut_record);
+                    proptest::prop_assert!(d.torn_tail);
+                    proptest::prop_assert_eq!(n, starts.iter().position(|s| *s == cut_record).unwrap());
+                }
+            }
+        }
+
+        /// One flipped byte in any record but the last is corruption, never a torn
+        /// tail, and the damage is found at or before the flipped record.
+        #[test]
+        fn a_flip_before_the_last_record_is_corruption(
+            events in proptest::collection::vec((0u64..1000, 0u8..8), 2..12),
+            which in 0.0f64..1.0,
+            bit in 0u8..8,
+        ) {
+            let (mut b, starts) = journal_of(&events);
+            let last = *starts.last().unwrap();
+            let at = HEADER_LEN + ((last - HEADER_LEN) as f64 * which) as usize;
+            b[at] ^= 1 << bit;
+            let d = scan(&b, |_, _| {}).unwrap_err();
+            proptest::prop_assert!(!d.torn_tail, "{:?}", d);
+            proptest::prop_assert!(d.offset as usize <= at);
+        }
+    }
+
+    #[test]
     fn another_layout_version_is_refused() {
         let mut b = sample();
         b[8] = b[8].wrapping_add(1);

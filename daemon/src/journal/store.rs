@@ -110,9 +110,15 @@ pub enum SnapshotProblem {
 
 /// Reads a snapshot whole.
 pub fn read_snapshot(path: &Path, state: &mut State) -> Result<u64, SnapshotProblem> {
+    let bytes = fs::read(path).map_err(|e| SnapshotProblem::Skip(e.to_string()))?;
+    read_snapshot_bytes(&bytes, state)
+}
+
+/// Reads a snapshot's bytes: applied to `state` only when the whole file is good (every
+/// record, and an end record that counts them). Returns the sequence it covers.
+pub fn read_snapshot_bytes(bytes: &[u8], state: &mut State) -> Result<u64, SnapshotProblem> {
     use SnapshotProblem::Skip;
-    let bytes = fs::read(path).map_err(|e| Skip(e.to_string()))?;
-    match format::read_header(&bytes, SNAPSHOT_MAGIC) {
+    match format::read_header(bytes, SNAPSHOT_MAGIC) {
         Ok(_) => {}
         Err(HeaderError::Version { layout, format }) => return Err(SnapshotProblem::Version { layout, format }),
         Err(HeaderError::Short) => return Err(Skip("the header is cut short".into())),
@@ -120,7 +126,7 @@ pub fn read_snapshot(path: &Path, state: &mut State) -> Result<u64, SnapshotProb
     }
     let mut records = Vec::new();
     let mut end = None;
-    format::scan(&bytes, |_, r| match r {
+    format::scan(bytes, |_, r| match r {
         Record::SnapshotEnd { covers_seq, records: n } => end = Some((covers_seq, n)),
         r => records.push(r),
     })
