@@ -167,7 +167,7 @@ impl std::fmt::Display for TaskError {
             TooManyBlockers => write!(f, "the node already has {BLOCKERS_MAX} blockers"),
             TooManyAssignees => write!(f, "the node already has {ASSIGNEES_MAX} assignees"),
             UnknownAgent => write!(f, "unknown agent; join first"),
-            NotATask { kind: Some(k) } => write!(f, "a {k} node cannot be claimed, only a task"),
+            NotATask { kind: Some(k) } => write!(f, "a node of kind {k} cannot be claimed, only a task"),
             NotATask { kind: None } => write!(f, "a node of unknown kind cannot be claimed, only a task"),
             NoteTooLong { len, max } => write!(f, "note is {len} bytes (JSON-escaped), the limit is {max}"),
             LeaseOutOfRange { ms, max_ms } => write!(f, "lease of {ms} ms is outside 1..={max_ms} ms"),
