@@ -133,7 +133,7 @@ pub fn value(text: &str) -> Result<f64, String> {
 fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     for (size, unit) in [(86_400_000u128, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")] {
-        if ms >= size && ms % size == 0 {
+        if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
