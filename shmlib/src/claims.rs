@@ -65,8 +65,8 @@ pub struct Claim {
 /// Which tasks a worker wants.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskFilter {
-    /// Only this kind (`None`: tasks). Only tasks can be claimed: another kind is refused
-    /// with [`TaskError::NotATask`].
+    /// Only this kind (`None`: tasks). Only tasks and custom nodes can be claimed:
+    /// another kind is refused with [`TaskError::NotATask`].
     pub kind: Option<NodeKind>,
     /// Only tasks assigned to this agent.
     pub assignee: Option<AgentId>,
@@ -120,7 +120,9 @@ pub enum TaskError {
     TooManyAssignees,
     /// The agent is not live.
     UnknownAgent,
-    /// Only tasks can be claimed (or listed as ready); this node is another kind.
+    /// Only work can be claimed (or listed as ready): tasks and application-defined
+    /// ([`NodeKind::Custom`]) nodes; this node is another kind (the root or another
+    /// container, a folder, a project, a document, an agent's node).
     NotATask {
         /// Its kind (`None`: a code this build does not know).
         kind: Option<NodeKind>,
@@ -167,8 +169,8 @@ impl std::fmt::Display for TaskError {
             TooManyBlockers => write!(f, "the node already has {BLOCKERS_MAX} blockers"),
             TooManyAssignees => write!(f, "the node already has {ASSIGNEES_MAX} assignees"),
             UnknownAgent => write!(f, "unknown agent; join first"),
-            NotATask { kind: Some(k) } => write!(f, "a node of kind {k} cannot be claimed, only a task"),
-            NotATask { kind: None } => write!(f, "a node of unknown kind cannot be claimed, only a task"),
+            NotATask { kind: Some(k) } => write!(f, "a node of kind {k} cannot be claimed, only a task or custom node"),
+            NotATask { kind: None } => write!(f, "a node of unknown kind cannot be claimed, only a task or custom node"),
             NoteTooLong { len, max } => write!(f, "note is {len} bytes (JSON-escaped), the limit is {max}"),
             LeaseOutOfRange { ms, max_ms } => write!(f, "lease of {ms} ms is outside 1..={max_ms} ms"),
             Pool(e) => write!(f, "{e}"),
@@ -198,11 +200,19 @@ fn check_note(note: &str) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// Checks that a filter asks for tasks.
+/// Whether nodes of `kind` are work that can be claimed: tasks, and application-defined
+/// kinds ([`NodeKind::Custom`]). Containers (the root), folders, projects, documents and
+/// agents' nodes are not.
+pub(crate) fn claimable(kind: Option<NodeKind>) -> bool {
+    matches!(kind, Some(NodeKind::Task | NodeKind::Custom))
+}
+
+/// Checks that a filter asks for claimable nodes (`None`: tasks).
 fn check_task_kind(kind: Option<NodeKind>) -> Result<(), TaskError> {
     match kind {
-        None | Some(NodeKind::Task) => Ok(()),
-        Some(k) => Err(TaskError::NotATask { kind: Some(k) }),
+        None => Ok(()),
+        k if claimable(k) => Ok(()),
+        k => Err(TaskError::NotATask { kind: k }),
     }
 }
 
@@ -263,8 +273,8 @@ impl Segment {
     /// claimants wins; the rest get [`TaskError::AlreadyClaimed`]. An expired claim is
     /// taken over (the task goes to the new claimant with a new epoch).
     ///
-    /// Refused before anything changes: a node that is not a task
-    /// ([`TaskError::NotATask`]), a lease of zero or beyond [`LEASE_MAX`]
+    /// Refused before anything changes: a node that is not work — neither a task nor a
+    /// custom node ([`TaskError::NotATask`]), a lease of zero or beyond [`LEASE_MAX`]
     /// ([`TaskError::LeaseOutOfRange`]).
     pub fn claim(&self, task: Handle, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
         let lease_ms = lease_ms(lease)?;
@@ -272,7 +282,7 @@ impl Segment {
         let mut claim = Claim { task, agent, epoch: 0, lease_until_ms: 0 };
         let (_, ()) =
             self.modify(task, Change::new(EventKind::TASK_CLAIMED).by(Some(actor)).with_epoch(""), |rec| {
-                if rec.kind != NodeKind::Task.code() {
+                if !claimable(NodeKind::from_code(rec.kind)) {
                     return Err(TaskError::NotATask { kind: NodeKind::from_code(rec.kind) });
                 }
                 let now = unix_ms();
@@ -587,7 +597,7 @@ impl Segment {
     }
 
     /// Tasks an agent may claim now, best first (priority, then age), at most `limit`.
-    /// A filter naming another kind than tasks is refused ([`TaskError::NotATask`]).
+    /// A filter naming a kind that cannot be claimed is refused ([`TaskError::NotATask`]).
     pub fn ready(&self, filter: &TaskFilter, limit: usize, out: &mut Vec<Node>) -> Result<(), TaskError> {
         out.clear();
         check_task_kind(filter.kind)?;
@@ -604,7 +614,7 @@ impl Segment {
 
     /// Claims the best ready task matching `filter` (priority, then age): the loop every
     /// worker runs. Losing a race for one candidate moves on to the next.
-    /// A filter naming another kind than tasks is refused ([`TaskError::NotATask`]).
+    /// A filter naming a kind that cannot be claimed is refused ([`TaskError::NotATask`]).
     pub fn claim_next(&self, filter: &TaskFilter, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
         check_task_kind(filter.kind)?;
         lease_ms(lease)?;
@@ -777,14 +787,19 @@ mod tests {
     }
 
     #[test]
-    fn only_tasks_can_be_claimed() {
+    fn only_work_can_be_claimed() {
         let s = seg("kinds");
         let me = s.join("w", "test").unwrap();
         let lease = Duration::from_secs(60);
         let project = s.add(s.root(), &NewNode::new(NodeKind::Project, "p").status(Status::Ready)).unwrap();
         let agent_node = s.agent(me).unwrap().node;
-        for (h, kind) in [(s.root(), NodeKind::Container), (project, NodeKind::Project), (agent_node, NodeKind::Agent)]
-        {
+        let folder = s.add(s.root(), &NewNode::new(NodeKind::Folder, "f").status(Status::Ready)).unwrap();
+        for (h, kind) in [
+            (s.root(), NodeKind::Container),
+            (project, NodeKind::Project),
+            (agent_node, NodeKind::Agent),
+            (folder, NodeKind::Folder),
+        ] {
             let before = s.read(h).unwrap().version();
             assert_eq!(s.claim(h, me, lease), Err(TaskError::NotATask { kind: Some(kind) }));
             assert_eq!(s.read(h).unwrap().version(), before, "nothing changed");
@@ -793,6 +808,9 @@ mod tests {
         let filter = TaskFilter { kind: Some(NodeKind::Project), ..TaskFilter::default() };
         assert_eq!(s.claim_next(&filter, me, lease), Err(TaskError::NotATask { kind: Some(NodeKind::Project) }));
         assert_eq!(s.ready(&filter, 10, &mut Vec::new()), Err(TaskError::NotATask { kind: Some(NodeKind::Project) }));
+        // Application-defined work is claimable, like a task.
+        let w = s.add(s.root(), &NewNode::new(NodeKind::Custom, "w").status(Status::Ready)).unwrap();
+        assert_eq!(s.claim(w, me, lease).unwrap().epoch, 1);
     }
 
     #[test]

@@ -27,8 +27,8 @@ Exit codes:
 
 Limits (a value outside is exit 2, naming the flag and its range): timeouts 0ms-1d,
 intervals 1ms-1d, leases 1ms-30d, --value finite within +-1e300, names without control
-characters, done --note / fail --reason at most 48 bytes (never cut). Only tasks can be
-claimed. See tools/README.md.
+characters, done --note / fail --reason at most 48 bytes (never cut). Only tasks and
+custom nodes can be claimed. See tools/README.md.
 
 With --json, stdout holds only JSON (one object, or JSON lines for streams) and an
 error is one JSON object on stderr: {\"error\", \"code\", \"hint\", \"exit\"}.

@@ -273,7 +273,7 @@ impl From<TaskError> for Fail {
                     "not_a_task",
                     exit::USAGE,
                     &e,
-                    "claim a task: `wn ready` lists the claimable ones, `wn claim --next` takes the best",
+                    "claim a task (or a custom node): `wn ready` lists the claimable ones, `wn claim --next` takes the best",
                 );
             }
             NoteTooLong { max, .. } => {

@@ -318,19 +318,24 @@ fn notes_are_stored_whole_or_refused() {
 }
 
 #[test]
-fn only_tasks_can_be_claimed() {
+fn only_work_can_be_claimed() {
     let d = Daemon::start("bad-claims");
     d.run(&["add", "project", "p"]).ok();
     d.run_stdin(&["doc", "put", "/p", "d", "-"], b"x").ok();
     d.run_as("a", &["join"]).ok();
     for node in ["/", "/p", "/p/d", "/agents/a", "/agents"] {
         let e = d.fails(&["--agent", "a", "claim", node], USAGE, "not_a_task");
-        assert!(e["error"].as_str().unwrap().contains("only a task"), "{e}");
+        assert!(e["error"].as_str().unwrap().contains("only a task or custom node"), "{e}");
         assert!(e["hint"].as_str().unwrap().contains("wn ready"), "{e}");
         assert_eq!(d.json(&["show", node])["epoch"], 0, "{node}: no epoch burnt");
     }
     d.fails(&["--agent", "a", "claim", "--next", "--kind", "project"], USAGE, "not_a_task");
     d.fails(&["ready", "--kind", "project"], USAGE, "not_a_task");
+    d.run(&["add", "folder", "f"]).ok();
+    d.fails(&["--agent", "a", "claim", "/f"], USAGE, "not_a_task");
+    // Application-defined work is claimable, like a task.
+    d.run(&["add", "custom", "w"]).ok();
+    assert_eq!(d.json_as("a", &["claim", "/w"])["epoch"], 1);
 }
 
 /// Control characters: refused in every name the library stores.
