@@ -87,8 +87,8 @@ pub struct AddArgs {
     #[arg(long, value_name = "TEXT")]
     desc: Option<String>,
     /// Priority 0-255: `claim --next` takes the highest first.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    priority: u8,
+    #[arg(long, value_name = "N", default_value = "0", value_parser = crate::duration::number(0, 255, "a priority"))]
+    priority: u64,
     /// Numeric value (pipeline rollups): finite, within ±1e300.
     #[arg(long, value_name = "N", default_value = "0", value_parser = crate::duration::value, allow_negative_numbers = true)]
     value: f64,
@@ -125,7 +125,7 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
     let initial = if blockers.is_empty() { want } else { Status::Pending };
     let spec = NewNode::new(a.kind, &a.name)
         .description(a.desc.as_deref().unwrap_or(""))
-        .priority(a.priority)
+        .priority(a.priority as u8)
         .value(a.value)
         .status(initial);
     // If the node exists but only its event (and so, under --fsync always, the

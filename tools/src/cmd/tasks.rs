@@ -90,8 +90,8 @@ pub struct ProgressArgs {
     #[command(flatten)]
     task: ClaimantArgs,
     /// Percent done, 0-100.
-    #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
-    pct: u8,
+    #[arg(value_parser = duration::number(0, 100, "percent done"))]
+    pct: u64,
 }
 
 /// Options of `wn done`.
@@ -296,7 +296,7 @@ pub fn run_start(ctx: &Ctx, a: &ClaimantArgs) -> Result<(), Fail> {
 pub fn run_progress(ctx: &Ctx, a: &ProgressArgs) -> Result<(), Fail> {
     let seg = ctx.attach_rw()?;
     let c = claim_for(ctx, &seg, &a.task)?;
-    let n = seg.progress(&c, a.pct)?;
+    let n = seg.progress(&c, a.pct as u8)?;
     print_node(ctx, &seg, &n)
 }
 
