@@ -31,7 +31,7 @@ use worknode::{AttachError, Capacities, Segment};
 #[command(name = "worknoded", version, verbatim_doc_comment)]
 struct Args {
     /// Segment name: the segment appears as /dev/shm/NAME. Letters, digits, '.', '_', '-'.
-    #[arg(long, env = "WORKNODE_SEGMENT", default_value = "worknode", value_name = "NAME", value_parser = parse_segment)]
+    #[arg(long, env = "WORKNODE_SEGMENT", default_value = "worknode", value_name = "NAME")]
     segment: String,
 
     /// Node slots (the root container included), 2 to 16777216. Fixed for the life of
@@ -102,12 +102,6 @@ fn parse_in(s: &str, min: u64, max: u64, what: &str) -> Result<u64, String> {
     let t = s.trim();
     let n = t.parse::<u64>().ok().filter(|n| (min..=max).contains(n)).filter(|_| !t.starts_with('+'));
     n.ok_or_else(|| format!("must be a whole number from {min} to {max} ({what}); give one in that range"))
-}
-
-fn parse_segment(s: &str) -> Result<String, String> {
-    worknode::validate_name(s)
-        .map(|()| s.to_string())
-        .map_err(|why| format!("{why}; use 1-200 letters, digits, '.', '_' or '-', not starting with '.'"))
 }
 
 fn parse_u32_in(s: &str, max: u32, what: &str) -> Result<u32, String> {
