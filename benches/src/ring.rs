@@ -99,7 +99,7 @@ fn update_task(seg: &Segment, h: Handle, i: u64, tag: u64) -> Result<(), String>
     let p = payload::make_text(i, tag);
     seg.update(h, |n| {
         n.set_description(payload::as_str(&p))?;
-        n.set_value(i as f64);
+        n.set_value(i as f64)?;
         Ok(())
     })
     .map(|_| ())

@@ -31,24 +31,26 @@ struct Args {
     #[arg(long, env = "WORKNODE_SEGMENT", default_value = "worknode", value_name = "NAME")]
     segment: String,
 
-    /// Node slots (the root container included). Fixed for the life of the segment.
-    #[arg(long, default_value_t = Capacities::default().nodes, value_name = "N")]
+    /// Node slots (the root container included), 2 to 16777216. Fixed for the life of
+    /// the segment.
+    #[arg(long, default_value_t = Capacities::default().nodes, value_name = "N", value_parser = parse_nodes)]
     nodes: u32,
 
-    /// Event ring slots; a power of two. Readers lapped by more than this miss events.
-    #[arg(long, default_value_t = Capacities::default().events, value_name = "N")]
+    /// Event ring slots: a power of two, 2 to 16777216. Readers lapped by more than this
+    /// miss events.
+    #[arg(long, default_value_t = Capacities::default().events, value_name = "N", value_parser = parse_events)]
     events: u32,
 
-    /// Agent table slots: how many agents can be attached at once.
-    #[arg(long, default_value_t = Capacities::default().agents, value_name = "N")]
+    /// Agent table slots, 1 to 65535: how many agents can be attached at once.
+    #[arg(long, default_value_t = Capacities::default().agents, value_name = "N", value_parser = parse_agents)]
     agents: u32,
 
-    /// Blob arena chunks (each 4 KiB) for document contents.
-    #[arg(long, default_value_t = Capacities::default().blob_chunks, value_name = "N")]
+    /// Blob arena chunks (each 4 KiB) for document contents, 1 to 1048576.
+    #[arg(long, default_value_t = Capacities::default().blob_chunks, value_name = "N", value_parser = parse_blob_chunks)]
     blob_chunks: u32,
 
-    /// Observed-remove set slots (sets attached to nodes).
-    #[arg(long, default_value_t = Capacities::default().sets, value_name = "N")]
+    /// Observed-remove set slots (sets attached to nodes), 1 to 1048576.
+    #[arg(long, default_value_t = Capacities::default().sets, value_name = "N", value_parser = parse_sets)]
     sets: u32,
 
     /// File mode of the segment, in octal. The default 600 lets only this user attach.
@@ -71,12 +73,13 @@ struct Args {
     #[arg(long, default_value = "batch", value_parser = parse_policy, value_name = "POLICY")]
     fsync: worknode::Durability,
 
-    /// Group-commit interval for --fsync batch, in milliseconds.
-    #[arg(long, default_value_t = 10, value_name = "MS")]
+    /// Group-commit interval for --fsync batch, in milliseconds, 1 to 60000.
+    #[arg(long, default_value_t = 10, value_name = "MS", value_parser = parse_fsync_interval)]
     fsync_interval_ms: u64,
 
-    /// Start a new journal file, compacting the old ones into a snapshot, past this size.
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    /// Start a new journal file, compacting the old ones into a snapshot, past this size
+    /// (MiB, 1 to 65536).
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = parse_rotate_mb)]
     journal_rotate_mb: u64,
 
     /// Recover what is valid from a journal damaged in the middle (records after the
@@ -84,9 +87,60 @@ struct Args {
     #[arg(long)]
     salvage: bool,
 
-    /// Milliseconds between marking the segment Closing and removing it on shutdown.
-    #[arg(long, default_value_t = 250, value_name = "MS")]
+    /// Milliseconds between marking the segment Closing and removing it on shutdown, 0 to
+    /// 60000.
+    #[arg(long, default_value_t = 250, value_name = "MS", value_parser = parse_grace)]
     grace_ms: u64,
+}
+
+/// Parses a whole number in `min..=max`; the error names the range and what the number
+/// is for (clap adds the flag: "invalid value 'X' for '--nodes <N>': …").
+fn parse_in(s: &str, min: u64, max: u64, what: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let n = t.parse::<u64>().ok().filter(|n| (min..=max).contains(n)).filter(|_| !t.starts_with('+'));
+    n.ok_or_else(|| format!("must be a whole number from {min} to {max} ({what}); give one in that range"))
+}
+
+fn parse_u32_in(s: &str, max: u32, what: &str) -> Result<u32, String> {
+    parse_in(s, 1, max as u64, what).map(|n| n as u32)
+}
+
+fn parse_nodes(s: &str) -> Result<u32, String> {
+    parse_in(s, 2, worknode::layout::MAX_NODES as u64, "node slots, the root and /agents included").map(|n| n as u32)
+}
+
+fn parse_events(s: &str) -> Result<u32, String> {
+    let max = worknode::layout::MAX_EVENTS;
+    let n = parse_in(s, 2, max as u64, "event ring slots, a power of two")? as u32;
+    if !n.is_power_of_two() {
+        let (lo, hi) = (n.next_power_of_two() / 2, n.next_power_of_two().min(max));
+        return Err(format!("{n} is not a power of two (the ring's slots must be); use {lo} or {hi}"));
+    }
+    Ok(n)
+}
+
+fn parse_agents(s: &str) -> Result<u32, String> {
+    parse_u32_in(s, worknode::layout::MAX_AGENTS, "agent table slots")
+}
+
+fn parse_blob_chunks(s: &str) -> Result<u32, String> {
+    parse_u32_in(s, worknode::layout::MAX_BLOB_CHUNKS, "blob arena chunks of 4 KiB")
+}
+
+fn parse_sets(s: &str) -> Result<u32, String> {
+    parse_u32_in(s, worknode::layout::MAX_SETS, "observed-remove set slots")
+}
+
+fn parse_fsync_interval(s: &str) -> Result<u64, String> {
+    parse_in(s, 1, 60_000, "milliseconds between group commits")
+}
+
+fn parse_rotate_mb(s: &str) -> Result<u64, String> {
+    parse_in(s, 1, 65_536, "MiB of journal before a snapshot")
+}
+
+fn parse_grace(s: &str) -> Result<u64, String> {
+    parse_in(s, 0, 60_000, "milliseconds of grace at shutdown, at most a minute")
 }
 
 fn parse_policy(s: &str) -> Result<worknode::Durability, String> {

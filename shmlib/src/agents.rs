@@ -84,6 +84,13 @@ pub enum AgentError {
         /// Bytes given.
         len: usize,
     },
+    /// A name or role holding a control character (a terminal escape, a newline, …).
+    ControlCharacter {
+        /// `"name"` or `"role"`.
+        field: &'static str,
+        /// Byte offset of the first one.
+        at: usize,
+    },
     /// A role longer than the limit.
     RoleTooLong {
         /// Bytes given.
@@ -113,6 +120,7 @@ impl std::fmt::Display for AgentError {
         match self {
             AgentError::TableFull { capacity } => write!(f, "agent table full ({capacity} slots); have idle agents leave, or restart the daemon with a larger --agents"),
             AgentError::BadName { len } => write!(f, "agent name of {len} bytes; use 1 to {AGENT_NAME_MAX} bytes"),
+            AgentError::ControlCharacter { field, at } => write!(f, "agent {field} has a control character at byte {at}"),
             AgentError::RoleTooLong { len } => write!(f, "agent role of {len} bytes; the limit is {AGENT_ROLE_MAX}"),
             AgentError::NotFound => write!(f, "no such agent; list agents with `wn agents`"),
             AgentError::SessionTaken { pid } => write!(f, "process {pid} already holds a session for this agent; use another name or stop that process"),
@@ -270,6 +278,8 @@ impl Segment {
         if role.len() > AGENT_ROLE_MAX {
             return Err(AgentError::RoleTooLong { len: role.len() });
         }
+        crate::node::check_name(name).map_err(|at| AgentError::ControlCharacter { field: "name", at })?;
+        crate::node::check_name(role).map_err(|at| AgentError::ControlCharacter { field: "role", at })?;
         if let Some(id) = self.find_agent(name) {
             return Ok(id);
         }

@@ -545,6 +545,10 @@ impl Segment {
         bytes: &[u8],
     ) -> Result<Handle, DocError> {
         self.check_content(content_type, bytes)?;
+        // Checked before the arena is touched (`add` checks it again).
+        if name.len() <= crate::layout::NAME_MAX {
+            crate::node::check_name(name).map_err(|at| PoolError::NameHasControl { at })?;
+        }
         let blob = self.alloc_blob(bytes)?;
         let spec = NewNode::new(NodeKind::Document, name).description(content_type);
         let doc = match self.add(parent, &spec) {

@@ -41,6 +41,14 @@ use crate::sys::OwnerTag;
 use crate::unix_ms;
 use std::time::Duration;
 
+/// The longest lease a claim or renewal may ask for: 30 days.
+pub const LEASE_MAX: Duration = Duration::from_secs(30 * 86_400);
+
+/// The most bytes a note (of `complete`) or reason (of `fail`) may take in its event's
+/// payload, JSON-escaped: a `"` or `\` counts 2, a newline or tab 2, another control
+/// character 6. A longer one is refused ([`TaskError::NoteTooLong`]), never cut.
+pub const NOTE_MAX: usize = crate::event::NOTE_PAYLOAD_MAX;
+
 /// A held claim: what the claimant presents with every later write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Claim {
@@ -57,7 +65,8 @@ pub struct Claim {
 /// Which tasks a worker wants.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskFilter {
-    /// Only this kind (`None`: tasks).
+    /// Only this kind (`None`: tasks). Only tasks and custom nodes can be claimed:
+    /// another kind is refused with [`TaskError::NotATask`].
     pub kind: Option<NodeKind>,
     /// Only tasks assigned to this agent.
     pub assignee: Option<AgentId>,
@@ -111,6 +120,27 @@ pub enum TaskError {
     TooManyAssignees,
     /// The agent is not live.
     UnknownAgent,
+    /// Only work can be claimed (or listed as ready): tasks and application-defined
+    /// ([`NodeKind::Custom`]) nodes; this node is another kind (the root or another
+    /// container, a folder, a project, a document, an agent's node).
+    NotATask {
+        /// Its kind (`None`: a code this build does not know).
+        kind: Option<NodeKind>,
+    },
+    /// A note or reason longer than [`NOTE_MAX`] (as it is stored, JSON-escaped).
+    NoteTooLong {
+        /// Bytes it takes.
+        len: usize,
+        /// Bytes allowed.
+        max: usize,
+    },
+    /// A lease of zero, or longer than [`LEASE_MAX`].
+    LeaseOutOfRange {
+        /// The lease asked for, ms (saturated at `u64::MAX`).
+        ms: u64,
+        /// The longest allowed, ms.
+        max_ms: u64,
+    },
     /// A node operation failed.
     Pool(PoolError),
 }
@@ -139,12 +169,52 @@ impl std::fmt::Display for TaskError {
             TooManyBlockers => write!(f, "the node already has {BLOCKERS_MAX} blockers"),
             TooManyAssignees => write!(f, "the node already has {ASSIGNEES_MAX} assignees"),
             UnknownAgent => write!(f, "unknown agent; join first"),
+            NotATask { kind: Some(k) } => write!(f, "a node of kind {k} cannot be claimed, only a task or custom node"),
+            NotATask { kind: None } => write!(f, "a node of unknown kind cannot be claimed, only a task or custom node"),
+            NoteTooLong { len, max } => write!(f, "note is {len} bytes (JSON-escaped), the limit is {max}"),
+            LeaseOutOfRange { ms, max_ms } => write!(f, "lease of {ms} ms is outside 1..={max_ms} ms"),
             Pool(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl std::error::Error for TaskError {}
+
+/// Checks a lease and returns its length in ms.
+fn lease_ms(lease: Duration) -> Result<u64, TaskError> {
+    let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    let max_ms = LEASE_MAX.as_millis() as u64;
+    if ms == 0 || ms > max_ms {
+        return Err(TaskError::LeaseOutOfRange { ms, max_ms });
+    }
+    Ok(ms)
+}
+
+/// Checks a note against [`NOTE_MAX`].
+fn check_note(note: &str) -> Result<(), TaskError> {
+    // Cheap bound first: no character takes more than 6 bytes escaped.
+    let len = if note.len() > 6 * NOTE_MAX { note.len() } else { crate::event::note_payload_len(note) };
+    if len > NOTE_MAX {
+        return Err(TaskError::NoteTooLong { len, max: NOTE_MAX });
+    }
+    Ok(())
+}
+
+/// Whether nodes of `kind` are work that can be claimed: tasks, and application-defined
+/// kinds ([`NodeKind::Custom`]). Containers (the root), folders, projects, documents and
+/// agents' nodes are not.
+pub(crate) fn claimable(kind: Option<NodeKind>) -> bool {
+    matches!(kind, Some(NodeKind::Task | NodeKind::Custom))
+}
+
+/// Checks that a filter asks for claimable nodes (`None`: tasks).
+fn check_task_kind(kind: Option<NodeKind>) -> Result<(), TaskError> {
+    match kind {
+        None => Ok(()),
+        k if claimable(k) => Ok(()),
+        k => Err(TaskError::NotATask { kind: k }),
+    }
+}
 
 /// Checks a presented claim against the record (under the task's lock).
 fn check_claim(rec: &NodeRecord, c: &Claim, now_ms: u64) -> Result<(), TaskError> {
@@ -202,11 +272,19 @@ impl Segment {
     /// Claims a ready task for `agent` with a lease. Exactly one of any number of racing
     /// claimants wins; the rest get [`TaskError::AlreadyClaimed`]. An expired claim is
     /// taken over (the task goes to the new claimant with a new epoch).
+    ///
+    /// Refused before anything changes: a node that is not work — neither a task nor a
+    /// custom node ([`TaskError::NotATask`]), a lease of zero or beyond [`LEASE_MAX`]
+    /// ([`TaskError::LeaseOutOfRange`]).
     pub fn claim(&self, task: Handle, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
+        let lease_ms = lease_ms(lease)?;
         let actor = self.actor_of(agent)?;
         let mut claim = Claim { task, agent, epoch: 0, lease_until_ms: 0 };
         let (_, ()) =
             self.modify(task, Change::new(EventKind::TASK_CLAIMED).by(Some(actor)).with_epoch(""), |rec| {
+                if !claimable(NodeKind::from_code(rec.kind)) {
+                    return Err(TaskError::NotATask { kind: NodeKind::from_code(rec.kind) });
+                }
                 let now = unix_ms();
                 let from = status(rec);
                 if rec.claim_agent != 0 && rec.lease_until_ms > now {
@@ -228,7 +306,7 @@ impl Segment {
                 rec.claim_epoch += 1;
                 rec.claim_agent = agent.index + 1;
                 rec.claim_agent_gen = agent.generation;
-                rec.lease_until_ms = now + lease.as_millis() as u64;
+                rec.lease_until_ms = now.saturating_add(lease_ms);
                 rec.claimed_at = self.now().0;
                 rec.status = Status::Claimed.code();
                 claim.epoch = rec.claim_epoch;
@@ -255,12 +333,14 @@ impl Segment {
     }
 
     /// Extends a live claim's lease to `lease` from now.
+    /// A lease of zero or beyond [`LEASE_MAX`] is refused ([`TaskError::LeaseOutOfRange`]).
     pub fn renew(&self, c: &Claim, lease: Duration) -> Result<Claim, TaskError> {
+        let lease_ms = lease_ms(lease)?;
         let mut out = *c;
         let actor = self.actor_of(c.agent).ok();
         self.modify(c.task, Change::new(EventKind::NODE_UPDATED).by(actor), |rec| {
             check_claim(rec, c, unix_ms())?;
-            rec.lease_until_ms = unix_ms() + lease.as_millis() as u64;
+            rec.lease_until_ms = unix_ms().saturating_add(lease_ms);
             out.lease_until_ms = rec.lease_until_ms;
             Ok::<(), TaskError>(())
         })?;
@@ -300,7 +380,10 @@ impl Segment {
 
     /// Completes a claimed task (refused while blockers are open), then makes every
     /// dependent whose blockers are now all complete ready.
+    /// A note over [`NOTE_MAX`] is refused before anything changes
+    /// ([`TaskError::NoteTooLong`]).
     pub fn complete(&self, c: &Claim, note: &str) -> Result<Node, TaskError> {
+        check_note(note)?;
         let result = self.claimant_write(c, EventKind::TASK_COMPLETED, note, |rec| {
             let from = status(rec);
             if !matches!(from, Status::Claimed | Status::InProgress) {
@@ -328,7 +411,10 @@ impl Segment {
     }
 
     /// Fails a claimed task with a reason (carried in the event payload).
+    /// A reason over [`NOTE_MAX`] is refused before anything changes
+    /// ([`TaskError::NoteTooLong`]).
     pub fn fail(&self, c: &Claim, reason: &str) -> Result<Node, TaskError> {
+        check_note(reason)?;
         self.claimant_write(c, EventKind::TASK_FAILED, reason, |rec| {
             let from = status(rec);
             if !matches!(from, Status::Claimed | Status::InProgress) {
@@ -511,8 +597,10 @@ impl Segment {
     }
 
     /// Tasks an agent may claim now, best first (priority, then age), at most `limit`.
+    /// A filter naming a kind that cannot be claimed is refused ([`TaskError::NotATask`]).
     pub fn ready(&self, filter: &TaskFilter, limit: usize, out: &mut Vec<Node>) -> Result<(), TaskError> {
         out.clear();
+        check_task_kind(filter.kind)?;
         let mut best: Vec<(u8, u64, Handle)> = Vec::new();
         self.scan_claimable(filter, |prio, created, h| best.push((prio, created, h)))?;
         best.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -526,7 +614,10 @@ impl Segment {
 
     /// Claims the best ready task matching `filter` (priority, then age): the loop every
     /// worker runs. Losing a race for one candidate moves on to the next.
+    /// A filter naming a kind that cannot be claimed is refused ([`TaskError::NotATask`]).
     pub fn claim_next(&self, filter: &TaskFilter, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
+        check_task_kind(filter.kind)?;
+        lease_ms(lease)?;
         const K: usize = 16;
         for _round in 0..8 {
             let mut top: [(u8, u64, Option<Handle>); K] = [(0, u64::MAX, None); K];
@@ -680,5 +771,79 @@ impl Segment {
             }
         }
         reaped
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::{Capacities, NewNode};
+
+    fn seg(tag: &str) -> crate::testing::TempSegment {
+        crate::testing::temp_segment(
+            &format!("claims-{tag}"),
+            &Capacities { nodes: 64, events: 256, agents: 4, blob_chunks: 4, sets: 4, ..Capacities::default() },
+        )
+    }
+
+    #[test]
+    fn only_work_can_be_claimed() {
+        let s = seg("kinds");
+        let me = s.join("w", "test").unwrap();
+        let lease = Duration::from_secs(60);
+        let project = s.add(s.root(), &NewNode::new(NodeKind::Project, "p").status(Status::Ready)).unwrap();
+        let agent_node = s.agent(me).unwrap().node;
+        let folder = s.add(s.root(), &NewNode::new(NodeKind::Folder, "f").status(Status::Ready)).unwrap();
+        for (h, kind) in [
+            (s.root(), NodeKind::Container),
+            (project, NodeKind::Project),
+            (agent_node, NodeKind::Agent),
+            (folder, NodeKind::Folder),
+        ] {
+            let before = s.read(h).unwrap().version();
+            assert_eq!(s.claim(h, me, lease), Err(TaskError::NotATask { kind: Some(kind) }));
+            assert_eq!(s.read(h).unwrap().version(), before, "nothing changed");
+            assert_eq!(s.read(h).unwrap().claim_epoch(), 0, "no epoch burnt");
+        }
+        let filter = TaskFilter { kind: Some(NodeKind::Project), ..TaskFilter::default() };
+        assert_eq!(s.claim_next(&filter, me, lease), Err(TaskError::NotATask { kind: Some(NodeKind::Project) }));
+        assert_eq!(s.ready(&filter, 10, &mut Vec::new()), Err(TaskError::NotATask { kind: Some(NodeKind::Project) }));
+        // Application-defined work is claimable, like a task.
+        let w = s.add(s.root(), &NewNode::new(NodeKind::Custom, "w").status(Status::Ready)).unwrap();
+        assert_eq!(s.claim(w, me, lease).unwrap().epoch, 1);
+    }
+
+    #[test]
+    fn leases_are_bounded_and_notes_are_never_cut() {
+        let s = seg("bounds");
+        let me = s.join("w", "test").unwrap();
+        let t = s.add(s.root(), &NewNode::new(NodeKind::Task, "t").status(Status::Ready)).unwrap();
+        let max_ms = LEASE_MAX.as_millis() as u64;
+        for lease in [Duration::ZERO, LEASE_MAX + Duration::from_millis(1), Duration::MAX] {
+            let e = s.claim(t, me, lease).unwrap_err();
+            assert!(matches!(e, TaskError::LeaseOutOfRange { max_ms: m, .. } if m == max_ms), "{e:?}");
+            assert!(s.claim_next(&TaskFilter::default(), me, lease).is_err());
+        }
+        assert_eq!(s.read(t).unwrap().claim_epoch(), 0, "no epoch burnt");
+        let c = s.claim(t, me, LEASE_MAX).unwrap();
+        assert!(c.lease_until_ms > unix_ms());
+        assert!(matches!(s.renew(&c, Duration::MAX), Err(TaskError::LeaseOutOfRange { .. })));
+        let long = "n".repeat(200);
+        let before = s.read(t).unwrap().version();
+        assert_eq!(s.complete(&c, &long).err(), Some(TaskError::NoteTooLong { len: 200, max: NOTE_MAX }));
+        assert_eq!(s.fail(&c, &"\"".repeat(25)).err(), Some(TaskError::NoteTooLong { len: 50, max: NOTE_MAX }));
+        assert_eq!(s.read(t).unwrap().version(), before, "nothing changed");
+        let whole = "x".repeat(NOTE_MAX);
+        s.complete(&c, &whole).unwrap();
+        let mut r = s.reader(crate::Start::Oldest);
+        let mut found = false;
+        while let Ok(Some(e)) = r.try_next() {
+            if e.kind() == EventKind::TASK_COMPLETED {
+                let text = std::str::from_utf8(e.payload()).unwrap();
+                assert!(text.contains(&format!("\"note\":\"{whole}\"")), "{text}");
+                found = true;
+            }
+        }
+        assert!(found);
     }
 }

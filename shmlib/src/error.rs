@@ -148,6 +148,14 @@ pub enum PoolError {
         /// Bytes allowed.
         max: usize,
     },
+    /// A name holding a control character (a terminal escape, a newline, …).
+    NameHasControl {
+        /// Byte offset of the first one.
+        at: usize,
+    },
+    /// A node value that is NaN, infinite, or beyond ±[`crate::VALUE_MAX`] (sums of
+    /// such values would not stay finite).
+    ValueOutOfRange,
     /// Progress above 100.
     ProgressOutOfRange {
         /// Value given.
@@ -207,6 +215,8 @@ impl fmt::Display for PoolError {
             PoolFull { capacity } => write!(f, "node pool full ({capacity} slots); delete nodes or restart the daemon with a larger --nodes"),
             NameTooLong { len, max } => write!(f, "name is {len} bytes, the limit is {max}; shorten it"),
             DescriptionTooLong { len, max } => write!(f, "description is {len} bytes, the inline limit is {max}; store longer text as a document"),
+            NameHasControl { at } => write!(f, "name has a control character at byte {at}"),
+            ValueOutOfRange => write!(f, "value is NaN, infinite or beyond ±{:e}", crate::VALUE_MAX),
             ProgressOutOfRange { value } => write!(f, "progress {value} is above 100"),
             NotFound => write!(f, "no such node; check the id (list nodes with `wn tree`)"),
             StaleHandle => write!(f, "the node this handle named was deleted; look it up again by UUID"),

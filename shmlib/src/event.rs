@@ -316,9 +316,47 @@ impl std::fmt::Display for RingError {
 
 impl std::error::Error for RingError {}
 
+/// The longest epoch: `u64::MAX` has 20 digits.
+const EPOCH_DIGITS_MAX: usize = 20;
+/// Bytes of a task payload around the note: `{"epoch":` + epoch + `,"note":"` + `"}`.
+const NOTE_FRAME: usize = 9 + EPOCH_DIGITS_MAX + 9 + 2;
+/// The most bytes a note takes in a task event's payload (JSON-escaped: a `"` or `\`
+/// takes 2, a control character 2 or 6), whatever the epoch.
+pub(crate) const NOTE_PAYLOAD_MAX: usize = EVENT_PAYLOAD_MAX - NOTE_FRAME;
+
+/// `c` as JSON writes it inside a string, into `tmp`.
+fn json_char(c: char, tmp: &mut [u8; 6]) -> &[u8] {
+    let short = match c {
+        '"' => Some(b'"'),
+        '\\' => Some(b'\\'),
+        '\n' => Some(b'n'),
+        '\r' => Some(b'r'),
+        '\t' => Some(b't'),
+        _ => None,
+    };
+    if let Some(e) = short {
+        tmp[0] = b'\\';
+        tmp[1] = e;
+        return &tmp[..2];
+    }
+    if (c as u32) < 0x20 {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        *tmp = [b'\\', b'u', b'0', b'0', HEX[(c as usize) >> 4], HEX[(c as usize) & 15]];
+        return &tmp[..];
+    }
+    c.encode_utf8(&mut tmp[..4]).as_bytes()
+}
+
+/// Bytes `note` takes in a task event's payload, JSON-escaped.
+pub(crate) fn note_payload_len(note: &str) -> usize {
+    let mut tmp = [0u8; 6];
+    note.chars().map(|c| json_char(c, &mut tmp).len()).sum()
+}
+
 /// Writes the payload of a task event, `{"epoch":E}` or `{"epoch":E,"note":"N"}`, into
-/// `buf` and returns its length. The note is JSON-escaped (control characters become
-/// spaces) and cut at a character boundary to fit; nothing is allocated.
+/// `buf` and returns its length. The note is JSON-escaped; callers check it against
+/// [`NOTE_PAYLOAD_MAX`] first (`claims`), so it always fits whole. (Were it longer, it
+/// would be cut at a character boundary rather than overflow.) Nothing is allocated.
 pub(crate) fn epoch_payload(buf: &mut [u8; EVENT_PAYLOAD_MAX], epoch: u64, note: &str) -> usize {
     use std::io::Write;
     let mut cur = std::io::Cursor::new(&mut buf[..]);
@@ -330,14 +368,9 @@ pub(crate) fn epoch_payload(buf: &mut [u8; EVENT_PAYLOAD_MAX], epoch: u64, note:
         let limit = EVENT_PAYLOAD_MAX - 2;
         buf[at..at + OPEN.len()].copy_from_slice(OPEN);
         at += OPEN.len();
+        let mut tmp = [0u8; 6];
         for c in note.chars() {
-            let mut tmp = [0u8; 4];
-            let esc: &[u8] = match c {
-                '"' => b"\\\"",
-                '\\' => b"\\\\",
-                c if (c as u32) < 0x20 => b" ",
-                c => c.encode_utf8(&mut tmp).as_bytes(),
-            };
+            let esc = json_char(c, &mut tmp);
             if at + esc.len() > limit {
                 break;
             }
@@ -353,7 +386,7 @@ pub(crate) fn epoch_payload(buf: &mut [u8; EVENT_PAYLOAD_MAX], epoch: u64, note:
 
 #[cfg(test)]
 mod tests {
-    use super::epoch_payload;
+    use super::{epoch_payload, note_payload_len, NOTE_PAYLOAD_MAX};
 
     #[test]
     fn task_payloads_are_valid_json_within_the_inline_limit() {
@@ -367,5 +400,21 @@ mod tests {
         assert!(n <= 88);
         let n = epoch_payload(&mut buf, 1, "café ü");
         assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), r#"{"epoch":1,"note":"café ü"}"#);
+    }
+
+    #[test]
+    fn a_note_within_the_limit_is_stored_whole_and_escaped() {
+        assert_eq!(NOTE_PAYLOAD_MAX, 48);
+        let mut buf = [0u8; 88];
+        let note = "a\"b\\c\nd\u{1b}e";
+        assert_eq!(note_payload_len(note), 1 + 2 + 1 + 2 + 1 + 2 + 1 + 6 + 1);
+        let n = epoch_payload(&mut buf, 3, note);
+        assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), r#"{"epoch":3,"note":"a\"b\\c\nd\u001be"}"#);
+        // The longest note, at the longest epoch, fits whole.
+        let longest = "é".repeat(NOTE_PAYLOAD_MAX / 2);
+        assert_eq!(note_payload_len(&longest), NOTE_PAYLOAD_MAX);
+        let n = epoch_payload(&mut buf, u64::MAX, &longest);
+        let s = std::str::from_utf8(&buf[..n]).unwrap();
+        assert_eq!(s, format!("{{\"epoch\":{},\"note\":\"{longest}\"}}", u64::MAX));
     }
 }

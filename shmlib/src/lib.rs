@@ -65,13 +65,13 @@ mod testing;
 
 pub use agents::{AgentError, AgentId, AgentInfo};
 pub use blob::{DocError, DocumentInfo};
-pub use claims::{Claim, TaskError, TaskFilter};
+pub use claims::{Claim, TaskError, TaskFilter, LEASE_MAX, NOTE_MAX};
 pub use clock::{unix_ms, Hlc};
 pub use durability::{Durability, Heartbeat, DURABILITY_WAIT};
 pub use error::{AttachError, PoolError};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};
 pub use layout::Capacities;
-pub use node::{Handle, NewNode, Node, NodeKind, Status};
+pub use node::{check_name, check_value, Handle, NewNode, Node, NodeKind, Status, VALUE_MAX};
 pub use orset::{OrSetState, SetError};
 pub use pool::DeleteMode;
 pub use query::{Query, QueryStats, Rollup};

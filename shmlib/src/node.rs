@@ -7,6 +7,29 @@ use crate::layout::{NodeRecord, DESCRIPTION_MAX, NAME_MAX};
 use bytemuck::Zeroable;
 use uuid::Uuid;
 
+/// The largest magnitude of a node value: every value is finite and within
+/// ±`VALUE_MAX`, so a sum over any pool (at most 2²⁴ nodes) stays finite.
+pub const VALUE_MAX: f64 = 1e300;
+
+/// Checks a name (of a node, document, agent or role): no control characters (C0, DEL,
+/// C1), which would reach an operator's terminal or split a line of output. Returns the
+/// byte offset of the first one found.
+pub fn check_name(name: &str) -> Result<(), usize> {
+    match name.char_indices().find(|(_, c)| c.is_control()) {
+        Some((at, _)) => Err(at),
+        None => Ok(()),
+    }
+}
+
+/// Checks a node value: finite and within ±[`VALUE_MAX`].
+pub fn check_value(value: f64) -> Result<(), PoolError> {
+    if value.is_finite() && value.abs() <= VALUE_MAX {
+        Ok(())
+    } else {
+        Err(PoolError::ValueOutOfRange)
+    }
+}
+
 /// Names a node slot at one generation. A handle to a slot that was freed and reused
 /// is refused with [`PoolError::StaleHandle`], never followed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -249,8 +272,12 @@ impl Node {
         &self.rec
     }
 
-    /// Renames the node.
+    /// Renames the node. Refused: more than [`NAME_MAX`] bytes
+    /// ([`PoolError::NameTooLong`]), a control character ([`PoolError::NameHasControl`]).
     pub fn set_name(&mut self, name: &str) -> Result<(), PoolError> {
+        if name.len() <= NAME_MAX {
+            check_name(name).map_err(|at| PoolError::NameHasControl { at })?;
+        }
         put_text(&mut self.rec.name, name, NAME_MAX)
             .map(|n| self.rec.name_len = n as u8)
             .map_err(|len| PoolError::NameTooLong { len, max: NAME_MAX })
@@ -285,9 +312,12 @@ impl Node {
         self.rec.progress = progress;
         Ok(())
     }
-    /// Sets the numeric value.
-    pub fn set_value(&mut self, value: f64) {
+    /// Sets the numeric value; NaN, an infinity or a magnitude beyond [`VALUE_MAX`] is
+    /// refused ([`PoolError::ValueOutOfRange`]).
+    pub fn set_value(&mut self, value: f64) -> Result<(), PoolError> {
+        check_value(value)?;
         self.rec.value = value;
+        Ok(())
     }
 }
 
@@ -357,13 +387,13 @@ impl<'a> NewNode<'a> {
         let mut node = Node { handle: Handle { index: 0, generation: 0 }, rec: NodeRecord::zeroed() };
         node.set_name(self.name)?;
         node.set_description(self.description)?;
+        node.set_value(self.value)?;
         let r = &mut node.rec;
         r.uuid = *uuid.as_bytes();
         r.parent = parent.map_or(u64::MAX, Handle::to_raw);
         r.created = now.0;
         r.updated = now.0;
         r.version = 1;
-        r.value = self.value;
         r.custom_kind = self.custom_kind;
         r.kind = self.kind.code();
         r.status = self.status.code();
@@ -387,6 +417,26 @@ mod tests {
         let d = "d".repeat(DESCRIPTION_MAX + 1);
         let e = NewNode::new(NodeKind::Task, "x").description(&d).to_record(Uuid::nil(), None, now).unwrap_err();
         assert!(matches!(e, PoolError::DescriptionTooLong { .. }));
+    }
+
+    #[test]
+    fn control_characters_and_unbounded_values_are_refused() {
+        let now = Hlc(1);
+        for (name, at) in [("\u{1b}]0;pwned\u{7}", 0), ("a\nb", 1), ("ok\u{7f}", 2), ("é\u{85}", 2)] {
+            let e = NewNode::new(NodeKind::Task, name).to_record(Uuid::nil(), None, now).unwrap_err();
+            assert_eq!(e, PoolError::NameHasControl { at }, "{name:?}");
+        }
+        assert!(NewNode::new(NodeKind::Task, "tab\u{200b}ok ü").to_record(Uuid::nil(), None, now).is_ok());
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e301, -1e301] {
+            let e = NewNode::new(NodeKind::Task, "v").value(v).to_record(Uuid::nil(), None, now).unwrap_err();
+            assert_eq!(e, PoolError::ValueOutOfRange, "{v}");
+        }
+        let ok = NewNode::new(NodeKind::Task, "v").value(-VALUE_MAX).to_record(Uuid::nil(), None, now).unwrap();
+        assert_eq!(ok.value, -VALUE_MAX);
+        let mut n = Node { handle: Handle { index: 0, generation: 1 }, rec: ok };
+        assert_eq!(n.set_value(f64::NAN), Err(PoolError::ValueOutOfRange));
+        assert_eq!(n.set_name("x\ty"), Err(PoolError::NameHasControl { at: 1 }));
+        assert_eq!(n.rec.value, -VALUE_MAX);
     }
 
     #[test]

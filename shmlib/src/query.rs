@@ -204,8 +204,11 @@ impl Segment {
                 let s = n.status().map_or(0, |s| s.code() as usize);
                 r.total += 1;
                 r.by_status[s] += 1;
-                r.value_by_status[s] += n.value();
-                r.value_total += n.value();
+                // A value written before values were bounded may be NaN or infinite: it
+                // is left out of the sums rather than turning them into NaN.
+                let v = if crate::node::check_value(n.value()).is_ok() { n.value() } else { 0.0 };
+                r.value_by_status[s] += v;
+                r.value_total += v;
                 progress_sum += n.progress() as u64;
             }
             true

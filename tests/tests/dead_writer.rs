@@ -37,7 +37,7 @@ fn child_entry() {
                 let r = seg.update(h, |n| {
                     // Changes made to the copy; they are published only if we return.
                     n.set_name("half-written")?;
-                    n.set_value(666.0);
+                    n.set_value(666.0)?;
                     n.set_description("never published")?;
                     say("locked");
                     loop {

@@ -353,7 +353,7 @@ fn producer() -> Value {
             // Unique per (round, producer, counter), exact in an f64.
             let value = (round as u64 * 1_000_000_000 + id as u64 * 100_000_000 + counter) as f64;
             match seg.update(h, |n| {
-                n.set_value(value);
+                n.set_value(value)?;
                 Ok(())
             }) {
                 Ok(n) => {
@@ -835,7 +835,7 @@ fn write_journal(g: &SegmentGuard, n: u64) -> Written {
         for i in 0..n {
             if i % 7 == 3 {
                 seg.update(node, |x| {
-                    x.set_value(i as f64);
+                    x.set_value(i as f64)?;
                     Ok(())
                 })
                 .expect("update");
@@ -1088,7 +1088,7 @@ fn snapshots_compact_the_journal_and_a_restart_restores_every_node_exactly() {
     let update = |k: u64| {
         let h = nodes[(k as usize * 7) % nodes.len()];
         seg.update(h, |n| {
-            n.set_value(k as f64);
+            n.set_value(k as f64)?;
             n.set_description(&format!("revision {k} {}", "x".repeat((k % 200) as usize)))
         })
         .expect("update");

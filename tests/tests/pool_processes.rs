@@ -201,7 +201,7 @@ fn limits_are_enforced_and_a_refused_change_leaves_nothing_behind() {
     // A refused update publishes nothing, even what the closure set before failing.
     let v = seg.read(t).unwrap().version();
     let e = seg.update(t, |n| {
-        n.set_value(99.0);
+        n.set_value(99.0)?;
         n.set_name(&long_name)
     });
     assert_eq!(e.err(), Some(PoolError::NameTooLong { len: 65, max: 64 }));

@@ -60,7 +60,7 @@ fn checksum(name: &str, value: f64, priority: u8, progress: u8, filler: &str) ->
 fn write(n: &mut Node, writer: u64, counter: u64) -> Result<(), PoolError> {
     let f = fields(writer, counter);
     n.set_name(&f.name)?;
-    n.set_value(f.value);
+    n.set_value(f.value)?;
     n.set_priority(f.priority);
     n.set_progress(f.progress)?;
     n.set_description(&f.description)

@@ -25,6 +25,11 @@ Exit codes:
   6  permission denied, or the segment is read-only
   7  capacity full: nodes, agents, blob arena, blockers, assignees
 
+Limits (a value outside is exit 2, naming the flag and its range): timeouts 0ms-1d,
+intervals 1ms-1d, leases 1ms-30d, --value finite within +-1e300, names without control
+characters, done --note / fail --reason at most 48 bytes (never cut). Only tasks and
+custom nodes can be claimed. See tools/README.md.
+
 With --json, stdout holds only JSON (one object, or JSON lines for streams) and an
 error is one JSON object on stderr: {\"error\", \"code\", \"hint\", \"exit\"}.
 `wn commands --json` lists every verb and its arguments.";

@@ -15,6 +15,7 @@
 //! | 7 | a capacity is full (nodes, agents, blob arena, blockers, assignees, sets) |
 //! | 8 | the daemon journaling the segment is gone: the change was refused, nothing was made |
 
+use crate::output::clean;
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use worknode::{AgentError, AttachError, DocError, PoolError, RingError, SetError, TaskError};
@@ -52,6 +53,9 @@ pub const EXIT_CODES: [(u8, &str); 9] = [
     (8, "the daemon journaling the segment is gone: nothing was changed (start worknoded again)"),
 ];
 
+/// The advice for a name holding a control character.
+const CONTROL_HINT: &str = "names may not hold control characters (terminal escapes, newlines, tabs); remove them";
+
 /// A failed command.
 #[derive(Debug)]
 pub struct Fail {
@@ -65,12 +69,15 @@ pub struct Fail {
     pub exit: u8,
     /// Extra machine-readable detail (candidates of an ambiguous name, …).
     pub details: Option<Value>,
+    /// The node a change was made to although the command failed (its event, or the
+    /// confirmation that it is on disk, is missing): named by UUID when reported.
+    pub changed: Option<worknode::Handle>,
 }
 
 impl Fail {
     /// A failure with an explicit hint.
     pub fn new(code: &'static str, exit: u8, message: impl Into<String>, hint: impl Into<String>) -> Fail {
-        Fail { message: message.into(), hint: hint.into(), code, exit, details: None }
+        Fail { message: message.into(), hint: hint.into(), code, exit, details: None, changed: None }
     }
 
     /// A library error: its message reads "what happened; what to do", split at the first
@@ -81,6 +88,11 @@ impl Fail {
             Some((m, h)) => Fail::new(code, exit, m, h),
             None => Fail::new(code, exit, text, ""),
         }
+    }
+
+    /// A library error that says only what happened, with the CLI's advice.
+    fn lib_hint(code: &'static str, exit: u8, e: &dyn std::fmt::Display, hint: impl Into<String>) -> Fail {
+        Fail::new(code, exit, e.to_string(), hint)
     }
 
     /// A failure with no more specific code.
@@ -105,6 +117,23 @@ impl Fail {
         self
     }
 
+    /// Names the node a failed command changed anyway by UUID and path (the library's
+    /// error names its slot handle), so a script does not repeat the change blindly.
+    pub fn name_changed_node(mut self, seg: &worknode::Segment) -> Fail {
+        let Some(h) = self.changed else { return self };
+        let Ok(n) = seg.read(h) else { return self };
+        let path = crate::resolve::path_of(seg, h);
+        self.message = self.message.replace(&format!("node {h} "), &format!("node {} ({path}) ", n.uuid()));
+        self.hint = format!(
+            "the change was made (do not repeat it blindly); {}",
+            if self.hint.is_empty() { "check the daemon with `wn dump`" } else { &self.hint }
+        );
+        let mut d = self.details.take().unwrap_or_else(|| json!({}));
+        d["changed"] = json!({ "uuid": n.uuid().to_string(), "path": path });
+        self.details = Some(d);
+        self
+    }
+
     /// Prints the failure to stderr (as one JSON object when asked) and returns the exit
     /// code.
     pub fn report(&self, json: bool) -> ExitCode {
@@ -115,15 +144,16 @@ impl Fail {
             }
             eprintln!("{v}");
         } else {
-            eprintln!("wn: {}", self.message);
+            // Messages echo names and arguments: escaped, so none can drive the terminal.
+            eprintln!("wn: {}", clean(&self.message));
             if !self.hint.is_empty() {
-                eprintln!("hint: {}", self.hint);
+                eprintln!("hint: {}", clean(&self.hint));
             }
             if let Some(Value::Array(c)) = self.details.as_ref().and_then(|d| d.get("candidates")) {
                 for cand in c {
                     let uuid = cand.get("uuid").and_then(Value::as_str).unwrap_or("");
                     let path = cand.get("path").and_then(Value::as_str).unwrap_or("");
-                    eprintln!("  {uuid}  {path}");
+                    eprintln!("  {}  {}", clean(uuid), clean(path));
                 }
             }
         }
@@ -192,6 +222,17 @@ impl From<PoolError> for Fail {
         use PoolError::*;
         let (code, exit) = match e {
             PoolFull { .. } => ("pool_full", exit::FULL),
+            NameHasControl { .. } => {
+                return Fail::lib_hint("invalid_name", exit::USAGE, &e, CONTROL_HINT);
+            }
+            ValueOutOfRange => {
+                return Fail::lib_hint(
+                    "invalid_value",
+                    exit::USAGE,
+                    &e,
+                    "give a finite decimal number (not NaN or inf), e.g. --value 1500",
+                );
+            }
             NameTooLong { .. } | DescriptionTooLong { .. } | ProgressOutOfRange { .. } => {
                 ("invalid_value", exit::USAGE)
             }
@@ -201,7 +242,9 @@ impl From<PoolError> for Fail {
             ReadOnly => ("read_only", exit::PERMISSION),
             Busy { .. } | Contended => ("busy", exit::TIMEOUT),
             IllegalTransition { .. } => ("illegal_transition", exit::CONFLICT),
-            EventNotAppended { .. } => ("not_durable", exit::TIMEOUT),
+            EventNotAppended { node, .. } => {
+                return Fail { changed: Some(node), ..Fail::lib("not_durable", exit::TIMEOUT, &e) };
+            }
             Corrupt { .. } => ("corrupt", exit::OTHER),
             Closing => ("segment_closing", exit::OTHER),
             DaemonGone => return daemon_gone("no change was made"),
@@ -217,6 +260,7 @@ impl From<AgentError> for Fail {
             Pool(p) => return p.into(),
             TableFull { .. } => ("agent_table_full", exit::FULL),
             BadName { .. } | RoleTooLong { .. } => ("invalid_value", exit::USAGE),
+            ControlCharacter { .. } => return Fail::lib_hint("invalid_name", exit::USAGE, &e, CONTROL_HINT),
             NotFound => ("agent_not_found", exit::NOT_FOUND),
             SessionTaken { .. } => ("session_taken", exit::CONFLICT),
             Busy => ("busy", exit::TIMEOUT),
@@ -241,6 +285,32 @@ impl From<TaskError> for Fail {
             TooManyBlockers => ("too_many_blockers", exit::FULL),
             TooManyAssignees => ("too_many_assignees", exit::FULL),
             UnknownAgent => ("agent_not_found", exit::NOT_FOUND),
+            NotATask { .. } => {
+                return Fail::lib_hint(
+                    "not_a_task",
+                    exit::USAGE,
+                    &e,
+                    "claim a task (or a custom node): `wn ready` lists the claimable ones, `wn claim --next` takes the best",
+                );
+            }
+            NoteTooLong { max, .. } => {
+                return Fail::lib_hint(
+                    "note_too_long",
+                    exit::USAGE,
+                    &e,
+                    format!(
+                        "keep it to {max} bytes (a quote or backslash counts 2); put longer text in a document (`wn doc put`) and name it in the note"
+                    ),
+                );
+            }
+            LeaseOutOfRange { .. } => {
+                return Fail::lib_hint(
+                    "invalid_value",
+                    exit::USAGE,
+                    &e,
+                    "give a lease from 1ms to 30d, e.g. --lease 10m",
+                );
+            }
         };
         Fail::lib(code, exit, &e)
     }

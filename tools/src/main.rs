@@ -13,6 +13,7 @@ mod cmd;
 mod ctx;
 mod duration;
 mod fail;
+mod input;
 mod output;
 mod resolve;
 
@@ -32,10 +33,18 @@ fn main() -> ExitCode {
         Err(e) => {
             use clap::error::ErrorKind;
             let shows_help = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
-            if shows_help || !json_requested() {
+            if shows_help {
                 e.exit();
             }
+            // clap's message quotes the bad argument: plain text (no colour), each line
+            // escaped, so an argument cannot drive the terminal.
             let text = e.render().to_string();
+            if !json_requested() {
+                for line in text.trim_end().lines() {
+                    eprintln!("{}", output::clean(line));
+                }
+                return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(fail::exit::USAGE));
+            }
             // The message is everything before the first blank line ("Usage: …" follows).
             let first = text
                 .lines()
@@ -58,6 +67,10 @@ fn main() -> ExitCode {
     };
     match cli::run(&ctx, &cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.changed.is_some() => match ctx.attach_ro() {
+            Ok(seg) => f.name_changed_node(&seg).report(cli.json),
+            Err(_) => f.report(cli.json),
+        },
         Err(f) => f.report(cli.json),
     }
 }

@@ -12,6 +12,7 @@ use crate::fail::Fail;
 use comfy_table::{presets, Cell, CellAlignment, Color, ContentArrangement, Table};
 use ratatui::crossterm::style::Stylize;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use uuid::Uuid;
@@ -137,6 +138,38 @@ fn status_color(s: Status) -> Option<Color> {
     })
 }
 
+/// Whether `c` must not reach a terminal as itself: a control character (C0, DEL, C1:
+/// escapes, bells, newlines, backspaces) or a bidirectional override (text that reads in
+/// another order than it is stored).
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text from the segment or the command line, made safe for human output: every control
+/// character and bidirectional override is shown escaped (`\n`, `\t`, `\r`, else
+/// `\u{1b}`), so no name, role, topic or payload can move the cursor, retitle the
+/// window, colour the screen or split a row. Everything else is unchanged (no copy).
+///
+/// Every human-readable line `wn` prints that holds such text goes through this; JSON
+/// output does not need it (serde escapes control characters).
+pub fn clean(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Writes `text` (plus a newline) to stdout. A closed pipe (`wn ls | head`) is not an
 /// error; any other write failure is.
 pub fn print(text: &str) -> Result<(), Fail> {
@@ -259,17 +292,17 @@ pub fn kind_text(n: &Node) -> String {
     }
 }
 
-/// The claim on a node as human text: `backend (epoch 2, lease in 9m)`, `expired …`, or
+/// The claim on a node as human text (escaped): `backend (epoch 2, lease in 9m)`, `expired …`, or
 /// empty when never claimed / released.
 pub fn claim_text(n: &Node, names: &Names, now: u64) -> String {
     match n.claim_agent_raw() {
         Some(slot) if n.lease_until_ms() > now => format!(
             "{} (epoch {}, lease {})",
-            names.agent(slot),
+            clean(&names.agent(slot)),
             n.claim_epoch(),
             duration::relative(now, n.lease_until_ms())
         ),
-        Some(slot) => format!("{} (epoch {}, lease expired)", names.agent(slot), n.claim_epoch()),
+        Some(slot) => format!("{} (epoch {}, lease expired)", clean(&names.agent(slot)), n.claim_epoch()),
         None => String::new(),
     }
 }
@@ -327,12 +360,21 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
 
 /// One line naming a node: `UUID kind status name` (the UUID first, for `cut`/`awk`).
 pub fn node_line(style: &Style, n: &Node) -> String {
-    format!("{} {} {} {}", n.uuid(), kind_text(n), style.status_text(n.status()), n.name())
+    format!("{} {} {} {}", n.uuid(), kind_text(n), style.status_text(n.status()), clean(n.name()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_and_overrides_are_escaped() {
+        assert!(matches!(clean("plain ü café"), Cow::Borrowed("plain ü café")));
+        assert_eq!(clean("\u{1b}]0;pwned\u{7}\u{1b}[31mX"), "\\u{1b}]0;pwned\\u{7}\\u{1b}[31mX");
+        assert_eq!(clean("a\nb\tc\rd\u{7f}\u{85}"), "a\\nb\\tc\\rd\\u{7f}\\u{85}");
+        assert_eq!(clean("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert!(!clean("\u{1b}\u{9b}\u{0}").chars().any(|c| c.is_control()));
+    }
 
     #[test]
     fn short_ids_are_unique_prefixes_of_at_least_eight_digits() {

@@ -45,7 +45,7 @@ fn unreaped_leases_and_stuck_events_after_the_daemon_died_are_found_and_repaired
     // Without a journal, changes go on after the daemon died (with one they are refused:
     // see the durability fault tests), so a lease can be left for nobody to reap.
     let caps = Capacities { nodes: 256, events: 4096, agents: 16, blob_chunks: 16, ..Capacities::default() };
-    let mut d = Daemon::start_with_args("doctor-dead-daemon", caps, &["--fsync", "off"]);
+    let mut d = Daemon::start_args("doctor-dead-daemon", caps, &["--fsync", "off"]);
     d.run(&["add", "task", "a"]).ok();
     d.kill_daemon();
     // Nobody reaps this lease now.

@@ -133,7 +133,8 @@ fn claim_next_prefers_priority_and_filters() {
 
     assert_eq!(d.json_as("w", &["claim", "--next", "--under", "/p"])["node"]["name"], "high");
     assert_eq!(d.json_as("w", &["claim", "--next", "--kind", "custom"])["node"]["name"], "widget");
-    d.fails(&["--agent", "w", "claim", "--next", "--under", "/other", "--kind", "document"], 4, "nothing_ready");
+    // Documents are never claimable: asking for one is a usage error, not "none ready".
+    d.fails(&["--agent", "w", "claim", "--next", "--under", "/other", "--kind", "document"], 2, "not_a_task");
     // Flags that only make sense with --next.
     d.fails(&["--agent", "w", "claim", "/p/low", "--under", "/p"], 2, "usage");
     d.fails(&["--agent", "w", "claim"], 2, "usage");

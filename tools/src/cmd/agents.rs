@@ -5,7 +5,7 @@ use crate::cmd::nodes::print_node;
 use crate::ctx::{find_agent, Ctx};
 use crate::duration::{self, relative};
 use crate::fail::Fail;
-use crate::output::{now_ms, print, print_json, ShortIds};
+use crate::output::{clean, now_ms, print, print_json, ShortIds};
 use crate::resolve::{self, path_of};
 use comfy_table::Cell;
 use serde_json::{json, Value};
@@ -94,15 +94,15 @@ pub fn run_agents(ctx: &Ctx) -> Result<(), Fail> {
             .map(|n| {
                 format!(
                     "{} (epoch {}, lease {})",
-                    n.name(),
+                    clean(n.name()),
                     n.claim_epoch(),
                     duration::relative(now, n.lease_until_ms())
                 )
             })
             .collect();
         t.add_row(vec![
-            Cell::new(&a.name),
-            Cell::new(&a.role),
+            Cell::new(clean(&a.name)),
+            Cell::new(clean(&a.role)),
             Cell::new(short.of(a.uuid)),
             Cell::new(session),
             Cell::new(relative(now, a.heartbeat_ms)),
@@ -118,7 +118,7 @@ fn print_agent(ctx: &Ctx, seg: &Segment, a: &AgentInfo) -> Result<(), Fail> {
         let claims = claims_by_agent(seg);
         return print_json(&agent_json(seg, a, claims.get(&a.id.index).map_or(&[], Vec::as_slice)));
     }
-    print(&format!("{} agent {} {}", a.uuid, a.name, a.role))
+    print(&format!("{} agent {} {}", a.uuid, clean(&a.name), clean(&a.role)))
 }
 
 /// Joins as `--agent` now.
@@ -146,7 +146,7 @@ pub fn run_leave(ctx: &Ctx) -> Result<(), Fail> {
     if ctx.json {
         return print_json(&json!({ "left": info.name, "uuid": info.uuid.to_string() }));
     }
-    print(&format!("{} left {}", info.uuid, info.name))
+    print(&format!("{} left {}", info.uuid, clean(&info.name)))
 }
 
 /// `assign` (or `unassign`) an agent to a node.

@@ -7,10 +7,10 @@
 
 use crate::ctx::Ctx;
 use crate::fail::{exit, Fail};
-use crate::output::{node_json, print, print_bytes, print_json, Names};
+use crate::input::{read_bounded, Source};
+use crate::output::{clean, node_json, print, print_bytes, print_json, Names};
 use crate::resolve::{self, path_of};
 use serde_json::json;
-use std::io::Read;
 use std::path::PathBuf;
 use worknode::{Handle, NodeKind, Segment};
 
@@ -107,23 +107,20 @@ fn put(ctx: &Ctx, a: &PutArgs) -> Result<(), Fail> {
     if a.name.contains('/') {
         return Err(Fail::usage(format!("document name {:?} contains '/'", a.name), "choose a name without '/'"));
     }
-    let mut bytes = Vec::new();
-    match &a.file {
-        Some(f) => {
-            bytes = std::fs::read(f).map_err(|e| {
-                let code = if e.kind() == std::io::ErrorKind::NotFound { exit::NOT_FOUND } else { exit::OTHER };
-                Fail::new("file_unreadable", code, format!("cannot read {}: {e}", f.display()), "check the path")
-            })?;
-        }
-        None => {
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .map_err(|e| Fail::other(format!("cannot read the document from stdin: {e}")))?;
-        }
-    }
-    let content_type = a.content_type.clone().unwrap_or_else(|| guess_type(a.file.as_ref(), &bytes));
     let seg = ctx.attach_rw()?;
     let parent = resolve::node(&seg, &a.parent)?;
+    // Read no more than the segment could store as one document (and one byte more, to
+    // know that there is more).
+    let src = a.file.as_deref().map_or(Source::Stdin, Source::File);
+    let bytes = read_bounded(
+        src,
+        seg.max_document_len() as u64,
+        "document_too_large",
+        exit::FULL,
+        "one document can hold in this segment",
+        "split it into several documents, or restart the daemon with a larger --blob-chunks",
+    )?;
+    let content_type = a.content_type.clone().unwrap_or_else(|| guess_type(a.file.as_ref(), &bytes));
     let doc = match existing_document(&seg, parent, &a.name)? {
         Some(d) => {
             seg.replace_document(d, &content_type, &bytes)?;
@@ -136,7 +133,14 @@ fn put(ctx: &Ctx, a: &PutArgs) -> Result<(), Fail> {
         let names = Names::load(&seg);
         return print_json(&node_json(&seg, &n, &names, Some(&path_of(&seg, doc))));
     }
-    print(&format!("{} document v{} {} bytes {} {}", n.uuid(), n.version(), bytes.len(), content_type, n.name()))
+    print(&format!(
+        "{} document v{} {} bytes {} {}",
+        n.uuid(),
+        n.version(),
+        bytes.len(),
+        clean(&content_type),
+        clean(n.name())
+    ))
 }
 
 fn get(ctx: &Ctx, a: &GetArgs) -> Result<(), Fail> {

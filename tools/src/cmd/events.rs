@@ -8,7 +8,7 @@
 use crate::ctx::{find_agent, Ctx};
 use crate::duration;
 use crate::fail::{exit, Fail};
-use crate::output::{now_ms, print, ShortIds};
+use crate::output::{clean, now_ms, print, ShortIds};
 use crate::resolve;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ use worknode::{Event, EventKind, Filter, Handle, NewEvent, RingError, Segment, S
 #[derive(clap::Args, Debug)]
 pub struct EventsArgs {
     /// Start at this sequence number.
-    #[arg(long, value_name = "SEQ", conflicts_with = "from_start")]
+    #[arg(long, value_name = "SEQ", conflicts_with = "from_start", value_parser = duration::number(0, u64::MAX, "a ring sequence number"))]
     since: Option<u64>,
     /// Start at the oldest retained event (the default without --follow).
     #[arg(long)]
@@ -31,13 +31,13 @@ pub struct EventsArgs {
     /// Keep waiting for new events (from now on, unless --since/--from-start); Ctrl-C ends (exit 0).
     #[arg(long, short)]
     follow: bool,
-    /// With --follow: stop following after this long (exit 0), e.g. 30s.
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse, requires = "follow")]
+    /// With --follow: stop following after this long (exit 0), e.g. 30s; 0 to 1d.
+    #[arg(long, value_name = "DURATION", value_parser = duration::timeout, requires = "follow")]
     timeout: Option<Duration>,
     #[command(flatten)]
     select: Select,
-    /// Stop after this many events.
-    #[arg(long, value_name = "N")]
+    /// Stop after this many events (1 to 4294967296).
+    #[arg(long, value_name = "N", value_parser = duration::number(1, 1 << 32, "events to print"))]
     limit: Option<u64>,
 }
 
@@ -77,12 +77,12 @@ pub struct EmitArgs {
 pub struct WaitArgs {
     #[command(flatten)]
     select: Select,
-    /// Give up after this long (exit 5), e.g. 30s, 2m.
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "30s")]
+    /// Give up after this long (exit 5), e.g. 30s, 2m; 0 to 1d.
+    #[arg(long, value_name = "DURATION", value_parser = duration::timeout, default_value = "30s")]
     timeout: Duration,
     /// Consider events from this sequence on instead of from now (closes the gap between
     /// a failed `claim --next` and the wait).
-    #[arg(long, value_name = "SEQ")]
+    #[arg(long, value_name = "SEQ", value_parser = duration::number(0, u64::MAX, "a ring sequence number"))]
     since: Option<u64>,
 }
 
@@ -212,7 +212,8 @@ impl<'a> Printer<'a> {
             return v.to_string();
         }
         let s = &self.style;
-        let kind = if e.topic().is_empty() { e.kind().to_string() } else { format!("{}:{}", e.kind(), e.topic()) };
+        let kind =
+            if e.topic().is_empty() { e.kind().to_string() } else { format!("{}:{}", e.kind(), clean(e.topic())) };
         let mut line = format!(
             "{:>7}  {:<8}  {}",
             e.seq(),
@@ -220,14 +221,14 @@ impl<'a> Printer<'a> {
             s.bold(&format!("{kind:<15}"))
         );
         if let Some(u) = e.node() {
-            let name = node_name.map(|n| format!(" {:?}", n.name())).unwrap_or_default();
+            let name = node_name.map(|n| format!(" {}", clean(&format!("{:?}", n.name())))).unwrap_or_default();
             line.push_str(&format!("  {}{name} v{}", s.dim(&self.short.of(u)), e.node_version()));
         }
         if let Some(a) = actor {
-            line.push_str(&format!("  by {a}"));
+            line.push_str(&format!("  by {}", clean(&a)));
         }
         if !e.payload().is_empty() {
-            line.push_str(&format!("  {}", String::from_utf8_lossy(e.payload())));
+            line.push_str(&format!("  {}", clean(&String::from_utf8_lossy(e.payload()))));
         }
         line
     }
@@ -265,7 +266,7 @@ pub fn run_events(ctx: &Ctx, a: &EventsArgs) -> Result<(), Fail> {
     let mut reader = seg.reader(start).with_filter(sel.filter);
     let mut printer = Printer::new(&seg, ctx);
     let stop = stop_flag()?;
-    let deadline = a.timeout.map(|t| Instant::now() + t);
+    let deadline = a.timeout.map(duration::deadline);
     let mut out = std::io::stdout().lock();
     let mut printed = 0u64;
     while !stop.load(Ordering::Relaxed) && a.limit.is_none_or(|l| printed < l) {
@@ -331,7 +332,7 @@ pub fn run_wait(ctx: &Ctx, a: &WaitArgs) -> Result<(), Fail> {
     let start = a.since.map_or(Start::Now, Start::At);
     let mut reader = seg.reader(start).with_filter(sel.filter);
     let mut printer = Printer::new(&seg, ctx);
-    let deadline = Instant::now() + a.timeout;
+    let deadline = duration::deadline(a.timeout);
     let timed_out = || {
         Fail::new(
             "timeout",

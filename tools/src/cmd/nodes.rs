@@ -3,7 +3,7 @@
 use crate::ctx::{find_agent, Ctx};
 use crate::duration::relative;
 use crate::fail::{exit, Fail};
-use crate::output::{claim_text, kind_text, node_json, node_line, now_ms, print, print_json, Names, ShortIds};
+use crate::output::{claim_text, clean, kind_text, node_json, node_line, now_ms, print, print_json, Names, ShortIds};
 use crate::resolve::{self, path_of};
 use clap::builder::TypedValueParser as _;
 use comfy_table::Cell;
@@ -27,9 +27,9 @@ pub fn status_parser() -> impl clap::builder::TypedValueParser<Value = Status> {
 pub struct TreeArgs {
     /// Where to start (UUID, unique prefix, or /path); the root by default.
     node: Option<String>,
-    /// Show at most this many levels below the start.
-    #[arg(long, value_name = "N")]
-    depth: Option<usize>,
+    /// Show at most this many levels below the start (0 to 16777216).
+    #[arg(long, value_name = "N", value_parser = crate::duration::number(0, worknode::layout::MAX_NODES as u64, "levels"))]
+    depth: Option<u64>,
 }
 
 /// Options of `wn ls`.
@@ -50,9 +50,9 @@ pub struct LsArgs {
     /// Only names starting with this.
     #[arg(long, value_name = "PREFIX")]
     name: Option<String>,
-    /// At most this many nodes.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    limit: usize,
+    /// At most this many nodes (1 to 16777216).
+    #[arg(long, value_name = "N", default_value = "100", value_parser = crate::duration::number(1, worknode::layout::MAX_NODES as u64, "nodes to list"))]
+    limit: u64,
 }
 
 /// Options of `wn show`.
@@ -87,10 +87,10 @@ pub struct AddArgs {
     #[arg(long, value_name = "TEXT")]
     desc: Option<String>,
     /// Priority 0-255: `claim --next` takes the highest first.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    priority: u8,
-    /// Numeric value (pipeline rollups).
-    #[arg(long, value_name = "N", default_value_t = 0.0)]
+    #[arg(long, value_name = "N", default_value = "0", value_parser = crate::duration::number(0, 255, "a priority"))]
+    priority: u64,
+    /// Numeric value (pipeline rollups): finite, within ±1e300.
+    #[arg(long, value_name = "N", default_value = "0", value_parser = crate::duration::value, allow_negative_numbers = true)]
     value: f64,
     /// A node this one waits for (repeatable): while one is open, this node is blocked.
     #[arg(long = "blocked-by", value_name = "NODE")]
@@ -125,28 +125,28 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
     let initial = if blockers.is_empty() { want } else { Status::Pending };
     let spec = NewNode::new(a.kind, &a.name)
         .description(a.desc.as_deref().unwrap_or(""))
-        .priority(a.priority)
+        .priority(a.priority as u8)
         .value(a.value)
         .status(initial);
-    let h = match seg.add(parent, &spec) {
-        Ok(h) => h,
-        // The node exists; only its event (and so, under --fsync always, the confirmation
-        // that it is on disk) is missing. Name it, so a script does not retry into a
-        // duplicate, and fail.
-        Err(e @ worknode::PoolError::EventNotAppended { node, .. }) => {
-            if let Ok(n) = seg.read(node) {
-                print_node(ctx, &seg, &n)?;
-            }
-            return Err(e.into());
+    // If the node exists but only its event (and so, under --fsync always, the
+    // confirmation that it is on disk) is missing, the error names it (by UUID, on
+    // stderr: see `Fail::name_changed_node`) so a script does not retry into a
+    // duplicate. Stdout carries the node only on success.
+    let h = seg.add(parent, &spec)?;
+    // From here the node exists: a later failure says so.
+    let created = |f: Fail| -> Fail {
+        if f.changed.is_some() {
+            return f;
         }
-        Err(e) => return Err(e.into()),
+        Fail { message: format!("node {h} was created, but then: {}", f.message), changed: Some(h), ..f }
     };
     for b in &blockers {
-        seg.add_blocker(h, *b)?;
+        seg.add_blocker(h, *b).map_err(|e| created(e.into()))?;
     }
-    if !blockers.is_empty() && want == Status::Ready && seg.read(h)?.status() == Some(Status::Pending) {
+    let n = seg.read(h).map_err(|e| created(e.into()))?;
+    if !blockers.is_empty() && want == Status::Ready && n.status() == Some(Status::Pending) {
         // Every blocker was already complete.
-        seg.update(h, |n| n.set_status(Status::Ready))?;
+        seg.update(h, |n| n.set_status(Status::Ready)).map_err(|e| created(e.into()))?;
     }
     print_node(ctx, &seg, &seg.read(h)?)
 }
@@ -167,7 +167,7 @@ pub fn run_tree(ctx: &Ctx, a: &TreeArgs) -> Result<(), Fail> {
     let top = resolve::node_or_root(&seg, a.node.as_deref())?;
     let names = Names::load(&seg);
     if ctx.json {
-        let mut v = tree_json(&seg, top, a.depth, &names, 0)?;
+        let mut v = tree_json(&seg, top, a.depth.map(|d| d as usize), &names, 0)?;
         v["path"] = json!(path_of(&seg, top));
         return print_json(&v);
     }
@@ -183,7 +183,7 @@ pub fn run_tree(ctx: &Ctx, a: &TreeArgs) -> Result<(), Fail> {
             break;
         }
         let Ok(n) = seg.read(h) else { continue };
-        let name = if n.parent().is_none() { "/".to_string() } else { n.name().to_string() };
+        let name = if n.parent().is_none() { "/".to_string() } else { clean(n.name()).into_owned() };
         let mut line = format!("{lead}{}  {} {}", s.bold(&name), kind_text(&n), s.status_text(n.status()));
         if n.kind() == Some(NodeKind::Task) && n.progress() > 0 && n.status() != Some(Status::Complete) {
             line.push_str(&format!(" {}%", n.progress()));
@@ -194,7 +194,7 @@ pub fn run_tree(ctx: &Ctx, a: &TreeArgs) -> Result<(), Fail> {
         }
         line.push_str(&format!("  {}", s.dim(&short.of(n.uuid()))));
         seg.children(h, &mut kids)?;
-        if a.depth.is_some_and(|d| depth >= d) {
+        if a.depth.is_some_and(|d| depth as u64 >= d) {
             if !kids.is_empty() {
                 line.push_str(&s.dim(&format!("  (+{} below)", kids.len())));
             }
@@ -251,7 +251,7 @@ pub fn run_ls(ctx: &Ctx, a: &LsArgs) -> Result<(), Fail> {
         assignee,
         under,
         name_prefix: a.name.as_deref(),
-        limit: a.limit,
+        limit: a.limit as usize,
         ..Query::default()
     };
     let mut found = Vec::new();
@@ -285,7 +285,7 @@ pub fn node_table(ctx: &Ctx, seg: &Segment, nodes: &[Node], names: &Names) -> St
             s.status_cell(n.status()),
             s.num(n.priority()),
             s.num(format!("{}%", n.progress())),
-            Cell::new(n.name()),
+            Cell::new(clean(n.name())),
             Cell::new(if n.claimed_by().is_some() { claim_text(n, names, now) } else { String::new() }),
             Cell::new(relative(now, n.updated().wall_ms())),
         ]);
@@ -310,17 +310,17 @@ pub fn run_show(ctx: &Ctx, a: &ShowArgs) -> Result<(), Fail> {
         t.add_row(vec![Cell::new(k), Cell::new(v)]);
     };
     row("uuid", n.uuid().to_string());
-    row("path", path);
+    row("path", clean(&path).into_owned());
     row("kind", kind_text(&n));
     row("status", s.status_text(n.status()));
     row("priority", n.priority().to_string());
     row("progress", format!("{}%", n.progress()));
     row("value", n.value().to_string());
     if n.kind() == Some(NodeKind::Document) {
-        row("content type", n.description().to_string());
+        row("content type", clean(n.description()).into_owned());
         row("size", format!("{} bytes (crc32c {:08x})", n.record().doc_len, n.record().doc_crc));
     } else if !n.description().is_empty() {
-        row("description", n.description().to_string());
+        row("description", clean(n.description()).into_owned());
     }
     row("version", n.version().to_string());
     row("created", relative(now, n.created().wall_ms()));
@@ -329,12 +329,14 @@ pub fn run_show(ctx: &Ctx, a: &ShowArgs) -> Result<(), Fail> {
     let claim = claim_text(&n, &names, now);
     row("claim", if claim.is_empty() { "-".into() } else { claim });
     row("epoch", n.claim_epoch().to_string());
-    let assignees: Vec<String> = n.assignees().map(|a| names.agent(a)).collect();
+    let assignees: Vec<String> = n.assignees().map(|a| clean(&names.agent(a)).into_owned()).collect();
     row("assignees", if assignees.is_empty() { "-".into() } else { assignees.join(", ") });
     let blockers: Vec<String> = n
         .blocked_by()
         .map(|b| match seg.read(b) {
-            Ok(bn) => format!("{} ({}) {}", path_of(&seg, b), bn.status().map_or("?", Status::as_str), bn.uuid()),
+            Ok(bn) => {
+                format!("{} ({}) {}", clean(&path_of(&seg, b)), bn.status().map_or("?", Status::as_str), bn.uuid())
+            }
             Err(_) => "(deleted)".to_string(),
         })
         .collect();
@@ -376,7 +378,8 @@ pub fn run_rollup(ctx: &Ctx, a: &RollupArgs) -> Result<(), Fail> {
         }
     }
     let summary = format!(
-        "{path}: {} {}s, {:.0}% complete, mean progress {:.0}%, pipeline value {}",
+        "{}: {} {}s, {:.0}% complete, mean progress {:.0}%, pipeline value {}",
+        clean(&path),
         r.total,
         a.kind.as_str(),
         r.percent_complete,

@@ -13,10 +13,10 @@
 use crate::ctx::Ctx;
 use crate::duration;
 use crate::fail::{exit, Fail};
+use crate::input::{read_bounded, Source};
 use crate::output::{print, print_json, Names};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use worknode::{Durability, Handle, NewNode, NodeKind, OrSetState, Segment, Status};
@@ -24,8 +24,8 @@ use worknode::{Durability, Handle, NewNode, NodeKind, OrSetState, Segment, Statu
 /// Options of `wn snapshot`.
 #[derive(clap::Args, Debug)]
 pub struct SnapshotArgs {
-    /// How long to wait for the daemon to write it.
-    #[arg(long, default_value = "30s", value_parser = duration::parse, value_name = "DURATION")]
+    /// How long to wait for the daemon to write it (0 to 1d).
+    #[arg(long, default_value = "30s", value_parser = duration::timeout, value_name = "DURATION")]
     timeout: Duration,
 }
 
@@ -52,7 +52,7 @@ pub fn run_snapshot(ctx: &Ctx, a: &SnapshotArgs) -> Result<(), Fail> {
         ));
     }
     let want = seg.request_snapshot();
-    let deadline = Instant::now() + a.timeout;
+    let deadline = duration::deadline(a.timeout);
     while seg.snapshots_done() < want {
         if Instant::now() >= deadline {
             return Err(Fail::new(
@@ -141,8 +141,53 @@ pub fn run_export(ctx: &Ctx) -> Result<(), Fail> {
     }))
 }
 
+/// The most bytes an export of `seg`'s capacities can take: every node with the longest
+/// name and description JSON-escaped at worst (6 bytes a character) and its fields, every
+/// document's content as hex (2 bytes a byte; escaped text is at most 6, bounded here by
+/// the arena), every set entry, every agent, and a margin for the header.
+fn export_bound(seg: &Segment) -> u64 {
+    let caps = seg.capacities();
+    let per_node = 6 * (worknode::layout::NAME_MAX + worknode::layout::DESCRIPTION_MAX) as u64 + 4096;
+    let per_agent = 6 * 64 + 6 * 32 + 256;
+    let per_set = 32 * 2 * 48;
+    let docs = 6 * seg.max_document_len() as u64;
+    caps.nodes as u64 * per_node + caps.agents as u64 * per_agent + caps.sets as u64 * per_set + docs + (1 << 20)
+}
+
 fn bad(what: impl Into<String>) -> Fail {
     Fail::new("bad_export", exit::USAGE, what, "give a file written by `wn export`")
+}
+
+/// A whole-number field of node `v` (0 when absent), refused above `max`.
+fn small(v: &Value, k: &str, max: u64) -> Result<u64, Fail> {
+    match field(v, k) {
+        Value::Null => Ok(0),
+        x => x
+            .as_u64()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| bad(format!("node {}: {k} {x} is not a whole number from 0 to {max}", field(v, "uuid")))),
+    }
+}
+
+/// Checks what the library would refuse part-way through an import: names, values,
+/// numbers, kinds and statuses.
+fn check_node(v: &Value) -> Result<(), Fail> {
+    let uuid = field(v, "uuid").as_str().ok_or_else(|| bad("a node without a uuid"))?;
+    let name = field(v, "name").as_str().unwrap_or("");
+    if worknode::check_name(name).is_err() {
+        return Err(bad(format!("node {uuid}: its name {name:?} has a control character")));
+    }
+    if let Value::Number(n) = field(v, "value") {
+        if n.as_f64().is_none_or(|x| worknode::check_value(x).is_err()) {
+            return Err(bad(format!("node {uuid}: value {n} is not a finite number within ±1e300")));
+        }
+    }
+    small(v, "priority", 255)?;
+    small(v, "progress", 100)?;
+    small(v, "custom_kind", u32::MAX as u64)?;
+    field(v, "kind").as_str().unwrap_or("custom").parse::<NodeKind>().map_err(bad)?;
+    field(v, "status").as_str().unwrap_or("pending").parse::<Status>().map_err(bad)?;
+    Ok(())
 }
 
 fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
@@ -151,23 +196,36 @@ fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
 
 /// `wn import FILE`.
 pub fn run_import(ctx: &Ctx, a: &ImportArgs) -> Result<(), Fail> {
-    let mut text = String::new();
-    if a.file.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut text).map_err(|e| Fail::other(format!("reading stdin: {e}")))?;
-    } else {
-        text =
-            std::fs::read_to_string(&a.file).map_err(|e| Fail::other(format!("reading {}: {e}", a.file.display())))?;
-    }
-    let doc: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let seg = ctx.attach_rw()?;
+    let src = if a.file.as_os_str() == "-" { Source::Stdin } else { Source::File(&a.file) };
+    let text = read_bounded(
+        src,
+        export_bound(&seg),
+        "export_too_large",
+        exit::USAGE,
+        "an export of a segment of this size can take",
+        "give a file written by `wn export` of a segment with these capacities (or smaller)",
+    )?;
+    let doc: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
     if field(&doc, "format") != FORMAT || field(&doc, "version").as_u64() != Some(VERSION) {
         return Err(bad(format!("not a {FORMAT} version {VERSION} document")));
     }
-    let seg = ctx.attach_rw()?;
+    let nodes = field(&doc, "nodes").as_array().ok_or_else(|| bad("no nodes array"))?;
+    // Every field checked before anything is created: a bad export leaves nothing behind.
+    for v in nodes {
+        check_node(v)?;
+    }
+    for ag in field(&doc, "agents").as_array().into_iter().flatten() {
+        let name = field(ag, "name").as_str().ok_or_else(|| bad("an agent without a name"))?;
+        let role = field(ag, "role").as_str().unwrap_or("");
+        if worknode::check_name(name).is_err() || worknode::check_name(role).is_err() {
+            return Err(bad(format!("agent {name:?} has a control character in its name or role")));
+        }
+    }
     for ag in field(&doc, "agents").as_array().into_iter().flatten() {
         let name = field(ag, "name").as_str().ok_or_else(|| bad("an agent without a name"))?;
         seg.join(name, field(ag, "role").as_str().unwrap_or(""))?;
     }
-    let nodes = field(&doc, "nodes").as_array().ok_or_else(|| bad("no nodes array"))?;
     let mut map: HashMap<String, Handle> = HashMap::new();
     let mut created = 0u64;
     for v in nodes {
@@ -204,13 +262,13 @@ pub fn run_import(ctx: &Ctx, a: &ImportArgs) -> Result<(), Fail> {
         } else {
             let spec = NewNode::new(kind, name)
                 .description(field(v, "description").as_str().unwrap_or(""))
-                .priority(field(v, "priority").as_u64().unwrap_or(0).min(255) as u8)
+                .priority(small(v, "priority", 255)? as u8)
                 .value(field(v, "value").as_f64().unwrap_or(0.0))
-                .custom_kind(field(v, "custom_kind").as_u64().unwrap_or(0) as u32)
+                .custom_kind(small(v, "custom_kind", u32::MAX as u64)? as u32)
                 .status(initial);
             seg.add(parent_h, &spec)?
         };
-        let progress = field(v, "progress").as_u64().unwrap_or(0).min(100) as u8;
+        let progress = small(v, "progress", 100)? as u8;
         if progress > 0 && !matches!(status, Status::Complete) {
             seg.update(h, |n| n.set_progress(progress))?;
         }

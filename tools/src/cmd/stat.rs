@@ -18,11 +18,11 @@ use worknode::{NodeKind, Segment, Status};
 /// Options of `wn stat`.
 #[derive(clap::Args, Debug)]
 pub struct StatArgs {
-    /// Time between lines.
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive, default_value = "1s")]
+    /// Time between lines; 1ms to 1d.
+    #[arg(long, value_name = "DURATION", value_parser = duration::interval, default_value = "1s")]
     interval: Duration,
-    /// Stop after this many lines.
-    #[arg(long, value_name = "N")]
+    /// Stop after this many lines (1 to 4294967296).
+    #[arg(long, value_name = "N", value_parser = duration::number(1, 1 << 32, "lines to print"))]
     count: Option<u64>,
 }
 
@@ -165,7 +165,7 @@ pub fn run(ctx: &Ctx, a: &StatArgs) -> Result<(), Fail> {
             return Ok(());
         }
         // Sleep in short steps so Ctrl-C ends promptly (exit 0).
-        let until = Instant::now() + a.interval;
+        let until = duration::deadline(a.interval);
         while Instant::now() < until {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());

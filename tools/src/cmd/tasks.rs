@@ -14,7 +14,7 @@ use crate::cmd::nodes::{kind_parser, node_table, print_node};
 use crate::ctx::{find_agent, Ctx};
 use crate::duration;
 use crate::fail::{exit, Fail};
-use crate::output::{node_json, now_ms, print, print_json, Names};
+use crate::output::{clean, node_json, now_ms, print, print_json, Names};
 use crate::resolve::{self, path_of};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -32,9 +32,9 @@ pub struct ReadyArgs {
     /// Only tasks assigned to this agent.
     #[arg(long, value_name = "AGENT")]
     assignee: Option<String>,
-    /// At most this many.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    limit: usize,
+    /// At most this many (1 to 16777216).
+    #[arg(long, value_name = "N", default_value = "100", value_parser = duration::number(1, worknode::layout::MAX_NODES as u64, "tasks to list"))]
+    limit: u64,
 }
 
 /// Options of `wn claim`.
@@ -58,8 +58,8 @@ pub struct ClaimArgs {
     /// With --next: only tasks assigned to you.
     #[arg(long, requires = "next")]
     mine: bool,
-    /// How long the claim holds unless renewed (30s, 10m, 1h).
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive, default_value = "10m")]
+    /// How long the claim holds unless renewed (30s, 10m, 1h); 1ms to 30d.
+    #[arg(long, value_name = "DURATION", value_parser = duration::lease, default_value = "10m")]
     lease: Duration,
 }
 
@@ -70,7 +70,7 @@ pub struct ClaimantArgs {
     node: String,
     /// Present this fencing epoch (as printed by `claim`) instead of the current one: the
     /// write fails with exit 3 if the task was claimed again since.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = duration::number(1, u64::MAX, "a fencing epoch, as `claim` printed it"))]
     epoch: Option<u64>,
 }
 
@@ -79,8 +79,8 @@ pub struct ClaimantArgs {
 pub struct RenewArgs {
     #[command(flatten)]
     task: ClaimantArgs,
-    /// New lease, from now.
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive, default_value = "10m")]
+    /// New lease, from now; 1ms to 30d.
+    #[arg(long, value_name = "DURATION", value_parser = duration::lease, default_value = "10m")]
     lease: Duration,
 }
 
@@ -90,8 +90,8 @@ pub struct ProgressArgs {
     #[command(flatten)]
     task: ClaimantArgs,
     /// Percent done, 0-100.
-    #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
-    pct: u8,
+    #[arg(value_parser = duration::number(0, 100, "percent done"))]
+    pct: u64,
 }
 
 /// Options of `wn done`.
@@ -161,7 +161,7 @@ pub fn run_ready(ctx: &Ctx, a: &ReadyArgs) -> Result<(), Fail> {
         under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
     };
     let mut out = Vec::new();
-    seg.ready(&filter, a.limit, &mut out)?;
+    seg.ready(&filter, a.limit as usize, &mut out)?;
     let names = Names::load(&seg);
     if ctx.json {
         let tasks: Vec<Value> =
@@ -185,7 +185,7 @@ fn print_claim(ctx: &Ctx, seg: &Segment, c: &Claim) -> Result<(), Fail> {
         }));
     }
     let lease = duration::format_ms(c.lease_until_ms.saturating_sub(now_ms()));
-    print(&format!("{} epoch {} lease {lease} {}", n.uuid(), c.epoch, n.name()))
+    print(&format!("{} epoch {} lease {lease} {}", n.uuid(), c.epoch, clean(n.name())))
 }
 
 /// Claims a task, or the best ready one.
@@ -296,7 +296,7 @@ pub fn run_start(ctx: &Ctx, a: &ClaimantArgs) -> Result<(), Fail> {
 pub fn run_progress(ctx: &Ctx, a: &ProgressArgs) -> Result<(), Fail> {
     let seg = ctx.attach_rw()?;
     let c = claim_for(ctx, &seg, &a.task)?;
-    let n = seg.progress(&c, a.pct)?;
+    let n = seg.progress(&c, a.pct as u8)?;
     print_node(ctx, &seg, &n)
 }
 
@@ -385,7 +385,7 @@ fn run_dep_ls(ctx: &Ctx, a: &DepLsArgs) -> Result<(), Fail> {
             t.add_row(vec![
                 comfy_table::Cell::new(edge),
                 s.status_cell(status),
-                comfy_table::Cell::new(v["path"].as_str().unwrap_or("(deleted)")),
+                comfy_table::Cell::new(clean(v["path"].as_str().unwrap_or("(deleted)"))),
                 comfy_table::Cell::new(v["uuid"].as_str().unwrap_or("")),
             ]);
         }

@@ -13,7 +13,7 @@ use crate::cmd::stat::{rate, Sample};
 use crate::ctx::Ctx;
 use crate::duration::{self, relative};
 use crate::fail::{exit, Fail};
-use crate::output::{now_ms, print, print_json};
+use crate::output::{clean, now_ms, print, print_json};
 use ratatui::backend::{Backend, TestBackend};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -33,15 +33,15 @@ pub struct TopArgs {
     /// Print one frame as plain text and exit (no terminal needed).
     #[arg(long)]
     once: bool,
-    /// Time between refreshes.
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse_positive, default_value = "500ms")]
+    /// Time between refreshes; 1ms to 1d.
+    #[arg(long, value_name = "DURATION", value_parser = duration::interval, default_value = "500ms")]
     interval: Duration,
-    /// With --once: frame width.
-    #[arg(long, value_name = "COLS", default_value_t = 100, requires = "once")]
-    width: u16,
-    /// With --once: frame height.
-    #[arg(long, value_name = "ROWS", default_value_t = 30, requires = "once")]
-    height: u16,
+    /// With --once: frame width, 40 to 1000.
+    #[arg(long, value_name = "COLS", default_value = "100", requires = "once", value_parser = duration::number(40, 1000, "columns"))]
+    width: u64,
+    /// With --once: frame height, 16 to 1000.
+    #[arg(long, value_name = "ROWS", default_value = "30", requires = "once", value_parser = duration::number(16, 1000, "rows"))]
+    height: u64,
 }
 
 /// Events listed in the bottom panel.
@@ -75,7 +75,9 @@ impl View {
                     .map(|v| {
                         v.iter()
                             .map(|n| {
-                                format!("{} (e{}, {})", n.name(), n.claim_epoch(), relative(now, n.lease_until_ms()))
+                                // Escaped for the screen; JSON escapes by itself.
+                                let name = if json { n.name().into() } else { clean(n.name()) };
+                                format!("{} (e{}, {})", name, n.claim_epoch(), relative(now, n.lease_until_ms()))
                             })
                             .collect()
                     })
@@ -177,8 +179,8 @@ fn draw_agents(f: &mut Frame<'_>, area: Rect, agents: &[(AgentInfo, Vec<String>)
         .iter()
         .map(|(a, held)| {
             Row::new(vec![
-                a.name.clone(),
-                a.role.clone(),
+                clean(&a.name).into_owned(),
+                clean(&a.role).into_owned(),
                 relative(now, a.heartbeat_ms),
                 if held.is_empty() { "-".to_string() } else { held.join(", ") },
             ])
@@ -254,7 +256,7 @@ pub fn run(ctx: &Ctx, a: &TopArgs) -> Result<(), Fail> {
         if ctx.json {
             return print_json(&view_json(&view));
         }
-        let mut term = Terminal::new(TestBackend::new(a.width.max(40), a.height.max(16))).map_err(io_fail)?;
+        let mut term = Terminal::new(TestBackend::new(a.width as u16, a.height as u16)).map_err(io_fail)?;
         term.draw(|f| draw(f, &view)).map_err(io_fail)?;
         return print(&buffer_text(term.backend()));
     }

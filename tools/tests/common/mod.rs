@@ -52,11 +52,11 @@ impl Daemon {
 
     /// Starts `worknoded` with `caps`.
     pub fn start_with(test: &str, caps: Capacities) -> Daemon {
-        Daemon::start_with_args(test, caps, &[])
+        Daemon::start_args(test, caps, &[])
     }
 
-    /// Starts `worknoded` with `caps` and `extra` flags.
-    pub fn start_with_args(test: &str, caps: Capacities, extra: &[&str]) -> Daemon {
+    /// Starts `worknoded` with `caps` and `extra` flags (`--fsync always`, …).
+    pub fn start_args(test: &str, caps: Capacities, extra: &[&str]) -> Daemon {
         let guard = SegmentGuard::new(test);
         let data_dir = std::env::temp_dir().join(format!("wn-test-data-{}", guard.name()));
         let mut cmd = Command::new(daemon_bin());
@@ -226,6 +226,12 @@ impl Out {
 
 /// Runs `cmd` to completion within [`RUN_TIMEOUT`], feeding `input` on stdin.
 pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Out {
+    run_within(cmd, input, RUN_TIMEOUT)
+}
+
+/// Runs `cmd` to completion within `timeout`, feeding `input` on stdin; a run that
+/// passes it is killed (SIGKILL) and fails the test.
+pub fn run_within(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Out {
     cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -249,7 +255,7 @@ pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Out {
         let _ = err_pipe.read_to_end(&mut b);
         b
     });
-    let deadline = Instant::now() + RUN_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(s) = child.try_wait().expect("try_wait") {
             break s;
@@ -257,7 +263,7 @@ pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Out {
         if Instant::now() >= deadline {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {RUN_TIMEOUT:?}; killed it");
+            panic!("{cmd:?} did not finish within {timeout:?}; killed it");
         }
         std::thread::sleep(Duration::from_millis(2));
     };
