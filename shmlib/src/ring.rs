@@ -582,7 +582,7 @@ impl Reader<'_> {
     /// Waits up to `timeout` for the next matching event, as `wait` says.
     pub fn next(&mut self, wait: Wait, timeout: Duration) -> Result<Event, RingError> {
         let start = Instant::now();
-        let deadline = start + timeout;
+        let deadline = sys::deadline(start, timeout);
         // Spin-then-park spins for a time window, not a count: longer than a typical
         // round trip through the ring, shorter than a futex wake-up, so a conversation
         // that keeps up never parks, and an idle reader sleeps after ~50 µs.

@@ -270,7 +270,7 @@ impl Segment {
     /// Attaches, waiting up to `ready_wait` for a segment still being initialised.
     pub fn attach_with(name: &str, access: Access, ready_wait: Duration) -> Result<Segment, AttachError> {
         let seg = Segment::map_existing(name, access)?;
-        let deadline = Instant::now() + ready_wait;
+        let deadline = sys::deadline(Instant::now(), ready_wait);
         loop {
             match seg.state_word() {
                 state::READY => {

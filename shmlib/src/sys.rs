@@ -108,6 +108,12 @@ pub fn runtime_dir(uid: u32) -> PathBuf {
     }
 }
 
+/// `start + wait`, or a century after `start` when that would overflow: a caller's
+/// huge timeout means "as long as it takes", never a panic.
+pub(crate) fn deadline(start: std::time::Instant, wait: std::time::Duration) -> std::time::Instant {
+    start.checked_add(wait).unwrap_or_else(|| start + std::time::Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// This process's effective uid: the user whose segments it trusts.
 pub fn effective_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
@@ -195,6 +201,13 @@ mod tests {
         assert!(validate_name("a/b").is_err());
         assert!(validate_name(".hidden").is_err());
         assert!(validate_name(&"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn a_huge_wait_is_a_far_deadline_not_a_panic() {
+        let now = std::time::Instant::now();
+        assert!(deadline(now, std::time::Duration::MAX) > now + std::time::Duration::from_secs(86_400 * 365));
+        assert_eq!(deadline(now, std::time::Duration::from_secs(1)), now + std::time::Duration::from_secs(1));
     }
 
     #[test]
