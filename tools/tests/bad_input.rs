@@ -466,27 +466,46 @@ fn stored_control_characters_are_shown_escaped() {
     drop(a);
 }
 
-/// Under `--fsync always`, an `add` whose confirmation on disk never comes (the daemon
-/// was killed) fails with exit 5, prints nothing on stdout, and names the node it made.
+/// Under `--fsync always`: with the daemon killed, `add` is refused before anything is
+/// made (exit 8, nothing on stdout, no node); with the daemon stalled (SIGSTOP), the
+/// node is made but its confirmation on disk never comes: exit 5, nothing on stdout, and
+/// stderr names the node it made.
 #[test]
 fn a_failed_add_prints_no_success_line() {
     let caps = Capacities { nodes: 256, events: 4096, agents: 16, blob_chunks: 16, ..Capacities::default() };
-    let mut d = Daemon::start_args("bad-fsync", caps, &["--fsync", "always"]);
+    let named = |d: &Daemon, name: &str| {
+        let seg = Segment::attach(d.name(), Access::ReadOnly).unwrap();
+        let mut made = Vec::new();
+        seg.for_each_node(|n| {
+            if n.name() == name {
+                made.push(n.uuid());
+            }
+            true
+        })
+        .unwrap();
+        made
+    };
+
+    let d = Daemon::start_args("bad-fsync-stalled", caps, &["--fsync", "always"]);
     d.run(&["add", "task", "before"]).ok();
-    d.kill_daemon();
+    d.signal_daemon(nix::sys::signal::Signal::SIGSTOP);
     let out = d.run(&["add", "task", "after"]);
+    d.signal_daemon(nix::sys::signal::Signal::SIGCONT);
     assert_eq!(out.code, 5, "{out:?}");
     assert!(out.stdout.is_empty(), "a failed add printed on stdout: {out:?}");
-    let seg = Segment::attach(d.name(), Access::ReadOnly).unwrap();
-    let mut made = Vec::new();
-    seg.for_each_node(|n| {
-        if n.name() == "after" {
-            made.push(n.uuid());
-        }
-        true
-    })
-    .unwrap();
+    let made = named(&d, "after");
     assert_eq!(made.len(), 1, "{out:?}");
     assert!(out.stderr.contains(&made[0].to_string()) && out.stderr.contains("/after"), "{out:?}");
     assert!(out.stderr.contains("do not repeat it"), "{out:?}");
+
+    let mut d = Daemon::start_args("bad-fsync-killed", caps, &["--fsync", "always"]);
+    d.run(&["add", "task", "before"]).ok();
+    d.kill_daemon();
+    // Past the journal heartbeat's staleness bound (10 ms under `always`): within it a
+    // change can still be made (and its event then refused, exit 5, as above).
+    std::thread::sleep(Duration::from_millis(100));
+    let out = d.run(&["add", "task", "after"]);
+    assert_eq!(out.code, 8, "{out:?}");
+    assert!(out.stdout.is_empty(), "a refused add printed on stdout: {out:?}");
+    assert!(named(&d, "after").is_empty(), "a refused add made nothing: {out:?}");
 }

@@ -139,6 +139,13 @@ impl Daemon {
     }
 
     /// Kills the daemon (SIGKILL): the segment stays, Ready, with nobody reaping leases.
+    /// Sends `sig` to the daemon (SIGSTOP / SIGCONT to make it stall and resume).
+    pub fn signal_daemon(&self, sig: nix::sys::signal::Signal) {
+        if let Some(p) = &self.proc {
+            p.signal(sig);
+        }
+    }
+
     pub fn kill_daemon(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill();
