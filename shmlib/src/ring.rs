@@ -373,7 +373,7 @@ impl Segment {
         if self.state() == crate::SegmentState::Closing {
             return Err(RingError::Closing);
         }
-        self.require_journal_alive().map_err(|_| RingError::DaemonGone)?;
+        self.require_journal_alive_at(|| hlc.wall_ms()).map_err(|_| RingError::DaemonGone)?;
         let mut rec = ev.to_record(hlc, self.actor(), self.me.pid())?;
         let cap = self.caps.events as u64;
         let s = self.ring().append(
