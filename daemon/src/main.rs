@@ -6,6 +6,7 @@
 //! with `O_EXCL` and an explicit mode, adoption of a valid segment left by a crashed
 //! daemon, and an orderly shutdown.
 
+mod guard;
 mod instance;
 mod journal;
 mod sessions;
@@ -383,6 +384,7 @@ fn serve(
     let mut follower = seg.reader(worknode::Start::Now);
     let mut tick: u64 = 0;
     let mut last_tick = std::time::Instant::now();
+    let mut guard = guard::Guard::new(seg);
     loop {
         let (sig_ready, ready) = {
             let session_fds = sessions.fds();
@@ -414,6 +416,7 @@ fn serve(
                 seg.reap_expired_claims();
             }
             if tick.is_multiple_of(50) {
+                guard.check(seg);
                 seg.reap_dead_sessions();
                 seg.settle_blocked();
                 seg.sweep_dead_waiters();

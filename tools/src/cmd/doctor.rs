@@ -5,10 +5,15 @@
 //! Checks, in order:
 //!
 //! * **header**: attaching validates magic, version, sizes and the region table; the
-//!   segment must be Ready. The daemon not running is a warning (agents still work, but
-//!   leases are not reaped and dead producers' ring slots wait for a read-write reader).
+//!   segment must be Ready. A segment that does not attach is inspected from its file
+//!   (`worknode::inspect_header`) and each damaged field reported. The daemon not
+//!   running is an error (`daemon_gone`): leases are not reaped, dead sessions not
+//!   released, damage not repaired.
 //! * **locks**: a node writer lock, or a ring slot lock, held by a process that is gone;
-//!   a node seqlock left odd with no writer; the header's join and dependency locks.
+//!   a node lock forged to a live process that does not map the segment (`lock_forged`);
+//!   a node lock held by a live process that maps it, unchanged over a 500 ms watch
+//!   (`lock_stuck`, with the pid); a node seqlock left odd with no writer; the header's
+//!   join and dependency locks.
 //! * **slots**: node slots left *reserved* (popped from the free list by a process that
 //!   died before linking them: leaked until repaired).
 //! * **ring**: sequences still in flight whose producer is gone (the daemon abandons them
@@ -22,6 +27,13 @@
 //! * **tree**: every live node's parent is live, and each node's child count equals the
 //!   number of live nodes naming it as parent (and its child list agrees).
 //! * **blobs**: free blob chunks + chunks in use == arena capacity.
+//! * **contents**: the library's damage catalogue (`Segment::damage`, see
+//!   `worknode::DamageClass`): header fields, state word, clock far ahead, the three free
+//!   lists (out of range, not free, cycle), slot state words, index entries, child and
+//!   sibling links, summary words, record enums, ring stamps, agent slots, blob chains
+//!   and CRCs, set slots, counters. Each finding names its class (`class` in `--json`).
+//!
+//! A check that cannot finish on a damaged segment reports that as a finding.
 //!
 //! Lock words, slot states and ring stamps are not part of the library's API: they are
 //! read from the segment file (`/dev/shm/NAME`) at the offsets `worknode::layout`
@@ -45,7 +57,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 use worknode::layout::{hdr, slot, Region};
-use worknode::{Access, Handle, OwnerTag, Segment, SegmentState, Start};
+use worknode::{Access, AttachError, Damage, DamageClass, Handle, OwnerTag, Segment, SegmentState, Start};
 
 /// Options of `wn doctor`.
 #[derive(clap::Args, Debug)]
@@ -71,14 +83,53 @@ struct Finding {
     severity: Severity,
     message: String,
     hint: String,
+    /// The damage class (`worknode::DamageClass::as_str`), when the finding is one.
+    class: Option<&'static str>,
 }
 
 fn error(message: impl Into<String>, hint: impl Into<String>) -> Finding {
-    Finding { severity: Severity::Error, message: message.into(), hint: hint.into() }
+    Finding { severity: Severity::Error, message: message.into(), hint: hint.into(), class: None }
 }
 
 fn warning(message: impl Into<String>, hint: impl Into<String>) -> Finding {
-    Finding { severity: Severity::Warning, message: message.into(), hint: hint.into() }
+    Finding { severity: Severity::Warning, message: message.into(), hint: hint.into(), class: None }
+}
+
+/// A damage the library's catalogue found, as a finding naming its class.
+fn damage(d: &Damage) -> Finding {
+    Finding {
+        severity: Severity::Error,
+        message: format!("{}: {}", d.class, d.detail),
+        hint: damage_hint(d.class).to_string(),
+        class: Some(d.class.as_str()),
+    }
+}
+
+/// What to do about each damage class.
+fn damage_hint(c: DamageClass) -> &'static str {
+    use DamageClass::*;
+    match c {
+        HeaderMagic | HeaderVersion | HeaderSize | HeaderRegions => {
+            "the header is damaged: a running daemon restores it from its copy within a second; otherwise stop everything and recreate the segment"
+        }
+        StateWord => "a running daemon sets it back to ready within a second; otherwise restart the daemon",
+        DaemonGone => "start it: `worknoded --segment NAME` adopts the segment (leases, sessions and repairs need it)",
+        ClockAhead => "the next write resets it to wall time (so does the daemon within a second); stamps written meanwhile are wrong",
+        FreeListOutOfRange | FreeListNotFree | FreeListCycle => {
+            "writers refuse the damaged entry (nothing is overwritten, but adds may fail); recreate the segment to rebuild the list"
+        }
+        LockDead | LockForged => "`wn doctor --repair` (or the next writer, or the daemon) takes the lock over",
+        LockStuck => "that process holds the lock far longer than a writer does: stop it; writers to the node get `busy` until then",
+        SeqOdd => "the segment is damaged: the node's readers may retry; recreate the segment",
+        SlotState | IndexEntry | ChildLinks | Summary | RecordEnum => {
+            "writers refuse to rely on the damaged words; export what you need and recreate the segment"
+        }
+        RingStamp => "readers may skip or misread that event slot; it is overwritten when the ring wraps",
+        AgentSlot => "that agent's slot is damaged; recreate the segment (agents rejoin)",
+        BlobChain => "reads of that document fail their check; replace the document's content",
+        SetSlot => "that node's set is damaged; recreate the segment",
+        Counters => "a usage counter is wrong (capacity reports mislead); recreate the segment to reset it",
+    }
 }
 
 /// One check's outcome.
@@ -90,6 +141,8 @@ struct Check {
 
 /// Findings listed per check before the rest are summarised.
 const SHOWN: usize = 20;
+/// How long a lock held by a live process is watched before it is called stuck.
+const STUCK_WATCH: Duration = Duration::from_millis(500);
 /// How long past its end an unreaped lease is reported.
 const LEASE_GRACE_MS: u64 = 2_000;
 
@@ -193,10 +246,16 @@ fn check_header(seg: &Segment) -> Check {
         ));
     }
     if !info.daemon_alive {
-        findings.push(warning(
-            format!("the daemon (pid {}) is not running", info.daemon_pid),
-            format!("start it: `worknoded --segment {}` adopts the segment", info.name),
-        ));
+        findings.push(Finding {
+            class: Some(DamageClass::DaemonGone.as_str()),
+            ..error(
+                format!("the daemon (pid {}) is not running", info.daemon_pid),
+                format!(
+                    "start it: `worknoded --segment {}` adopts the segment (leases, sessions and repairs need it)",
+                    info.name
+                ),
+            )
+        });
     }
     Check {
         name: "header",
@@ -233,6 +292,18 @@ fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, F
                 format!("node slot {} {what} is locked by process {}, which is gone", s.index, OwnerTag(s.lock).pid()),
                 "`wn doctor --repair` takes the lock over and repairs the record (so does the node's next write)",
             ));
+        } else if seg.lock_holder(s.lock) == worknode::Holder::Forged {
+            findings.push(Finding {
+                class: Some(DamageClass::LockForged.as_str()),
+                ..error(
+                    format!(
+                        "lock_forged: node slot {} is locked by live process {}, which does not map the segment",
+                        s.index,
+                        OwnerTag(s.lock).pid()
+                    ),
+                    damage_hint(DamageClass::LockForged),
+                )
+            });
         } else if s.lock == 0 && s.seq & 1 == 1 {
             findings.push(error(
                 format!("node slot {} has an odd seqlock word with no writer holding its lock", s.index),
@@ -248,6 +319,27 @@ fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, F
         if dead(tag) {
             findings
                 .push(warning(format!("the {name} is held by process {}, which is gone", OwnerTag(tag).pid()), heals));
+        }
+    }
+    // Locks held by live processes that map the segment: a writer holds one for
+    // microseconds, so one held by the same process at the same sequence across the
+    // watch is stuck (or forged to a live writer's tag).
+    let before = seg.live_node_locks();
+    if !before.is_empty() {
+        std::thread::sleep(STUCK_WATCH);
+        let after = seg.live_node_locks();
+        for (index, tag, _) in before.into_iter().filter(|l| after.contains(l)) {
+            let pid = OwnerTag(tag).pid();
+            findings.push(Finding {
+                class: Some(DamageClass::LockStuck.as_str()),
+                ..error(
+                    format!(
+                        "lock_stuck: node slot {index} has been locked by live process {pid} for at least {} ms (no write completed)",
+                        STUCK_WATCH.as_millis()
+                    ),
+                    damage_hint(DamageClass::LockStuck),
+                )
+            });
         }
     }
     Ok(Check { name: "locks", summary: format!("{held} node locks held now"), findings })
@@ -505,21 +597,67 @@ fn check_blobs(seg: &Segment) -> Result<Check, Fail> {
     Ok(Check { name: "blobs", summary, findings })
 }
 
+/// The library's damage catalogue (`Segment::damage`), less what the checks above
+/// report already (dead locks, odd seqlocks, the daemon), kept only when it persists
+/// over the settling rounds.
+fn check_contents(seg: &Segment) -> Result<Check, Fail> {
+    let mut shown = 0;
+    let findings = settled(|| {
+        let found: Vec<Finding> = seg
+            .damage()
+            .iter()
+            .filter(|d| !matches!(d.class, DamageClass::LockDead | DamageClass::SeqOdd | DamageClass::DaemonGone | DamageClass::LockForged))
+            .map(damage)
+            .collect();
+        shown = found.len();
+        Ok(found)
+    })?;
+    let summary = if shown == 0 { "no damage found".to_string() } else { format!("{shown} damages found") };
+    Ok(Check { name: "contents", summary, findings })
+}
+
+/// A check that could not finish (the segment is too damaged for it) is itself a finding.
+fn or_failed(name: &'static str, r: Result<Check, Fail>) -> Check {
+    r.unwrap_or_else(|f| Check {
+        name,
+        summary: "could not finish".to_string(),
+        findings: vec![error(format!("the check failed: {}", f.message), "see the other findings; the segment is damaged")],
+    })
+}
+
 fn run_checks(seg: &Segment) -> Result<Vec<Check>, Fail> {
     let raw = Raw::open(seg)?;
     let slots = node_slots(&raw, seg)?;
     Ok(vec![
         check_header(seg),
-        check_locks(seg, &raw, &slots)?,
+        or_failed("locks", check_locks(seg, &raw, &slots)),
         check_slots(&slots),
-        check_ring(seg, &raw)?,
-        check_leases(seg)?,
+        or_failed("ring", check_ring(seg, &raw)),
+        or_failed("leases", check_leases(seg)),
         check_sessions(seg),
-        check_free_list(seg, &raw)?,
-        check_index(seg, &raw)?,
-        check_tree(seg)?,
-        check_blobs(seg)?,
+        or_failed("free list", check_free_list(seg, &raw)),
+        or_failed("index", check_index(seg, &raw)),
+        or_failed("tree", check_tree(seg)),
+        or_failed("blobs", check_blobs(seg)),
+        or_failed("contents", check_contents(seg)),
     ])
+}
+
+/// A segment that does not attach: inspect its header from the file and report what is
+/// damaged (`None` when the header looks sound: the attach error stands).
+fn unattachable(ctx: &Ctx, e: &AttachError) -> Option<Vec<Check>> {
+    if matches!(e, AttachError::NotFound { .. } | AttachError::PermissionDenied { .. } | AttachError::InvalidName { .. }) {
+        return None;
+    }
+    let found = worknode::inspect_header(&ctx.segment).ok()?;
+    if found.is_empty() {
+        return None;
+    }
+    Some(vec![Check {
+        name: "header",
+        summary: format!("does not attach: {e}"),
+        findings: found.iter().map(damage).collect(),
+    }])
 }
 
 /// What `--repair` did.
@@ -535,10 +673,12 @@ fn repair(seg: &Segment) -> Result<Vec<String>, Fail> {
     }
     let raw = Raw::open(seg)?;
     for s in node_slots(&raw, seg)? {
-        if s.state == slot::LIVE && dead(s.lock) {
+        let holder = seg.lock_holder(s.lock);
+        if s.state == slot::LIVE && matches!(holder, worknode::Holder::Dead | worknode::Holder::Forged) {
             let h = Handle { index: s.index, generation: s.generation };
+            let whose = if holder == worknode::Holder::Dead { "a dead process" } else { "a forged holder" };
             if seg.update(h, |_| Ok(())).is_ok() {
-                done.push(format!("took over the lock of {} from a dead process", path_of(seg, h)));
+                done.push(format!("took over the lock of {} from {whose}", path_of(seg, h)));
             }
         }
     }
@@ -562,6 +702,7 @@ fn check_json(c: &Check) -> Value {
                 "severity": if f.severity == Severity::Error { "error" } else { "warning" },
                 "message": f.message,
                 "hint": f.hint,
+                "class": f.class,
             })
         })
         .collect();
@@ -570,16 +711,33 @@ fn check_json(c: &Check) -> Value {
 
 /// Checks (and with `--repair`, repairs) the segment.
 pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
-    let seg = if a.repair { Segment::attach(&ctx.segment, Access::ReadWrite)? } else { ctx.attach_best()? };
+    let attached = if a.repair { Segment::attach(&ctx.segment, Access::ReadWrite).map_err(Fail::from) } else { ctx.attach_best() };
+    let seg = match attached {
+        Ok(seg) => seg,
+        Err(f) => {
+            // A header too damaged to attach is a report, not just an error.
+            let e = match Segment::attach_with(&ctx.segment, Access::ReadOnly, Duration::from_millis(50)) {
+                Err(e) => e,
+                Ok(_) => return Err(f),
+            };
+            let Some(checks) = unattachable(ctx, &e) else { return Err(f) };
+            return report(ctx, &ctx.segment, &checks, &[]);
+        }
+    };
     let repaired = if a.repair { repair(&seg)? } else { Vec::new() };
     let checks = run_checks(&seg)?;
+    report(ctx, seg.name(), &checks, &repaired)
+}
+
+/// Prints the checks and fails when any found an error.
+fn report(ctx: &Ctx, name: &str, checks: &[Check], repaired: &[String]) -> Result<(), Fail> {
     let errors: usize =
         checks.iter().map(|c| c.findings.iter().filter(|f| f.severity == Severity::Error).count()).sum();
     let warnings: usize =
         checks.iter().map(|c| c.findings.iter().filter(|f| f.severity == Severity::Warning).count()).sum();
     if ctx.json {
         print_json(&json!({
-            "segment": seg.name(),
+            "segment": name,
             "healthy": errors == 0,
             "errors": errors,
             "warnings": warnings,
@@ -589,7 +747,7 @@ pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
     } else {
         let s = &ctx.style;
         let mut t = s.table(&["", "CHECK", "DETAIL"]);
-        for c in &checks {
+        for c in checks {
             let worst = c.findings.iter().map(|f| f.severity).min_by_key(|s| *s != Severity::Error);
             let (label, color) = match worst {
                 None => ("ok", Color::Green),
@@ -608,14 +766,14 @@ pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
             t.add_row(vec![cell, Cell::new(c.name), Cell::new(detail)]);
         }
         let mut text = String::new();
-        for r in &repaired {
+        for r in repaired {
             text.push_str(&format!("repaired: {r}\n"));
         }
         text.push_str(&s.render(t));
         text.push_str(&match (errors, warnings) {
-            (0, 0) => format!("\n\n{}: healthy", seg.name()),
-            (0, w) => format!("\n\n{}: healthy ({w} warnings)", seg.name()),
-            (e, w) => format!("\n\n{}: {e} problems, {w} warnings", seg.name()),
+            (0, 0) => format!("\n\n{name}: healthy"),
+            (0, w) => format!("\n\n{name}: healthy ({w} warnings)"),
+            (e, w) => format!("\n\n{name}: {e} problems, {w} warnings"),
         });
         print(&text)?;
     }
@@ -623,7 +781,7 @@ pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
         return Err(Fail::new(
             "unhealthy",
             exit::OTHER,
-            format!("segment {} is unhealthy: {errors} problems found", seg.name()),
+            format!("segment {name} is unhealthy: {errors} problems found"),
             "read each finding's hint; `wn doctor --repair` fixes expired leases, dead sessions, stuck locks and ring slots",
         ));
     }
