@@ -249,7 +249,7 @@ fn check_header(seg: &Segment) -> Check {
         findings.push(Finding {
             class: Some(DamageClass::DaemonGone.as_str()),
             ..error(
-                format!("the daemon (pid {}) is not running", info.daemon_pid),
+                format!("daemon_gone: the daemon (pid {}) is not running", info.daemon_pid),
                 format!(
                     "start it: `worknoded --segment {}` adopts the segment (leases, sessions and repairs need it)",
                     info.name
@@ -288,10 +288,17 @@ fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, F
             } else {
                 format!("(slot state {})", s.state)
             };
-            findings.push(error(
-                format!("node slot {} {what} is locked by process {}, which is gone", s.index, OwnerTag(s.lock).pid()),
-                "`wn doctor --repair` takes the lock over and repairs the record (so does the node's next write)",
-            ));
+            findings.push(Finding {
+                class: Some(DamageClass::LockDead.as_str()),
+                ..error(
+                    format!(
+                        "lock_dead: node slot {} {what} is locked by process {}, which is gone",
+                        s.index,
+                        OwnerTag(s.lock).pid()
+                    ),
+                    "`wn doctor --repair` takes the lock over and repairs the record (so does the node's next write)",
+                )
+            });
         } else if seg.lock_holder(s.lock) == worknode::Holder::Forged {
             findings.push(Finding {
                 class: Some(DamageClass::LockForged.as_str()),
@@ -305,10 +312,13 @@ fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, F
                 )
             });
         } else if s.lock == 0 && s.seq & 1 == 1 {
-            findings.push(error(
-                format!("node slot {} has an odd seqlock word with no writer holding its lock", s.index),
-                "the segment is damaged: stop the daemon and recreate the segment",
-            ));
+            findings.push(Finding {
+                class: Some(DamageClass::SeqOdd.as_str()),
+                ..error(
+                    format!("seq_odd: node slot {} has an odd seqlock word with no writer holding its lock", s.index),
+                    "the segment is damaged: stop the daemon and recreate the segment",
+                )
+            });
         }
     }
     for (name, offset, heals) in [
@@ -606,7 +616,12 @@ fn check_contents(seg: &Segment) -> Result<Check, Fail> {
         let found: Vec<Finding> = seg
             .damage()
             .iter()
-            .filter(|d| !matches!(d.class, DamageClass::LockDead | DamageClass::SeqOdd | DamageClass::DaemonGone | DamageClass::LockForged))
+            .filter(|d| {
+                !matches!(
+                    d.class,
+                    DamageClass::LockDead | DamageClass::SeqOdd | DamageClass::DaemonGone | DamageClass::LockForged
+                )
+            })
             .map(damage)
             .collect();
         shown = found.len();
@@ -621,7 +636,10 @@ fn or_failed(name: &'static str, r: Result<Check, Fail>) -> Check {
     r.unwrap_or_else(|f| Check {
         name,
         summary: "could not finish".to_string(),
-        findings: vec![error(format!("the check failed: {}", f.message), "see the other findings; the segment is damaged")],
+        findings: vec![error(
+            format!("the check failed: {}", f.message),
+            "see the other findings; the segment is damaged",
+        )],
     })
 }
 
@@ -646,7 +664,10 @@ fn run_checks(seg: &Segment) -> Result<Vec<Check>, Fail> {
 /// A segment that does not attach: inspect its header from the file and report what is
 /// damaged (`None` when the header looks sound: the attach error stands).
 fn unattachable(ctx: &Ctx, e: &AttachError) -> Option<Vec<Check>> {
-    if matches!(e, AttachError::NotFound { .. } | AttachError::PermissionDenied { .. } | AttachError::InvalidName { .. }) {
+    if matches!(
+        e,
+        AttachError::NotFound { .. } | AttachError::PermissionDenied { .. } | AttachError::InvalidName { .. }
+    ) {
         return None;
     }
     let found = worknode::inspect_header(&ctx.segment).ok()?;
@@ -711,7 +732,8 @@ fn check_json(c: &Check) -> Value {
 
 /// Checks (and with `--repair`, repairs) the segment.
 pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
-    let attached = if a.repair { Segment::attach(&ctx.segment, Access::ReadWrite).map_err(Fail::from) } else { ctx.attach_best() };
+    let attached =
+        if a.repair { Segment::attach(&ctx.segment, Access::ReadWrite).map_err(Fail::from) } else { ctx.attach_best() };
     let seg = match attached {
         Ok(seg) => seg,
         Err(f) => {
