@@ -15,9 +15,9 @@
 //! of this host's wall clock is treated as damage: [`tick`] does not count on from it but
 //! resets the word to wall time (by compare-and-set, so one writer resets it);
 //! [`observe`] ignores a remote stamp that far ahead. The daemon checks the word every
-//! second: it resets a word it finds far ahead and reports it, and since the word never
-//! moves backwards otherwise, a word lower than the last one it saw tells it a writer
-//! reset a damaged word in between (it reports that too). The bound is far beyond any clock skew NTP leaves between
+//! second and resets and reports a word it finds far ahead. A writer that resets the word
+//! first leaves no trace in the word itself; the records it stamped while the word was
+//! damaged do, and `wn doctor` reports them (`Segment::damage`, class `clock_ahead`). The bound is far beyond any clock skew NTP leaves between
 //! processes of one host and beyond a restart's journal replay, and far below the damage
 //! found in practice (years). The cost: stamps issued after a reset order below the
 //! damaged ones — which were never real.

@@ -40,7 +40,8 @@ pub enum DamageClass {
     StateWord,
     /// The daemon named in the header is not running.
     DaemonGone,
-    /// The clock word is more than `clock::MAX_AHEAD_MS` ahead of wall time.
+    /// The clock word, or a record's stamp (the trace of a damaged clock a writer has
+    /// since reset), is more than `clock::MAX_AHEAD_MS` ahead of wall time.
     ClockAhead,
     /// A free-list head or link names a slot outside its region.
     FreeListOutOfRange,
@@ -517,6 +518,17 @@ impl Segment {
                     ),
                 ));
             }
+            let wall = clock::unix_ms();
+            if clock::too_far_ahead(Hlc(rec.updated), wall) || clock::too_far_ahead(Hlc(rec.created), wall) {
+                // The trace a damaged clock leaves after a writer reset it.
+                out.push(Damage::new(
+                    DamageClass::ClockAhead,
+                    format!(
+                        "node slot {i} carries a stamp ({}) far ahead of wall time",
+                        Hlc(rec.updated.max(rec.created))
+                    ),
+                ));
+            }
             let summary = s.summary().load(Ordering::Acquire);
             if s.lock().load(Ordering::Acquire) == 0 && summary != crate::pool::summary_of(&rec) {
                 out.push(Damage::new(
@@ -775,14 +787,12 @@ impl Segment {
     }
 }
 
-/// The daemon's copy of the header it validated at start, and what it last saw of the
-/// clock. [`HeaderGuard::check`], called every second, compares the segment with it,
+/// The daemon's copy of the header it validated at start. [`HeaderGuard::check`], called every second, compares the segment with it,
 /// repairs what it can and returns every damage it found.
 #[derive(Clone, Debug)]
 pub struct HeaderGuard {
     fixed: [u64; FIXED_WORDS],
     daemon_tag: u64,
-    last_clock: u64,
 }
 
 impl HeaderGuard {
@@ -793,11 +803,7 @@ impl HeaderGuard {
         if let Some(w) = seg.map.words_at(0, FIXED_WORDS) {
             load_words(w, &mut fixed);
         }
-        HeaderGuard {
-            fixed,
-            daemon_tag: seg.hdr(hdr::DAEMON_TAG).load(Ordering::Acquire),
-            last_clock: seg.hdr(hdr::CLOCK).load(Ordering::Acquire),
-        }
+        HeaderGuard { fixed, daemon_tag: seg.hdr(hdr::DAEMON_TAG).load(Ordering::Acquire) }
     }
 
     /// Checks the header against the copy (repairing the fixed words, the state word and
@@ -857,19 +863,7 @@ impl HeaderGuard {
             let mut d = clock_damage(Hlc(v));
             d.repaired = c.compare_exchange(v, wall << 16, Ordering::AcqRel, Ordering::Relaxed).is_ok();
             out.push(d);
-        } else if v < self.last_clock && !clock::too_far_ahead(Hlc(self.last_clock), wall) {
-            // Nothing moves the word backwards but a reset of a damaged value.
-            out.push(Damage {
-                class: DamageClass::ClockAhead,
-                detail: format!(
-                    "the clock word went back from {} to {}: a writer reset a damaged value",
-                    Hlc(self.last_clock),
-                    Hlc(v)
-                ),
-                repaired: true,
-            });
         }
-        self.last_clock = c.load(Ordering::Acquire);
         for spec in [&NODE_LIST, &BLOB_LIST, &SET_LIST] {
             let head = seg.hdr(spec.head).load(Ordering::Acquire) & 0xffff_ffff;
             let cap = seg.region(spec.region).capacity;
