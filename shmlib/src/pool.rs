@@ -414,6 +414,18 @@ impl Segment {
             Some(i) => Some(self.slot(i).ok_or(PoolError::Corrupt { what: "child link outside the pool" })?),
             None => None,
         };
+        // The link about to be written into the last child must land on a live node that
+        // ends the list; a damaged last-child link is refused, not followed.
+        if let Some(ls) = last_slot {
+            if state_of(ls.gen_state().load(Ordering::Acquire)) != slot::LIVE
+                || ls.next_sibling().load(Ordering::Relaxed) != 0
+                || last == Some(child_index)
+            {
+                return Err(PoolError::Corrupt { what: "last-child link names a node that does not end the list" });
+            }
+        } else if ps.first_child().load(Ordering::Relaxed) != 0 {
+            return Err(PoolError::Corrupt { what: "child list has a first child but no last child" });
+        }
         let q = begin_change(ps.child_seq());
         child.prev_sibling().store(last.map_or(0, link), Ordering::Relaxed);
         child.next_sibling().store(0, Ordering::Relaxed);
@@ -442,6 +454,16 @@ impl Segment {
         };
         if prev.is_none() && unlink_value(ps.first_child().load(Ordering::Relaxed)) != Some(child_index) {
             return Err(PoolError::Corrupt { what: "child list does not start at its first child" });
+        }
+        if next.is_none() && unlink_value(ps.last_child().load(Ordering::Relaxed)) != Some(child_index) {
+            return Err(PoolError::Corrupt { what: "child list does not end at its last child" });
+        }
+        // The neighbours whose links are about to be rewritten must point back at us.
+        let me = link(child_index);
+        if prev_slot.is_some_and(|p| p.next_sibling().load(Ordering::Relaxed) != me)
+            || next_slot.is_some_and(|n| n.prev_sibling().load(Ordering::Relaxed) != me)
+        {
+            return Err(PoolError::Corrupt { what: "sibling links disagree" });
         }
         let q = begin_change(ps.child_seq());
         match prev_slot {

@@ -435,3 +435,14 @@ fn set_slot_naming_another_node() {
 fn counters_implausible() {
     trial("dmg-counters", "counters", |b| b.write(hdr::POOL_USED as u64, 1_000_000));
 }
+
+#[test]
+fn last_child_link_naming_a_node_in_the_middle_of_the_list() {
+    let (b, outs) = trial("dmg-last-child", "child_links", |b| {
+        // The root's last child becomes /a, which is followed by /b: an add under the root
+        // would overwrite /a's next-sibling link and cut /b (and the rest) off.
+        b.write(b.slot_word(b.seg.root().index, slot::LAST_CHILD), b.a.index as u64 + 1);
+    });
+    assert_eq!(outs[0].code, 1, "the add under the damaged list is refused: {:?}", outs[0]);
+    assert_ne!(b.read(b.slot_word(b.a.index, slot::NEXT_SIBLING)), 0, "/a's sibling link is intact");
+}
