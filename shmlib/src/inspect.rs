@@ -833,18 +833,19 @@ impl HeaderGuard {
             for (word, v) in w.iter().zip(self.fixed) {
                 word.store(v, Ordering::Relaxed);
             }
-            std::sync::atomic::fence(Ordering::Release);
+            crate::sync::fence(Ordering::Release);
         }
         let st = seg.hdr(hdr::STATE);
         let v = st.load(Ordering::Acquire);
-        if v != state::READY && v != state::CLOSING {
-            if st.compare_exchange(v, state::READY, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                out.push(Damage {
-                    class: DamageClass::StateWord,
-                    detail: format!("state word was {v:#x} while the daemon serves; set back to ready"),
-                    repaired: true,
-                });
-            }
+        if v != state::READY
+            && v != state::CLOSING
+            && st.compare_exchange(v, state::READY, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            out.push(Damage {
+                class: DamageClass::StateWord,
+                detail: format!("state word was {v:#x} while the daemon serves; set back to ready"),
+                repaired: true,
+            });
         }
         let tag = seg.hdr(hdr::DAEMON_TAG);
         let t = tag.load(Ordering::Acquire);
