@@ -274,8 +274,7 @@ impl Segment {
             return Ok(id);
         }
         let lock = self.hdr(hdr::AGENTS_LOCK);
-        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())
-            .map_err(|_| AgentError::Busy)?;
+        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| self.holder_gone(t)).map_err(|_| AgentError::Busy)?;
         let result = self.join_locked(name, role);
         ownerlock::release(lock, self.me.0);
         let id = result?;
@@ -403,8 +402,7 @@ impl Segment {
             return Err(AgentError::Pool(PoolError::ReadOnly));
         }
         let lock = self.hdr(hdr::AGENTS_LOCK);
-        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())
-            .map_err(|_| AgentError::Busy)?;
+        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| self.holder_gone(t)).map_err(|_| AgentError::Busy)?;
         let result = (|| -> Result<AgentSlot, AgentError> {
             let (s, a) = self.live_agent(id)?;
             // Free the slot first (new generation): no new claim can name it after this.

@@ -326,7 +326,18 @@ fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, F
         ("dependency lock", hdr::DEPS_LOCK, "the next dependency change takes it over"),
     ] {
         let tag = raw.u64_at(offset as u64)?;
-        if dead(tag) {
+        if seg.lock_holder(tag) == worknode::Holder::Forged {
+            findings.push(Finding {
+                class: Some(DamageClass::LockForged.as_str()),
+                ..error(
+                    format!(
+                        "lock_forged: the {name} is held by live process {}, which does not map the segment",
+                        OwnerTag(tag).pid()
+                    ),
+                    heals,
+                )
+            });
+        } else if dead(tag) {
             findings
                 .push(warning(format!("the {name} is held by process {}, which is gone", OwnerTag(tag).pid()), heals));
         }
