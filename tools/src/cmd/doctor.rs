@@ -619,26 +619,34 @@ fn check_blobs(seg: &Segment) -> Result<Check, Fail> {
 }
 
 /// The library's damage catalogue (`Segment::damage`), less what the checks above
-/// report already (dead locks, odd seqlocks, the daemon), kept only when it persists
-/// over the settling rounds.
+/// report already (dead and forged locks, odd seqlocks, the daemon). A live segment can
+/// disagree with itself for a moment (a counter bumped just after its slot changed), so
+/// the scan runs up to three times and a class is reported only if every round found it.
 fn check_contents(seg: &Segment) -> Result<Check, Fail> {
-    let mut shown = 0;
-    let findings = settled(|| {
-        let found: Vec<Finding> = seg
-            .damage()
-            .iter()
+    let scan = || -> Vec<Damage> {
+        seg.damage()
+            .into_iter()
             .filter(|d| {
                 !matches!(
                     d.class,
                     DamageClass::LockDead | DamageClass::SeqOdd | DamageClass::DaemonGone | DamageClass::LockForged
                 )
             })
-            .map(damage)
-            .collect();
-        shown = found.len();
-        Ok(found)
-    })?;
-    let summary = if shown == 0 { "no damage found".to_string() } else { format!("{shown} damages found") };
+            .collect()
+    };
+    let mut last = scan();
+    let mut persistent: Vec<DamageClass> = last.iter().map(|d| d.class).collect();
+    for _ in 1..3 {
+        if persistent.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        last = scan();
+        persistent.retain(|c| last.iter().any(|d| d.class == *c));
+    }
+    let findings: Vec<Finding> = last.iter().filter(|d| persistent.contains(&d.class)).map(damage).collect();
+    let summary =
+        if findings.is_empty() { "no damage found".to_string() } else { format!("{} damages found", findings.len()) };
     Ok(Check { name: "contents", summary, findings })
 }
 
