@@ -667,21 +667,7 @@ impl Segment {
         let mut reported = 0;
         for i in 0..r.capacity {
             let stamp = self.elem_load(Region::Events, i, 0);
-            if stamp == 0 {
-                continue;
-            }
-            let seq = (stamp >> 2).wrapping_sub(1);
-            let why = if stamp & 3 == 3 {
-                Some("an unknown state".to_string())
-            } else if stamp >> 2 == 0 {
-                Some("no sequence".to_string())
-            } else if seq >= tail {
-                Some(format!("sequence {seq}, at or past the tail {tail}"))
-            } else if seq & mask != i {
-                Some(format!("sequence {seq}, which belongs in slot {}", seq & mask))
-            } else {
-                None
-            };
+            let why = crate::ring::implausible_stamp(stamp, i, tail, mask);
             if let Some(why) = why {
                 reported += 1;
                 if reported <= 8 {
