@@ -217,6 +217,9 @@ impl Segment {
         seqlock::lock(s.lock(), s.seq(), self.me.0, self.lock_wait, |t| self.holder_gone(t), || {})
             .map_err(|b| PoolError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
         let guard = Locked(s.lock(), self.me.0);
+        // An odd record sequence under a lock that was free is damage (a dead holder's was
+        // repaired by the takeover): make it even again, keeping the active copy.
+        seqlock::repair(s.seq());
         // Odd under our lock means a holder died mid-change (its lock was just taken
         // over), or an earlier rebuild failed part-way: rebuild it.
         if s.child_seq().load(Ordering::Relaxed) & 1 == 1 {
