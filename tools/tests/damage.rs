@@ -162,12 +162,41 @@ fn no_panic(out: &Out) {
     assert!(!out.stderr.contains("panicked"), "wn panicked: {out:?}");
 }
 
-/// A trial: build, damage, doctor, writes.
+/// Read-only verbs run over every damaged board: each may fail, none may panic or hang.
+const READERS: [&[&str]; 10] = [
+    &["tree"],
+    &["ls", "/a"],
+    &["show", "/a"],
+    &["show", "/a/child"],
+    &["dump"],
+    &["events"],
+    &["stat", "--count", "1"],
+    &["agents"],
+    &["rollup", "/"],
+    &["doc", "get", "/a/notes"],
+];
+
+impl Bench {
+    /// (c) for the readers: none panics (each run has a deadline).
+    fn readers_do_not_panic(&self) {
+        for args in READERS {
+            no_panic(&self.d.run(args));
+            let mut json = vec!["--json"];
+            json.extend_from_slice(args);
+            no_panic(&self.d.run(&json));
+        }
+    }
+}
+
+/// A trial: build, damage, doctor, writes, readers, and `doctor --repair` (which may
+/// repair what it can, and must not panic either).
 fn trial(test: &str, class: &str, damage: impl FnOnce(&Bench)) -> (Bench, Vec<Out>) {
     let b = Bench::new(test);
     damage(&b);
     b.doctor_names(class);
     let outs = b.writes_leave_records_alone(&[]);
+    b.readers_do_not_panic();
+    no_panic(&b.d.run(&["doctor", "--repair"]));
     (b, outs)
 }
 
