@@ -321,9 +321,19 @@ fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, F
             });
         }
     }
-    for (name, offset, heals) in [
-        ("agent join lock", hdr::AGENTS_LOCK, "the next agent to join takes it over"),
-        ("dependency lock", hdr::DEPS_LOCK, "the next dependency change takes it over"),
+    for (name, offset, heals, forged_hint) in [
+        (
+            "agent join lock",
+            hdr::AGENTS_LOCK,
+            "the next agent to join takes it over",
+            "the next agent to join takes it over",
+        ),
+        (
+            "dependency lock",
+            hdr::DEPS_LOCK,
+            "the next dependency change takes it over",
+            "dependency changes wait for it and fail with `busy`: recreate the segment (only a dead holder's is taken over)",
+        ),
     ] {
         let tag = raw.u64_at(offset as u64)?;
         if seg.lock_holder(tag) == worknode::Holder::Forged {
@@ -334,7 +344,7 @@ fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, F
                         "lock_forged: the {name} is held by live process {}, which does not map the segment",
                         OwnerTag(tag).pid()
                     ),
-                    heals,
+                    forged_hint,
                 )
             });
         } else if dead(tag) {
