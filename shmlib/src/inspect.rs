@@ -782,13 +782,25 @@ pub struct HeaderGuard {
 }
 
 impl HeaderGuard {
-    /// Copies the fixed header and the daemon identity of `seg` (just validated by
-    /// create/adopt/attach).
+    /// The fixed header of `seg` as it was validated by create/adopt/attach: every field
+    /// attach checks is rebuilt from what this process validated and keeps in memory (the
+    /// geometry, the constants), so damage written between validation and this call is
+    /// not taken for the truth; the fields attach cannot check (creation time, the agents
+    /// container, reserved words) are copied. The daemon identity is this process's.
     pub fn new(seg: &Segment) -> HeaderGuard {
-        let mut fixed = [0u64; FIXED_WORDS];
+        let mut words = [0u64; FIXED_WORDS];
         if let Some(w) = seg.map.words_at(0, FIXED_WORDS) {
-            load_words(w, &mut fixed);
+            load_words(w, &mut words);
         }
+        let mut f: HeaderFixed = bytemuck::cast(words);
+        f.magic = MAGIC;
+        f.layout_version = LAYOUT_VERSION;
+        f.header_size = HEADER_SIZE as u32;
+        f.record_size = size_of::<NodeRecord>() as u32;
+        f.segment_size = seg.geo.total;
+        f.blob_chunk_size = seg.caps.blob_chunk_size;
+        f.regions = seg.geo.regions;
+        let fixed: [u64; FIXED_WORDS] = bytemuck::cast(f);
         HeaderGuard { fixed, daemon_tag: seg.hdr(hdr::DAEMON_TAG).load(Ordering::Acquire) }
     }
 
