@@ -159,6 +159,22 @@ pub enum Holder {
     Live,
 }
 
+/// A node slot's control words, decoded (for inspectors: one relaxed load per word, so
+/// a slot changing meanwhile may mix two moments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotControl {
+    /// Slot index.
+    pub index: u32,
+    /// The record's sequence word (odd: a write in progress).
+    pub seq: u64,
+    /// The writer lock word (0 or the holder's owner tag).
+    pub lock: u64,
+    /// The slot's generation.
+    pub generation: u32,
+    /// The slot's state (`layout::slot::{FREE, RESERVED, LIVE}`, or garbage).
+    pub state: u64,
+}
+
 /// Checks a fixed header (as words) against the layout and against the object's size.
 fn check_fixed(words: &[u64; FIXED_WORDS], len: u64) -> Vec<Damage> {
     let fixed: HeaderFixed = bytemuck::cast(*words);
@@ -353,6 +369,29 @@ impl Segment {
             }
         }
         out
+    }
+
+    /// Every node slot's control words, decoded.
+    pub fn node_slot_controls(&self) -> Vec<SlotControl> {
+        let mut out = Vec::with_capacity(self.caps.nodes as usize);
+        for i in 0..self.caps.nodes {
+            let Some(s) = self.slot(i) else { break };
+            let gs = s.gen_state().load(Ordering::Acquire);
+            out.push(SlotControl {
+                index: i,
+                seq: s.seq().load(Ordering::Acquire),
+                lock: s.lock().load(Ordering::Acquire),
+                generation: gen_of(gs),
+                state: state_of(gs),
+            });
+        }
+        out
+    }
+
+    /// The header's two lock words: the agent table's join lock and the dependency-edge
+    /// lock (0 or the holder's owner tag).
+    pub fn header_lock_words(&self) -> [u64; 2] {
+        [hdr::AGENTS_LOCK, hdr::DEPS_LOCK].map(|o| self.hdr(o).load(Ordering::Acquire))
     }
 
     /// Walks one free list, bounded by its region's capacity.

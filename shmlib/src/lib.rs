@@ -71,7 +71,7 @@ pub use clock::{unix_ms, Hlc};
 pub use durability::{Durability, DURABILITY_WAIT};
 pub use error::{AttachError, PoolError};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};
-pub use inspect::{inspect_header, Damage, DamageClass, HeaderGuard, Holder};
+pub use inspect::{inspect_header, Damage, DamageClass, HeaderGuard, Holder, SlotControl};
 pub use layout::Capacities;
 pub use node::{Handle, NewNode, Node, NodeKind, Status};
 pub use orset::{OrSetState, SetError};

@@ -35,9 +35,11 @@
 //!
 //! A check that cannot finish on a damaged segment reports that as a finding.
 //!
-//! Lock words, slot states and ring stamps are not part of the library's API: they are
-//! read from the segment file (`/dev/shm/NAME`) at the offsets `worknode::layout`
-//! publishes. A live segment changes while it is checked, so count checks are retried
+//! Node slot control words, header locks and the damage catalogue are decoded by the
+//! library (`Segment::node_slot_controls`, `header_lock_words`, `damage`); only the ring
+//! slots' stamps and owners for the stuck-event check are still read from the segment
+//! file (`/dev/shm/NAME`) at `worknode::layout`'s offsets. A live segment changes while
+//! it is checked, so count checks are retried
 //! (three rounds) and only a disagreement that persists is reported; for exact answers,
 //! run it on a quiet segment.
 //!
@@ -56,7 +58,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
-use worknode::layout::{hdr, slot, Region};
+use worknode::layout::{slot, Region};
 use worknode::{Access, AttachError, Damage, DamageClass, Handle, OwnerTag, Segment, SegmentState, Start};
 
 /// Options of `wn doctor`.
@@ -164,12 +166,6 @@ impl Raw {
             .map_err(|e| Fail::other(format!("cannot read the segment at {offset}: {e}")))
     }
 
-    fn u64_at(&self, offset: u64) -> Result<u64, Fail> {
-        let mut b = [0u8; 8];
-        self.read(offset, &mut b)?;
-        Ok(u64::from_ne_bytes(b))
-    }
-
     /// Calls `f(index, element bytes)` for every element of a region, reading it in
     /// batches.
     fn for_each(&self, seg: &Segment, region: Region, mut f: impl FnMut(u64, &[u8])) -> Result<(), Fail> {
@@ -196,28 +192,11 @@ fn word(bytes: &[u8], offset: usize) -> u64 {
     u64::from_ne_bytes(b)
 }
 
-/// A node slot's control words, as read from the file.
-struct SlotWords {
-    index: u32,
-    seq: u64,
-    lock: u64,
-    generation: u32,
-    state: u64,
-}
+/// A node slot's control words (decoded by the library).
+type SlotWords = worknode::SlotControl;
 
-fn node_slots(raw: &Raw, seg: &Segment) -> Result<Vec<SlotWords>, Fail> {
-    let mut out = Vec::new();
-    raw.for_each(seg, Region::Nodes, |i, b| {
-        let gs = word(b, slot::GEN_STATE);
-        out.push(SlotWords {
-            index: i as u32,
-            seq: word(b, slot::SEQ),
-            lock: word(b, slot::LOCK),
-            generation: (gs >> 32) as u32,
-            state: gs & 0xffff_ffff,
-        });
-    })?;
-    Ok(out)
+fn node_slots(seg: &Segment) -> Vec<SlotWords> {
+    seg.node_slot_controls()
 }
 
 /// Runs `check` up to three times, a little apart, and returns the first clean result or
@@ -275,7 +254,7 @@ fn dead(tag: u64) -> bool {
     tag != 0 && !OwnerTag(tag).is_alive()
 }
 
-fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, Fail> {
+fn check_locks(seg: &Segment, slots: &[SlotWords]) -> Result<Check, Fail> {
     let mut findings = Vec::new();
     let mut held = 0;
     for s in slots {
@@ -321,21 +300,21 @@ fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, F
             });
         }
     }
-    for (name, offset, heals, forged_hint) in [
+    let [join_lock, deps_lock] = seg.header_lock_words();
+    for (name, tag, heals, forged_hint) in [
         (
             "agent join lock",
-            hdr::AGENTS_LOCK,
+            join_lock,
             "the next agent to join takes it over",
             "the next agent to join takes it over",
         ),
         (
             "dependency lock",
-            hdr::DEPS_LOCK,
+            deps_lock,
             "the next dependency change takes it over",
             "dependency changes wait for it and fail with `busy`: recreate the segment (only a dead holder's is taken over)",
         ),
     ] {
-        let tag = raw.u64_at(offset as u64)?;
         if seg.lock_holder(tag) == worknode::Holder::Forged {
             findings.push(Finding {
                 class: Some(DamageClass::LockForged.as_str()),
@@ -513,13 +492,13 @@ fn check_sessions(seg: &Segment) -> Check {
     Check { name: "sessions", summary: format!("{} agents, {sessions} with a session", agents.len()), findings }
 }
 
-fn check_free_list(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
+fn check_free_list(seg: &Segment) -> Result<Check, Fail> {
     let cap = seg.capacities().nodes as u64;
     let mut summary = String::new();
     let findings = settled(|| {
         let free = seg.free_slots()?;
         let live = seg.info().regions[Region::Nodes as usize].used;
-        let reserved = node_slots(raw, seg)?.iter().filter(|s| s.state == slot::RESERVED).count() as u64;
+        let reserved = node_slots(seg).iter().filter(|s| s.state == slot::RESERVED).count() as u64;
         summary = format!("{free} free + {live} live = {} of {cap}", free + live);
         if free + live + reserved == cap {
             return Ok(vec![]);
@@ -535,13 +514,13 @@ fn check_free_list(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
     Ok(Check { name: "free list", summary, findings })
 }
 
-fn check_index(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
+fn check_index(seg: &Segment) -> Result<Check, Fail> {
     let mut summary = String::new();
     let mut findings = settled(|| {
         let info = seg.info();
         let index_live = info.regions[Region::Index as usize].used;
         let pool_live = info.regions[Region::Nodes as usize].used;
-        let slots_live = node_slots(raw, seg)?.iter().filter(|s| s.state == slot::LIVE).count() as u64;
+        let slots_live = node_slots(seg).iter().filter(|s| s.state == slot::LIVE).count() as u64;
         summary = format!("{index_live} entries, {} tombstones", info.index_tombstones);
         let mut f = Vec::new();
         if index_live != pool_live || pool_live != slots_live {
@@ -674,16 +653,16 @@ fn or_failed(name: &'static str, r: Result<Check, Fail>) -> Check {
 
 fn run_checks(seg: &Segment) -> Result<Vec<Check>, Fail> {
     let raw = Raw::open(seg)?;
-    let slots = node_slots(&raw, seg)?;
+    let slots = node_slots(seg);
     Ok(vec![
         check_header(seg),
-        or_failed("locks", check_locks(seg, &raw, &slots)),
+        or_failed("locks", check_locks(seg, &slots)),
         check_slots(&slots),
         or_failed("ring", check_ring(seg, &raw)),
         or_failed("leases", check_leases(seg)),
         check_sessions(seg),
-        or_failed("free list", check_free_list(seg, &raw)),
-        or_failed("index", check_index(seg, &raw)),
+        or_failed("free list", check_free_list(seg)),
+        or_failed("index", check_index(seg)),
         or_failed("tree", check_tree(seg)),
         or_failed("blobs", check_blobs(seg)),
         or_failed("contents", check_contents(seg)),
@@ -722,7 +701,7 @@ fn repair(seg: &Segment) -> Result<Vec<String>, Fail> {
         done.push(format!("reaped {sessions} agents whose session process was gone"));
     }
     let raw = Raw::open(seg)?;
-    for s in node_slots(&raw, seg)? {
+    for s in node_slots(seg) {
         let holder = seg.lock_holder(s.lock);
         if s.state == slot::LIVE && matches!(holder, worknode::Holder::Dead | worknode::Holder::Forged) {
             let h = Handle { index: s.index, generation: s.generation };
