@@ -6,6 +6,8 @@
 //! with `O_EXCL` and an explicit mode, adoption of a valid segment left by a crashed
 //! daemon, and an orderly shutdown.
 
+mod guard;
+
 use clap::Parser;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -491,6 +493,7 @@ fn serve(
     let mut follower = seg.reader(worknode::Start::Now);
     let mut tick: u64 = 0;
     let mut last_tick = std::time::Instant::now();
+    let mut guard = guard::Guard::new(seg);
     loop {
         let (sig_ready, ready) = {
             let session_fds = sessions.fds();
@@ -522,6 +525,7 @@ fn serve(
                 seg.reap_expired_claims();
             }
             if tick.is_multiple_of(50) {
+                guard.check(seg);
                 seg.reap_dead_sessions();
                 seg.settle_blocked();
                 seg.sweep_dead_waiters();

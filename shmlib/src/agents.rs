@@ -284,8 +284,7 @@ impl Segment {
             return Ok(id);
         }
         let lock = self.hdr(hdr::AGENTS_LOCK);
-        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())
-            .map_err(|_| AgentError::Busy)?;
+        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| self.holder_gone(t)).map_err(|_| AgentError::Busy)?;
         let result = self.join_locked(name, role);
         ownerlock::release(lock, self.me.0);
         let id = result?;
@@ -301,16 +300,28 @@ impl Segment {
         if let Some(id) = self.find_agent(name) {
             return Ok(id);
         }
-        let free = (0..self.caps.agents.min(u16::MAX as u32) as u16)
-            .find(|&i| self.agent_slot(i).is_some_and(|s| state_of(s.gen_state().load(Ordering::Acquire)) == FREE))
+        // The first slot whose word moves FREE -> RESERVED by compare-and-set: a slot
+        // that only looks free to a stale load is never overwritten.
+        let (free, generation) = (0..self.caps.agents.min(u16::MAX as u32) as u16)
+            .find_map(|i| {
+                let s = self.agent_slot(i)?;
+                if state_of(s.gen_state().load(Ordering::Acquire)) != FREE {
+                    return None;
+                }
+                crate::genstate::reserve(s.gen_state()).ok().map(|g| (i, g))
+            })
             .ok_or(AgentError::TableFull { capacity: self.caps.agents })?;
         let s = self.agent_slot(free).ok_or(AgentError::NotFound)?;
-        let generation = gen_of(s.gen_state().load(Ordering::Acquire));
-        let node = self.add(
-            self.agents_container(),
-            &NewNode::new(NodeKind::Agent, name).description(role).status(Status::Ready),
-        )?;
-        let rec = self.read(node)?;
+        let made = self
+            .add(self.agents_container(), &NewNode::new(NodeKind::Agent, name).description(role).status(Status::Ready))
+            .and_then(|node| self.read(node).map(|rec| (node, rec)));
+        let (node, rec) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                crate::genstate::unreserve(s.gen_state(), generation);
+                return Err(e.into());
+            }
+        };
         let mut a: AgentSlot = bytemuck::Zeroable::zeroed();
         a.gen_state = (generation as u64) << 32 | LIVE;
         a.heartbeat_ms = crate::clock::unix_ms();
@@ -401,8 +412,7 @@ impl Segment {
             return Err(AgentError::Pool(PoolError::ReadOnly));
         }
         let lock = self.hdr(hdr::AGENTS_LOCK);
-        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive())
-            .map_err(|_| AgentError::Busy)?;
+        ownerlock::acquire(lock, self.me.0, self.lock_wait, |t| self.holder_gone(t)).map_err(|_| AgentError::Busy)?;
         let result = (|| -> Result<AgentSlot, AgentError> {
             let (s, a) = self.live_agent(id)?;
             // Free the slot first (new generation): no new claim can name it after this.

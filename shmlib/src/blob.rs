@@ -327,13 +327,12 @@ impl Segment {
                     let Some(c) = self.chunk(i) else {
                         break Some(DocError::Pool(freelist_error(FreeListError::Corrupt)));
                     };
-                    let gs = c.gen_state().load(Ordering::Acquire);
-                    if state_of(gs) != slot::FREE {
-                        // Someone's live chunk was on the free list: leave it alone.
+                    // FREE -> RESERVED by compare-and-set: someone's live chunk on the
+                    // free list is refused and left alone.
+                    let Ok(g) = crate::genstate::reserve(c.gen_state()) else {
                         break Some(DocError::Pool(PoolError::Corrupt { what: "blob free list holds a chunk in use" }));
-                    }
-                    c.gen_state().store(pack(gen_of(gs), slot::RESERVED), Ordering::Relaxed);
-                    taken.push((i, c, gen_of(gs)));
+                    };
+                    taken.push((i, c, g));
                 }
                 Ok(None) => {
                     break Some(DocError::ArenaFull { needed_chunks: needed as u32, free_chunks: taken.len() as u32 })
@@ -452,6 +451,21 @@ impl Segment {
             return Err(CopyFailure::Checksum(computed));
         }
         Ok(())
+    }
+
+    /// Checks the document content `rec` names (chain, lengths, CRC) without keeping it:
+    /// `Err(what)` when it is damaged. For inspectors; `rec` should be a fresh copy.
+    pub(crate) fn check_document_content(&self, rec: &NodeRecord) -> Result<(), &'static str> {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            match self.copy_blob(rec.doc_blob, rec.doc_len as usize, rec.doc_crc, &mut out) {
+                Ok(()) => return Ok(()),
+                Err(CopyFailure::Changed) => continue,
+                Err(CopyFailure::Checksum(_)) => return Err("document content does not match its CRC"),
+                Err(CopyFailure::Corrupt(what)) => return Err(what),
+            }
+        }
+        Err("document names a first chunk that is not live at its generation")
     }
 
     /// Walks a blob's chain appending its bytes to `out`; returns what was inconsistent

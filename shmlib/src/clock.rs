@@ -6,6 +6,21 @@
 //! on the host, stay close to wall time, and keep increasing when the wall clock steps
 //! back. (Kulkarni et al., "Logical Physical Clocks", 2014.) Within a host the event
 //! ring's sequence is the exact order; the HLC orders across hosts and restarts.
+//!
+//! # A clock word far ahead is damage
+//!
+//! Every writer reads the word and stores something larger, so a word pushed far into
+//! the future (a stray write, an attacker) would otherwise be propagated by every stamp
+//! from then on. A word whose wall part is more than [`MAX_AHEAD_MS`] (one hour) ahead
+//! of this host's wall clock is treated as damage: [`tick`] does not count on from it but
+//! resets the word to wall time (by compare-and-set, so one writer resets it);
+//! [`observe`] ignores a remote stamp that far ahead. The daemon checks the word every
+//! second and resets and reports a word it finds far ahead. A writer that resets the word
+//! first leaves no trace in the word itself; the records it stamped while the word was
+//! damaged do, and `wn doctor` reports them (`Segment::damage`, class `clock_ahead`). The bound is far beyond any clock skew NTP leaves between
+//! processes of one host and beyond a restart's journal replay, and far below the damage
+//! found in practice (years). The cost: stamps issued after a reset order below the
+//! damaged ones — which were never real.
 
 use crate::sync::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -45,13 +60,32 @@ pub fn unix_ms() -> u64 {
 /// Compare-and-set attempts before falling back to a plain increment.
 const TICK_ATTEMPTS: u32 = 64;
 
+/// How far ahead of this host's wall clock the clock word may be before it is treated
+/// as damage (see the module doc): one hour.
+pub const MAX_AHEAD_MS: u64 = 3_600_000;
+
+/// Whether `value` is more than [`MAX_AHEAD_MS`] ahead of `wall_ms`.
+pub fn too_far_ahead(value: Hlc, wall_ms: u64) -> bool {
+    value.wall_ms() > wall_ms.saturating_add(MAX_AHEAD_MS)
+}
+
 /// Advances the clock word and returns the new value. Bounded: under heavy contention
 /// it falls back to `fetch_add(1)`, which is still unique and increasing (it only lags
-/// wall time by the contention).
+/// wall time by the contention). A word far ahead of wall time is reset (module doc).
 pub(crate) fn tick(word: &AtomicU64) -> Hlc {
-    let wall = unix_ms() << 16;
+    let wall_ms = unix_ms();
+    let wall = wall_ms << 16;
     let mut old = word.load(Ordering::Relaxed);
     for _ in 0..TICK_ATTEMPTS {
+        if too_far_ahead(Hlc(old), wall_ms) {
+            match word.compare_exchange_weak(old, wall, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Hlc(wall),
+                Err(seen) => {
+                    old = seen;
+                    continue;
+                }
+            }
+        }
         let new = old.wrapping_add(1).max(wall);
         match word.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
             Ok(_) => return Hlc(new),
@@ -64,7 +98,12 @@ pub(crate) fn tick(word: &AtomicU64) -> Hlc {
 /// Merges a clock value received from elsewhere (another host, a journal) so that later
 /// ticks order after it. Returns the new value.
 pub(crate) fn observe(word: &AtomicU64, remote: Hlc) -> Hlc {
-    let wall = unix_ms() << 16;
+    let wall_ms = unix_ms();
+    if too_far_ahead(remote, wall_ms) {
+        // Not merged: a stamp that far ahead is damage, not skew (module doc).
+        return tick(word);
+    }
+    let wall = wall_ms << 16;
     let mut old = word.load(Ordering::Relaxed);
     for _ in 0..TICK_ATTEMPTS {
         let new = old.max(remote.0).wrapping_add(1).max(wall);
@@ -91,12 +130,24 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_ahead_of_wall_time_keeps_counting() {
-        let ahead = Hlc::from_wall_ms(unix_ms() + 3_600_000);
+    fn a_clock_ahead_of_wall_time_within_the_bound_keeps_counting() {
+        let ahead = Hlc::from_wall_ms(unix_ms() + MAX_AHEAD_MS - 60_000);
         let w = AtomicU64::new(ahead.0);
         assert_eq!(tick(&w), Hlc(ahead.0 + 1));
         let later = observe(&w, Hlc(ahead.0 + 100));
         assert_eq!(later, Hlc(ahead.0 + 101));
+    }
+
+    #[test]
+    fn a_clock_word_far_ahead_is_reset_not_propagated() {
+        let century = Hlc::from_wall_ms(unix_ms() + 100 * 365 * 86_400_000);
+        let w = AtomicU64::new(century.0);
+        let t = tick(&w);
+        assert!(t.wall_ms().abs_diff(unix_ms()) < 60_000, "{t}");
+        assert!(tick(&w) > t);
+        // A remote stamp that far ahead is not merged either.
+        let o = observe(&w, century);
+        assert!(o.wall_ms().abs_diff(unix_ms()) < 60_000, "{o}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub(crate) const ATTEMPTS: u32 = 1 << 20;
 /// Why a free-list operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FreeListError {
-    /// A link named a slot outside the pool: the segment is corrupt.
+    /// The head or a link named a slot outside the pool: the segment is corrupt.
     Corrupt,
     /// Other processes kept winning the compare-and-set.
     Contended,
@@ -40,6 +40,11 @@ pub fn pop<'a>(head: &AtomicU64, link: impl Fn(u32) -> Option<&'a AtomicU64>) ->
         }
         let index = (top - 1) as u32;
         let next = link(index).ok_or(FreeListError::Corrupt)?.load(Ordering::Relaxed);
+        // A link is index + 1 of a slot in range, or 0: anything else is damage, refused
+        // before it becomes the head.
+        if next > u32::MAX as u64 || (next != 0 && link((next - 1) as u32).is_none()) {
+            return Err(FreeListError::Corrupt);
+        }
         let new = pack((h >> 32).wrapping_add(1), next);
         if head.compare_exchange_weak(h, new, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return Ok(Some(index));
@@ -100,5 +105,14 @@ mod tests {
         let head = AtomicU64::new(pack(0, 10));
         let links: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
         assert_eq!(pop(&head, |i| links.get(i as usize)), Err(FreeListError::Corrupt));
+    }
+
+    #[test]
+    fn a_next_link_out_of_range_is_refused_before_it_becomes_the_head() {
+        let head = AtomicU64::new(pack(0, 1));
+        let links: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        links[0].store(99, Ordering::Relaxed);
+        assert_eq!(pop(&head, |i| links.get(i as usize)), Err(FreeListError::Corrupt));
+        assert_eq!(head.load(Ordering::Relaxed), pack(0, 1), "the head is left as it was");
     }
 }

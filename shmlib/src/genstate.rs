@@ -3,6 +3,9 @@
 //! so a handle (index, generation) to a freed and reused slot is recognised as stale;
 //! the state says whether the slot is free, reserved or live.
 
+use crate::layout::slot::{FREE, LIVE, RESERVED};
+use crate::sync::{AtomicU64, Ordering};
+
 /// The generation part.
 pub(crate) fn gen_of(gen_state: u64) -> u32 {
     (gen_state >> 32) as u32
@@ -22,4 +25,44 @@ pub(crate) fn pack(generation: u32, state: u64) -> u64 {
 /// matches a live slot.
 pub(crate) fn next_generation(g: u32) -> u32 {
     g.checked_add(1).unwrap_or(1)
+}
+
+/// Whether `gen_state` holds one of the three states a slot can be in.
+pub(crate) fn state_is_valid(gen_state: u64) -> bool {
+    matches!(state_of(gen_state), FREE | RESERVED | LIVE)
+}
+
+/// Takes a slot found on a free list (or by a scan for a free slot) for its new owner:
+/// moves its word from FREE to RESERVED by compare-and-set, so a slot that is not free
+/// — a live record named by a damaged free list, or a slot another process took first —
+/// is never overwritten. Returns the slot's generation, or the word found.
+pub(crate) fn reserve(word: &AtomicU64) -> Result<u32, u64> {
+    let gs = word.load(Ordering::Acquire);
+    if state_of(gs) != FREE {
+        return Err(gs);
+    }
+    word.compare_exchange(gs, pack(gen_of(gs), RESERVED), Ordering::AcqRel, Ordering::Acquire).map(|_| gen_of(gs))
+}
+
+/// Undoes [`reserve`] for a slot that never went live: free again at the same generation.
+pub(crate) fn unreserve(word: &AtomicU64, generation: u32) {
+    let _ =
+        word.compare_exchange(pack(generation, RESERVED), pack(generation, FREE), Ordering::AcqRel, Ordering::Relaxed);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_free_slot_is_reserved() {
+        let w = AtomicU64::new(pack(3, FREE));
+        assert_eq!(reserve(&w), Ok(3));
+        assert_eq!(reserve(&w), Err(pack(3, RESERVED)));
+        unreserve(&w, 3);
+        assert_eq!(w.load(Ordering::Relaxed), pack(3, FREE));
+        let live = AtomicU64::new(pack(7, LIVE));
+        assert_eq!(reserve(&live), Err(pack(7, LIVE)));
+        assert!(!state_is_valid(pack(1, 9)));
+    }
 }

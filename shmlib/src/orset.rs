@@ -284,6 +284,11 @@ fn entry_word(generation: u32, version: u64, pid: u32, kind: u64) -> u64 {
 fn e_gen(w: u64) -> u32 {
     (w >> GEN_SHIFT) as u32
 }
+/// The slot generation an entry word was written at (for inspectors: an entry from a
+/// generation later than its slot's is garbage).
+pub(crate) fn entry_generation(w: u64) -> u32 {
+    e_gen(w)
+}
 fn e_ver(w: u64) -> u64 {
     (w >> VER_SHIFT) & VER_MASK
 }
@@ -510,14 +515,9 @@ impl Segment {
             .map_err(freelist_error)?
             .ok_or(SetError::NoSetSlots { capacity: self.caps.sets })?;
         let view = self.set_view(index).ok_or(SetError::Corrupt)?;
-        let gs = view.gen_state().load(Ordering::Acquire);
-        if state_of(gs) != slot::FREE {
-            // A slot in use on the free list: leave it to its owner.
-            return Err(SetError::Corrupt);
-        }
-        let generation = gen_of(gs);
-        // No entry needs clearing: every entry predates this generation.
-        view.gen_state().store(pack(generation, slot::RESERVED), Ordering::Relaxed);
+        // FREE -> RESERVED by compare-and-set: a slot in use on the free list is left to
+        // its owner. No entry needs clearing: every entry predates this generation.
+        let generation = crate::genstate::reserve(view.gen_state()).map_err(|_| SetError::Corrupt)?;
         view.node().store(node.to_raw(), Ordering::Relaxed);
         view.gen_state().store(pack(generation, slot::LIVE), Ordering::Release);
         let mine = index + 1;
@@ -680,7 +680,7 @@ impl Segment {
             .map_err(freelist_error)?
             .ok_or(SetError::NoSetSlots { capacity: self.caps.sets })?;
         let view = self.set_view(slot_index).ok_or(SetError::Corrupt)?;
-        let generation = gen_of(view.gen_state().load(Ordering::Acquire));
+        let generation = crate::genstate::reserve(view.gen_state()).map_err(|_| SetError::Corrupt)?;
         let node = self.restored_handle(index)?;
         view.node().store(node.to_raw(), Ordering::Relaxed);
         view.gen_state().store(pack(generation, slot::LIVE), Ordering::Release);

@@ -18,7 +18,7 @@
 use crate::error::PoolError;
 use crate::event::{EventKind, NewEvent};
 use crate::freelist::{self, FreeListError};
-use crate::genstate::{gen_of, next_generation, pack, state_of};
+use crate::genstate::{self, gen_of, next_generation, pack, state_of};
 use crate::index::IdIndex;
 use crate::layout::{hdr, slot, NodeRecord, Region, RECORD_WORDS};
 use crate::node::{Handle, NewNode, Node, NodeKind, Status};
@@ -214,9 +214,12 @@ impl Segment {
 
     /// Takes a slot's writer lock; repairs what a dead holder left behind.
     fn lock_slot<'s>(&'s self, index: u32, s: Slot<'s>) -> Result<Locked<'s>, PoolError> {
-        seqlock::lock(s.lock(), s.seq(), self.me.0, self.lock_wait, |t| !OwnerTag(t).is_alive(), || {})
+        seqlock::lock(s.lock(), s.seq(), self.me.0, self.lock_wait, |t| self.holder_gone(t), || {})
             .map_err(|b| PoolError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
         let guard = Locked(s.lock(), self.me.0);
+        // An odd record sequence under a lock that was free is damage (a dead holder's was
+        // repaired by the takeover): make it even again, keeping the active copy.
+        seqlock::repair(s.seq());
         // Odd under our lock means a holder died mid-change (its lock was just taken
         // over), or an earlier rebuild failed part-way: rebuild it.
         if s.child_seq().load(Ordering::Relaxed) & 1 == 1 {
@@ -273,16 +276,20 @@ impl Segment {
             .map_err(freelist_error)?
             .ok_or(PoolError::PoolFull { capacity: self.caps.nodes })?;
         let s = self.slot(index).ok_or(PoolError::Corrupt { what: "free list names a slot outside the pool" })?;
+        // FREE -> RESERVED by compare-and-set: a slot that is not free (a live node named
+        // by a damaged free list) is refused and left exactly as it was, and not pushed
+        // back (it is not ours).
+        let generation = genstate::reserve(s.gen_state())
+            .map_err(|_| PoolError::Corrupt { what: "free list names a slot that is not free" })?;
         let guard = match self.lock_slot(index, s) {
             Ok(g) => g,
             Err(e) => {
+                genstate::unreserve(s.gen_state(), generation);
                 let _ = freelist::push(self.free_head(), index, s.next_free());
                 return Err(e);
             }
         };
-        let generation = gen_of(s.gen_state().load(Ordering::Acquire));
         let handle = Handle { index, generation };
-        s.gen_state().store(pack(generation, slot::RESERVED), Ordering::Relaxed);
         let id = uuid_words(&rec.uuid);
         s.uuid_words()[0].store(id[0], Ordering::Relaxed);
         s.uuid_words()[1].store(id[1], Ordering::Relaxed);
@@ -328,7 +335,8 @@ impl Segment {
         appended.map(|_| handle)
     }
 
-    /// Finds node slots whose writer lock is held by a process that no longer exists,
+    /// Finds node slots whose writer lock is held by a process that no longer exists (or
+    /// by a live one that does not map the segment: a forged lock, see `inspect`),
     /// takes each lock over (which repairs the record's sequence word and, if needed,
     /// its child list) and finishes or undoes what the dead process left:
     /// * a slot still *reserved* (its creator died before it went live) is freed;
@@ -342,7 +350,8 @@ impl Segment {
         for i in 0..self.caps.nodes {
             let Some(s) = self.slot(i) else { break };
             let holder = s.lock().load(Ordering::Acquire);
-            if holder == 0 || OwnerTag(holder).is_alive() {
+            // Dead, or forged (a live process that does not map the segment).
+            if holder == 0 || !self.holder_gone(holder) {
                 continue;
             }
             let guard = match self.lock_slot(i, s) {
@@ -408,6 +417,18 @@ impl Segment {
             Some(i) => Some(self.slot(i).ok_or(PoolError::Corrupt { what: "child link outside the pool" })?),
             None => None,
         };
+        // The link about to be written into the last child must land on a live node that
+        // ends the list; a damaged last-child link is refused, not followed.
+        if let Some(ls) = last_slot {
+            if state_of(ls.gen_state().load(Ordering::Acquire)) != slot::LIVE
+                || ls.next_sibling().load(Ordering::Relaxed) != 0
+                || last == Some(child_index)
+            {
+                return Err(PoolError::Corrupt { what: "last-child link names a node that does not end the list" });
+            }
+        } else if ps.first_child().load(Ordering::Relaxed) != 0 {
+            return Err(PoolError::Corrupt { what: "child list has a first child but no last child" });
+        }
         let q = begin_change(ps.child_seq());
         child.prev_sibling().store(last.map_or(0, link), Ordering::Relaxed);
         child.next_sibling().store(0, Ordering::Relaxed);
@@ -436,6 +457,16 @@ impl Segment {
         };
         if prev.is_none() && unlink_value(ps.first_child().load(Ordering::Relaxed)) != Some(child_index) {
             return Err(PoolError::Corrupt { what: "child list does not start at its first child" });
+        }
+        if next.is_none() && unlink_value(ps.last_child().load(Ordering::Relaxed)) != Some(child_index) {
+            return Err(PoolError::Corrupt { what: "child list does not end at its last child" });
+        }
+        // The neighbours whose links are about to be rewritten must point back at us.
+        let me = link(child_index);
+        if prev_slot.is_some_and(|p| p.next_sibling().load(Ordering::Relaxed) != me)
+            || next_slot.is_some_and(|n| n.prev_sibling().load(Ordering::Relaxed) != me)
+        {
+            return Err(PoolError::Corrupt { what: "sibling links disagree" });
         }
         let q = begin_change(ps.child_seq());
         match prev_slot {
@@ -570,6 +601,10 @@ impl Segment {
         let mut words = [0u64; RECORD_WORDS];
         seqlock::read_locked(s.seq(), s.copies(), &mut words);
         let mut rec: NodeRecord = bytemuck::cast(words);
+        // Enums read from the segment are validated before a write relies on them.
+        if NodeKind::from_code(rec.kind).is_none() || Status::from_code(rec.status).is_none() {
+            return Err(PoolError::Corrupt { what: "record kind or status out of range" }.into());
+        }
         let before = rec;
         let out = f(&mut rec)?;
         // Identity and position are not the closure's to change.
@@ -882,5 +917,53 @@ mod tests {
         let mut kids = Vec::new();
         seg.children(seg.root(), &mut kids).unwrap();
         assert_eq!(kids.iter().filter(|k| **k == h).count(), 1);
+    }
+
+    #[test]
+    fn a_free_list_head_naming_a_live_slot_is_refused_and_nothing_is_overwritten() {
+        let s = segment("head-live");
+        let seg = &s.seg;
+        let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "precious")).unwrap();
+        let before = seg.read(h).unwrap();
+        let tag = seg.free_head().load(Ordering::Relaxed) >> 32;
+        seg.free_head().store((tag << 32) | link(h.index), Ordering::Relaxed);
+        assert!(seg.damage().iter().any(|d| d.class == crate::DamageClass::FreeListNotFree));
+        let e = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "intruder")).unwrap_err();
+        assert!(matches!(e, PoolError::Corrupt { .. }), "{e:?}");
+        let after = seg.read(h).unwrap();
+        assert_eq!(bytemuck::bytes_of(&before.rec), bytemuck::bytes_of(&after.rec));
+    }
+
+    #[test]
+    fn a_lock_forged_to_a_live_process_that_does_not_map_the_segment_is_taken_over() {
+        let s = segment("forged");
+        let seg = &s.seg;
+        let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "forged")).unwrap();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let tag = OwnerTag::new(pid, crate::sys::process_start_ticks(pid).unwrap());
+        assert!(tag.is_alive());
+        seg.slot(h.index).unwrap().lock().store(tag.0, Ordering::Relaxed);
+        assert_eq!(seg.lock_holder(tag.0), crate::Holder::Forged);
+        assert!(seg.damage().iter().any(|d| d.class == crate::DamageClass::LockForged));
+        let n = seg.update(h, |n| n.set_progress(5)).unwrap();
+        assert_eq!(n.progress(), 5);
+        assert_eq!(seg.slot(h.index).unwrap().lock().load(Ordering::Relaxed), 0);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn an_enum_out_of_range_is_refused_by_writers() {
+        let s = segment("enum");
+        let seg = &s.seg;
+        let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "odd")).unwrap();
+        let sl = seg.slot(h.index).unwrap();
+        let c = seqlock::active_copy(sl.seq().load(Ordering::Relaxed));
+        let off = std::mem::offset_of!(NodeRecord, status);
+        let w = &sl.copies()[c][off / 8];
+        w.store(w.load(Ordering::Relaxed) | 0xee << ((off % 8) * 8), Ordering::Relaxed);
+        assert!(matches!(seg.update(h, |_| Ok(())), Err(PoolError::Corrupt { .. })));
+        assert!(seg.damage().iter().any(|d| d.class == crate::DamageClass::RecordEnum));
     }
 }

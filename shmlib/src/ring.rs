@@ -88,6 +88,27 @@ fn stamp_seq(st: u64) -> Option<u64> {
     (st >> 2).checked_sub(1)
 }
 
+/// Read-only decoding for inspectors: why a slot's stamp cannot be a stamp this ring
+/// writes, given the ring's `tail` and the slot's `index` (`mask` = capacity - 1), or
+/// `None` when it is plausible (0, never written, included).
+pub(crate) fn implausible_stamp(st: u64, index: u64, tail: u64, mask: u64) -> Option<String> {
+    if st == 0 {
+        return None;
+    }
+    let state = st & 3;
+    if state != WRITING && state != PUBLISHED && state != ABANDONED {
+        return Some("an unknown state".to_string());
+    }
+    let Some(seq) = stamp_seq(st) else { return Some("no sequence".to_string()) };
+    if seq >= tail {
+        return Some(format!("sequence {seq}, at or past the tail {tail}"));
+    }
+    if seq & mask != index {
+        return Some(format!("sequence {seq}, which belongs in slot {}", seq & mask));
+    }
+    None
+}
+
 /// What a reader found in the slot of the sequence it expects.
 pub enum Peek {
     /// The event, consistently copied.

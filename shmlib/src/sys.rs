@@ -273,3 +273,17 @@ pub(crate) fn futex_wait(_word: &crate::sync::AtomicU32, _expected: u32, _timeou
 /// Under loom there are no futexes: waking is a no-op.
 #[cfg(loom)]
 pub(crate) fn futex_wake(_word: &crate::sync::AtomicU32, _count: i32) {}
+
+/// Whether process `pid` has the file `path` mapped, read from `/proc/PID/maps`:
+/// `Some(true)` or `Some(false)`, `None` when the map cannot be read (the process is
+/// gone, or belongs to another user). A process that writes a segment has it mapped,
+/// so a live pid that does not map it cannot be inside one of its locks.
+pub fn process_maps_path(pid: u32, path: &std::path::Path) -> Option<bool> {
+    if pid == 0 {
+        return None;
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let want = path.to_str()?;
+    // Columns: address perms offset dev inode pathname (pathname may end " (deleted)").
+    Some(maps.lines().any(|line| line.split_ascii_whitespace().nth(5) == Some(want)))
+}

@@ -20,6 +20,20 @@ fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no check {check}: {report}"))
 }
 
+/// Counts the error findings of a report, asserting each is the daemon being gone.
+fn only_the_daemon_is_missing(report: &Value) -> usize {
+    let mut n = 0;
+    for c in report["checks"].as_array().unwrap() {
+        for f in c["findings"].as_array().unwrap() {
+            if f["severity"] == "error" {
+                assert_eq!(f["class"], "daemon_gone", "{f}");
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 #[test]
 fn a_healthy_segment_exits_0() {
     let d = Daemon::start("doctor-healthy");
@@ -35,7 +49,7 @@ fn a_healthy_segment_exits_0() {
     let names: Vec<&str> = j["checks"].as_array().unwrap().iter().map(|c| c["check"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["header", "locks", "slots", "ring", "leases", "sessions", "free list", "index", "tree", "blobs"]
+        ["header", "locks", "slots", "ring", "leases", "sessions", "free list", "index", "tree", "blobs", "contents"]
     );
     assert!(j["checks"].as_array().unwrap().iter().all(|c| c["ok"] == true), "{j}");
 }
@@ -62,8 +76,9 @@ fn unreaped_leases_and_stuck_events_after_the_daemon_died_are_found_and_repaired
     let report = out.json();
     assert_eq!(report["healthy"], false);
     let header = finding(&report, "header");
-    assert_eq!(header["ok"], true, "a dead daemon is a warning: {header}");
+    assert_eq!(header["ok"], false, "a dead daemon is an error: {header}");
     assert!(header["findings"][0]["message"].as_str().unwrap().contains("not running"), "{header}");
+    assert_eq!(header["findings"][0]["class"], "daemon_gone", "{header}");
     let leases = finding(&report, "leases");
     assert_eq!(leases["ok"], false);
     assert!(leases["findings"][0]["message"].as_str().unwrap().contains("not reaped"), "{leases}");
@@ -75,17 +90,20 @@ fn unreaped_leases_and_stuck_events_after_the_daemon_died_are_found_and_repaired
     human.fails(1);
     assert!(human.stdout.contains("FAIL") && human.stdout.contains("hint:"), "{human:?}");
 
+    // Everything is repaired but the daemon itself, which is still gone.
     let fixed = d.run(&["--json", "doctor", "--repair"]);
-    fixed.ok();
+    fixed.fails(1);
     let report = fixed.json();
-    assert_eq!(report["healthy"], true, "{report}");
+    assert_eq!(only_the_daemon_is_missing(&report), 1, "{report}");
     let repaired: Vec<&str> = report["repaired"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
     assert!(repaired.iter().any(|r| r.contains("expired claims")), "{repaired:?}");
     assert!(repaired.iter().any(|r| r.contains(&format!("event {tail}"))), "{repaired:?}");
     assert_eq!(d.json(&["show", "/a"])["status"], "ready");
     // Abandoned events are history: a warning, not a failure.
-    let after = d.json(&["doctor"]);
-    assert_eq!(after["healthy"], true);
+    let after = d.run(&["--json", "doctor"]);
+    after.fails(1);
+    let after = after.json();
+    assert_eq!(only_the_daemon_is_missing(&after), 1, "{after}");
     assert_eq!(finding(&after, "ring")["findings"][0]["severity"], "warning");
 }
 

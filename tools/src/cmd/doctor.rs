@@ -5,10 +5,15 @@
 //! Checks, in order:
 //!
 //! * **header**: attaching validates magic, version, sizes and the region table; the
-//!   segment must be Ready. The daemon not running is a warning (agents still work, but
-//!   leases are not reaped and dead producers' ring slots wait for a read-write reader).
+//!   segment must be Ready. A segment that does not attach is inspected from its file
+//!   (`worknode::inspect_header`) and each damaged field reported. The daemon not
+//!   running is an error (`daemon_gone`): leases are not reaped, dead sessions not
+//!   released, damage not repaired.
 //! * **locks**: a node writer lock, or a ring slot lock, held by a process that is gone;
-//!   a node seqlock left odd with no writer; the header's join and dependency locks.
+//!   a node lock forged to a live process that does not map the segment (`lock_forged`);
+//!   a node lock held by a live process that maps it, unchanged over a 500 ms watch
+//!   (`lock_stuck`, with the pid); a node seqlock left odd with no writer; the header's
+//!   join and dependency locks.
 //! * **slots**: node slots left *reserved* (popped from the free list by a process that
 //!   died before linking them: leaked until repaired).
 //! * **ring**: sequences still in flight whose producer is gone (the daemon abandons them
@@ -22,10 +27,19 @@
 //! * **tree**: every live node's parent is live, and each node's child count equals the
 //!   number of live nodes naming it as parent (and its child list agrees).
 //! * **blobs**: free blob chunks + chunks in use == arena capacity.
+//! * **contents**: the library's damage catalogue (`Segment::damage`, see
+//!   `worknode::DamageClass`): header fields, state word, clock far ahead, the three free
+//!   lists (out of range, not free, cycle), slot state words, index entries, child and
+//!   sibling links, summary words, record enums, ring stamps, agent slots, blob chains
+//!   and CRCs, set slots, counters. Each finding names its class (`class` in `--json`).
 //!
-//! Lock words, slot states and ring stamps are not part of the library's API: they are
-//! read from the segment file (`/dev/shm/NAME`) at the offsets `worknode::layout`
-//! publishes. A live segment changes while it is checked, so count checks are retried
+//! A check that cannot finish on a damaged segment reports that as a finding.
+//!
+//! Node slot control words, header locks and the damage catalogue are decoded by the
+//! library (`Segment::node_slot_controls`, `header_lock_words`, `damage`); only the ring
+//! slots' stamps and owners for the stuck-event check are still read from the segment
+//! file (`/dev/shm/NAME`) at `worknode::layout`'s offsets. A live segment changes while
+//! it is checked, so count checks are retried
 //! (three rounds) and only a disagreement that persists is reported; for exact answers,
 //! run it on a quiet segment.
 //!
@@ -44,8 +58,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
-use worknode::layout::{hdr, slot, Region};
-use worknode::{Access, Handle, OwnerTag, Segment, SegmentState, Start};
+use worknode::layout::{slot, Region};
+use worknode::{Access, AttachError, Damage, DamageClass, Handle, OwnerTag, Segment, SegmentState, Start};
 
 /// Options of `wn doctor`.
 #[derive(clap::Args, Debug)]
@@ -71,14 +85,53 @@ struct Finding {
     severity: Severity,
     message: String,
     hint: String,
+    /// The damage class (`worknode::DamageClass::as_str`), when the finding is one.
+    class: Option<&'static str>,
 }
 
 fn error(message: impl Into<String>, hint: impl Into<String>) -> Finding {
-    Finding { severity: Severity::Error, message: message.into(), hint: hint.into() }
+    Finding { severity: Severity::Error, message: message.into(), hint: hint.into(), class: None }
 }
 
 fn warning(message: impl Into<String>, hint: impl Into<String>) -> Finding {
-    Finding { severity: Severity::Warning, message: message.into(), hint: hint.into() }
+    Finding { severity: Severity::Warning, message: message.into(), hint: hint.into(), class: None }
+}
+
+/// A damage the library's catalogue found, as a finding naming its class.
+fn damage(d: &Damage) -> Finding {
+    Finding {
+        severity: Severity::Error,
+        message: format!("{}: {}", d.class, d.detail),
+        hint: damage_hint(d.class).to_string(),
+        class: Some(d.class.as_str()),
+    }
+}
+
+/// What to do about each damage class.
+fn damage_hint(c: DamageClass) -> &'static str {
+    use DamageClass::*;
+    match c {
+        HeaderMagic | HeaderVersion | HeaderSize | HeaderRegions => {
+            "the header is damaged: a running daemon restores it from its copy within a second; otherwise stop everything and recreate the segment"
+        }
+        StateWord => "a running daemon sets it back to ready within a second; otherwise restart the daemon",
+        DaemonGone => "start it: `worknoded --segment NAME` adopts the segment (leases, sessions and repairs need it)",
+        ClockAhead => "the next write resets it to wall time (so does the daemon within a second); stamps written meanwhile are wrong",
+        FreeListOutOfRange | FreeListNotFree | FreeListCycle => {
+            "writers refuse the damaged entry (nothing is overwritten, but adds may fail); recreate the segment to rebuild the list"
+        }
+        LockDead | LockForged => "`wn doctor --repair` (or the next writer, or the daemon) takes the lock over",
+        LockStuck => "that process holds the lock far longer than a writer does: stop it; writers to the node get `busy` until then",
+        SeqOdd => "the segment is damaged: the node's readers may retry; recreate the segment",
+        SlotState | IndexEntry | ChildLinks | Summary | RecordEnum => {
+            "writers refuse to rely on the damaged words; export what you need and recreate the segment"
+        }
+        RingStamp => "readers may skip or misread that event slot; it is overwritten when the ring wraps",
+        AgentSlot => "that agent's slot is damaged; recreate the segment (agents rejoin)",
+        BlobChain => "reads of that document fail their check; replace the document's content",
+        SetSlot => "that node's set is damaged; recreate the segment",
+        Counters => "a usage counter is wrong (capacity reports mislead); recreate the segment to reset it",
+    }
 }
 
 /// One check's outcome.
@@ -90,6 +143,8 @@ struct Check {
 
 /// Findings listed per check before the rest are summarised.
 const SHOWN: usize = 20;
+/// How long a lock held by a live process is watched before it is called stuck.
+const STUCK_WATCH: Duration = Duration::from_millis(500);
 /// How long past its end an unreaped lease is reported.
 const LEASE_GRACE_MS: u64 = 2_000;
 
@@ -109,12 +164,6 @@ impl Raw {
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| Fail::other(format!("cannot read the segment at {offset}: {e}")))
-    }
-
-    fn u64_at(&self, offset: u64) -> Result<u64, Fail> {
-        let mut b = [0u8; 8];
-        self.read(offset, &mut b)?;
-        Ok(u64::from_ne_bytes(b))
     }
 
     /// Calls `f(index, element bytes)` for every element of a region, reading it in
@@ -143,28 +192,11 @@ fn word(bytes: &[u8], offset: usize) -> u64 {
     u64::from_ne_bytes(b)
 }
 
-/// A node slot's control words, as read from the file.
-struct SlotWords {
-    index: u32,
-    seq: u64,
-    lock: u64,
-    generation: u32,
-    state: u64,
-}
+/// A node slot's control words (decoded by the library).
+type SlotWords = worknode::SlotControl;
 
-fn node_slots(raw: &Raw, seg: &Segment) -> Result<Vec<SlotWords>, Fail> {
-    let mut out = Vec::new();
-    raw.for_each(seg, Region::Nodes, |i, b| {
-        let gs = word(b, slot::GEN_STATE);
-        out.push(SlotWords {
-            index: i as u32,
-            seq: word(b, slot::SEQ),
-            lock: word(b, slot::LOCK),
-            generation: (gs >> 32) as u32,
-            state: gs & 0xffff_ffff,
-        });
-    })?;
-    Ok(out)
+fn node_slots(seg: &Segment) -> Vec<SlotWords> {
+    seg.node_slot_controls()
 }
 
 /// Runs `check` up to three times, a little apart, and returns the first clean result or
@@ -193,10 +225,16 @@ fn check_header(seg: &Segment) -> Check {
         ));
     }
     if !info.daemon_alive {
-        findings.push(warning(
-            format!("the daemon (pid {}) is not running", info.daemon_pid),
-            format!("start it: `worknoded --segment {}` adopts the segment", info.name),
-        ));
+        findings.push(Finding {
+            class: Some(DamageClass::DaemonGone.as_str()),
+            ..error(
+                format!("daemon_gone: the daemon (pid {}) is not running", info.daemon_pid),
+                format!(
+                    "start it: `worknoded --segment {}` adopts the segment (leases, sessions and repairs need it)",
+                    info.name
+                ),
+            )
+        });
     }
     Check {
         name: "header",
@@ -216,7 +254,7 @@ fn dead(tag: u64) -> bool {
     tag != 0 && !OwnerTag(tag).is_alive()
 }
 
-fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, Fail> {
+fn check_locks(seg: &Segment, slots: &[SlotWords]) -> Result<Check, Fail> {
     let mut findings = Vec::new();
     let mut held = 0;
     for s in slots {
@@ -229,25 +267,89 @@ fn check_locks(seg: &Segment, raw: &Raw, slots: &[SlotWords]) -> Result<Check, F
             } else {
                 format!("(slot state {})", s.state)
             };
-            findings.push(error(
-                format!("node slot {} {what} is locked by process {}, which is gone", s.index, OwnerTag(s.lock).pid()),
-                "`wn doctor --repair` takes the lock over and repairs the record (so does the node's next write)",
-            ));
+            findings.push(Finding {
+                class: Some(DamageClass::LockDead.as_str()),
+                ..error(
+                    format!(
+                        "lock_dead: node slot {} {what} is locked by process {}, which is gone",
+                        s.index,
+                        OwnerTag(s.lock).pid()
+                    ),
+                    "`wn doctor --repair` takes the lock over and repairs the record (so does the node's next write)",
+                )
+            });
+        } else if seg.lock_holder(s.lock) == worknode::Holder::Forged {
+            findings.push(Finding {
+                class: Some(DamageClass::LockForged.as_str()),
+                ..error(
+                    format!(
+                        "lock_forged: node slot {} is locked by live process {}, which does not map the segment",
+                        s.index,
+                        OwnerTag(s.lock).pid()
+                    ),
+                    damage_hint(DamageClass::LockForged),
+                )
+            });
         } else if s.lock == 0 && s.seq & 1 == 1 {
-            findings.push(error(
-                format!("node slot {} has an odd seqlock word with no writer holding its lock", s.index),
-                "the segment is damaged: stop the daemon and recreate the segment",
-            ));
+            findings.push(Finding {
+                class: Some(DamageClass::SeqOdd.as_str()),
+                ..error(
+                    format!("seq_odd: node slot {} has an odd seqlock word with no writer holding its lock", s.index),
+                    "the segment is damaged: stop the daemon and recreate the segment",
+                )
+            });
         }
     }
-    for (name, offset, heals) in [
-        ("agent join lock", hdr::AGENTS_LOCK, "the next agent to join takes it over"),
-        ("dependency lock", hdr::DEPS_LOCK, "the next dependency change takes it over"),
+    let [join_lock, deps_lock] = seg.header_lock_words();
+    for (name, tag, heals, forged_hint) in [
+        (
+            "agent join lock",
+            join_lock,
+            "the next agent to join takes it over",
+            "the next agent to join takes it over",
+        ),
+        (
+            "dependency lock",
+            deps_lock,
+            "the next dependency change takes it over",
+            "dependency changes wait for it and fail with `busy`: recreate the segment (only a dead holder's is taken over)",
+        ),
     ] {
-        let tag = raw.u64_at(offset as u64)?;
-        if dead(tag) {
+        if seg.lock_holder(tag) == worknode::Holder::Forged {
+            findings.push(Finding {
+                class: Some(DamageClass::LockForged.as_str()),
+                ..error(
+                    format!(
+                        "lock_forged: the {name} is held by live process {}, which does not map the segment",
+                        OwnerTag(tag).pid()
+                    ),
+                    forged_hint,
+                )
+            });
+        } else if dead(tag) {
             findings
                 .push(warning(format!("the {name} is held by process {}, which is gone", OwnerTag(tag).pid()), heals));
+        }
+    }
+    // Locks held by live processes that map the segment: a writer holds one for
+    // microseconds, so one held by the same process at the same sequence across the
+    // watch is stuck (or forged to a live writer's tag).
+    let before = seg.live_node_locks();
+    if !before.is_empty() {
+        std::thread::sleep(STUCK_WATCH);
+        let after = seg.live_node_locks();
+        for (index, tag, _) in before.into_iter().filter(|l| after.contains(l)) {
+            let pid = OwnerTag(tag).pid();
+            findings.push(Finding {
+                class: Some(DamageClass::LockStuck.as_str()),
+                ..error(
+                    format!(
+                        "lock_stuck: node slot {index} has been locked by live process {pid} for at least {} ms (no write completed)",
+                        STUCK_WATCH.as_millis()
+                    ),
+                    damage_hint(DamageClass::LockStuck),
+                )
+            });
         }
     }
     Ok(Check { name: "locks", summary: format!("{held} node locks held now"), findings })
@@ -390,13 +492,13 @@ fn check_sessions(seg: &Segment) -> Check {
     Check { name: "sessions", summary: format!("{} agents, {sessions} with a session", agents.len()), findings }
 }
 
-fn check_free_list(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
+fn check_free_list(seg: &Segment) -> Result<Check, Fail> {
     let cap = seg.capacities().nodes as u64;
     let mut summary = String::new();
     let findings = settled(|| {
         let free = seg.free_slots()?;
         let live = seg.info().regions[Region::Nodes as usize].used;
-        let reserved = node_slots(raw, seg)?.iter().filter(|s| s.state == slot::RESERVED).count() as u64;
+        let reserved = node_slots(seg).iter().filter(|s| s.state == slot::RESERVED).count() as u64;
         summary = format!("{free} free + {live} live = {} of {cap}", free + live);
         if free + live + reserved == cap {
             return Ok(vec![]);
@@ -412,13 +514,13 @@ fn check_free_list(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
     Ok(Check { name: "free list", summary, findings })
 }
 
-fn check_index(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
+fn check_index(seg: &Segment) -> Result<Check, Fail> {
     let mut summary = String::new();
     let mut findings = settled(|| {
         let info = seg.info();
         let index_live = info.regions[Region::Index as usize].used;
         let pool_live = info.regions[Region::Nodes as usize].used;
-        let slots_live = node_slots(raw, seg)?.iter().filter(|s| s.state == slot::LIVE).count() as u64;
+        let slots_live = node_slots(seg).iter().filter(|s| s.state == slot::LIVE).count() as u64;
         summary = format!("{index_live} entries, {} tombstones", info.index_tombstones);
         let mut f = Vec::new();
         if index_live != pool_live || pool_live != slots_live {
@@ -505,21 +607,86 @@ fn check_blobs(seg: &Segment) -> Result<Check, Fail> {
     Ok(Check { name: "blobs", summary, findings })
 }
 
+/// The library's damage catalogue (`Segment::damage`), less what the checks above
+/// report already (dead and forged locks, odd seqlocks, the daemon). A live segment can
+/// disagree with itself for a moment (a counter bumped just after its slot changed), so
+/// the scan runs up to three times and a class is reported only if every round found it.
+fn check_contents(seg: &Segment) -> Result<Check, Fail> {
+    let scan = || -> Vec<Damage> {
+        seg.damage()
+            .into_iter()
+            .filter(|d| {
+                !matches!(
+                    d.class,
+                    DamageClass::LockDead | DamageClass::SeqOdd | DamageClass::DaemonGone | DamageClass::LockForged
+                )
+            })
+            .collect()
+    };
+    let mut last = scan();
+    let mut persistent: Vec<DamageClass> = last.iter().map(|d| d.class).collect();
+    for _ in 1..3 {
+        if persistent.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        last = scan();
+        persistent.retain(|c| last.iter().any(|d| d.class == *c));
+    }
+    let findings: Vec<Finding> = last.iter().filter(|d| persistent.contains(&d.class)).map(damage).collect();
+    let summary =
+        if findings.is_empty() { "no damage found".to_string() } else { format!("{} damages found", findings.len()) };
+    Ok(Check { name: "contents", summary, findings })
+}
+
+/// A check that could not finish (the segment is too damaged for it) is itself a finding.
+fn or_failed(name: &'static str, r: Result<Check, Fail>) -> Check {
+    r.unwrap_or_else(|f| Check {
+        name,
+        summary: "could not finish".to_string(),
+        findings: vec![error(
+            format!("the check failed: {}", f.message),
+            "see the other findings; the segment is damaged",
+        )],
+    })
+}
+
 fn run_checks(seg: &Segment) -> Result<Vec<Check>, Fail> {
     let raw = Raw::open(seg)?;
-    let slots = node_slots(&raw, seg)?;
+    let slots = node_slots(seg);
     Ok(vec![
         check_header(seg),
-        check_locks(seg, &raw, &slots)?,
+        or_failed("locks", check_locks(seg, &slots)),
         check_slots(&slots),
-        check_ring(seg, &raw)?,
-        check_leases(seg)?,
+        or_failed("ring", check_ring(seg, &raw)),
+        or_failed("leases", check_leases(seg)),
         check_sessions(seg),
-        check_free_list(seg, &raw)?,
-        check_index(seg, &raw)?,
-        check_tree(seg)?,
-        check_blobs(seg)?,
+        or_failed("free list", check_free_list(seg)),
+        or_failed("index", check_index(seg)),
+        or_failed("tree", check_tree(seg)),
+        or_failed("blobs", check_blobs(seg)),
+        or_failed("contents", check_contents(seg)),
     ])
+}
+
+/// A segment that does not attach: inspect its header from the file and report what is
+/// damaged (`None` when the header looks sound: the attach error stands).
+fn unattachable(ctx: &Ctx, e: &AttachError) -> Option<Vec<Check>> {
+    if matches!(
+        e,
+        AttachError::NotFound { .. } | AttachError::PermissionDenied { .. } | AttachError::InvalidName { .. }
+    ) {
+        return None;
+    }
+    let found = worknode::inspect_header(&ctx.segment).ok()?;
+    if found.is_empty() {
+        return None;
+    }
+    Some(vec![Check {
+        name: "header",
+        summary: format!("does not attach: {e}"),
+        findings: found.iter().map(damage).collect(),
+    }])
 }
 
 /// What `--repair` did.
@@ -534,11 +701,13 @@ fn repair(seg: &Segment) -> Result<Vec<String>, Fail> {
         done.push(format!("reaped {sessions} agents whose session process was gone"));
     }
     let raw = Raw::open(seg)?;
-    for s in node_slots(&raw, seg)? {
-        if s.state == slot::LIVE && dead(s.lock) {
+    for s in node_slots(seg) {
+        let holder = seg.lock_holder(s.lock);
+        if s.state == slot::LIVE && matches!(holder, worknode::Holder::Dead | worknode::Holder::Forged) {
             let h = Handle { index: s.index, generation: s.generation };
+            let whose = if holder == worknode::Holder::Dead { "a dead process" } else { "a forged holder" };
             if seg.update(h, |_| Ok(())).is_ok() {
-                done.push(format!("took over the lock of {} from a dead process", path_of(seg, h)));
+                done.push(format!("took over the lock of {} from {whose}", path_of(seg, h)));
             }
         }
     }
@@ -562,6 +731,7 @@ fn check_json(c: &Check) -> Value {
                 "severity": if f.severity == Severity::Error { "error" } else { "warning" },
                 "message": f.message,
                 "hint": f.hint,
+                "class": f.class,
             })
         })
         .collect();
@@ -570,16 +740,34 @@ fn check_json(c: &Check) -> Value {
 
 /// Checks (and with `--repair`, repairs) the segment.
 pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
-    let seg = if a.repair { Segment::attach(&ctx.segment, Access::ReadWrite)? } else { ctx.attach_best()? };
+    let attached =
+        if a.repair { Segment::attach(&ctx.segment, Access::ReadWrite).map_err(Fail::from) } else { ctx.attach_best() };
+    let seg = match attached {
+        Ok(seg) => seg,
+        Err(f) => {
+            // A header too damaged to attach is a report, not just an error.
+            let e = match Segment::attach_with(&ctx.segment, Access::ReadOnly, Duration::from_millis(50)) {
+                Err(e) => e,
+                Ok(_) => return Err(f),
+            };
+            let Some(checks) = unattachable(ctx, &e) else { return Err(f) };
+            return report(ctx, &ctx.segment, &checks, &[]);
+        }
+    };
     let repaired = if a.repair { repair(&seg)? } else { Vec::new() };
     let checks = run_checks(&seg)?;
+    report(ctx, seg.name(), &checks, &repaired)
+}
+
+/// Prints the checks and fails when any found an error.
+fn report(ctx: &Ctx, name: &str, checks: &[Check], repaired: &[String]) -> Result<(), Fail> {
     let errors: usize =
         checks.iter().map(|c| c.findings.iter().filter(|f| f.severity == Severity::Error).count()).sum();
     let warnings: usize =
         checks.iter().map(|c| c.findings.iter().filter(|f| f.severity == Severity::Warning).count()).sum();
     if ctx.json {
         print_json(&json!({
-            "segment": seg.name(),
+            "segment": name,
             "healthy": errors == 0,
             "errors": errors,
             "warnings": warnings,
@@ -589,7 +777,7 @@ pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
     } else {
         let s = &ctx.style;
         let mut t = s.table(&["", "CHECK", "DETAIL"]);
-        for c in &checks {
+        for c in checks {
             let worst = c.findings.iter().map(|f| f.severity).min_by_key(|s| *s != Severity::Error);
             let (label, color) = match worst {
                 None => ("ok", Color::Green),
@@ -608,14 +796,14 @@ pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
             t.add_row(vec![cell, Cell::new(c.name), Cell::new(detail)]);
         }
         let mut text = String::new();
-        for r in &repaired {
+        for r in repaired {
             text.push_str(&format!("repaired: {r}\n"));
         }
         text.push_str(&s.render(t));
         text.push_str(&match (errors, warnings) {
-            (0, 0) => format!("\n\n{}: healthy", seg.name()),
-            (0, w) => format!("\n\n{}: healthy ({w} warnings)", seg.name()),
-            (e, w) => format!("\n\n{}: {e} problems, {w} warnings", seg.name()),
+            (0, 0) => format!("\n\n{name}: healthy"),
+            (0, w) => format!("\n\n{name}: healthy ({w} warnings)"),
+            (e, w) => format!("\n\n{name}: {e} problems, {w} warnings"),
         });
         print(&text)?;
     }
@@ -623,7 +811,7 @@ pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
         return Err(Fail::new(
             "unhealthy",
             exit::OTHER,
-            format!("segment {} is unhealthy: {errors} problems found", seg.name()),
+            format!("segment {name} is unhealthy: {errors} problems found"),
             "read each finding's hint; `wn doctor --repair` fixes expired leases, dead sessions, stuck locks and ring slots",
         ));
     }
