@@ -55,7 +55,9 @@ struct Args {
     #[arg(long, default_value_t = Capacities::default().sets, value_name = "N", value_parser = parse_sets)]
     sets: u32,
 
-    /// File mode of the segment, in octal. The default 600 lets only this user attach.
+    /// File mode of the segment, in octal: 600, the only one accepted. Clients refuse a
+    /// segment of another user even read-only, so wider modes would only expose the
+    /// daemon's boot id (and its session socket name) to other users.
     #[arg(long, default_value = "600", value_parser = parse_mode, value_name = "OCTAL")]
     mode: u32,
 
@@ -174,7 +176,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     }
     if m & !worknode::MODE_ALLOWED != 0 {
         return Err(format!(
-            "mode {s} lets other users write or execute the segment; use 600 (owner only), 640 or 644 (others read)"
+            "mode {s} opens the segment to other users, whose clients refuse it anyway; use 600 (the default)"
         ));
     }
     Ok(m)
@@ -245,9 +247,12 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
     // snapshot makes the journal self-contained.
     let snapshot_now = |seg: &Segment, covers: u64| -> Result<(), Failure> {
         if let Some(cfg) = journal {
-            journal::store::JournalFile::create(&cfg.dir, covers)
-                .map_err(|e| fail(format!("creating the journal: {e}")))?;
+            // The snapshot first: a start that stops between the two leaves a snapshot
+            // without a journal (which the next start creates), never a journal
+            // without a snapshot.
             journal::write_snapshot(seg, &cfg.dir, covers, &recent).map_err(fail)?;
+            journal::store::JournalFile::open_at(&cfg.dir, covers)
+                .map_err(|e| fail(format!("creating the journal at {}: {e}", cfg.dir.display())))?;
             // Count it as a served request, so `wn snapshot`-style waits see it.
             let n = seg.request_snapshot();
             seg.set_snapshots_done(n);
@@ -256,34 +261,55 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
     };
     // Last step before clients may write: the first reservation on disk (with `extra`
     // records before it), then the policy, cursors and heartbeat in the header.
-    let start_journal = |seg: &Segment, from: u64, extra: &[journal::format::Record]| -> Result<(), Failure> {
-        let Some(cfg) = journal else { return Ok(()) };
-        let mut file = journal::store::JournalFile::open_latest(&cfg.dir, from)
-            .map_err(|e| fail(format!("opening the journal: {e}")))?;
-        let mut buf = Vec::new();
-        for r in extra {
-            journal::format::encode(&mut buf, r);
-        }
-        file.append(&buf).map_err(|e| fail(format!("journal write: {e}")))?;
-        let base = from.max(seg.ring_tail()).max(reserved_on_disk).max(seg.seq_reserved());
-        let upto = base + journal::reserve_ahead(seg.capacities().events as u64);
-        journal::reserve(&mut file, upto).map_err(fail)?;
-        seg.set_durability(cfg.policy, from, upto, cfg.heartbeat_stale());
-        Ok(())
-    };
-    // Salvaged files are moved aside once a snapshot holds what was kept of them.
-    let set_aside_damaged = || {
-        for path in recovered.iter().flat_map(|r| &r.damaged) {
-            let aside =
-                path.with_extension(format!("{}.damaged", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-            match std::fs::rename(path, &aside) {
-                Ok(()) => {
-                    eprintln!("worknoded: warning: salvage: moved {} aside to {}", path.display(), aside.display())
+    // `file_seq` names the journal file to append to: where the files on disk end (a
+    // rebuild that skips sequence numbers up to `from` says so in that file).
+    let start_journal =
+        |seg: &Segment, file_seq: u64, from: u64, extra: &[journal::format::Record]| -> Result<(), Failure> {
+            let Some(cfg) = journal else {
+                // No journal: say so in the header, or a segment adopted from a daemon that
+                // journaled would keep its policy, cursors and reservation with nobody
+                // advancing them.
+                seg.set_durability(worknode::Durability::Off, from, u64::MAX, Duration::ZERO);
+                return Ok(());
+            };
+            let mut file = journal::store::JournalFile::open_at(&cfg.dir, file_seq)
+                .map_err(|e| fail(format!("opening the journal in {}: {e}", cfg.dir.display())))?;
+            let mut buf = Vec::new();
+            for r in extra {
+                journal::format::encode(&mut buf, r);
+            }
+            file.append(&buf).map_err(|e| fail(format!("journal write: {e}")))?;
+            let base = from.max(seg.ring_tail()).max(reserved_on_disk).max(seg.seq_reserved());
+            let upto = base.saturating_add(journal::reserve_ahead(seg.capacities().events as u64));
+            journal::reserve(&mut file, upto).map_err(|e| fail(format!("{}: {e}", file.path.display())))?;
+            seg.set_durability(cfg.policy, from, upto, cfg.heartbeat_stale());
+            Ok(())
+        };
+    // Files salvage read around damage, and snapshots recovery could not read, are
+    // moved aside (never over an earlier one): kept for a look, out of the replay path,
+    // and never taken by retention for a good snapshot.
+    let set_aside = |paths: &mut dyn Iterator<Item = &std::path::PathBuf>, why: &str| {
+        for path in paths {
+            let aside = (0..100)
+                .map(|n| {
+                    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+                    path.with_extension(if n == 0 { format!("{ext}.damaged") } else { format!("{ext}.damaged.{n}") })
+                })
+                .find(|p| !p.exists());
+            match aside.map(|a| std::fs::rename(path, &a).map(|()| a)) {
+                Some(Ok(a)) => {
+                    eprintln!("worknoded: warning: {why}: moved {} aside to {}", path.display(), a.display())
                 }
-                Err(e) => eprintln!("worknoded: warning: salvage: could not move {} aside: {e}", path.display()),
+                Some(Err(e)) => eprintln!("worknoded: warning: {why}: could not move {} aside: {e}", path.display()),
+                None => {
+                    eprintln!("worknoded: warning: {why}: {} left in place (100 copies aside already)", path.display())
+                }
             }
         }
     };
+    let set_aside_damaged = || set_aside(&mut recovered.iter().flat_map(|r| &r.damaged), "salvage");
+    let set_aside_bad_snapshots =
+        || set_aside(&mut recovered.iter().flat_map(|r| &r.bad_snapshots), "unreadable snapshot");
     let create = |how| -> Result<Opened, Failure> {
         if let (true, Some(r)) = (has_journal, recovered.as_ref()) {
             let seg = Segment::create_for_restore(&args.segment, caps, args.mode)?;
@@ -306,15 +332,26 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
                         String::new()
                     }
                 );
+                set_aside_bad_snapshots();
                 if !r.damaged.is_empty() || r.snapshot.is_none() {
-                    snapshot_now(&seg, resume)?;
+                    // Salvaged: the damaged files go aside first (their valid records
+                    // are in memory), then a snapshot holds everything kept.
                     set_aside_damaged();
+                    snapshot_now(&seg, resume)?;
+                    start_journal(&seg, resume, resume, &[])?;
+                    return Ok(resume);
                 }
                 // Sequences skipped up to the reservation are a gap, not lost events: the
-                // journal says so, so the next recovery sees the files follow on.
+                // file where the journal ends says so, and the next recovery sees the
+                // files follow on.
                 let skipped = resume - r.state.next_seq;
                 let gap = journal::format::Record::Gap { from: r.state.next_seq, missed: skipped };
-                start_journal(&seg, resume, if skipped > 0 { std::slice::from_ref(&gap) } else { &[] })?;
+                start_journal(
+                    &seg,
+                    r.state.next_seq,
+                    resume,
+                    if skipped > 0 { std::slice::from_ref(&gap) } else { &[] },
+                )?;
                 Ok(resume)
             })();
             return match built {
@@ -330,7 +367,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
         }
         let seg = Segment::create_unready(&args.segment, caps, args.mode)?;
         let from = seg.ring_tail();
-        let opened = snapshot_now(&seg, from).and_then(|()| start_journal(&seg, from, &[])).map(|()| {
+        let opened = snapshot_now(&seg, from).and_then(|()| start_journal(&seg, from, from, &[])).map(|()| {
             seg.open_for_clients();
         });
         if let Err(e) = opened {
@@ -349,15 +386,16 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
                 );
             }
             let from = if has_journal { journal_from } else { seg.ring_tail() };
+            set_aside_bad_snapshots();
             if !has_journal {
                 snapshot_now(&seg, from)?;
             } else if recovered.as_ref().is_some_and(|r| !r.damaged.is_empty()) {
-                // The live segment holds everything; a snapshot of it replaces the
-                // damaged files.
-                snapshot_now(&seg, from)?;
+                // The live segment holds everything; the damaged files go aside, and a
+                // snapshot of it replaces them.
                 set_aside_damaged();
+                snapshot_now(&seg, from)?;
             }
-            start_journal(&seg, from, &[])?;
+            start_journal(&seg, from, from, &[])?;
             Ok(Opened { seg, how: "adopted", journal_from: from, recent: recent.clone() })
         }
         Err(AttachError::NotFound { .. }) => create("created"),
@@ -370,6 +408,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
             "{e}\nhint: this daemon will not overwrite it; if it is a stale Worknode segment, remove it with `rm {}` and start again",
             worknode::shm_path(&args.segment).display()
         ))),
+        Err(e @ AttachError::DaemonRunning { .. }) => Err(Failure { message: e.to_string(), code: 3 }),
         Err(e) => Err(e.into()),
     }
 }

@@ -40,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
     let name = format!("wn-fuzz-{}", std::process::id());
     let path = worknode::shm_path(&name);
     std::fs::write(&path, &bytes).expect("write the object");
+    // Whatever the umask: a segment of any other mode is refused before it is read.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod 600");
     if let Ok(seg) = Segment::attach_with(&name, Access::ReadOnly, std::time::Duration::ZERO) {
         let _ = seg.info();
         let _ = seg.for_each_node(|n| {

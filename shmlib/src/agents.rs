@@ -346,6 +346,9 @@ impl Segment {
     /// dies (the daemon learns of it from the kernel through the session socket). Fails
     /// with [`AgentError::SessionTaken`] if another live process holds one.
     pub fn bind_session(&self, id: AgentId) -> Result<(), AgentError> {
+        // Refused before the binding, not after it: a binding whose event no journal
+        // writes would outlive this process unrecorded.
+        self.require_writable()?;
         let (s, _) = self.live_agent(id)?;
         let cur = s.session().load(Ordering::Acquire);
         if cur != 0 && cur != self.me.0 && OwnerTag(cur).is_alive() {

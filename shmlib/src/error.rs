@@ -70,6 +70,11 @@ pub enum AttachError {
     Closing,
     /// The segment was left half-initialised by a daemon that died.
     Incomplete,
+    /// Adopting: the daemon the segment names still runs.
+    DaemonRunning {
+        /// Its pid.
+        pid: u32,
+    },
     /// The segment belongs to another user: whoever owns it could change it under us.
     ForeignOwner {
         /// The name given.
@@ -81,7 +86,12 @@ pub enum AttachError {
         /// This process's effective uid.
         expected: u32,
     },
-    /// The segment's mode lets users other than its owner write it.
+    /// The name is not a regular file (a FIFO, a directory, a device).
+    NotAFile {
+        /// The name given.
+        name: String,
+    },
+    /// The segment's mode lets users other than its owner read or write it.
     UnsafeMode {
         /// The name given.
         name: String,
@@ -116,8 +126,10 @@ impl fmt::Display for AttachError {
             NotReady => write!(f, "the segment is still being initialised by the daemon; retry in a moment"),
             Closing => write!(f, "the daemon is shutting this segment down; restart the daemon and attach again"),
             Incomplete => write!(f, "the segment was left half-initialised by a daemon that died; remove it (the daemon does this on start) and start again"),
+            DaemonRunning { pid } => write!(f, "the segment's daemon (pid {pid}) still runs; stop it first"),
             ForeignOwner { name, owner, mode, expected } => write!(f, "segment {name:?} is owned by uid {owner} (mode {mode:o}), not by this process's uid {expected}; refusing it: run as its owner, or remove /dev/shm/{name} if someone else planted it"),
-            UnsafeMode { name, owner, mode } => write!(f, "segment {name:?} (owner uid {owner}) has mode {mode:o}, which lets other users write it; refusing it: remove /dev/shm/{name} and let the daemon create it again (modes allow group/other read at most)"),
+            UnsafeMode { name, owner, mode } => write!(f, "segment {name:?} (owner uid {owner}) has mode {mode:o}, not 600, so other users may read or write it; refusing it: remove /dev/shm/{name} and let the daemon create it again"),
+            NotAFile { name } => write!(f, "/dev/shm/{name} is not a regular file (someone put a FIFO, directory or device there); refusing it: remove it, or choose another --segment"),
             Os { op, errno } => write!(f, "{op} failed: {errno} ({})", errno.desc()),
         }
     }

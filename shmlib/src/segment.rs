@@ -54,6 +54,8 @@ fn os(op: &'static str) -> impl Fn(Errno) -> AttachError {
 fn open_error(name: &str, writable: bool, errno: Errno) -> AttachError {
     match errno {
         Errno::ENOENT => AttachError::NotFound { name: name.to_string() },
+        // O_NOFOLLOW met a symbolic link planted under the name.
+        Errno::ELOOP => AttachError::NotAFile { name: name.to_string() },
         Errno::EACCES | Errno::EPERM => AttachError::PermissionDenied { name: name.to_string(), writable },
         e => AttachError::Os { op: "shm_open", errno: e },
     }
@@ -63,22 +65,33 @@ fn check_name(name: &str) -> Result<(), AttachError> {
     sys::validate_name(name).map_err(|reason| AttachError::InvalidName { name: name.to_string(), reason })
 }
 
-/// Permission bits a trusted segment may have beyond the owner's: group and other may
-/// read (a daemon started with `--mode 640` or `644`), never write or execute.
-pub const MODE_ALLOWED: u32 = 0o644;
+/// The permission bits a trusted segment may have: the owner's read and write, nothing
+/// for anyone else. Other users' clients refuse a segment that is not theirs anyway, so
+/// letting them read it would only show them the daemon's boot id, which names its
+/// session socket.
+pub const MODE_ALLOWED: u32 = 0o600;
 
-/// Trusts only a segment this user owns that nobody else may write: whoever else could
-/// write it could forge records, claims and events under us. Checked on the open
-/// descriptor, before the first byte is read. Root is no exception: root's tools never
-/// write into another user's segment.
-fn check_owner(name: &str, file: &std::fs::File) -> Result<(), AttachError> {
-    let (owner, mode) = sys::owner_and_mode(file).map_err(os("fstat"))?;
+/// Trusts only a regular file this user owns: whoever else owns it could forge records,
+/// claims and events under us. Checked on the open descriptor (the name cannot be
+/// swapped in between), before the first byte is read. Root is no exception: root's
+/// tools never write into another user's segment. Returns the file's mode, which
+/// [`check_mode`] judges once the header shows it is a Worknode segment at all.
+fn check_owner(name: &str, file: &std::fs::File) -> Result<u32, AttachError> {
+    let (owner, mode, regular) = sys::owner_and_mode(file).map_err(os("fstat"))?;
+    if !regular {
+        return Err(AttachError::NotAFile { name: name.to_string() });
+    }
     let expected = sys::effective_uid();
     if owner != expected {
         return Err(AttachError::ForeignOwner { name: name.to_string(), owner, mode, expected });
     }
+    Ok(mode)
+}
+
+/// Trusts only a segment nobody but its owner may read or write.
+fn check_mode(name: &str, mode: u32) -> Result<(), AttachError> {
     if mode & !MODE_ALLOWED != 0 {
-        return Err(AttachError::UnsafeMode { name: name.to_string(), owner, mode });
+        return Err(AttachError::UnsafeMode { name: name.to_string(), owner: sys::effective_uid(), mode });
     }
     Ok(())
 }
@@ -163,7 +176,7 @@ impl Segment {
 
     fn create_with(name: &str, caps: &Capacities, mode: u32, populate: bool) -> Result<Segment, AttachError> {
         check_name(name)?;
-        if mode & !MODE_ALLOWED != 0 || mode & 0o600 != 0o600 {
+        if mode != MODE_ALLOWED {
             return Err(AttachError::UnsafeMode { name: name.to_string(), owner: sys::effective_uid(), mode });
         }
         let geo = Geometry::new(caps).map_err(AttachError::Capacity)?;
@@ -294,6 +307,13 @@ impl Segment {
             state::READY | state::CLOSING => {}
             _ => return Err(AttachError::Incomplete),
         }
+        // The instance lock is the first guard; this is the second: a daemon whose
+        // process still runs keeps its segment, whatever lock another daemon could take
+        // (say, one whose runtime directory differs).
+        let running = OwnerTag(seg.hdr(hdr::DAEMON_TAG).load(Ordering::Acquire));
+        if running != seg.me && running.is_alive() {
+            return Err(AttachError::DaemonRunning { pid: running.pid() });
+        }
         seg.claim_daemon_identity();
         seg.hdr(hdr::ADOPT_COUNT).fetch_add(1, Ordering::Relaxed);
         seg.hdr(hdr::STATE).store(state::READY, Ordering::Release);
@@ -304,7 +324,7 @@ impl Segment {
         check_name(name)?;
         let writable = access == Access::ReadWrite;
         let file = sys::open(name, writable).map_err(|e| open_error(name, writable, e))?;
-        check_owner(name, &file)?;
+        let mode = check_owner(name, &file)?;
         let len = sys::size_of_file(&file).map_err(os("fstat"))?;
         if len < HEADER_SIZE as u64 {
             // Too small to be ours: report foreign magic when there is any to read.
@@ -316,6 +336,7 @@ impl Segment {
             .map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
         let map = Mapping::new(raw, writable);
         let (_, geo, caps) = validate(name, &map)?;
+        check_mode(name, mode)?;
         Ok(Segment {
             map,
             name: name.to_string(),

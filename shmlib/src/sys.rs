@@ -44,7 +44,13 @@ fn shm_name(name: &str) -> String {
 /// Opens an existing shared-memory object.
 pub(crate) fn open(name: &str, writable: bool) -> Result<File, Errno> {
     let flags = if writable { OFlag::O_RDWR } else { OFlag::O_RDONLY };
-    let fd = nix::sys::mman::shm_open(shm_name(name).as_str(), flags | OFlag::O_CLOEXEC, Mode::empty())?;
+    // O_NONBLOCK: a FIFO planted under the name would otherwise block this open for ever
+    // (the owner check after it refuses anything but a regular file).
+    let fd = nix::sys::mman::shm_open(
+        shm_name(name).as_str(),
+        flags | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )?;
     Ok(File::from(fd))
 }
 
@@ -88,9 +94,10 @@ pub(crate) fn size_of_file(file: &File) -> Result<u64, Errno> {
 
 /// Owner uid and permission bits of an open object, read from the descriptor itself
 /// (not the name, which could be swapped between the check and the use).
-pub(crate) fn owner_and_mode(file: &File) -> Result<(u32, u32), Errno> {
+pub(crate) fn owner_and_mode(file: &File) -> Result<(u32, u32, bool), Errno> {
     let st = nix::sys::stat::fstat(file)?;
-    Ok((st.st_uid, st.st_mode & 0o7777))
+    let regular = st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
+    Ok((st.st_uid, st.st_mode & 0o7777, regular))
 }
 
 /// The private runtime directory of user `uid`'s daemons, where only that user can

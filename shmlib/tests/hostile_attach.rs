@@ -30,6 +30,8 @@ fn attach_and_read(case: u64, bytes: &[u8]) -> Result<(), TestCaseError> {
     let name = format!("wn-hostile-{}-{case}", std::process::id());
     let path = worknode::shm_path(&name);
     std::fs::write(&path, bytes).expect("write the object");
+    // Whatever the umask: a segment of any other mode is refused before it is read.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod 600");
     let outcome = Segment::attach_with(&name, Access::ReadOnly, std::time::Duration::ZERO);
     if let Ok(seg) = &outcome {
         let _ = seg.info();
@@ -53,6 +55,26 @@ fn attach_and_read(case: u64, bytes: &[u8]) -> Result<(), TestCaseError> {
     drop(outcome);
     let _ = std::fs::remove_file(&path);
     Ok(())
+}
+
+/// The harness itself: the undamaged image attaches and reads back (so the properties
+/// below exercise the readers, not only the refusals).
+#[test]
+fn the_undamaged_image_attaches_and_reads() {
+    let name = format!("wn-hostile-clean-{}", std::process::id());
+    let path = worknode::shm_path(&name);
+    std::fs::write(&path, image()).expect("write the object");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod 600");
+    let seg = Segment::attach_with(&name, Access::ReadOnly, std::time::Duration::ZERO).expect("attach");
+    let mut names = Vec::new();
+    seg.for_each_node(|n| {
+        names.push(n.name().to_string());
+        true
+    })
+    .unwrap();
+    assert!(names.contains(&"t".to_string()), "{names:?}");
+    drop(seg);
+    let _ = std::fs::remove_file(&path);
 }
 
 proptest! {
@@ -94,6 +116,8 @@ proptest! {
         };
         let name = format!("wn-hostile-size-{}-{case}", std::process::id());
         std::fs::write(worknode::shm_path(&name), &bytes).expect("write");
+        std::fs::set_permissions(worknode::shm_path(&name), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod 600");
         let e = Segment::attach_with(&name, Access::ReadOnly, std::time::Duration::ZERO).err();
         let _ = std::fs::remove_file(worknode::shm_path(&name));
         prop_assert!(e.is_some(), "a {}-byte object attached", bytes.len());

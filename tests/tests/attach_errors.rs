@@ -81,7 +81,7 @@ fn child_entry() {
             // Another user plants a valid-looking segment under the victim's name, then
             // opens it to everyone.
             let name = env_str(SEGMENT_ENV);
-            let seg = Segment::create(&name, &small(), 0o644).expect("plant a segment");
+            let seg = Segment::create(&name, &small(), 0o600).expect("plant a segment");
             seg.add(seg.root(), &NewNode::new(NodeKind::Task, "forged")).expect("forge a task");
             std::mem::forget(seg);
             std::fs::set_permissions(worknode::shm_path(&name), std::fs::Permissions::from_mode(0o666))

@@ -205,7 +205,8 @@ impl From<AttachError> for Fail {
             NotReady => ("segment_not_ready", exit::TIMEOUT),
             Closing => ("segment_closing", exit::OTHER),
             Incomplete => ("segment_incomplete", exit::OTHER),
-            ForeignOwner { .. } | UnsafeMode { .. } => ("segment_untrusted", exit::PERMISSION),
+            ForeignOwner { .. } | UnsafeMode { .. } | NotAFile { .. } => ("segment_untrusted", exit::PERMISSION),
+            DaemonRunning { .. } => ("daemon_running", exit::CONFLICT),
             Os { errno, .. }
                 if std::io::Error::from_raw_os_error(*errno as i32).kind() == std::io::ErrorKind::PermissionDenied =>
             {

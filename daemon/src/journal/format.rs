@@ -36,6 +36,9 @@ pub const HEADER_LEN: usize = 24;
 pub const RECORD_OVERHEAD: usize = 9;
 /// Largest body accepted (a document of the largest size fits).
 pub const MAX_BODY: usize = 64 << 20;
+/// Sequence numbers (and counts of them) at or above this are malformed: a ring would
+/// need centuries to reach it, and arithmetic on them must not overflow.
+pub const SEQ_LIMIT: u64 = 1 << 62;
 
 /// What a record holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,7 +201,7 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 
 fn decode(kind: Kind, b: &[u8]) -> Option<Record> {
     Some(match kind {
-        Kind::Event => Record::Event(pod(b)?),
+        Kind::Event => Record::Event(pod(b).filter(|e: &EventRecord| e.seq < SEQ_LIMIT)?),
         Kind::Node => {
             Record::Node { index: u32_at(b, 0)?, generation: u32_at(b, 4)?, rec: Box::new(pod(b.get(8..)?)?) }
         }
@@ -209,10 +212,15 @@ fn decode(kind: Kind, b: &[u8]) -> Option<Record> {
         },
         Kind::AgentGone => Record::AgentGone { uuid: b.try_into().ok()? },
         Kind::Document => Record::Document { uuid: b.get(0..16)?.try_into().ok()?, content: b[16..].to_vec() },
-        Kind::Gap if b.len() == 16 => Record::Gap { from: u64_at(b, 0)?, missed: u64_at(b, 8)? },
-        Kind::SnapshotEnd if b.len() == 16 => Record::SnapshotEnd { covers_seq: u64_at(b, 0)?, records: u64_at(b, 8)? },
+        Kind::Gap if b.len() == 16 => {
+            let (from, missed) = (u64_at(b, 0)?, u64_at(b, 8)?);
+            (from < SEQ_LIMIT && missed < SEQ_LIMIT).then_some(Record::Gap { from, missed })?
+        }
+        Kind::SnapshotEnd if b.len() == 16 => {
+            Record::SnapshotEnd { covers_seq: u64_at(b, 0).filter(|s| *s < SEQ_LIMIT)?, records: u64_at(b, 8)? }
+        }
         Kind::Gap | Kind::SnapshotEnd => return None,
-        Kind::Reserve if b.len() == 8 => Record::Reserve { upto: u64_at(b, 0)? },
+        Kind::Reserve if b.len() == 8 => Record::Reserve { upto: u64_at(b, 0).filter(|s| *s < SEQ_LIMIT)? },
         Kind::Reserve => return None,
         Kind::Set => {
             let (na, nt) = (u32_at(b, 16)? as usize, u32_at(b, 20)? as usize);

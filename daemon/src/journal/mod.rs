@@ -69,7 +69,7 @@ pub fn reserve_ahead(capacity: u64) -> u64 {
 
 /// A new reservation is written when the tail comes within this of the last one.
 fn reserve_renew(capacity: u64) -> u64 {
-    capacity / 8
+    (capacity / 8).max(1)
 }
 
 /// Writes a reservation record for sequences below `upto` to `file` and syncs it: only
@@ -193,7 +193,7 @@ pub fn snapshot(
 ) -> Result<PathBuf, String> {
     file.sync().map_err(|e| format!("journal fsync: {e}"))?;
     if file.path != store::journal_path(dir, covers) {
-        *file = JournalFile::create(dir, covers).map_err(|e| format!("new journal file: {e}"))?;
+        *file = JournalFile::open_at(dir, covers).map_err(|e| format!("new journal file: {e}"))?;
     }
     write_snapshot(seg, dir, covers, recent)?;
     let path = store::snapshot_path(dir, covers);
@@ -247,7 +247,7 @@ pub fn run(
     stop: &AtomicBool,
     mut recent: VecDeque<EventRecord>,
 ) -> Result<(), String> {
-    let mut file = JournalFile::open_latest(&cfg.dir, start_seq).map_err(|e| format!("opening the journal: {e}"))?;
+    let mut file = JournalFile::open_at(&cfg.dir, start_seq).map_err(|e| format!("opening the journal: {e}"))?;
     let mut reader = seg.reader(Start::At(start_seq));
     let keep = seg.capacities().events as usize;
     let mut buf = Vec::with_capacity(1 << 20);

@@ -44,7 +44,7 @@ impl State {
         self.records += 1;
         match r {
             Record::Event(e) => {
-                self.next_seq = self.next_seq.max(e.seq + 1);
+                self.next_seq = self.next_seq.max(e.seq.saturating_add(1));
                 if self.keep_events > 0 {
                     if self.events.len() == self.keep_events {
                         self.events.pop_front();
@@ -71,7 +71,7 @@ impl State {
             }
             Record::Gap { from, missed } => {
                 self.missed += missed;
-                self.next_seq = self.next_seq.max(from + missed);
+                self.next_seq = self.next_seq.max(from.saturating_add(missed));
             }
             Record::SnapshotEnd { covers_seq, .. } => {
                 self.next_seq = self.next_seq.max(covers_seq);

@@ -153,8 +153,12 @@ pub struct Recovered {
     /// Warnings (torn tails cut, snapshots skipped, salvaged damage).
     pub warnings: Vec<String>,
     /// Files `--salvage` read around damage. The daemon moves them aside (`.damaged`)
-    /// once a new snapshot holds what was kept of them.
+    /// and writes a snapshot of what was kept of them.
     pub damaged: Vec<PathBuf>,
+    /// Snapshots that could not be read (recovery fell back past them). The daemon
+    /// moves them aside, so that retention never keeps one of them in place of a
+    /// readable older snapshot.
+    pub bad_snapshots: Vec<PathBuf>,
 }
 
 /// Rebuilds the state from the newest snapshot that reads back whole (falling back to
@@ -174,6 +178,7 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
     let mut covers = 0;
     let mut snapshot = None;
     let mut unreadable = Vec::new();
+    let mut bad_snapshots = Vec::new();
     for (_, path) in snapshots.iter().rev() {
         let mut s = State::new(keep_events);
         match read_snapshot(path, &mut s) {
@@ -187,6 +192,7 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
                 warnings
                     .push(format!("snapshot {} cannot be used ({why}); falling back to an older one", path.display()));
                 unreadable.push(format!("{}: {why}", path.display()));
+                bad_snapshots.push(path.clone());
             }
             Err(SnapshotProblem::Version { layout, format }) => {
                 return Err(RecoverError::Version { path: path.clone(), layout, format })
@@ -194,15 +200,7 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
         }
     }
     let replay: Vec<&(u64, PathBuf)> = journals.iter().filter(|(s, _)| snapshot.is_none() || *s >= covers).collect();
-    if snapshot.is_none() && (!replay.is_empty() || !unreadable.is_empty()) {
-        let first_journal = replay.first().map_or(0, |(s, _)| *s);
-        if !salvage {
-            return Err(RecoverError::NoSnapshot { first_journal, damaged: unreadable });
-        }
-        warnings.push(format!(
-            "salvage: no snapshot can be read; rebuilding from the journals (from event {first_journal}) alone"
-        ));
-    }
+    let first_journal = replay.first().map_or(0, |(s, _)| *s);
     let mut replayed = 0;
     let mut expected = snapshot.as_ref().map(|_| covers);
     for (i, (first, path)) in replay.iter().enumerate() {
@@ -272,7 +270,7 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
                             None => format!("dropping the {} bytes after it", bytes.len() as u64 - d.offset),
                         }
                     ));
-                    if !damaged.contains(*&path) {
+                    if !damaged.contains(path) {
                         damaged.push(path.clone());
                     }
                     match resume {
@@ -284,7 +282,18 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
             }
         }
     }
-    Ok(Recovered { state, snapshot, journals: replayed, warnings, damaged })
+    // Journals with no snapshot that can be read cannot rebuild what was made before
+    // them. (Journal files holding no record at all are what a first start that did
+    // not finish leaves: nothing was ever acknowledged from them.)
+    if snapshot.is_none() && (state.records > 0 || !unreadable.is_empty()) {
+        if !salvage {
+            return Err(RecoverError::NoSnapshot { first_journal, damaged: unreadable });
+        }
+        warnings.push(format!(
+            "salvage: no snapshot can be read; rebuilding from the journals (from event {first_journal}) alone"
+        ));
+    }
+    Ok(Recovered { state, snapshot, journals: replayed, warnings, damaged, bad_snapshots })
 }
 
 /// Makes `dir` the daemon's private data directory: created 0700 if missing (parents
@@ -346,30 +355,39 @@ pub struct JournalFile {
 }
 
 impl JournalFile {
-    /// Opens the journal to append to: the newest file if there is one, else a new one
-    /// starting at `next_seq`.
-    pub fn open_latest(dir: &Path, next_seq: u64) -> std::io::Result<JournalFile> {
-        let (journals, _) = list(dir)?;
-        match journals.last() {
-            Some((_, path)) => {
-                let file = OpenOptions::new().append(true).open(path)?;
-                let len = file.metadata()?.len();
-                Ok(JournalFile { file, path: path.clone(), len })
-            }
-            None => JournalFile::create(dir, next_seq),
-        }
-    }
-
-    /// Starts a new journal file at `seq`.
-    pub fn create(dir: &Path, seq: u64) -> std::io::Result<JournalFile> {
+    /// Opens the journal file that starts at `seq` to append to, creating it (header
+    /// written and synced, directory synced) if it does not exist. The daemon always
+    /// appends to the file named for where it continues, never to an older one: a
+    /// recovery replays only the files from the snapshot it uses on, so records appended
+    /// to an older file would be skipped.
+    pub fn open_at(dir: &Path, seq: u64) -> std::io::Result<JournalFile> {
         let path = journal_path(dir, seq);
-        let mut file = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&path)?;
-        let mut head = Vec::new();
-        format::header(&mut head, JOURNAL_MAGIC, seq);
-        file.write_all(&head)?;
-        file.sync_all()?;
-        sync_dir(dir)?;
-        Ok(JournalFile { file, path, len: head.len() as u64 })
+        match OpenOptions::new().append(true).open(&path) {
+            Ok(file) => {
+                let len = file.metadata()?.len();
+                if len < format::HEADER_LEN as u64 {
+                    // A header cut short at creation: write it again.
+                    file.set_len(0)?;
+                    let mut file = file;
+                    let mut head = Vec::new();
+                    format::header(&mut head, JOURNAL_MAGIC, seq);
+                    file.write_all(&head)?;
+                    file.sync_all()?;
+                    return Ok(JournalFile { file, path, len: head.len() as u64 });
+                }
+                Ok(JournalFile { file, path, len })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut file = OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path)?;
+                let mut head = Vec::new();
+                format::header(&mut head, JOURNAL_MAGIC, seq);
+                file.write_all(&head)?;
+                file.sync_all()?;
+                sync_dir(dir)?;
+                Ok(JournalFile { file, path, len: head.len() as u64 })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Appends encoded records.
