@@ -31,6 +31,9 @@ pub enum LockError {
     Held(PathBuf),
     /// The runtime directory or lock file is not this user's alone.
     Untrusted { path: PathBuf, owner: u32, mode: u32, uid: u32 },
+    /// Something other than a directory (a symbolic link, a file) sits where the
+    /// runtime directory belongs.
+    NotADirectory { path: PathBuf, owner: u32 },
     /// The lock file could not be opened or locked.
     Io(PathBuf, std::io::Error),
 }
@@ -45,7 +48,12 @@ impl std::fmt::Display for LockError {
             ),
             LockError::Untrusted { path, owner, mode, uid } => write!(
                 f,
-                "{} belongs to uid {owner} with mode {mode:o}; the daemon (uid {uid}) keeps its lock only where nobody else can write: remove it if another user planted it",
+                "{} belongs to uid {owner} with mode {mode:o}; the daemon (uid {uid}) keeps its lock only where nobody else can write: have uid {owner} or root remove it (in a sticky directory such as /dev/shm only they can)",
+                path.display()
+            ),
+            LockError::NotADirectory { path, owner } => write!(
+                f,
+                "{} is not a directory (a symbolic link or a file of uid {owner}); the daemon keeps its lock only in a directory of its own: remove it, or have its owner or root remove it",
                 path.display()
             ),
             LockError::Io(p, e) => write!(f, "cannot take the daemon lock {}: {e}", p.display()),
@@ -73,11 +81,9 @@ fn open_runtime_dir(uid: u32) -> Result<(OwnedFd, PathBuf), LockError> {
     let fd = nix::fcntl::open(&dir, OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).map_err(
         |e| match e {
             // O_NOFOLLOW on a symlink, or O_DIRECTORY on a file: someone put it there.
-            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => LockError::Untrusted {
+            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => LockError::NotADirectory {
                 path: dir.clone(),
                 owner: std::fs::symlink_metadata(&dir).map_or(u32::MAX, |m| std::os::unix::fs::MetadataExt::uid(&m)),
-                mode: 0,
-                uid,
             },
             e => io(e),
         },

@@ -481,6 +481,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     let outcome = std::thread::scope(|scope| {
         let journal = journal_cfg.as_ref().map(|cfg| {
             let (seg, stop) = (&seg, &stop);
+            scope.spawn(move || journal::beat(seg, cfg, stop));
             scope.spawn(move || journal::run(seg, cfg, journal_from, stop, recent))
         });
         let served = serve(&seg, &signals, sessions, journal.as_ref().map(|j| j as &dyn Finished));

@@ -102,7 +102,9 @@ impl Sessions {
     }
 
     fn accept_all(&mut self) {
-        loop {
+        // Bounded, so a flood of connections cannot starve the housekeeping tick: what
+        // is left waits in the backlog for the next round.
+        for _ in 0..self.limit.max(1) {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     let Ok(cred) = getsockopt(&stream, PeerCredentials) else { continue };

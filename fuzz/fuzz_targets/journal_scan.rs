@@ -11,9 +11,10 @@ fuzz_target!(|data: &[u8]| {
     bytes.extend_from_slice(data);
     let mut state = State::new(64);
     let mut from = format::HEADER_LEN;
+    let mut budget = format::RESYNC_BUDGET;
     // Salvage's loop: resume at each next valid record.
     loop {
-        match format::scan_from(&bytes, from, |_, r| state.apply(r)) {
+        match format::scan_from(&bytes, from, &mut budget, |_, r| state.apply(r)) {
             Ok(end) => {
                 assert_eq!(end as usize, bytes.len());
                 break;

@@ -326,7 +326,7 @@ mod tests {
     }
 
     #[test]
-    fn appends_stop_at_the_sequence_reservation() {
+    fn appends_wait_at_the_sequence_reservation_until_it_is_raised() {
         let caps = Capacities { nodes: 16, events: 16, agents: 2, blob_chunks: 1, sets: 1, ..Capacities::default() };
         let seg = temp_segment("durability-reserve", &caps);
         seg.set_durability(Durability::Never, 0, 3, Duration::from_secs(3600));
@@ -334,11 +334,20 @@ mod tests {
         for s in 0..3 {
             assert_eq!(seg.append(&NewEvent::new(EventKind::USER)).unwrap(), s);
         }
-        // Sequence 3 is not reserved: with the daemon gone, the append is refused.
+        // Sequence 3 is not reserved yet: the append waits for the journal to reserve
+        // it, and goes through once it does.
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| seg.append(&NewEvent::new(EventKind::USER)));
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!waiting.is_finished(), "an append above the reservation did not wait");
+            seg.publish_reservation(100);
+            assert_eq!(waiting.join().unwrap(), Ok(3));
+        });
+        // With the daemon gone, an append above the reservation is refused at once.
+        seg.hdr(hdr::SEQ_RESERVED).store(5, Ordering::Relaxed);
+        seg.append(&NewEvent::new(EventKind::USER)).unwrap();
         let me = OwnerTag::current();
         seg.hdr(hdr::DAEMON_TAG).store(OwnerTag::new(me.pid(), me.start_ticks() + 1).0, Ordering::Relaxed);
         assert_eq!(seg.append(&NewEvent::new(EventKind::USER)).err(), Some(RingError::DaemonGone));
-        seg.publish_reservation(100);
-        assert_eq!(seg.seq_reserved(), 100);
     }
 }

@@ -252,9 +252,24 @@ pub struct Damage {
     pub why: &'static str,
 }
 
-/// Bytes a search for a valid record after damage checksums at most. A search that
-/// runs out cannot prove the damage is a torn tail, so it is reported as corruption.
-pub const RESYNC_BUDGET: usize = 256 << 20;
+/// Bytes a file's searches for valid records after damage may checksum in all. A
+/// search that runs out cannot prove the damage is a torn tail, so it is reported as
+/// corruption.
+pub const RESYNC_BUDGET: usize = 1 << 30;
+
+impl Kind {
+    /// The exact body length of a fixed-size kind.
+    fn fixed_len(self) -> Option<usize> {
+        Some(match self {
+            Kind::Event => size_of::<EventRecord>(),
+            Kind::Node => 8 + size_of::<NodeRecord>(),
+            Kind::Agent => 8 + size_of::<AgentSlot>(),
+            Kind::NodeGone | Kind::AgentGone | Kind::Gap | Kind::SnapshotEnd => 16,
+            Kind::Reserve => 8,
+            Kind::Document | Kind::Set => return None,
+        })
+    }
+}
 
 /// The record starting at `at`, and where it ends; or why there is none.
 fn record_at(bytes: &[u8], at: usize) -> Result<(Record, usize), &'static str> {
@@ -279,30 +294,71 @@ fn record_at(bytes: &[u8], at: usize) -> Result<(Record, usize), &'static str> {
     Ok((record, end))
 }
 
-/// The first offset at or after `from` where a well-formed record starts, searching
-/// within [`RESYNC_BUDGET`]. `Err(())` when the budget ran out first.
-fn next_valid_record(bytes: &[u8], from: usize) -> Result<Option<usize>, ()> {
-    let mut checksummed = 0usize;
+/// Where a record starting at `at` would end, if its header is plausible: a known kind,
+/// a length that fits the file and, for fixed-size kinds, exactly that kind's length
+/// (and a set's length agreeing with its counts). No checksum yet.
+fn plausible_end(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.len().checked_sub(at)? < RECORD_OVERHEAD {
+        return None;
+    }
+    let len = u32_at(bytes, at)? as usize;
+    let kind = Kind::from_u8(bytes[at + 8])?;
+    if len > MAX_BODY || kind.fixed_len().is_some_and(|n| n != len) {
+        return None;
+    }
+    let end = at + RECORD_OVERHEAD + len;
+    if end > bytes.len() {
+        return None;
+    }
+    let body = at + RECORD_OVERHEAD;
+    match kind {
+        Kind::Document if len < 16 => None,
+        Kind::Set => {
+            let n = u32_at(bytes, body + 16)? as usize + u32_at(bytes, body + 20)? as usize;
+            (len >= 24 && len == 24 + 16 * n).then_some(end)
+        }
+        _ => Some(end),
+    }
+}
+
+/// Whether well-formed records start at `at` and go on to the end of the file or for
+/// two records: the sign of real records rather than bytes that happen to look like
+/// one (inside a torn document's content, say).
+fn chain_at(bytes: &[u8], at: usize, budget: &mut usize) -> Result<bool, ()> {
+    let mut cur = at;
+    for _ in 0..2 {
+        if cur == bytes.len() {
+            return Ok(true);
+        }
+        let Some(end) = plausible_end(bytes, cur) else { return Ok(false) };
+        *budget = budget.checked_sub(end - cur).ok_or(())?;
+        match record_at(bytes, cur) {
+            Ok((_, e)) => cur = e,
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// The first offset at or after `from` where records resume ([`chain_at`]), searching
+/// within `budget` checksummed bytes. `Err(())` when the budget ran out first.
+fn next_valid_record(bytes: &[u8], from: usize, budget: &mut usize) -> Result<Option<usize>, ()> {
     for at in from..bytes.len().saturating_sub(RECORD_OVERHEAD - 1) {
-        // Cheap filters first: a known kind and a length that fits the file.
-        let Some(len) = u32_at(bytes, at).map(|l| l as usize) else { break };
-        if Kind::from_u8(bytes[at + 8]).is_none() || len > MAX_BODY || at + RECORD_OVERHEAD + len > bytes.len() {
+        // Cheap filters first: this header and the next must both be plausible.
+        let Some(end) = plausible_end(bytes, at) else { continue };
+        if end != bytes.len() && plausible_end(bytes, end).is_none() {
             continue;
         }
-        checksummed += len + 1;
-        if checksummed > RESYNC_BUDGET {
-            return Err(());
-        }
-        if record_at(bytes, at).is_ok() {
+        if chain_at(bytes, at, budget)? {
             return Ok(Some(at));
         }
     }
     Ok(None)
 }
 
-/// The damage found at `at`: torn tail only when nothing valid follows.
-fn damage_at(bytes: &[u8], at: usize, why: &'static str) -> Damage {
-    let (torn_tail, next_valid) = match next_valid_record(bytes, at + 1) {
+/// The damage found at `at`: a torn tail only when records resume nowhere after it.
+fn damage_at(bytes: &[u8], at: usize, why: &'static str, budget: &mut usize) -> Damage {
+    let (torn_tail, next_valid) = match next_valid_record(bytes, at + 1, budget) {
         Ok(None) => (true, None),
         Ok(Some(n)) => (false, Some(n as u64)),
         Err(()) => (false, None),
@@ -345,11 +401,12 @@ pub fn read_header(bytes: &[u8], magic: [u8; 8]) -> Result<u64, HeaderError> {
 /// Decodes records after the header, calling `f(offset, record)` for each trusted one.
 /// Returns `Ok(end)` when the whole file is good, or the first damage.
 pub fn scan(bytes: &[u8], f: impl FnMut(u64, Record)) -> Result<u64, Damage> {
-    scan_from(bytes, HEADER_LEN, f)
+    scan_from(bytes, HEADER_LEN, &mut RESYNC_BUDGET.clone(), f)
 }
 
-/// [`scan`] starting at byte `from` (a record boundary), for salvage.
-pub fn scan_from(bytes: &[u8], from: usize, mut f: impl FnMut(u64, Record)) -> Result<u64, Damage> {
+/// [`scan`] starting at byte `from` (a record boundary), for salvage; `budget` is what
+/// the file's searches after damage may still checksum (start with [`RESYNC_BUDGET`]).
+pub fn scan_from(bytes: &[u8], from: usize, budget: &mut usize, mut f: impl FnMut(u64, Record)) -> Result<u64, Damage> {
     let mut at = from;
     while at < bytes.len() {
         match record_at(bytes, at) {
@@ -357,7 +414,7 @@ pub fn scan_from(bytes: &[u8], from: usize, mut f: impl FnMut(u64, Record)) -> R
                 f(at as u64, record);
                 at = end;
             }
-            Err(why) => return Err(damage_at(bytes, at, why)),
+            Err(why) => return Err(damage_at(bytes, at, why, budget)),
         }
     }
     Ok(at as u64)
@@ -428,8 +485,25 @@ mod tests {
         assert_eq!(d.next_valid, Some(offsets[1] as u64));
         // Salvage resumes there and reads the rest.
         let mut n = 0;
-        assert_eq!(scan_from(&b, offsets[1], |_, _| n += 1), Ok(b.len() as u64));
+        assert_eq!(scan_from(&b, offsets[1], &mut RESYNC_BUDGET.clone(), |_, _| n += 1), Ok(b.len() as u64));
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn a_record_inside_a_torn_documents_content_does_not_hide_the_torn_tail() {
+        let mut b = sample();
+        let doc_at = b.len();
+        // A document whose content holds a well-formed record, then more bytes.
+        let mut inner = Vec::new();
+        encode(&mut inner, &Record::NodeGone { uuid: [9; 16] });
+        let mut content = vec![0xAB; 40];
+        content.extend_from_slice(&inner);
+        content.extend_from_slice(&[0xCD; 200]);
+        encode(&mut b, &Record::Document { uuid: [3; 16], content });
+        // Torn just after the embedded record: it is followed by garbage, not a record.
+        let cut = doc_at + RECORD_OVERHEAD + 16 + 40 + inner.len() + 7;
+        let d = scan(&b[..cut], |_, _| {}).unwrap_err();
+        assert_eq!((d.offset, d.torn_tail, d.next_valid), (doc_at as u64, true, None));
     }
 
     #[test]

@@ -45,17 +45,21 @@ pub struct Config {
 impl Config {
     /// How stale the journal's heartbeat may get before writers check the daemon's
     /// process: the batch interval (at most that much is at risk under `batch` anyway),
-    /// else 10 ms.
+    /// else 10 ms; never below 2 ms, so a busy machine does not send every writer to
+    /// `/proc`.
     pub fn heartbeat_stale(&self) -> Duration {
         match self.policy {
-            Durability::Batch => self.interval,
+            Durability::Batch => self.interval.max(Duration::from_millis(2)),
             _ => Duration::from_millis(10),
         }
     }
 
-    /// The journal's longest nap: beats come at least twice per staleness bound.
+    /// The journal's longest nap between looks at the ring.
     fn nap(&self) -> Duration {
-        (self.heartbeat_stale() / 2).clamp(Duration::from_micros(500), Duration::from_millis(5))
+        match self.policy {
+            Durability::Batch => self.interval.min(Duration::from_millis(5)),
+            _ => Duration::from_millis(5),
+        }
     }
 }
 
@@ -232,6 +236,26 @@ pub fn write_snapshot(seg: &Segment, dir: &Path, covers: u64, recent: &VecDeque<
     Ok(())
 }
 
+/// Records sequences `accounted..upto` (if any) as a gap and moves `accounted` on.
+fn account_gap(buf: &mut Vec<u8>, accounted: &mut u64, upto: u64) {
+    if upto > *accounted {
+        format::encode(buf, &Record::Gap { from: *accounted, missed: upto - *accounted });
+        *accounted = upto;
+    }
+}
+
+/// Beats the journal's heartbeat until `stop`: from a thread of its own, so a long
+/// fsync, batch or snapshot never makes it look stale (a stale beat only sends writers
+/// to check the daemon's process, which the beat proves alive just the same).
+pub fn beat(seg: &Segment, cfg: &Config, stop: &AtomicBool) {
+    let stale = cfg.heartbeat_stale();
+    let period = (stale / 4).clamp(Duration::from_micros(250), Duration::from_millis(5));
+    while !stop.load(Ordering::Acquire) {
+        seg.journal_beat(stale);
+        std::thread::sleep(period);
+    }
+}
+
 /// Events written in one batch at most.
 const BATCH: usize = 4096;
 
@@ -256,9 +280,12 @@ pub fn run(
     let mut snapshots_done = seg.snapshots_done();
     let mut last_snapshot_failure: Option<Instant> = None;
     let capacity = seg.capacities().events as u64;
-    let (stale, nap) = (cfg.heartbeat_stale(), cfg.nap());
+    let nap = cfg.nap();
+    // The next sequence the journal files account for: every sequence below it is an
+    // event in them or inside a `Gap` record (a slot abandoned by a producer that died,
+    // events lost while no daemon ran), so the files follow on without holes.
+    let mut accounted = start_seq;
     loop {
-        seg.journal_beat(stale);
         let stopping = stop.load(Ordering::Acquire);
         // Keep the reservation ahead of the producers (the tail counts those waiting).
         if seg.seq_reserved() <= seg.ring_tail() + reserve_renew(capacity) {
@@ -271,6 +298,8 @@ pub fn run(
         while n < BATCH {
             match reader.try_next() {
                 Ok(Some(e)) => {
+                    account_gap(&mut buf, &mut accounted, e.seq());
+                    accounted = e.seq() + 1;
                     journal_event(seg, &e, &mut buf);
                     if recent.len() == keep {
                         recent.pop_front();
@@ -281,15 +310,17 @@ pub fn run(
                 Ok(None) => break,
                 Err(RingError::Lagged { missed, resume_at }) => {
                     eprintln!("worknoded: journal: {missed} events were overwritten before they could be journaled (the daemon was not running); recording the gap");
-                    format::encode(&mut buf, &Record::Gap { from: resume_at - missed, missed });
+                    account_gap(&mut buf, &mut accounted, resume_at);
                 }
                 Err(e) => return Err(format!("journal reader: {e}")),
             }
         }
+        let pos = reader.position();
+        // Sequences the reader skipped after the last event (abandoned slots).
+        account_gap(&mut buf, &mut accounted, pos);
         if !buf.is_empty() {
             file.append(&buf).map_err(|e| format!("journal write: {e}"))?;
         }
-        let pos = reader.position();
         let must_sync = match cfg.policy {
             Durability::Always => pos > synced,
             Durability::Batch => pos > synced && (last_sync.elapsed() >= cfg.interval || stopping),
@@ -306,6 +337,12 @@ pub fn run(
         let requested = seg.snapshot_requests();
         let due = file.len > cfg.rotate_bytes || requested != snapshots_done;
         if due && last_snapshot_failure.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            // A snapshot takes a while: a full ring of slack for the producers meanwhile.
+            if seg.seq_reserved() < seg.ring_tail() + capacity {
+                let upto = seg.ring_tail() + capacity;
+                reserve(&mut file, upto)?;
+                seg.publish_reservation(upto);
+            }
             match snapshot(seg, &cfg.dir, &mut file, pos, &recent) {
                 Ok(path) => {
                     eprintln!("worknoded: snapshot {} written (covers events before {pos})", path.display());

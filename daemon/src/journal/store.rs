@@ -239,8 +239,9 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
         expected = Some(*first);
         replayed += 1;
         let mut from = format::HEADER_LEN;
+        let mut budget = format::RESYNC_BUDGET;
         loop {
-            match format::scan_from(&bytes, from, |_, r| state.apply(r)) {
+            match format::scan_from(&bytes, from, &mut budget, |_, r| state.apply(r)) {
                 Ok(_) => break,
                 Err(d) if last && d.torn_tail => {
                     warnings.push(format!(
