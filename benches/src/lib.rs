@@ -49,7 +49,7 @@ pub mod sysinfo;
 pub mod throughput;
 
 use std::ops::Deref;
-use worknode::{AttachError, Capacities, Segment};
+use worknode::{AttachError, Capacities, Daemon, Segment};
 
 /// Mode the benchmark segments are created with: owner read-write only.
 pub const BENCH_MODE: u32 = 0o600;
@@ -66,8 +66,9 @@ pub fn unique_name(tag: &str) -> String {
 ///
 /// Dereferences to the [`Segment`], so every pool operation is available on it.
 pub struct TempSegment {
-    /// Always `Some` until `drop`, which unmaps it before unlinking the name.
-    seg: Option<Segment>,
+    /// Always `Some` until `drop`, which unmaps it before unlinking the name. The
+    /// creator holds the daemon's handle; benchmarks use it as an agent's [`Segment`].
+    seg: Option<Daemon>,
     name: String,
 }
 
@@ -78,10 +79,10 @@ impl TempSegment {
     /// same pid and was killed before it cleaned up, so it is removed first.
     pub fn create(tag: &str, caps: &Capacities) -> Result<TempSegment, AttachError> {
         let name = unique_name(tag);
-        let seg = match Segment::create(&name, caps, BENCH_MODE) {
+        let seg = match Daemon::create(&name, caps, BENCH_MODE) {
             Err(AttachError::AlreadyExists { .. }) => {
                 Segment::unlink(&name)?;
-                Segment::create(&name, caps, BENCH_MODE)?
+                Daemon::create(&name, caps, BENCH_MODE)?
             }
             other => other?,
         };
@@ -98,7 +99,7 @@ impl Deref for TempSegment {
     type Target = Segment;
 
     fn deref(&self) -> &Segment {
-        self.seg.as_ref().expect("invariant: the segment is present until drop")
+        self.seg.as_deref().expect("invariant: the segment is present until drop")
     }
 }
 

@@ -4,7 +4,7 @@
 //! (`Segment::update`, which appends its `node_updated` event), the other process sees the
 //! event, reads the task, checks it, and updates a second task back.
 //!
-//! Segments are created with `Segment::create` (no daemon) under names unique to this
+//! Segments are created with `Daemon::create` (no daemon process) under names unique to this
 //! process and unlinked afterwards.
 
 use crate::payload::{self, PING, PONG};

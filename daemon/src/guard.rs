@@ -6,7 +6,7 @@
 //! counters' plausibility. What can be repaired from the copy is repaired; every damage
 //! is reported loudly on stderr (the library does the checking: `worknode::HeaderGuard`).
 
-use worknode::{HeaderGuard, Segment};
+use worknode::{Daemon, HeaderGuard};
 
 /// The guard's state between ticks.
 pub struct Guard {
@@ -15,12 +15,12 @@ pub struct Guard {
 
 impl Guard {
     /// Copies the header of `seg` as it is now (just validated by create or adopt).
-    pub fn new(seg: &Segment) -> Guard {
+    pub fn new(seg: &Daemon) -> Guard {
         Guard { inner: HeaderGuard::new(seg) }
     }
 
     /// Checks the segment against the copy, repairs what it can and reports each damage.
-    pub fn check(&mut self, seg: &Segment) {
+    pub fn check(&mut self, seg: &Daemon) {
         for d in self.inner.check(seg) {
             let what = if d.repaired { "repaired" } else { "NOT repaired" };
             eprintln!("worknoded: SEGMENT DAMAGE ({what}): {}: {}", d.class, d.detail);

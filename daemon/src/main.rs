@@ -15,7 +15,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
-use worknode::{AttachError, Capacities, Segment};
+use worknode::{AttachError, Capacities, Daemon, Segment};
 use worknoded::instance::{self, InstanceLock};
 use worknoded::{journal, sessions};
 
@@ -210,7 +210,7 @@ fn fail(message: impl std::fmt::Display) -> Failure {
 
 /// How the segment was opened, and where the journal continues.
 struct Opened {
-    seg: Segment,
+    seg: Daemon,
     how: &'static str,
     /// First sequence the journal has not written.
     journal_from: u64,
@@ -245,7 +245,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
     let reserved_on_disk = recovered.as_ref().map_or(0, |r| r.state.reserved);
     // A fresh segment, or one adopted with an empty journal (or a salvaged one): a
     // snapshot makes the journal self-contained.
-    let snapshot_now = |seg: &Segment, covers: u64| -> Result<(), Failure> {
+    let snapshot_now = |seg: &Daemon, covers: u64| -> Result<(), Failure> {
         if let Some(cfg) = journal {
             // The snapshot first: a start that stops between the two leaves a snapshot
             // without a journal (which the next start creates), never a journal
@@ -264,7 +264,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
     // `file_seq` names the journal file to append to: where the files on disk end (a
     // rebuild that skips sequence numbers up to `from` says so in that file).
     let start_journal =
-        |seg: &Segment, file_seq: u64, from: u64, extra: &[journal::format::Record]| -> Result<(), Failure> {
+        |seg: &Daemon, file_seq: u64, from: u64, extra: &[journal::format::Record]| -> Result<(), Failure> {
             let Some(cfg) = journal else {
                 // No journal: say so in the header, or a segment adopted from a daemon that
                 // journaled would keep its policy, cursors and reservation with nobody
@@ -312,7 +312,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
         || set_aside(&mut recovered.iter().flat_map(|r| &r.bad_snapshots), "unreadable snapshot");
     let create = |how| -> Result<Opened, Failure> {
         if let (true, Some(r)) = (has_journal, recovered.as_ref()) {
-            let seg = Segment::create_for_restore(&args.segment, caps, args.mode)?;
+            let seg = Daemon::create_for_restore(&args.segment, caps, args.mode)?;
             let built = (|| {
                 let stats = r
                     .state
@@ -365,7 +365,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
                 }
             };
         }
-        let seg = Segment::create_unready(&args.segment, caps, args.mode)?;
+        let seg = Daemon::create_unready(&args.segment, caps, args.mode)?;
         let from = seg.ring_tail();
         let opened = snapshot_now(&seg, from).and_then(|()| start_journal(&seg, from, from, &[])).map(|()| {
             seg.open_for_clients();
@@ -376,7 +376,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
         }
         Ok(Opened { journal_from: from, seg, how, recent: Default::default() })
     };
-    match Segment::adopt(&args.segment) {
+    match Daemon::adopt(&args.segment) {
         Ok(seg) => {
             if seg.capacities() != *caps {
                 eprintln!(
@@ -454,14 +454,15 @@ fn run(args: &Args) -> Result<(), Failure> {
     let Opened { seg, how, journal_from, recent } = opened;
     // Listen before saying "ready": an agent that opens a session right after the ready
     // line must find the socket.
-    let sessions = match sessions::Sessions::listen(seg.name(), seg.info().boot_id, seg.capacities().agents as usize) {
-        Ok(s) => s,
-        Err(e) => {
-            lock.remove_file();
-            return Err(fail(format!("cannot listen for agent sessions: {e}")));
-        }
-    };
-    let info = seg.info();
+    let sessions =
+        match sessions::Sessions::listen(seg.name(), seg.inspect().info().boot_id, seg.capacities().agents as usize) {
+            Ok(s) => s,
+            Err(e) => {
+                lock.remove_file();
+                return Err(fail(format!("cannot listen for agent sessions: {e}")));
+            }
+        };
+    let info = seg.inspect().info();
     let c = seg.capacities();
     println!(
         "worknoded: segment {} {how} and ready at {} ({} bytes): nodes={} events={} agents={} blob_chunks={} sets={} pid={} boot_id={}",
@@ -525,7 +526,7 @@ fn run(args: &Args) -> Result<(), Failure> {
 /// * releases claims whose lease lapsed (every 100 ms), and reaps agents whose session
 ///   process is gone but never connected (every second).
 fn serve(
-    seg: &Segment,
+    seg: &Daemon,
     signals: &SignalFd,
     mut sessions: sessions::Sessions,
     journal: Option<&dyn Finished>,

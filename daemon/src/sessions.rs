@@ -14,7 +14,7 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
-use worknode::{AgentId, Segment};
+use worknode::{AgentId, Daemon};
 
 /// Longest hello line accepted.
 const HELLO_MAX: usize = 64;
@@ -53,7 +53,7 @@ impl Sessions {
 
     /// Handles readiness: `ready[0]` for the listener, then one flag per connection, in
     /// the order of [`Sessions::fds`]. Returns the agents reaped.
-    pub fn handle(&mut self, seg: &Segment, ready: &[bool]) -> Vec<(AgentId, u32)> {
+    pub fn handle(&mut self, seg: &Daemon, ready: &[bool]) -> Vec<(AgentId, u32)> {
         let mut reaped = Vec::new();
         let mut closed = Vec::new();
         for (i, c) in self.conns.iter_mut().enumerate() {

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
-use worknode::{Access, Capacities, NewNode, NodeKind, Segment};
+use worknode::{Daemon, Access, Capacities, NewNode, NodeKind, Segment};
 
 fn caps() -> Capacities {
     Capacities { nodes: 16, events: 16, agents: 2, blob_chunks: 2, sets: 2, ..Capacities::default() }
@@ -17,7 +17,7 @@ fn image() -> &'static [u8] {
     IMAGE.get_or_init(|| {
         let name = format!("wn-fuzz-src-{}", std::process::id());
         let _ = Segment::unlink(&name);
-        let seg = Segment::create(&name, &caps(), 0o600).expect("create");
+        let seg = Daemon::create(&name, &caps(), 0o600).expect("create");
         let p = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "p")).expect("add");
         seg.add(p, &NewNode::new(NodeKind::Task, "t")).expect("add");
         let bytes = std::fs::read(seg.path()).expect("read the image");
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     // Whatever the umask: a segment of any other mode is refused before it is read.
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod 600");
     if let Ok(seg) = Segment::attach_with(&name, Access::ReadOnly, std::time::Duration::ZERO) {
-        let _ = seg.info();
+        let _ = seg.inspect().info();
         let _ = seg.for_each_node(|n| {
             let _ = (n.name(), n.kind(), n.status(), n.parent());
             true

@@ -388,13 +388,13 @@ impl Segment {
 
     /// Reaps an agent whose session process died: as [`Segment::leave`], but the event
     /// is `agent_lost`. The daemon calls this; so may any process that finds the session
-    /// process gone ([`Segment::reap_dead_sessions`]).
-    pub fn reap_agent(&self, id: AgentId) -> Result<(), AgentError> {
+    /// process gone (`reap_dead_sessions`).
+    pub(crate) fn reap_agent(&self, id: AgentId) -> Result<(), AgentError> {
         self.retire_agent(id, EventKind::AGENT_LOST)
     }
 
     /// Reaps every agent whose session process is gone. Returns how many.
-    pub fn reap_dead_sessions(&self) -> usize {
+    pub(crate) fn reap_dead_sessions(&self) -> usize {
         let mut reaped = 0;
         for i in 0..self.caps.agents.min(u16::MAX as u32) as u16 {
             let Some(s) = self.agent_slot(i) else { break };

@@ -573,7 +573,7 @@ impl Segment {
     /// safety net for what a completion's own wake-up can miss (its process died before
     /// the scan, a dependent stayed locked, a blocker was deleted). The daemon runs it
     /// every second. Returns how many it made ready.
-    pub fn settle_blocked(&self) -> usize {
+    pub(crate) fn settle_blocked(&self) -> usize {
         let blocked = Status::Blocked.code() as u64;
         (0..self.caps.nodes)
             .filter_map(|i| self.slot_summary(i))
@@ -753,7 +753,7 @@ impl Segment {
 
     /// Releases every claim whose lease has lapsed (`claim_expired`). The daemon runs
     /// this periodically; any process may. Returns how many.
-    pub fn reap_expired_claims(&self) -> usize {
+    pub(crate) fn reap_expired_claims(&self) -> usize {
         let mut reaped = 0;
         let now = unix_ms();
         for i in 0..self.caps.nodes {

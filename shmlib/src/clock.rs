@@ -17,7 +17,7 @@
 //! [`observe`] ignores a remote stamp that far ahead. The daemon checks the word every
 //! second and resets and reports a word it finds far ahead. A writer that resets the word
 //! first leaves no trace in the word itself; the records it stamped while the word was
-//! damaged do, and `wn doctor` reports them (`Segment::damage`, class `clock_ahead`). The bound is far beyond any clock skew NTP leaves between
+//! damaged do, and `wn doctor` reports them (`Inspector::damage`, class `clock_ahead`). The bound is far beyond any clock skew NTP leaves between
 //! processes of one host and beyond a restart's journal replay, and far below the damage
 //! found in practice (years). The cost: stamps issued after a reset order below the
 //! damaged ones — which were never real.

@@ -105,7 +105,7 @@ impl Segment {
     /// Sets the policy and the cursors (the daemon, when it starts journaling at `next`),
     /// with a first heartbeat allowing `stale` and the first sequence reservation
     /// `reserved` (already on disk). With `Off` neither is checked.
-    pub fn set_durability(&self, d: Durability, next: u64, reserved: u64, stale: Duration) {
+    pub(crate) fn set_durability(&self, d: Durability, next: u64, reserved: u64, stale: Duration) {
         self.hdr(hdr::JOURNAL_CURSOR).store(next, Ordering::Release);
         self.hdr(hdr::DURABLE_CURSOR).store(next, Ordering::Release);
         self.hdr(hdr::SEQ_RESERVED).store(reserved, Ordering::Release);
@@ -116,7 +116,7 @@ impl Segment {
     }
 
     /// The daemon's journal: says it is alive, fresh for `stale` from now.
-    pub fn journal_beat(&self, stale: Duration) {
+    pub(crate) fn journal_beat(&self, stale: Duration) {
         let stale_ms = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX);
         self.hdr(hdr::JOURNAL_HEARTBEAT).store(Heartbeat::new(crate::clock::unix_ms(), stale_ms).0, Ordering::Relaxed);
     }
@@ -133,7 +133,7 @@ impl Segment {
 
     /// The daemon's journal: raises the reservation to `upto`, which it has written
     /// to disk and synced.
-    pub fn publish_reservation(&self, upto: u64) {
+    pub(crate) fn publish_reservation(&self, upto: u64) {
         // SYNC POINT: Release pairs with the Acquire in `seq_reserved` (waiting producers).
         self.hdr(hdr::SEQ_RESERVED).fetch_max(upto, Ordering::AcqRel);
     }
@@ -174,7 +174,7 @@ impl Segment {
     }
 
     /// The daemon's journal: publish progress and wake writers waiting for it.
-    pub fn publish_journal_progress(&self, journaled: u64, durable: u64) {
+    pub(crate) fn publish_journal_progress(&self, journaled: u64, durable: u64) {
         self.hdr(hdr::JOURNAL_CURSOR).fetch_max(journaled, Ordering::AcqRel);
         self.hdr(hdr::DURABLE_CURSOR).fetch_max(durable, Ordering::AcqRel);
         self.futex_at(hdr::DURABLE_NOTIFY).fetch_add(1, Ordering::SeqCst);
@@ -185,7 +185,7 @@ impl Segment {
 
     /// The daemon's journal: sleep until a producer under `always` asks for a commit,
     /// or `timeout`.
-    pub fn journal_sleep(&self, timeout: Duration) {
+    pub(crate) fn journal_sleep(&self, timeout: Duration) {
         let w = self.futex_at(hdr::JOURNAL_WAKE);
         let v = w.load(Ordering::SeqCst);
         // With a claimed but unpublished sequence ahead (a producer mid-append, or one
@@ -211,7 +211,7 @@ impl Segment {
     }
 
     /// The daemon: records that requests up to `n` are served.
-    pub fn set_snapshots_done(&self, n: u64) {
+    pub(crate) fn set_snapshots_done(&self, n: u64) {
         self.hdr(hdr::SNAPSHOTS_DONE).fetch_max(n, Ordering::AcqRel);
     }
 

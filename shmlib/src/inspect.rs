@@ -1,22 +1,27 @@
-//! Validation of segment contents: the read-only damage catalogue (`Segment::damage`,
-//! used by `wn doctor`), the inspection of a segment too damaged to attach
-//! ([`inspect_header`]), the lock-holder judgement writers use before taking a lock over
-//! ([`Segment::lock_holder`]), and the daemon's header guard ([`HeaderGuard`]).
+//! The inspector role: read-only decoding of a segment for `wn dump`, `wn doctor` and
+//! `wn top` ([`Inspector`], from [`Segment::inspect`]): identity and usage
+//! ([`Inspector::info`]), the damage catalogue ([`Inspector::damage`]), node slot control
+//! words, header lock words and ring slot stamps decoded, the lock-holder judgement
+//! writers also use before taking a lock over ([`Inspector::lock_holder`]), and the
+//! inspection of a segment too damaged to attach ([`Inspector::inspect_header`]). Also
+//! the daemon's header guard ([`HeaderGuard`], which repairs, so it takes a
+//! [`Daemon`]).
 //!
 //! Everything here decodes the segment through `layout` and the same packed-word
-//! helpers the writers use (`genstate`, `index`, `pool::summary_of`), so the tools read
-//! through one layout descriptor instead of decoding words by hand. Every index read
-//! from the segment is range-checked, every walk is bounded by its region's capacity,
-//! and nothing here panics on segment bytes.
+//! helpers the writers use (`genstate`, `index`, `ring`, `pool::summary_of`), so the
+//! tools read through one layout descriptor instead of decoding words by hand. Every
+//! index read from the segment is range-checked, every walk is bounded by its region's
+//! capacity, and nothing here panics on segment bytes.
 
 use crate::clock::{self, Hlc};
+use crate::daemon::Daemon;
 use crate::genstate::{gen_of, state_is_valid, state_of};
 use crate::layout::{
     self, hdr, slot, state, AgentSlot, Geometry, HeaderFixed, NodeRecord, Region, AGENT_NAME_MAX, AGENT_ROLE_MAX,
     DESCRIPTION_MAX, HEADER_SIZE, LAYOUT_VERSION, MAGIC, NAME_MAX, RECORD_WORDS,
 };
 use crate::node::{Handle, NodeKind, Status};
-use crate::segment::Segment;
+use crate::segment::{Segment, SegmentInfo};
 use crate::sync::{load_words, AtomicU64, Ordering};
 use crate::sys::OwnerTag;
 use std::mem::{offset_of, size_of};
@@ -175,6 +180,112 @@ pub struct SlotControl {
     pub state: u64,
 }
 
+/// An event ring slot's control words, decoded against the tail (for inspectors: one
+/// load per word, so a slot changing meanwhile may mix two moments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSlotControl {
+    /// Slot index.
+    pub index: u64,
+    /// The raw publication stamp (`layout::EventSlot::stamp`).
+    pub stamp: u64,
+    /// The slot's writer lock (0 or the producer's owner tag).
+    pub owner: u64,
+    /// The newest sequence below the tail that maps to this slot (`None`: no sequence
+    /// handed out has reached it yet).
+    pub expected: Option<u64>,
+    /// Whether the stamp shows `expected` neither published nor abandoned: never
+    /// written, an older lap, or still being written.
+    pub unpublished: bool,
+}
+
+/// The inspector role: read-only decoding of a segment's words, for `wn dump`, `wn
+/// doctor` and `wn top`. Obtained from any attached segment with [`Segment::inspect`] —
+/// a read-only attach suffices, and is what the tools use — and from the daemon's handle
+/// the same way. Nothing here writes.
+///
+/// ```
+/// use worknode::{Access, Capacities, Daemon, Segment};
+/// # let name = format!("doc-inspect-{}", std::process::id());
+/// # let daemon = Daemon::create(&name, &Capacities { nodes: 16, ..Capacities::default() }, 0o600)?;
+/// let seg = Segment::attach(&name, Access::ReadOnly)?;
+/// let inspect = seg.inspect();
+/// assert_eq!(inspect.info().regions[0].used, 2); // the root and /agents
+/// assert!(inspect.damage().is_empty());
+/// # drop(seg); drop(daemon); Segment::unlink(&name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Inspector<'a> {
+    seg: &'a Segment,
+}
+
+impl Segment {
+    /// The read-only inspector of this segment.
+    pub fn inspect(&self) -> Inspector<'_> {
+        Inspector { seg: self }
+    }
+}
+
+impl<'a> Inspector<'a> {
+    /// The segment inspected.
+    pub fn segment(&self) -> &'a Segment {
+        self.seg
+    }
+
+    /// Identity, lifecycle and usage (what `wn dump` shows).
+    pub fn info(&self) -> SegmentInfo {
+        self.seg.info()
+    }
+
+    /// Every damage found in the segment now, by a read-only scan (O(segment)). On a
+    /// live segment a finding may be a moment's disagreement (a write in flight):
+    /// callers that need certainty scan again and keep what persists. Stuck locks are not
+    /// found here (see [`Inspector::live_node_locks`]).
+    pub fn damage(&self) -> Vec<Damage> {
+        self.seg.damage()
+    }
+
+    /// Judges a lock word's holder: free, dead, forged (a live process that does not map
+    /// this segment, so it cannot be inside a lock of it), or live.
+    pub fn lock_holder(&self, tag: u64) -> Holder {
+        self.seg.lock_holder(tag)
+    }
+
+    /// Node slots whose writer lock is held by a live process that maps the segment:
+    /// `(slot, tag, seq)`. Watching it twice tells a stuck lock from a busy one.
+    pub fn live_node_locks(&self) -> Vec<(u32, u64, u64)> {
+        self.seg.live_node_locks()
+    }
+
+    /// Every node slot's control words, decoded.
+    pub fn node_slot_controls(&self) -> Vec<SlotControl> {
+        self.seg.node_slot_controls()
+    }
+
+    /// The header's two lock words: the agent table's join lock and the dependency-edge
+    /// lock (0 or the holder's owner tag).
+    pub fn header_lock_words(&self) -> [u64; 2] {
+        self.seg.header_lock_words()
+    }
+
+    /// Every event ring slot's stamp and writer lock, decoded against the tail read once
+    /// before the scan.
+    pub fn ring_slot_controls(&self) -> Vec<RingSlotControl> {
+        self.seg.ring_slot_controls()
+    }
+
+    /// Inspects the header of a segment file that may be too damaged to attach: the
+    /// fixed header, the state word and the clock, read with plain file reads. An empty
+    /// answer means the header is sound.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or read.
+    pub fn inspect_header(name: &str) -> std::io::Result<Vec<Damage>> {
+        inspect_header(name)
+    }
+}
+
 /// Checks a fixed header (as words) against the layout and against the object's size.
 fn check_fixed(words: &[u64; FIXED_WORDS], len: u64) -> Vec<Damage> {
     let fixed: HeaderFixed = bytemuck::cast(*words);
@@ -242,7 +353,7 @@ fn check_state_word(v: u64) -> Option<Damage> {
 /// # Errors
 ///
 /// The file cannot be opened or read.
-pub fn inspect_header(name: &str) -> std::io::Result<Vec<Damage>> {
+pub(crate) fn inspect_header(name: &str) -> std::io::Result<Vec<Damage>> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(crate::sys::shm_path(name))?;
     let len = f.metadata()?.len();
@@ -335,7 +446,7 @@ impl Segment {
 
     /// Judges a lock word's holder: free, dead, forged (a live process that does not map
     /// this segment, so it cannot be inside a lock of it), or live.
-    pub fn lock_holder(&self, tag: u64) -> Holder {
+    pub(crate) fn lock_holder(&self, tag: u64) -> Holder {
         if tag == 0 {
             return Holder::Free;
         }
@@ -359,7 +470,7 @@ impl Segment {
 
     /// Node slots whose writer lock is held by a live process that maps the segment:
     /// `(slot, tag, seq)`. Watching it twice tells a stuck lock from a busy one.
-    pub fn live_node_locks(&self) -> Vec<(u32, u64, u64)> {
+    pub(crate) fn live_node_locks(&self) -> Vec<(u32, u64, u64)> {
         let mut out = Vec::new();
         for i in 0..self.caps.nodes {
             let Some(s) = self.slot(i) else { break };
@@ -372,7 +483,7 @@ impl Segment {
     }
 
     /// Every node slot's control words, decoded.
-    pub fn node_slot_controls(&self) -> Vec<SlotControl> {
+    pub(crate) fn node_slot_controls(&self) -> Vec<SlotControl> {
         let mut out = Vec::with_capacity(self.caps.nodes as usize);
         for i in 0..self.caps.nodes {
             let Some(s) = self.slot(i) else { break };
@@ -390,8 +501,29 @@ impl Segment {
 
     /// The header's two lock words: the agent table's join lock and the dependency-edge
     /// lock (0 or the holder's owner tag).
-    pub fn header_lock_words(&self) -> [u64; 2] {
+    pub(crate) fn header_lock_words(&self) -> [u64; 2] {
         [hdr::AGENTS_LOCK, hdr::DEPS_LOCK].map(|o| self.hdr(o).load(Ordering::Acquire))
+    }
+
+    /// Every event ring slot's control words, decoded against the tail.
+    pub(crate) fn ring_slot_controls(&self) -> Vec<RingSlotControl> {
+        let r = self.region(Region::Events);
+        let tail = self.hdr(hdr::RING_TAIL).load(Ordering::Acquire);
+        let mask = r.capacity.saturating_sub(1);
+        let (stamp, owner) = (offset_of!(layout::EventSlot, stamp), offset_of!(layout::EventSlot, owner));
+        (0..r.capacity)
+            .map(|i| {
+                let st = self.elem_load(Region::Events, i, stamp);
+                let expected = tail.checked_sub(1).filter(|last| *last >= i).map(|last| last - ((last - i) & mask));
+                RingSlotControl {
+                    index: i,
+                    stamp: st,
+                    owner: self.elem_load(Region::Events, i, owner),
+                    expected,
+                    unpublished: expected.is_some_and(|e| crate::ring::unpublished_stamp(st, e)),
+                }
+            })
+            .collect()
     }
 
     /// Walks one free list, bounded by its region's capacity.
@@ -444,8 +576,8 @@ impl Segment {
     /// Every damage found in the segment now, by a read-only scan (O(segment)). On a
     /// live segment a finding may be a moment's disagreement (a write in flight):
     /// callers that need certainty scan again and keep what persists. Stuck locks are not
-    /// found here (see [`Segment::live_node_locks`]).
-    pub fn damage(&self) -> Vec<Damage> {
+    /// found here (see `live_node_locks`).
+    pub(crate) fn damage(&self) -> Vec<Damage> {
         let mut out = Vec::new();
         let mut fixed = [0u64; FIXED_WORDS];
         if let Some(w) = self.map.words_at(0, FIXED_WORDS) {
@@ -826,7 +958,7 @@ impl HeaderGuard {
     /// geometry, the constants), so damage written between validation and this call is
     /// not taken for the truth; the fields attach cannot check (creation time, the agents
     /// container, reserved words) are copied. The daemon identity is this process's.
-    pub fn new(seg: &Segment) -> HeaderGuard {
+    pub fn new(seg: &Daemon) -> HeaderGuard {
         let mut words = [0u64; FIXED_WORDS];
         if let Some(w) = seg.map.words_at(0, FIXED_WORDS) {
             load_words(w, &mut words);
@@ -847,7 +979,7 @@ impl HeaderGuard {
     /// the daemon's identity from it), the clock (a word far ahead is reset to wall
     /// time), the free-list heads and the usage counters (reported). Daemon only: it
     /// assumes the segment is Ready while the daemon serves it.
-    pub fn check(&mut self, seg: &Segment) -> Vec<Damage> {
+    pub fn check(&mut self, seg: &Daemon) -> Vec<Damage> {
         let mut out = Vec::new();
         if !seg.map.writable() {
             return out;

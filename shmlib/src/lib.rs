@@ -5,10 +5,10 @@
 //! memory**: no socket, no serialization, no syscall on the hot path.
 //!
 //! ```
-//! use worknode::{Access, Capacities, NewNode, NodeKind, Segment, Status};
+//! use worknode::{Access, Capacities, Daemon, NewNode, NodeKind, Segment, Status};
 //! # let name = format!("doc-example-{}", std::process::id());
 //! // The daemon creates the segment; here we make a small private one.
-//! let daemon = Segment::create(&name, &Capacities { nodes: 64, ..Capacities::default() }, 0o600)?;
+//! let daemon = Daemon::create(&name, &Capacities { nodes: 64, ..Capacities::default() }, 0o600)?;
 //!
 //! // An agent attaches by name and works on the tree.
 //! let seg = Segment::attach(&name, Access::ReadWrite)?;
@@ -31,6 +31,19 @@
 //! * `seqlock`, `freelist`, `index`, `clock`: the lock-free building blocks.
 //! * `segment` and `pool`: the safe [`Segment`] API over them.
 //!
+//! ## Roles
+//!
+//! What a handle may do is its type:
+//!
+//! * [`Segment`] — the agent handle (`Segment::attach`): nodes, claims, documents,
+//!   sets, events, agents and sessions. Every front end binds to it.
+//! * [`Daemon`] — the daemon's handle (`daemon`: `Daemon::create`, `create_unready`,
+//!   `create_for_restore`, `adopt`, and `stand_in` for housekeeping in the daemon's
+//!   absence): lifecycle, housekeeping, the journal's header words and restore. It
+//!   dereferences to [`Segment`].
+//! * [`Inspector`] — read-only decoding (`inspect`: [`Segment::inspect`], a read-only
+//!   attach suffices): `info`, the damage catalogue, slot control words, ring stamps.
+//!
 //! See `ARCHITECTURE.md` in the repository for the layout and the protocols.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -40,6 +53,7 @@ mod agents;
 mod blob;
 mod claims;
 mod clock;
+mod daemon;
 mod durability;
 mod error;
 mod event;
@@ -68,10 +82,11 @@ pub use agents::{AgentError, AgentId, AgentInfo};
 pub use blob::{DocError, DocumentInfo};
 pub use claims::{Claim, TaskError, TaskFilter, LEASE_MAX, NOTE_MAX};
 pub use clock::{unix_ms, Hlc};
+pub use daemon::Daemon;
 pub use durability::{Durability, Heartbeat, DURABILITY_WAIT};
 pub use error::{AttachError, PoolError};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};
-pub use inspect::{inspect_header, Damage, DamageClass, HeaderGuard, Holder, SlotControl};
+pub use inspect::{Damage, DamageClass, HeaderGuard, Holder, Inspector, RingSlotControl, SlotControl};
 pub use layout::Capacities;
 pub use node::{check_name, check_value, Handle, NewNode, Node, NodeKind, Status, VALUE_MAX};
 pub use orset::{OrSetState, SetError};

@@ -671,7 +671,7 @@ impl Segment {
 
     /// Writes a whole set into the node restored in slot `index` (restore only: the
     /// daemon's recovery). Emits nothing.
-    pub fn restore_set(&self, index: u32, state: &OrSetState) -> Result<(), SetError> {
+    pub(crate) fn restore_set(&self, index: u32, state: &OrSetState) -> Result<(), SetError> {
         self.require_restoring()?;
         if state.is_empty() {
             return Ok(());

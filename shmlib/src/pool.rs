@@ -344,7 +344,7 @@ impl Segment {
     ///   creator died between those steps) is indexed and linked.
     ///
     /// The daemon runs this periodically; any read-write process may. O(pool).
-    pub fn repair_dead_holders(&self) -> Result<u64, PoolError> {
+    pub(crate) fn repair_dead_holders(&self) -> Result<u64, PoolError> {
         self.require_writable()?;
         let mut repaired = 0;
         for i in 0..self.caps.nodes {

@@ -3,12 +3,19 @@
 //!
 //! Records are restored into the *same* slot indices and generations they had, so every
 //! handle stored inside them (parents, blockers, agents) stays valid without
-//! translation. The segment stays Initializing (clients wait) while
-//! [`Segment::restore_node`] and friends write slots directly; [`Segment::finish_restore`]
-//! then derives everything else — the free list, the id index, child lists (in creation
-//! order), scan summaries and counters — and [`Segment::open_for_clients`] marks it
-//! Ready. Documents' contents and sets get new blob and set slots
-//! ([`Segment::restore_document`], `restore_set`).
+//! translation. The segment stays Initializing (clients wait) while the daemon's
+//! [`Daemon::restore_node`] and friends write slots directly;
+//! [`Daemon::finish_restore`] then derives everything else — the free list, the id
+//! index, child lists (in creation order), scan summaries and counters — and
+//! [`Daemon::open_for_clients`] marks it Ready. Documents' contents and sets get new blob
+//! and set slots ([`Daemon::restore_document`], `restore_set`). Each of these is a
+//! crate-private method here; the public API is the daemon handle's ([`Daemon`]).
+//!
+//! [`Daemon`]: crate::Daemon
+//! [`Daemon::restore_node`]: crate::Daemon::restore_node
+//! [`Daemon::finish_restore`]: crate::Daemon::finish_restore
+//! [`Daemon::open_for_clients`]: crate::Daemon::open_for_clients
+//! [`Daemon::restore_document`]: crate::Daemon::restore_document
 
 use crate::error::PoolError;
 use crate::freelist;
@@ -66,7 +73,7 @@ impl Segment {
     }
 
     /// Writes a node into slot `index` at `generation` (restore only).
-    pub fn restore_node(&self, index: u32, generation: u32, rec: &NodeRecord) -> Result<(), PoolError> {
+    pub(crate) fn restore_node(&self, index: u32, generation: u32, rec: &NodeRecord) -> Result<(), PoolError> {
         self.require_restoring()?;
         let s = self.slot(index).ok_or(PoolError::Corrupt { what: "restored node index outside the pool" })?;
         if generation == 0 {
@@ -93,8 +100,8 @@ impl Segment {
     }
 
     /// Re-attaches a document's content to the node restored in slot `index` (restore
-    /// only; after [`Segment::restore_node`]).
-    pub fn restore_document(&self, index: u32, bytes: &[u8]) -> Result<(), crate::DocError> {
+    /// only; after [`Daemon::restore_node`](crate::Daemon::restore_node)).
+    pub(crate) fn restore_document(&self, index: u32, bytes: &[u8]) -> Result<(), crate::DocError> {
         self.require_restoring()?;
         let s = self.slot(index).ok_or(PoolError::Corrupt { what: "restored document index outside the pool" })?;
         let _ = s;
@@ -108,7 +115,7 @@ impl Segment {
     }
 
     /// Writes an agent into table slot `index` (restore only).
-    pub fn restore_agent(&self, index: u16, agent: &AgentSlot) -> Result<(), PoolError> {
+    pub(crate) fn restore_agent(&self, index: u16, agent: &AgentSlot) -> Result<(), PoolError> {
         self.require_restoring()?;
         let r = self.region(Region::Agents);
         if index as u64 >= r.capacity {
@@ -128,7 +135,12 @@ impl Segment {
     /// Salvage of a state that lost its root or `/agents` container (no snapshot could
     /// be read): writes a new, empty container named `name` into free slot `index`
     /// under `parent` (the root: slot 0, no parent).
-    pub fn restore_new_container(&self, index: u32, parent: Option<Handle>, name: &str) -> Result<Handle, PoolError> {
+    pub(crate) fn restore_new_container(
+        &self,
+        index: u32,
+        parent: Option<Handle>,
+        name: &str,
+    ) -> Result<Handle, PoolError> {
         self.require_restoring()?;
         let rec = crate::node::NewNode::new(NodeKind::Container, name).status(crate::node::Status::Ready).to_record(
             uuid::Uuid::now_v7(),
@@ -141,7 +153,7 @@ impl Segment {
 
     /// Puts events back into the ring (the newest `capacity` of them are kept) and
     /// continues numbering at `next_seq`.
-    pub fn restore_events(&self, events: &[EventRecord], next_seq: u64) -> Result<u64, PoolError> {
+    pub(crate) fn restore_events(&self, events: &[EventRecord], next_seq: u64) -> Result<u64, PoolError> {
         self.require_restoring()?;
         let n = self.ring().restore(events, next_seq);
         Ok(n)
@@ -149,8 +161,8 @@ impl Segment {
 
     /// Derives the free list, id index, child lists, summaries and counters from the
     /// restored slots. The root must be in slot 0. The segment stays Initializing until
-    /// [`Segment::open_for_clients`].
-    pub fn finish_restore(&self) -> Result<RestoreStats, PoolError> {
+    /// [`Daemon::open_for_clients`](crate::Daemon::open_for_clients).
+    pub(crate) fn finish_restore(&self) -> Result<RestoreStats, PoolError> {
         self.require_restoring()?;
         let cap = self.caps.nodes;
         let root = self.slot(0).ok_or(PoolError::Corrupt { what: "no slot 0" })?;

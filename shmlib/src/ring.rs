@@ -109,6 +109,16 @@ pub(crate) fn implausible_stamp(st: u64, index: u64, tail: u64, mask: u64) -> Op
     None
 }
 
+/// Read-only decoding for inspectors: whether a slot whose stamp is `st` has not (yet)
+/// published or abandoned sequence `expected`, the newest one below the tail that maps
+/// to it: never written, an older lap, or `expected` still being written.
+pub(crate) fn unpublished_stamp(st: u64, expected: u64) -> bool {
+    match stamp_seq(st) {
+        None => true,
+        Some(seq) => seq < expected || (seq == expected && st & 3 == WRITING),
+    }
+}
+
 /// What a reader found in the slot of the sequence it expects.
 pub enum Peek {
     /// The event, consistently copied.
@@ -421,7 +431,7 @@ impl Segment {
     /// stop paying a wake syscall for them. The daemon runs it every second. Returns how
     /// many it removed. (A reader that found no free tag word is not recoverable this way;
     /// there are 16.)
-    pub fn sweep_dead_waiters(&self) -> usize {
+    pub(crate) fn sweep_dead_waiters(&self) -> usize {
         if !self.map.writable() {
             return 0;
         }

@@ -145,36 +145,15 @@ fn validate(name: &str, map: &Mapping) -> Result<(HeaderFixed, Geometry, Capacit
 }
 
 impl Segment {
-    /// Creates and initialises a new segment, marking it Ready last. This is the
-    /// daemon's job (`worknoded`); tests and tools that need a private segment may call
-    /// it too. Fails with [`AttachError::AlreadyExists`] if the name is taken.
-    pub fn create(name: &str, caps: &Capacities, mode: u32) -> Result<Segment, AttachError> {
-        let seg = Segment::create_with(name, caps, mode, true)?;
-        seg.open_for_clients();
-        Ok(seg)
-    }
-
-    /// Creates and initialises a segment (root and `/agents` in place) but leaves it
-    /// Initializing, so the daemon can set up durability and write its first snapshot
-    /// before any client can attach; [`Segment::open_for_clients`] then marks it Ready.
-    pub fn create_unready(name: &str, caps: &Capacities, mode: u32) -> Result<Segment, AttachError> {
-        Segment::create_with(name, caps, mode, true)
-    }
-
-    /// Marks a segment made by [`Segment::create_unready`] or
-    /// [`Segment::create_for_restore`] Ready: clients may attach from now on.
-    pub fn open_for_clients(&self) {
-        self.mark_ready();
-    }
-
-    /// Creates a segment left in the Initializing state, empty (no root), to be filled
-    /// with `restore_*` calls and opened with [`Segment::finish_restore`]. For the
-    /// daemon's recovery from its journal.
-    pub fn create_for_restore(name: &str, caps: &Capacities, mode: u32) -> Result<Segment, AttachError> {
-        Segment::create_with(name, caps, mode, false)
-    }
-
-    fn create_with(name: &str, caps: &Capacities, mode: u32, populate: bool) -> Result<Segment, AttachError> {
+    /// Creates and initialises a segment, left Initializing; with `populate`, the root and
+    /// `/agents` are in place, else it is empty (for a restore). The daemon handle
+    /// ([`crate::Daemon`]) is the only caller.
+    pub(crate) fn create_with(
+        name: &str,
+        caps: &Capacities,
+        mode: u32,
+        populate: bool,
+    ) -> Result<Segment, AttachError> {
         check_name(name)?;
         if mode != MODE_ALLOWED {
             return Err(AttachError::UnsafeMode { name: name.to_string(), owner: sys::effective_uid(), mode });
@@ -297,30 +276,7 @@ impl Segment {
         }
     }
 
-    /// Takes over a segment left by a daemon that died (the caller holds the daemon's
-    /// lock, so no other daemon runs): validates it, records the new daemon identity and
-    /// marks it Ready. A half-initialised segment is refused as
-    /// [`AttachError::Incomplete`].
-    pub fn adopt(name: &str) -> Result<Segment, AttachError> {
-        let seg = Segment::map_existing(name, Access::ReadWrite)?;
-        match seg.state_word() {
-            state::READY | state::CLOSING => {}
-            _ => return Err(AttachError::Incomplete),
-        }
-        // The instance lock is the first guard; this is the second: a daemon whose
-        // process still runs keeps its segment, whatever lock another daemon could take
-        // (say, one whose runtime directory differs).
-        let running = OwnerTag(seg.hdr(hdr::DAEMON_TAG).load(Ordering::Acquire));
-        if running != seg.me && running.is_alive() {
-            return Err(AttachError::DaemonRunning { pid: running.pid() });
-        }
-        seg.claim_daemon_identity();
-        seg.hdr(hdr::ADOPT_COUNT).fetch_add(1, Ordering::Relaxed);
-        seg.hdr(hdr::STATE).store(state::READY, Ordering::Release);
-        Ok(seg)
-    }
-
-    fn map_existing(name: &str, access: Access) -> Result<Segment, AttachError> {
+    pub(crate) fn map_existing(name: &str, access: Access) -> Result<Segment, AttachError> {
         check_name(name)?;
         let writable = access == Access::ReadWrite;
         let file = sys::open(name, writable).map_err(|e| open_error(name, writable, e))?;
@@ -358,7 +314,7 @@ impl Segment {
         Ok(())
     }
 
-    fn claim_daemon_identity(&self) {
+    pub(crate) fn claim_daemon_identity(&self) {
         let boot = uuid::Uuid::new_v4();
         let (hi, lo) = boot.as_u64_pair();
         self.hdr(hdr::DAEMON_TAG).store(self.me.0, Ordering::Relaxed);
@@ -373,16 +329,8 @@ impl Segment {
         self.map.u64_at(offset).expect("invariant: header offsets lie inside a validated mapping")
     }
 
-    fn state_word(&self) -> u64 {
+    pub(crate) fn state_word(&self) -> u64 {
         self.hdr(hdr::STATE).load(Ordering::Acquire)
-    }
-
-    /// Marks the segment Closing (daemon shutdown). Attached clients can see it through
-    /// [`Segment::state`]; new attaches are refused.
-    pub fn mark_closing(&self) {
-        if self.map.writable() {
-            self.hdr(hdr::STATE).store(state::CLOSING, Ordering::Release);
-        }
     }
 
     /// Removes a segment's name from `/dev/shm`. Mappings stay valid until dropped.
@@ -466,7 +414,7 @@ impl Segment {
     }
 
     /// Identity, lifecycle and usage, for inspectors.
-    pub fn info(&self) -> SegmentInfo {
+    pub(crate) fn info(&self) -> SegmentInfo {
         let fixed = read_fixed(&self.map).unwrap_or_else(HeaderFixed::zeroed);
         let load = |o| self.hdr(o).load(Ordering::Relaxed);
         let events_used = load(hdr::RING_TAIL).min(self.caps.events as u64);

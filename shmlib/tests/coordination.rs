@@ -3,17 +3,19 @@
 #![cfg(not(loom))]
 
 use std::time::Duration;
-use worknode::{Capacities, Claim, NewNode, NodeKind, Segment, Status, TaskError, TaskFilter};
+use worknode::{Capacities, Claim, Daemon, NewNode, NodeKind, Segment, Status, TaskError, TaskFilter};
 
-struct Seg(Segment);
+/// The test's private segment; it made it, so it holds the daemon's handle (for the
+/// daemon's sweeps: `reap_expired_claims`, `settle_blocked`).
+struct Seg(Daemon);
 impl Drop for Seg {
     fn drop(&mut self) {
         let _ = Segment::unlink(self.0.name());
     }
 }
 impl std::ops::Deref for Seg {
-    type Target = Segment;
-    fn deref(&self) -> &Segment {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
         &self.0
     }
 }
@@ -22,7 +24,7 @@ fn segment(tag: &str) -> Seg {
     let name = format!("wn-coord-{}-{tag}", std::process::id());
     let _ = Segment::unlink(&name);
     let caps = Capacities { nodes: 2048, events: 8192, agents: 16, blob_chunks: 4, sets: 4, ..Capacities::default() };
-    Seg(Segment::create(&name, &caps, 0o600).unwrap())
+    Seg(Daemon::create(&name, &caps, 0o600).unwrap())
 }
 
 fn task(seg: &Segment, name: &str, prio: u8) -> worknode::Handle {

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use std::sync::OnceLock;
-use worknode::{Access, Capacities, NewNode, NodeKind, Segment};
+use worknode::{Access, Capacities, Daemon, NewNode, NodeKind, Segment};
 
 fn caps() -> Capacities {
     Capacities { nodes: 16, events: 16, agents: 2, blob_chunks: 2, sets: 2, ..Capacities::default() }
@@ -16,7 +16,7 @@ fn image() -> &'static [u8] {
     IMAGE.get_or_init(|| {
         let name = format!("wn-hostile-src-{}", std::process::id());
         let _ = Segment::unlink(&name);
-        let seg = Segment::create(&name, &caps(), 0o600).expect("create");
+        let seg = Daemon::create(&name, &caps(), 0o600).expect("create");
         let p = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "p")).expect("add");
         seg.add(p, &NewNode::new(NodeKind::Task, "t")).expect("add");
         let bytes = std::fs::read(seg.path()).expect("read the image");
@@ -34,7 +34,7 @@ fn attach_and_read(case: u64, bytes: &[u8]) -> Result<(), TestCaseError> {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod 600");
     let outcome = Segment::attach_with(&name, Access::ReadOnly, std::time::Duration::ZERO);
     if let Ok(seg) = &outcome {
-        let _ = seg.info();
+        let _ = seg.inspect().info();
         let mut nodes = 0u32;
         let _ = seg.for_each_node(|n| {
             let _ = (n.name(), n.kind(), n.status(), n.parent());

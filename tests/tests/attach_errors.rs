@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 use worknode::layout::{HEADER_SIZE, LAYOUT_VERSION};
 use worknode::{
-    Access, AttachError, Capacities, DeleteMode, NewNode, NodeKind, PoolError, Segment, SegmentState, Status,
+    Access, AttachError, Capacities, Daemon, DeleteMode, NewNode, NodeKind, PoolError, Segment, SegmentState, Status,
 };
 use worknode_tests::{
     child_main, env_str, handles_from_env, handles_to_env, raw, role_command, SegmentGuard, CHILD_TIMEOUT, SEGMENT_ENV,
@@ -81,7 +81,7 @@ fn child_entry() {
             // Another user plants a valid-looking segment under the victim's name, then
             // opens it to everyone.
             let name = env_str(SEGMENT_ENV);
-            let seg = Segment::create(&name, &small(), 0o600).expect("plant a segment");
+            let seg = Daemon::create(&name, &small(), 0o600).expect("plant a segment");
             seg.add(seg.root(), &NewNode::new(NodeKind::Task, "forged")).expect("forge a task");
             std::mem::forget(seg);
             std::fs::set_permissions(worknode::shm_path(&name), std::fs::Permissions::from_mode(0o666))
@@ -102,7 +102,7 @@ fn a_missing_segment_is_not_found() {
         assert!(msg.contains(&format!("worknoded --segment {}", g.name())), "{msg}");
         assert!(msg.contains("WORKNODE_SEGMENT"), "{msg}");
     }
-    assert!(matches!(Segment::adopt(g.name()), Err(AttachError::NotFound { .. })));
+    assert!(matches!(Daemon::adopt(g.name()), Err(AttachError::NotFound { .. })));
     assert!(matches!(Segment::unlink(g.name()), Err(AttachError::NotFound { .. })));
 }
 
@@ -110,7 +110,7 @@ fn a_missing_segment_is_not_found() {
 fn a_truncated_segment_is_a_size_mismatch() {
     for (case, cut) in [("shorter", 4096u64), ("header-only", 512), ("empty", 0)] {
         let g = SegmentGuard::new(&format!("truncated-{case}"));
-        let full = Segment::create(g.name(), &small(), 0o600).unwrap().info().size;
+        let full = Daemon::create(g.name(), &small(), 0o600).unwrap().inspect().info().size;
         let len = if cut == 4096 { full - cut } else { cut };
         std::fs::OpenOptions::new().write(true).open(g.shm_path()).unwrap().set_len(len).unwrap();
         let e = attach_err(g.name(), Access::ReadOnly);
@@ -118,7 +118,7 @@ fn a_truncated_segment_is_a_size_mismatch() {
         assert_eq!(e, AttachError::SizeMismatch { actual: len, expected }, "{case}");
         let msg = e.to_string();
         assert!(msg.contains("truncated or damaged") && msg.contains("recreate"), "{msg}");
-        assert!(matches!(Segment::adopt(g.name()), Err(AttachError::SizeMismatch { .. })), "{case}: adopt");
+        assert!(matches!(Daemon::adopt(g.name()), Err(AttachError::SizeMismatch { .. })), "{case}: adopt");
     }
 }
 
@@ -140,7 +140,7 @@ fn a_foreign_file_is_not_worknode() {
 #[test]
 fn another_layout_version_is_a_version_mismatch() {
     let g = SegmentGuard::new("version");
-    let seg = Segment::create(g.name(), &small(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &small(), 0o600).unwrap();
     let word = raw::read_u64(&g.shm_path(), raw::VERSION_OFFSET);
     assert_eq!(word as u32, LAYOUT_VERSION, "layout_version is the u32 at offset 8");
     raw::write_bytes(&g.shm_path(), raw::VERSION_OFFSET, &(LAYOUT_VERSION + 41).to_ne_bytes());
@@ -148,7 +148,7 @@ fn another_layout_version_is_a_version_mismatch() {
     assert_eq!(e, AttachError::VersionMismatch { found: LAYOUT_VERSION + 41, expected: LAYOUT_VERSION });
     let msg = e.to_string();
     assert!(msg.contains("daemon's version") && msg.contains("recreate"), "{msg}");
-    assert!(matches!(Segment::adopt(g.name()), Err(AttachError::VersionMismatch { .. })));
+    assert!(matches!(Daemon::adopt(g.name()), Err(AttachError::VersionMismatch { .. })));
     drop(seg);
 }
 
@@ -159,15 +159,15 @@ fn invalid_names_are_refused_everywhere() {
         let e = attach_err(name, Access::ReadOnly);
         assert!(matches!(&e, AttachError::InvalidName { name: n, .. } if n == name), "{name:?}: {e:?}");
         assert!(e.to_string().contains("use 1-200 letters, digits"), "{e}");
-        assert!(matches!(Segment::create(name, &small(), 0o600), Err(AttachError::InvalidName { .. })), "{name:?}");
+        assert!(matches!(Daemon::create(name, &small(), 0o600), Err(AttachError::InvalidName { .. })), "{name:?}");
         assert!(matches!(Segment::unlink(name), Err(AttachError::InvalidName { .. })), "{name:?}");
-        assert!(matches!(Segment::adopt(name), Err(AttachError::InvalidName { .. })), "{name:?}");
+        assert!(matches!(Daemon::adopt(name), Err(AttachError::InvalidName { .. })), "{name:?}");
     }
     // The longest valid name works.
     let g = SegmentGuard::new("x");
     let max = format!("{}{}", g.name(), "y".repeat(200 - g.name().len()));
     let g2 = NamedGuard(max.clone());
-    Segment::create(&max, &small(), 0o600).expect("a 200-byte name is valid");
+    Daemon::create(&max, &small(), 0o600).expect("a 200-byte name is valid");
     Segment::attach(&max, Access::ReadOnly).expect("attach by a 200-byte name");
     drop(g2);
 }
@@ -184,8 +184,8 @@ impl Drop for NamedGuard {
 #[test]
 fn a_read_only_client_cannot_write_but_reads_everything() {
     let g = SegmentGuard::new("read-only");
-    let seg = Segment::create(g.name(), &small(), 0o600).unwrap();
-    let (root_children, nodes) = (seg.child_count(seg.root()).unwrap(), seg.info().regions[0].used);
+    let seg = Daemon::create(g.name(), &small(), 0o600).unwrap();
+    let (root_children, nodes) = (seg.child_count(seg.root()).unwrap(), seg.inspect().info().regions[0].used);
     let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "ro-target").status(Status::Ready)).unwrap();
     seg.update(h, |n| n.set_progress(30)).unwrap();
     let mut p = g.spawn_role("read_only_probe", &[("WN_NODE", handles_to_env(&[h]))]);
@@ -205,14 +205,14 @@ fn a_read_only_client_cannot_write_but_reads_everything() {
 #[test]
 fn attaching_to_a_segment_not_yet_ready_or_closing_is_refused() {
     let g = SegmentGuard::new("states");
-    let seg = Segment::create(g.name(), &small(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &small(), 0o600).unwrap();
     assert_eq!(raw::read_u64(&g.shm_path(), raw::STATE_OFFSET), 1, "the state word of a Ready segment is 1");
     raw::write_u64(&g.shm_path(), raw::STATE_OFFSET, 0);
     assert_eq!(seg.state(), SegmentState::Initializing);
     let e = Segment::attach_with(g.name(), Access::ReadOnly, Duration::from_millis(30)).err().expect("not ready");
     assert_eq!(e, AttachError::NotReady);
     assert!(e.to_string().contains("retry"), "{e}");
-    assert_eq!(Segment::adopt(g.name()).err(), Some(AttachError::Incomplete));
+    assert_eq!(Daemon::adopt(g.name()).err(), Some(AttachError::Incomplete));
 
     raw::write_u64(&g.shm_path(), raw::STATE_OFFSET, 1);
     let client = Segment::attach(g.name(), Access::ReadOnly).expect("ready again");
@@ -232,7 +232,7 @@ const NOBODY: u32 = 65534;
 #[test]
 fn another_users_private_segment_is_permission_denied() {
     let g = SegmentGuard::new("perm");
-    let _seg = Segment::create(g.name(), &small(), 0o600).unwrap();
+    let _seg = Daemon::create(g.name(), &small(), 0o600).unwrap();
     assert_eq!(std::fs::metadata(g.shm_path()).unwrap().permissions().mode() & 0o777, 0o600);
 
     if current_uid() != 0 {
@@ -341,12 +341,12 @@ fn a_planted_or_world_writable_segment_is_refused_at_every_door() {
 
     // Our own segment, opened to everyone's writes behind the daemon's back.
     let own = SegmentGuard::new("world-writable");
-    let _seg = Segment::create(own.name(), &small(), 0o600).unwrap();
+    let _seg = Daemon::create(own.name(), &small(), 0o600).unwrap();
     std::fs::set_permissions(own.shm_path(), std::fs::Permissions::from_mode(0o666)).unwrap();
     let e = attach_err(own.name(), Access::ReadOnly);
     assert_eq!(e, AttachError::UnsafeMode { name: own.name().to_string(), owner: 0, mode: 0o666 });
     // And the library never creates one.
     let wide = SegmentGuard::new("create-666");
-    assert!(matches!(Segment::create(wide.name(), &small(), 0o666), Err(AttachError::UnsafeMode { .. })));
+    assert!(matches!(Daemon::create(wide.name(), &small(), 0o666), Err(AttachError::UnsafeMode { .. })));
     assert!(!wide.shm_path().exists());
 }

@@ -17,7 +17,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 use worknode::{
-    unix_ms, Access, Capacities, Event, EventKind, Handle, NewNode, NodeKind, Segment, Status, TaskError, TaskFilter,
+    unix_ms, Access, Capacities, Daemon, Event, EventKind, Handle, NewNode, NodeKind, Segment, Status, TaskError,
+    TaskFilter,
 };
 use worknode_tests::{
     child_main, env_str, env_u64, handles_from_env, handles_to_env, ring_events, say, Proc, SegmentGuard, Stream,
@@ -259,7 +260,7 @@ fn wait_joined(procs: &[Proc]) {
 /// daemon's boot id).
 fn session_addr(name: &str) -> std::os::unix::net::SocketAddr {
     let seg = worknode::Segment::attach(name, worknode::Access::ReadOnly).expect("attach to read the boot id");
-    worknode::session_socket_addr(name, seg.info().boot_id).unwrap()
+    worknode::session_socket_addr(name, seg.inspect().info().boot_id).unwrap()
 }
 
 /// Waits (bounded) until the daemon's session socket accepts connections.
@@ -372,7 +373,7 @@ fn check_exactly_once(
 #[test]
 fn eight_racing_workers_complete_each_of_1000_tasks_exactly_once() {
     let g = SegmentGuard::new("coord-race");
-    let seg = Segment::create(g.name(), &caps(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(), 0o600).unwrap();
     let w = lay_out(&seg, 1000);
     let mut procs: Vec<Proc> =
         (0..8).map(|i| spawn_worker(&g, &w, &format!("racer-{i}"), LONG_LEASE_MS, 0, false)).collect();
@@ -405,7 +406,7 @@ fn eight_racing_workers_complete_each_of_1000_tasks_exactly_once() {
 #[test]
 fn lapsed_leases_fence_late_completes_and_every_task_is_completed_once() {
     let g = SegmentGuard::new("coord-lapse");
-    let seg = Segment::create(g.name(), &caps(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(), 0o600).unwrap();
     let w = lay_out(&seg, 1000);
     let mut procs = vec![
         spawn_worker(&g, &w, "slow-0", 2, 10, false),
@@ -567,7 +568,7 @@ fn the_daemon_accepts_sessions_once_it_says_ready() {
 #[test]
 fn a_stale_claim_from_another_process_is_fenced_out() {
     let g = SegmentGuard::new("coord-fence");
-    let seg = Segment::create(g.name(), &caps(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(), 0o600).unwrap();
     let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "contested").status(Status::Ready)).unwrap();
     let env = [("WN_TASK", handles_to_env(&[task]))];
     let mut a = g.spawn_role("stale_a", &env);
@@ -604,7 +605,7 @@ fn a_stale_claim_from_another_process_is_fenced_out() {
 #[test]
 fn dependencies_gate_claims_across_processes_and_completions_are_topological() {
     let g = SegmentGuard::new("coord-deps");
-    let seg = Segment::create(g.name(), &caps(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(), 0o600).unwrap();
     let w0 = lay_out(&seg, 0);
     let t = |name: &str| seg.add(w0.project, &NewNode::new(NodeKind::Task, name).status(Status::Ready)).unwrap();
     let (schema, backend, frontend, tests) = (t("schema"), t("backend"), t("frontend"), t("tests"));

@@ -6,7 +6,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
-use worknode::{Access, AttachError, Capacities, Handle, NewNode, NodeKind, Segment, SegmentState};
+use worknode::{Access, AttachError, Capacities, Daemon, Handle, NewNode, NodeKind, Segment, SegmentState};
 use worknode_tests::{
     child_main, env_str, raw, say, Proc, SegmentGuard, Stream, CHILD_TIMEOUT, READY_TIMEOUT, SEGMENT_ENV,
 };
@@ -65,7 +65,7 @@ fn daemon_serves_clients_allows_one_instance_and_removes_the_segment_on_sigterm(
     // The test process is a client: attach and add.
     let seg = Segment::attach(g.name(), Access::ReadWrite).expect("attach to the daemon's segment");
     assert_eq!(seg.capacities(), caps());
-    let info = seg.info();
+    let info = seg.inspect().info();
     assert_eq!(info.daemon_pid, d.pid());
     assert!(info.daemon_alive);
     let mut kids = Vec::new();
@@ -133,7 +133,7 @@ fn keep_leaves_the_segment_and_the_next_daemon_adopts_it() {
     let seg = Segment::attach(g.name(), Access::ReadOnly).expect("attach after adoption");
     let n = seg.read(seg.lookup(uuid).expect("kept node")).unwrap();
     assert_eq!((n.name(), n.description()), ("kept", "survives --keep"));
-    assert_eq!(seg.info().adopt_count, 1);
+    assert_eq!(seg.inspect().info().adopt_count, 1);
 
     let status = stop(&mut d2);
     assert_eq!(status.code(), Some(0), "{}", d2.transcript());
@@ -146,7 +146,7 @@ fn a_killed_daemon_is_adopted_on_restart_with_every_record_intact() {
     let (mut d, _) = start(&g, &[]);
     let first_pid = d.pid();
     let seg = Segment::attach(g.name(), Access::ReadWrite).unwrap();
-    let boot1 = seg.info().boot_id;
+    let boot1 = seg.inspect().info().boot_id;
     let mut added = Vec::new();
     let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "p").priority(9)).unwrap();
     for i in 0..20u32 {
@@ -169,7 +169,7 @@ fn a_killed_daemon_is_adopted_on_restart_with_every_record_intact() {
     assert!(line.contains(" adopted and ready"), "{line}");
     assert_ne!(d2.pid(), first_pid);
     let seg = Segment::attach(g.name(), Access::ReadOnly).unwrap();
-    let info = seg.info();
+    let info = seg.inspect().info();
     assert_eq!(info.adopt_count, 1);
     assert_eq!(info.daemon_pid, d2.pid());
     assert!(info.daemon_alive);
@@ -193,13 +193,13 @@ fn a_killed_daemon_is_adopted_on_restart_with_every_record_intact() {
 fn a_half_initialised_segment_is_recreated_with_a_note() {
     let g = SegmentGuard::new("daemon-half-init");
     let stale_uuid = {
-        let seg = Segment::create(g.name(), &caps(), 0o600).unwrap();
+        let seg = Daemon::create(g.name(), &caps(), 0o600).unwrap();
         let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "stale")).unwrap();
         seg.read(h).unwrap().uuid()
     };
     // A daemon that died before marking the segment Ready leaves the state word 0.
     raw::write_u64(&g.shm_path(), raw::STATE_OFFSET, 0);
-    assert_eq!(Segment::adopt(g.name()).err(), Some(AttachError::Incomplete));
+    assert_eq!(Daemon::adopt(g.name()).err(), Some(AttachError::Incomplete));
 
     let (d, line) = start(&g, &[]);
     assert!(line.contains(" created and ready"), "{line}");
@@ -207,7 +207,7 @@ fn a_half_initialised_segment_is_recreated_with_a_note() {
     let seg = Segment::attach(g.name(), Access::ReadOnly).expect("attach to the recreated segment");
     assert_eq!(seg.state(), SegmentState::Ready);
     assert_eq!(seg.lookup(stale_uuid).err(), Some(worknode::PoolError::NotFound), "the segment must be new");
-    assert_eq!(seg.info().adopt_count, 0);
+    assert_eq!(seg.inspect().info().adopt_count, 0);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 use worknode::layout::slot;
-use worknode::{Access, Capacities, DeleteMode, Handle, NewNode, NodeKind, OwnerTag, PoolError, Segment};
+use worknode::{Access, Capacities, Daemon, DeleteMode, Handle, NewNode, NodeKind, OwnerTag, PoolError, Segment};
 use worknode_tests::{
     child_main, env_str, handles_from_env, handles_to_env, raw, say, wait_stopped, Proc, SegmentGuard, CHILD_TIMEOUT,
     SEGMENT_ENV,
@@ -86,7 +86,7 @@ fn lock_word(path: &Path, h: Handle) -> u64 {
 #[test]
 fn a_writer_killed_inside_update_blocks_no_reader_and_loses_nothing() {
     let g = SegmentGuard::new("dead-in-update");
-    let seg = Segment::create(g.name(), &caps(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(), 0o600).unwrap();
     let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "before").description("published").value(1.5)).unwrap();
     seg.update(h, |n| n.set_progress(10)).unwrap();
 
@@ -124,7 +124,7 @@ fn a_writer_killed_inside_update_blocks_no_reader_and_loses_nothing() {
     let n = seg.read(h).unwrap();
     assert_eq!((n.name(), n.value(), n.description(), n.progress(), n.version()), ("before", 1.5, "published", 55, 3));
     assert_eq!(lock_word(&g.shm_path(), h), 0, "lock released after the takeover");
-    assert_eq!(seg.info().nodes_updated, 2);
+    assert_eq!(seg.inspect().info().nodes_updated, 2);
     let r = read_elsewhere(&g, h);
     assert_eq!((r["name"].as_str(), r["version"].as_u64()), (Some("before"), Some(3)), "{r}");
 }
@@ -132,7 +132,7 @@ fn a_writer_killed_inside_update_blocks_no_reader_and_loses_nothing() {
 #[test]
 fn a_writer_killed_mid_publish_leaves_the_last_published_copy_active() {
     let g = SegmentGuard::new("dead-mid-publish");
-    let seg = Segment::create(g.name(), &caps(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(), 0o600).unwrap();
     let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "stable").value(2.0)).unwrap();
     for p in [10, 20, 30] {
         seg.update(h, |n| n.set_progress(p)).unwrap();
@@ -189,7 +189,7 @@ fn half_unlinked(g: &SegmentGuard, seg: &Segment) -> HalfUnlinked {
     let p = seg.add(seg.root(), &NewNode::new(NodeKind::Folder, "parent")).unwrap();
     let kids: Vec<Handle> =
         ["a", "b", "c"].iter().map(|n| seg.add(p, &NewNode::new(NodeKind::Task, n)).unwrap()).collect();
-    let used = seg.info().regions[0].used;
+    let used = seg.inspect().info().regions[0].used;
 
     let mut holder = hold_lock(g, p);
     kill_holder(&mut holder);
@@ -232,7 +232,7 @@ fn assert_children(g: &SegmentGuard, seg: &Segment, p: Handle, want: &[Handle]) 
 #[test]
 fn a_child_list_left_half_changed_by_a_dead_process_is_rebuilt_by_the_next_writer() {
     let g = SegmentGuard::new("dead-mid-unlink-update");
-    let seg = Segment::create(g.name(), &caps(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(), 0o600).unwrap();
     let HalfUnlinked { p, kids, used } = half_unlinked(&g, &seg);
 
     // The next writer of p takes the lock over and rebuilds the list from the
@@ -243,14 +243,14 @@ fn a_child_list_left_half_changed_by_a_dead_process_is_rebuilt_by_the_next_write
     seg.delete(kids[1], DeleteMode::LeafOnly).expect("delete from the rebuilt list");
     assert_children(&g, &seg, p, &[kids[0], kids[2]]);
     assert_eq!(seg.delete(p, DeleteMode::Recursive), Ok(3));
-    assert_eq!(seg.info().regions[0].used, used - 4);
-    assert_eq!(seg.free_slots(), Ok(caps().nodes as u64 - seg.info().regions[0].used));
+    assert_eq!(seg.inspect().info().regions[0].used, used - 4);
+    assert_eq!(seg.free_slots(), Ok(caps().nodes as u64 - seg.inspect().info().regions[0].used));
 }
 
 #[test]
 fn deleting_a_child_of_a_parent_left_half_changed_by_a_dead_process_rebuilds_first() {
     let g = SegmentGuard::new("dead-mid-unlink-delete");
-    let seg = Segment::create(g.name(), &caps(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(), 0o600).unwrap();
     let HalfUnlinked { p, kids, .. } = half_unlinked(&g, &seg);
 
     // Deleting c takes p's lock (parent before child): rebuild, then unlink c.
@@ -262,7 +262,7 @@ fn deleting_a_child_of_a_parent_left_half_changed_by_a_dead_process_rebuilds_fir
 #[test]
 fn adding_under_a_parent_left_half_changed_by_a_dead_process_links_the_new_child_once() {
     let g = SegmentGuard::new("dead-mid-unlink-add");
-    let seg = Segment::create(g.name(), &caps(), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(), 0o600).unwrap();
     let HalfUnlinked { p, kids, .. } = half_unlinked(&g, &seg);
 
     // Adding under p takes p's lock (to link the new child): rebuild, then append d.

@@ -203,7 +203,7 @@ fn data_files_are_private_and_wider_ones_are_narrowed() {
 fn connections_that_never_say_hello_are_dropped() {
     let g = SegmentGuard::new("hello");
     let mut d = start(&g, &args(&["--fsync", "off"]));
-    let boot = Segment::attach(g.name(), Access::ReadOnly).unwrap().info().boot_id;
+    let boot = Segment::attach(g.name(), Access::ReadOnly).unwrap().inspect().info().boot_id;
     let addr = worknode::session_socket_addr(g.name(), boot).unwrap();
     let mut idle: Vec<std::os::unix::net::UnixStream> =
         (0..32).map(|_| std::os::unix::net::UnixStream::connect_addr(&addr).expect("connect")).collect();

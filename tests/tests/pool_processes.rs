@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 use worknode::layout::{DESCRIPTION_MAX, NAME_MAX};
-use worknode::{Access, Capacities, DeleteMode, Handle, NewNode, NodeKind, PoolError, Segment};
+use worknode::{Access, Capacities, Daemon, DeleteMode, Handle, NewNode, NodeKind, PoolError, Segment};
 use worknode_tests::{
     child_main, env_str, env_u64, handles_from_env, handles_to_env, say, SegmentGuard, CHILD_TIMEOUT, SEGMENT_ENV,
 };
@@ -70,7 +70,7 @@ fn child_entry() {
 fn baseline(seg: &Segment) -> (u64, BTreeSet<Uuid>) {
     let mut ids = BTreeSet::new();
     seg.for_each_node(|n| ids.insert(n.uuid())).unwrap();
-    let used = seg.info().regions[0].used;
+    let used = seg.inspect().info().regions[0].used;
     assert_eq!(used, ids.len() as u64, "used count of a fresh segment");
     assert_eq!(seg.free_slots(), Ok(seg.capacities().nodes as u64 - used), "free list of a fresh segment");
     (used, ids)
@@ -83,7 +83,7 @@ fn filled(r: &Value) -> Vec<Handle> {
 #[test]
 fn the_pool_is_full_exactly_at_capacity_and_recovers_after_a_delete() {
     let g = SegmentGuard::new("pool-full");
-    let seg = Segment::create(g.name(), &caps(16), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(16), 0o600).unwrap();
     let (base, _) = baseline(&seg);
     let free = 16 - base;
     let root_children = seg.child_count(seg.root()).unwrap();
@@ -101,7 +101,7 @@ fn the_pool_is_full_exactly_at_capacity_and_recovers_after_a_delete() {
         Err(PoolError::PoolFull { capacity: 16 })
     );
     assert_eq!(seg.free_slots(), Ok(0));
-    let info = seg.info();
+    let info = seg.inspect().info();
     assert_eq!(info.regions[0].used, 16);
     assert_eq!(info.regions[1].used, 16, "index entries");
     assert_eq!(seg.child_count(seg.root()), Ok(root_children + free));
@@ -122,7 +122,7 @@ fn the_pool_is_full_exactly_at_capacity_and_recovers_after_a_delete() {
         seg.delete(*k, DeleteMode::LeafOnly).unwrap();
     }
     assert_eq!(seg.free_slots(), Ok(free));
-    assert_eq!(seg.info().regions[0].used, base);
+    assert_eq!(seg.inspect().info().regions[0].used, base);
     let r = g.spawn_role("fill", &[]).expect_report(CHILD_TIMEOUT);
     assert_eq!(filled(&r).len() as u64, free, "{r}");
 }
@@ -130,7 +130,7 @@ fn the_pool_is_full_exactly_at_capacity_and_recovers_after_a_delete() {
 #[test]
 fn handles_to_a_reused_slot_are_stale_in_every_process() {
     let g = SegmentGuard::new("stale");
-    let seg = Segment::create(g.name(), &caps(16), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(16), 0o600).unwrap();
     let (base, _) = baseline(&seg);
     let old = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "old")).unwrap();
     let old_uuid = seg.read(old).unwrap().uuid();
@@ -168,7 +168,7 @@ fn handles_to_a_reused_slot_are_stale_in_every_process() {
     // The newcomer is untouched by all that.
     let n = seg.read(new).unwrap();
     assert_eq!((n.name(), n.version()), ("newcomer", 1));
-    assert_eq!(seg.info().regions[0].used, base + 1);
+    assert_eq!(seg.inspect().info().regions[0].used, base + 1);
 
     // A handle past the pool names nothing.
     let past = Handle { index: 16, generation: 1 };
@@ -178,12 +178,13 @@ fn handles_to_a_reused_slot_are_stale_in_every_process() {
 #[test]
 fn limits_are_enforced_and_a_refused_change_leaves_nothing_behind() {
     let g = SegmentGuard::new("limits");
-    let seg = Segment::create(g.name(), &caps(16), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(16), 0o600).unwrap();
     let (base, _) = baseline(&seg);
     let p = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "p")).unwrap();
     let t = seg.add(p, &NewNode::new(NodeKind::Task, "t").description("d").value(3.0)).unwrap();
     let s = seg.add(t, &NewNode::new(NodeKind::Task, "s")).unwrap();
-    let before = (seg.free_slots().unwrap(), seg.info().regions[0].used, seg.info().regions[1].used);
+    let before =
+        (seg.free_slots().unwrap(), seg.inspect().info().regions[0].used, seg.inspect().info().regions[1].used);
 
     let long_name = "n".repeat(NAME_MAX + 1);
     let long_desc = "d".repeat(DESCRIPTION_MAX + 1);
@@ -221,9 +222,12 @@ fn limits_are_enforced_and_a_refused_change_leaves_nothing_behind() {
     assert_eq!(seg.delete(seg.root(), DeleteMode::Recursive), Err(PoolError::RootImmutable));
     assert_eq!(seg.read(s).unwrap().parent(), Some(t));
 
-    assert_eq!((seg.free_slots().unwrap(), seg.info().regions[0].used, seg.info().regions[1].used), before);
+    assert_eq!(
+        (seg.free_slots().unwrap(), seg.inspect().info().regions[0].used, seg.inspect().info().regions[1].used),
+        before
+    );
     assert_eq!(seg.delete(p, DeleteMode::Recursive), Ok(3));
-    assert_eq!(seg.info().regions[0].used, base);
+    assert_eq!(seg.inspect().info().regions[0].used, base);
     assert_eq!(seg.free_slots(), Ok(16 - base));
 }
 
@@ -337,9 +341,9 @@ fn churn() -> Value {
 fn four_processes_churning_lose_no_slot_no_index_entry_and_no_child_link() {
     let g = SegmentGuard::new("churn");
     let capacity = 1024u32;
-    let seg = Segment::create(g.name(), &caps(capacity), 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps(capacity), 0o600).unwrap();
     let (base, base_ids) = baseline(&seg);
-    let created0 = seg.info().nodes_created;
+    let created0 = seg.inspect().info().nodes_created;
     let parent = seg.add(seg.root(), &NewNode::new(NodeKind::Folder, "shared")).unwrap();
     let mut workers: Vec<_> = (0..WORKERS)
         .map(|w| g.spawn_role("churn", &[("WN_WORKER", w.to_string()), ("WN_PARENT", handles_to_env(&[parent]))]))
@@ -389,7 +393,7 @@ fn four_processes_churning_lose_no_slot_no_index_entry_and_no_child_link() {
 
     // Quiescent now: every count is exact.
     let live = kept.len() as u64 + base + 1; // + the shared parent
-    let info = seg.info();
+    let info = seg.inspect().info();
     assert_eq!(info.regions[0].used, live, "pool used");
     assert_eq!(info.regions[1].used, live, "index entries");
     assert_eq!(seg.free_slots(), Ok(capacity as u64 - live), "free list");

@@ -20,7 +20,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use worknode::failpoint::FAILPOINT_ENV;
-use worknode::{Access, Capacities, Event, EventKind, NewEvent, Reader, RingError, Segment, Start, Wait};
+use worknode::{Access, Capacities, Daemon, Event, EventKind, NewEvent, Reader, RingError, Segment, Start, Wait};
 use worknode_tests::{
     child_main, env_str, env_u64, say, wait_until, Proc, SegmentGuard, Stream, CHILD_TIMEOUT, READY_TIMEOUT,
     SEGMENT_ENV,
@@ -62,8 +62,8 @@ fn caps(events: u32) -> Capacities {
 }
 
 /// Creates the guard's segment with an event ring of `events` slots.
-fn create(g: &SegmentGuard, events: u32) -> Segment {
-    let seg = Segment::create(g.name(), &caps(events), 0o600).unwrap_or_else(|e| panic!("create {}: {e}", g.name()));
+fn create(g: &SegmentGuard, events: u32) -> Daemon {
+    let seg = Daemon::create(g.name(), &caps(events), 0o600).unwrap_or_else(|e| panic!("create {}: {e}", g.name()));
     assert_eq!(seg.ring_tail(), 0, "a new segment's ring is empty");
     seg
 }

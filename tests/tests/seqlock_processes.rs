@@ -9,7 +9,7 @@
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use worknode::{Access, Capacities, Handle, NewNode, Node, NodeKind, PoolError, Segment};
+use worknode::{Access, Capacities, Daemon, Handle, NewNode, Node, NodeKind, PoolError, Segment};
 use worknode_tests::{child_main, env_str, env_u64, handles_from_env, handles_to_env, say, SegmentGuard, SEGMENT_ENV};
 
 /// Nodes both writers update.
@@ -148,7 +148,7 @@ fn child_entry() {
 fn readers_never_see_a_torn_record_while_two_processes_write() {
     let g = SegmentGuard::new("torn-reads");
     let caps = Capacities { nodes: 1024, ..Capacities::default() };
-    let seg = Segment::create(g.name(), &caps, 0o600).unwrap();
+    let seg = Daemon::create(g.name(), &caps, 0o600).unwrap();
     // Writers stop when the control node's progress reaches 100.
     let control = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "control")).unwrap();
     let nodes: Vec<Handle> = (0..NODES)
@@ -193,5 +193,5 @@ fn readers_never_see_a_torn_record_while_two_processes_write() {
         versions += n.version() - 2;
     }
     assert_eq!(versions, total_updates, "updates lost or duplicated");
-    assert_eq!(seg.info().nodes_updated, total_updates + NODES as u64 + 1);
+    assert_eq!(seg.inspect().info().nodes_updated, total_updates + NODES as u64 + 1);
 }

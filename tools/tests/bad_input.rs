@@ -395,7 +395,7 @@ fn stored_control_characters_are_shown_escaped() {
     let evil_role = "r\u{1b}[2J";
 
     // The records of a real segment, with names that the rules now refuse patched in.
-    let a = Segment::create(&src, &caps, 0o600).unwrap();
+    let a = worknode::Daemon::create(&src, &caps, 0o600).unwrap();
     a.join("placeholder-agent", "role").unwrap();
     let t = a.add(a.root(), &NewNode::new(NodeKind::Task, "placeholder-task").status(Status::Ready)).unwrap();
     let mut nodes = Vec::new();
@@ -406,7 +406,7 @@ fn stored_control_characters_are_shown_escaped() {
     .unwrap();
     let mut agents = Vec::new();
     a.for_each_agent_slot(|i, s| agents.push((i, *s)));
-    let b = Segment::create_for_restore(&dst, &caps, 0o600).unwrap();
+    let b = worknode::Daemon::create_for_restore(&dst, &caps, 0o600).unwrap();
     for (h, mut rec) in nodes {
         if h == t || rec.kind == NodeKind::Agent.code() {
             set_name(&mut rec.name, &mut rec.name_len, evil);

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use store::JournalFile;
 use worknode::layout::EventRecord;
-use worknode::{Durability, EventKind, RingError, Segment, Start};
+use worknode::{Daemon, Durability, EventKind, RingError, Segment, Start};
 
 /// How the journal runs.
 #[derive(Clone, Debug)]
@@ -247,7 +247,7 @@ fn account_gap(buf: &mut Vec<u8>, accounted: &mut u64, upto: u64) {
 /// Beats the journal's heartbeat until `stop`: from a thread of its own, so a long
 /// fsync, batch or snapshot never makes it look stale (a stale beat only sends writers
 /// to check the daemon's process, which the beat proves alive just the same).
-pub fn beat(seg: &Segment, cfg: &Config, stop: &AtomicBool) {
+pub fn beat(seg: &Daemon, cfg: &Config, stop: &AtomicBool) {
     let stale = cfg.heartbeat_stale();
     let period = (stale / 4).clamp(Duration::from_micros(250), Duration::from_millis(5));
     while !stop.load(Ordering::Acquire) {
@@ -263,9 +263,9 @@ const BATCH: usize = 4096;
 ///
 /// `recent` holds the newest journaled events (at most the ring's capacity), which
 /// snapshots carry; the caller has published the policy and cursors already
-/// (`Segment::set_durability`), before clients could attach.
+/// (`Daemon::set_durability`), before clients could attach.
 pub fn run(
-    seg: &Segment,
+    seg: &Daemon,
     cfg: &Config,
     start_seq: u64,
     stop: &AtomicBool,
@@ -374,7 +374,7 @@ mod tests {
     use super::*;
     use worknode::{Capacities, NewNode, NodeKind, Status};
 
-    struct Seg(Segment);
+    struct Seg(Daemon);
     impl Drop for Seg {
         fn drop(&mut self) {
             let _ = Segment::unlink(self.0.name());
@@ -389,7 +389,7 @@ mod tests {
     fn capture_then_replay_rebuilds_nodes_documents_sets_agents_and_claims() {
         let name = format!("wn-journal-unit-{}", std::process::id());
         let _ = Segment::unlink(&name);
-        let src = Seg(Segment::create(&name, &caps(), 0o600).unwrap());
+        let src = Seg(Daemon::create(&name, &caps(), 0o600).unwrap());
         let s = &src.0;
         let project = s.add(s.root(), &NewNode::new(NodeKind::Project, "web")).unwrap();
         let task = s.add(project, &NewNode::new(NodeKind::Task, "schema").status(Status::Ready).priority(3)).unwrap();
@@ -413,12 +413,12 @@ mod tests {
 
         let copy_name = format!("{name}-copy");
         let _ = Segment::unlink(&copy_name);
-        let dst = Seg(Segment::create_for_restore(&copy_name, &caps(), 0o600).unwrap());
+        let dst = Seg(Daemon::create_for_restore(&copy_name, &caps(), 0o600).unwrap());
         let stats = state.materialize(&dst.0).unwrap();
         let d = &dst.0;
         d.open_for_clients();
         assert_eq!(stats.orphans, 0);
-        assert_eq!(stats.nodes, s.info().regions[0].used);
+        assert_eq!(stats.nodes, s.inspect().info().regions[0].used);
         // Every node comes back in the same slot with the same record.
         s.for_each_node(|n| {
             let m = d.read(n.handle()).unwrap();

@@ -4,7 +4,7 @@
 use super::format::Record;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use worknode::layout::{AgentSlot, EventRecord, NodeRecord};
-use worknode::{RestoreStats, Segment};
+use worknode::{Daemon, RestoreStats};
 
 /// Everything needed to rebuild a segment.
 #[derive(Default)]
@@ -90,8 +90,8 @@ impl State {
         self.next_seq.max(self.reserved)
     }
 
-    /// Writes the state into `seg` (made with `Segment::create_for_restore`) and opens it.
-    pub fn materialize(&self, seg: &Segment) -> Result<RestoreStats, String> {
+    /// Writes the state into `seg` (made with `Daemon::create_for_restore`) and opens it.
+    pub fn materialize(&self, seg: &Daemon) -> Result<RestoreStats, String> {
         // A slot index claimed by two UUIDs: the higher generation is the later tenant
         // (generations only grow); the other was deleted after its image was taken.
         let mut by_slot: HashMap<u32, (u32, &NodeRecord)> = HashMap::new();

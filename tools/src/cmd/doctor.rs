@@ -6,7 +6,7 @@
 //!
 //! * **header**: attaching validates magic, version, sizes and the region table; the
 //!   segment must be Ready. A segment that does not attach is inspected from its file
-//!   (`worknode::inspect_header`) and each damaged field reported. The daemon not
+//!   (`worknode::Inspector::inspect_header`) and each damaged field reported. The daemon not
 //!   running is an error (`daemon_gone`): leases are not reaped, dead sessions not
 //!   released, damage not repaired.
 //! * **locks**: a node writer lock, or a ring slot lock, held by a process that is gone;
@@ -27,7 +27,7 @@
 //! * **tree**: every live node's parent is live, and each node's child count equals the
 //!   number of live nodes naming it as parent (and its child list agrees).
 //! * **blobs**: free blob chunks + chunks in use == arena capacity.
-//! * **contents**: the library's damage catalogue (`Segment::damage`, see
+//! * **contents**: the library's damage catalogue (`Inspector::damage`, see
 //!   `worknode::DamageClass`): header fields, state word, clock far ahead, the three free
 //!   lists (out of range, not free, cycle), slot state words, index entries, child and
 //!   sibling links, summary words, record enums, ring stamps, agent slots, blob chains
@@ -35,16 +35,17 @@
 //!
 //! A check that cannot finish on a damaged segment reports that as a finding.
 //!
-//! Node slot control words, header locks and the damage catalogue are decoded by the
-//! library (`Segment::node_slot_controls`, `header_lock_words`, `damage`); only the ring
-//! slots' stamps and owners for the stuck-event check are still read from the segment
-//! file (`/dev/shm/NAME`) at `worknode::layout`'s offsets. A live segment changes while
-//! it is checked, so count checks are retried
-//! (three rounds) and only a disagreement that persists is reported; for exact answers,
-//! run it on a quiet segment.
+//! Everything is read through the library: node slot control words, header locks, ring
+//! slot stamps and owners, and the damage catalogue are decoded by its inspector
+//! (`worknode::Inspector`: `node_slot_controls`, `header_lock_words`,
+//! `ring_slot_controls`, `damage`); doctor never reads the segment file itself. A live
+//! segment changes while it is checked, so count checks are retried (three rounds) and
+//! only a disagreement that persists is reported; for exact answers, run it on a quiet
+//! segment.
 //!
-//! `--repair` fixes what the library can fix through its API, then checks again: it
-//! reaps expired leases and dead sessions, takes over node locks held by dead processes
+//! `--repair` fixes what the library can fix through its API, then checks again. It
+//! stands in for the daemon (`worknode::Daemon::stand_in`: the daemon's housekeeping,
+//! without taking the segment over): it reaps expired leases and dead sessions, takes over node locks held by dead processes
 //! (a no-op update: the takeover repairs the record and any half-changed child list), and
 //! abandons ring sequences stuck behind dead producers.
 
@@ -55,11 +56,11 @@ use crate::resolve::path_of;
 use comfy_table::{Cell, Color};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::time::Duration;
 use worknode::layout::{slot, Region};
-use worknode::{Access, AttachError, Damage, DamageClass, Handle, OwnerTag, Segment, SegmentState, Start};
+use worknode::{
+    Access, AttachError, Daemon, Damage, DamageClass, Handle, Inspector, OwnerTag, Segment, SegmentState, Start,
+};
 
 /// Options of `wn doctor`.
 #[derive(clap::Args, Debug)]
@@ -148,55 +149,11 @@ const STUCK_WATCH: Duration = Duration::from_millis(500);
 /// How long past its end an unreaped lease is reported.
 const LEASE_GRACE_MS: u64 = 2_000;
 
-/// The segment file, read at layout offsets.
-struct Raw {
-    file: File,
-}
-
-impl Raw {
-    fn open(seg: &Segment) -> Result<Raw, Fail> {
-        let file = File::open(seg.path())
-            .map_err(|e| Fail::other(format!("cannot open {} to inspect it: {e}", seg.path().display())))?;
-        Ok(Raw { file })
-    }
-
-    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Fail> {
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| Fail::other(format!("cannot read the segment at {offset}: {e}")))
-    }
-
-    /// Calls `f(index, element bytes)` for every element of a region, reading it in
-    /// batches.
-    fn for_each(&self, seg: &Segment, region: Region, mut f: impl FnMut(u64, &[u8])) -> Result<(), Fail> {
-        let r = seg.info().regions[region as usize];
-        let batch = (1 << 20) / r.elem_size.max(1);
-        let mut buf = Vec::new();
-        let mut i = 0;
-        while i < r.capacity {
-            let n = batch.min(r.capacity - i);
-            buf.resize((n * r.elem_size) as usize, 0);
-            self.read(r.offset + i * r.elem_size, &mut buf)?;
-            for (j, elem) in buf.chunks_exact(r.elem_size as usize).enumerate() {
-                f(i + j as u64, elem);
-            }
-            i += n;
-        }
-        Ok(())
-    }
-}
-
-fn word(bytes: &[u8], offset: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[offset..offset + 8]);
-    u64::from_ne_bytes(b)
-}
-
 /// A node slot's control words (decoded by the library).
 type SlotWords = worknode::SlotControl;
 
 fn node_slots(seg: &Segment) -> Vec<SlotWords> {
-    seg.node_slot_controls()
+    seg.inspect().node_slot_controls()
 }
 
 /// Runs `check` up to three times, a little apart, and returns the first clean result or
@@ -216,7 +173,7 @@ fn settled(mut check: impl FnMut() -> Result<Vec<Finding>, Fail>) -> Result<Vec<
 }
 
 fn check_header(seg: &Segment) -> Check {
-    let info = seg.info();
+    let info = seg.inspect().info();
     let mut findings = Vec::new();
     if info.state != SegmentState::Ready {
         findings.push(error(
@@ -278,7 +235,7 @@ fn check_locks(seg: &Segment, slots: &[SlotWords]) -> Result<Check, Fail> {
                     "`wn doctor --repair` takes the lock over and repairs the record (so does the node's next write)",
                 )
             });
-        } else if seg.lock_holder(s.lock) == worknode::Holder::Forged {
+        } else if seg.inspect().lock_holder(s.lock) == worknode::Holder::Forged {
             findings.push(Finding {
                 class: Some(DamageClass::LockForged.as_str()),
                 ..error(
@@ -300,7 +257,7 @@ fn check_locks(seg: &Segment, slots: &[SlotWords]) -> Result<Check, Fail> {
             });
         }
     }
-    let [join_lock, deps_lock] = seg.header_lock_words();
+    let [join_lock, deps_lock] = seg.inspect().header_lock_words();
     for (name, tag, heals, forged_hint) in [
         (
             "agent join lock",
@@ -315,7 +272,7 @@ fn check_locks(seg: &Segment, slots: &[SlotWords]) -> Result<Check, Fail> {
             "dependency changes wait for it and fail with `busy`: recreate the segment (only a dead holder's is taken over)",
         ),
     ] {
-        if seg.lock_holder(tag) == worknode::Holder::Forged {
+        if seg.inspect().lock_holder(tag) == worknode::Holder::Forged {
             findings.push(Finding {
                 class: Some(DamageClass::LockForged.as_str()),
                 ..error(
@@ -334,10 +291,10 @@ fn check_locks(seg: &Segment, slots: &[SlotWords]) -> Result<Check, Fail> {
     // Locks held by live processes that map the segment: a writer holds one for
     // microseconds, so one held by the same process at the same sequence across the
     // watch is stuck (or forged to a live writer's tag).
-    let before = seg.live_node_locks();
+    let before = seg.inspect().live_node_locks();
     if !before.is_empty() {
         std::thread::sleep(STUCK_WATCH);
-        let after = seg.live_node_locks();
+        let after = seg.inspect().live_node_locks();
         for (index, tag, _) in before.into_iter().filter(|l| after.contains(l)) {
             let pid = OwnerTag(tag).pid();
             findings.push(Finding {
@@ -371,35 +328,21 @@ fn check_slots(slots: &[SlotWords]) -> Check {
 
 /// Ring sequences claimed but not published whose producer is gone (or never locked the
 /// slot): for each slot, the newest sequence below the tail that maps to it must be
-/// published or abandoned.
-fn stuck_ring(seg: &Segment, raw: &Raw) -> Result<Vec<(u64, u64)>, Fail> {
-    let tail = seg.ring_tail();
-    let mask = seg.ring_counters().capacity - 1;
-    let mut stuck = Vec::new();
-    raw.for_each(seg, Region::Events, |i, b| {
-        let Some(last) = tail.checked_sub(1) else { return };
-        if last < i {
-            return;
-        }
-        let expected = last - ((last - i) & mask);
-        let stamp = word(b, 0);
-        let owner = word(b, 8);
-        let unpublished = match (stamp >> 2).checked_sub(1) {
-            None => true,
-            Some(seq) => seq < expected || (seq == expected && stamp & 3 == 0),
-        };
-        if unpublished && (owner == 0 || dead(owner)) {
-            stuck.push((expected, owner));
-        }
-    })?;
-    Ok(stuck)
+/// published or abandoned (the slots decoded by the library's inspector).
+fn stuck_ring(seg: &Segment) -> Vec<(u64, u64)> {
+    seg.inspect()
+        .ring_slot_controls()
+        .into_iter()
+        .filter(|s| s.unpublished && (s.owner == 0 || dead(s.owner)))
+        .filter_map(|s| Some((s.expected?, s.owner)))
+        .collect()
 }
 
-fn check_ring(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
+fn check_ring(seg: &Segment) -> Result<Check, Fail> {
     let c = seg.ring_counters();
     let mut findings = Vec::new();
     let stuck = settled(|| {
-        Ok(stuck_ring(seg, raw)?
+        Ok(stuck_ring(seg)
             .into_iter()
             .map(|(seq, owner)| {
                 let by = if owner == 0 { "a producer that never locked it".to_string() } else { format!("process {}, which is gone", OwnerTag(owner).pid()) };
@@ -411,12 +354,7 @@ fn check_ring(seg: &Segment, raw: &Raw) -> Result<Check, Fail> {
             .collect())
     })?;
     findings.extend(stuck);
-    let mut owners_dead = 0;
-    raw.for_each(seg, Region::Events, |_, b| {
-        if dead(word(b, 8)) {
-            owners_dead += 1;
-        }
-    })?;
+    let owners_dead = seg.inspect().ring_slot_controls().iter().filter(|s| dead(s.owner)).count();
     if owners_dead > 0 {
         findings.push(warning(
             format!("{owners_dead} ring slot locks are held by processes that are gone"),
@@ -497,7 +435,7 @@ fn check_free_list(seg: &Segment) -> Result<Check, Fail> {
     let mut summary = String::new();
     let findings = settled(|| {
         let free = seg.free_slots()?;
-        let live = seg.info().regions[Region::Nodes as usize].used;
+        let live = seg.inspect().info().regions[Region::Nodes as usize].used;
         let reserved = node_slots(seg).iter().filter(|s| s.state == slot::RESERVED).count() as u64;
         summary = format!("{free} free + {live} live = {} of {cap}", free + live);
         if free + live + reserved == cap {
@@ -517,7 +455,7 @@ fn check_free_list(seg: &Segment) -> Result<Check, Fail> {
 fn check_index(seg: &Segment) -> Result<Check, Fail> {
     let mut summary = String::new();
     let mut findings = settled(|| {
-        let info = seg.info();
+        let info = seg.inspect().info();
         let index_live = info.regions[Region::Index as usize].used;
         let pool_live = info.regions[Region::Nodes as usize].used;
         let slots_live = node_slots(seg).iter().filter(|s| s.state == slot::LIVE).count() as u64;
@@ -590,11 +528,11 @@ fn check_tree(seg: &Segment) -> Result<Check, Fail> {
 }
 
 fn check_blobs(seg: &Segment) -> Result<Check, Fail> {
-    let r = seg.info().regions[Region::Blobs as usize];
+    let r = seg.inspect().info().regions[Region::Blobs as usize];
     let mut summary = String::new();
     let findings = settled(|| {
         let free = seg.free_blob_chunks()?;
-        let used = seg.info().regions[Region::Blobs as usize].used;
+        let used = seg.inspect().info().regions[Region::Blobs as usize].used;
         summary = format!("{used} of {} chunks in use", r.capacity);
         if free + used == r.capacity {
             return Ok(vec![]);
@@ -607,13 +545,14 @@ fn check_blobs(seg: &Segment) -> Result<Check, Fail> {
     Ok(Check { name: "blobs", summary, findings })
 }
 
-/// The library's damage catalogue (`Segment::damage`), less what the checks above
+/// The library's damage catalogue (`Inspector::damage`), less what the checks above
 /// report already (dead and forged locks, odd seqlocks, the daemon). A live segment can
 /// disagree with itself for a moment (a counter bumped just after its slot changed), so
 /// the scan runs up to three times and a class is reported only if every round found it.
 fn check_contents(seg: &Segment) -> Result<Check, Fail> {
     let scan = || -> Vec<Damage> {
-        seg.damage()
+        seg.inspect()
+            .damage()
             .into_iter()
             .filter(|d| {
                 !matches!(
@@ -652,13 +591,12 @@ fn or_failed(name: &'static str, r: Result<Check, Fail>) -> Check {
 }
 
 fn run_checks(seg: &Segment) -> Result<Vec<Check>, Fail> {
-    let raw = Raw::open(seg)?;
     let slots = node_slots(seg);
     Ok(vec![
         check_header(seg),
         or_failed("locks", check_locks(seg, &slots)),
         check_slots(&slots),
-        or_failed("ring", check_ring(seg, &raw)),
+        or_failed("ring", check_ring(seg)),
         or_failed("leases", check_leases(seg)),
         check_sessions(seg),
         or_failed("free list", check_free_list(seg)),
@@ -678,7 +616,7 @@ fn unattachable(ctx: &Ctx, e: &AttachError) -> Option<Vec<Check>> {
     ) {
         return None;
     }
-    let found = worknode::inspect_header(&ctx.segment).ok()?;
+    let found = Inspector::inspect_header(&ctx.segment).ok()?;
     if found.is_empty() {
         return None;
     }
@@ -690,7 +628,7 @@ fn unattachable(ctx: &Ctx, e: &AttachError) -> Option<Vec<Check>> {
 }
 
 /// What `--repair` did.
-fn repair(seg: &Segment) -> Result<Vec<String>, Fail> {
+fn repair(seg: &Daemon) -> Result<Vec<String>, Fail> {
     let mut done = Vec::new();
     let reaped = seg.reap_expired_claims();
     if reaped > 0 {
@@ -700,9 +638,8 @@ fn repair(seg: &Segment) -> Result<Vec<String>, Fail> {
     if sessions > 0 {
         done.push(format!("reaped {sessions} agents whose session process was gone"));
     }
-    let raw = Raw::open(seg)?;
     for s in node_slots(seg) {
-        let holder = seg.lock_holder(s.lock);
+        let holder = seg.inspect().lock_holder(s.lock);
         if s.state == slot::LIVE && matches!(holder, worknode::Holder::Dead | worknode::Holder::Forged) {
             let h = Handle { index: s.index, generation: s.generation };
             let whose = if holder == worknode::Holder::Dead { "a dead process" } else { "a forged holder" };
@@ -711,7 +648,7 @@ fn repair(seg: &Segment) -> Result<Vec<String>, Fail> {
             }
         }
     }
-    for (seq, _) in stuck_ring(seg, &raw)? {
+    for (seq, _) in stuck_ring(seg) {
         let mut r = seg.reader(Start::At(seq));
         r.set_abandon_after(Duration::ZERO);
         // The first look marks the sequence as waited on; the second abandons it.
@@ -740,10 +677,14 @@ fn check_json(c: &Check) -> Value {
 
 /// Checks (and with `--repair`, repairs) the segment.
 pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
-    let attached =
-        if a.repair { Segment::attach(&ctx.segment, Access::ReadWrite).map_err(Fail::from) } else { ctx.attach_best() };
-    let seg = match attached {
-        Ok(seg) => seg,
+    // `--repair` does the daemon's housekeeping in its place: it needs the daemon's handle.
+    let attached = if a.repair {
+        Daemon::stand_in(&ctx.segment).map(Attached::StandIn).map_err(Fail::from)
+    } else {
+        ctx.attach_best().map(Attached::Reader)
+    };
+    let attached = match attached {
+        Ok(attached) => attached,
         Err(f) => {
             // A header too damaged to attach is a report, not just an error.
             let e = match Segment::attach_with(&ctx.segment, Access::ReadOnly, Duration::from_millis(50)) {
@@ -754,9 +695,18 @@ pub fn run(ctx: &Ctx, a: &DoctorArgs) -> Result<(), Fail> {
             return report(ctx, &ctx.segment, &checks, &[]);
         }
     };
-    let repaired = if a.repair { repair(&seg)? } else { Vec::new() };
-    let checks = run_checks(&seg)?;
+    let (seg, repaired) = match &attached {
+        Attached::StandIn(daemon) => (daemon.segment(), repair(daemon)?),
+        Attached::Reader(seg) => (seg, Vec::new()),
+    };
+    let checks = run_checks(seg)?;
     report(ctx, seg.name(), &checks, &repaired)
+}
+
+/// How `doctor` holds the segment: as a reader, or (`--repair`) standing in for the daemon.
+enum Attached {
+    Reader(Segment),
+    StandIn(Daemon),
 }
 
 /// Prints the checks and fails when any found an error.

@@ -9,7 +9,7 @@ use serde_json::json;
 /// Attaches read-only and prints what the header says.
 pub fn run(ctx: &Ctx) -> Result<(), Fail> {
     let seg = ctx.attach_ro()?;
-    let info = seg.info();
+    let info = seg.inspect().info();
     let ring = seg.ring_counters();
     if ctx.json {
         let regions: Vec<_> = info

@@ -128,7 +128,7 @@ pub fn run_export(ctx: &Ctx) -> Result<(), Fail> {
     for a in &list {
         agents.push(json!({ "name": a.name, "role": a.role, "uuid": a.uuid.to_string() }));
     }
-    let info = seg.info();
+    let info = seg.inspect().info();
     print_json(&json!({
         "format": FORMAT,
         "version": VERSION,

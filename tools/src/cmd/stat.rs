@@ -56,7 +56,7 @@ pub struct Sample {
 impl Sample {
     /// Reads the header counters and counts tasks by status (a pool scan).
     pub fn take(seg: &Segment) -> Sample {
-        let info = seg.info();
+        let info = seg.inspect().info();
         let mut tasks = [0u64; 8];
         let _ = seg.for_each_node(|n| {
             if n.kind() == Some(NodeKind::Task) {

@@ -60,7 +60,7 @@ struct View {
 impl View {
     /// A snapshot; `recent` holds JSON lines instead of text when `json`.
     fn take(seg: &Segment, prev: Option<&Sample>, json: bool) -> View {
-        let info = seg.info();
+        let info = seg.inspect().info();
         let sample = Sample::take(seg);
         let events_per_s = prev.map(|p| rate(p, &sample, |s| s.events));
         let mut agents = Vec::new();

@@ -1,0 +1,325 @@
+//! The daemon's handle: the segment's lifecycle (create, adopt, open to clients, close),
+//! housekeeping (reaping, repair, sweeps), durability (the journal's header words) and
+//! restore. `worknoded` is its user; nothing an agent links needs it.
+//!
+//! A [`Daemon`] is obtained only by making or taking over a segment
+//! ([`Daemon::create`], [`Daemon::create_unready`], [`Daemon::create_for_restore`],
+//! [`Daemon::adopt`]), or — for the daemon's housekeeping done in its absence, `wn doctor
+//! --repair` — by [`Daemon::stand_in`]. It dereferences to the agent handle
+//! [`Segment`], so the daemon reads, follows the ring and inspects like any client; an
+//! agent's [`Segment`] has none of the operations below.
+//!
+//! Each operation is documented here and implemented beside the protocol it belongs to
+//! (claims in `claims`, the journal words in `durability`, restore in `restore`, …) as a
+//! crate-private method, so the protocol code stays in one place. Roles are an API
+//! discipline, not a security boundary: any process that maps the segment read-write can
+//! write any byte of it (see the broker in the design brief for untrusted agents).
+
+use crate::agents::{AgentError, AgentId};
+use crate::error::{AttachError, PoolError};
+use crate::layout::{hdr, state, AgentSlot, Capacities, EventRecord, NodeRecord};
+use crate::node::Handle;
+use crate::orset::{OrSetState, SetError};
+use crate::restore::RestoreStats;
+use crate::segment::{Access, Segment};
+use crate::sync::Ordering;
+use crate::sys::OwnerTag;
+use crate::{DocError, Durability};
+use std::time::Duration;
+
+/// The daemon's handle on a segment it made or took over. Dereferences to [`Segment`]
+/// (the agent handle) for everything else.
+///
+/// ```
+/// use worknode::{Access, Capacities, Daemon, Segment};
+/// # let name = format!("doc-daemon-{}", std::process::id());
+/// let daemon = Daemon::create(&name, &Capacities { nodes: 16, ..Capacities::default() }, 0o600)?;
+/// let agent = Segment::attach(&name, Access::ReadWrite)?;
+/// assert_eq!(daemon.reap_expired_claims(), 0); // the daemon's housekeeping
+/// daemon.mark_closing(); // shutdown: agents see Closing, new attaches are refused
+/// assert_eq!(agent.state(), worknode::SegmentState::Closing);
+/// # drop(agent); drop(daemon); Segment::unlink(&name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Daemon {
+    seg: Segment,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Segment;
+    fn deref(&self) -> &Segment {
+        &self.seg
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Segment {
+        &mut self.seg
+    }
+}
+
+/// Lifecycle: making, taking over and closing the segment.
+impl Daemon {
+    /// Creates and initialises a new segment, marking it Ready last. This is the
+    /// daemon's job (`worknoded`); tests, benchmarks and tools that need a private
+    /// segment call it too, and so hold the daemon handle for it.
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError::AlreadyExists`] if the name is taken; `InvalidName`, `UnsafeMode`
+    /// (any mode but [`crate::MODE_ALLOWED`]), `Capacity`, `NoSpace`, `PermissionDenied`
+    /// or `Os` otherwise. On failure the name is unlinked again.
+    pub fn create(name: &str, caps: &Capacities, mode: u32) -> Result<Daemon, AttachError> {
+        let d = Daemon::create_unready(name, caps, mode)?;
+        d.open_for_clients();
+        Ok(d)
+    }
+
+    /// Creates and initialises a segment (root and `/agents` in place) but leaves it
+    /// Initializing, so the daemon can set up durability and write its first snapshot
+    /// before any client can attach; [`Daemon::open_for_clients`] then marks it Ready.
+    ///
+    /// # Errors
+    ///
+    /// As [`Daemon::create`].
+    pub fn create_unready(name: &str, caps: &Capacities, mode: u32) -> Result<Daemon, AttachError> {
+        Ok(Daemon { seg: Segment::create_with(name, caps, mode, true)? })
+    }
+
+    /// Creates a segment left in the Initializing state, empty (no root), to be filled
+    /// with the `restore_*` calls, finished with [`Daemon::finish_restore`] and opened
+    /// with [`Daemon::open_for_clients`]. For the daemon's recovery from its journal.
+    ///
+    /// # Errors
+    ///
+    /// As [`Daemon::create`].
+    pub fn create_for_restore(name: &str, caps: &Capacities, mode: u32) -> Result<Daemon, AttachError> {
+        Ok(Daemon { seg: Segment::create_with(name, caps, mode, false)? })
+    }
+
+    /// Takes over a segment left by a daemon that died (the caller holds the daemon's
+    /// lock, so no other daemon runs): validates it, records the new daemon identity and
+    /// marks it Ready.
+    ///
+    /// # Errors
+    ///
+    /// A half-initialised segment is refused as [`AttachError::Incomplete`], one whose
+    /// recorded daemon still runs as [`AttachError::DaemonRunning`]; otherwise the errors
+    /// of [`Segment::attach`].
+    pub fn adopt(name: &str) -> Result<Daemon, AttachError> {
+        let seg = Segment::map_existing(name, Access::ReadWrite)?;
+        match seg.state_word() {
+            state::READY | state::CLOSING => {}
+            _ => return Err(AttachError::Incomplete),
+        }
+        // The instance lock is the first guard; this is the second: a daemon whose
+        // process still runs keeps its segment, whatever lock another daemon could take
+        // (say, one whose runtime directory differs).
+        let running = OwnerTag(seg.hdr(hdr::DAEMON_TAG).load(Ordering::Acquire));
+        if running != seg.me && running.is_alive() {
+            return Err(AttachError::DaemonRunning { pid: running.pid() });
+        }
+        seg.claim_daemon_identity();
+        seg.hdr(hdr::ADOPT_COUNT).fetch_add(1, Ordering::Relaxed);
+        seg.hdr(hdr::STATE).store(state::READY, Ordering::Release);
+        Ok(Daemon { seg })
+    }
+
+    /// Attaches read-write to do the daemon's housekeeping in its place (`wn doctor
+    /// --repair`, and tests that play the daemon for a segment a child process made).
+    /// Unlike [`Daemon::adopt`] it takes nothing over: the daemon's identity, the state
+    /// word and the journal's words stay as they are, and it works whether or not the
+    /// daemon runs (every housekeeping operation is safe beside a running daemon).
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::attach`] with [`Access::ReadWrite`].
+    pub fn stand_in(name: &str) -> Result<Daemon, AttachError> {
+        Ok(Daemon { seg: Segment::attach(name, Access::ReadWrite)? })
+    }
+
+    /// Marks a segment made by [`Daemon::create_unready`] or
+    /// [`Daemon::create_for_restore`] Ready: clients may attach from now on.
+    pub fn open_for_clients(&self) {
+        self.seg.mark_ready();
+    }
+
+    /// Marks the segment Closing (daemon shutdown). Attached clients can see it through
+    /// [`Segment::state`]; new attaches are refused.
+    pub fn mark_closing(&self) {
+        if self.map.writable() {
+            self.hdr(hdr::STATE).store(state::CLOSING, Ordering::Release);
+        }
+    }
+
+    /// The agent handle this daemon handle wraps.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+}
+
+/// Housekeeping: what dead or slow processes left behind. Each is idempotent and bounded
+/// (O(pool) or O(table)).
+impl Daemon {
+    /// Releases every claim whose lease has lapsed (`claim_expired`). The daemon runs
+    /// this every 100 ms. Returns how many.
+    pub fn reap_expired_claims(&self) -> usize {
+        self.seg.reap_expired_claims()
+    }
+
+    /// Reaps an agent whose session process died: as [`Segment::leave`], but the event
+    /// is `agent_lost`. The daemon calls this when a session connection reaches EOF.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::leave`].
+    pub fn reap_agent(&self, id: AgentId) -> Result<(), AgentError> {
+        self.seg.reap_agent(id)
+    }
+
+    /// Reaps every agent whose session process is gone (sessions that never reached the
+    /// daemon's socket). Returns how many.
+    pub fn reap_dead_sessions(&self) -> usize {
+        self.seg.reap_dead_sessions()
+    }
+
+    /// Makes ready every blocked task whose blockers are all complete (or deleted): the
+    /// safety net for what a completion's own wake-up can miss (its process died before
+    /// the scan, a dependent stayed locked, a blocker was deleted). The daemon runs it
+    /// every second. Returns how many it made ready.
+    pub fn settle_blocked(&self) -> usize {
+        self.seg.settle_blocked()
+    }
+
+    /// Takes readers that were killed while parked off the waiter count, so producers
+    /// stop paying a wake syscall for them. The daemon runs it every second. Returns how
+    /// many it removed.
+    pub fn sweep_dead_waiters(&self) -> usize {
+        self.seg.sweep_dead_waiters()
+    }
+
+    /// Repairs node slots left by processes that died (or forged locks): takes each such
+    /// lock over (repairing the record and, if needed, its child list), frees a slot
+    /// still *reserved* by a dead creator, and indexes and links a live node its creator
+    /// died before indexing or linking. The daemon runs it every second. Returns how
+    /// many slots it repaired.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::ReadOnly`], or an error of the repair itself (a corrupt link).
+    pub fn repair_dead_holders(&self) -> Result<u64, PoolError> {
+        self.seg.repair_dead_holders()
+    }
+}
+
+/// Durability: the header words the daemon's journal publishes.
+impl Daemon {
+    /// Sets the policy and the cursors (when the daemon starts journaling at `next`),
+    /// with a first heartbeat allowing `stale` and the first sequence reservation
+    /// `reserved` (already on disk). With [`Durability::Off`] neither is checked.
+    pub fn set_durability(&self, d: Durability, next: u64, reserved: u64, stale: Duration) {
+        self.seg.set_durability(d, next, reserved, stale)
+    }
+
+    /// Says the journal is alive, fresh for `stale` from now (the heartbeat thread).
+    pub fn journal_beat(&self, stale: Duration) {
+        self.seg.journal_beat(stale)
+    }
+
+    /// Raises the sequence reservation to `upto`, which the journal has written to disk
+    /// and synced.
+    pub fn publish_reservation(&self, upto: u64) {
+        self.seg.publish_reservation(upto)
+    }
+
+    /// Publishes the journal's progress (every sequence below `journaled` is written,
+    /// below `durable` on disk) and wakes writers waiting for it.
+    pub fn publish_journal_progress(&self, journaled: u64, durable: u64) {
+        self.seg.publish_journal_progress(journaled, durable)
+    }
+
+    /// Sleeps until a producer under `always` asks for a commit, or `timeout`.
+    pub fn journal_sleep(&self, timeout: Duration) {
+        self.seg.journal_sleep(timeout)
+    }
+
+    /// Records that snapshot requests up to `n` are served.
+    pub fn set_snapshots_done(&self, n: u64) {
+        self.seg.set_snapshots_done(n)
+    }
+}
+
+/// Restore: rebuilding a segment made by [`Daemon::create_for_restore`] slot for slot
+/// from saved state. Every call refuses a segment that is not Initializing.
+impl Daemon {
+    /// Writes a node into slot `index` at `generation`.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Corrupt`] for a segment not being restored, an index outside the
+    /// pool or generation 0.
+    pub fn restore_node(&self, index: u32, generation: u32, rec: &NodeRecord) -> Result<(), PoolError> {
+        self.seg.restore_node(index, generation, rec)
+    }
+
+    /// Re-attaches a document's content to the node restored in slot `index` (after
+    /// [`Daemon::restore_node`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Daemon::restore_node`], or the blob arena is full.
+    pub fn restore_document(&self, index: u32, bytes: &[u8]) -> Result<(), DocError> {
+        self.seg.restore_document(index, bytes)
+    }
+
+    /// Writes a whole set into the node restored in slot `index`. Emits nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Daemon::restore_node`], or no set slot is free.
+    pub fn restore_set(&self, index: u32, state: &OrSetState) -> Result<(), SetError> {
+        self.seg.restore_set(index, state)
+    }
+
+    /// Writes an agent into table slot `index`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Daemon::restore_node`], or the index is outside the table.
+    pub fn restore_agent(&self, index: u16, agent: &AgentSlot) -> Result<(), PoolError> {
+        self.seg.restore_agent(index, agent)
+    }
+
+    /// Salvage of a state that lost its root or `/agents` container (no snapshot could
+    /// be read): writes a new, empty container named `name` into free slot `index`
+    /// under `parent` (the root: slot 0, no parent).
+    ///
+    /// # Errors
+    ///
+    /// As [`Daemon::restore_node`], or `name` is not a valid name.
+    pub fn restore_new_container(&self, index: u32, parent: Option<Handle>, name: &str) -> Result<Handle, PoolError> {
+        self.seg.restore_new_container(index, parent, name)
+    }
+
+    /// Puts events back into the ring (the newest `capacity` of them are kept) and
+    /// continues numbering at `next_seq`. Returns how many were kept.
+    ///
+    /// # Errors
+    ///
+    /// As [`Daemon::restore_node`].
+    pub fn restore_events(&self, events: &[EventRecord], next_seq: u64) -> Result<u64, PoolError> {
+        self.seg.restore_events(events, next_seq)
+    }
+
+    /// Derives the free list, id index, child lists, summaries and counters from the
+    /// restored slots. The root must be in slot 0. The segment stays Initializing until
+    /// [`Daemon::open_for_clients`].
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Corrupt`] when the restored state is inconsistent (no root in slot
+    /// 0, a slot outside the pool, …).
+    pub fn finish_restore(&self) -> Result<RestoreStats, PoolError> {
+        self.seg.finish_restore()
+    }
+}
