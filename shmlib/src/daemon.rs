@@ -41,6 +41,14 @@ use std::time::Duration;
 /// # drop(agent); drop(daemon); Segment::unlink(&name)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// An agent's handle has none of the daemon's operations: this does not compile.
+///
+/// ```compile_fail
+/// fn shut_down(agent: &worknode::Segment) {
+///     agent.mark_closing(); // only `Daemon` has it
+/// }
+/// ```
 pub struct Daemon {
     seg: Segment,
 }

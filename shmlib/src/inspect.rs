@@ -214,6 +214,14 @@ pub struct RingSlotControl {
 /// # drop(seg); drop(daemon); Segment::unlink(&name)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// The decoding is the inspector's, not the agent handle's: this does not compile.
+///
+/// ```compile_fail
+/// fn scan(seg: &worknode::Segment) -> usize {
+///     seg.damage().len() // use `seg.inspect().damage()`
+/// }
+/// ```
 #[derive(Clone, Copy)]
 pub struct Inspector<'a> {
     seg: &'a Segment,
@@ -1077,6 +1085,28 @@ mod tests {
 
     fn classes(seg: &Segment) -> Vec<DamageClass> {
         seg.damage().into_iter().map(|d| d.class).collect()
+    }
+
+    #[test]
+    fn ring_slot_controls_decode_stamps_against_the_tail() {
+        let caps = Capacities { nodes: 8, events: 4, agents: 2, blob_chunks: 1, sets: 1, ..Capacities::default() };
+        let s = temp_segment("ring-slots", &caps);
+        let seg = &s.seg;
+        let tail = seg.ring_tail();
+        for _ in 0..6 - tail {
+            seg.append(&crate::NewEvent::new(crate::EventKind::USER)).unwrap();
+        }
+        // Six sequences in four slots: slots 0 and 1 hold the second lap (4, 5).
+        let slots = seg.inspect().ring_slot_controls();
+        let expected: Vec<Option<u64>> = slots.iter().map(|c| c.expected).collect();
+        assert_eq!(expected, vec![Some(4), Some(5), Some(2), Some(3)]);
+        assert!(slots.iter().all(|c| !c.unpublished && c.owner == 0), "{slots:?}");
+
+        // A sequence claimed but never published (a producer that died after the claim).
+        seg.hdr(hdr::RING_TAIL).fetch_add(1, Ordering::Relaxed);
+        let slots = seg.inspect().ring_slot_controls();
+        assert_eq!((slots[2].expected, slots[2].unpublished), (Some(6), true));
+        assert!(slots.iter().filter(|c| c.index != 2).all(|c| !c.unpublished));
     }
 
     #[test]
