@@ -1,5 +1,8 @@
-//! A mapped Worknode segment: creating it (the daemon), attaching to it (every client),
-//! validating a header this process did not write, and reading its identity and usage.
+//! The agent handle, [`Segment`]: attaching to a segment (every client), validating a
+//! header this process did not write, and its identity and header accessors. Creating a
+//! segment is the daemon handle's ([`crate::Daemon`], over the crate-private
+//! `create_with` and `map_existing` here); reading its identity and usage for inspectors
+//! is the [`crate::Inspector`]'s (`info`).
 //!
 //! Node operations on a [`Segment`] live in `pool`; the id index in `index`.
 
@@ -30,7 +33,10 @@ pub enum Access {
     ReadOnly,
 }
 
-/// A segment mapped into this process. Cheap to share between threads (`Sync`).
+/// A segment mapped into this process: the agent handle (what agent processes do —
+/// nodes, claims, documents, sets, events, agents). Cheap to share between threads
+/// (`Sync`). The daemon's operations are on [`crate::Daemon`], which dereferences to
+/// this; read-only decoding is [`Segment::inspect`]'s.
 pub struct Segment {
     pub(crate) map: Mapping,
     pub(crate) name: String,
