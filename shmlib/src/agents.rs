@@ -387,8 +387,8 @@ impl Segment {
     }
 
     /// Reaps an agent whose session process died: as [`Segment::leave`], but the event
-    /// is `agent_lost`. The daemon calls this; so may any process that finds the session
-    /// process gone (`reap_dead_sessions`).
+    /// is `agent_lost`. The daemon calls this (`Daemon::reap_agent`), and so does
+    /// `reap_dead_sessions` for a session process that is gone.
     pub(crate) fn reap_agent(&self, id: AgentId) -> Result<(), AgentError> {
         self.retire_agent(id, EventKind::AGENT_LOST)
     }

@@ -752,7 +752,7 @@ impl Segment {
     }
 
     /// Releases every claim whose lease has lapsed (`claim_expired`). The daemon runs
-    /// this periodically; any process may. Returns how many.
+    /// this periodically (`Daemon::reap_expired_claims`). Returns how many.
     pub(crate) fn reap_expired_claims(&self) -> usize {
         let mut reaped = 0;
         let now = unix_ms();

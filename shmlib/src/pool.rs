@@ -343,7 +343,7 @@ impl Segment {
     /// * a live node missing from the id index or from its parent's child list (its
     ///   creator died between those steps) is indexed and linked.
     ///
-    /// The daemon runs this periodically; any read-write process may. O(pool).
+    /// The daemon runs this periodically (`Daemon::repair_dead_holders`). O(pool).
     pub(crate) fn repair_dead_holders(&self) -> Result<u64, PoolError> {
         self.require_writable()?;
         let mut repaired = 0;
