@@ -179,7 +179,7 @@ impl Segment {
     fn live_agent(&self, id: AgentId) -> Result<(AgentSlotView<'_>, AgentSlot), AgentError> {
         let s = self.agent_slot(id.index).ok_or(AgentError::NotFound)?;
         let gs = s.gen_state().load(Ordering::Acquire);
-        if gs != ((id.generation as u64) << 32 | LIVE) {
+        if gs != pack(id.generation, LIVE) {
             return Err(AgentError::NotFound);
         }
         Ok((s, s.copy()))
@@ -323,7 +323,7 @@ impl Segment {
             }
         };
         let mut a: AgentSlot = bytemuck::Zeroable::zeroed();
-        a.gen_state = (generation as u64) << 32 | LIVE;
+        a.gen_state = pack(generation, LIVE);
         a.heartbeat_ms = crate::clock::unix_ms();
         a.cursor = self.ring_tail();
         a.uuid = *rec.uuid().as_bytes();

@@ -263,7 +263,7 @@ impl Segment {
     pub fn free_blob_chunks(&self) -> Result<u64, PoolError> {
         let cap = self.caps.blob_chunks as u64;
         let mut n = 0u64;
-        let mut cur = self.hdr(hdr::BLOB_FREE_HEAD).load(Ordering::Acquire) & 0xffff_ffff;
+        let mut cur = crate::freelist::FreeHead::from_raw(self.hdr(hdr::BLOB_FREE_HEAD).load(Ordering::Acquire)).top();
         while cur != 0 {
             n += 1;
             if n > cap {
@@ -805,9 +805,10 @@ mod tests {
         };
         set(pack(1, 9999));
         assert!(matches!(s.get_document(doc, &mut out), Err(DocError::Pool(PoolError::Corrupt { .. }))));
-        set(real + (1 << 32)); // a generation that never was
+        let never = pack(crate::genstate::gen_of(real) + 1, crate::genstate::state_of(real)); // a generation that never was
+        set(never);
         assert_eq!(s.get_document(doc, &mut out), Err(DocError::Changed));
-        assert!(matches!(s.free_blob(real + (1 << 32)), Err(PoolError::Corrupt { .. })));
+        assert!(matches!(s.free_blob(never), Err(PoolError::Corrupt { .. })));
         // A chain whose link leaves the arena.
         set(real);
         s.chunk(real as u32).unwrap().next_chunk().store(9999, Ordering::Relaxed);

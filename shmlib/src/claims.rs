@@ -558,7 +558,7 @@ impl Segment {
         let raw = done.to_raw();
         for i in 0..self.caps.nodes {
             let Some((h, summary)) = self.slot_summary(i) else { continue };
-            if (summary >> 24) & 0xff == 0 {
+            if summary.blocker_count() == 0 {
                 continue;
             }
             if let Ok(n) = self.read(h) {
@@ -574,10 +574,10 @@ impl Segment {
     /// the scan, a dependent stayed locked, a blocker was deleted). The daemon runs it
     /// every second. Returns how many it made ready.
     pub fn settle_blocked(&self) -> usize {
-        let blocked = Status::Blocked.code() as u64;
+        let blocked = Status::Blocked.code();
         (0..self.caps.nodes)
             .filter_map(|i| self.slot_summary(i))
-            .filter(|(_, summary)| (summary >> 8) & 0xff == blocked)
+            .filter(|(_, summary)| summary.status() == blocked)
             .filter(|(h, _)| self.maybe_unblock(*h))
             .count()
     }
@@ -653,25 +653,25 @@ impl Segment {
     /// ready, or claimed / in progress under a lapsed lease. Reads only the slot summary
     /// for most slots; copies a record only for candidates.
     fn scan_claimable(&self, filter: &TaskFilter, mut f: impl FnMut(u8, u64, Handle)) -> Result<(), TaskError> {
-        let kind = filter.kind.unwrap_or(NodeKind::Task).code() as u64;
+        let kind = filter.kind.unwrap_or(NodeKind::Task).code();
         let assignee = filter.assignee.map(|a| a.index + 1);
         let now = unix_ms();
         for i in 0..self.caps.nodes {
             let Some((h, summary)) = self.slot_summary(i) else { continue };
-            if summary & 0xff != kind {
+            if summary.kind() != kind {
                 continue;
             }
-            let st = (summary >> 8) & 0xff;
-            let claimed = (summary >> 32) & 0xffff != 0;
-            let maybe = st == Status::Ready.code() as u64
-                || (claimed && (st == Status::Claimed.code() as u64 || st == Status::InProgress.code() as u64));
+            let st = summary.status();
+            let claimed = summary.claim_agent() != 0;
+            let maybe = st == Status::Ready.code()
+                || (claimed && (st == Status::Claimed.code() || st == Status::InProgress.code()));
             if !maybe {
                 continue;
             }
             // The common case (a ready, unclaimed task, no assignee or subtree filter) is
             // decided from the slot's summary and creation stamp, without a record copy.
             if !claimed && assignee.is_none() && filter.under.is_none() {
-                f(((summary >> 16) & 0xff) as u8, self.slot_created(i), h);
+                f(summary.priority(), self.slot_created(i), h);
                 continue;
             }
             let Ok(n) = self.read(h) else { continue };
@@ -715,7 +715,7 @@ impl Segment {
         let note = if lost { "agent lost" } else { "agent left" };
         for i in 0..self.caps.nodes {
             let Some((h, summary)) = self.slot_summary(i) else { continue };
-            if (summary >> 32) & 0xffff != index as u64 + 1 {
+            if summary.claim_agent() != index + 1 {
                 continue;
             }
             let held = |rec: &NodeRecord| rec.claim_agent == index + 1 && rec.claim_agent_gen == agent.generation;
@@ -758,7 +758,7 @@ impl Segment {
         let now = unix_ms();
         for i in 0..self.caps.nodes {
             let Some((h, summary)) = self.slot_summary(i) else { continue };
-            if (summary >> 32) & 0xffff == 0 {
+            if summary.claim_agent() == 0 {
                 continue;
             }
             match self.read(h) {

@@ -59,6 +59,7 @@ mod ring;
 mod segment;
 mod seqlock;
 mod session;
+mod summary;
 mod sync;
 mod sys;
 #[cfg(all(test, not(loom)))]

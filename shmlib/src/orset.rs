@@ -1228,7 +1228,7 @@ mod tests {
         }
         // A free list that names a slot out of range.
         let v = task(&seg, "v");
-        seg.hdr(hdr::SET_FREE_HEAD).store(1 << 32 | 1000, Ordering::Relaxed);
+        seg.hdr(hdr::SET_FREE_HEAD).store(crate::freelist::FreeHead::new(1, 1000).raw(), Ordering::Relaxed);
         assert_eq!(seg.set_add(v, 1), Err(SetError::Corrupt));
         assert!(SetError::Corrupt.to_string().contains("wn doctor"));
     }

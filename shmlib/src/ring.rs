@@ -80,12 +80,52 @@ pub const SPIN_WINDOW: Duration = Duration::from_micros(50);
 /// A read-only reader cannot register as a waiter, so it re-checks at least this often.
 const READ_ONLY_PARK: Duration = Duration::from_millis(2);
 
+/// A slot's publication stamp, `(seq + 1) << 2 | state` (0: never written): the one
+/// place it is packed and unpacked. See the module doc for what each value means to a
+/// reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp(u64);
+
+impl Stamp {
+    /// Bits of the state (`WRITING`, `PUBLISHED`, `ABANDONED`) below the sequence.
+    const STATE_BITS: u32 = 2;
+
+    /// Sequence `seq` in `state`.
+    pub(crate) const fn new(seq: u64, state: u64) -> Stamp {
+        Stamp(((seq + 1) << Self::STATE_BITS) | (state & ((1 << Self::STATE_BITS) - 1)))
+    }
+
+    /// The word as loaded from a slot.
+    pub(crate) const fn from_raw(word: u64) -> Stamp {
+        Stamp(word)
+    }
+
+    /// The word to store.
+    pub(crate) const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The sequence stamped, `None` for a slot never written.
+    pub(crate) const fn seq(self) -> Option<u64> {
+        (self.0 >> Self::STATE_BITS).checked_sub(1)
+    }
+
+    /// The state stamped (meaningless for a slot never written).
+    pub(crate) const fn state(self) -> u64 {
+        self.0 & ((1 << Self::STATE_BITS) - 1)
+    }
+}
+
 fn stamp(seq: u64, state: u64) -> u64 {
-    ((seq + 1) << 2) | state
+    Stamp::new(seq, state).raw()
 }
 
 fn stamp_seq(st: u64) -> Option<u64> {
-    (st >> 2).checked_sub(1)
+    Stamp::from_raw(st).seq()
+}
+
+fn stamp_state(st: u64) -> u64 {
+    Stamp::from_raw(st).state()
 }
 
 /// Read-only decoding for inspectors: why a slot's stamp cannot be a stamp this ring
@@ -95,7 +135,7 @@ pub(crate) fn implausible_stamp(st: u64, index: u64, tail: u64, mask: u64) -> Op
     if st == 0 {
         return None;
     }
-    let state = st & 3;
+    let state = stamp_state(st);
     if state != WRITING && state != PUBLISHED && state != ABANDONED {
         return Some("an unknown state".to_string());
     }
@@ -231,7 +271,7 @@ impl<'a> RingView<'a> {
             let mut st = slot[STAMP].load(Ordering::Relaxed);
             if let Acquired::FromDead(_) = got {
                 // The dead holder was mid-write of an earlier lap: that event is gone.
-                if st & 3 == WRITING && st != 0 {
+                if stamp_state(st) == WRITING && st != 0 {
                     if let Some(old) = stamp_seq(st) {
                         if slot[STAMP]
                             .compare_exchange(st, stamp(old, ABANDONED), Ordering::Release, Ordering::Relaxed)
@@ -299,7 +339,7 @@ impl<'a> RingView<'a> {
         if x > s {
             return Peek::Lapped;
         }
-        match st & 3 {
+        match stamp_state(st) {
             PUBLISHED => {
                 let mut words = [0u64; EVENT_WORDS];
                 let n = self.event_words();
@@ -322,7 +362,7 @@ impl<'a> RingView<'a> {
         let st = self.slot(s)[STAMP].load(Ordering::Acquire);
         match stamp_seq(st) {
             None => false,
-            Some(x) => x > s || (x == s && st & 3 != WRITING),
+            Some(x) => x > s || (x == s && stamp_state(st) != WRITING),
         }
     }
 
@@ -347,7 +387,7 @@ impl<'a> RingView<'a> {
             let st = slot[STAMP].load(Ordering::Relaxed);
             let unpublished = match stamp_seq(st) {
                 None => true,
-                Some(x) => x < s || (x == s && st & 3 == WRITING),
+                Some(x) => x < s || (x == s && stamp_state(st) == WRITING),
             };
             if !unpublished {
                 break;
