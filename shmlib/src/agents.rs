@@ -178,6 +178,8 @@ impl Segment {
 
     fn live_agent(&self, id: AgentId) -> Result<(AgentSlotView<'_>, AgentSlot), AgentError> {
         let s = self.agent_slot(id.index).ok_or(AgentError::NotFound)?;
+        // SYNC POINT: pairs with the Release gen/state store in `join_locked` (the slot went live
+        // with its identity complete).
         let gs = s.gen_state().load(Ordering::Acquire);
         if gs != pack(id.generation, LIVE) {
             return Err(AgentError::NotFound);
@@ -337,6 +339,7 @@ impl Segment {
         // Everything but gen_state first, then gen_state with Release: the slot goes
         // live with its identity complete.
         crate::sync::store_words(&s.w[1..], &words[1..]);
+        // SYNC POINT: pairs with the Acquire gen/state load in `live_agent`.
         s.gen_state().store(a.gen_state, Ordering::Release);
         self.hdr(hdr::AGENTS_USED).fetch_add(1, Ordering::Relaxed);
         Ok(AgentId { index: free, generation })

@@ -72,6 +72,9 @@ fn pack(tag: u32, index_plus_one: u64) -> u64 {
 /// link word, or `None` when `i` is out of range.
 pub fn pop<'a>(head: &AtomicU64, link: impl Fn(u32) -> Option<&'a AtomicU64>) -> Result<Option<u32>, FreeListError> {
     for _ in 0..ATTEMPTS {
+        // SYNC POINT: pairs with the Release compare-and-set in `push` (and the Release
+        // store in `init`): the top slot's link word, written before it was pushed, is
+        // visible.
         let h = head.load(Ordering::Acquire);
         let top = FreeHead::from_raw(h).top();
         if top == 0 {
@@ -85,6 +88,8 @@ pub fn pop<'a>(head: &AtomicU64, link: impl Fn(u32) -> Option<&'a AtomicU64>) ->
             return Err(FreeListError::Corrupt);
         }
         let new = FreeHead::from_raw(h).next(next).raw();
+        // SYNC POINT: Release pairs with the Acquire head load of the next `pop` (and the
+        // Acquire failure load with `push`'s Release), so ownership of `index` passes on.
         if head.compare_exchange_weak(h, new, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return Ok(Some(index));
         }
@@ -98,6 +103,8 @@ pub fn push(head: &AtomicU64, index: u32, link: &AtomicU64) -> Result<(), FreeLi
         let h = head.load(Ordering::Relaxed);
         link.store(FreeHead::from_raw(h).top(), Ordering::Relaxed);
         let new = FreeHead::from_raw(h).next(index as u64 + 1).raw();
+        // SYNC POINT: pairs with the Acquire head load in `pop`: the link stored above (and
+        // whatever the pusher wrote to the slot) is visible to the popper.
         if head.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed).is_ok() {
             return Ok(());
         }
@@ -117,6 +124,7 @@ pub fn init<'a>(
         link(i).ok_or(FreeListError::Corrupt)?.store(top, Ordering::Relaxed);
         top = i as u64 + 1;
     }
+    // SYNC POINT: pairs with the Acquire head load in `pop`: the links are visible.
     head.store(FreeHead::new(0, top).raw(), Ordering::Release);
     Ok(())
 }

@@ -107,9 +107,14 @@ impl IdIndex<'_> {
             let mut cur = e.load(Ordering::Relaxed);
             if cur == EMPTY || cur == TOMBSTONE {
                 // Raise the bound before the entry becomes visible.
+                // SYNC POINT: pairs with the Acquire loads of `max_probe` in `find` and
+                // `remove`; ordered before the entry's publication below.
                 self.max_probe.fetch_max(i, Ordering::AcqRel);
             }
             while cur == EMPTY || cur == TOMBSTONE {
+                // SYNC POINT: Release pairs with the Acquire entry loads in `find` and
+                // `remove` (the slot's UUID, written before, is visible to a lookup that
+                // sees the entry).
                 match e.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
                     Ok(_) => return Ok(cur == TOMBSTONE),
                     Err(seen) => cur = seen,
@@ -123,8 +128,10 @@ impl IdIndex<'_> {
     /// the slot's own UUID and liveness.
     pub fn find(&self, uuid: &[u8; 16], matches: impl Fn(u32) -> bool) -> Option<u32> {
         let h = hash(uuid);
+        // SYNC POINT: pairs with the AcqRel `fetch_max` of `max_probe` in `insert`.
         let bound = (self.max_probe.load(Ordering::Acquire) + 1).min(self.entries.len() as u64);
         for i in 0..bound {
+            // SYNC POINT: pairs with the entry's publishing compare-and-set in `insert`.
             let e = self.entries[((h.wrapping_add(i)) & self.mask()) as usize].load(Ordering::Acquire);
             if e == EMPTY {
                 return None;
@@ -144,9 +151,11 @@ impl IdIndex<'_> {
     pub fn remove(&self, uuid: &[u8; 16], slot: u32) -> bool {
         let h = hash(uuid);
         let target = Entry::new(h, slot).raw();
+        // SYNC POINT: pairs with the AcqRel `fetch_max` of `max_probe` in `insert`.
         let bound = (self.max_probe.load(Ordering::Acquire) + 1).min(self.entries.len() as u64);
         for i in 0..bound {
             let e = &self.entries[((h.wrapping_add(i)) & self.mask()) as usize];
+            // SYNC POINT: pairs with the entry's publishing compare-and-set in `insert`.
             let cur = e.load(Ordering::Acquire);
             if cur == EMPTY {
                 return false;

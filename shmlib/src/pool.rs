@@ -780,6 +780,7 @@ impl Segment {
         if state_of(gs) != slot::LIVE {
             return None;
         }
+        // SYNC POINT: pairs with the Release summary store in `publish`.
         Some((Handle { index, generation: gen_of(gs) }, Summary::from_raw(s.summary().load(Ordering::Acquire))))
     }
 
@@ -846,6 +847,7 @@ pub(crate) fn summary_of(rec: &NodeRecord) -> u64 {
 fn publish(s: Slot<'_>, rec: &NodeRecord) {
     let words: [u64; RECORD_WORDS] = bytemuck::cast(*rec);
     seqlock::write_locked(s.seq(), s.copies(), &words);
+    // SYNC POINT: pairs with the Acquire summary load in `slot_summary`.
     s.summary().store(summary_of(rec), Ordering::Release);
 }
 

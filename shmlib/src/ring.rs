@@ -261,6 +261,8 @@ impl<'a> RingView<'a> {
         room: impl Fn(u64) -> Result<(), RingError>,
     ) -> Result<u64, RingError> {
         for _ in 0..APPEND_ATTEMPTS {
+            // SYNC POINT: pairs with the Acquire tail loads of readers (`Reader::lagged`,
+            // `Reader::try_next`, `Segment::ring_tail`) and `restore`'s Release store.
             let s = self.tail.fetch_add(1, Ordering::AcqRel);
             crate::failpoint::hit("ring.after_claim");
             // Never overwrite an event the journal has not written yet.
@@ -273,6 +275,8 @@ impl<'a> RingView<'a> {
                 // The dead holder was mid-write of an earlier lap: that event is gone.
                 if stamp_state(st) == WRITING && st != 0 {
                     if let Some(old) = stamp_seq(st) {
+                        // SYNC POINT: pairs with the Acquire stamp loads in `peek` and
+                        // `actionable`.
                         if slot[STAMP]
                             .compare_exchange(st, stamp(old, ABANDONED), Ordering::Release, Ordering::Relaxed)
                             .is_ok()
@@ -291,11 +295,16 @@ impl<'a> RingView<'a> {
                 ownerlock::release(&slot[OWNER], me);
                 continue;
             }
+            // SYNC POINT: pairs with the Acquire fence in `peek` after its copy: a reader
+            // that copied any word written below sees the stamp changed from the one it
+            // checked, and rejects the copy.
             fence(Ordering::Release);
             rec.seq = s;
             let n = self.event_words();
             store_words(&slot[EVENT..EVENT + n], &bytemuck::cast_slice(std::slice::from_ref(rec))[..n]);
             crate::failpoint::hit("ring.before_publish");
+            // SYNC POINT: pairs with the Acquire stamp loads in `peek` and `actionable`: a
+            // reader that sees PUBLISHED(s) sees the whole event.
             let published = slot[STAMP]
                 .compare_exchange(stamp(s, WRITING), stamp(s, PUBLISHED), Ordering::Release, Ordering::Relaxed)
                 .is_ok();
@@ -322,8 +331,10 @@ impl<'a> RingView<'a> {
             let slot = self.slot(rec.seq);
             store_words(&slot[EVENT..EVENT + EVENT_WORDS], bytemuck::cast_slice(std::slice::from_ref(rec)));
             slot[OWNER].store(0, Ordering::Relaxed);
+            // SYNC POINT: pairs with the Acquire stamp load in `peek`.
             slot[STAMP].store(stamp(rec.seq, PUBLISHED), Ordering::Release);
         }
+        // SYNC POINT: pairs with the Acquire tail loads of readers (see `append`).
         self.tail.store(next_seq, Ordering::Release);
         keep.len() as u64
     }
@@ -331,6 +342,8 @@ impl<'a> RingView<'a> {
     /// Looks at sequence `s`.
     pub fn peek(&self, s: u64) -> Peek {
         let slot = self.slot(s);
+        // SYNC POINT: pairs with the Release stamp writes in `append` (publish, and the
+        // abandonment of a dead holder's write), `restore` and `abandon_if_dead`.
         let st = slot[STAMP].load(Ordering::Acquire);
         let Some(x) = stamp_seq(st) else { return Peek::Pending };
         if x < s {
@@ -344,6 +357,8 @@ impl<'a> RingView<'a> {
                 let mut words = [0u64; EVENT_WORDS];
                 let n = self.event_words();
                 load_words(&slot[EVENT..EVENT + n], &mut words[..n]);
+                // SYNC POINT: pairs with the Release fence in `append` after it stamps
+                // WRITING: a word of a later lap's write makes the re-check below fail.
                 fence(Ordering::Acquire);
                 if slot[STAMP].load(Ordering::Relaxed) != st {
                     #[cfg(loom)]
@@ -359,6 +374,8 @@ impl<'a> RingView<'a> {
 
     /// Whether a reader at `s` has something to act on (an event, a skip or a lap).
     fn actionable(&self, s: u64) -> bool {
+        // SYNC POINT: pairs with the Release stamp writes in `append`, `restore` and
+        // `abandon_if_dead` (as in `peek`).
         let st = self.slot(s)[STAMP].load(Ordering::Acquire);
         match stamp_seq(st) {
             None => false,
@@ -369,6 +386,8 @@ impl<'a> RingView<'a> {
     /// Marks `s` abandoned if nobody live is writing it. Returns whether it did.
     pub fn abandon_if_dead(&self, s: u64, me: u64, is_dead: impl Fn(u64) -> bool) -> bool {
         let slot = self.slot(s);
+        // SYNC POINT: this load and the Acquire compare-and-sets below pair with the
+        // producer's Release in `ownerlock::release` (its stamp writes are visible).
         let owner = slot[OWNER].load(Ordering::Acquire);
         let took = if owner == 0 {
             slot[OWNER].compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
@@ -392,6 +411,7 @@ impl<'a> RingView<'a> {
             if !unpublished {
                 break;
             }
+            // SYNC POINT: pairs with the Acquire stamp loads in `peek` and `actionable`.
             if slot[STAMP].compare_exchange(st, stamp(s, ABANDONED), Ordering::Release, Ordering::Relaxed).is_ok() {
                 abandoned = true;
                 break;
@@ -447,6 +467,7 @@ impl Segment {
         // Dekker with `Reader::park`: we publish, fence, look for waiters; a parker
         // registers, fences, looks for the event. One of us sees the other, so the futex
         // word is bumped (and the wake made) only when someone is parked.
+        // SYNC POINT: pairs with the SeqCst fence in `Reader::park` after it registers.
         fence(Ordering::SeqCst);
         if self.hdr(hdr::RING_WAITERS).load(Ordering::Relaxed) != 0 {
             self.notify_word().fetch_add(1, Ordering::SeqCst);
@@ -468,6 +489,8 @@ impl Segment {
         let mut swept = 0;
         for i in 0..hdr::RING_WAITER_TAG_COUNT {
             let w = self.hdr(hdr::RING_WAITER_TAGS + 8 * i);
+            // SYNC POINT: this load and the AcqRel compare-and-set below pair with the
+            // AcqRel compare-and-sets of the tag word in `Reader::park`.
             let tag = w.load(Ordering::Acquire);
             if tag != 0
                 && !OwnerTag(tag).is_alive()
@@ -484,6 +507,7 @@ impl Segment {
     /// The next sequence number to be claimed (events `[tail - capacity, tail)` may be
     /// retained).
     pub fn ring_tail(&self) -> u64 {
+        // SYNC POINT: pairs with the AcqRel `fetch_add` of the tail in `RingView::append`.
         self.hdr(hdr::RING_TAIL).load(Ordering::Acquire)
     }
 
@@ -574,6 +598,7 @@ impl Reader<'_> {
     }
 
     fn lagged(&mut self, ring: &RingView<'_>) -> RingError {
+        // SYNC POINT: pairs with the AcqRel `fetch_add` of the tail in `RingView::append`.
         let tail = ring.tail.load(Ordering::Acquire);
         let resume_at = (self.next + 1).max(tail.saturating_sub(ring.capacity()));
         let missed = resume_at - self.next;
@@ -612,6 +637,7 @@ impl Reader<'_> {
                 }
                 Peek::Lapped => return Err(self.lagged(&ring)),
                 Peek::Pending => {
+                    // SYNC POINT: pairs with the tail's `fetch_add` in `RingView::append`.
                     if self.next >= ring.tail.load(Ordering::Acquire) {
                         self.stuck = None;
                         return Ok(None);
@@ -695,10 +721,13 @@ impl Reader<'_> {
             // while parked, the daemon can take our count back off.
             tag_word = (0..hdr::RING_WAITER_TAG_COUNT)
                 .map(|i| seg.hdr(hdr::RING_WAITER_TAGS + 8 * i))
+                // SYNC POINT: pairs with `sweep_dead_waiters`' load and compare-and-set.
                 .find(|w| w.compare_exchange(0, seg.me.0, Ordering::AcqRel, Ordering::Relaxed).is_ok());
             waiters.fetch_add(1, Ordering::SeqCst);
         }
         let v = seg.notify_word().load(Ordering::SeqCst);
+        // SYNC POINT: pairs with the SeqCst fence in `Segment::append_stamped` after it
+        // publishes (Dekker: one of the two sees the other).
         fence(Ordering::SeqCst);
         // Registered first, then re-checked: a publish after this check sees our
         // registration (the fences pair with `append`'s), bumps the word (so FUTEX_WAIT
