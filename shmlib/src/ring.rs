@@ -82,37 +82,42 @@ const READ_ONLY_PARK: Duration = Duration::from_millis(2);
 
 /// A slot's publication stamp, `(seq + 1) << 2 | state` (0: never written): the one
 /// place it is packed and unpacked. See the module doc for what each value means to a
-/// reader.
+/// reader. Public for inspectors that read slots from the segment's file (`wn doctor`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Stamp(u64);
+pub struct Stamp(u64);
 
 impl Stamp {
     /// Bits of the state (`WRITING`, `PUBLISHED`, `ABANDONED`) below the sequence.
     const STATE_BITS: u32 = 2;
 
     /// Sequence `seq` in `state`.
-    pub(crate) const fn new(seq: u64, state: u64) -> Stamp {
+    const fn new(seq: u64, state: u64) -> Stamp {
         Stamp(((seq + 1) << Self::STATE_BITS) | (state & ((1 << Self::STATE_BITS) - 1)))
     }
 
     /// The word as loaded from a slot.
-    pub(crate) const fn from_raw(word: u64) -> Stamp {
+    pub const fn from_raw(word: u64) -> Stamp {
         Stamp(word)
     }
 
     /// The word to store.
-    pub(crate) const fn raw(self) -> u64 {
+    pub const fn raw(self) -> u64 {
         self.0
     }
 
     /// The sequence stamped, `None` for a slot never written.
-    pub(crate) const fn seq(self) -> Option<u64> {
+    pub const fn seq(self) -> Option<u64> {
         (self.0 >> Self::STATE_BITS).checked_sub(1)
     }
 
     /// The state stamped (meaningless for a slot never written).
-    pub(crate) const fn state(self) -> u64 {
+    const fn state(self) -> u64 {
         self.0 & ((1 << Self::STATE_BITS) - 1)
+    }
+
+    /// Whether a producer is (or was, when it died) writing the sequence stamped.
+    pub const fn is_writing(self) -> bool {
+        self.0 != 0 && self.state() == WRITING
     }
 }
 
@@ -273,7 +278,7 @@ impl<'a> RingView<'a> {
             let mut st = slot[STAMP].load(Ordering::Relaxed);
             if let Acquired::FromDead(_) = got {
                 // The dead holder was mid-write of an earlier lap: that event is gone.
-                if stamp_state(st) == WRITING && st != 0 {
+                if Stamp::from_raw(st).is_writing() {
                     if let Some(old) = stamp_seq(st) {
                         // SYNC POINT: pairs with the Acquire stamp loads in `peek` and
                         // `actionable`.
