@@ -305,6 +305,8 @@ impl Segment {
             }
             sys::futex_wait(notify, v, (deadline - now).min(Duration::from_millis(50)));
         }
+        // SYNC POINT: ends the registration made above (pairs with the waiter check in
+        // `publish_journal_progress`, which may then skip the wake).
         waiters.fetch_sub(1, Ordering::SeqCst);
         result
     }

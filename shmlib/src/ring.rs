@@ -501,6 +501,8 @@ impl Segment {
                 && !OwnerTag(tag).is_alive()
                 && w.compare_exchange(tag, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
+                // SYNC POINT: pairs with the waiter count's increment and decrement in
+                // `Reader::park` (SeqCst, like every change of that count).
                 let _ =
                     self.hdr(hdr::RING_WAITERS).fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
                 swept += 1;
@@ -728,6 +730,9 @@ impl Reader<'_> {
                 .map(|i| seg.hdr(hdr::RING_WAITER_TAGS + 8 * i))
                 // SYNC POINT: pairs with `sweep_dead_waiters`' load and compare-and-set.
                 .find(|w| w.compare_exchange(0, seg.me.0, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+            // SYNC POINT: the registration the SeqCst fence below orders before the
+            // re-check; pairs with the producer's waiter-count load after its fence in
+            // `Segment::append_stamped`.
             waiters.fetch_add(1, Ordering::SeqCst);
         }
         let v = seg.notify_word().load(Ordering::SeqCst);
@@ -743,6 +748,8 @@ impl Reader<'_> {
         if writable {
             // Deregister only if the daemon did not do it for us (it never does for a
             // live process, so this is belt and braces).
+            // SYNC POINT: the tag compare-and-set pairs with `sweep_dead_waiters`' (exactly
+            // one of us takes the count back off); the decrement with its decrement.
             let mine =
                 tag_word.is_none_or(|w| w.compare_exchange(seg.me.0, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok());
             if mine {
