@@ -384,9 +384,10 @@ fn stuck_ring(seg: &Segment, raw: &Raw) -> Result<Vec<(u64, u64)>, Fail> {
         let expected = last - ((last - i) & mask);
         let stamp = word(b, 0);
         let owner = word(b, 8);
-        let unpublished = match (stamp >> 2).checked_sub(1) {
+        let stamp = worknode::RingStamp::from_raw(stamp);
+        let unpublished = match stamp.seq() {
             None => true,
-            Some(seq) => seq < expected || (seq == expected && stamp & 3 == 0),
+            Some(seq) => seq < expected || (seq == expected && stamp.is_writing()),
         };
         if unpublished && (owner == 0 || dead(owner)) {
             stuck.push((expected, owner));
