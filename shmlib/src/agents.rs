@@ -178,8 +178,10 @@ impl Segment {
 
     fn live_agent(&self, id: AgentId) -> Result<(AgentSlotView<'_>, AgentSlot), AgentError> {
         let s = self.agent_slot(id.index).ok_or(AgentError::NotFound)?;
+        // SYNC POINT: pairs with the Release gen/state store in `join_locked` (the slot went live
+        // with its identity complete).
         let gs = s.gen_state().load(Ordering::Acquire);
-        if gs != ((id.generation as u64) << 32 | LIVE) {
+        if gs != pack(id.generation, LIVE) {
             return Err(AgentError::NotFound);
         }
         Ok((s, s.copy()))
@@ -323,7 +325,7 @@ impl Segment {
             }
         };
         let mut a: AgentSlot = bytemuck::Zeroable::zeroed();
-        a.gen_state = (generation as u64) << 32 | LIVE;
+        a.gen_state = pack(generation, LIVE);
         a.heartbeat_ms = crate::clock::unix_ms();
         a.cursor = self.ring_tail();
         a.uuid = *rec.uuid().as_bytes();
@@ -337,6 +339,7 @@ impl Segment {
         // Everything but gen_state first, then gen_state with Release: the slot goes
         // live with its identity complete.
         crate::sync::store_words(&s.w[1..], &words[1..]);
+        // SYNC POINT: pairs with the Acquire gen/state load in `live_agent`.
         s.gen_state().store(a.gen_state, Ordering::Release);
         self.hdr(hdr::AGENTS_USED).fetch_add(1, Ordering::Relaxed);
         Ok(AgentId { index: free, generation })

@@ -160,6 +160,38 @@ pub struct DocumentInfo {
     pub version: u64,
 }
 
+/// A blob handle, `generation << 32 | first chunk index` (0: no content): the one place
+/// it is packed and unpacked. Stored raw in [`NodeRecord::doc_blob`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlobHandle(u64);
+
+impl BlobHandle {
+    /// The blob whose first chunk is `first`, at that chunk's `generation`.
+    pub(crate) const fn new(generation: u32, first: u32) -> BlobHandle {
+        BlobHandle(((generation as u64) << 32) | first as u64)
+    }
+
+    /// The handle as stored in a record.
+    pub(crate) const fn from_raw(raw: u64) -> BlobHandle {
+        BlobHandle(raw)
+    }
+
+    /// The word to store.
+    pub(crate) const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The first chunk's generation when the blob was written.
+    pub(crate) const fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The first chunk's index.
+    pub(crate) const fn first(self) -> u32 {
+        self.0 as u32
+    }
+}
+
 /// A blob allocated and written, not yet attached to a node.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Blob {
@@ -263,7 +295,7 @@ impl Segment {
     pub fn free_blob_chunks(&self) -> Result<u64, PoolError> {
         let cap = self.caps.blob_chunks as u64;
         let mut n = 0u64;
-        let mut cur = self.hdr(hdr::BLOB_FREE_HEAD).load(Ordering::Acquire) & 0xffff_ffff;
+        let mut cur = crate::freelist::FreeHead::from_raw(self.hdr(hdr::BLOB_FREE_HEAD).load(Ordering::Acquire)).top();
         while cur != 0 {
             n += 1;
             if n > cap {
@@ -365,7 +397,7 @@ impl Segment {
         }
         self.hdr(hdr::BLOBS_USED).fetch_add(needed as u64, Ordering::Relaxed);
         let (first, _, generation) = taken[0];
-        Ok(Blob { raw: pack(generation, first as u64), len, crc })
+        Ok(Blob { raw: BlobHandle::new(generation, first).raw(), len, crc })
     }
 
     /// Frees the blob `raw` names (0: nothing). The caller owns it exclusively: it was
@@ -377,9 +409,9 @@ impl Segment {
             return Ok(());
         }
         let cap = self.caps.blob_chunks;
-        let first = raw as u32;
+        let first = BlobHandle::from_raw(raw).first();
         let c = self.chunk(first).ok_or(PoolError::Corrupt { what: "document handle outside the blob arena" })?;
-        if c.gen_state().load(Ordering::Acquire) != pack(gen_of(raw), slot::LIVE) {
+        if c.gen_state().load(Ordering::Acquire) != pack(BlobHandle::from_raw(raw).generation(), slot::LIVE) {
             return Err(PoolError::Corrupt { what: "document handle names a blob that is not live" });
         }
         // Pass 1: check.
@@ -431,13 +463,15 @@ impl Segment {
             if len > self.max_document_len() {
                 return Err(CopyFailure::Corrupt("document length exceeds the arena"));
             }
-            let first = self.chunk(raw as u32).ok_or(CopyFailure::Corrupt("document handle outside the blob arena"))?;
-            let expected = pack(gen_of(raw), slot::LIVE);
+            let handle = BlobHandle::from_raw(raw);
+            let first =
+                self.chunk(handle.first()).ok_or(CopyFailure::Corrupt("document handle outside the blob arena"))?;
+            let expected = pack(handle.generation(), slot::LIVE);
             if first.gen_state().load(Ordering::Acquire) != expected {
                 return Err(CopyFailure::Changed);
             }
             out.reserve(len);
-            let bad = self.copy_chain(first, raw as u32, len, crc, out);
+            let bad = self.copy_chain(first, handle.first(), len, crc, out);
             fence(Ordering::Acquire);
             if first.gen_state().load(Ordering::Relaxed) != expected {
                 return Err(CopyFailure::Changed);
@@ -803,21 +837,23 @@ mod tests {
             })
             .unwrap();
         };
-        set(pack(1, 9999));
+        set(BlobHandle::new(1, 9999).raw());
         assert!(matches!(s.get_document(doc, &mut out), Err(DocError::Pool(PoolError::Corrupt { .. }))));
-        set(real + (1 << 32)); // a generation that never was
+        let h = BlobHandle::from_raw(real);
+        let never = BlobHandle::new(h.generation() + 1, h.first()).raw(); // a generation that never was
+        set(never);
         assert_eq!(s.get_document(doc, &mut out), Err(DocError::Changed));
-        assert!(matches!(s.free_blob(real + (1 << 32)), Err(PoolError::Corrupt { .. })));
+        assert!(matches!(s.free_blob(never), Err(PoolError::Corrupt { .. })));
         // A chain whose link leaves the arena.
         set(real);
-        s.chunk(real as u32).unwrap().next_chunk().store(9999, Ordering::Relaxed);
+        s.chunk(BlobHandle::from_raw(real).first()).unwrap().next_chunk().store(9999, Ordering::Relaxed);
         assert!(matches!(s.get_document(doc, &mut out), Err(DocError::Pool(PoolError::Corrupt { .. }))));
         assert!(matches!(s.free_blob(real), Err(PoolError::Corrupt { .. })));
         assert_eq!(used(s), 2, "a damaged chain is not freed");
         // A flipped payload byte fails the checksum.
         let doc2 = s.put_document(s.root(), "e", "text/plain", &pattern(2, 40)).unwrap();
         let raw2 = s.read(doc2).unwrap().record().doc_blob;
-        s.chunk(raw2 as u32).unwrap().payload()[0].fetch_xor(1, Ordering::Relaxed);
+        s.chunk(BlobHandle::from_raw(raw2).first()).unwrap().payload()[0].fetch_xor(1, Ordering::Relaxed);
         assert!(matches!(s.get_document(doc2, &mut out), Err(DocError::ChecksumMismatch { .. })));
         assert!(out.is_empty());
     }

@@ -216,15 +216,29 @@ fn check_task_kind(kind: Option<NodeKind>) -> Result<(), TaskError> {
     }
 }
 
+/// The claim `rec` records, live or lapsed: the agent slot it names at that slot's
+/// generation (a reused slot is another agent). `None` when the record names none.
+pub(crate) fn recorded_claimant(rec: &NodeRecord) -> Option<AgentId> {
+    rec.claim_agent.checked_sub(1).map(|index| AgentId { index, generation: rec.claim_agent_gen })
+}
+
+/// **The** "is this claim live" predicate: the claimant `rec` records (agent slot and
+/// generation) if its lease has not ended at `now_ms` (Unix ms, the wall clock leases
+/// are judged against). Every path that asks whether a task is held — showing it,
+/// refusing a second claim, skipping it in a scan, reaping it — asks this.
+pub(crate) fn live_claimant(rec: &NodeRecord, now_ms: u64) -> Option<AgentId> {
+    recorded_claimant(rec).filter(|_| rec.lease_until_ms > now_ms)
+}
+
 /// Checks a presented claim against the record (under the task's lock).
 fn check_claim(rec: &NodeRecord, c: &Claim, now_ms: u64) -> Result<(), TaskError> {
     if rec.claim_epoch != c.epoch {
         return Err(TaskError::StaleEpoch { presented: c.epoch, current: rec.claim_epoch });
     }
-    if rec.claim_agent != c.agent.index + 1 || rec.claim_agent_gen != c.agent.generation {
+    if recorded_claimant(rec) != Some(c.agent) {
         return Err(TaskError::NotClaimant);
     }
-    if rec.lease_until_ms <= now_ms {
+    if live_claimant(rec, now_ms).is_none() {
         return Err(TaskError::LeaseExpired { ago_ms: now_ms - rec.lease_until_ms });
     }
     Ok(())
@@ -287,12 +301,12 @@ impl Segment {
                 }
                 let now = unix_ms();
                 let from = status(rec);
-                if rec.claim_agent != 0 && rec.lease_until_ms > now {
-                    return Err(TaskError::AlreadyClaimed { by: rec.claim_agent - 1, until_ms: rec.lease_until_ms });
+                if let Some(by) = live_claimant(rec, now) {
+                    return Err(TaskError::AlreadyClaimed { by: by.index, until_ms: rec.lease_until_ms });
                 }
                 // Ready, or claimed/in progress under a lapsed lease.
                 if !(from == Status::Ready
-                    || (rec.claim_agent != 0 && matches!(from, Status::Claimed | Status::InProgress)))
+                    || (recorded_claimant(rec).is_some() && matches!(from, Status::Claimed | Status::InProgress)))
                 {
                     return Err(match from {
                         Status::Blocked => TaskError::Blocked { open: self.open_blockers(rec).max(1) },
@@ -558,7 +572,7 @@ impl Segment {
         let raw = done.to_raw();
         for i in 0..self.caps.nodes {
             let Some((h, summary)) = self.slot_summary(i) else { continue };
-            if (summary >> 24) & 0xff == 0 {
+            if summary.blocker_count() == 0 {
                 continue;
             }
             if let Ok(n) = self.read(h) {
@@ -574,10 +588,10 @@ impl Segment {
     /// the scan, a dependent stayed locked, a blocker was deleted). The daemon runs it
     /// every second. Returns how many it made ready.
     pub(crate) fn settle_blocked(&self) -> usize {
-        let blocked = Status::Blocked.code() as u64;
+        let blocked = Status::Blocked.code();
         (0..self.caps.nodes)
             .filter_map(|i| self.slot_summary(i))
-            .filter(|(_, summary)| (summary >> 8) & 0xff == blocked)
+            .filter(|(_, summary)| summary.status() == blocked)
             .filter(|(h, _)| self.maybe_unblock(*h))
             .count()
     }
@@ -653,30 +667,30 @@ impl Segment {
     /// ready, or claimed / in progress under a lapsed lease. Reads only the slot summary
     /// for most slots; copies a record only for candidates.
     fn scan_claimable(&self, filter: &TaskFilter, mut f: impl FnMut(u8, u64, Handle)) -> Result<(), TaskError> {
-        let kind = filter.kind.unwrap_or(NodeKind::Task).code() as u64;
+        let kind = filter.kind.unwrap_or(NodeKind::Task).code();
         let assignee = filter.assignee.map(|a| a.index + 1);
         let now = unix_ms();
         for i in 0..self.caps.nodes {
             let Some((h, summary)) = self.slot_summary(i) else { continue };
-            if summary & 0xff != kind {
+            if summary.kind() != kind {
                 continue;
             }
-            let st = (summary >> 8) & 0xff;
-            let claimed = (summary >> 32) & 0xffff != 0;
-            let maybe = st == Status::Ready.code() as u64
-                || (claimed && (st == Status::Claimed.code() as u64 || st == Status::InProgress.code() as u64));
+            let st = summary.status();
+            let claimed = summary.claim_agent() != 0;
+            let maybe = st == Status::Ready.code()
+                || (claimed && (st == Status::Claimed.code() || st == Status::InProgress.code()));
             if !maybe {
                 continue;
             }
             // The common case (a ready, unclaimed task, no assignee or subtree filter) is
             // decided from the slot's summary and creation stamp, without a record copy.
             if !claimed && assignee.is_none() && filter.under.is_none() {
-                f(((summary >> 16) & 0xff) as u8, self.slot_created(i), h);
+                f(summary.priority(), self.slot_created(i), h);
                 continue;
             }
             let Ok(n) = self.read(h) else { continue };
             let rec = n.record();
-            if rec.claim_agent != 0 && rec.lease_until_ms > now {
+            if live_claimant(rec, now).is_some() {
                 continue;
             }
             if let Some(a) = assignee {
@@ -715,10 +729,10 @@ impl Segment {
         let note = if lost { "agent lost" } else { "agent left" };
         for i in 0..self.caps.nodes {
             let Some((h, summary)) = self.slot_summary(i) else { continue };
-            if (summary >> 32) & 0xffff != index as u64 + 1 {
+            if summary.claim_agent() != index + 1 {
                 continue;
             }
-            let held = |rec: &NodeRecord| rec.claim_agent == index + 1 && rec.claim_agent_gen == agent.generation;
+            let held = |rec: &NodeRecord| recorded_claimant(rec) == Some(agent);
             if self.drop_claim(h, EventKind::TASK_RELEASED, actor, note, held) {
                 released += 1;
             }
@@ -758,14 +772,14 @@ impl Segment {
         let now = unix_ms();
         for i in 0..self.caps.nodes {
             let Some((h, summary)) = self.slot_summary(i) else { continue };
-            if (summary >> 32) & 0xffff == 0 {
+            if summary.claim_agent() == 0 {
                 continue;
             }
             match self.read(h) {
-                Ok(n) if n.record().lease_until_ms <= now => {}
+                Ok(n) if live_claimant(n.record(), now).is_none() => {}
                 _ => continue,
             }
-            let lapsed = |rec: &NodeRecord| rec.claim_agent != 0 && rec.lease_until_ms <= unix_ms();
+            let lapsed = |rec: &NodeRecord| recorded_claimant(rec).is_some() && live_claimant(rec, unix_ms()).is_none();
             if self.drop_claim(h, EventKind::CLAIM_EXPIRED, None, "lease expired", lapsed) {
                 reaped += 1;
             }

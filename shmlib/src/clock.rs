@@ -30,9 +30,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Hlc(pub u64);
 
 impl Hlc {
+    /// Bits of the logical part, below the wall-clock milliseconds.
+    const LOGICAL_BITS: u32 = 16;
+
     /// Wall-clock part: milliseconds since the Unix epoch.
     pub fn wall_ms(self) -> u64 {
-        self.0 >> 16
+        self.0 >> Self::LOGICAL_BITS
     }
 
     /// Logical part: ticks within the same millisecond.
@@ -42,7 +45,7 @@ impl Hlc {
 
     /// A clock value for `wall_ms` with a zero logical part.
     pub fn from_wall_ms(wall_ms: u64) -> Hlc {
-        Hlc(wall_ms << 16)
+        Hlc(wall_ms << Self::LOGICAL_BITS)
     }
 }
 
@@ -74,7 +77,7 @@ pub fn too_far_ahead(value: Hlc, wall_ms: u64) -> bool {
 /// wall time by the contention). A word far ahead of wall time is reset (module doc).
 pub(crate) fn tick(word: &AtomicU64) -> Hlc {
     let wall_ms = unix_ms();
-    let wall = wall_ms << 16;
+    let wall = Hlc::from_wall_ms(wall_ms).0;
     let mut old = word.load(Ordering::Relaxed);
     for _ in 0..TICK_ATTEMPTS {
         if too_far_ahead(Hlc(old), wall_ms) {
@@ -103,7 +106,7 @@ pub(crate) fn observe(word: &AtomicU64, remote: Hlc) -> Hlc {
         // Not merged: a stamp that far ahead is damage, not skew (module doc).
         return tick(word);
     }
-    let wall = wall_ms << 16;
+    let wall = Hlc::from_wall_ms(wall_ms).0;
     let mut old = word.load(Ordering::Relaxed);
     for _ in 0..TICK_ATTEMPTS {
         let new = old.max(remote.0).wrapping_add(1).max(wall);

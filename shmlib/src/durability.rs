@@ -99,6 +99,7 @@ impl Segment {
 
     /// The durability policy the daemon runs with.
     pub fn durability(&self) -> Durability {
+        // SYNC POINT: pairs with the Release store of the policy in `set_durability`.
         Durability::from_word(self.hdr(hdr::DURABILITY).load(Ordering::Acquire))
     }
 
@@ -106,6 +107,8 @@ impl Segment {
     /// with a first heartbeat allowing `stale` and the first sequence reservation
     /// `reserved` (already on disk). With `Off` neither is checked.
     pub(crate) fn set_durability(&self, d: Durability, next: u64, reserved: u64, stale: Duration) {
+        // SYNC POINT: pair with the Acquire loads in `journal_cursor`, `durable_cursor` and
+        // `seq_reserved`.
         self.hdr(hdr::JOURNAL_CURSOR).store(next, Ordering::Release);
         self.hdr(hdr::DURABLE_CURSOR).store(next, Ordering::Release);
         self.hdr(hdr::SEQ_RESERVED).store(reserved, Ordering::Release);
@@ -128,13 +131,15 @@ impl Segment {
 
     /// The sequence reservation: appends claim only sequences below it.
     pub fn seq_reserved(&self) -> u64 {
+        // SYNC POINT: pairs with the AcqRel `fetch_max` in `publish_reservation` (and the
+        // Release store in `set_durability`).
         self.hdr(hdr::SEQ_RESERVED).load(Ordering::Acquire)
     }
 
     /// The daemon's journal: raises the reservation to `upto`, which it has written
     /// to disk and synced.
     pub(crate) fn publish_reservation(&self, upto: u64) {
-        // SYNC POINT: Release pairs with the Acquire in `seq_reserved` (waiting producers).
+        // SYNC POINT: pairs with the Acquire load in `seq_reserved` (waiting producers).
         self.hdr(hdr::SEQ_RESERVED).fetch_max(upto, Ordering::AcqRel);
     }
 
@@ -165,18 +170,24 @@ impl Segment {
 
     /// The journal cursor: every sequence below it is journaled.
     pub fn journal_cursor(&self) -> u64 {
+        // SYNC POINT: pairs with the AcqRel `fetch_max` in `publish_journal_progress`.
         self.hdr(hdr::JOURNAL_CURSOR).load(Ordering::Acquire)
     }
 
     /// The durable cursor: every sequence below it is on disk.
     pub fn durable_cursor(&self) -> u64 {
+        // SYNC POINT: pairs with the AcqRel `fetch_max` in `publish_journal_progress`.
         self.hdr(hdr::DURABLE_CURSOR).load(Ordering::Acquire)
     }
 
     /// The daemon's journal: publish progress and wake writers waiting for it.
     pub(crate) fn publish_journal_progress(&self, journaled: u64, durable: u64) {
+        // SYNC POINT: pairs with the Acquire loads in `journal_cursor` and `durable_cursor`.
         self.hdr(hdr::JOURNAL_CURSOR).fetch_max(journaled, Ordering::AcqRel);
         self.hdr(hdr::DURABLE_CURSOR).fetch_max(durable, Ordering::AcqRel);
+        // SYNC POINT: the bump and the waiter check (SeqCst) pair with `wait_durable`'s
+        // SeqCst waiter increment and notify load: either it sees the new cursor or we
+        // see it waiting and wake it.
         self.futex_at(hdr::DURABLE_NOTIFY).fetch_add(1, Ordering::SeqCst);
         if self.hdr(hdr::DURABLE_WAITERS).load(Ordering::SeqCst) != 0 {
             sys::futex_wake(self.futex_at(hdr::DURABLE_NOTIFY), i32::MAX);
@@ -187,6 +198,8 @@ impl Segment {
     /// or `timeout`.
     pub(crate) fn journal_sleep(&self, timeout: Duration) {
         let w = self.futex_at(hdr::JOURNAL_WAKE);
+        // SYNC POINT: pairs with the SeqCst wake bumps in `wait_journal_room` and
+        // `wait_durable`: a bump after this load makes the wait below return at once.
         let v = w.load(Ordering::SeqCst);
         // With a claimed but unpublished sequence ahead (a producer mid-append, or one
         // stopped there), nap briefly instead of spinning on it.
@@ -197,21 +210,25 @@ impl Segment {
 
     /// Asks the daemon for a snapshot; returns the request number to wait for.
     pub fn request_snapshot(&self) -> u64 {
+        // SYNC POINT: pairs with the Acquire load in `snapshot_requests` (the daemon).
         self.hdr(hdr::SNAPSHOT_REQUESTS).fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Snapshot requests made so far.
     pub fn snapshot_requests(&self) -> u64 {
+        // SYNC POINT: pairs with the AcqRel increment in `request_snapshot`.
         self.hdr(hdr::SNAPSHOT_REQUESTS).load(Ordering::Acquire)
     }
 
     /// Snapshot requests the daemon has served.
     pub fn snapshots_done(&self) -> u64 {
+        // SYNC POINT: pairs with the AcqRel `fetch_max` in `set_snapshots_done`.
         self.hdr(hdr::SNAPSHOTS_DONE).load(Ordering::Acquire)
     }
 
     /// The daemon: records that requests up to `n` are served.
     pub(crate) fn set_snapshots_done(&self, n: u64) {
+        // SYNC POINT: pairs with the Acquire load in `snapshots_done` (the requester).
         self.hdr(hdr::SNAPSHOTS_DONE).fetch_max(n, Ordering::AcqRel);
     }
 
@@ -242,6 +259,7 @@ impl Segment {
         // The journal reserves further when a producer is close to the reservation:
         // wake it as `always` writers do.
         let wake = self.futex_at(hdr::JOURNAL_WAKE);
+        // SYNC POINT: pairs with the SeqCst load of the wake word in `journal_sleep`.
         wake.fetch_add(1, Ordering::SeqCst);
         sys::futex_wake(wake, 1);
         while !self.has_room(s, capacity) {
@@ -265,12 +283,15 @@ impl Segment {
             return Ok(());
         }
         let wake = self.futex_at(hdr::JOURNAL_WAKE);
+        // SYNC POINT: pairs with the SeqCst load of the wake word in `journal_sleep`.
         wake.fetch_add(1, Ordering::SeqCst);
         sys::futex_wake(wake, 1);
         let notify = self.futex_at(hdr::DURABLE_NOTIFY);
         let waiters = self.hdr(hdr::DURABLE_WAITERS);
         let deadline = Instant::now() + DURABILITY_WAIT;
         let mut result = Ok(());
+        // SYNC POINT: pairs with the SeqCst notify bump and waiter check in
+        // `publish_journal_progress`.
         waiters.fetch_add(1, Ordering::SeqCst);
         loop {
             let v = notify.load(Ordering::SeqCst);
@@ -284,6 +305,8 @@ impl Segment {
             }
             sys::futex_wait(notify, v, (deadline - now).min(Duration::from_millis(50)));
         }
+        // SYNC POINT: ends the registration made above (pairs with the waiter check in
+        // `publish_journal_progress`, which may then skip the wake).
         waiters.fetch_sub(1, Ordering::SeqCst);
         result
     }

@@ -25,16 +25,58 @@ pub enum FreeListError {
     Contended,
 }
 
-fn pack(tag: u64, index_plus_one: u64) -> u64 {
-    (tag << 32) | (index_plus_one & 0xffff_ffff)
+/// A free list's head word, `tag << 32 | (index + 1)`: the one place it is packed and
+/// unpacked. The low half ("top") is the first free slot's index + 1, 0 when the list is
+/// empty; the tag counts pushes and pops (ABA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FreeHead(u64);
+
+impl FreeHead {
+    /// Packs an ABA tag and a top (index + 1, 0 for an empty list; its low 32 bits).
+    pub(crate) const fn new(tag: u32, top: u64) -> FreeHead {
+        FreeHead(((tag as u64) << 32) | (top & 0xffff_ffff))
+    }
+
+    /// The word as loaded from the header.
+    pub(crate) const fn from_raw(word: u64) -> FreeHead {
+        FreeHead(word)
+    }
+
+    /// The word to store.
+    pub(crate) const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The ABA tag.
+    pub(crate) const fn tag(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The first free slot's index + 1, 0 when the list is empty (a link value).
+    pub(crate) const fn top(self) -> u64 {
+        self.0 & 0xffff_ffff
+    }
+
+    /// The head after one more push or pop, with `top` on top.
+    const fn next(self, top: u64) -> FreeHead {
+        FreeHead::new(self.tag().wrapping_add(1), top)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+fn pack(tag: u32, index_plus_one: u64) -> u64 {
+    FreeHead::new(tag, index_plus_one).raw()
 }
 
 /// Pops a free slot index, `Ok(None)` when the list is empty. `link(i)` gives slot `i`'s
 /// link word, or `None` when `i` is out of range.
 pub fn pop<'a>(head: &AtomicU64, link: impl Fn(u32) -> Option<&'a AtomicU64>) -> Result<Option<u32>, FreeListError> {
     for _ in 0..ATTEMPTS {
+        // SYNC POINT: pairs with the Release compare-and-set in `push` (and the Release
+        // store in `init`): the top slot's link word, written before it was pushed, is
+        // visible.
         let h = head.load(Ordering::Acquire);
-        let top = h & 0xffff_ffff;
+        let top = FreeHead::from_raw(h).top();
         if top == 0 {
             return Ok(None);
         }
@@ -45,7 +87,9 @@ pub fn pop<'a>(head: &AtomicU64, link: impl Fn(u32) -> Option<&'a AtomicU64>) ->
         if next > u32::MAX as u64 || (next != 0 && link((next - 1) as u32).is_none()) {
             return Err(FreeListError::Corrupt);
         }
-        let new = pack((h >> 32).wrapping_add(1), next);
+        let new = FreeHead::from_raw(h).next(next).raw();
+        // SYNC POINT: Release pairs with the Acquire head load of the next `pop` (and the
+        // Acquire failure load with `push`'s Release), so ownership of `index` passes on.
         if head.compare_exchange_weak(h, new, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return Ok(Some(index));
         }
@@ -57,8 +101,10 @@ pub fn pop<'a>(head: &AtomicU64, link: impl Fn(u32) -> Option<&'a AtomicU64>) ->
 pub fn push(head: &AtomicU64, index: u32, link: &AtomicU64) -> Result<(), FreeListError> {
     for _ in 0..ATTEMPTS {
         let h = head.load(Ordering::Relaxed);
-        link.store(h & 0xffff_ffff, Ordering::Relaxed);
-        let new = pack((h >> 32).wrapping_add(1), index as u64 + 1);
+        link.store(FreeHead::from_raw(h).top(), Ordering::Relaxed);
+        let new = FreeHead::from_raw(h).next(index as u64 + 1).raw();
+        // SYNC POINT: pairs with the Acquire head load in `pop`: the link stored above (and
+        // whatever the pusher wrote to the slot) is visible to the popper.
         if head.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed).is_ok() {
             return Ok(());
         }
@@ -78,7 +124,8 @@ pub fn init<'a>(
         link(i).ok_or(FreeListError::Corrupt)?.store(top, Ordering::Relaxed);
         top = i as u64 + 1;
     }
-    head.store(pack(0, top), Ordering::Release);
+    // SYNC POINT: pairs with the Acquire head load in `pop`: the links are visible.
+    head.store(FreeHead::new(0, top).raw(), Ordering::Release);
     Ok(())
 }
 

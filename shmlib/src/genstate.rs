@@ -6,19 +6,52 @@
 use crate::layout::slot::{FREE, LIVE, RESERVED};
 use crate::sync::{AtomicU64, Ordering};
 
-/// The generation part.
+/// A slot's gen/state word, `generation << 32 | state`: the one place it is packed and
+/// unpacked. The atomics hold the raw word; [`gen_of`], [`state_of`] and [`pack`] are
+/// the word-level shorthands the slot tables use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GenState(u64);
+
+impl GenState {
+    /// Packs a generation and a state (the state's low 32 bits).
+    pub(crate) const fn new(generation: u32, state: u64) -> GenState {
+        GenState(((generation as u64) << 32) | (state & 0xffff_ffff))
+    }
+
+    /// The word as loaded from a slot.
+    pub(crate) const fn from_raw(word: u64) -> GenState {
+        GenState(word)
+    }
+
+    /// The word to store.
+    pub(crate) const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The generation part.
+    pub(crate) const fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The state part.
+    pub(crate) const fn state(self) -> u64 {
+        self.0 & 0xffff_ffff
+    }
+}
+
+/// The generation part of a gen/state word.
 pub(crate) fn gen_of(gen_state: u64) -> u32 {
-    (gen_state >> 32) as u32
+    GenState::from_raw(gen_state).generation()
 }
 
-/// The state part.
+/// The state part of a gen/state word.
 pub(crate) fn state_of(gen_state: u64) -> u64 {
-    gen_state & 0xffff_ffff
+    GenState::from_raw(gen_state).state()
 }
 
-/// Packs a generation and a state.
-pub(crate) fn pack(generation: u32, state: u64) -> u64 {
-    ((generation as u64) << 32) | (state & 0xffff_ffff)
+/// Packs a generation and a state into a gen/state word.
+pub(crate) const fn pack(generation: u32, state: u64) -> u64 {
+    GenState::new(generation, state).raw()
 }
 
 /// The generation a slot gets when freed: never 0, so a zeroed word or handle never

@@ -29,6 +29,45 @@ use crate::sync::{AtomicU64, Ordering};
 const EMPTY: u64 = 0;
 const TOMBSTONE: u64 = 1;
 
+/// An index entry word: [`EMPTY`], [`TOMBSTONE`], or `fingerprint << 32 | (slot + 2)`.
+/// The one place an entry is packed and unpacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry(u64);
+
+impl Entry {
+    /// The entry naming `slot` for a UUID whose [`hash`] is `h` (fingerprint: its high
+    /// half).
+    pub(crate) const fn new(h: u64, slot: u32) -> Entry {
+        Entry((h & 0xffff_ffff_0000_0000) | (slot as u64 + 2))
+    }
+
+    /// The word as loaded from the table.
+    pub(crate) const fn from_raw(word: u64) -> Entry {
+        Entry(word)
+    }
+
+    /// The word to store.
+    pub(crate) const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// Whether the entry is empty or a tombstone (names no slot).
+    pub(crate) const fn is_vacant(self) -> bool {
+        self.0 == EMPTY || self.0 == TOMBSTONE
+    }
+
+    /// The slot a non-vacant entry names. A damaged word whose low half is below 2 wraps
+    /// to a slot beyond any pool, which every caller's range check refuses.
+    pub(crate) const fn slot(self) -> u64 {
+        (self.0 & 0xffff_ffff).wrapping_sub(2)
+    }
+
+    /// Whether the entry's fingerprint is that of a UUID hashing to `h`.
+    pub(crate) const fn fingerprint_matches(self, h: u64) -> bool {
+        self.0 >> 32 == h >> 32
+    }
+}
+
 /// Mixes a UUID's 128 bits into 64 (UUID v7 starts with a timestamp, so the raw bits
 /// are far from uniform).
 pub(crate) fn hash(uuid: &[u8; 16]) -> u64 {
@@ -40,10 +79,6 @@ pub(crate) fn hash(uuid: &[u8; 16]) -> u64 {
     h = (h ^ (h >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     h = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^ (h >> 32)
-}
-
-fn entry(h: u64, slot: u32) -> u64 {
-    (h & 0xffff_ffff_0000_0000) | (slot as u64 + 2)
 }
 
 /// The index table as a view over the segment's index region.
@@ -66,15 +101,20 @@ impl IdIndex<'_> {
     /// Publishes `uuid → slot`. Returns whether a tombstone was reused.
     pub fn insert(&self, uuid: &[u8; 16], slot: u32) -> Result<bool, IndexFull> {
         let h = hash(uuid);
-        let new = entry(h, slot);
+        let new = Entry::new(h, slot).raw();
         for i in 0..self.entries.len() as u64 {
             let e = &self.entries[((h.wrapping_add(i)) & self.mask()) as usize];
             let mut cur = e.load(Ordering::Relaxed);
             if cur == EMPTY || cur == TOMBSTONE {
                 // Raise the bound before the entry becomes visible.
+                // SYNC POINT: pairs with the Acquire loads of `max_probe` in `find` and
+                // `remove`; ordered before the entry's publication below.
                 self.max_probe.fetch_max(i, Ordering::AcqRel);
             }
             while cur == EMPTY || cur == TOMBSTONE {
+                // SYNC POINT: Release pairs with the Acquire entry loads in `find` and
+                // `remove` (the slot's UUID, written before, is visible to a lookup that
+                // sees the entry).
                 match e.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
                     Ok(_) => return Ok(cur == TOMBSTONE),
                     Err(seen) => cur = seen,
@@ -88,14 +128,17 @@ impl IdIndex<'_> {
     /// the slot's own UUID and liveness.
     pub fn find(&self, uuid: &[u8; 16], matches: impl Fn(u32) -> bool) -> Option<u32> {
         let h = hash(uuid);
+        // SYNC POINT: pairs with the AcqRel `fetch_max` of `max_probe` in `insert`.
         let bound = (self.max_probe.load(Ordering::Acquire) + 1).min(self.entries.len() as u64);
         for i in 0..bound {
+            // SYNC POINT: pairs with the entry's publishing compare-and-set in `insert`.
             let e = self.entries[((h.wrapping_add(i)) & self.mask()) as usize].load(Ordering::Acquire);
             if e == EMPTY {
                 return None;
             }
-            if e != TOMBSTONE && e >> 32 == h >> 32 {
-                let slot = ((e & 0xffff_ffff) - 2) as u32;
+            let e = Entry::from_raw(e);
+            if e.raw() != TOMBSTONE && e.fingerprint_matches(h) {
+                let slot = e.slot() as u32;
                 if matches(slot) {
                     return Some(slot);
                 }
@@ -107,10 +150,12 @@ impl IdIndex<'_> {
     /// Turns the entry `uuid → slot` into a tombstone. Returns whether it was found.
     pub fn remove(&self, uuid: &[u8; 16], slot: u32) -> bool {
         let h = hash(uuid);
-        let target = entry(h, slot);
+        let target = Entry::new(h, slot).raw();
+        // SYNC POINT: pairs with the AcqRel `fetch_max` of `max_probe` in `insert`.
         let bound = (self.max_probe.load(Ordering::Acquire) + 1).min(self.entries.len() as u64);
         for i in 0..bound {
             let e = &self.entries[((h.wrapping_add(i)) & self.mask()) as usize];
+            // SYNC POINT: pairs with the entry's publishing compare-and-set in `insert`.
             let cur = e.load(Ordering::Acquire);
             if cur == EMPTY {
                 return false;

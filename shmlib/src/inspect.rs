@@ -186,8 +186,8 @@ pub struct SlotControl {
 pub struct RingSlotControl {
     /// Slot index.
     pub index: u64,
-    /// The raw publication stamp (`layout::EventSlot::stamp`).
-    pub stamp: u64,
+    /// The publication stamp (`layout::EventSlot::stamp`).
+    pub stamp: crate::RingStamp,
     /// The slot's writer lock (0 or the producer's owner tag).
     pub owner: u64,
     /// The newest sequence below the tail that maps to this slot (`None`: no sequence
@@ -521,7 +521,7 @@ impl Segment {
         let (stamp, owner) = (offset_of!(layout::EventSlot, stamp), offset_of!(layout::EventSlot, owner));
         (0..r.capacity)
             .map(|i| {
-                let st = self.elem_load(Region::Events, i, stamp);
+                let st = crate::ring::Stamp::from_raw(self.elem_load(Region::Events, i, stamp));
                 let expected = tail.checked_sub(1).filter(|last| *last >= i).map(|last| last - ((last - i) & mask));
                 RingSlotControl {
                     index: i,
@@ -538,7 +538,7 @@ impl Segment {
     fn check_free_list(&self, spec: &ListSpec, out: &mut Vec<Damage>) {
         let cap = self.region(spec.region).capacity;
         let mut seen = vec![false; cap as usize];
-        let mut cur = self.hdr(spec.head).load(Ordering::Acquire) & 0xffff_ffff;
+        let mut cur = crate::freelist::FreeHead::from_raw(self.hdr(spec.head).load(Ordering::Acquire)).top();
         let mut from = "the head".to_string();
         while cur != 0 {
             let i = cur - 1;
@@ -746,11 +746,11 @@ impl Segment {
         };
         let mut named = vec![false; self.caps.nodes as usize];
         for (k, e) in idx.entries.iter().enumerate() {
-            let e = e.load(Ordering::Acquire);
-            if e <= 1 {
+            let e = crate::index::Entry::from_raw(e.load(Ordering::Acquire));
+            if e.is_vacant() {
                 continue;
             }
-            let i = (e & 0xffff_ffff) - 2;
+            let i = e.slot();
             let Some(s) = self.slot(i as u32).filter(|_| i < self.caps.nodes as u64) else {
                 out.push(Damage::new(
                     DamageClass::IndexEntry,
@@ -775,7 +775,7 @@ impl Segment {
             }
             let [a, b] = s.uuid_words();
             let uuid = slot_uuid(a.load(Ordering::Acquire), b.load(Ordering::Acquire));
-            if crate::index::hash(&uuid) & 0xffff_ffff_0000_0000 != e & 0xffff_ffff_0000_0000 {
+            if !e.fingerprint_matches(crate::index::hash(&uuid)) {
                 out.push(Damage::new(
                     DamageClass::IndexEntry,
                     format!("index entry {k} names slot {i}, whose UUID does not match the entry"),
@@ -1039,11 +1039,11 @@ impl HeaderGuard {
         let wall = clock::unix_ms();
         if clock::too_far_ahead(Hlc(v), wall) {
             let mut d = clock_damage(Hlc(v));
-            d.repaired = c.compare_exchange(v, wall << 16, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+            d.repaired = c.compare_exchange(v, Hlc::from_wall_ms(wall).0, Ordering::AcqRel, Ordering::Relaxed).is_ok();
             out.push(d);
         }
         for spec in [&NODE_LIST, &BLOB_LIST, &SET_LIST] {
-            let head = seg.hdr(spec.head).load(Ordering::Acquire) & 0xffff_ffff;
+            let head = crate::freelist::FreeHead::from_raw(seg.hdr(spec.head).load(Ordering::Acquire)).top();
             let cap = seg.region(spec.region).capacity;
             if head > cap {
                 out.push(Damage::new(

@@ -143,12 +143,144 @@ pub struct ControlLine {
     pub snapshots_done: u64,
 }
 
-/// A line holding one hot word (and room for cold companions).
+/// The hybrid logical clock's line (see `clock`).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct HotLine {
-    /// The words; their meaning is given where each line is declared in [`Header`].
-    pub words: [u64; 8],
+pub struct ClockLine {
+    /// The clock word: wall ms in the high 48 bits, logical counter in the low 16
+    /// (`clock::Hlc`). Every writer ticks it.
+    pub hlc: u64,
+    /// Zero.
+    pub reserved: [u64; 7],
+}
+
+/// The node pool's line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct PoolLine {
+    /// Free-list head: `tag << 32 | index + 1` (`freelist::FreeHead`).
+    pub free_head: u64,
+    /// Live nodes.
+    pub used: u64,
+    /// Zero.
+    pub reserved: [u64; 6],
+}
+
+/// The id index's line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct IndexLine {
+    /// Live index entries.
+    pub used: u64,
+    /// Tombstones.
+    pub tombstones: u64,
+    /// Largest probe displacement any insert has used (only ever raised).
+    pub max_probe: u64,
+    /// Zero.
+    pub reserved: [u64; 5],
+}
+
+/// The event ring's tail, alone on its line (every append increments it).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct RingTailLine {
+    /// The next sequence number to claim.
+    pub tail: u64,
+    /// Zero.
+    pub reserved: [u64; 7],
+}
+
+/// The event ring's notify line: what parked readers and waking producers share.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct RingNotifyLine {
+    /// Futex word (its low 32 bits), bumped by a publish that finds waiters.
+    pub notify: u64,
+    /// Readers parked on the futex word.
+    pub waiters: u64,
+    /// Wake syscalls made by producers.
+    pub wakes: u64,
+    /// Ring slots marked abandoned.
+    pub abandoned: u64,
+    /// Zero.
+    pub reserved: [u64; 4],
+}
+
+/// The agent table's line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct AgentsLine {
+    /// Agents in use.
+    pub used: u64,
+    /// The agent table's join lock (an owner lock).
+    pub join_lock: u64,
+    /// The dependency graph's edge lock (an owner lock; serialises cycle checks).
+    pub deps_lock: u64,
+    /// Zero.
+    pub reserved: [u64; 5],
+}
+
+/// The blob arena's and the set table's line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlobsLine {
+    /// Blob free-list head (`freelist::FreeHead`).
+    pub blob_free_head: u64,
+    /// Blob chunks in use.
+    pub blobs_used: u64,
+    /// Set free-list head (`freelist::FreeHead`).
+    pub set_free_head: u64,
+    /// Sets in use.
+    pub sets_used: u64,
+    /// Zero.
+    pub reserved: [u64; 4],
+}
+
+/// Node counters.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct CountersLine {
+    /// Nodes created.
+    pub created: u64,
+    /// Node updates.
+    pub updated: u64,
+    /// Nodes deleted.
+    pub deleted: u64,
+    /// Zero.
+    pub reserved: [u64; 5],
+}
+
+/// Durability: what the daemon's journal and the appends waiting on it share.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct JournalLine {
+    /// Policy: 0 off, 1 never, 2 batch, 3 always (`durability::Durability`).
+    pub durability: u64,
+    /// Next sequence the journal has yet to write.
+    pub journal_cursor: u64,
+    /// Next sequence not yet on disk.
+    pub durable_cursor: u64,
+    /// Futex (its low 32 bits) the journal sleeps on; producers under `always` wake it.
+    pub journal_wake: u64,
+    /// Futex (its low 32 bits) writers waiting for durability sleep on.
+    pub durable_notify: u64,
+    /// Writers waiting for durability.
+    pub durable_waiters: u64,
+    /// The journal's heartbeat (`durability::Heartbeat`: when it last ran and how stale
+    /// it may get).
+    pub heartbeat: u64,
+    /// The sequence reservation: appends claim only sequences below it (the journal
+    /// recorded it on disk first).
+    pub seq_reserved: u64,
+}
+
+/// Who is parked on the ring's futex (two cache lines).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct WaiterTagLines {
+    /// Each 0 or the owner tag of a parked reader, so a reader killed while parked can
+    /// be taken off the waiter count.
+    pub tags: [u64; 16],
 }
 
 /// The segment header. Hot words each get a cache line of their own so that writers
@@ -160,37 +292,26 @@ pub struct Header {
     pub fixed: HeaderFixed,
     /// Lifecycle and daemon identity.
     pub control: ControlLine,
-    /// `words[0]`: the hybrid logical clock (48-bit ms, 16-bit logical).
-    pub clock: HotLine,
-    /// `words[0]`: free-list head (ABA tag << 32 | index + 1); `words[1]`: live nodes.
-    pub pool: HotLine,
-    /// `words[0]`: live index entries; `words[1]`: tombstones; `words[2]`: largest probe
-    /// displacement used.
-    pub index: HotLine,
-    /// `words[0]`: event ring tail, the next sequence number to claim.
-    pub ring_tail: HotLine,
-    /// `words[0]` (low 32 bits): futex notify word; `words[1]`: parked waiters;
-    /// `words[2]`: wake syscalls made; `words[3]`: slots marked abandoned.
-    pub ring_notify: HotLine,
-    /// `words[0]`: agents in use; `words[1]`: the agent table's join lock; `words[2]`:
-    /// the dependency edge lock.
-    pub agents: HotLine,
-    /// `words[0]`: blob free-list head; `words[1]`: chunks in use; `words[2]`: set
-    /// free-list head; `words[3]`: sets in use.
-    pub blobs: HotLine,
-    /// `words[0..4]`: nodes created, updated, deleted, lookups by UUID.
-    pub counters: HotLine,
-    /// Durability: `words[0]` policy (0 off, 1 never, 2 batch, 3 always); `words[1]`
-    /// journal cursor (next sequence to be journaled); `words[2]` durable cursor (next
-    /// sequence not yet on disk); `words[3]` (low 32 bits) journal wake futex;
-    /// `words[4]` (low 32 bits) durable futex; `words[5]` writers waiting on it;
-    /// `words[6]` the journal's heartbeat (`durability::Heartbeat`: when it last ran and
-    /// how stale it may get); `words[7]` the sequence reservation (appends claim only
-    /// sequences below it: the journal recorded it on disk first).
-    pub journal: HotLine,
-    /// Who is parked on the ring's futex: 16 words, each 0 or the owner tag of a parked
-    /// reader, so a reader killed while parked can be taken off the waiter count.
-    pub waiter_tags: [HotLine; 2],
+    /// The hybrid logical clock.
+    pub clock: ClockLine,
+    /// The node pool's free list and usage.
+    pub pool: PoolLine,
+    /// The id index's usage and probe bound.
+    pub index: IndexLine,
+    /// The event ring's tail.
+    pub ring_tail: RingTailLine,
+    /// The event ring's futex, waiters and counters.
+    pub ring_notify: RingNotifyLine,
+    /// The agent table's usage and the header locks.
+    pub agents: AgentsLine,
+    /// The blob arena's and set table's free lists and usage.
+    pub blobs: BlobsLine,
+    /// Node counters.
+    pub counters: CountersLine,
+    /// Durability: policy, cursors, futexes, heartbeat, reservation.
+    pub journal: JournalLine,
+    /// Owner tags of readers parked on the ring's futex.
+    pub waiter_tags: WaiterTagLines,
 }
 
 /// Byte offsets of the header's concurrently written words.
@@ -211,67 +332,67 @@ pub mod hdr {
     /// [`ControlLine::snapshots_done`].
     pub const SNAPSHOTS_DONE: usize = offset_of!(Header, control) + offset_of!(ControlLine, snapshots_done);
     /// The hybrid logical clock.
-    pub const CLOCK: usize = offset_of!(Header, clock);
+    pub const CLOCK: usize = offset_of!(Header, clock) + offset_of!(ClockLine, hlc);
     /// Free-list head of the node pool.
-    pub const POOL_FREE_HEAD: usize = offset_of!(Header, pool);
+    pub const POOL_FREE_HEAD: usize = offset_of!(Header, pool) + offset_of!(PoolLine, free_head);
     /// Live node count.
-    pub const POOL_USED: usize = offset_of!(Header, pool) + 8;
+    pub const POOL_USED: usize = offset_of!(Header, pool) + offset_of!(PoolLine, used);
     /// Live index entries.
-    pub const INDEX_USED: usize = offset_of!(Header, index);
+    pub const INDEX_USED: usize = offset_of!(Header, index) + offset_of!(IndexLine, used);
     /// Index tombstones.
-    pub const INDEX_TOMBSTONES: usize = offset_of!(Header, index) + 8;
+    pub const INDEX_TOMBSTONES: usize = offset_of!(Header, index) + offset_of!(IndexLine, tombstones);
     /// Largest probe displacement any index insert has used.
-    pub const INDEX_MAX_PROBE: usize = offset_of!(Header, index) + 16;
+    pub const INDEX_MAX_PROBE: usize = offset_of!(Header, index) + offset_of!(IndexLine, max_probe);
     /// Counter: nodes created.
-    pub const CREATED: usize = offset_of!(Header, counters);
+    pub const CREATED: usize = offset_of!(Header, counters) + offset_of!(CountersLine, created);
     /// Counter: node updates.
-    pub const UPDATED: usize = offset_of!(Header, counters) + 8;
+    pub const UPDATED: usize = offset_of!(Header, counters) + offset_of!(CountersLine, updated);
     /// Counter: nodes deleted.
-    pub const DELETED: usize = offset_of!(Header, counters) + 16;
+    pub const DELETED: usize = offset_of!(Header, counters) + offset_of!(CountersLine, deleted);
     /// Agents in use.
-    pub const AGENTS_USED: usize = offset_of!(Header, agents);
+    pub const AGENTS_USED: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, used);
     /// The agent table's join lock (an owner lock).
-    pub const AGENTS_LOCK: usize = offset_of!(Header, agents) + 8;
+    pub const AGENTS_LOCK: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, join_lock);
     /// The dependency graph's edge lock (an owner lock; serialises cycle checks).
-    pub const DEPS_LOCK: usize = offset_of!(Header, agents) + 16;
+    pub const DEPS_LOCK: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, deps_lock);
     /// Blob free-list head.
-    pub const BLOB_FREE_HEAD: usize = offset_of!(Header, blobs);
+    pub const BLOB_FREE_HEAD: usize = offset_of!(Header, blobs) + offset_of!(BlobsLine, blob_free_head);
     /// Blob chunks in use.
-    pub const BLOBS_USED: usize = offset_of!(Header, blobs) + 8;
+    pub const BLOBS_USED: usize = offset_of!(Header, blobs) + offset_of!(BlobsLine, blobs_used);
     /// Set free-list head.
-    pub const SET_FREE_HEAD: usize = offset_of!(Header, blobs) + 16;
+    pub const SET_FREE_HEAD: usize = offset_of!(Header, blobs) + offset_of!(BlobsLine, set_free_head);
     /// Sets in use.
-    pub const SETS_USED: usize = offset_of!(Header, blobs) + 24;
-    /// Durability policy (see [`Header::journal`]).
-    pub const DURABILITY: usize = offset_of!(Header, journal);
+    pub const SETS_USED: usize = offset_of!(Header, blobs) + offset_of!(BlobsLine, sets_used);
+    /// Durability policy (see [`JournalLine::durability`]).
+    pub const DURABILITY: usize = offset_of!(Header, journal) + offset_of!(JournalLine, durability);
     /// Next sequence the journal has yet to write.
-    pub const JOURNAL_CURSOR: usize = offset_of!(Header, journal) + 8;
+    pub const JOURNAL_CURSOR: usize = offset_of!(Header, journal) + offset_of!(JournalLine, journal_cursor);
     /// Next sequence not yet durable.
-    pub const DURABLE_CURSOR: usize = offset_of!(Header, journal) + 16;
+    pub const DURABLE_CURSOR: usize = offset_of!(Header, journal) + offset_of!(JournalLine, durable_cursor);
     /// Futex the journal sleeps on (producers under `always` wake it).
-    pub const JOURNAL_WAKE: usize = offset_of!(Header, journal) + 24;
+    pub const JOURNAL_WAKE: usize = offset_of!(Header, journal) + offset_of!(JournalLine, journal_wake);
     /// Futex writers waiting for durability sleep on.
-    pub const DURABLE_NOTIFY: usize = offset_of!(Header, journal) + 32;
+    pub const DURABLE_NOTIFY: usize = offset_of!(Header, journal) + offset_of!(JournalLine, durable_notify);
     /// Writers waiting for durability.
-    pub const DURABLE_WAITERS: usize = offset_of!(Header, journal) + 40;
-    /// The journal's heartbeat (see [`Header::journal`]).
-    pub const JOURNAL_HEARTBEAT: usize = offset_of!(Header, journal) + 48;
+    pub const DURABLE_WAITERS: usize = offset_of!(Header, journal) + offset_of!(JournalLine, durable_waiters);
+    /// The journal's heartbeat (see [`JournalLine::heartbeat`]).
+    pub const JOURNAL_HEARTBEAT: usize = offset_of!(Header, journal) + offset_of!(JournalLine, heartbeat);
     /// First sequence an append may not claim until the journal reserves further.
-    pub const SEQ_RESERVED: usize = offset_of!(Header, journal) + 56;
+    pub const SEQ_RESERVED: usize = offset_of!(Header, journal) + offset_of!(JournalLine, seq_reserved);
     /// First of the 16 parked-reader tag words.
-    pub const RING_WAITER_TAGS: usize = offset_of!(Header, waiter_tags);
+    pub const RING_WAITER_TAGS: usize = offset_of!(Header, waiter_tags) + offset_of!(WaiterTagLines, tags);
     /// Number of parked-reader tag words.
-    pub const RING_WAITER_TAG_COUNT: usize = 16;
+    pub const RING_WAITER_TAG_COUNT: usize = size_of::<WaiterTagLines>() / 8;
     /// Event ring tail.
-    pub const RING_TAIL: usize = offset_of!(Header, ring_tail);
+    pub const RING_TAIL: usize = offset_of!(Header, ring_tail) + offset_of!(RingTailLine, tail);
     /// Futex word (32 bits) bumped on every publish.
-    pub const RING_NOTIFY: usize = offset_of!(Header, ring_notify);
+    pub const RING_NOTIFY: usize = offset_of!(Header, ring_notify) + offset_of!(RingNotifyLine, notify);
     /// Readers parked on the futex word.
-    pub const RING_WAITERS: usize = offset_of!(Header, ring_notify) + 8;
+    pub const RING_WAITERS: usize = offset_of!(Header, ring_notify) + offset_of!(RingNotifyLine, waiters);
     /// Wake syscalls made by producers.
-    pub const RING_WAKES: usize = offset_of!(Header, ring_notify) + 16;
+    pub const RING_WAKES: usize = offset_of!(Header, ring_notify) + offset_of!(RingNotifyLine, wakes);
     /// Ring slots marked abandoned.
-    pub const RING_ABANDONED: usize = offset_of!(Header, ring_notify) + 24;
+    pub const RING_ABANDONED: usize = offset_of!(Header, ring_notify) + offset_of!(RingNotifyLine, abandoned);
 }
 
 /// Control words of a node slot (two cache lines).
@@ -566,13 +687,44 @@ const _: () = {
     assert!(size_of::<RegionDesc>() == 32);
     assert!(size_of::<HeaderFixed>() == 256);
     assert!(size_of::<ControlLine>() == 64 && align_of::<ControlLine>() == 64);
-    assert!(size_of::<HotLine>() == 64 && align_of::<HotLine>() == 64);
+    assert!(size_of::<ClockLine>() == 64 && align_of::<ClockLine>() == 64);
+    assert!(size_of::<PoolLine>() == 64 && align_of::<PoolLine>() == 64);
+    assert!(size_of::<IndexLine>() == 64 && align_of::<IndexLine>() == 64);
+    assert!(size_of::<RingTailLine>() == 64 && align_of::<RingTailLine>() == 64);
+    assert!(size_of::<RingNotifyLine>() == 64 && align_of::<RingNotifyLine>() == 64);
+    assert!(size_of::<AgentsLine>() == 64 && align_of::<AgentsLine>() == 64);
+    assert!(size_of::<BlobsLine>() == 64 && align_of::<BlobsLine>() == 64);
+    assert!(size_of::<CountersLine>() == 64 && align_of::<CountersLine>() == 64);
+    assert!(size_of::<JournalLine>() == 64 && align_of::<JournalLine>() == 64);
+    assert!(size_of::<WaiterTagLines>() == 128 && align_of::<WaiterTagLines>() == 64);
     assert!(size_of::<Header>() == HEADER_SIZE);
     assert!(offset_of!(Header, control) == 256);
     assert!(offset_of!(Header, clock) == 320);
     assert!(offset_of!(Header, pool) == 384);
+    assert!(offset_of!(Header, index) == 448 && offset_of!(Header, ring_tail) == 512);
+    assert!(offset_of!(Header, ring_notify) == 576 && offset_of!(Header, agents) == 640);
+    assert!(offset_of!(Header, blobs) == 704);
     assert!(offset_of!(Header, counters) == 768);
-    assert!(offset_of!(Header, journal) == 832);
+    assert!(offset_of!(Header, journal) == 832 && offset_of!(Header, waiter_tags) == 896);
+    // Every header word other processes (and older builds of this one) find by offset:
+    // the typed lines keep each exactly where the untyped `HotLine { words: [u64; 8] }`
+    // lines of layout version 4 had it (the version is unchanged).
+    assert!(hdr::STATE == 256 && hdr::DAEMON_TAG == 264 && hdr::BOOT_ID == 272 && hdr::DAEMON_STARTED == 288);
+    assert!(hdr::ADOPT_COUNT == 296 && hdr::SNAPSHOT_REQUESTS == 304 && hdr::SNAPSHOTS_DONE == 312);
+    assert!(hdr::CLOCK == 320);
+    assert!(hdr::POOL_FREE_HEAD == 384 && hdr::POOL_USED == 392);
+    assert!(hdr::INDEX_USED == 448 && hdr::INDEX_TOMBSTONES == 456 && hdr::INDEX_MAX_PROBE == 464);
+    assert!(hdr::RING_TAIL == 512);
+    assert!(hdr::RING_NOTIFY == 576 && hdr::RING_WAITERS == 584 && hdr::RING_WAKES == 592);
+    assert!(hdr::RING_ABANDONED == 600);
+    assert!(hdr::AGENTS_USED == 640 && hdr::AGENTS_LOCK == 648 && hdr::DEPS_LOCK == 656);
+    assert!(hdr::BLOB_FREE_HEAD == 704 && hdr::BLOBS_USED == 712 && hdr::SET_FREE_HEAD == 720);
+    assert!(hdr::SETS_USED == 728);
+    assert!(hdr::CREATED == 768 && hdr::UPDATED == 776 && hdr::DELETED == 784);
+    assert!(hdr::DURABILITY == 832 && hdr::JOURNAL_CURSOR == 840 && hdr::DURABLE_CURSOR == 848);
+    assert!(hdr::JOURNAL_WAKE == 856 && hdr::DURABLE_NOTIFY == 864 && hdr::DURABLE_WAITERS == 872);
+    assert!(hdr::JOURNAL_HEARTBEAT == 880 && hdr::SEQ_RESERVED == 888);
+    assert!(hdr::RING_WAITER_TAGS == 896 && hdr::RING_WAITER_TAGS + 8 * hdr::RING_WAITER_TAG_COUNT == HEADER_SIZE);
     assert!(size_of::<NodeSlotHeader>() == 128);
     assert!(size_of::<NodeRecord>() == 640);
     assert!(offset_of!(NodeRecord, name) == 72);

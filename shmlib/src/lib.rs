@@ -73,6 +73,7 @@ mod ring;
 mod segment;
 mod seqlock;
 mod session;
+mod summary;
 mod sync;
 mod sys;
 #[cfg(all(test, not(loom)))]
@@ -93,6 +94,7 @@ pub use orset::{OrSetState, SetError};
 pub use pool::DeleteMode;
 pub use query::{Query, QueryStats, Rollup};
 pub use restore::RestoreStats;
+pub use ring::Stamp as RingStamp;
 pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER, SPIN_WINDOW};
 pub use segment::{
     default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT,

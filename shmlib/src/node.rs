@@ -236,8 +236,12 @@ impl Node {
     /// The agent slot holding a live claim (`None` when unclaimed or the lease has
     /// expired: an expired claim is not shown as held).
     pub fn claimed_by(&self) -> Option<u16> {
-        (self.rec.claim_agent != 0 && self.rec.lease_until_ms > crate::clock::unix_ms())
-            .then(|| self.rec.claim_agent - 1)
+        self.live_claimant_at(crate::clock::unix_ms()).map(|a| a.index)
+    }
+    /// The agent (slot and generation) holding a live claim at `now_ms` (Unix ms):
+    /// `None` when unclaimed or the lease ended by then.
+    pub fn live_claimant_at(&self, now_ms: u64) -> Option<crate::AgentId> {
+        crate::claims::live_claimant(&self.rec, now_ms)
     }
     /// The agent slot named in the claim, live or expired.
     pub fn claim_agent_raw(&self) -> Option<u16> {

@@ -274,15 +274,41 @@ const CLAIM_ROUNDS: u32 = 64;
 /// Attempts at a consistent copy of one entry.
 const ENTRY_READ_ATTEMPTS: u32 = 64;
 
+/// A set entry's state word, `generation << 32 | version << 24 | writer pid << 2 | kind`:
+/// the one place it is packed and unpacked (the functions below are its word-level
+/// shorthands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EntryState(u64);
+
+impl EntryState {
+    const fn new(generation: u32, version: u64, pid: u32, kind: u64) -> EntryState {
+        EntryState(
+            (generation as u64) << GEN_SHIFT
+                | (version & VER_MASK) << VER_SHIFT
+                | (pid as u64 & PID_MASK) << PID_SHIFT
+                | (kind & KIND_MASK),
+        )
+    }
+    const fn generation(self) -> u32 {
+        (self.0 >> GEN_SHIFT) as u32
+    }
+    const fn version(self) -> u64 {
+        (self.0 >> VER_SHIFT) & VER_MASK
+    }
+    const fn pid(self) -> u32 {
+        ((self.0 >> PID_SHIFT) & PID_MASK) as u32
+    }
+    const fn kind(self) -> u64 {
+        self.0 & KIND_MASK
+    }
+}
+
 fn entry_word(generation: u32, version: u64, pid: u32, kind: u64) -> u64 {
-    (generation as u64) << GEN_SHIFT
-        | (version & VER_MASK) << VER_SHIFT
-        | (pid as u64 & PID_MASK) << PID_SHIFT
-        | (kind & KIND_MASK)
+    EntryState::new(generation, version, pid, kind).0
 }
 
 fn e_gen(w: u64) -> u32 {
-    (w >> GEN_SHIFT) as u32
+    EntryState(w).generation()
 }
 /// The slot generation an entry word was written at (for inspectors: an entry from a
 /// generation later than its slot's is garbage).
@@ -290,13 +316,13 @@ pub(crate) fn entry_generation(w: u64) -> u32 {
     e_gen(w)
 }
 fn e_ver(w: u64) -> u64 {
-    (w >> VER_SHIFT) & VER_MASK
+    EntryState(w).version()
 }
 fn e_pid(w: u64) -> u32 {
-    ((w >> PID_SHIFT) & PID_MASK) as u32
+    EntryState(w).pid()
 }
 fn e_kind(w: u64) -> u64 {
-    w & KIND_MASK
+    EntryState(w).kind()
 }
 
 /// Whether an entry stamped `entry_gen` predates the slot generation `current` (0, the
@@ -1228,7 +1254,7 @@ mod tests {
         }
         // A free list that names a slot out of range.
         let v = task(&seg, "v");
-        seg.hdr(hdr::SET_FREE_HEAD).store(1 << 32 | 1000, Ordering::Relaxed);
+        seg.hdr(hdr::SET_FREE_HEAD).store(crate::freelist::FreeHead::new(1, 1000).raw(), Ordering::Relaxed);
         assert_eq!(seg.set_add(v, 1), Err(SetError::Corrupt));
         assert!(SetError::Corrupt.to_string().contains("wn doctor"));
     }

@@ -34,6 +34,8 @@ pub fn acquire(word: &AtomicU64, me: u64, wait: Duration, is_dead: impl Fn(u64) 
     let mut deadline: Option<Instant> = None;
     let mut checks = 0u32;
     loop {
+        // SYNC POINT: pairs with the Release compare-and-set in `release`: the previous
+        // holder's writes under the lock are visible to this one.
         match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => return Ok(Acquired::Free),
             Err(holder) => {
@@ -48,6 +50,9 @@ pub fn acquire(word: &AtomicU64, me: u64, wait: Duration, is_dead: impl Fn(u64) 
                 // Slow path: the holder has been inside longer than a short spin.
                 checks = checks.wrapping_add(1);
                 if (cfg!(loom) || checks % 16 == 1) && holder != me && is_dead(holder) {
+                    // SYNC POINT: pairs with the Release in `release` by the holder before the
+                    // dead one (which never released): what the dead holder wrote is not
+                    // synchronised, so the caller repairs it rather than trusting it.
                     if word.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                         return Ok(Acquired::FromDead(holder));
                     }
@@ -69,6 +74,8 @@ pub fn acquire(word: &AtomicU64, me: u64, wait: Duration, is_dead: impl Fn(u64) 
 /// and overruled must not free the lock its successor now holds, so this is a
 /// compare-and-set from `me`, not a plain store.
 pub fn release(word: &AtomicU64, me: u64) {
+    // SYNC POINT: pairs with the Acquire compare-and-sets in `acquire` (the next holder,
+    // free or taking over).
     let _ = word.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
 }
 

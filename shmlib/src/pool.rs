@@ -17,13 +17,14 @@
 
 use crate::error::PoolError;
 use crate::event::{EventKind, NewEvent};
-use crate::freelist::{self, FreeListError};
+use crate::freelist::{self, FreeHead, FreeListError};
 use crate::genstate::{self, gen_of, next_generation, pack, state_of};
 use crate::index::IdIndex;
 use crate::layout::{hdr, slot, NodeRecord, Region, RECORD_WORDS};
 use crate::node::{Handle, NewNode, Node, NodeKind, Status};
 use crate::segment::Segment;
 use crate::seqlock;
+use crate::summary::Summary;
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::sys::OwnerTag;
 use crossbeam_utils::Backoff;
@@ -773,13 +774,14 @@ impl Segment {
     }
 
     /// The live node in slot `index` and its scan summary, without copying its record.
-    pub(crate) fn slot_summary(&self, index: u32) -> Option<(Handle, u64)> {
+    pub(crate) fn slot_summary(&self, index: u32) -> Option<(Handle, Summary)> {
         let s = self.slot(index)?;
         let gs = s.gen_state().load(Ordering::Acquire);
         if state_of(gs) != slot::LIVE {
             return None;
         }
-        Some((Handle { index, generation: gen_of(gs) }, s.summary().load(Ordering::Acquire)))
+        // SYNC POINT: pairs with the Release summary store in `publish`.
+        Some((Handle { index, generation: gen_of(gs) }, Summary::from_raw(s.summary().load(Ordering::Acquire))))
     }
 
     /// The creation stamp kept in slot `index`'s control words (0 when out of range).
@@ -818,7 +820,7 @@ impl Segment {
     /// A diagnostic: under concurrent churn the answer is approximate.
     pub fn free_slots(&self) -> Result<u64, PoolError> {
         let mut n = 0u64;
-        let mut cur = unlink_value(self.free_head().load(Ordering::Acquire) & 0xffff_ffff);
+        let mut cur = unlink_value(FreeHead::from_raw(self.free_head().load(Ordering::Acquire)).top());
         while let Some(i) = cur {
             n += 1;
             if n > self.caps.nodes as u64 {
@@ -837,11 +839,7 @@ impl Segment {
 
 /// The scan summary of a record (see [`crate::layout::NodeSlotHeader::summary`]).
 pub(crate) fn summary_of(rec: &NodeRecord) -> u64 {
-    rec.kind as u64
-        | (rec.status as u64) << 8
-        | (rec.priority as u64) << 16
-        | (rec.blocker_count as u64) << 24
-        | (rec.claim_agent as u64) << 32
+    Summary::of(rec).raw()
 }
 
 /// Publishes `rec` as the slot's record and refreshes its scan summary. Caller holds
@@ -849,6 +847,7 @@ pub(crate) fn summary_of(rec: &NodeRecord) -> u64 {
 fn publish(s: Slot<'_>, rec: &NodeRecord) {
     let words: [u64; RECORD_WORDS] = bytemuck::cast(*rec);
     seqlock::write_locked(s.seq(), s.copies(), &words);
+    // SYNC POINT: pairs with the Acquire summary load in `slot_summary`.
     s.summary().store(summary_of(rec), Ordering::Release);
 }
 
@@ -925,8 +924,8 @@ mod tests {
         let seg = &s.seg;
         let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "precious")).unwrap();
         let before = seg.read(h).unwrap();
-        let tag = seg.free_head().load(Ordering::Relaxed) >> 32;
-        seg.free_head().store((tag << 32) | link(h.index), Ordering::Relaxed);
+        let tag = FreeHead::from_raw(seg.free_head().load(Ordering::Relaxed)).tag();
+        seg.free_head().store(FreeHead::new(tag, link(h.index)).raw(), Ordering::Relaxed);
         assert!(seg.damage().iter().any(|d| d.class == crate::DamageClass::FreeListNotFree));
         let e = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "intruder")).unwrap_err();
         assert!(matches!(e, PoolError::Corrupt { .. }), "{e:?}");

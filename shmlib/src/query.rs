@@ -149,8 +149,8 @@ impl Segment {
                 for i in 0..self.caps.nodes {
                     let Some((h, summary)) = self.slot_summary(i) else { continue };
                     // Cheap pre-filter on the summary word before copying the record.
-                    if kind.is_some_and(|k| summary & 0xff != k.code() as u64)
-                        || status.is_some_and(|s| (summary >> 8) & 0xff != s.code() as u64)
+                    if kind.is_some_and(|k| summary.kind() != k.code())
+                        || status.is_some_and(|s| summary.status() != s.code())
                     {
                         continue;
                     }

@@ -80,12 +80,57 @@ pub const SPIN_WINDOW: Duration = Duration::from_micros(50);
 /// A read-only reader cannot register as a waiter, so it re-checks at least this often.
 const READ_ONLY_PARK: Duration = Duration::from_millis(2);
 
+/// A slot's publication stamp, `(seq + 1) << 2 | state` (0: never written): the one
+/// place it is packed and unpacked. See the module doc for what each value means to a
+/// reader. Public for inspectors: [`crate::Inspector::ring_slot_controls`] hands it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp(u64);
+
+impl Stamp {
+    /// Bits of the state (`WRITING`, `PUBLISHED`, `ABANDONED`) below the sequence.
+    const STATE_BITS: u32 = 2;
+
+    /// Sequence `seq` in `state`.
+    const fn new(seq: u64, state: u64) -> Stamp {
+        Stamp(((seq + 1) << Self::STATE_BITS) | (state & ((1 << Self::STATE_BITS) - 1)))
+    }
+
+    /// The word as loaded from a slot.
+    pub const fn from_raw(word: u64) -> Stamp {
+        Stamp(word)
+    }
+
+    /// The word to store.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The sequence stamped, `None` for a slot never written.
+    pub const fn seq(self) -> Option<u64> {
+        (self.0 >> Self::STATE_BITS).checked_sub(1)
+    }
+
+    /// The state stamped (meaningless for a slot never written).
+    const fn state(self) -> u64 {
+        self.0 & ((1 << Self::STATE_BITS) - 1)
+    }
+
+    /// Whether a producer is (or was, when it died) writing the sequence stamped.
+    pub const fn is_writing(self) -> bool {
+        self.0 != 0 && self.state() == WRITING
+    }
+}
+
 fn stamp(seq: u64, state: u64) -> u64 {
-    ((seq + 1) << 2) | state
+    Stamp::new(seq, state).raw()
 }
 
 fn stamp_seq(st: u64) -> Option<u64> {
-    (st >> 2).checked_sub(1)
+    Stamp::from_raw(st).seq()
+}
+
+fn stamp_state(st: u64) -> u64 {
+    Stamp::from_raw(st).state()
 }
 
 /// Read-only decoding for inspectors: why a slot's stamp cannot be a stamp this ring
@@ -95,7 +140,7 @@ pub(crate) fn implausible_stamp(st: u64, index: u64, tail: u64, mask: u64) -> Op
     if st == 0 {
         return None;
     }
-    let state = st & 3;
+    let state = stamp_state(st);
     if state != WRITING && state != PUBLISHED && state != ABANDONED {
         return Some("an unknown state".to_string());
     }
@@ -109,13 +154,13 @@ pub(crate) fn implausible_stamp(st: u64, index: u64, tail: u64, mask: u64) -> Op
     None
 }
 
-/// Read-only decoding for inspectors: whether a slot whose stamp is `st` has not (yet)
+/// Read-only decoding for inspectors: whether a slot stamped `st` has not (yet)
 /// published or abandoned sequence `expected`, the newest one below the tail that maps
 /// to it: never written, an older lap, or `expected` still being written.
-pub(crate) fn unpublished_stamp(st: u64, expected: u64) -> bool {
-    match stamp_seq(st) {
+pub(crate) fn unpublished_stamp(st: Stamp, expected: u64) -> bool {
+    match st.seq() {
         None => true,
-        Some(seq) => seq < expected || (seq == expected && st & 3 == WRITING),
+        Some(seq) => seq < expected || (seq == expected && st.is_writing()),
     }
 }
 
@@ -231,6 +276,8 @@ impl<'a> RingView<'a> {
         room: impl Fn(u64) -> Result<(), RingError>,
     ) -> Result<u64, RingError> {
         for _ in 0..APPEND_ATTEMPTS {
+            // SYNC POINT: pairs with the Acquire tail loads of readers (`Reader::lagged`,
+            // `Reader::try_next`, `Segment::ring_tail`) and `restore`'s Release store.
             let s = self.tail.fetch_add(1, Ordering::AcqRel);
             crate::failpoint::hit("ring.after_claim");
             // Never overwrite an event the journal has not written yet.
@@ -241,8 +288,10 @@ impl<'a> RingView<'a> {
             let mut st = slot[STAMP].load(Ordering::Relaxed);
             if let Acquired::FromDead(_) = got {
                 // The dead holder was mid-write of an earlier lap: that event is gone.
-                if st & 3 == WRITING && st != 0 {
+                if Stamp::from_raw(st).is_writing() {
                     if let Some(old) = stamp_seq(st) {
+                        // SYNC POINT: pairs with the Acquire stamp loads in `peek` and
+                        // `actionable`.
                         if slot[STAMP]
                             .compare_exchange(st, stamp(old, ABANDONED), Ordering::Release, Ordering::Relaxed)
                             .is_ok()
@@ -261,11 +310,16 @@ impl<'a> RingView<'a> {
                 ownerlock::release(&slot[OWNER], me);
                 continue;
             }
+            // SYNC POINT: pairs with the Acquire fence in `peek` after its copy: a reader
+            // that copied any word written below sees the stamp changed from the one it
+            // checked, and rejects the copy.
             fence(Ordering::Release);
             rec.seq = s;
             let n = self.event_words();
             store_words(&slot[EVENT..EVENT + n], &bytemuck::cast_slice(std::slice::from_ref(rec))[..n]);
             crate::failpoint::hit("ring.before_publish");
+            // SYNC POINT: pairs with the Acquire stamp loads in `peek` and `actionable`: a
+            // reader that sees PUBLISHED(s) sees the whole event.
             let published = slot[STAMP]
                 .compare_exchange(stamp(s, WRITING), stamp(s, PUBLISHED), Ordering::Release, Ordering::Relaxed)
                 .is_ok();
@@ -292,8 +346,10 @@ impl<'a> RingView<'a> {
             let slot = self.slot(rec.seq);
             store_words(&slot[EVENT..EVENT + EVENT_WORDS], bytemuck::cast_slice(std::slice::from_ref(rec)));
             slot[OWNER].store(0, Ordering::Relaxed);
+            // SYNC POINT: pairs with the Acquire stamp load in `peek`.
             slot[STAMP].store(stamp(rec.seq, PUBLISHED), Ordering::Release);
         }
+        // SYNC POINT: pairs with the Acquire tail loads of readers (see `append`).
         self.tail.store(next_seq, Ordering::Release);
         keep.len() as u64
     }
@@ -301,6 +357,8 @@ impl<'a> RingView<'a> {
     /// Looks at sequence `s`.
     pub fn peek(&self, s: u64) -> Peek {
         let slot = self.slot(s);
+        // SYNC POINT: pairs with the Release stamp writes in `append` (publish, and the
+        // abandonment of a dead holder's write), `restore` and `abandon_if_dead`.
         let st = slot[STAMP].load(Ordering::Acquire);
         let Some(x) = stamp_seq(st) else { return Peek::Pending };
         if x < s {
@@ -309,11 +367,13 @@ impl<'a> RingView<'a> {
         if x > s {
             return Peek::Lapped;
         }
-        match st & 3 {
+        match stamp_state(st) {
             PUBLISHED => {
                 let mut words = [0u64; EVENT_WORDS];
                 let n = self.event_words();
                 load_words(&slot[EVENT..EVENT + n], &mut words[..n]);
+                // SYNC POINT: pairs with the Release fence in `append` after it stamps
+                // WRITING: a word of a later lap's write makes the re-check below fail.
                 fence(Ordering::Acquire);
                 if slot[STAMP].load(Ordering::Relaxed) != st {
                     #[cfg(loom)]
@@ -329,16 +389,20 @@ impl<'a> RingView<'a> {
 
     /// Whether a reader at `s` has something to act on (an event, a skip or a lap).
     fn actionable(&self, s: u64) -> bool {
+        // SYNC POINT: pairs with the Release stamp writes in `append`, `restore` and
+        // `abandon_if_dead` (as in `peek`).
         let st = self.slot(s)[STAMP].load(Ordering::Acquire);
         match stamp_seq(st) {
             None => false,
-            Some(x) => x > s || (x == s && st & 3 != WRITING),
+            Some(x) => x > s || (x == s && stamp_state(st) != WRITING),
         }
     }
 
     /// Marks `s` abandoned if nobody live is writing it. Returns whether it did.
     pub fn abandon_if_dead(&self, s: u64, me: u64, is_dead: impl Fn(u64) -> bool) -> bool {
         let slot = self.slot(s);
+        // SYNC POINT: this load and the Acquire compare-and-sets below pair with the
+        // producer's Release in `ownerlock::release` (its stamp writes are visible).
         let owner = slot[OWNER].load(Ordering::Acquire);
         let took = if owner == 0 {
             slot[OWNER].compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
@@ -357,11 +421,12 @@ impl<'a> RingView<'a> {
             let st = slot[STAMP].load(Ordering::Relaxed);
             let unpublished = match stamp_seq(st) {
                 None => true,
-                Some(x) => x < s || (x == s && st & 3 == WRITING),
+                Some(x) => x < s || (x == s && stamp_state(st) == WRITING),
             };
             if !unpublished {
                 break;
             }
+            // SYNC POINT: pairs with the Acquire stamp loads in `peek` and `actionable`.
             if slot[STAMP].compare_exchange(st, stamp(s, ABANDONED), Ordering::Release, Ordering::Relaxed).is_ok() {
                 abandoned = true;
                 break;
@@ -417,6 +482,7 @@ impl Segment {
         // Dekker with `Reader::park`: we publish, fence, look for waiters; a parker
         // registers, fences, looks for the event. One of us sees the other, so the futex
         // word is bumped (and the wake made) only when someone is parked.
+        // SYNC POINT: pairs with the SeqCst fence in `Reader::park` after it registers.
         fence(Ordering::SeqCst);
         if self.hdr(hdr::RING_WAITERS).load(Ordering::Relaxed) != 0 {
             self.notify_word().fetch_add(1, Ordering::SeqCst);
@@ -438,11 +504,15 @@ impl Segment {
         let mut swept = 0;
         for i in 0..hdr::RING_WAITER_TAG_COUNT {
             let w = self.hdr(hdr::RING_WAITER_TAGS + 8 * i);
+            // SYNC POINT: this load and the AcqRel compare-and-set below pair with the
+            // AcqRel compare-and-sets of the tag word in `Reader::park`.
             let tag = w.load(Ordering::Acquire);
             if tag != 0
                 && !OwnerTag(tag).is_alive()
                 && w.compare_exchange(tag, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
+                // SYNC POINT: pairs with the waiter count's increment and decrement in
+                // `Reader::park` (SeqCst, like every change of that count).
                 let _ =
                     self.hdr(hdr::RING_WAITERS).fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
                 swept += 1;
@@ -454,6 +524,7 @@ impl Segment {
     /// The next sequence number to be claimed (events `[tail - capacity, tail)` may be
     /// retained).
     pub fn ring_tail(&self) -> u64 {
+        // SYNC POINT: pairs with the AcqRel `fetch_add` of the tail in `RingView::append`.
         self.hdr(hdr::RING_TAIL).load(Ordering::Acquire)
     }
 
@@ -544,6 +615,7 @@ impl Reader<'_> {
     }
 
     fn lagged(&mut self, ring: &RingView<'_>) -> RingError {
+        // SYNC POINT: pairs with the AcqRel `fetch_add` of the tail in `RingView::append`.
         let tail = ring.tail.load(Ordering::Acquire);
         let resume_at = (self.next + 1).max(tail.saturating_sub(ring.capacity()));
         let missed = resume_at - self.next;
@@ -582,6 +654,7 @@ impl Reader<'_> {
                 }
                 Peek::Lapped => return Err(self.lagged(&ring)),
                 Peek::Pending => {
+                    // SYNC POINT: pairs with the tail's `fetch_add` in `RingView::append`.
                     if self.next >= ring.tail.load(Ordering::Acquire) {
                         self.stuck = None;
                         return Ok(None);
@@ -665,10 +738,16 @@ impl Reader<'_> {
             // while parked, the daemon can take our count back off.
             tag_word = (0..hdr::RING_WAITER_TAG_COUNT)
                 .map(|i| seg.hdr(hdr::RING_WAITER_TAGS + 8 * i))
+                // SYNC POINT: pairs with `sweep_dead_waiters`' load and compare-and-set.
                 .find(|w| w.compare_exchange(0, seg.me.0, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+            // SYNC POINT: the registration the SeqCst fence below orders before the
+            // re-check; pairs with the producer's waiter-count load after its fence in
+            // `Segment::append_stamped`.
             waiters.fetch_add(1, Ordering::SeqCst);
         }
         let v = seg.notify_word().load(Ordering::SeqCst);
+        // SYNC POINT: pairs with the SeqCst fence in `Segment::append_stamped` after it
+        // publishes (Dekker: one of the two sees the other).
         fence(Ordering::SeqCst);
         // Registered first, then re-checked: a publish after this check sees our
         // registration (the fences pair with `append`'s), bumps the word (so FUTEX_WAIT
@@ -679,6 +758,8 @@ impl Reader<'_> {
         if writable {
             // Deregister only if the daemon did not do it for us (it never does for a
             // live process, so this is belt and braces).
+            // SYNC POINT: the tag compare-and-set pairs with `sweep_dead_waiters`' (exactly
+            // one of us takes the count back off); the decrement with its decrement.
             let mine =
                 tag_word.is_none_or(|w| w.compare_exchange(seg.me.0, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok());
             if mine {

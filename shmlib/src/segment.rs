@@ -229,7 +229,10 @@ impl Segment {
             let r = self.region(region);
             let elem = |i: u32| r.offset as usize + i as usize * r.elem_size as usize;
             for i in 0..r.capacity as u32 {
-                self.map.u64_at(elem(i)).ok_or(corrupt)?.store(1 << 32, Ordering::Relaxed);
+                self.map
+                    .u64_at(elem(i))
+                    .ok_or(corrupt)?
+                    .store(crate::genstate::pack(1, crate::layout::slot::FREE), Ordering::Relaxed);
             }
             if let Some(head) = head {
                 // Every table's free-list link is its second word.

@@ -71,8 +71,12 @@ pub fn active_copy(q: u64) -> usize {
 fn read_with(seq: &AtomicU64, mut copy: impl FnMut(usize)) -> Option<u64> {
     let backoff = Backoff::new();
     for _ in 0..READ_ATTEMPTS {
+        // SYNC POINT: pairs with the Release stores of `seq` in `write_locked` (odd `s + 1`
+        // and even `s + 2`) and `repair`: the copy named by `q` is complete.
         let q = seq.load(Ordering::Acquire);
         copy(active_copy(q));
+        // SYNC POINT: pairs with the Release fence in `write_locked` after its odd store:
+        // if a copied word came from a later writer, `q2` sees that writer's odd value.
         fence(Ordering::Acquire);
         let q2 = seq.load(Ordering::Relaxed);
         if q2.wrapping_sub(q & !1) <= 2 {
@@ -125,6 +129,7 @@ pub fn unlock(lock: &AtomicU64, me: u64) {
 pub fn repair(seq: &AtomicU64) {
     let s = seq.load(Ordering::Relaxed);
     if s & 1 == 1 {
+        // SYNC POINT: pairs with the Acquire load of `seq` in `read_with`.
         seq.store(s + 3, Ordering::Release);
     }
 }
@@ -145,9 +150,14 @@ pub fn write_locked(seq: &AtomicU64, copies: [&[AtomicU64]; 2], record: &[u64]) 
         // trusted to be sane). Go on as `repair` would have: even, same active copy.
         s += 3;
     }
+    // SYNC POINT: pairs with the Acquire load of `seq` in `read_with` (a reader that
+    // loads `s + 1` copies the copy published at `s`; see the module doc).
     seq.store(s + 1, Ordering::Release);
+    // SYNC POINT: pairs with the Acquire fence in `read_with` before its re-read of `seq`.
     fence(Ordering::Release);
     store_words(copies[active_copy(s) ^ 1], record);
+    // SYNC POINT: pairs with the Acquire load of `seq` in `read_with`: the new copy is
+    // complete for whoever loads `s + 2`.
     seq.store(s + 2, Ordering::Release);
     s + 2
 }

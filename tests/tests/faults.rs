@@ -219,9 +219,9 @@ fn connections_that_never_say_hello_are_dropped() {
 /// Under each journaling policy: SIGKILL the daemon under load; the producer is refused
 /// (and never succeeds again), `wn add` exits 8 with nothing on stdout.
 ///
-/// Under `batch` and `never` the daemon is first stalled (SIGSTOP) while the producer
-/// runs on: its appends are acknowledged at memory speed although the journal reads
-/// none of them, up to the sequence reservation. Then SIGKILL and a simulated host
+/// Under `batch` and `never` the daemon is stalled (SIGSTOP) before the producer starts:
+/// its appends are acknowledged at memory speed although the journal reads none of
+/// them, up to the sequence reservation. Then SIGKILL and a simulated host
 /// restart (the segment is gone): those acknowledged events are lost, as the policy
 /// allows — but their sequence numbers are not given to new events: the restored
 /// segment numbers above every sequence acknowledged before. (Without the reservation
@@ -232,13 +232,15 @@ fn nothing_is_acknowledged_after_the_daemon_died_and_no_sequence_is_reused() {
     for policy in ["batch", "never", "always"] {
         let g = SegmentGuard::new(&format!("gone-{policy}"));
         let mut d = start(&g, &args(&["--fsync", policy, "--grace-ms", "1"]));
+        if policy != "always" {
+            // Stalled before the producer starts: none of its appends is journaled.
+            d.signal(Signal::SIGSTOP);
+        }
         let producer = g.spawn_role("producer", &[]);
         producer.wait_for_say("appending", REPORT);
-        std::thread::sleep(Duration::from_millis(300)); // let it append several quarter rings
-        if policy != "always" {
-            d.signal(Signal::SIGSTOP);
-            std::thread::sleep(Duration::from_millis(500)); // the producer runs up to the reservation
-        }
+        // Under `always` the journal runs and confirms; otherwise the producer runs up to
+        // the sequence reservation and waits there.
+        std::thread::sleep(Duration::from_millis(500));
         d.signal(Signal::SIGKILL);
         d.wait_exit(EXIT);
         let mut producer = producer;
@@ -249,10 +251,10 @@ fn nothing_is_acknowledged_after_the_daemon_died_and_no_sequence_is_reused() {
         if policy != "always" {
             assert_eq!(r["not_durable"], 0, "{policy}: {r}");
         }
-        assert!(
-            r["acked"].as_u64().unwrap() > 256,
-            "{policy}: the load passed a reservation step (a quarter ring): {r}"
-        );
+        // Under `always` the load passed several reservation steps (a quarter ring each);
+        // otherwise it was acknowledged up to the first reservation.
+        let least = if policy == "always" { 256 } else { 100 };
+        assert!(r["acked"].as_u64().unwrap() > least, "{policy}: {r}");
         let newest = r["acked_max"].as_u64().unwrap();
 
         let out = wn(&g, &["add", "task", "after-death"]);

@@ -296,7 +296,7 @@ pub fn kind_text(n: &Node) -> String {
 /// empty when never claimed / released.
 pub fn claim_text(n: &Node, names: &Names, now: u64) -> String {
     match n.claim_agent_raw() {
-        Some(slot) if n.lease_until_ms() > now => format!(
+        Some(slot) if n.live_claimant_at(now).is_some() => format!(
             "{} (epoch {}, lease {})",
             clean(&names.agent(slot)),
             n.claim_epoch(),
@@ -316,7 +316,7 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
             "agent_slot": slot,
             "epoch": n.claim_epoch(),
             "lease_until_ms": n.lease_until_ms(),
-            "live": n.lease_until_ms() > now,
+            "live": n.live_claimant_at(now).is_some(),
         })
     });
     let blockers: Vec<Value> = n

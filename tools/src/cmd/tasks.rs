@@ -251,7 +251,7 @@ fn claim_for(ctx: &Ctx, seg: &Segment, a: &ClaimantArgs) -> Result<Claim, Fail> 
     if !mine && a.epoch.is_none() {
         let who = ctx.agent.clone().unwrap_or_default();
         return Err(match n.claim_agent_raw() {
-            Some(other) if n.lease_until_ms() > now_ms() => Fail::new(
+            Some(other) if n.live_claimant_at(now_ms()).is_some() => Fail::new(
                 "not_claimant",
                 exit::CONFLICT,
                 format!("{:?} is claimed by {}, not by {who}", n.name(), Names::load(seg).agent(other)),
