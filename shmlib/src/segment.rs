@@ -258,17 +258,98 @@ impl Segment {
         crate::Handle::from_raw(raw).unwrap_or(crate::Handle { index: 0, generation: 0 })
     }
 
-    /// Attaches to the segment named by `WORKNODE_SEGMENT` (default `worknode`).
+    /// Attaches to the segment named by `WORKNODE_SEGMENT` (default `worknode`), as
+    /// [`Segment::attach`] does: the way front ends find the daemon's segment.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::attach`], for the name [`default_segment_name`] returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{Access, Segment};
+    /// # let name = format!("doc-attach_default-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// std::env::set_var(worknode::SEGMENT_ENV, &name);
+    /// let seg = Segment::attach_default(Access::ReadOnly)?;
+    /// assert_eq!(seg.name(), name);
+    /// # drop(seg); drop(daemon); Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn attach_default(access: Access) -> Result<Segment, AttachError> {
         Segment::attach(&default_segment_name(), access)
     }
 
     /// Attaches to an existing segment, waiting up to two seconds for it to become Ready.
+    /// The segment is validated first: its magic, layout version, size and region
+    /// geometry, and that it is a regular file of this user that no other user may
+    /// read or write.
+    ///
+    /// # Errors
+    ///
+    /// * [`AttachError::InvalidName`]: `name` is empty, longer than 200 bytes, starts
+    ///   with a dot or holds a character other than letters, digits, `.`, `_` and `-`.
+    /// * [`AttachError::NotFound`]: no segment of that name (is the daemon running?).
+    /// * [`AttachError::PermissionDenied`]: the mode forbids the access asked for.
+    /// * [`AttachError::NotAFile`], [`AttachError::ForeignOwner`],
+    ///   [`AttachError::UnsafeMode`]: the name is not a regular file, belongs to another
+    ///   user, or lets other users read or write it; refused, not trusted.
+    /// * [`AttachError::NotWorknode`], [`AttachError::VersionMismatch`],
+    ///   [`AttachError::SizeMismatch`], [`AttachError::LayoutMismatch`]: the object is
+    ///   not a Worknode segment of this layout version, or its header disagrees with its
+    ///   size or its own capacities.
+    /// * [`AttachError::NotReady`]: still being initialised after the wait;
+    ///   [`AttachError::Closing`]: the daemon is shutting it down.
+    /// * [`AttachError::Os`]: any other failure of `shm_open`, `fstat` or `mmap`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{Access, Segment};
+    /// # let name = format!("doc-attach-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// let seg = Segment::attach(&name, Access::ReadWrite)?;
+    /// assert_eq!(seg.state(), worknode::SegmentState::Ready);
+    /// assert_eq!(seg.read(seg.root())?.name(), "root");
+    ///
+    /// let missing = Segment::attach("no-such-segment", Access::ReadOnly);
+    /// assert!(matches!(missing, Err(worknode::AttachError::NotFound { .. })));
+    /// # drop(seg); drop(daemon); Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn attach(name: &str, access: Access) -> Result<Segment, AttachError> {
         Segment::attach_with(name, access, Duration::from_secs(2))
     }
 
-    /// Attaches, waiting up to `ready_wait` for a segment still being initialised.
+    /// Attaches, waiting up to `ready_wait` for a segment still being initialised (a
+    /// client started together with the daemon); [`Segment::attach`] waits two seconds.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::attach`]; [`AttachError::NotReady`] once `ready_wait` has passed
+    /// with the segment still initialising (a zero wait fails at once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{Access, AttachError, Segment};
+    /// # let name = format!("doc-attach_with-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// // The daemon has made the segment but not opened it for clients yet.
+    /// let daemon = worknode::Daemon::create_unready(&name, &caps, 0o600)?;
+    /// let early = Segment::attach_with(&name, Access::ReadOnly, Duration::ZERO);
+    /// assert!(matches!(early, Err(AttachError::NotReady)));
+    ///
+    /// daemon.open_for_clients();
+    /// let seg = Segment::attach_with(&name, Access::ReadOnly, Duration::from_millis(100))?;
+    /// assert_eq!(seg.access(), Access::ReadOnly);
+    /// # drop(seg); drop(daemon); Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn attach_with(name: &str, access: Access, ready_wait: Duration) -> Result<Segment, AttachError> {
         let seg = Segment::map_existing(name, access)?;
         let deadline = sys::deadline(Instant::now(), ready_wait);
@@ -343,6 +424,26 @@ impl Segment {
     }
 
     /// Removes a segment's name from `/dev/shm`. Mappings stay valid until dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError::InvalidName`] for a name [`Segment::attach`] would refuse;
+    /// [`AttachError::NotFound`] when no object has that name;
+    /// [`AttachError::PermissionDenied`] when this user may not remove it;
+    /// [`AttachError::Os`] otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{Access, AttachError, Segment};
+    /// # let name = format!("doc-unlink-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// Segment::unlink(&name)?;
+    /// assert!(matches!(Segment::attach(&name, Access::ReadOnly), Err(AttachError::NotFound { .. })));
+    /// assert_eq!(daemon.read(daemon.root())?.name(), "root"); // the mapping stays valid
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn unlink(name: &str) -> Result<(), AttachError> {
         check_name(name)?;
         sys::unlink(name).map_err(|e| open_error(name, true, e))
