@@ -259,11 +259,44 @@ impl Segment {
         self.add(h, &agents)
     }
 
-    /// Adds a node under `parent` and returns its handle.
+    /// Adds a node under `parent` and returns its handle. The node gets a new UUID
+    /// (v7), version 1 and a `node_created` event.
     ///
-    /// Errors: [`PoolError::PoolFull`] when no slot is free, [`PoolError::NameTooLong`] /
-    /// [`PoolError::DescriptionTooLong`] for oversized text, [`PoolError::StaleHandle`]
-    /// when the parent was deleted. On error nothing is left behind.
+    /// # Errors
+    ///
+    /// On error nothing is left behind (except after `EventNotAppended`).
+    ///
+    /// * [`PoolError::ReadOnly`], [`PoolError::Closing`], [`PoolError::DaemonGone`]: the
+    ///   segment takes no writes (a read-only mapping, the daemon shutting down, or the
+    ///   daemon that journals it gone); nothing is changed.
+    /// * [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: `parent` was deleted (or
+    ///   never named a node).
+    /// * [`PoolError::NameTooLong`], [`PoolError::DescriptionTooLong`],
+    ///   [`PoolError::NameHasControl`], [`PoolError::ValueOutOfRange`]: `spec` is not
+    ///   storable.
+    /// * [`PoolError::PoolFull`]: every node slot is in use.
+    /// * [`PoolError::Busy`]: another live process holds the parent's lock too long.
+    /// * [`PoolError::EventNotAppended`]: the node was added but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind, PoolError};
+    /// # let name = format!("doc-add-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "write docs").priority(3))?;
+    /// let node = seg.read(task)?;
+    /// assert_eq!((node.name(), node.priority(), node.version()), ("write docs", 3, 1));
+    /// assert_eq!(node.parent(), Some(seg.root()));
+    ///
+    /// let long = "x".repeat(1000);
+    /// let refused = seg.add(seg.root(), &NewNode::new(NodeKind::Task, &long));
+    /// assert!(matches!(refused, Err(PoolError::NameTooLong { .. })));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn add(&self, parent: Handle, spec: &NewNode<'_>) -> Result<Handle, PoolError> {
         self.require_writable()?;
         self.live_slot(parent)?;
@@ -527,6 +560,30 @@ impl Segment {
     }
 
     /// Copies a node out of the segment: a consistent snapshot, no lock taken.
+    ///
+    /// # Errors
+    ///
+    /// * [`PoolError::StaleHandle`]: the handle's slot no longer holds that node (it
+    ///   was deleted; re-resolve it by UUID with [`Segment::lookup`]).
+    /// * [`PoolError::NotFound`]: the handle names no slot of this segment.
+    /// * [`PoolError::Contended`]: writers kept changing the node during every attempt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{DeleteMode, NewNode, NodeKind, PoolError};
+    /// # let name = format!("doc-read-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let h = seg.add(seg.root(), &NewNode::new(NodeKind::Folder, "notes"))?;
+    /// assert_eq!(seg.read(h)?.kind(), Some(NodeKind::Folder));
+    ///
+    /// seg.delete(h, DeleteMode::LeafOnly)?;
+    /// assert_eq!(seg.read(h).unwrap_err(), PoolError::StaleHandle);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read(&self, h: Handle) -> Result<Node, PoolError> {
         let mut node = Node { handle: h, rec: bytemuck::Zeroable::zeroed() };
         self.read_into(h, &mut node)?;
@@ -536,6 +593,27 @@ impl Segment {
     /// Like [`Segment::read`], but copies into `out` (a reused buffer): the copy goes
     /// straight from shared memory into it, with no intermediate buffer. On error the
     /// contents of `out` are unspecified (a failed attempt may leave a torn copy).
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::read`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind};
+    /// # let name = format!("doc-read_into-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let a = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "a"))?;
+    /// let b = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "b"))?;
+    /// let mut buf = seg.read(a)?; // one buffer, reused for every read
+    /// seg.read_into(b, &mut buf)?;
+    /// assert_eq!((buf.handle(), buf.name()), (b, "b"));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_into(&self, h: Handle, out: &mut Node) -> Result<(), PoolError> {
         let s = self.live_slot(h)?;
         let words: &mut [u64; RECORD_WORDS] = bytemuck::cast_mut(&mut out.rec);
@@ -548,7 +626,29 @@ impl Segment {
         Ok(())
     }
 
-    /// Finds a node by UUID without taking a lock.
+    /// Finds a node by UUID without taking a lock. UUIDs are the stable names of nodes
+    /// (handles are slot positions, reused after a delete).
+    ///
+    /// # Errors
+    ///
+    /// * [`PoolError::NotFound`]: no live node has that UUID.
+    /// * [`PoolError::Corrupt`]: the id index lies outside the segment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind, PoolError};
+    /// # let name = format!("doc-lookup-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "find me"))?;
+    /// let uuid = seg.read(h)?.uuid();
+    /// assert_eq!(seg.lookup(uuid)?, h);
+    /// assert_eq!(seg.lookup(uuid::Uuid::nil()), Err(PoolError::NotFound));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lookup(&self, uuid: Uuid) -> Result<Handle, PoolError> {
         let id = uuid_words(uuid.as_bytes());
         let found = self.index()?.find(uuid.as_bytes(), |i| {
@@ -569,6 +669,41 @@ impl Segment {
     /// published atomically with `version + 1` and a new `updated` stamp. If `f` returns
     /// an error nothing is written. Do not touch the same node from inside `f` (its lock
     /// is held; the call would wait and then fail with [`PoolError::Busy`]).
+    ///
+    /// # Errors
+    ///
+    /// * [`PoolError::ReadOnly`], [`PoolError::Closing`], [`PoolError::DaemonGone`]: the
+    ///   segment takes no writes (a read-only mapping, the daemon shutting down, or the
+    ///   daemon that journals it gone); nothing is changed.
+    /// * [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: `h` no longer names a node.
+    /// * [`PoolError::Busy`]: another live process holds the node's lock too long.
+    /// * Whatever `f` returns, e.g. [`PoolError::IllegalTransition`] from
+    ///   [`Node::set_status`]; nothing is written then.
+    /// * [`PoolError::Corrupt`]: the stored record's kind or status is out of range.
+    /// * [`PoolError::EventNotAppended`]: the change was published but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind, PoolError, Status};
+    /// # let name = format!("doc-update-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let h = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "draft"))?;
+    /// let node = seg.update(h, |n| {
+    ///     n.set_name("final")?;
+    ///     n.set_status(Status::Ready)
+    /// })?;
+    /// assert_eq!((node.name(), node.status(), node.version()), ("final", Some(Status::Ready), 2));
+    ///
+    /// // Completion is the claimant's move, not a plain update: refused, nothing written.
+    /// let refused = seg.update(h, |n| n.set_status(Status::Complete));
+    /// assert!(matches!(refused, Err(PoolError::IllegalTransition { .. })));
+    /// assert_eq!(seg.read(h)?.version(), 2);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn update<F>(&self, h: Handle, f: F) -> Result<Node, PoolError>
     where
         F: FnOnce(&mut Node) -> Result<(), PoolError>,
@@ -633,6 +768,42 @@ impl Segment {
 
     /// Deletes a node (and, with [`DeleteMode::Recursive`], its subtree). Returns how
     /// many nodes were deleted. Handles to deleted nodes become stale.
+    ///
+    /// # Errors
+    ///
+    /// * [`PoolError::ReadOnly`], [`PoolError::Closing`], [`PoolError::DaemonGone`]: the
+    ///   segment takes no writes (a read-only mapping, the daemon shutting down, or the
+    ///   daemon that journals it gone); nothing is changed.
+    /// * [`PoolError::HasChildren`]: a [`DeleteMode::LeafOnly`] delete of a node with
+    ///   children.
+    /// * [`PoolError::RootImmutable`]: `h` is the root.
+    /// * [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: `h` no longer names a node.
+    /// * [`PoolError::Busy`]: another live process holds a lock the delete needs.
+    /// * [`PoolError::Corrupt`]: the tree's links are inconsistent.
+    /// * [`PoolError::EventNotAppended`]: the node was deleted but its event was not.
+    ///
+    /// A recursive delete deletes leaf by leaf: if it fails part-way, the nodes deleted
+    /// before the error stay deleted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{DeleteMode, NewNode, NodeKind, PoolError};
+    /// # let name = format!("doc-delete-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "old"))?;
+    /// seg.add(project, &NewNode::new(NodeKind::Task, "a"))?;
+    /// seg.add(project, &NewNode::new(NodeKind::Task, "b"))?;
+    ///
+    /// let refused = seg.delete(project, DeleteMode::LeafOnly);
+    /// assert_eq!(refused, Err(PoolError::HasChildren { count: 2 }));
+    /// assert_eq!(seg.delete(project, DeleteMode::Recursive)?, 3);
+    /// assert_eq!(seg.delete(seg.root(), DeleteMode::Recursive), Err(PoolError::RootImmutable));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn delete(&self, h: Handle, mode: DeleteMode) -> Result<u64, PoolError> {
         self.require_writable()?;
         match mode {
@@ -723,6 +894,33 @@ impl Segment {
 
     /// Fills `out` with the handles of `h`'s children, in creation order, as one
     /// consistent snapshot. `out` is cleared first; reuse it to avoid allocating.
+    ///
+    /// # Errors
+    ///
+    /// * [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: `h` no longer names a node.
+    /// * [`PoolError::Contended`]: the children changed during every attempt (and, on a
+    ///   writable mapping, the repair under the lock did not settle either).
+    /// * [`PoolError::Busy`], [`PoolError::Corrupt`]: from that repair: a live process
+    ///   holds the node's lock too long, or the child links are inconsistent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind};
+    /// # let name = format!("doc-children-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "p"))?;
+    /// let first = seg.add(project, &NewNode::new(NodeKind::Task, "first"))?;
+    /// let second = seg.add(project, &NewNode::new(NodeKind::Task, "second"))?;
+    ///
+    /// let mut kids = Vec::new();
+    /// seg.children(project, &mut kids)?;
+    /// assert_eq!(kids, [first, second]); // creation order
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn children(&self, h: Handle, out: &mut Vec<Handle>) -> Result<(), PoolError> {
         let s = self.live_slot(h)?;
         match self.try_children(s, out) {
