@@ -287,9 +287,44 @@ impl Segment {
     /// claimants wins; the rest get [`TaskError::AlreadyClaimed`]. An expired claim is
     /// taken over (the task goes to the new claimant with a new epoch).
     ///
-    /// Refused before anything changes: a node that is not work — neither a task nor a
-    /// custom node ([`TaskError::NotATask`]), a lease of zero or beyond [`LEASE_MAX`]
-    /// ([`TaskError::LeaseOutOfRange`]).
+    /// # Errors
+    ///
+    /// Nothing changes on error, except after `EventNotAppended` (the claim is made).
+    ///
+    /// * [`TaskError::AlreadyClaimed`]: another agent holds a live claim.
+    /// * [`TaskError::Blocked`]: blockers of the task are still open.
+    /// * [`TaskError::IllegalTransition`]: the task is neither ready nor held under a
+    ///   lapsed lease (pending, complete, failed, cancelled).
+    /// * [`TaskError::NotATask`]: the node is not work: neither a task nor a custom node.
+    /// * [`TaskError::LeaseOutOfRange`]: a lease of zero or beyond [`LEASE_MAX`].
+    /// * [`TaskError::UnknownAgent`]: `agent` is not a live agent.
+    /// * [`TaskError::Pool`] with [`PoolError::ReadOnly`], [`PoolError::Closing`] or
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: the task was deleted; with
+    ///   [`PoolError::Busy`]: another live process holds the task's lock too long; with
+    ///   [`PoolError::EventNotAppended`]: the change was made but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Status, TaskError};
+    /// # let name = format!("doc-claim-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("worker-1", "builder")?;
+    /// let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "build").status(Status::Ready))?;
+    /// let claim = seg.claim(task, me, Duration::from_secs(30))?;
+    /// assert_eq!(seg.read(task)?.status(), Some(Status::Claimed));
+    /// assert_eq!(claim.epoch, 1);
+    ///
+    /// let rival = seg.join("worker-2", "builder")?;
+    /// let lost = seg.claim(task, rival, Duration::from_secs(30));
+    /// assert!(matches!(lost, Err(TaskError::AlreadyClaimed { .. })));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn claim(&self, task: Handle, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
         let lease_ms = lease_ms(lease)?;
         let actor = self.actor_of(agent)?;
@@ -346,8 +381,42 @@ impl Segment {
         Ok(node)
     }
 
-    /// Extends a live claim's lease to `lease` from now.
-    /// A lease of zero or beyond [`LEASE_MAX`] is refused ([`TaskError::LeaseOutOfRange`]).
+    /// Extends a live claim's lease to `lease` from now; returns the claim with its new
+    /// `lease_until_ms` (the epoch is unchanged).
+    ///
+    /// # Errors
+    ///
+    /// * [`TaskError::LeaseOutOfRange`]: a lease of zero or beyond [`LEASE_MAX`].
+    /// * [`TaskError::StaleEpoch`]: the task was claimed again since `c` was given (the
+    ///   lease had lapsed): drop this work.
+    /// * [`TaskError::NotClaimant`]: the task is not claimed by `c.agent` (any more).
+    /// * [`TaskError::LeaseExpired`]: the lease lapsed; claim the task again.
+    /// * [`TaskError::Pool`] with [`PoolError::ReadOnly`], [`PoolError::Closing`] or
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: the task was deleted; with
+    ///   [`PoolError::Busy`]: another live process holds the task's lock too long; with
+    ///   [`PoolError::EventNotAppended`]: the change was made but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Status, TaskError};
+    /// # let name = format!("doc-renew-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("worker-1", "builder")?;
+    /// let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "build").status(Status::Ready))?;
+    /// let claim = seg.claim(task, me, Duration::from_secs(30))?;
+    /// let renewed = seg.renew(&claim, Duration::from_secs(300))?;
+    /// assert_eq!(renewed.epoch, claim.epoch);
+    /// assert!(renewed.lease_until_ms > claim.lease_until_ms);
+    /// let refused = seg.renew(&claim, Duration::ZERO);
+    /// assert!(matches!(refused, Err(TaskError::LeaseOutOfRange { .. })));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn renew(&self, c: &Claim, lease: Duration) -> Result<Claim, TaskError> {
         let lease_ms = lease_ms(lease)?;
         let mut out = *c;
@@ -361,7 +430,39 @@ impl Segment {
         Ok(out)
     }
 
-    /// Gives a claimed task back: it is ready again.
+    /// Gives a claimed task back: it is ready again, for any agent to claim.
+    ///
+    /// # Errors
+    ///
+    /// * [`TaskError::StaleEpoch`]: the task was claimed again since `c` was given (the
+    ///   lease had lapsed): drop this work.
+    /// * [`TaskError::NotClaimant`]: the task is not claimed by `c.agent` (any more).
+    /// * [`TaskError::LeaseExpired`]: the lease lapsed; claim the task again.
+    /// * [`TaskError::Pool`] with [`PoolError::ReadOnly`], [`PoolError::Closing`] or
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: the task was deleted; with
+    ///   [`PoolError::Busy`]: another live process holds the task's lock too long; with
+    ///   [`PoolError::EventNotAppended`]: the change was made but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Status, TaskError};
+    /// # let name = format!("doc-release-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("worker-1", "builder")?;
+    /// let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "build").status(Status::Ready))?;
+    /// let claim = seg.claim(task, me, Duration::from_secs(30))?;
+    /// let node = seg.release(&claim)?;
+    /// assert_eq!(node.status(), Some(Status::Ready));
+    /// // The claim is spent: a second release is refused.
+    /// assert_eq!(seg.release(&claim).unwrap_err(), TaskError::NotClaimant);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn release(&self, c: &Claim) -> Result<Node, TaskError> {
         self.claimant_write(c, EventKind::TASK_RELEASED, "", |rec| {
             clear_claim(rec);
@@ -382,6 +483,38 @@ impl Segment {
     }
 
     /// Reports progress (0–100) on a claimed task.
+    ///
+    /// # Errors
+    ///
+    /// * [`TaskError::Pool`] with [`PoolError::ProgressOutOfRange`]: `percent` above 100.
+    /// * [`TaskError::StaleEpoch`]: the task was claimed again since `c` was given (the
+    ///   lease had lapsed): drop this work.
+    /// * [`TaskError::NotClaimant`]: the task is not claimed by `c.agent` (any more).
+    /// * [`TaskError::LeaseExpired`]: the lease lapsed; claim the task again.
+    /// * [`TaskError::Pool`] with [`PoolError::ReadOnly`], [`PoolError::Closing`] or
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: the task was deleted; with
+    ///   [`PoolError::Busy`]: another live process holds the task's lock too long; with
+    ///   [`PoolError::EventNotAppended`]: the change was made but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Status, TaskError};
+    /// # let name = format!("doc-progress-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("worker-1", "builder")?;
+    /// let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "build").status(Status::Ready))?;
+    /// let claim = seg.claim(task, me, Duration::from_secs(30))?;
+    /// assert_eq!(seg.progress(&claim, 40)?.progress(), 40);
+    /// let refused = seg.progress(&claim, 101);
+    /// assert!(matches!(refused, Err(TaskError::Pool(worknode::PoolError::ProgressOutOfRange { value: 101 }))));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn progress(&self, c: &Claim, percent: u8) -> Result<Node, TaskError> {
         if percent > 100 {
             return Err(PoolError::ProgressOutOfRange { value: percent }.into());
@@ -394,8 +527,40 @@ impl Segment {
 
     /// Completes a claimed task (refused while blockers are open), then makes every
     /// dependent whose blockers are now all complete ready.
-    /// A note over [`NOTE_MAX`] is refused before anything changes
-    /// ([`TaskError::NoteTooLong`]).
+    ///
+    /// # Errors
+    ///
+    /// * [`TaskError::NoteTooLong`]: a note over [`NOTE_MAX`]; nothing changes.
+    /// * [`TaskError::Blocked`]: blockers of the task are open.
+    /// * [`TaskError::IllegalTransition`]: the task is neither claimed nor in progress.
+    /// * [`TaskError::StaleEpoch`]: the task was claimed again since `c` was given (the
+    ///   lease had lapsed): drop this work.
+    /// * [`TaskError::NotClaimant`]: the task is not claimed by `c.agent` (any more).
+    /// * [`TaskError::LeaseExpired`]: the lease lapsed; claim the task again.
+    /// * [`TaskError::Pool`] with [`PoolError::ReadOnly`], [`PoolError::Closing`] or
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: the task was deleted; with
+    ///   [`PoolError::Busy`]: another live process holds the task's lock too long; with
+    ///   [`PoolError::EventNotAppended`]: the change was made but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Status, TaskError};
+    /// # let name = format!("doc-complete-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("worker-1", "builder")?;
+    /// let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "build").status(Status::Ready))?;
+    /// let claim = seg.claim(task, me, Duration::from_secs(30))?;
+    /// seg.progress(&claim, 90)?;
+    /// let done = seg.complete(&claim, "built in 3 s")?;
+    /// assert_eq!((done.status(), done.progress()), (Some(Status::Complete), 100));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn complete(&self, c: &Claim, note: &str) -> Result<Node, TaskError> {
         check_note(note)?;
         let result = self.claimant_write(c, EventKind::TASK_COMPLETED, note, |rec| {
@@ -425,8 +590,41 @@ impl Segment {
     }
 
     /// Fails a claimed task with a reason (carried in the event payload).
-    /// A reason over [`NOTE_MAX`] is refused before anything changes
-    /// ([`TaskError::NoteTooLong`]).
+    /// A failed task can be made ready again with [`Segment::update`] (a retry).
+    ///
+    /// # Errors
+    ///
+    /// * [`TaskError::NoteTooLong`]: a reason over [`NOTE_MAX`]; nothing changes.
+    /// * [`TaskError::IllegalTransition`]: the task is neither claimed nor in progress.
+    /// * [`TaskError::StaleEpoch`]: the task was claimed again since `c` was given (the
+    ///   lease had lapsed): drop this work.
+    /// * [`TaskError::NotClaimant`]: the task is not claimed by `c.agent` (any more).
+    /// * [`TaskError::LeaseExpired`]: the lease lapsed; claim the task again.
+    /// * [`TaskError::Pool`] with [`PoolError::ReadOnly`], [`PoolError::Closing`] or
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: the task was deleted; with
+    ///   [`PoolError::Busy`]: another live process holds the task's lock too long; with
+    ///   [`PoolError::EventNotAppended`]: the change was made but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Status, TaskError};
+    /// # let name = format!("doc-fail-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("worker-1", "builder")?;
+    /// let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "build").status(Status::Ready))?;
+    /// let claim = seg.claim(task, me, Duration::from_secs(30))?;
+    /// let failed = seg.fail(&claim, "compiler crashed")?;
+    /// assert_eq!(failed.status(), Some(Status::Failed));
+    /// let retry = seg.update(task, |n| n.set_status(Status::Ready))?;
+    /// assert_eq!(retry.status(), Some(Status::Ready));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fail(&self, c: &Claim, reason: &str) -> Result<Node, TaskError> {
         check_note(reason)?;
         self.claimant_write(c, EventKind::TASK_FAILED, reason, |rec| {
@@ -475,7 +673,38 @@ impl Segment {
     }
 
     /// Makes `task` wait for `blocker`. Refuses cycles. A pending or ready task with an
-    /// open blocker becomes blocked (`task_blocked`).
+    /// open blocker becomes blocked (`task_blocked`); completing the last open blocker
+    /// makes it ready again. Adding an edge that exists changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// * [`TaskError::Cycle`]: `blocker` is `task` or (transitively) waits for it.
+    /// * [`TaskError::TooManyBlockers`]: `task` has the maximum number of blockers.
+    /// * [`TaskError::Pool`] with [`PoolError::StaleHandle`] / [`PoolError::NotFound`]:
+    ///   `task` or `blocker` was deleted; with [`PoolError::Busy`]: another live process
+    ///   holds the dependency lock or the task's lock too long; with
+    ///   [`PoolError::ReadOnly`], [`PoolError::Closing`], [`PoolError::DaemonGone`]: the
+    ///   segment takes no writes; with [`PoolError::EventNotAppended`]: the edge was
+    ///   added but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind, Status, TaskError};
+    /// # let name = format!("doc-add_blocker-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let task = |name| NewNode::new(NodeKind::Task, name).status(Status::Ready);
+    /// let schema = seg.add(seg.root(), &task("schema"))?;
+    /// let api = seg.add(seg.root(), &task("api"))?;
+    ///
+    /// let api_node = seg.add_blocker(api, schema)?; // api waits for schema
+    /// assert_eq!(api_node.status(), Some(Status::Blocked));
+    /// assert_eq!(seg.add_blocker(schema, api).unwrap_err(), TaskError::Cycle);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn add_blocker(&self, task: Handle, blocker: Handle) -> Result<Node, TaskError> {
         if task == blocker {
             return Err(TaskError::Cycle);
@@ -628,7 +857,39 @@ impl Segment {
 
     /// Claims the best ready task matching `filter` (priority, then age): the loop every
     /// worker runs. Losing a race for one candidate moves on to the next.
-    /// A filter naming a kind that cannot be claimed is refused ([`TaskError::NotATask`]).
+    ///
+    /// # Errors
+    ///
+    /// * [`TaskError::NothingReady`]: no claimable task matches (wait for a
+    ///   `task_ready` event and try again).
+    /// * [`TaskError::NotATask`]: the filter names a kind that cannot be claimed.
+    /// * [`TaskError::LeaseOutOfRange`]: a lease of zero or beyond [`LEASE_MAX`].
+    /// * [`TaskError::UnknownAgent`]: `agent` is not a live agent.
+    /// * Otherwise the errors of [`Segment::claim`] other than losing a race.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Status, TaskError, TaskFilter};
+    /// # let name = format!("doc-claim_next-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("worker", "builder")?;
+    /// let lease = Duration::from_secs(30);
+    /// let task = |name| NewNode::new(NodeKind::Task, name).status(Status::Ready);
+    /// seg.add(seg.root(), &task("minor").priority(1))?;
+    /// let urgent = seg.add(seg.root(), &task("urgent").priority(9))?;
+    ///
+    /// let claim = seg.claim_next(&TaskFilter::default(), me, lease)?;
+    /// assert_eq!(claim.task, urgent); // best first
+    /// seg.claim_next(&TaskFilter::default(), me, lease)?; // then "minor"
+    /// let none = seg.claim_next(&TaskFilter::default(), me, lease);
+    /// assert_eq!(none.unwrap_err(), TaskError::NothingReady);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn claim_next(&self, filter: &TaskFilter, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
         check_task_kind(filter.kind)?;
         lease_ms(lease)?;
