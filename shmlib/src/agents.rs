@@ -269,7 +269,36 @@ impl Segment {
 
     /// Joins as `name` (or returns the live agent of that name: an identity outlives
     /// the processes acting for it). New agents get a node under `/agents` and an
-    /// `agent_joined` event.
+    /// `agent_joined` event. Joining with the name of a live agent returns its id and
+    /// changes nothing (the role given is then ignored).
+    ///
+    /// # Errors
+    ///
+    /// * [`AgentError::BadName`]: an empty name or one over 64 bytes;
+    ///   [`AgentError::RoleTooLong`]: a role over 32 bytes;
+    ///   [`AgentError::ControlCharacter`]: a control character in either.
+    /// * [`AgentError::TableFull`]: every agent slot is taken.
+    /// * [`AgentError::Busy`]: a live process holds the join lock too long.
+    /// * [`AgentError::Pool`] with [`PoolError::ReadOnly`], [`PoolError::Closing`] or
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::PoolFull`]: no node slot for the agent's node; with
+    ///   [`PoolError::EventNotAppended`]: the agent joined but its event was not appended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::AgentError;
+    /// # let name = format!("doc-join-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("planner", "lead")?;
+    /// assert_eq!(seg.join("planner", "lead")?, me); // the same identity
+    /// assert_eq!(seg.agent(me)?.name, "planner");
+    /// assert_eq!(seg.join("", "lead"), Err(AgentError::BadName { len: 0 }));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(&self, name: &str, role: &str) -> Result<AgentId, AgentError> {
         if !self.map.writable() {
             return Err(AgentError::Pool(PoolError::ReadOnly));

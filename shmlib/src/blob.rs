@@ -585,6 +585,37 @@ impl Segment {
     /// oversized content ([`DocError::TooLarge`]) creates nothing. The node appears with
     /// status pending (version 1) and gets its content and status ready in one more
     /// change (version 2); a reader in between sees it empty.
+    ///
+    /// # Errors
+    ///
+    /// * [`DocError::TooLarge`]: more bytes than [`Segment::max_document_len`];
+    ///   [`DocError::ArenaFull`]: not enough free chunks now;
+    ///   [`DocError::ContentTypeTooLong`]: a content type over [`CONTENT_TYPE_MAX`].
+    ///   Nothing is created.
+    /// * [`DocError::Pool`]: the errors of [`Segment::add`] for the node (a bad name, a
+    ///   stale `parent`, a full pool, a segment that takes no writes), nothing created;
+    ///   with [`PoolError::EventNotAppended`]: the document exists with its content but
+    ///   its last event was not appended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::DocError;
+    /// # let name = format!("doc-put_document-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let doc = seg.put_document(seg.root(), "config", "application/json", br#"{"retries":3}"#)?;
+    /// let mut buf = Vec::new();
+    /// assert_eq!(seg.get_document(doc, &mut buf)?.content_type, "application/json");
+    /// assert_eq!(buf, br#"{"retries":3}"#);
+    ///
+    /// let huge = vec![0u8; seg.max_document_len() + 1];
+    /// let refused = seg.put_document(seg.root(), "huge", "application/octet-stream", &huge);
+    /// assert!(matches!(refused, Err(DocError::TooLarge { .. })));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn put_document(
         &self,
         parent: Handle,
@@ -635,10 +666,36 @@ impl Segment {
     /// allocating) and returns its content type, length, CRC and version: one consistent
     /// version, never a mix of two, whatever replaces it concurrently. No lock is taken.
     ///
-    /// Errors: [`DocError::NotADocument`], [`DocError::Changed`] if it was replaced during
-    /// every attempt, [`DocError::ChecksumMismatch`] if stable content fails its CRC,
-    /// [`PoolError::StaleHandle`] (as [`DocError::Pool`]) once it is deleted. On error
-    /// `out` is left empty.
+    /// # Errors
+    ///
+    /// On error `out` is left empty.
+    ///
+    /// * [`DocError::NotADocument`]: the node is another kind.
+    /// * [`DocError::Changed`]: it was replaced during every attempt.
+    /// * [`DocError::ChecksumMismatch`]: stable content fails its CRC (damage).
+    /// * [`DocError::Pool`] with [`PoolError::StaleHandle`] / [`PoolError::NotFound`]:
+    ///   the document was deleted; with [`PoolError::Contended`]: its node kept
+    ///   changing; with [`PoolError::Corrupt`]: its chunk chain is inconsistent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{DocError, NewNode, NodeKind};
+    /// # let name = format!("doc-get_document-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let doc = seg.put_document(seg.root(), "notes", "text/plain", b"hello")?;
+    /// let mut buf = Vec::new();
+    /// let info = seg.get_document(doc, &mut buf)?;
+    /// assert_eq!((buf.as_slice(), info.len, info.version), (&b"hello"[..], 5, 2));
+    ///
+    /// let folder = seg.add(seg.root(), &NewNode::new(NodeKind::Folder, "not a doc"))?;
+    /// assert_eq!(seg.get_document(folder, &mut buf), Err(DocError::NotADocument));
+    /// assert!(buf.is_empty());
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_document(&self, doc: Handle, out: &mut Vec<u8>) -> Result<DocumentInfo, DocError> {
         let backoff = Backoff::new();
         let mut last = DocError::Changed;

@@ -667,10 +667,32 @@ impl Segment {
     /// Lock-free: concurrent adds and removes from any number of processes proceed
     /// without waiting; an add concurrent with a remove of the same element wins.
     ///
-    /// Errors: [`SetError::SetFull`] when all [`SET_ENTRIES`] entries hold live or
-    /// removed pairs (see [`Segment::set_compact`]); [`SetError::NoSetSlots`] when the
-    /// node has no set yet and the segment has no free set slot;
-    /// `Pool(StaleHandle)` when the node was deleted (before or during the add).
+    /// # Errors
+    ///
+    /// * [`SetError::SetFull`]: all [`SET_ENTRIES`] entries hold live or removed pairs
+    ///   (see [`Segment::set_compact`]).
+    /// * [`SetError::NoSetSlots`]: the node has no set yet and no set slot is free.
+    /// * [`SetError::Pool`] with [`PoolError::StaleHandle`] / [`PoolError::NotFound`]:
+    ///   the node was deleted; with [`PoolError::ReadOnly`], [`PoolError::Closing`],
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::EventNotAppended`]: the element was added but its event was not.
+    /// * [`SetError::Corrupt`]: the set table is inconsistent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind};
+    /// # let name = format!("doc-set_add-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let team = seg.add(seg.root(), &NewNode::new(NodeKind::Folder, "team"))?;
+    /// let tag = seg.set_add(team, 42)?;
+    /// assert!(tag > 0);
+    /// assert!(seg.set_contains(team, 42)?);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_add(&self, node: Handle, element: u64) -> Result<u64, SetError> {
         self.require_set_writable()?;
         let set = self.attach_set(node)?;
@@ -724,6 +746,32 @@ impl Segment {
     /// Removes `element` from `node`'s set: tombstones every pair of it present now (the
     /// adds this remove observed). Returns how many entries it tombstoned; 0 when the
     /// element was absent. An add running concurrently is not observed and survives.
+    ///
+    /// # Errors
+    ///
+    /// * [`SetError::Pool`] with [`PoolError::StaleHandle`] / [`PoolError::NotFound`]:
+    ///   the node was deleted; with [`PoolError::ReadOnly`], [`PoolError::Closing`],
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::EventNotAppended`]: the element was removed but its event was not.
+    /// * [`SetError::Corrupt`]: the set table is inconsistent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind};
+    /// # let name = format!("doc-set_remove-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let team = seg.add(seg.root(), &NewNode::new(NodeKind::Folder, "team"))?;
+    /// seg.set_add(team, 7)?;
+    /// seg.set_add(team, 7)?; // a second tag for the same element
+    /// assert_eq!(seg.set_remove(team, 7)?, 2);
+    /// assert!(!seg.set_contains(team, 7)?);
+    /// assert_eq!(seg.set_remove(team, 7)?, 0);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_remove(&self, node: Handle, element: u64) -> Result<usize, SetError> {
         self.require_set_writable()?;
         let Some(set) = self.attached_set(node)? else { return Ok(0) };
@@ -745,7 +793,30 @@ impl Segment {
         Ok(removed)
     }
 
-    /// Whether `element` is present in `node`'s set (false when it has no set).
+    /// Whether `element` is present in `node`'s set (false when it has no set). No lock
+    /// is taken; it works on a read-only mapping.
+    ///
+    /// # Errors
+    ///
+    /// * [`SetError::Pool`] with [`PoolError::StaleHandle`] / [`PoolError::NotFound`]:
+    ///   the node was deleted; with [`PoolError::Contended`]: it kept changing.
+    /// * [`SetError::Corrupt`]: the set table is inconsistent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind};
+    /// # let name = format!("doc-set_contains-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let team = seg.add(seg.root(), &NewNode::new(NodeKind::Folder, "team"))?;
+    /// assert!(!seg.set_contains(team, 1)?); // no set yet
+    /// seg.set_add(team, 1)?;
+    /// assert!(seg.set_contains(team, 1)? && !seg.set_contains(team, 2)?);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_contains(&self, node: Handle, element: u64) -> Result<bool, SetError> {
         let Some(set) = self.attached_set(node)? else { return Ok(false) };
         Ok(Snapshot::take(&set)?.present().any(|s| s.element == element))

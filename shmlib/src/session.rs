@@ -89,7 +89,34 @@ impl Drop for Session<'_> {
 
 impl Segment {
     /// Joins as `name` and binds the agent to this process (see the module docs). The
-    /// agent's events carry it as actor while the session lasts.
+    /// agent's events carry it as actor while the session lasts. Dropping the session
+    /// (or [`Session::leave`]) makes the agent leave; if no daemon is listening the
+    /// session still works, unwatched ([`Session::watched_by_daemon`] is false).
+    ///
+    /// # Errors
+    ///
+    /// * The errors of [`Segment::join`].
+    /// * [`AgentError::SessionTaken`]: another live process holds a session for this
+    ///   agent.
+    /// * [`AgentError::NotFound`]: the agent was reaped between joining and binding.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::AgentError;
+    /// # let name = format!("doc-open_session-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let session = seg.open_session("reviewer", "review")?;
+    /// let me = session.id();
+    /// assert_eq!(seg.agent(me)?.role, "review");
+    /// assert_eq!(seg.actor(), Some(seg.agent(me)?.node)); // events now name the agent
+    /// session.leave()?;
+    /// assert_eq!(seg.agent(me).unwrap_err(), AgentError::NotFound);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_session(&self, name: &str, role: &str) -> Result<Session<'_>, AgentError> {
         let id = self.join(name, role)?;
         self.bind_session(id)?;
