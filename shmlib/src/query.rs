@@ -97,7 +97,37 @@ impl Rollup {
 
 impl Segment {
     /// Runs a bounded query; results go to `out` (cleared first) in slot order, or in
-    /// depth-first order for a subtree.
+    /// depth-first order for a subtree. Bounded by `limit` results and `visit_budget`
+    /// nodes examined; [`QueryStats`] says whether either bound stopped it.
+    ///
+    /// # Errors
+    ///
+    /// * [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: the `under` node was
+    ///   deleted (nodes deleted during the walk below it are skipped).
+    /// * [`PoolError::Contended`], [`PoolError::Busy`]: from reading a node or a child
+    ///   list that kept changing (see [`Segment::read`], [`Segment::children`]).
+    /// * [`PoolError::Corrupt`]: the walk found more nodes than the pool holds (a cycle).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind, Query, Status};
+    /// # let name = format!("doc-query-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "p"))?;
+    /// for name in ["a", "b", "c"] {
+    ///     seg.add(project, &NewNode::new(NodeKind::Task, name).status(Status::Ready))?;
+    /// }
+    /// let mut out = Vec::new();
+    /// let q = Query { kind: Some(NodeKind::Task), under: Some(project), limit: 2, ..Query::default() };
+    /// let stats = seg.query(&q, &mut out)?;
+    /// assert_eq!(out.iter().map(|n| n.name()).collect::<Vec<_>>(), ["a", "b"]);
+    /// assert!(stats.limited); // "c" matches too
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn query(&self, q: &Query<'_>, out: &mut Vec<Node>) -> Result<QueryStats, PoolError> {
         self.find_by_predicate(q.under, q.limit, q.visit_budget, out, |n| q.matches(n), q.kind, q.status)
     }
@@ -194,6 +224,33 @@ impl Segment {
 
     /// Totals over `root`'s descendants of kind `kind` (tasks when `None`): counts and
     /// value by status, mean progress, percent complete.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::query`] over the subtree of `root`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Status};
+    /// # let name = format!("doc-rollup-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("worker", "builder")?;
+    /// let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "release"))?;
+    /// let done = seg.add(project, &NewNode::new(NodeKind::Task, "tag").status(Status::Ready))?;
+    /// seg.add(project, &NewNode::new(NodeKind::Task, "announce").status(Status::Ready))?;
+    /// let claim = seg.claim(done, me, Duration::from_secs(30))?;
+    /// seg.complete(&claim, "")?;
+    ///
+    /// let r = seg.rollup(project, None)?; // tasks
+    /// assert_eq!((r.total, r.count(Status::Complete), r.count(Status::Ready)), (2, 1, 1));
+    /// assert_eq!(r.percent_complete, 50.0);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn rollup(&self, root: Handle, kind: Option<NodeKind>) -> Result<Rollup, PoolError> {
         let kind = kind.unwrap_or(NodeKind::Task);
         let mut r = Rollup::default();

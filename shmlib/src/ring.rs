@@ -453,6 +453,40 @@ impl Segment {
 
     /// Appends an event and returns its sequence number. No lock, no syscall unless a
     /// reader is parked (then one `FUTEX_WAKE`).
+    ///
+    /// # Errors
+    ///
+    /// * [`RingError::ReadOnly`], [`RingError::Closing`], [`RingError::DaemonGone`]: the
+    ///   segment takes no appends (a read-only mapping, the daemon shutting down, or the
+    ///   daemon that journals it gone).
+    /// * [`RingError::PayloadTooLarge`], [`RingError::TopicTooLong`]: the event does not
+    ///   fit a ring slot.
+    /// * [`RingError::Busy`]: a live producer holds the slot this append needs too long;
+    ///   [`RingError::Contended`]: the ring overtook the append repeatedly.
+    /// * [`RingError::JournalStalled`]: with durability on, the journal fell a whole ring
+    ///   behind and the bounded wait for it ran out; nothing was appended.
+    /// * [`RingError::NotDurable`]: under `--fsync always`, the event *was* appended (at
+    ///   `seq`) but not confirmed on disk in time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{EventKind, NewEvent, RingError, Start};
+    /// # let name = format!("doc-append-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let mut reader = seg.reader(Start::Now);
+    /// let seq = seg.append(&NewEvent::new(EventKind::USER).topic("build").payload(b"ok"))?;
+    /// let ev = reader.try_next()?.expect("just appended");
+    /// assert_eq!((ev.seq(), ev.topic(), ev.payload()), (seq, "build", &b"ok"[..]));
+    ///
+    /// let big = [0u8; 4096];
+    /// let refused = seg.append(&NewEvent::new(EventKind::USER).payload(&big));
+    /// assert!(matches!(refused, Err(RingError::PayloadTooLarge { .. })));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn append(&self, ev: &NewEvent<'_>) -> Result<u64, RingError> {
         if !self.map.writable() {
             return Err(RingError::ReadOnly);
@@ -539,7 +573,34 @@ impl Segment {
         }
     }
 
-    /// A reader with its own cursor.
+    /// A reader with its own cursor, starting where `start` says. Readers take nothing
+    /// from the ring and need no write access: any number read the same events, each at
+    /// its own pace; one that falls more than the ring's capacity behind is told exactly
+    /// how many it missed ([`RingError::Lagged`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{EventKind, NewEvent, Start};
+    /// # let name = format!("doc-reader-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// seg.append(&NewEvent::new(EventKind::USER).topic("first"))?;
+    /// let mut late = seg.reader(Start::Now); // sees only what comes next
+    /// let mut all = seg.reader(Start::Oldest); // replays what the ring retains
+    /// seg.append(&NewEvent::new(EventKind::USER).topic("second"))?;
+    ///
+    /// assert_eq!(late.try_next()?.map(|e| e.topic().to_owned()), Some("second".into()));
+    /// assert!(late.try_next()?.is_none());
+    /// let topics: Vec<String> = std::iter::from_fn(|| all.try_next().ok().flatten())
+    ///     .filter(|e| e.kind() == EventKind::USER)
+    ///     .map(|e| e.topic().to_owned())
+    ///     .collect();
+    /// assert_eq!(topics, ["first", "second"]);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn reader(&self, start: Start) -> Reader<'_> {
         let tail = self.ring_tail();
         let cap = self.caps.events as u64;
@@ -628,6 +689,31 @@ impl Reader<'_> {
     /// The next matching event if one is available now; `Ok(None)` if not.
     /// `Err(Lagged)` reports events lost to overwriting (exactly), after which reading
     /// continues at `resume_at`.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Lagged`]: the reader fell more than the ring's capacity behind;
+    /// `missed` events were overwritten unread. The cursor has moved to `resume_at`:
+    /// call again to go on reading.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{EventKind, Filter, NewEvent, Start};
+    /// # let name = format!("doc-try_next-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let kind = EventKind(EventKind::USER.0 + 1);
+    /// let mut reader = seg.reader(Start::Now).with_filter(Filter { kind: Some(kind), ..Filter::default() });
+    /// assert!(reader.try_next()?.is_none()); // nothing yet: returns at once
+    ///
+    /// seg.append(&NewEvent::new(EventKind::USER))?; // filtered out
+    /// let seq = seg.append(&NewEvent::new(kind))?;
+    /// assert_eq!(reader.try_next()?.map(|e| e.seq()), Some(seq));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_next(&mut self) -> Result<Option<Event>, RingError> {
         let ring = self.seg.ring();
         let cap = ring.capacity();
@@ -683,7 +769,36 @@ impl Reader<'_> {
         Ok(None)
     }
 
-    /// Waits up to `timeout` for the next matching event, as `wait` says.
+    /// Waits up to `timeout` for the next matching event, as `wait` says (spin, park on
+    /// the ring's futex, or spin briefly and then park).
+    ///
+    /// # Errors
+    ///
+    /// * [`RingError::Timeout`]: no matching event arrived within `timeout`.
+    /// * [`RingError::Lagged`]: as [`Reader::try_next`]; the cursor has moved on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{EventKind, NewEvent, RingError, Start, Wait};
+    /// # let name = format!("doc-next-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let mut reader = seg.reader(Start::Now);
+    /// let idle = reader.next(Wait::Park, Duration::from_millis(10));
+    /// assert_eq!(idle.unwrap_err(), RingError::Timeout);
+    ///
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| seg.append(&NewEvent::new(EventKind::USER).topic("wake up")));
+    ///     let ev = reader.next(Wait::SpinThenPark, Duration::from_secs(10))?;
+    ///     assert_eq!(ev.topic(), "wake up");
+    ///     Ok::<(), RingError>(())
+    /// })?;
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn next(&mut self, wait: Wait, timeout: Duration) -> Result<Event, RingError> {
         let start = Instant::now();
         let deadline = sys::deadline(start, timeout);
