@@ -77,6 +77,25 @@ impl Daemon {
     /// [`AttachError::AlreadyExists`] if the name is taken; `InvalidName`, `UnsafeMode`
     /// (any mode but [`crate::MODE_ALLOWED`]), `Capacity`, `NoSpace`, `PermissionDenied`
     /// or `Os` otherwise. On failure the name is unlinked again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{Access, AttachError, Capacities, Daemon, Segment};
+    /// # let name = format!("doc-create-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// let daemon = Daemon::create(&name, &caps, 0o600)?;
+    /// let agent = Segment::attach(&name, Access::ReadWrite)?; // Ready: agents may attach
+    /// assert_eq!(agent.capacities().nodes, 16);
+    ///
+    /// let again = Daemon::create(&name, &caps, 0o600);
+    /// assert!(matches!(again, Err(AttachError::AlreadyExists { .. })));
+    /// let shared = Daemon::create(&format!("{name}-shared"), &caps, 0o644); // not 600
+    /// assert!(matches!(shared, Err(AttachError::UnsafeMode { .. })));
+    /// # drop(agent); drop(daemon);
+    /// # Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create(name: &str, caps: &Capacities, mode: u32) -> Result<Daemon, AttachError> {
         let d = Daemon::create_unready(name, caps, mode)?;
         d.open_for_clients();
@@ -114,6 +133,28 @@ impl Daemon {
     /// A half-initialised segment is refused as [`AttachError::Incomplete`], one whose
     /// recorded daemon still runs as [`AttachError::DaemonRunning`]; otherwise the errors
     /// of [`Segment::attach`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{AttachError, Daemon, SegmentState};
+    /// # let name = format!("doc-adopt-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let old = Daemon::create(&name, &caps, 0o600)?;
+    /// # drop(old); // the daemon that made the segment is gone (here: its handle)
+    /// let daemon = Daemon::adopt(&name)?;
+    /// assert_eq!(daemon.state(), SegmentState::Ready);
+    /// assert_eq!(daemon.inspect().info().adopt_count, 1);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    ///
+    /// // A segment its daemon never finished initialising is not taken over.
+    /// # let name = format!("{name}-unready");
+    /// let unready = Daemon::create_unready(&name, &caps, 0o600)?;
+    /// assert!(matches!(Daemon::adopt(&name), Err(AttachError::Incomplete)));
+    /// # drop(unready);
+    /// # worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn adopt(name: &str) -> Result<Daemon, AttachError> {
         let seg = Segment::map_existing(name, Access::ReadWrite)?;
         match seg.state_word() {

@@ -228,7 +228,22 @@ pub struct Inspector<'a> {
 }
 
 impl Segment {
-    /// The read-only inspector of this segment.
+    /// The read-only inspector of this segment: decoding for the tools (`wn dump`,
+    /// `doctor`, `top`). Infallible; a read-only attach is enough.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{Access, Segment};
+    /// # let name = format!("doc-inspect-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// let seg = Segment::attach(&name, Access::ReadOnly)?;
+    /// let info = seg.inspect().info();
+    /// assert_eq!((info.name.as_str(), info.state), (name.as_str(), worknode::SegmentState::Ready));
+    /// # drop(seg); drop(daemon); Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn inspect(&self) -> Inspector<'_> {
         Inspector { seg: self }
     }
@@ -240,7 +255,25 @@ impl<'a> Inspector<'a> {
         self.seg
     }
 
-    /// Identity, lifecycle and usage (what `wn dump` shows).
+    /// Identity, lifecycle and usage (what `wn dump` shows). Infallible: a copy of
+    /// header words and counters, read without a lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{Access, NewNode, NodeKind, Segment};
+    /// # let name = format!("doc-info-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # daemon.add(daemon.root(), &NewNode::new(NodeKind::Task, "one more"))?;
+    /// let seg = Segment::attach(&name, Access::ReadOnly)?;
+    /// let info = seg.inspect().info();
+    /// let nodes = info.regions.iter().find(|r| r.name == "nodes").expect("a nodes region");
+    /// assert_eq!((nodes.capacity, nodes.used), (16, 3)); // root, /agents and the task
+    /// assert_eq!(info.daemon_pid, std::process::id());
+    /// # drop(seg); drop(daemon); Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn info(&self) -> SegmentInfo {
         self.seg.info()
     }
@@ -248,13 +281,43 @@ impl<'a> Inspector<'a> {
     /// Every damage found in the segment now, by a read-only scan (O(segment)). On a
     /// live segment a finding may be a moment's disagreement (a write in flight):
     /// callers that need certainty scan again and keep what persists. Stuck locks are not
-    /// found here (see [`Inspector::live_node_locks`]).
+    /// found here (see [`Inspector::live_node_locks`]). Infallible: what it finds is
+    /// the answer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{Access, Segment};
+    /// # let name = format!("doc-damage-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// let seg = Segment::attach(&name, Access::ReadOnly)?;
+    /// let found = seg.inspect().damage();
+    /// assert!(found.is_empty(), "a fresh segment is sound: {found:?}");
+    /// # drop(seg); drop(daemon); Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn damage(&self) -> Vec<Damage> {
         self.seg.damage()
     }
 
     /// Judges a lock word's holder: free, dead, forged (a live process that does not map
     /// this segment, so it cannot be inside a lock of it), or live.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{Access, Holder, OwnerTag, Segment};
+    /// # let name = format!("doc-lock_holder-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// let seg = Segment::attach(&name, Access::ReadOnly)?;
+    /// let inspect = seg.inspect();
+    /// assert_eq!(inspect.lock_holder(0), Holder::Free);
+    /// assert_eq!(inspect.lock_holder(OwnerTag::current().0), Holder::Live); // this process maps it
+    /// # drop(seg); drop(daemon); Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lock_holder(&self, tag: u64) -> Holder {
         self.seg.lock_holder(tag)
     }
@@ -288,7 +351,22 @@ impl<'a> Inspector<'a> {
     ///
     /// # Errors
     ///
-    /// The file cannot be opened or read.
+    /// The file cannot be opened or read: [`std::io::ErrorKind::NotFound`] when no
+    /// segment has that name, `PermissionDenied` when this user may not read it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{Inspector, Segment};
+    /// # let name = format!("doc-inspect_header-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// assert!(Inspector::inspect_header(&name)?.is_empty()); // a sound header
+    /// let missing = Inspector::inspect_header("no-such-segment").unwrap_err();
+    /// assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+    /// # drop(daemon); Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn inspect_header(name: &str) -> std::io::Result<Vec<Damage>> {
         inspect_header(name)
     }
