@@ -5,10 +5,11 @@
 //! memory**: no socket, no serialization, no syscall on the hot path.
 //!
 //! ```
-//! use worknode::{Access, Capacities, Daemon, NewNode, NodeKind, Segment, Status};
+//! use std::time::Duration;
+//! use worknode::{Access, Capacities, Daemon, NewNode, NodeKind, Segment, Status, TaskFilter};
 //! # let name = format!("doc-example-{}", std::process::id());
 //! // The daemon creates the segment; here we make a small private one.
-//! let daemon = Daemon::create(&name, &Capacities { nodes: 64, ..Capacities::default() }, 0o600)?;
+//! let daemon = Daemon::create(&name, &Capacities { nodes: 64, events: 256, ..Capacities::default() }, 0o600)?;
 //!
 //! // An agent attaches by name and works on the tree.
 //! let seg = Segment::attach(&name, Access::ReadWrite)?;
@@ -19,9 +20,24 @@
 //! let snapshot = seg.read(task)?;           // a copy: no lock, no syscall
 //! assert_eq!(snapshot.priority(), 7);
 //! assert_eq!(seg.lookup(snapshot.uuid())?, task);
-//! # drop(daemon); Segment::unlink(&name)?;
+//!
+//! // A worker opens a session (its claims are released if the process dies), claims
+//! // the best ready task under a lease, reports progress and completes it.
+//! let session = seg.open_session("worker-1", "builder")?;
+//! let claim = seg.claim_next(&TaskFilter::default(), session.id(), Duration::from_secs(30))?;
+//! assert_eq!(claim.task, task);
+//! seg.progress(&claim, 50)?;
+//! let done = seg.complete(&claim, "tables created")?;
+//! assert_eq!(done.status(), Some(Status::Complete));
+//! assert_eq!(seg.rollup(project, None)?.percent_complete, 100.0);
+//! session.leave()?;
+//! # drop(seg); drop(daemon); Segment::unlink(&name)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Every operation returns its own error enum ([`AttachError`], [`PoolError`],
+//! [`TaskError`], [`AgentError`], [`DocError`], [`SetError`], [`RingError`]); each
+//! method's `# Errors` section says which variants it returns and when.
 //!
 //! ## Layers
 //!
