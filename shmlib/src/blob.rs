@@ -652,6 +652,36 @@ impl Segment {
     /// of the node; returns that version. The new content is stored before the old is
     /// released, so the arena must briefly hold both; on any error the document is
     /// unchanged. Readers copying the old content concurrently notice and read again.
+    ///
+    /// # Errors
+    ///
+    /// The document is unchanged on error.
+    ///
+    /// * [`DocError::TooLarge`], [`DocError::ArenaFull`] (the arena cannot hold old and
+    ///   new content at once), [`DocError::ContentTypeTooLong`]: as
+    ///   [`Segment::put_document`].
+    /// * [`DocError::NotADocument`]: the node is another kind.
+    /// * [`DocError::Pool`] with [`PoolError::StaleHandle`] / [`PoolError::NotFound`]:
+    ///   the document was deleted; with [`PoolError::ReadOnly`], [`PoolError::Closing`],
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::Busy`]: another live process holds its lock too long.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let name = format!("doc-replace_document-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let doc = seg.put_document(seg.root(), "plan", "text/plain", b"v1")?;
+    /// let version = seg.replace_document(doc, "text/markdown", b"# v2")?;
+    /// let mut buf = Vec::new();
+    /// let info = seg.get_document(doc, &mut buf)?;
+    /// assert_eq!((info.version, info.content_type.as_str()), (version, "text/markdown"));
+    /// assert_eq!(buf, b"# v2");
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn replace_document(&self, doc: Handle, content_type: &str, bytes: &[u8]) -> Result<u64, DocError> {
         self.check_content(content_type, bytes)?;
         // Refuse a wrong handle before churning the arena (checked again under the lock).
@@ -738,6 +768,30 @@ impl Segment {
 
     /// Deletes a document and releases its content. Like [`Segment::delete`] with
     /// [`DeleteMode::LeafOnly`], but refuses a node that is not a document.
+    ///
+    /// # Errors
+    ///
+    /// * [`DocError::NotADocument`]: the node is another kind; nothing is deleted.
+    /// * [`DocError::Pool`]: the errors of [`Segment::delete`] (a stale handle, a
+    ///   segment that takes no writes, a held lock, …).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{DocError, PoolError};
+    /// # let name = format!("doc-delete_document-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let doc = seg.put_document(seg.root(), "scratch", "text/plain", b"tmp")?;
+    /// let free = seg.free_blob_chunks()?;
+    /// seg.delete_document(doc)?;
+    /// assert_eq!(seg.free_blob_chunks()?, free + 1); // its content is released
+    /// let mut buf = Vec::new();
+    /// assert_eq!(seg.get_document(doc, &mut buf), Err(DocError::Pool(PoolError::StaleHandle)));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn delete_document(&self, doc: Handle) -> Result<(), DocError> {
         if self.read(doc)?.kind() != Some(NodeKind::Document) {
             return Err(DocError::NotADocument);

@@ -471,7 +471,37 @@ impl Segment {
         })
     }
 
-    /// Claimed → in progress.
+    /// Claimed → in progress (idempotent while in progress). Optional: progress and
+    /// completion are accepted from claimed too.
+    ///
+    /// # Errors
+    ///
+    /// * [`TaskError::StaleEpoch`]: the task was claimed again since `c` was given (the
+    ///   lease had lapsed): drop this work.
+    /// * [`TaskError::NotClaimant`]: the task is not claimed by `c.agent` (any more).
+    /// * [`TaskError::LeaseExpired`]: the lease lapsed; claim the task again.
+    /// * [`TaskError::Pool`] with [`PoolError::ReadOnly`], [`PoolError::Closing`] or
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: the task was deleted; with
+    ///   [`PoolError::Busy`]: another live process holds the task's lock too long; with
+    ///   [`PoolError::EventNotAppended`]: the change was made but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Status};
+    /// # let name = format!("doc-start-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("worker", "builder")?;
+    /// let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "build").status(Status::Ready))?;
+    /// let claim = seg.claim(task, me, Duration::from_secs(30))?;
+    /// assert_eq!(seg.start(&claim)?.status(), Some(Status::InProgress));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start(&self, c: &Claim) -> Result<Node, TaskError> {
         self.claimant_write(c, EventKind::NODE_UPDATED, "", |rec| match status(rec) {
             Status::Claimed | Status::InProgress => {
@@ -755,7 +785,37 @@ impl Segment {
     }
 
     /// Removes the edge `task` → `blocker`; a blocked task with no open blocker left
-    /// becomes ready.
+    /// becomes ready. Returns the task as the edge's removal left it (read it again to
+    /// see it ready). Removing an edge that does not exist changes nothing but the
+    /// version.
+    ///
+    /// # Errors
+    ///
+    /// * [`TaskError::Pool`] with [`PoolError::ReadOnly`], [`PoolError::Closing`] or
+    ///   [`PoolError::DaemonGone`]: the segment takes no writes; with
+    ///   [`PoolError::StaleHandle`] / [`PoolError::NotFound`]: the task was deleted; with
+    ///   [`PoolError::Busy`]: another live process holds the task's lock too long; with
+    ///   [`PoolError::EventNotAppended`]: the change was made but its event was not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{NewNode, NodeKind, Status};
+    /// # let name = format!("doc-remove_blocker-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let task = |name| NewNode::new(NodeKind::Task, name).status(Status::Ready);
+    /// let schema = seg.add(seg.root(), &task("schema"))?;
+    /// let api = seg.add(seg.root(), &task("api"))?;
+    /// seg.add_blocker(api, schema)?;
+    /// assert_eq!(seg.read(api)?.status(), Some(Status::Blocked));
+    ///
+    /// seg.remove_blocker(api, schema)?;
+    /// assert_eq!(seg.read(api)?.status(), Some(Status::Ready));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn remove_blocker(&self, task: Handle, blocker: Handle) -> Result<Node, TaskError> {
         let (node, ()) = self.modify(task, Change::new(EventKind::NODE_UPDATED), |rec| {
             let n = (rec.blocker_count as usize).min(BLOCKERS_MAX);
