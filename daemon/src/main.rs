@@ -200,8 +200,44 @@ struct Failure {
 
 impl From<AttachError> for Failure {
     fn from(e: AttachError) -> Self {
-        Failure { message: e.to_string(), code: 1 }
+        let message = match attach_hint(&e) {
+            Some(hint) => format!("{e}\nhint: {hint}"),
+            None => e.to_string(),
+        };
+        Failure { message, code: 1 }
     }
+}
+
+/// The daemon's advice on a segment it could not create, adopt or remove (the library's
+/// error says only what happened).
+fn attach_hint(e: &AttachError) -> Option<String> {
+    use AttachError::*;
+    Some(match e {
+        InvalidName { .. } => "use 1-200 letters, digits, '.', '_' or '-' for --segment".into(),
+        PermissionDenied { .. } | Os { errno: nix::errno::Errno::EACCES | nix::errno::Errno::EPERM, .. } => {
+            "it belongs to another user or its mode forbids this: run the daemon as the segment's owner".into()
+        }
+        AlreadyExists { name } => format!(
+            "another daemon may own it: stop it, remove /dev/shm/{name} if it is stale, or choose another --segment"
+        ),
+        NoSpace { .. } => "free space in /dev/shm or ask for smaller capacities (--nodes, --events, --blob-chunks)".into(),
+        NotWorknode { .. } => "another program owns that name: choose another --segment".into(),
+        VersionMismatch { .. } => "stop the daemon of the other version and recreate the segment".into(),
+        SizeMismatch { .. } => "it is truncated or damaged: remove it and start again".into(),
+        LayoutMismatch { .. } => "the segment is damaged: remove it and start again".into(),
+        NotReady => "retry in a moment".into(),
+        Closing => "start the daemon again: it adopts a segment that is shutting down".into(),
+        Incomplete => "start the daemon again: it removes a half-initialised segment and creates it anew".into(),
+        DaemonRunning { .. } => "stop it first".into(),
+        ForeignOwner { name, .. } => {
+            format!("refusing it: run as its owner, or remove /dev/shm/{name} if someone else planted it")
+        }
+        UnsafeMode { name, .. } => format!(
+            "other users may read or write it, so it is refused: remove /dev/shm/{name} and let the daemon create it again"
+        ),
+        NotAFile { .. } => "someone put a FIFO, directory or device there: remove it, or choose another --segment".into(),
+        NotFound { .. } | Capacity(_) | Os { .. } => return None,
+    })
 }
 
 fn fail(message: impl std::fmt::Display) -> Failure {
@@ -314,10 +350,12 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
         if let (true, Some(r)) = (has_journal, recovered.as_ref()) {
             let seg = Daemon::create_for_restore(&args.segment, caps, args.mode)?;
             let built = (|| {
-                let stats = r
-                    .state
-                    .materialize(&seg)
-                    .map_err(|e| fail(format!("rebuilding the segment from the journal failed: {e}")))?;
+                let stats = r.state.materialize(&seg).map_err(|e| {
+                    fail(format!(
+                        "rebuilding the segment from the journal failed: {e}\nhint: the capacities given \
+                             (--nodes, --events, --agents, --blob-chunks, --sets) must hold what the journal holds"
+                    ))
+                })?;
                 let resume = r.state.resume_seq();
                 eprintln!(
                     "worknoded: rebuilt from {} + {} journal file(s): {} nodes, {} agents, {} events, next sequence {resume}{}",
@@ -408,7 +446,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
             "{e}\nhint: this daemon will not overwrite it; if it is a stale Worknode segment, remove it with `rm {}` and start again",
             worknode::shm_path(&args.segment).display()
         ))),
-        Err(e @ AttachError::DaemonRunning { .. }) => Err(Failure { message: e.to_string(), code: 3 }),
+        Err(e @ AttachError::DaemonRunning { .. }) => Err(Failure { code: 3, ..e.into() }),
         Err(e) => Err(e.into()),
     }
 }
@@ -573,6 +611,9 @@ fn serve(
                 match seg.repair_dead_holders() {
                     Ok(0) => {}
                     Ok(n) => eprintln!("worknoded: repaired {n} node slot(s) left locked by processes that died"),
+                    Err(e @ worknode::PoolError::Corrupt { .. }) => eprintln!(
+                        "worknoded: repair scan failed: {e}\nhint: run `wn doctor`, or stop the daemon and recreate the segment"
+                    ),
                     Err(e) => eprintln!("worknoded: repair scan failed: {e}"),
                 }
             }

@@ -118,19 +118,28 @@ impl From<PoolError> for AgentError {
 impl std::fmt::Display for AgentError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AgentError::TableFull { capacity } => write!(f, "agent table full ({capacity} slots); have idle agents leave, or restart the daemon with a larger --agents"),
-            AgentError::BadName { len } => write!(f, "agent name of {len} bytes; use 1 to {AGENT_NAME_MAX} bytes"),
-            AgentError::ControlCharacter { field, at } => write!(f, "agent {field} has a control character at byte {at}"),
-            AgentError::RoleTooLong { len } => write!(f, "agent role of {len} bytes; the limit is {AGENT_ROLE_MAX}"),
-            AgentError::NotFound => write!(f, "no such agent; list agents with `wn agents`"),
-            AgentError::SessionTaken { pid } => write!(f, "process {pid} already holds a session for this agent; use another name or stop that process"),
-            AgentError::Busy => write!(f, "the agent table is locked by another process for too long; retry"),
+            AgentError::TableFull { capacity } => write!(f, "agent table full ({capacity} slots)"),
+            AgentError::BadName { len } => write!(f, "agent name is {len} bytes, not 1 to {AGENT_NAME_MAX}"),
+            AgentError::ControlCharacter { field, at } => {
+                write!(f, "agent {field} has a control character at byte {at}")
+            }
+            AgentError::RoleTooLong { len } => write!(f, "agent role is {len} bytes, the limit is {AGENT_ROLE_MAX}"),
+            AgentError::NotFound => write!(f, "no such agent"),
+            AgentError::SessionTaken { pid } => write!(f, "process {pid} already holds a session for this agent"),
+            AgentError::Busy => write!(f, "the agent table is locked by another process for too long"),
             AgentError::Pool(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for AgentError {}
+impl std::error::Error for AgentError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AgentError::Pool(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 fn text(bytes: &[u8], len: u8) -> String {
     String::from_utf8_lossy(&bytes[..(len as usize).min(bytes.len())]).into_owned()

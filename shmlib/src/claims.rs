@@ -158,19 +158,27 @@ impl std::fmt::Display for TaskError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use TaskError::*;
         match self {
-            AlreadyClaimed { by, until_ms } => write!(f, "already claimed by agent slot {by} (lease ends in {} ms); pick another task or wait", until_ms.saturating_sub(unix_ms())),
+            AlreadyClaimed { by, until_ms } => write!(
+                f,
+                "already claimed by agent slot {by} (lease ends in {} ms)",
+                until_ms.saturating_sub(unix_ms())
+            ),
             IllegalTransition { from, to } => write!(f, "illegal status change {from} -> {to}"),
-            StaleEpoch { presented, current } => write!(f, "stale claim: epoch {presented} presented, the task is at epoch {current}; another agent claimed it after your lease lapsed: drop this work"),
-            LeaseExpired { ago_ms } => write!(f, "your lease expired {ago_ms} ms ago; claim the task again (renew before the lease ends)"),
-            NotClaimant => write!(f, "the task is not claimed by this agent; claim it first"),
-            Blocked { open } => write!(f, "{open} blocker(s) still open; finish them first (`wn ready` lists claimable tasks)"),
-            NothingReady => write!(f, "no ready task matches; wait for one (`wn wait --kind task_ready`)"),
+            StaleEpoch { presented, current } => {
+                write!(f, "stale claim: epoch {presented} presented, the task is at epoch {current}")
+            }
+            LeaseExpired { ago_ms } => write!(f, "the lease expired {ago_ms} ms ago"),
+            NotClaimant => write!(f, "the task is not claimed by this agent"),
+            Blocked { open } => write!(f, "{open} blocker(s) still open"),
+            NothingReady => write!(f, "no ready task matches"),
             Cycle => write!(f, "that dependency would form a cycle"),
             TooManyBlockers => write!(f, "the node already has {BLOCKERS_MAX} blockers"),
             TooManyAssignees => write!(f, "the node already has {ASSIGNEES_MAX} assignees"),
-            UnknownAgent => write!(f, "unknown agent; join first"),
+            UnknownAgent => write!(f, "unknown agent"),
             NotATask { kind: Some(k) } => write!(f, "a node of kind {k} cannot be claimed, only a task or custom node"),
-            NotATask { kind: None } => write!(f, "a node of unknown kind cannot be claimed, only a task or custom node"),
+            NotATask { kind: None } => {
+                write!(f, "a node of unknown kind cannot be claimed, only a task or custom node")
+            }
             NoteTooLong { len, max } => write!(f, "note is {len} bytes (JSON-escaped), the limit is {max}"),
             LeaseOutOfRange { ms, max_ms } => write!(f, "lease of {ms} ms is outside 1..={max_ms} ms"),
             Pool(e) => write!(f, "{e}"),
@@ -178,7 +186,14 @@ impl std::fmt::Display for TaskError {
     }
 }
 
-impl std::error::Error for TaskError {}
+impl std::error::Error for TaskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TaskError::Pool(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Checks a lease and returns its length in ms.
 fn lease_ms(lease: Duration) -> Result<u64, TaskError> {

@@ -1,5 +1,7 @@
-//! Errors, one enum per family of operations, each with a message that says what
-//! happened and what to do about it.
+//! Errors, one enum per family of operations. Each `Display` says what happened, in one
+//! short clause with the values involved, and no advice: what to do about it depends on
+//! the front end (`wn`, the daemon, an application), which adds its own. A variant that
+//! wraps another error prints it and returns it from `source()`.
 
 use nix::errno::Errno;
 use std::fmt;
@@ -113,29 +115,51 @@ impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use AttachError::*;
         match self {
-            InvalidName { name, reason } => write!(f, "invalid segment name {name:?}: {reason}; use 1-200 letters, digits, '.', '_' or '-'"),
-            NotFound { name } => write!(f, "no Worknode segment named {name:?} (/dev/shm/{name}); is the daemon running? start it with `worknoded --segment {name}`, or pass --segment / set WORKNODE_SEGMENT"),
-            PermissionDenied { name, writable } => write!(f, "permission denied opening segment {name:?} {}; it belongs to another user or its mode forbids this: run as the daemon's user{}", if *writable { "read-write" } else { "read-only" }, if *writable { " or attach read-only" } else { "" }),
-            AlreadyExists { name } => write!(f, "a segment named {name:?} already exists; another daemon may own it: stop it, remove /dev/shm/{name} if it is stale, or choose another --segment"),
-            NoSpace { bytes } => write!(f, "no space for a {bytes}-byte segment in /dev/shm; free space there or ask for smaller capacities (--nodes, --events, --blob-chunks)"),
+            InvalidName { name, reason } => write!(f, "invalid segment name {name:?}: {reason}"),
+            NotFound { name } => write!(f, "no Worknode segment named {name:?} (/dev/shm/{name})"),
+            PermissionDenied { name, writable } => write!(
+                f,
+                "permission denied opening segment {name:?} {}",
+                if *writable { "read-write" } else { "read-only" }
+            ),
+            AlreadyExists { name } => write!(f, "a segment named {name:?} already exists"),
+            NoSpace { bytes } => write!(f, "no space for a {bytes}-byte segment in /dev/shm"),
             Capacity(e) => write!(f, "{e}"),
-            NotWorknode { name, found } => write!(f, "/dev/shm/{name} is not a Worknode segment (magic {found:#018x}); another program owns that name: choose another --segment"),
-            VersionMismatch { found, expected } => write!(f, "segment layout version {found} does not match this build's version {expected}; use tools of the daemon's version, or stop the daemon and recreate the segment"),
-            SizeMismatch { actual, expected } => write!(f, "segment is {actual} bytes but its header requires {expected}; it is truncated or damaged: stop the daemon and recreate it"),
-            LayoutMismatch { what } => write!(f, "segment header field {what} disagrees with its own capacities; the segment is damaged: stop the daemon and recreate it"),
-            NotReady => write!(f, "the segment is still being initialised by the daemon; retry in a moment"),
-            Closing => write!(f, "the daemon is shutting this segment down; restart the daemon and attach again"),
-            Incomplete => write!(f, "the segment was left half-initialised by a daemon that died; remove it (the daemon does this on start) and start again"),
-            DaemonRunning { pid } => write!(f, "the segment's daemon (pid {pid}) still runs; stop it first"),
-            ForeignOwner { name, owner, mode, expected } => write!(f, "segment {name:?} is owned by uid {owner} (mode {mode:o}), not by this process's uid {expected}; refusing it: run as its owner, or remove /dev/shm/{name} if someone else planted it"),
-            UnsafeMode { name, owner, mode } => write!(f, "segment {name:?} (owner uid {owner}) has mode {mode:o}, not 600, so other users may read or write it; refusing it: remove /dev/shm/{name} and let the daemon create it again"),
-            NotAFile { name } => write!(f, "/dev/shm/{name} is not a regular file (someone put a FIFO, directory or device there); refusing it: remove it, or choose another --segment"),
+            NotWorknode { name, found } => {
+                write!(f, "/dev/shm/{name} is not a Worknode segment (magic {found:#018x})")
+            }
+            VersionMismatch { found, expected } => {
+                write!(f, "segment layout version {found} does not match this build's version {expected}")
+            }
+            SizeMismatch { actual, expected } => {
+                write!(f, "segment is {actual} bytes but its header requires {expected}")
+            }
+            LayoutMismatch { what } => write!(f, "segment header field {what} disagrees with its own capacities"),
+            NotReady => write!(f, "segment still being initialised by the daemon"),
+            Closing => write!(f, "the daemon is shutting this segment down"),
+            Incomplete => write!(f, "segment left half-initialised by a daemon that died"),
+            DaemonRunning { pid } => write!(f, "the segment's daemon (pid {pid}) still runs"),
+            ForeignOwner { name, owner, mode, expected } => {
+                write!(f, "segment {name:?} is owned by uid {owner} (mode {mode:o}), not uid {expected}")
+            }
+            UnsafeMode { name, owner, mode } => {
+                write!(f, "segment {name:?} (owner uid {owner}) has mode {mode:o}, not 600")
+            }
+            NotAFile { name } => write!(f, "/dev/shm/{name} is not a regular file"),
             Os { op, errno } => write!(f, "{op} failed: {errno} ({})", errno.desc()),
         }
     }
 }
 
-impl std::error::Error for AttachError {}
+impl std::error::Error for AttachError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AttachError::Capacity(e) => Some(e),
+            AttachError::Os { errno, .. } => Some(errno),
+            _ => None,
+        }
+    }
+}
 
 /// Why an operation on nodes failed. Nothing was changed when one is returned, except
 /// for [`PoolError::EventNotAppended`]: that change was made (to the node it names).
@@ -224,28 +248,67 @@ impl fmt::Display for PoolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use PoolError::*;
         match self {
-            PoolFull { capacity } => write!(f, "node pool full ({capacity} slots); delete nodes or restart the daemon with a larger --nodes"),
-            NameTooLong { len, max } => write!(f, "name is {len} bytes, the limit is {max}; shorten it"),
-            DescriptionTooLong { len, max } => write!(f, "description is {len} bytes, the inline limit is {max}; store longer text as a document"),
+            PoolFull { capacity } => write!(f, "node pool full ({capacity} slots)"),
+            NameTooLong { len, max } => write!(f, "name is {len} bytes, the limit is {max}"),
+            DescriptionTooLong { len, max } => write!(f, "description is {len} bytes, the inline limit is {max}"),
             NameHasControl { at } => write!(f, "name has a control character at byte {at}"),
             ValueOutOfRange => write!(f, "value is NaN, infinite or beyond ±{:e}", crate::VALUE_MAX),
             ProgressOutOfRange { value } => write!(f, "progress {value} is above 100"),
-            NotFound => write!(f, "no such node; check the id (list nodes with `wn tree`)"),
-            StaleHandle => write!(f, "the node this handle named was deleted; look it up again by UUID"),
-            HasChildren { count } => write!(f, "node has {count} children; delete them first or delete recursively"),
+            NotFound => write!(f, "no such node"),
+            StaleHandle => write!(f, "the node this handle named was deleted"),
+            HasChildren { count } => write!(f, "node has {count} children"),
             RootImmutable => write!(f, "the root container cannot be deleted"),
-            ReadOnly => write!(f, "segment attached read-only; attach read-write to change it"),
-            Busy { holder_pid } => write!(f, "node is being written by process {holder_pid} for too long; retry, or check that process"),
-            Contended => write!(f, "too much contention to finish; retry"),
-            Closing => write!(f, "the daemon is shutting this segment down and accepts no more changes; restart it and attach again"),
-            DaemonGone => write!(f, "the daemon journaling this segment is gone; no change was made"),
-            IllegalTransition { from, to } => write!(f, "illegal status change {from} -> {to}; claim, start, done, fail and block move tasks through claimed/in_progress/complete/failed/blocked"),
+            ReadOnly => write!(f, "segment attached read-only"),
+            Busy { holder_pid } => write!(f, "node is being written by process {holder_pid} for too long"),
+            Contended => write!(f, "too much contention to finish"),
+            Closing => write!(f, "the daemon is shutting this segment down and accepts no more changes"),
+            DaemonGone => write!(f, "the daemon journaling this segment is gone (no change was made)"),
+            IllegalTransition { from, to } => write!(f, "illegal status change {from} -> {to}"),
             EventNotAppended { error, node } => {
                 write!(f, "the change to node {node} was made but its event could not be appended: {error}")
             }
-            Corrupt { what } => write!(f, "segment inconsistency: {what}; run `wn doctor`, or stop the daemon and recreate the segment"),
+            Corrupt { what } => write!(f, "segment inconsistency: {what}"),
         }
     }
 }
 
-impl std::error::Error for PoolError {}
+impl std::error::Error for PoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PoolError::EventNotAppended { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AgentError, DocError, Handle, RingError, SetError, TaskError};
+    use std::error::Error;
+
+    /// A wrapper prints what it wraps and hands it out through `source()`.
+    #[test]
+    fn wrapped_errors_are_their_source() {
+        let pool = PoolError::PoolFull { capacity: 16 };
+        let inner = |e: &dyn Error| e.source().map(|s| s.to_string());
+        for e in [
+            &AgentError::Pool(pool) as &dyn Error,
+            &TaskError::Pool(pool),
+            &DocError::Pool(pool),
+            &SetError::Pool(pool),
+        ] {
+            assert_eq!(e.to_string(), "node pool full (16 slots)");
+            assert_eq!(inner(e).as_deref(), Some("node pool full (16 slots)"));
+        }
+        let ring = RingError::NotDurable { seq: 5, durable: 3 };
+        let e = PoolError::EventNotAppended { error: ring, node: Handle { index: 3, generation: 1 } };
+        assert_eq!(inner(&e), Some(ring.to_string()));
+        assert!(e.to_string().ends_with(&ring.to_string()), "{e}");
+        let cap = crate::layout::CapacityError { what: "events", value: 3, rule: "must be a power of two" };
+        assert_eq!(inner(&AttachError::Capacity(cap)), Some(cap.to_string()));
+        let os = AttachError::Os { op: "mmap", errno: Errno::ENOMEM };
+        assert_eq!(inner(&os), Some(Errno::ENOMEM.to_string()));
+        assert!(inner(&PoolError::NotFound).is_none() && inner(&AttachError::NotReady).is_none());
+    }
+}

@@ -299,17 +299,24 @@ impl std::fmt::Display for RingError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use RingError::*;
         match self {
-            Lagged { missed, resume_at } => write!(f, "reader lagged: {missed} events were overwritten before it read them; continuing at sequence {resume_at} (read faster, or give the daemon a larger --events)"),
+            Lagged { missed, resume_at } => write!(
+                f,
+                "reader lagged: {missed} events overwritten before it read them, continuing at sequence {resume_at}"
+            ),
             Timeout => write!(f, "no matching event before the timeout"),
-            PayloadTooLarge { len, max } => write!(f, "event payload is {len} bytes, the inline limit is {max}; put larger data in a document and reference it"),
-            TopicTooLong { len, max } => write!(f, "event topic is {len} bytes, the limit is {max}; use a shorter name"),
-            ReadOnly => write!(f, "segment attached read-only; attach read-write to append events"),
-            Closing => write!(f, "the daemon is shutting this segment down and accepts no more events; restart it and attach again"),
-            DaemonGone => write!(f, "the daemon journaling this segment is gone; the event was not appended"),
-            Busy { holder_pid } => write!(f, "the ring slot is held by live process {holder_pid} for too long; check that process"),
-            Contended => write!(f, "the append was overtaken by the ring repeatedly; retry"),
-            JournalStalled { seq, journaled } => write!(f, "the journal is a whole ring behind (event {seq}, journaled up to {journaled}); is the daemon running? check `wn dump` and the daemon's log"),
-            NotDurable { seq, durable } => write!(f, "event {seq} was appended but not confirmed on disk (durable up to {durable}); the daemon is slow or gone: check it, the change may be lost on a host restart"),
+            PayloadTooLarge { len, max } => write!(f, "event payload is {len} bytes, the inline limit is {max}"),
+            TopicTooLong { len, max } => write!(f, "event topic is {len} bytes, the limit is {max}"),
+            ReadOnly => write!(f, "segment attached read-only"),
+            Closing => write!(f, "the daemon is shutting this segment down and accepts no more events"),
+            DaemonGone => write!(f, "the daemon journaling this segment is gone (the event was not appended)"),
+            Busy { holder_pid } => write!(f, "ring slot held by live process {holder_pid} for too long"),
+            Contended => write!(f, "the append was overtaken by the ring repeatedly"),
+            JournalStalled { seq, journaled } => {
+                write!(f, "the journal is a whole ring behind (event {seq}, journaled up to {journaled})")
+            }
+            NotDurable { seq, durable } => {
+                write!(f, "event {seq} appended but not confirmed on disk (durable up to {durable})")
+            }
         }
     }
 }

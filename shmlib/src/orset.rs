@@ -210,20 +210,9 @@ impl From<PoolError> for SetError {
 impl fmt::Display for SetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SetError::SetFull { capacity } => write!(
-                f,
-                "the node's set is full ({capacity} entries, live or removed); remove elements and call `set_compact` \
-                 (once every replica has merged the removals)"
-            ),
-            SetError::NoSetSlots { capacity } => write!(
-                f,
-                "all {capacity} set slots of the segment are in use; delete nodes that carry sets, or restart the daemon \
-                 with a larger --sets"
-            ),
-            SetError::Corrupt => write!(
-                f,
-                "segment inconsistency in the set table; run `wn doctor`, or stop the daemon and recreate the segment"
-            ),
+            SetError::SetFull { capacity } => write!(f, "the node's set is full ({capacity} entries, live or removed)"),
+            SetError::NoSetSlots { capacity } => write!(f, "all {capacity} set slots of the segment are in use"),
+            SetError::Corrupt => write!(f, "segment inconsistency in the set table"),
             SetError::Pool(e) => write!(f, "{e}"),
         }
     }
@@ -1152,7 +1141,7 @@ mod tests {
         }
         let err = seg.set_add(t, 99).unwrap_err();
         assert_eq!(err, SetError::SetFull { capacity: SET_ENTRIES });
-        assert!(err.to_string().contains("set_compact"));
+        assert_eq!(err.to_string(), format!("the node's set is full ({SET_ENTRIES} entries, live or removed)"));
         // Removing does not free entries: the tombstones are kept for merging.
         assert_eq!(seg.set_remove(t, 3).unwrap(), 1);
         assert_eq!(seg.set_remove(t, 4).unwrap(), 1);
@@ -1226,7 +1215,7 @@ mod tests {
         let extra = task(&seg, "extra");
         let err = seg.set_add(extra, 1).unwrap_err();
         assert_eq!(err, SetError::NoSetSlots { capacity: caps });
-        assert!(err.to_string().contains("--sets"));
+        assert_eq!(err.to_string(), format!("all {caps} set slots of the segment are in use"));
         assert_eq!(sets_used(&seg), caps as u64);
 
         // The reused slot shows nothing of its previous owner.
@@ -1327,6 +1316,6 @@ mod tests {
         let v = task(&seg, "v");
         seg.hdr(hdr::SET_FREE_HEAD).store(crate::freelist::FreeHead::new(1, 1000).raw(), Ordering::Relaxed);
         assert_eq!(seg.set_add(v, 1), Err(SetError::Corrupt));
-        assert!(SetError::Corrupt.to_string().contains("wn doctor"));
+        assert_eq!(SetError::Corrupt.to_string(), "segment inconsistency in the set table");
     }
 }

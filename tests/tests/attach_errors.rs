@@ -1,5 +1,6 @@
 //! Attaching to something that is not a usable segment: each case gives its typed
-//! [`AttachError`] (or [`PoolError`]), and the message says what to do about it.
+//! [`AttachError`] (or [`PoolError`]) whose message says what happened, and `wn` says
+//! what to do about it (its hint).
 
 use serde_json::json;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -22,6 +23,26 @@ fn attach_err(name: &str, access: Access) -> AttachError {
         Ok(_) => panic!("attach {name} {access:?} succeeded"),
         Err(e) => e,
     }
+}
+
+/// Runs `wn --segment=NAME --json ARGS` (as `uid` if given), checks that it exits with
+/// `exit`, and returns the error object it printed on stderr.
+fn wn_error(name: &str, args: &[&str], exit: i32, uid: Option<u32>) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(worknode_tests::wn_bin());
+    cmd.arg(format!("--segment={name}")).arg("--json").args(args);
+    cmd.env_remove("WORKNODE_SEGMENT").env_remove("WORKNODE_AGENT").env_remove("WORKNODE_JSON");
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let out = cmd.output().expect("run wn");
+    assert_eq!(out.status.code(), Some(exit), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    serde_json::from_slice(&out.stderr).unwrap_or_else(|e| panic!("stderr is not one JSON object ({e}): {out:?}"))
+}
+
+/// The hint of a `wn` error object.
+fn hint(e: &serde_json::Value) -> &str {
+    e["hint"].as_str().unwrap_or_else(|| panic!("no hint: {e}"))
 }
 
 fn error_json(r: Result<Segment, AttachError>) -> serde_json::Value {
@@ -55,7 +76,8 @@ fn child_entry() {
             for e in errors {
                 assert_eq!(e, Some(PoolError::ReadOnly));
             }
-            assert!(PoolError::ReadOnly.to_string().contains("attach read-write"));
+            // What happened only; `wn`'s hint says to attach read-write (its unit tests).
+            assert_eq!(PoolError::ReadOnly.to_string(), "segment attached read-only");
             let after = seg.read(h).expect("read after refused writes");
             assert_eq!(after.version(), before.version());
             assert_eq!(seg.lookup(before.uuid()), Ok(h));
@@ -98,10 +120,12 @@ fn a_missing_segment_is_not_found() {
     for access in [Access::ReadWrite, Access::ReadOnly] {
         let e = attach_err(g.name(), access);
         assert_eq!(e, AttachError::NotFound { name: g.name().to_string() });
-        let msg = e.to_string();
-        assert!(msg.contains(&format!("worknoded --segment {}", g.name())), "{msg}");
-        assert!(msg.contains("WORKNODE_SEGMENT"), "{msg}");
+        assert_eq!(e.to_string(), format!("no Worknode segment named {:?} (/dev/shm/{})", g.name(), g.name()));
     }
+    let w = wn_error(g.name(), &["ls"], 4, None);
+    assert_eq!(w["code"], "segment_not_found", "{w}");
+    assert!(hint(&w).contains(&format!("worknoded --segment {}", g.name())), "{w}");
+    assert!(hint(&w).contains("WORKNODE_SEGMENT"), "{w}");
     assert!(matches!(Daemon::adopt(g.name()), Err(AttachError::NotFound { .. })));
     assert!(matches!(Segment::unlink(g.name()), Err(AttachError::NotFound { .. })));
 }
@@ -116,8 +140,10 @@ fn a_truncated_segment_is_a_size_mismatch() {
         let e = attach_err(g.name(), Access::ReadOnly);
         let expected = if len >= HEADER_SIZE as u64 { full } else { HEADER_SIZE as u64 };
         assert_eq!(e, AttachError::SizeMismatch { actual: len, expected }, "{case}");
-        let msg = e.to_string();
-        assert!(msg.contains("truncated or damaged") && msg.contains("recreate"), "{msg}");
+        assert_eq!(e.to_string(), format!("segment is {len} bytes but its header requires {expected}"));
+        let w = wn_error(g.name(), &["ls"], 1, None);
+        assert_eq!(w["code"], "segment_damaged", "{w}");
+        assert!(hint(&w).contains("truncated or damaged") && hint(&w).contains("recreate"), "{w}");
         assert!(matches!(Daemon::adopt(g.name()), Err(AttachError::SizeMismatch { .. })), "{case}: adopt");
     }
 }
@@ -132,7 +158,10 @@ fn a_foreign_file_is_not_worknode() {
         let e = attach_err(g.name(), Access::ReadWrite);
         let found = u64::from_le_bytes(junk[..8].try_into().unwrap());
         assert_eq!(e, AttachError::NotWorknode { name: g.name().to_string(), found }, "{case}");
-        assert!(e.to_string().contains("choose another --segment"), "{e}");
+        let w = wn_error(g.name(), &["ls"], 1, None);
+        assert_eq!(w["code"], "not_a_worknode_segment", "{w}");
+        assert!(w["error"].as_str().unwrap().contains(&format!("magic {found:#018x}")), "{w}");
+        assert!(hint(&w).contains("choose another --segment"), "{w}");
         assert_eq!(std::fs::read(g.shm_path()).unwrap(), junk, "attach modified a foreign file");
     }
 }
@@ -146,8 +175,10 @@ fn another_layout_version_is_a_version_mismatch() {
     raw::write_bytes(&g.shm_path(), raw::VERSION_OFFSET, &(LAYOUT_VERSION + 41).to_ne_bytes());
     let e = attach_err(g.name(), Access::ReadOnly);
     assert_eq!(e, AttachError::VersionMismatch { found: LAYOUT_VERSION + 41, expected: LAYOUT_VERSION });
-    let msg = e.to_string();
-    assert!(msg.contains("daemon's version") && msg.contains("recreate"), "{msg}");
+    let w = wn_error(g.name(), &["ls"], 1, None);
+    assert_eq!(w["code"], "layout_version_mismatch", "{w}");
+    assert!(w["error"].as_str().unwrap().contains(&format!("version {}", LAYOUT_VERSION + 41)), "{w}");
+    assert!(hint(&w).contains("daemon's version") && hint(&w).contains("recreate"), "{w}");
     assert!(matches!(Daemon::adopt(g.name()), Err(AttachError::VersionMismatch { .. })));
     drop(seg);
 }
@@ -158,7 +189,9 @@ fn invalid_names_are_refused_everywhere() {
     for name in ["", "a/b", ".hidden", "sp ace", "ünï", long.as_str()] {
         let e = attach_err(name, Access::ReadOnly);
         assert!(matches!(&e, AttachError::InvalidName { name: n, .. } if n == name), "{name:?}: {e:?}");
-        assert!(e.to_string().contains("use 1-200 letters, digits"), "{e}");
+        let w = wn_error(name, &["ls"], 2, None);
+        assert_eq!(w["code"], "invalid_segment_name", "{name:?}: {w}");
+        assert!(hint(&w).contains("use 1-200 letters, digits"), "{name:?}: {w}");
         assert!(matches!(Daemon::create(name, &small(), 0o600), Err(AttachError::InvalidName { .. })), "{name:?}");
         assert!(matches!(Segment::unlink(name), Err(AttachError::InvalidName { .. })), "{name:?}");
         assert!(matches!(Daemon::adopt(name), Err(AttachError::InvalidName { .. })), "{name:?}");
@@ -211,7 +244,7 @@ fn attaching_to_a_segment_not_yet_ready_or_closing_is_refused() {
     assert_eq!(seg.state(), SegmentState::Initializing);
     let e = Segment::attach_with(g.name(), Access::ReadOnly, Duration::from_millis(30)).err().expect("not ready");
     assert_eq!(e, AttachError::NotReady);
-    assert!(e.to_string().contains("retry"), "{e}");
+    assert_eq!(e.to_string(), "segment still being initialised by the daemon");
     assert_eq!(Daemon::adopt(g.name()).err(), Some(AttachError::Incomplete));
 
     raw::write_u64(&g.shm_path(), raw::STATE_OFFSET, 1);
@@ -240,7 +273,9 @@ fn another_users_private_segment_is_permission_denied() {
         std::fs::set_permissions(g.shm_path(), std::fs::Permissions::from_mode(0o400)).unwrap();
         let e = attach_err(g.name(), Access::ReadWrite);
         assert_eq!(e, AttachError::PermissionDenied { name: g.name().to_string(), writable: true });
-        assert!(e.to_string().contains("attach read-only"), "{e}");
+        let w = wn_error(g.name(), &["add", "task", "x"], 6, None);
+        assert_eq!(w["code"], "permission_denied", "{w}");
+        assert!(hint(&w).contains("run as the daemon's user") && hint(&w).contains("attach read-only"), "{w}");
         Segment::attach(g.name(), Access::ReadOnly).expect("read-only attach of a 0400 segment");
         return;
     }
@@ -271,7 +306,15 @@ fn another_users_private_segment_is_permission_denied() {
     assert_eq!(r["rw"]["debug"], want_rw.as_str(), "{r}");
     assert_eq!(r["ro"]["debug"], want_ro.as_str(), "{r}");
     let msg = r["rw"]["display"].as_str().unwrap();
-    assert!(msg.contains("run as the daemon's user") && msg.contains("attach read-only"), "{msg}");
+    assert_eq!(msg, format!("permission denied opening segment {:?} read-write", g.name()), "{r}");
+    // `wn` run by that user says what to do.
+    if runnable_by_nobody(&worknode_tests::wn_bin()) {
+        let w = wn_error(g.name(), &["add", "task", "x"], 6, Some(NOBODY));
+        assert_eq!(w["code"], "permission_denied", "{w}");
+        assert!(hint(&w).contains("run as the daemon's user") && hint(&w).contains("attach read-only"), "{w}");
+    } else {
+        println!("SKIPPED: wn is not reachable by uid {NOBODY}; its hint as that user not checked");
+    }
 
     // Mode 0644: the mode would let others read it, but a segment of another user is
     // never trusted, not even read-only (its owner could forge anything in it).
@@ -284,9 +327,14 @@ fn another_users_private_segment_is_permission_denied() {
 
 /// Whether uid `nobody` can run this test binary (as root, a child drops to it).
 fn nobody_can_run_this_binary() -> bool {
-    let exe = std::env::current_exe().unwrap();
+    runnable_by_nobody(&std::env::current_exe().unwrap())
+}
+
+/// Whether uid `nobody` can run the program at `exe` (every directory above it
+/// searchable by others, the file readable and executable by others).
+fn runnable_by_nobody(exe: &std::path::Path) -> bool {
     exe.ancestors().skip(1).all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
-        && std::fs::metadata(&exe).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005)
+        && std::fs::metadata(exe).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005)
 }
 
 /// A segment planted by another user (a real process of uid `nobody`, mode 666) is
@@ -338,6 +386,11 @@ fn a_planted_or_world_writable_segment_is_refused_at_every_door() {
         .expect("run wn");
     assert_eq!(wn.status.code(), Some(6), "{wn:?}");
     assert!(wn.stdout.is_empty() && String::from_utf8_lossy(&wn.stderr).contains("uid 65534"), "{wn:?}");
+    let w = wn_error(g.name(), &["ls"], 6, None);
+    assert_eq!(w["code"], "segment_untrusted", "{w}");
+    assert!(hint(&w).contains("run as its owner") && hint(&w).contains("planted"), "{w}");
+    let err = d.output(worknode_tests::Stream::Stderr);
+    assert!(err.contains("hint: refusing it: run as its owner"), "the daemon gives its advice: {err}");
 
     // Our own segment, opened to everyone's writes behind the daemon's back.
     let own = SegmentGuard::new("world-writable");

@@ -123,7 +123,17 @@ fn keep_leaves_the_segment_and_the_next_daemon_adopts_it() {
     // A kept segment is Closing until a daemon adopts it: clients are told so.
     let e = Segment::attach(g.name(), Access::ReadOnly).err().expect("attach to a Closing segment must fail");
     assert_eq!(e, AttachError::Closing);
-    assert!(e.to_string().contains("restart the daemon"), "{e}");
+    assert_eq!(e.to_string(), "the daemon is shutting this segment down");
+    // `wn` says what to do about it.
+    let wn = std::process::Command::new(worknode_tests::wn_bin())
+        .args(["--segment", g.name(), "--json", "ls"])
+        .env_remove("WORKNODE_JSON")
+        .output()
+        .expect("run wn");
+    assert_eq!(wn.status.code(), Some(1), "{wn:?}");
+    let w: serde_json::Value = serde_json::from_slice(&wn.stderr).expect("one JSON error on stderr");
+    assert_eq!(w["code"], "segment_closing", "{w}");
+    assert!(w["hint"].as_str().unwrap().contains("restart the daemon"), "{w}");
 
     // Different capacity flags: the adopting daemon keeps the segment's, with a note.
     let (mut d2, line) = start_with(&g, &["--nodes", "512", "--events", "1024", "--agents", "8", "--blob-chunks", "8"]);

@@ -80,18 +80,8 @@ impl Fail {
         Fail { message: message.into(), hint: hint.into(), code, exit, details: None, changed: None }
     }
 
-    /// A library error: its message reads "what happened; what to do", split at the first
-    /// "; " into message and hint.
-    fn lib(code: &'static str, exit: u8, e: &dyn std::fmt::Display) -> Fail {
-        let text = e.to_string();
-        match text.split_once("; ") {
-            Some((m, h)) => Fail::new(code, exit, m, h),
-            None => Fail::new(code, exit, text, ""),
-        }
-    }
-
-    /// A library error that says only what happened, with the CLI's advice.
-    fn lib_hint(code: &'static str, exit: u8, e: &dyn std::fmt::Display, hint: impl Into<String>) -> Fail {
+    /// A library error: its `Display` says what happened; the advice is `wn`'s.
+    fn lib(code: &'static str, exit: u8, e: &dyn std::fmt::Display, hint: impl Into<String>) -> Fail {
         Fail::new(code, exit, e.to_string(), hint)
     }
 
@@ -161,21 +151,43 @@ impl Fail {
     }
 }
 
+/// Advice for a segment that is damaged beyond attaching.
+const RECREATE_HINT: &str = "the segment is damaged: stop the daemon and recreate it";
+/// Advice for an inconsistency found in a structure of the segment.
+const CORRUPT_HINT: &str = "run `wn doctor`, or stop the daemon and recreate the segment";
+/// Advice when the daemon is shutting the segment down.
+const CLOSING_HINT: &str = "restart the daemon and attach again (run the command again once it is up)";
+/// Advice on a status change the state machine refuses.
+const TRANSITION_HINT: &str =
+    "claim, start, done, fail and block move tasks through claimed/in_progress/complete/failed/blocked";
+
 impl From<RingError> for Fail {
     fn from(e: RingError) -> Self {
         use RingError::*;
-        let (code, exit) = match e {
-            Lagged { .. } => ("lagged", exit::TIMEOUT),
-            Timeout => ("timeout", exit::TIMEOUT),
-            ReadOnly => ("read_only", exit::PERMISSION),
-            Busy { .. } | Contended => ("busy", exit::TIMEOUT),
-            PayloadTooLarge { .. } | TopicTooLong { .. } => ("too_large", exit::USAGE),
-            JournalStalled { .. } => ("journal_stalled", exit::TIMEOUT),
-            NotDurable { .. } => ("not_durable", exit::TIMEOUT),
-            Closing => ("segment_closing", exit::OTHER),
+        let (code, exit, hint) = match e {
+            Lagged { .. } => ("lagged", exit::TIMEOUT, "read faster, or give the daemon a larger --events".into()),
+            Timeout => ("timeout", exit::TIMEOUT, String::new()),
+            ReadOnly => ("read_only", exit::PERMISSION, "attach read-write to append events".into()),
+            Busy { holder_pid } => {
+                ("busy", exit::TIMEOUT, format!("check process {holder_pid}; retry when it is done"))
+            }
+            Contended => ("busy", exit::TIMEOUT, "retry".into()),
+            PayloadTooLarge { .. } => {
+                ("too_large", exit::USAGE, "put larger data in a document (`wn doc put`) and reference it".into())
+            }
+            TopicTooLong { .. } => ("too_large", exit::USAGE, "use a shorter name".into()),
+            JournalStalled { .. } => {
+                ("journal_stalled", exit::TIMEOUT, "is the daemon running? check `wn dump` and the daemon's log".into())
+            }
+            NotDurable { .. } => (
+                "not_durable",
+                exit::TIMEOUT,
+                "the daemon is slow or gone: check it, the change may be lost on a host restart".into(),
+            ),
+            Closing => ("segment_closing", exit::OTHER, CLOSING_HINT.into()),
             DaemonGone => return daemon_gone("the event was not appended"),
         };
-        Fail::lib(code, exit, &e)
+        Fail::lib(code, exit, &e, hint)
     }
 }
 
@@ -192,156 +204,503 @@ fn daemon_gone(what: &str) -> Fail {
 impl From<AttachError> for Fail {
     fn from(e: AttachError) -> Self {
         use AttachError::*;
-        let (code, exit) = match &e {
-            NotFound { .. } => ("segment_not_found", exit::NOT_FOUND),
-            PermissionDenied { .. } => ("permission_denied", exit::PERMISSION),
-            InvalidName { .. } => ("invalid_segment_name", exit::USAGE),
-            AlreadyExists { .. } => ("segment_exists", exit::CONFLICT),
-            NoSpace { .. } => ("no_space", exit::FULL),
-            Capacity(_) => ("bad_capacity", exit::USAGE),
-            NotWorknode { .. } => ("not_a_worknode_segment", exit::OTHER),
-            VersionMismatch { .. } => ("layout_version_mismatch", exit::OTHER),
-            SizeMismatch { .. } | LayoutMismatch { .. } => ("segment_damaged", exit::OTHER),
-            NotReady => ("segment_not_ready", exit::TIMEOUT),
-            Closing => ("segment_closing", exit::OTHER),
-            Incomplete => ("segment_incomplete", exit::OTHER),
-            ForeignOwner { .. } | UnsafeMode { .. } | NotAFile { .. } => ("segment_untrusted", exit::PERMISSION),
-            DaemonRunning { .. } => ("daemon_running", exit::CONFLICT),
+        let (code, exit, hint): (_, _, String) = match &e {
+            NotFound { name } => (
+                "segment_not_found",
+                exit::NOT_FOUND,
+                format!(
+                    "is the daemon running? start it with `worknoded --segment {name}`, or pass --segment / set WORKNODE_SEGMENT"
+                ),
+            ),
+            PermissionDenied { writable, .. } => (
+                "permission_denied",
+                exit::PERMISSION,
+                format!(
+                    "it belongs to another user or its mode forbids this: run as the daemon's user{}",
+                    if *writable { " or attach read-only (an inspector verb such as `wn ls`)" } else { "" }
+                ),
+            ),
+            InvalidName { .. } => {
+                ("invalid_segment_name", exit::USAGE, "use 1-200 letters, digits, '.', '_' or '-'".into())
+            }
+            AlreadyExists { name } => (
+                "segment_exists",
+                exit::CONFLICT,
+                format!(
+                    "another daemon may own it: stop it, remove /dev/shm/{name} if it is stale, or choose another --segment"
+                ),
+            ),
+            NoSpace { .. } => (
+                "no_space",
+                exit::FULL,
+                "free space in /dev/shm or ask for smaller capacities (worknoded --nodes, --events, --blob-chunks)".into(),
+            ),
+            Capacity(_) => ("bad_capacity", exit::USAGE, "see `worknoded --help` for each capacity's range".into()),
+            NotWorknode { .. } => (
+                "not_a_worknode_segment",
+                exit::OTHER,
+                "another program owns that name: choose another --segment".into(),
+            ),
+            VersionMismatch { .. } => (
+                "layout_version_mismatch",
+                exit::OTHER,
+                "use tools of the daemon's version, or stop the daemon and recreate the segment".into(),
+            ),
+            SizeMismatch { .. } => (
+                "segment_damaged",
+                exit::OTHER,
+                "it is truncated or damaged: stop the daemon and recreate it".into(),
+            ),
+            LayoutMismatch { .. } => ("segment_damaged", exit::OTHER, RECREATE_HINT.into()),
+            NotReady => ("segment_not_ready", exit::TIMEOUT, "retry in a moment".into()),
+            Closing => ("segment_closing", exit::OTHER, CLOSING_HINT.into()),
+            Incomplete => (
+                "segment_incomplete",
+                exit::OTHER,
+                "start worknoded again: it removes the half-initialised segment and creates it anew".into(),
+            ),
+            ForeignOwner { name, .. } => (
+                "segment_untrusted",
+                exit::PERMISSION,
+                format!("refusing it: run as its owner, or remove /dev/shm/{name} if someone else planted it"),
+            ),
+            UnsafeMode { name, .. } => (
+                "segment_untrusted",
+                exit::PERMISSION,
+                format!(
+                    "other users may read or write it, so it is refused: remove /dev/shm/{name} and let the daemon create it again"
+                ),
+            ),
+            NotAFile { .. } => (
+                "segment_untrusted",
+                exit::PERMISSION,
+                "someone put a FIFO, directory or device there: remove it, or choose another --segment".into(),
+            ),
+            DaemonRunning { .. } => ("daemon_running", exit::CONFLICT, "stop it first".into()),
             Os { errno, .. }
                 if std::io::Error::from_raw_os_error(*errno as i32).kind() == std::io::ErrorKind::PermissionDenied =>
             {
-                ("permission_denied", exit::PERMISSION)
+                ("permission_denied", exit::PERMISSION, "run as the daemon's user".into())
             }
-            Os { .. } => ("os_error", exit::OTHER),
+            Os { .. } => ("os_error", exit::OTHER, String::new()),
         };
-        Fail::lib(code, exit, &e)
+        Fail::lib(code, exit, &e, hint)
     }
 }
 
 impl From<PoolError> for Fail {
     fn from(e: PoolError) -> Self {
         use PoolError::*;
-        let (code, exit) = match e {
-            PoolFull { .. } => ("pool_full", exit::FULL),
-            NameHasControl { .. } => {
-                return Fail::lib_hint("invalid_name", exit::USAGE, &e, CONTROL_HINT);
+        let (code, exit, hint): (_, _, String) = match e {
+            PoolFull { .. } => {
+                ("pool_full", exit::FULL, "delete nodes or restart the daemon with a larger --nodes".into())
             }
-            ValueOutOfRange => {
-                return Fail::lib_hint(
-                    "invalid_value",
-                    exit::USAGE,
-                    &e,
-                    "give a finite decimal number (not NaN or inf), e.g. --value 1500",
-                );
+            NameHasControl { .. } => ("invalid_name", exit::USAGE, CONTROL_HINT.into()),
+            ValueOutOfRange => (
+                "invalid_value",
+                exit::USAGE,
+                "give a finite decimal number (not NaN or inf), e.g. --value 1500".into(),
+            ),
+            NameTooLong { .. } => ("invalid_value", exit::USAGE, "shorten it".into()),
+            DescriptionTooLong { .. } => {
+                ("invalid_value", exit::USAGE, "store longer text as a document (`wn doc put`)".into())
             }
-            NameTooLong { .. } | DescriptionTooLong { .. } | ProgressOutOfRange { .. } => {
-                ("invalid_value", exit::USAGE)
+            ProgressOutOfRange { .. } => ("invalid_value", exit::USAGE, "give a progress from 0 to 100".into()),
+            NotFound => ("not_found", exit::NOT_FOUND, "check the id (list nodes with `wn tree`)".into()),
+            StaleHandle => {
+                ("not_found", exit::NOT_FOUND, "look it up again by UUID (list nodes with `wn tree`)".into())
             }
-            NotFound | StaleHandle => ("not_found", exit::NOT_FOUND),
-            HasChildren { .. } => ("has_children", exit::CONFLICT),
-            RootImmutable => ("root_immutable", exit::CONFLICT),
-            ReadOnly => ("read_only", exit::PERMISSION),
-            Busy { .. } | Contended => ("busy", exit::TIMEOUT),
-            IllegalTransition { .. } => ("illegal_transition", exit::CONFLICT),
-            EventNotAppended { node, .. } => {
-                return Fail { changed: Some(node), ..Fail::lib("not_durable", exit::TIMEOUT, &e) };
+            HasChildren { .. } => ("has_children", exit::CONFLICT, "delete them first or delete recursively".into()),
+            RootImmutable => ("root_immutable", exit::CONFLICT, String::new()),
+            ReadOnly => ("read_only", exit::PERMISSION, "attach read-write to change it".into()),
+            Busy { holder_pid } => ("busy", exit::TIMEOUT, format!("retry, or check process {holder_pid}")),
+            Contended => ("busy", exit::TIMEOUT, "retry".into()),
+            IllegalTransition { .. } => ("illegal_transition", exit::CONFLICT, TRANSITION_HINT.into()),
+            EventNotAppended { error, node } => {
+                // The hint is the append's: why the event is missing, and what to check.
+                let hint = Fail::from(error).hint;
+                return Fail { changed: Some(node), ..Fail::lib("not_durable", exit::TIMEOUT, &e, hint) };
             }
-            Corrupt { .. } => ("corrupt", exit::OTHER),
-            Closing => ("segment_closing", exit::OTHER),
+            Corrupt { .. } => ("corrupt", exit::OTHER, CORRUPT_HINT.into()),
+            Closing => ("segment_closing", exit::OTHER, CLOSING_HINT.into()),
             DaemonGone => return daemon_gone("no change was made"),
         };
-        Fail::lib(code, exit, &e)
+        Fail::lib(code, exit, &e, hint)
     }
 }
 
 impl From<AgentError> for Fail {
     fn from(e: AgentError) -> Self {
         use AgentError::*;
-        let (code, exit) = match e {
+        let (code, exit, hint): (_, _, String) = match e {
             Pool(p) => return p.into(),
-            TableFull { .. } => ("agent_table_full", exit::FULL),
-            BadName { .. } | RoleTooLong { .. } => ("invalid_value", exit::USAGE),
-            ControlCharacter { .. } => return Fail::lib_hint("invalid_name", exit::USAGE, &e, CONTROL_HINT),
-            NotFound => ("agent_not_found", exit::NOT_FOUND),
-            SessionTaken { .. } => ("session_taken", exit::CONFLICT),
-            Busy => ("busy", exit::TIMEOUT),
+            TableFull { .. } => (
+                "agent_table_full",
+                exit::FULL,
+                "have idle agents leave (`wn leave`), or restart the daemon with a larger --agents".into(),
+            ),
+            BadName { .. } => {
+                ("invalid_value", exit::USAGE, format!("use 1 to {} bytes", worknode::layout::AGENT_NAME_MAX))
+            }
+            RoleTooLong { .. } => ("invalid_value", exit::USAGE, "shorten it".into()),
+            ControlCharacter { .. } => ("invalid_name", exit::USAGE, CONTROL_HINT.into()),
+            NotFound => ("agent_not_found", exit::NOT_FOUND, "list agents with `wn agents`".into()),
+            SessionTaken { .. } => {
+                ("session_taken", exit::CONFLICT, "use another name (--agent) or stop that process".into())
+            }
+            Busy => ("busy", exit::TIMEOUT, "retry".into()),
         };
-        Fail::lib(code, exit, &e)
+        Fail::lib(code, exit, &e, hint)
     }
 }
 
 impl From<TaskError> for Fail {
     fn from(e: TaskError) -> Self {
         use TaskError::*;
-        let (code, exit) = match e {
+        let (code, exit, hint): (_, _, String) = match e {
             Pool(p) => return p.into(),
-            AlreadyClaimed { .. } => ("already_claimed", exit::CONFLICT),
-            IllegalTransition { .. } => ("illegal_transition", exit::CONFLICT),
-            StaleEpoch { .. } => ("stale_epoch", exit::CONFLICT),
-            LeaseExpired { .. } => ("lease_expired", exit::CONFLICT),
-            NotClaimant => ("not_claimant", exit::CONFLICT),
-            Blocked { .. } => ("blocked", exit::CONFLICT),
-            Cycle => ("cycle", exit::CONFLICT),
-            NothingReady => ("nothing_ready", exit::NOT_FOUND),
-            TooManyBlockers => ("too_many_blockers", exit::FULL),
-            TooManyAssignees => ("too_many_assignees", exit::FULL),
-            UnknownAgent => ("agent_not_found", exit::NOT_FOUND),
-            NotATask { .. } => {
-                return Fail::lib_hint(
-                    "not_a_task",
-                    exit::USAGE,
-                    &e,
-                    "claim a task (or a custom node): `wn ready` lists the claimable ones, `wn claim --next` takes the best",
-                );
-            }
-            NoteTooLong { max, .. } => {
-                return Fail::lib_hint(
-                    "note_too_long",
-                    exit::USAGE,
-                    &e,
-                    format!(
-                        "keep it to {max} bytes (a quote or backslash counts 2); put longer text in a document (`wn doc put`) and name it in the note"
-                    ),
-                );
-            }
+            AlreadyClaimed { .. } => ("already_claimed", exit::CONFLICT, "pick another task or wait".into()),
+            IllegalTransition { .. } => ("illegal_transition", exit::CONFLICT, TRANSITION_HINT.into()),
+            StaleEpoch { .. } => (
+                "stale_epoch",
+                exit::CONFLICT,
+                "another agent claimed it after your lease lapsed: drop this work".into(),
+            ),
+            LeaseExpired { .. } => (
+                "lease_expired",
+                exit::CONFLICT,
+                "claim the task again (`wn renew` before the lease ends)".into(),
+            ),
+            NotClaimant => ("not_claimant", exit::CONFLICT, "claim it first (`wn claim`)".into()),
+            Blocked { .. } => (
+                "blocked",
+                exit::CONFLICT,
+                "finish them first (`wn ready` lists claimable tasks)".into(),
+            ),
+            Cycle => ("cycle", exit::CONFLICT, String::new()),
+            NothingReady => (
+                "nothing_ready",
+                exit::NOT_FOUND,
+                "wait for one (`wn wait --kind task_ready`)".into(),
+            ),
+            TooManyBlockers => ("too_many_blockers", exit::FULL, String::new()),
+            TooManyAssignees => ("too_many_assignees", exit::FULL, String::new()),
+            UnknownAgent => ("agent_not_found", exit::NOT_FOUND, "join first (`wn join`)".into()),
+            NotATask { .. } => (
+                "not_a_task",
+                exit::USAGE,
+                "claim a task (or a custom node): `wn ready` lists the claimable ones, `wn claim --next` takes the best"
+                    .into(),
+            ),
+            NoteTooLong { max, .. } => (
+                "note_too_long",
+                exit::USAGE,
+                format!(
+                    "keep it to {max} bytes (a quote or backslash counts 2); put longer text in a document (`wn doc put`) and name it in the note"
+                ),
+            ),
             LeaseOutOfRange { .. } => {
-                return Fail::lib_hint(
-                    "invalid_value",
-                    exit::USAGE,
-                    &e,
-                    "give a lease from 1ms to 30d, e.g. --lease 10m",
-                );
+                ("invalid_value", exit::USAGE, "give a lease from 1ms to 30d, e.g. --lease 10m".into())
             }
         };
-        Fail::lib(code, exit, &e)
+        Fail::lib(code, exit, &e, hint)
     }
 }
 
 impl From<DocError> for Fail {
     fn from(e: DocError) -> Self {
         use DocError::*;
-        let (code, exit) = match e {
+        let (code, exit, hint): (_, _, String) = match e {
             Pool(p) => return p.into(),
-            TooLarge { .. } => ("document_too_large", exit::FULL),
-            ArenaFull { .. } => ("blob_arena_full", exit::FULL),
-            ContentTypeTooLong { .. } => ("invalid_value", exit::USAGE),
-            NotADocument => ("not_a_document", exit::USAGE),
-            Changed => ("document_changed", exit::TIMEOUT),
-            ChecksumMismatch { .. } => ("checksum_mismatch", exit::OTHER),
+            TooLarge { .. } => (
+                "document_too_large",
+                exit::FULL,
+                "split it into several documents, or restart the daemon with a larger --blob-chunks".into(),
+            ),
+            ArenaFull { .. } => (
+                "blob_arena_full",
+                exit::FULL,
+                "delete or replace documents no longer needed, or restart the daemon with a larger --blob-chunks"
+                    .into(),
+            ),
+            ContentTypeTooLong { .. } => ("invalid_value", exit::USAGE, "use a shorter media type".into()),
+            NotADocument => {
+                ("not_a_document", exit::USAGE, "name a node of kind document (`wn doc put` makes one)".into())
+            }
+            Changed => ("document_changed", exit::TIMEOUT, "retry".into()),
+            ChecksumMismatch { .. } => (
+                "checksum_mismatch",
+                exit::OTHER,
+                "the segment may be damaged: replace the document, or run `wn doctor`".into(),
+            ),
         };
-        Fail::lib(code, exit, &e)
+        Fail::lib(code, exit, &e, hint)
     }
 }
 
 impl From<SetError> for Fail {
     fn from(e: SetError) -> Self {
         use SetError::*;
-        let (code, exit) = match e {
+        let (code, exit, hint): (_, _, String) = match e {
             Pool(p) => return p.into(),
-            SetFull { .. } => ("set_full", exit::FULL),
-            NoSetSlots { .. } => ("no_set_slots", exit::FULL),
-            Corrupt => ("corrupt", exit::OTHER),
+            SetFull { .. } => (
+                "set_full",
+                exit::FULL,
+                "remove elements and compact the set (`set_compact`, once every replica has merged the removals)"
+                    .into(),
+            ),
+            NoSetSlots { .. } => (
+                "no_set_slots",
+                exit::FULL,
+                "delete nodes that carry sets, or restart the daemon with a larger --sets".into(),
+            ),
+            Corrupt => ("corrupt", exit::OTHER, CORRUPT_HINT.into()),
         };
-        Fail::lib(code, exit, &e)
+        Fail::lib(code, exit, &e, hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use worknode::layout::CapacityError;
+    use worknode::{Handle, Status};
+
+    fn attach_errors() -> Vec<AttachError> {
+        use AttachError::*;
+        let name = "seg".to_string();
+        vec![
+            InvalidName { name: "a/b".into(), reason: "has a '/'" },
+            NotFound { name: name.clone() },
+            PermissionDenied { name: name.clone(), writable: true },
+            PermissionDenied { name: name.clone(), writable: false },
+            AlreadyExists { name: name.clone() },
+            NoSpace { bytes: 4096 },
+            Capacity(CapacityError { what: "events", value: 1000, rule: "must be a power of two" }),
+            NotWorknode { name: name.clone(), found: 0x5a5a },
+            VersionMismatch { found: 9, expected: 8 },
+            SizeMismatch { actual: 10, expected: 20 },
+            LayoutMismatch { what: "total" },
+            NotReady,
+            Closing,
+            Incomplete,
+            DaemonRunning { pid: 42 },
+            ForeignOwner { name: name.clone(), owner: 65534, mode: 0o666, expected: 0 },
+            NotAFile { name: name.clone() },
+            UnsafeMode { name, owner: 0, mode: 0o666 },
+            Os { op: "mmap", errno: nix::errno::Errno::ENOMEM },
+        ]
+    }
+
+    fn pool_errors() -> Vec<PoolError> {
+        use PoolError::*;
+        let node = Handle { index: 3, generation: 1 };
+        vec![
+            PoolFull { capacity: 16 },
+            NameTooLong { len: 65, max: 64 },
+            DescriptionTooLong { len: 257, max: 256 },
+            NameHasControl { at: 2 },
+            ValueOutOfRange,
+            ProgressOutOfRange { value: 101 },
+            NotFound,
+            StaleHandle,
+            HasChildren { count: 2 },
+            RootImmutable,
+            ReadOnly,
+            Busy { holder_pid: 7 },
+            Contended,
+            Closing,
+            DaemonGone,
+            IllegalTransition { from: Status::Ready, to: Status::Complete },
+            EventNotAppended { error: RingError::NotDurable { seq: 5, durable: 3 }, node },
+            Corrupt { what: "a link outside the pool" },
+        ]
+    }
+
+    fn ring_errors() -> Vec<RingError> {
+        use RingError::*;
+        vec![
+            Lagged { missed: 3, resume_at: 10 },
+            Timeout,
+            PayloadTooLarge { len: 300, max: 200 },
+            TopicTooLong { len: 40, max: 32 },
+            ReadOnly,
+            Closing,
+            DaemonGone,
+            Busy { holder_pid: 7 },
+            Contended,
+            JournalStalled { seq: 9, journaled: 1 },
+            NotDurable { seq: 5, durable: 3 },
+        ]
+    }
+
+    fn agent_errors() -> Vec<AgentError> {
+        use AgentError::*;
+        vec![
+            TableFull { capacity: 4 },
+            BadName { len: 65 },
+            ControlCharacter { field: "role", at: 1 },
+            RoleTooLong { len: 99 },
+            NotFound,
+            SessionTaken { pid: 7 },
+            Busy,
+            Pool(PoolError::ReadOnly),
+        ]
+    }
+
+    fn task_errors() -> Vec<TaskError> {
+        use TaskError::*;
+        vec![
+            AlreadyClaimed { by: 1, until_ms: 0 },
+            IllegalTransition { from: Status::Ready, to: Status::Complete },
+            StaleEpoch { presented: 7, current: 8 },
+            LeaseExpired { ago_ms: 10 },
+            NotClaimant,
+            Blocked { open: 2 },
+            NothingReady,
+            Cycle,
+            TooManyBlockers,
+            TooManyAssignees,
+            UnknownAgent,
+            NotATask { kind: Some(worknode::NodeKind::Folder) },
+            NotATask { kind: None },
+            NoteTooLong { len: 60, max: 48 },
+            LeaseOutOfRange { ms: 0, max_ms: 10 },
+            Pool(PoolError::NotFound),
+        ]
+    }
+
+    fn doc_errors() -> Vec<DocError> {
+        use DocError::*;
+        vec![
+            TooLarge { len: 10, max: 5 },
+            ArenaFull { needed_chunks: 8, free_chunks: 4 },
+            ContentTypeTooLong { len: 300, max: 64 },
+            NotADocument,
+            Changed,
+            ChecksumMismatch { stored: 1, computed: 2 },
+            Pool(PoolError::StaleHandle),
+        ]
+    }
+
+    fn set_errors() -> Vec<SetError> {
+        use SetError::*;
+        vec![SetFull { capacity: 8 }, NoSetSlots { capacity: 2 }, Corrupt, Pool(PoolError::ReadOnly)]
+    }
+
+    /// Every library error as `wn` reports it, beside the library's own message.
+    fn all() -> Vec<(String, Fail)> {
+        fn both<E: std::fmt::Display + Clone + Into<Fail>>(v: Vec<E>) -> Vec<(String, Fail)> {
+            v.into_iter().map(|e| (e.to_string(), e.into())).collect()
+        }
+        let mut out = both(attach_errors());
+        out.extend(both(pool_errors()));
+        out.extend(both(ring_errors()));
+        out.extend(both(agent_errors()));
+        out.extend(both(task_errors()));
+        out.extend(both(doc_errors()));
+        out.extend(both(set_errors()));
+        out
+    }
+
+    #[test]
+    fn library_messages_say_only_what_happened() {
+        for (text, _) in all() {
+            assert!(!text.contains("; "), "advice in a library message: {text}");
+            assert!(!text.contains('`'), "a command in a library message: {text}");
+            assert!(!text.contains("--"), "a flag in a library message: {text}");
+            assert!(!text.contains("retry"), "advice in a library message: {text}");
+        }
+    }
+
+    /// The advice the library's messages used to give reaches `wn`'s hint.
+    #[test]
+    fn wn_gives_the_advice() {
+        let cases: Vec<(Fail, &str, &str)> = vec![
+            (PoolError::PoolFull { capacity: 16 }.into(), "pool_full", "larger --nodes"),
+            (PoolError::ReadOnly.into(), "read_only", "attach read-write"),
+            (PoolError::StaleHandle.into(), "not_found", "look it up again by UUID"),
+            (PoolError::NotFound.into(), "not_found", "`wn tree`"),
+            (PoolError::HasChildren { count: 1 }.into(), "has_children", "delete recursively"),
+            (PoolError::Busy { holder_pid: 7 }.into(), "busy", "retry"),
+            (PoolError::Corrupt { what: "x" }.into(), "corrupt", "wn doctor"),
+            (PoolError::DescriptionTooLong { len: 300, max: 256 }.into(), "invalid_value", "as a document"),
+            (PoolError::Closing.into(), "segment_closing", "restart the daemon"),
+            (AttachError::NotReady.into(), "segment_not_ready", "retry"),
+            (AttachError::Closing.into(), "segment_closing", "restart the daemon"),
+            (AttachError::NoSpace { bytes: 1 }.into(), "no_space", "--blob-chunks"),
+            (AttachError::AlreadyExists { name: "s".into() }.into(), "segment_exists", "remove /dev/shm/s"),
+            (AttachError::NotAFile { name: "s".into() }.into(), "segment_untrusted", "FIFO, directory or device"),
+            (
+                AttachError::UnsafeMode { name: "s".into(), owner: 0, mode: 0o666 }.into(),
+                "segment_untrusted",
+                "remove /dev/shm/s",
+            ),
+            (RingError::Lagged { missed: 1, resume_at: 2 }.into(), "lagged", "larger --events"),
+            (RingError::ReadOnly.into(), "read_only", "attach read-write"),
+            (RingError::PayloadTooLarge { len: 300, max: 200 }.into(), "too_large", "document"),
+            (RingError::JournalStalled { seq: 9, journaled: 1 }.into(), "journal_stalled", "`wn dump`"),
+            (RingError::NotDurable { seq: 5, durable: 3 }.into(), "not_durable", "host restart"),
+            (AgentError::TableFull { capacity: 4 }.into(), "agent_table_full", "larger --agents"),
+            (AgentError::BadName { len: 65 }.into(), "invalid_value", "use 1 to 64 bytes"),
+            (AgentError::NotFound.into(), "agent_not_found", "`wn agents`"),
+            (AgentError::SessionTaken { pid: 7 }.into(), "session_taken", "stop that process"),
+            (TaskError::AlreadyClaimed { by: 1, until_ms: 0 }.into(), "already_claimed", "pick another task"),
+            (TaskError::StaleEpoch { presented: 1, current: 2 }.into(), "stale_epoch", "drop this work"),
+            (TaskError::LeaseExpired { ago_ms: 1 }.into(), "lease_expired", "claim the task again"),
+            (TaskError::NotClaimant.into(), "not_claimant", "claim it first"),
+            (TaskError::Blocked { open: 1 }.into(), "blocked", "`wn ready`"),
+            (TaskError::NothingReady.into(), "nothing_ready", "wn wait --kind task_ready"),
+            (TaskError::UnknownAgent.into(), "agent_not_found", "join first"),
+            (
+                TaskError::IllegalTransition { from: Status::Ready, to: Status::Complete }.into(),
+                "illegal_transition",
+                "claim, start, done, fail and block",
+            ),
+            (DocError::TooLarge { len: 10, max: 5 }.into(), "document_too_large", "larger --blob-chunks"),
+            (
+                DocError::ArenaFull { needed_chunks: 8, free_chunks: 4 }.into(),
+                "blob_arena_full",
+                "larger --blob-chunks",
+            ),
+            (DocError::Changed.into(), "document_changed", "retry"),
+            (DocError::ChecksumMismatch { stored: 1, computed: 2 }.into(), "checksum_mismatch", "wn doctor"),
+            (SetError::SetFull { capacity: 8 }.into(), "set_full", "set_compact"),
+            (SetError::NoSetSlots { capacity: 2 }.into(), "no_set_slots", "larger --sets"),
+            (SetError::Corrupt.into(), "corrupt", "wn doctor"),
+        ];
+        for (f, code, advice) in cases {
+            assert_eq!(f.code, code, "{f:?}");
+            assert!(f.hint.contains(advice), "{code}: hint lacks {advice:?}: {f:?}");
+            assert!(!f.message.contains(advice) || advice == "document", "{code}: advice in the message: {f:?}");
+        }
+    }
+
+    /// A change made whose event is missing: the message keeps the node and why; the hint
+    /// is the append's.
+    #[test]
+    fn an_event_not_appended_keeps_the_node_and_the_appends_advice() {
+        let node = Handle { index: 3, generation: 1 };
+        let f: Fail = PoolError::EventNotAppended { error: RingError::NotDurable { seq: 5, durable: 3 }, node }.into();
+        assert_eq!((f.code, f.exit, f.changed), ("not_durable", exit::TIMEOUT, Some(node)));
+        assert!(f.message.contains(&format!("node {node} ")) && f.message.contains("event 5"), "{f:?}");
+        assert!(f.hint.contains("host restart"), "{f:?}");
+    }
+
+    /// Wrappers report like what they wrap.
+    #[test]
+    fn wrapped_pool_errors_report_as_pool_errors() {
+        let direct = Fail::from(PoolError::ReadOnly);
+        for f in [
+            Fail::from(AgentError::Pool(PoolError::ReadOnly)),
+            Fail::from(TaskError::Pool(PoolError::ReadOnly)),
+            Fail::from(DocError::Pool(PoolError::ReadOnly)),
+            Fail::from(SetError::Pool(PoolError::ReadOnly)),
+        ] {
+            assert_eq!(
+                (f.code, f.exit, &f.message, &f.hint),
+                (direct.code, direct.exit, &direct.message, &direct.hint)
+            );
+        }
     }
 }

@@ -237,12 +237,15 @@ fn capacities_full_exit_7() {
     assert_eq!(d.json(&["agents"])["count"], 0);
     d.run_as("a1", &["join"]).ok();
     d.run_as("a2", &["join"]).ok();
-    d.fails(&["--agent", "a3", "join"], 7, "agent_table_full");
+    let e = d.fails(&["--agent", "a3", "join"], 7, "agent_table_full");
+    assert!(e["hint"].as_str().unwrap().contains("larger --agents"), "{e}");
     // Root, /agents and the two agents' nodes take four of the eight slots.
     for i in 0..4 {
         d.run(&["add", "task", &format!("t{i}")]).ok();
     }
-    d.fails(&["add", "task", "one too many"], 7, "pool_full");
+    let e = d.fails(&["add", "task", "one too many"], 7, "pool_full");
+    assert!(e["error"].as_str().unwrap().contains("node pool full (8 slots)"), "{e}");
+    assert!(e["hint"].as_str().unwrap().contains("larger --nodes"), "{e}");
 }
 
 #[test]
