@@ -363,29 +363,29 @@ impl JournalFile {
     /// to an older file would be skipped.
     pub fn open_at(dir: &Path, seq: u64) -> std::io::Result<JournalFile> {
         let path = journal_path(dir, seq);
+        // Writes the file's header and makes it durable; returns its length.
+        let start = |file: &mut File| -> std::io::Result<u64> {
+            let mut head = Vec::new();
+            format::header(&mut head, JOURNAL_MAGIC, seq);
+            file.write_all(&head)?;
+            file.sync_all()?;
+            Ok(head.len() as u64)
+        };
         match OpenOptions::new().append(true).open(&path) {
-            Ok(file) => {
-                let len = file.metadata()?.len();
+            Ok(mut file) => {
+                let mut len = file.metadata()?.len();
                 if len < format::HEADER_LEN as u64 {
                     // A header cut short at creation: write it again.
                     file.set_len(0)?;
-                    let mut file = file;
-                    let mut head = Vec::new();
-                    format::header(&mut head, JOURNAL_MAGIC, seq);
-                    file.write_all(&head)?;
-                    file.sync_all()?;
-                    return Ok(JournalFile { file, path, len: head.len() as u64 });
+                    len = start(&mut file)?;
                 }
                 Ok(JournalFile { file, path, len })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut file = OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path)?;
-                let mut head = Vec::new();
-                format::header(&mut head, JOURNAL_MAGIC, seq);
-                file.write_all(&head)?;
-                file.sync_all()?;
+                let len = start(&mut file)?;
                 sync_dir(dir)?;
-                Ok(JournalFile { file, path, len: head.len() as u64 })
+                Ok(JournalFile { file, path, len })
             }
             Err(e) => Err(e),
         }
@@ -421,4 +421,26 @@ pub fn write_snapshot(dir: &Path, covers_seq: u64, records: &[Record]) -> std::i
     fs::rename(&tmp, &path)?;
     sync_dir(dir)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_at_creates_a_file_continues_one_and_rewrites_a_header_cut_short() {
+        let dir = std::env::temp_dir().join(format!("wn-store-open-at-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut j = JournalFile::open_at(&dir, 7).unwrap();
+        assert_eq!(j.len, format::HEADER_LEN as u64);
+        j.append(b"x").unwrap();
+        drop(j);
+        assert_eq!(JournalFile::open_at(&dir, 7).unwrap().len, format::HEADER_LEN as u64 + 1, "appends go on");
+        fs::write(journal_path(&dir, 9), b"WNJ").unwrap();
+        let j = JournalFile::open_at(&dir, 9).unwrap();
+        assert_eq!(j.len, format::HEADER_LEN as u64);
+        assert_eq!(format::read_header(&fs::read(&j.path).unwrap(), JOURNAL_MAGIC), Ok(9));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
