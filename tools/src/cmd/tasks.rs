@@ -42,7 +42,7 @@ pub struct ReadyArgs {
 #[command(group(clap::ArgGroup::new("which").required(true).args(["node", "next"])))]
 pub struct ClaimArgs {
     /// The task to claim (UUID, unique prefix, or /path).
-    node: Option<String>,
+    pub(crate) node: Option<String>,
     /// Claim the best ready task instead (highest priority, then oldest).
     #[arg(long)]
     next: bool,
@@ -67,7 +67,7 @@ pub struct ClaimArgs {
 #[derive(clap::Args, Debug)]
 pub struct ClaimantArgs {
     /// The task (UUID, unique prefix, or /path).
-    node: String,
+    pub(crate) node: String,
     /// Present this fencing epoch (as printed by `claim`) instead of the current one: the
     /// write fails with exit 3 if the task was claimed again since.
     #[arg(long, value_name = "N", value_parser = duration::number(1, u64::MAX, "a fencing epoch, as `claim` printed it"))]
