@@ -58,6 +58,15 @@ fn tokens_are_minted_used_refused_listed_and_revoked() {
     with_token(&d, &sub, &["add", "task", "deeper", "--parent", "/A/inside"]).ok();
     refused(&d, &sub, &["add", "task", "outside", "--parent", "/B"], "create needed");
     refused(&d, &sub, &["add", "task", "at-root"], "create needed");
+    // Claimant verbs check the task's place too: a claim-and-update token under /A
+    // works on /A/inside, and not on a task under /B.
+    with_token(&d, &rw, &["add", "task", "b-task", "--parent", "/B"]).ok();
+    let worker = mint(&d, &["--agent", "w4", "--rights", "claim,update", "--under", "/A"]);
+    with_token(&d, &worker, &["claim", "/A/inside"]).ok();
+    with_token(&d, &worker, &["progress", "/A/inside", "50"]).ok();
+    with_token(&d, &worker, &["done", "/A/inside"]).ok();
+    refused(&d, &worker, &["claim", "/B/b-task"], "claim needed");
+    refused(&d, &worker, &["progress", "/B/b-task", "10"], "update needed");
 
     // Forged: one byte changed, anywhere, is refused.
     for at in [5, rw.len() / 2, rw.len() - 1] {
@@ -76,7 +85,7 @@ fn tokens_are_minted_used_refused_listed_and_revoked() {
     // Revoked.
     let ls = d.json(&["token", "ls"]);
     let tokens = ls["tokens"].as_array().unwrap();
-    assert_eq!(ls["count"], 4, "{ls}");
+    assert_eq!(ls["count"], 5, "{ls}");
     let id = tokens.iter().find(|t| t["agent"] == "reader").unwrap()["id"].as_str().unwrap().to_string();
     d.run(&["token", "revoke", &id]).ok();
     refused(&d, &ro, &["ls"], "revoked");

@@ -184,12 +184,14 @@ fn needs(command: &Command) -> (Right, Option<Option<&str>>) {
         C::Add(a) => (Right::Create, Some(a.parent.as_deref())),
         C::Import(_) => (Right::Create, None),
         C::Claim(a) => (Right::Claim, a.node.as_deref().map(Some)),
-        C::Renew(_) | C::Leave => (Right::Claim, None),
+        C::Leave => (Right::Claim, None),
+        C::Renew(a) => (Right::Claim, Some(Some(a.task.node.as_str()))),
         C::Release(a) => (Right::Claim, Some(Some(a.node.as_str()))),
         C::Start(a) => (Right::Update, Some(Some(a.node.as_str()))),
-        C::Progress(_) | C::Done(_) | C::FailTask(_) | C::Block(_) | C::Dep(_) | C::Assign(_) | C::Unassign(_) => {
-            (Right::Update, None)
-        }
+        C::Progress(a) => (Right::Update, Some(Some(a.task.node.as_str()))),
+        C::Done(a) => (Right::Update, Some(Some(a.task.node.as_str()))),
+        C::FailTask(a) => (Right::Update, Some(Some(a.task.node.as_str()))),
+        C::Block(_) | C::Dep(_) | C::Assign(_) | C::Unassign(_) => (Right::Update, None),
         C::Doc(_) => (Right::Doc, None),
         C::Emit(_) => (Right::Emit, None),
         C::Snapshot(_) | C::Token(_) => (Right::Admin, None),
