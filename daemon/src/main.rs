@@ -157,14 +157,6 @@ fn parse_policy(s: &str) -> Result<worknode::Durability, String> {
     })
 }
 
-fn default_data_dir(segment: &str) -> std::path::PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| std::path::PathBuf::from("/var/tmp"));
-    base.join("worknode").join(segment)
-}
-
 fn parse_mode(s: &str) -> Result<u32, String> {
     let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
         .map_err(|_| format!("{s:?} is not an octal mode such as 600"))?;
@@ -265,6 +257,14 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
     let recovered = match journal {
         Some(cfg) => {
             let narrowed = journal::store::ensure_private_dir(&cfg.dir).map_err(fail)?;
+            // The key that seals capability tokens: made on the first start, checked on every one.
+            match worknoded::tokens::ensure_key(&cfg.dir) {
+                Ok((_, true)) => {
+                    eprintln!("worknoded: created token key {}", cfg.dir.join(worknoded::tokens::KEY_FILE).display())
+                }
+                Ok((_, false)) => {}
+                Err(e) => return Err(fail(format!("token key: {e}"))),
+            }
             let r = journal::store::recover(&cfg.dir, caps.events as usize, args.salvage).map_err(fail)?;
             for w in narrowed.iter().chain(&r.warnings) {
                 eprintln!("worknoded: warning: {w}");
@@ -476,7 +476,7 @@ fn run(args: &Args) -> Result<(), Failure> {
         message: e.to_string(),
     })?;
     let journal_cfg = (args.fsync != worknode::Durability::Off).then(|| journal::Config {
-        dir: args.data_dir.clone().unwrap_or_else(|| default_data_dir(&args.segment)),
+        dir: args.data_dir.clone().unwrap_or_else(|| worknoded::default_data_dir(&args.segment)),
         policy: args.fsync,
         interval: Duration::from_millis(args.fsync_interval_ms.max(1)),
         rotate_bytes: args.journal_rotate_mb.max(1) << 20,

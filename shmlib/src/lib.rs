@@ -94,6 +94,7 @@ mod sync;
 mod sys;
 #[cfg(all(test, not(loom)))]
 mod testing;
+mod token;
 
 pub use agents::{AgentError, AgentId, AgentInfo};
 pub use blob::{DocError, DocumentInfo};
@@ -118,6 +119,10 @@ pub use segment::{
 };
 pub use session::{session_socket_addr, session_socket_name, Session};
 pub use sys::{effective_uid, process_start_ticks, runtime_dir, shm_path, validate_name, OwnerTag};
+pub use token::{
+    decode_unverified, mint, verify, RevocationList, Right, Rights, Token, TokenError, TokenId, TokenKey, TOKEN_PREFIX,
+    TOKEN_TEXT_MAX,
+};
 
 /// Internals exposed for the loom model tests only (`--cfg loom`).
 #[cfg(loom)]

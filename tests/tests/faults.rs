@@ -188,6 +188,10 @@ fn data_files_are_private_and_wider_ones_are_narrowed() {
     assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "wnj")), "{files:?}");
     for f in &files {
         assert_eq!(mode(f), 0o600, "{}", f.display());
+        // The token key is refused, not narrowed, when wider than 600 (tools/tests/tokens.rs).
+        if f.file_name().is_some_and(|n| n == "token.key") {
+            continue;
+        }
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     let _ = Segment::unlink(g.name());

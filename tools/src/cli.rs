@@ -3,7 +3,7 @@
 //! `wn commands` derives its listing from this tree (clap's `CommandFactory`), so the
 //! listing cannot drift from what the parser accepts.
 
-use crate::cmd::{agents, commands, docs, doctor, dump, events, nodes, persist, stat, tasks, top};
+use crate::cmd::{agents, commands, docs, doctor, dump, events, nodes, persist, stat, tasks, token, top};
 use crate::ctx::Ctx;
 use crate::fail::Fail;
 use clap::{Parser, Subcommand};
@@ -71,6 +71,23 @@ pub struct Cli {
     /// Print JSON on stdout (errors as JSON on stderr).
     #[arg(long, global = true, help_heading = "Global options", env = "WORKNODE_JSON", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0, default_missing_value = "true")]
     pub json: bool,
+
+    /// Directory of the daemon's journal and token files (as the daemon was given it).
+    /// Default: $XDG_STATE_HOME/worknode/SEGMENT, else ~/.local/state/worknode/SEGMENT.
+    #[arg(long, global = true, help_heading = "Global options", env = "WORKNODE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// A capability token (`wn token mint`): wn verifies it, refuses verbs it does not
+    /// allow (exit 6), and acts as its agent.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WORKNODE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -146,6 +163,9 @@ pub enum Command {
     Import(persist::ImportArgs),
     /// List every verb and its arguments (for agents discovering the tool).
     Commands,
+    /// Capability tokens: mint, list, revoke (needs the daemon's key).
+    #[command(subcommand)]
+    Token(token::TokenCmd),
 }
 
 /// Runs the verb.
@@ -183,6 +203,7 @@ pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
         Command::Export => persist::run_export(ctx),
         Command::Import(a) => persist::run_import(ctx, a),
         Command::Commands => commands::run(ctx),
+        Command::Token(c) => token::run(ctx, c),
     }
 }
 

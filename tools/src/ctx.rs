@@ -21,9 +21,16 @@ pub struct Ctx {
     pub json: bool,
     /// Human output styling.
     pub style: Style,
+    /// `--data-dir` / `WORKNODE_DATA_DIR`, if given.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Ctx {
+    /// The daemon's data directory: the one given, else the default the daemon uses.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| worknoded::default_data_dir(&self.segment))
+    }
+
     /// Attaches read-only (inspectors).
     pub fn attach_ro(&self) -> Result<Segment, Fail> {
         Ok(Segment::attach(&self.segment, Access::ReadOnly)?)

@@ -10,4 +10,5 @@ pub mod nodes;
 pub mod persist;
 pub mod stat;
 pub mod tasks;
+pub mod token;
 pub mod top;

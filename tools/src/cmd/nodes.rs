@@ -59,7 +59,7 @@ pub struct LsArgs {
 #[derive(clap::Args, Debug)]
 pub struct ShowArgs {
     /// The node (UUID, unique prefix, or /path).
-    node: String,
+    pub(crate) node: String,
 }
 
 /// Options of `wn rollup`.
@@ -82,7 +82,7 @@ pub struct AddArgs {
     name: String,
     /// Where to put it (UUID, unique prefix, or /path); the root by default.
     #[arg(long, value_name = "NODE")]
-    parent: Option<String>,
+    pub(crate) parent: Option<String>,
     /// Inline description (at most 256 bytes; longer text belongs in a document).
     #[arg(long, value_name = "TEXT")]
     desc: Option<String>,

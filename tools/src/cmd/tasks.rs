@@ -42,7 +42,7 @@ pub struct ReadyArgs {
 #[command(group(clap::ArgGroup::new("which").required(true).args(["node", "next"])))]
 pub struct ClaimArgs {
     /// The task to claim (UUID, unique prefix, or /path).
-    node: Option<String>,
+    pub(crate) node: Option<String>,
     /// Claim the best ready task instead (highest priority, then oldest).
     #[arg(long)]
     next: bool,
@@ -67,7 +67,7 @@ pub struct ClaimArgs {
 #[derive(clap::Args, Debug)]
 pub struct ClaimantArgs {
     /// The task (UUID, unique prefix, or /path).
-    node: String,
+    pub(crate) node: String,
     /// Present this fencing epoch (as printed by `claim`) instead of the current one: the
     /// write fails with exit 3 if the task was claimed again since.
     #[arg(long, value_name = "N", value_parser = duration::number(1, u64::MAX, "a fencing epoch, as `claim` printed it"))]
@@ -78,7 +78,7 @@ pub struct ClaimantArgs {
 #[derive(clap::Args, Debug)]
 pub struct RenewArgs {
     #[command(flatten)]
-    task: ClaimantArgs,
+    pub(crate) task: ClaimantArgs,
     /// New lease, from now; 1ms to 30d.
     #[arg(long, value_name = "DURATION", value_parser = duration::lease, default_value = "10m")]
     lease: Duration,
@@ -88,7 +88,7 @@ pub struct RenewArgs {
 #[derive(clap::Args, Debug)]
 pub struct ProgressArgs {
     #[command(flatten)]
-    task: ClaimantArgs,
+    pub(crate) task: ClaimantArgs,
     /// Percent done, 0-100.
     #[arg(value_parser = duration::number(0, 100, "percent done"))]
     pct: u64,
@@ -98,7 +98,7 @@ pub struct ProgressArgs {
 #[derive(clap::Args, Debug)]
 pub struct DoneArgs {
     #[command(flatten)]
-    task: ClaimantArgs,
+    pub(crate) task: ClaimantArgs,
     /// A short note carried in the `task_completed` event.
     #[arg(long, value_name = "TEXT", default_value = "")]
     note: String,
@@ -108,7 +108,7 @@ pub struct DoneArgs {
 #[derive(clap::Args, Debug)]
 pub struct FailArgs {
     #[command(flatten)]
-    task: ClaimantArgs,
+    pub(crate) task: ClaimantArgs,
     /// Why it failed (carried in the `task_failed` event).
     #[arg(long, value_name = "TEXT")]
     reason: String,

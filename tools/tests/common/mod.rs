@@ -58,7 +58,8 @@ impl Daemon {
     /// Starts `worknoded` with `caps` and `extra` flags (`--fsync always`, …).
     pub fn start_args(test: &str, caps: Capacities, extra: &[&str]) -> Daemon {
         let guard = SegmentGuard::new(test);
-        let data_dir = std::env::temp_dir().join(format!("wn-test-data-{}", guard.name()));
+        // The guard's own directory, removed when it drops (the guard sets it on spawn too).
+        let data_dir = guard.data_dir();
         let mut cmd = Command::new(daemon_bin());
         cmd.arg("--segment")
             .arg(guard.name())
@@ -80,9 +81,16 @@ impl Daemon {
         self.guard.name()
     }
 
-    /// `wn` with this segment, ready for arguments.
+    /// `wn` with this segment and the daemon's data directory, ready for arguments.
     pub fn cmd(&self) -> Command {
-        wn_command(self.name())
+        let mut cmd = wn_command(self.name());
+        cmd.env("WORKNODE_DATA_DIR", &self.data_dir);
+        cmd
+    }
+
+    /// The daemon's data directory (journal, snapshots, token files).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// Runs `wn ARGS` and returns what it did.
@@ -168,7 +176,15 @@ impl Drop for Daemon {
 /// `wn` aimed at `segment`, with the variables it reads cleared.
 pub fn wn_command(segment: &str) -> Command {
     let mut cmd = Command::new(wn_bin());
-    for v in ["WORKNODE_AGENT", "WORKNODE_JSON", "WORKNODE_ROLE", "NO_COLOR", "CLICOLOR_FORCE"] {
+    for v in [
+        "WORKNODE_AGENT",
+        "WORKNODE_JSON",
+        "WORKNODE_ROLE",
+        "WORKNODE_TOKEN",
+        "WORKNODE_DATA_DIR",
+        "NO_COLOR",
+        "CLICOLOR_FORCE",
+    ] {
         cmd.env_remove(v);
     }
     cmd.env("WORKNODE_SEGMENT", segment);

@@ -1,0 +1,249 @@
+//! Capability tokens: `wn token mint | ls | revoke`, and the check that a `--token`
+//! (or `WORKNODE_TOKEN`) allows the verb being run.
+//!
+//! The key lives in the daemon's data directory (0600), so only the daemon's user can
+//! mint, and only it can verify: in direct mode a token guards against mistakes, not
+//! against a hostile process of the same user (ARCHITECTURE.md, "Capability tokens").
+
+use crate::cli::Command;
+use crate::ctx::Ctx;
+use crate::fail::{exit, Fail};
+use crate::output::{clean, now_ms, print, print_json};
+use crate::resolve;
+use comfy_table::Cell;
+use serde_json::{json, Value};
+use std::time::Duration;
+use worknode::{Right, Rights, Token, TokenId};
+use worknoded::tokens;
+
+/// `wn token …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Mint a token and print it on stdout (needs the daemon's key: the daemon's user).
+    Mint(MintArgs),
+    /// List issued tokens, revoked ones marked.
+    Ls,
+    /// Revoke a token by id (as `mint` and `ls` show it).
+    Revoke(RevokeArgs),
+}
+
+/// Options of `wn token mint`.
+#[derive(clap::Args, Debug)]
+pub struct MintArgs {
+    /// Comma-separated rights: read, create, claim, update, doc, emit, message, reserve,
+    /// admin, or all.
+    #[arg(long, value_name = "LIST")]
+    pub rights: String,
+    /// Limit the token to the subtree under NODE (UUID, unique prefix, or /path).
+    #[arg(long, value_name = "NODE")]
+    pub under: Option<String>,
+    /// How long the token is valid (1ms to 365d).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = ttl)]
+    pub ttl: Duration,
+}
+
+/// Options of `wn token revoke`.
+#[derive(clap::Args, Debug)]
+pub struct RevokeArgs {
+    /// The token's id (32 hex digits).
+    pub id: String,
+}
+
+fn ttl(text: &str) -> Result<Duration, String> {
+    crate::duration::parse_in(text, Duration::from_millis(1), Duration::from_secs(365 * 86_400))
+}
+
+fn store(e: tokens::StoreError) -> Fail {
+    let exit = if matches!(&e, tokens::StoreError::Io(_, io) if io.kind() == std::io::ErrorKind::PermissionDenied)
+        || matches!(e, tokens::StoreError::Unsafe(_))
+    {
+        exit::PERMISSION
+    } else if e.is_not_found() {
+        exit::NOT_FOUND
+    } else {
+        exit::OTHER
+    };
+    Fail::new(
+        "token_store",
+        exit,
+        e.to_string(),
+        "tokens need the daemon's data directory (--data-dir or WORKNODE_DATA_DIR, as the daemon was started) and its user",
+    )
+}
+
+fn denied(message: impl Into<String>, hint: impl Into<String>) -> Fail {
+    Fail::new("permission_denied", exit::PERMISSION, message, hint)
+}
+
+fn token_json(t: &Token, revoked: bool, now: u64) -> Value {
+    json!({
+        "id": t.id.to_string(),
+        "agent": t.agent,
+        "rights": t.rights.to_string(),
+        "subtree": t.subtree.map(|u| u.to_string()),
+        "expires_ms": t.expires_ms,
+        "expired": now >= t.expires_ms,
+        "revoked": revoked,
+    })
+}
+
+/// Runs `wn token …`.
+pub fn run(ctx: &Ctx, cmd: &TokenCmd) -> Result<(), Fail> {
+    let dir = ctx.data_dir();
+    match cmd {
+        TokenCmd::Mint(a) => {
+            let key = tokens::load_key(&dir).map_err(store)?;
+            let rights: Rights = a.rights.parse().map_err(|e: worknode::TokenError| {
+                Fail::usage(
+                    format!("--rights: {e}"),
+                    "rights are read, create, claim, update, doc, emit, message, reserve, admin, or all",
+                )
+            })?;
+            let subtree = match &a.under {
+                Some(spec) => {
+                    let seg = ctx.attach_ro()?;
+                    Some(seg.read(resolve::node(&seg, spec)?)?.uuid())
+                }
+                None => None,
+            };
+            let expires = now_ms().saturating_add(u64::try_from(a.ttl.as_millis()).unwrap_or(u64::MAX));
+            let agent = ctx.agent.as_deref().ok_or_else(|| {
+                Fail::usage(
+                    "a token is for an agent, and none was named",
+                    "pass --agent NAME: the agent the holder acts as",
+                )
+            })?;
+            let (t, text) = worknode::mint(&key, agent, rights, subtree, expires).map_err(|e| {
+                Fail::usage(format!("--agent: {e}"), "an agent name is 1 to 64 bytes without control characters")
+            })?;
+            tokens::record_issued(&dir, &t).map_err(store)?;
+            if ctx.json {
+                let mut v = token_json(&t, false, now_ms());
+                v["token"] = json!(text);
+                return print_json(&v);
+            }
+            print(&text)
+        }
+        TokenCmd::Ls => {
+            let issued = tokens::list_issued(&dir).map_err(store)?;
+            let revoked = tokens::load_revoked(&dir).map_err(store)?;
+            let now = now_ms();
+            if ctx.json {
+                let list: Vec<Value> = issued.iter().map(|t| token_json(t, revoked.contains(&t.id), now)).collect();
+                return print_json(&json!({ "tokens": list, "count": issued.len() }));
+            }
+            let s = &ctx.style;
+            if issued.is_empty() {
+                return print(&s.dim("(no tokens issued; mint one with `wn token mint`)"));
+            }
+            let mut t = s.table(&["ID", "AGENT", "RIGHTS", "SUBTREE", "EXPIRES", "STATE"]);
+            for tok in &issued {
+                let state = if revoked.contains(&tok.id) {
+                    "revoked"
+                } else if now >= tok.expires_ms {
+                    "expired"
+                } else {
+                    "valid"
+                };
+                t.add_row(vec![
+                    Cell::new(tok.id.to_string()),
+                    Cell::new(clean(&tok.agent)),
+                    Cell::new(tok.rights.to_string()),
+                    Cell::new(tok.subtree.map_or_else(|| "-".into(), |u| u.to_string())),
+                    Cell::new(crate::duration::relative(now, tok.expires_ms)),
+                    Cell::new(state),
+                ]);
+            }
+            print(&s.render(t))
+        }
+        TokenCmd::Revoke(a) => {
+            let id: TokenId = a.id.parse().map_err(|_| {
+                Fail::usage(format!("{:?} is not a token id", a.id), "an id is 32 hex digits, as `wn token ls` shows")
+            })?;
+            // Revoking needs the key's owner too: the key file is the gate.
+            tokens::load_key(&dir).map_err(store)?;
+            tokens::revoke(&dir, id).map_err(store)?;
+            if ctx.json {
+                return print_json(&json!({ "revoked": id.to_string() }));
+            }
+            print(&format!("revoked {id}"))
+        }
+    }
+}
+
+/// The right a verb needs, and the node it acts on (for a subtree token), if the verb
+/// names one. Verbs without a node pass only whole-tree tokens.
+fn needs(command: &Command) -> (Right, Option<Option<&str>>) {
+    use Command as C;
+    match command {
+        C::Dump | C::Tree(_) | C::Ls(_) | C::Agents | C::Events(_) | C::Stat(_) | C::Doctor(_) | C::Top(_) => {
+            (Right::Read, None)
+        }
+        C::Rollup(_) | C::Ready(_) | C::Wait(_) | C::Export | C::Commands | C::Join => (Right::Read, None),
+        C::Show(a) => (Right::Read, Some(Some(a.node.as_str()))),
+        C::Add(a) => (Right::Create, Some(a.parent.as_deref())),
+        C::Import(_) => (Right::Create, None),
+        C::Claim(a) => (Right::Claim, a.node.as_deref().map(Some)),
+        C::Leave => (Right::Claim, None),
+        C::Renew(a) => (Right::Claim, Some(Some(a.task.node.as_str()))),
+        C::Release(a) => (Right::Claim, Some(Some(a.node.as_str()))),
+        C::Start(a) => (Right::Update, Some(Some(a.node.as_str()))),
+        C::Progress(a) => (Right::Update, Some(Some(a.task.node.as_str()))),
+        C::Done(a) => (Right::Update, Some(Some(a.task.node.as_str()))),
+        C::FailTask(a) => (Right::Update, Some(Some(a.task.node.as_str()))),
+        C::Block(_) | C::Dep(_) | C::Assign(_) | C::Unassign(_) => (Right::Update, None),
+        C::Doc(_) => (Right::Doc, None),
+        C::Emit(_) => (Right::Emit, None),
+        C::Snapshot(_) | C::Token(_) => (Right::Admin, None),
+    }
+}
+
+/// With a token given, verifies it against the key and revocation list in the data
+/// directory and checks that it allows `command`; returns the token's agent, which the
+/// invocation then acts as. Without one, nothing changes.
+pub fn check(ctx: &Ctx, text: &str, command: &Command) -> Result<String, Fail> {
+    let dir = ctx.data_dir();
+    let key = tokens::load_key(&dir).map_err(|e| {
+        denied(
+            format!("cannot verify the token: {e}"),
+            "verifying needs read access to the daemon's token key (its user, and its --data-dir)",
+        )
+    })?;
+    let revoked = tokens::load_revoked(&dir).map_err(store)?;
+    let t = worknode::verify(&key, text.trim(), now_ms(), &revoked)
+        .map_err(|e| denied(format!("token refused: {e}"), "ask for a new token (`wn token mint`)"))?;
+    if let Some(a) = &ctx.agent {
+        if *a != t.agent {
+            return Err(denied(
+                format!("the token is for agent {:?}, not {:?}", clean(&t.agent), clean(a)),
+                "drop --agent (or WORKNODE_AGENT): with a token, wn acts as the token's agent",
+            ));
+        }
+    }
+    let (right, node) = needs(command);
+    let ancestry = match (t.subtree, node) {
+        (None, _) | (Some(_), None) => Vec::new(),
+        (Some(_), Some(spec)) => {
+            let seg = ctx.attach_ro()?;
+            let mut cur = Some(resolve::node_or_root(&seg, spec)?);
+            let mut v = Vec::new();
+            while let Some(h) = cur {
+                if v.len() > seg.capacities().nodes as usize {
+                    break;
+                }
+                let n = seg.read(h)?;
+                v.push(n.uuid());
+                cur = n.parent();
+            }
+            v
+        }
+    };
+    if !t.allows(right, &ancestry) {
+        let hint = match t.subtree {
+            Some(s) if t.rights.contains(right) => format!("the token holds only under node {s}"),
+            _ => format!("the token grants {}; this verb needs {}", t.rights, right.name()),
+        };
+        return Err(denied(format!("the token does not allow this verb ({} needed)", right.name()), hint));
+    }
+    Ok(t.agent)
+}
