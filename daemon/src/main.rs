@@ -16,6 +16,7 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 use worknode::{AttachError, Capacities, Daemon, Segment};
+use worknoded::broker;
 use worknoded::instance::{self, InstanceLock};
 use worknoded::{journal, sessions};
 
@@ -90,6 +91,18 @@ struct Args {
     /// damage are dropped and the files moved aside) instead of refusing to start.
     #[arg(long)]
     salvage: bool,
+
+    /// Serve agents of other users through the broker socket: they get a read-only
+    /// descriptor of the segment and send their changes to the daemon, which checks them
+    /// against their capability token (`wn token mint`) and applies them.
+    #[arg(long)]
+    broker: bool,
+
+    /// Direct clients (the daemon's own user) must present a capability token, and every
+    /// change they make is checked against it. This guards against mistakes, not against
+    /// a hostile process of the same user (use --broker and another user for that).
+    #[arg(long)]
+    require_tokens: bool,
 
     /// Milliseconds between marking the segment Closing and removing it on shutdown, 0 to
     /// 60000.
@@ -228,8 +241,20 @@ fn attach_hint(e: &AttachError) -> Option<String> {
             "other users may read or write it, so it is refused: remove /dev/shm/{name} and let the daemon create it again"
         ),
         NotAFile { .. } => "someone put a FIFO, directory or device there: remove it, or choose another --segment".into(),
-        NotFound { .. } | Capacity(_) | Os { .. } => return None,
+        NotFound { .. } | Capacity(_) | Os { .. } | Broker(_) => return None,
     })
+}
+
+/// The policy bits the daemon's flags ask for.
+fn policy(args: &Args) -> u64 {
+    let mut bits = 0;
+    if args.require_tokens {
+        bits |= worknode::layout::policy::TOKENS_REQUIRED;
+    }
+    if args.broker {
+        bits |= worknode::layout::policy::BROKER_OPEN;
+    }
+    bits
 }
 
 fn fail(message: impl std::fmt::Display) -> Failure {
@@ -290,7 +315,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
             journal::store::JournalFile::open_at(&cfg.dir, covers)
                 .map_err(|e| fail(format!("creating the journal at {}: {e}", cfg.dir.display())))?;
             // Count it as a served request, so `wn snapshot`-style waits see it.
-            let n = seg.request_snapshot();
+            let n = seg.request_snapshot().map_err(fail)?;
             seg.set_snapshots_done(n);
         }
         Ok(())
@@ -394,6 +419,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
             })();
             return match built {
                 Ok(resume) => {
+                    seg.set_policy(policy(args));
                     seg.open_for_clients();
                     Ok(Opened { seg, how: "restored", journal_from: resume, recent: recent.clone() })
                 }
@@ -406,6 +432,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
         let seg = Daemon::create_unready(&args.segment, caps, args.mode)?;
         let from = seg.ring_tail();
         let opened = snapshot_now(&seg, from).and_then(|()| start_journal(&seg, from, from, &[])).map(|()| {
+            seg.set_policy(policy(args));
             seg.open_for_clients();
         });
         if let Err(e) = opened {
@@ -423,6 +450,7 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
                     caps
                 );
             }
+            seg.set_policy(policy(args));
             let from = if has_journal { journal_from } else { seg.ring_tail() };
             set_aside_bad_snapshots();
             if !has_journal {
@@ -500,6 +528,26 @@ fn run(args: &Args) -> Result<(), Failure> {
                 return Err(fail(format!("cannot listen for agent sessions: {e}")));
             }
         };
+    // The broker answers token checks always, and serves other users with --broker.
+    let broker_cfg = broker::Config {
+        data_dir: args.data_dir.clone().unwrap_or_else(|| worknoded::default_data_dir(&args.segment)),
+        open_to_others: args.broker,
+        limit: seg.capacities().agents as usize,
+    };
+    let broker = match broker::Broker::listen(seg.name()) {
+        Ok(b) => Some(b),
+        Err(e) if args.broker || args.require_tokens => {
+            lock.remove_file();
+            return Err(fail(format!(
+                "cannot listen on the broker socket: {e}\nhint: another process holds the name {:?}; stop it and start again",
+                String::from_utf8_lossy(&worknode::broker::broker_socket_name(seg.name()))
+            )));
+        }
+        Err(e) => {
+            eprintln!("worknoded: note: no broker socket ({e}); tokens cannot be checked until restart");
+            None
+        }
+    };
     let info = seg.inspect().info();
     let c = seg.capacities();
     println!(
@@ -523,6 +571,10 @@ fn run(args: &Args) -> Result<(), Failure> {
             scope.spawn(move || journal::beat(seg, cfg, stop));
             scope.spawn(move || journal::run(seg, cfg, journal_from, stop, recent))
         });
+        if let Some(b) = broker {
+            let (seg, cfg, stop) = (&seg, &broker_cfg, &stop);
+            scope.spawn(move || b.serve(seg, cfg, stop));
+        }
         let served = serve(&seg, &signals, sessions, journal.as_ref().map(|j| j as &dyn Finished));
         if let Ok(signal) = &served {
             // Closing first: from here on writers are refused (and told). Then a grace

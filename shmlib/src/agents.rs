@@ -34,7 +34,7 @@ const FREE: u64 = 0;
 const LIVE: u64 = 2;
 
 /// Names an agent slot at one generation (a reused slot is a different agent).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct AgentId {
     /// Slot index in the agent table.
     pub index: u16,
@@ -71,8 +71,26 @@ pub struct AgentInfo {
     pub joined: Hlc,
 }
 
+/// A text field of an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AgentField {
+    /// Its name.
+    Name,
+    /// Its role.
+    Role,
+}
+
+impl std::fmt::Display for AgentField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AgentField::Name => "name",
+            AgentField::Role => "role",
+        })
+    }
+}
+
 /// Why an agent operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AgentError {
     /// Every agent slot is taken.
     TableFull {
@@ -86,8 +104,8 @@ pub enum AgentError {
     },
     /// A name or role holding a control character (a terminal escape, a newline, …).
     ControlCharacter {
-        /// `"name"` or `"role"`.
-        field: &'static str,
+        /// Which of the two.
+        field: AgentField,
         /// Byte offset of the first one.
         at: usize,
     },
@@ -309,6 +327,21 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn join(&self, name: &str, role: &str) -> Result<AgentId, AgentError> {
+        if let Some(link) = self.link() {
+            return link.ask_agent(crate::broker::Request::Join { name: name.to_string(), role: role.to_string() });
+        }
+        self.permit_agent_name(name).map_err(PoolError::from)?;
+        let id = self.join_agent(name, role)?;
+        if self.grant().is_some() {
+            // The token's agent has joined: from now on it is this handle's actor.
+            if let Ok(info) = self.agent(id) {
+                self.set_granted_actor(info.node);
+            }
+        }
+        Ok(id)
+    }
+
+    fn join_agent(&self, name: &str, role: &str) -> Result<AgentId, AgentError> {
         if !self.map.writable() {
             return Err(AgentError::Pool(PoolError::ReadOnly));
         }
@@ -318,8 +351,8 @@ impl Segment {
         if role.len() > AGENT_ROLE_MAX {
             return Err(AgentError::RoleTooLong { len: role.len() });
         }
-        crate::node::check_name(name).map_err(|at| AgentError::ControlCharacter { field: "name", at })?;
-        crate::node::check_name(role).map_err(|at| AgentError::ControlCharacter { field: "role", at })?;
+        crate::node::check_name(name).map_err(|at| AgentError::ControlCharacter { field: AgentField::Name, at })?;
+        crate::node::check_name(role).map_err(|at| AgentError::ControlCharacter { field: AgentField::Role, at })?;
         if let Some(id) = self.find_agent(name) {
             return Ok(id);
         }
@@ -330,7 +363,7 @@ impl Segment {
         let id = result?;
         let node = self.agent_node(id).ok_or(AgentError::NotFound)?;
         let uuid = self.read(node)?.uuid();
-        self.append(&NewEvent::new(EventKind::AGENT_JOINED).node(uuid, 1).actor(node).topic(role))
+        self.append_unchecked(&NewEvent::new(EventKind::AGENT_JOINED).node(uuid, 1).actor(node).topic(role))
             .map_err(|error| AgentError::Pool(PoolError::EventNotAppended { error, node }))?;
         Ok(id)
     }
@@ -387,6 +420,10 @@ impl Segment {
     /// dies (the daemon learns of it from the kernel through the session socket). Fails
     /// with [`AgentError::SessionTaken`] if another live process holds one.
     pub fn bind_session(&self, id: AgentId) -> Result<(), AgentError> {
+        if let Some(link) = self.link() {
+            return link.ask_unit(crate::broker::Request::BindSession { agent: id });
+        }
+        self.permit_agent(id).map_err(PoolError::from)?;
         // Refused before the binding, not after it: a binding whose event no journal
         // writes would outlive this process unrecorded.
         self.require_writable()?;
@@ -402,13 +439,17 @@ impl Segment {
         // An event, so the journal records the binding (a restored agent whose session
         // process is gone is then reaped, releasing its claims).
         let a = self.agent(id)?;
-        self.append(&NewEvent::new(EventKind::AGENT_SESSION).node(a.uuid, 0).actor(a.node))
+        self.append_unchecked(&NewEvent::new(EventKind::AGENT_SESSION).node(a.uuid, 0).actor(a.node))
             .map_err(|error| AgentError::Pool(PoolError::EventNotAppended { error, node: a.node }))?;
         Ok(())
     }
 
     /// Records a sign of life.
     pub fn heartbeat(&self, id: AgentId) -> Result<(), AgentError> {
+        if let Some(link) = self.link() {
+            return link.ask_unit(crate::broker::Request::Heartbeat { agent: id });
+        }
+        self.permit_agent(id).map_err(PoolError::from)?;
         let (s, _) = self.live_agent(id)?;
         s.heartbeat().store(crate::clock::unix_ms(), Ordering::Relaxed);
         Ok(())
@@ -416,6 +457,10 @@ impl Segment {
 
     /// Stores the agent's event cursor (where it will read next).
     pub fn set_agent_cursor(&self, id: AgentId, cursor: u64) -> Result<(), AgentError> {
+        if let Some(link) = self.link() {
+            return link.ask_unit(crate::broker::Request::SetAgentCursor { agent: id, cursor });
+        }
+        self.permit_agent(id).map_err(PoolError::from)?;
         let (s, _) = self.live_agent(id)?;
         s.cursor().store(cursor, Ordering::Relaxed);
         Ok(())
@@ -424,6 +469,10 @@ impl Segment {
     /// Leaves: releases the agent's claims, emits `agent_left`, deletes its node and
     /// frees its slot.
     pub fn leave(&self, id: AgentId) -> Result<(), AgentError> {
+        if let Some(link) = self.link() {
+            return link.ask_unit(crate::broker::Request::Leave { agent: id });
+        }
+        self.permit_agent(id).map_err(PoolError::from)?;
         self.retire_agent(id, EventKind::AGENT_LEFT)
     }
 
@@ -470,9 +519,9 @@ impl Segment {
         let node = Handle::from_raw(a.node);
         self.release_claims_of(id, node, kind == EventKind::AGENT_LOST);
         if let Some(n) = node {
-            self.append(&NewEvent::new(kind).node(Uuid::from_bytes(a.uuid), 0).actor(n))
+            self.append_unchecked(&NewEvent::new(kind).node(Uuid::from_bytes(a.uuid), 0).actor(n))
                 .map_err(|error| AgentError::Pool(PoolError::EventNotAppended { error, node: n }))?;
-            match self.delete(n, crate::DeleteMode::Recursive) {
+            match self.delete_node(n, crate::DeleteMode::Recursive) {
                 Ok(_) | Err(PoolError::StaleHandle) | Err(PoolError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }

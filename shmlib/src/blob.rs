@@ -79,7 +79,7 @@ const HEADER_WORDS: usize = size_of::<BlobChunkHeader>() / 8;
 const BATCH: usize = 64;
 
 /// Why a document operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DocError {
     /// The content is larger than the blob arena can ever hold.
     TooLarge {
@@ -628,6 +628,10 @@ impl Segment {
         content_type: &str,
         bytes: &[u8],
     ) -> Result<Handle, DocError> {
+        if let Some(link) = self.link() {
+            return link.ask_handle(crate::broker::Request::PutDocument { parent, name: name.to_string(), content_type: content_type.to_string(), bytes: bytes.to_vec() });
+        }
+        self.permit(crate::token::Right::Doc, Some(parent)).map_err(PoolError::from)?;
         self.check_content(content_type, bytes)?;
         // Checked before the arena is touched (`add` checks it again).
         if name.len() <= crate::layout::NAME_MAX {
@@ -635,7 +639,7 @@ impl Segment {
         }
         let blob = self.alloc_blob(bytes)?;
         let spec = NewNode::new(NodeKind::Document, name).description(content_type);
-        let doc = match self.add(parent, &spec) {
+        let doc = match self.add_node(parent, &spec) {
             Ok(h) => h,
             Err(e) => {
                 let _ = self.free_blob(blob.raw);
@@ -647,7 +651,7 @@ impl Segment {
             // The content is attached; only its event is missing.
             Err(e @ DocError::Pool(PoolError::EventNotAppended { .. })) => Err(e),
             Err(e) => {
-                let _ = self.delete(doc, DeleteMode::LeafOnly);
+                let _ = self.delete_node(doc, DeleteMode::LeafOnly);
                 Err(e)
             }
         }
@@ -688,6 +692,10 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn replace_document(&self, doc: Handle, content_type: &str, bytes: &[u8]) -> Result<u64, DocError> {
+        if let Some(link) = self.link() {
+            return link.ask_count(crate::broker::Request::ReplaceDocument { doc, content_type: content_type.to_string(), bytes: bytes.to_vec() });
+        }
+        self.permit(crate::token::Right::Doc, Some(doc)).map_err(PoolError::from)?;
         self.check_content(content_type, bytes)?;
         // Refuse a wrong handle before churning the arena (checked again under the lock).
         if self.read(doc)?.kind() != Some(NodeKind::Document) {
@@ -798,11 +806,15 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn delete_document(&self, doc: Handle) -> Result<(), DocError> {
+        if let Some(link) = self.link() {
+            return link.ask_unit(crate::broker::Request::DeleteDocument { doc });
+        }
+        self.permit(crate::token::Right::Doc, Some(doc)).map_err(PoolError::from)?;
         if self.read(doc)?.kind() != Some(NodeKind::Document) {
             return Err(DocError::NotADocument);
         }
         // The pool's delete frees the content of the node it deletes.
-        self.delete(doc, DeleteMode::LeafOnly)?;
+        self.delete_node(doc, DeleteMode::LeafOnly)?;
         Ok(())
     }
 }

@@ -50,7 +50,7 @@ pub const LEASE_MAX: Duration = Duration::from_secs(30 * 86_400);
 pub const NOTE_MAX: usize = crate::event::NOTE_PAYLOAD_MAX;
 
 /// A held claim: what the claimant presents with every later write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Claim {
     /// The task.
     pub task: Handle,
@@ -63,7 +63,7 @@ pub struct Claim {
 }
 
 /// Which tasks a worker wants.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskFilter {
     /// Only this kind (`None`: tasks). Only tasks and custom nodes can be claimed:
     /// another kind is refused with [`TaskError::NotATask`].
@@ -75,7 +75,7 @@ pub struct TaskFilter {
 }
 
 /// Why a task operation was refused. Nothing was changed when one is returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TaskError {
     /// Another agent holds a live claim.
     AlreadyClaimed {
@@ -341,6 +341,16 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn claim(&self, task: Handle, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_claim(crate::broker::Request::Claim { task, agent, lease_ms: lease_ms(lease)? });
+        }
+        self.permit(crate::token::Right::Claim, Some(task)).map_err(PoolError::from)?;
+        self.permit_agent(agent).map_err(PoolError::from)?;
+        self.claim_task(task, agent, lease)
+    }
+
+    /// [`Segment::claim`] without the token check.
+    fn claim_task(&self, task: Handle, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
         let lease_ms = lease_ms(lease)?;
         let actor = self.actor_of(agent)?;
         let mut claim = Claim { task, agent, epoch: 0, lease_until_ms: 0 };
@@ -433,6 +443,11 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn renew(&self, c: &Claim, lease: Duration) -> Result<Claim, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_claim(crate::broker::Request::Renew { claim: *c, lease_ms: lease_ms(lease)? });
+        }
+        self.permit(crate::token::Right::Claim, Some(c.task)).map_err(PoolError::from)?;
+        self.permit_agent(c.agent).map_err(PoolError::from)?;
         let lease_ms = lease_ms(lease)?;
         let mut out = *c;
         let actor = self.actor_of(c.agent).ok();
@@ -479,6 +494,11 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&self, c: &Claim) -> Result<Node, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::Release { claim: *c });
+        }
+        self.permit(crate::token::Right::Claim, Some(c.task)).map_err(PoolError::from)?;
+        self.permit_agent(c.agent).map_err(PoolError::from)?;
         self.claimant_write(c, EventKind::TASK_RELEASED, "", |rec| {
             clear_claim(rec);
             rec.status = Status::Ready.code();
@@ -518,6 +538,11 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn start(&self, c: &Claim) -> Result<Node, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::Start { claim: *c });
+        }
+        self.permit(crate::token::Right::Update, Some(c.task)).map_err(PoolError::from)?;
+        self.permit_agent(c.agent).map_err(PoolError::from)?;
         self.claimant_write(c, EventKind::NODE_UPDATED, "", |rec| match status(rec) {
             Status::Claimed | Status::InProgress => {
                 rec.status = Status::InProgress.code();
@@ -561,6 +586,11 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn progress(&self, c: &Claim, percent: u8) -> Result<Node, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::Progress { claim: *c, percent });
+        }
+        self.permit(crate::token::Right::Update, Some(c.task)).map_err(PoolError::from)?;
+        self.permit_agent(c.agent).map_err(PoolError::from)?;
         if percent > 100 {
             return Err(PoolError::ProgressOutOfRange { value: percent }.into());
         }
@@ -607,6 +637,11 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn complete(&self, c: &Claim, note: &str) -> Result<Node, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::Complete { claim: *c, note: note.to_string() });
+        }
+        self.permit(crate::token::Right::Update, Some(c.task)).map_err(PoolError::from)?;
+        self.permit_agent(c.agent).map_err(PoolError::from)?;
         check_note(note)?;
         let result = self.claimant_write(c, EventKind::TASK_COMPLETED, note, |rec| {
             let from = status(rec);
@@ -671,6 +706,11 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn fail(&self, c: &Claim, reason: &str) -> Result<Node, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::Fail { claim: *c, reason: reason.to_string() });
+        }
+        self.permit(crate::token::Right::Update, Some(c.task)).map_err(PoolError::from)?;
+        self.permit_agent(c.agent).map_err(PoolError::from)?;
         check_note(reason)?;
         self.claimant_write(c, EventKind::TASK_FAILED, reason, |rec| {
             let from = status(rec);
@@ -685,6 +725,10 @@ impl Segment {
 
     /// Assigns `agent` to `node` (idempotent).
     pub fn assign(&self, node: Handle, agent: AgentId) -> Result<Node, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::Assign { node, agent });
+        }
+        self.permit(crate::token::Right::Update, Some(node)).map_err(PoolError::from)?;
         self.agent_node(agent).ok_or(TaskError::UnknownAgent)?;
         let slot = agent.index + 1;
         self.modify(node, Change::new(EventKind::NODE_UPDATED), |rec| {
@@ -704,6 +748,10 @@ impl Segment {
 
     /// Removes `agent` from `node`'s assignees (idempotent).
     pub fn unassign(&self, node: Handle, agent: AgentId) -> Result<Node, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::Unassign { node, agent });
+        }
+        self.permit(crate::token::Right::Update, Some(node)).map_err(PoolError::from)?;
         let slot = agent.index + 1;
         self.modify(node, Change::new(EventKind::NODE_UPDATED), |rec| {
             let n = (rec.assignee_count as usize).min(ASSIGNEES_MAX);
@@ -751,6 +799,10 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn add_blocker(&self, task: Handle, blocker: Handle) -> Result<Node, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::AddBlocker { task, blocker });
+        }
+        self.permit(crate::token::Right::Update, Some(task)).map_err(PoolError::from)?;
         if task == blocker {
             return Err(TaskError::Cycle);
         }
@@ -785,7 +837,7 @@ impl Segment {
         ownerlock::release(lock, self.me.0);
         let (node, blocked) = result?;
         if blocked {
-            self.append(&crate::NewEvent::new(EventKind::TASK_BLOCKED).node(node.uuid(), node.version()))
+            self.append_unchecked(&crate::NewEvent::new(EventKind::TASK_BLOCKED).node(node.uuid(), node.version()))
                 .map_err(|error| TaskError::Pool(PoolError::EventNotAppended { error, node: task }))?;
             // The blocker may have completed after we looked at it but before the edge
             // was published; its wake-up scan then missed the edge. Look once more: the
@@ -832,6 +884,10 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn remove_blocker(&self, task: Handle, blocker: Handle) -> Result<Node, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::RemoveBlocker { task, blocker });
+        }
+        self.permit(crate::token::Right::Update, Some(task)).map_err(PoolError::from)?;
         let (node, ()) = self.modify(task, Change::new(EventKind::NODE_UPDATED), |rec| {
             let n = (rec.blocker_count as usize).min(BLOCKERS_MAX);
             if let Some(i) = rec.blocked_by[..n].iter().position(|b| *b == blocker.to_raw()) {
@@ -966,6 +1022,17 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn claim_next(&self, filter: &TaskFilter, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_claim(crate::broker::Request::ClaimNext { filter: *filter, agent, lease_ms: lease_ms(lease)? });
+        }
+        // A subtree token looks only inside its subtree.
+        let confined = match (self.grant_subtree(), filter.under) {
+            (Some(sub), None) => TaskFilter { under: Some(sub.map_err(PoolError::from)?), ..*filter },
+            _ => *filter,
+        };
+        let filter = &confined;
+        self.permit(crate::token::Right::Claim, filter.under).map_err(PoolError::from)?;
+        self.permit_agent(agent).map_err(PoolError::from)?;
         check_task_kind(filter.kind)?;
         lease_ms(lease)?;
         const K: usize = 16;
@@ -984,7 +1051,7 @@ impl Segment {
             }
             for (_, _, h) in top.iter() {
                 let Some(h) = *h else { break };
-                match self.claim(h, agent, lease) {
+                match self.claim_task(h, agent, lease) {
                     Ok(c) => return Ok(c),
                     Err(
                         TaskError::AlreadyClaimed { .. }

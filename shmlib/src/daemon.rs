@@ -156,7 +156,8 @@ impl Daemon {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn adopt(name: &str) -> Result<Daemon, AttachError> {
-        let seg = Segment::map_existing(name, Access::ReadWrite)?;
+        let mut seg = Segment::map_existing(name, Access::ReadWrite)?;
+        seg.trusted = true;
         match seg.state_word() {
             state::READY | state::CLOSING => {}
             _ => return Err(AttachError::Incomplete),
@@ -184,7 +185,9 @@ impl Daemon {
     ///
     /// As [`Segment::attach`] with [`Access::ReadWrite`].
     pub fn stand_in(name: &str) -> Result<Daemon, AttachError> {
-        Ok(Daemon { seg: Segment::attach(name, Access::ReadWrite)? })
+        let mut seg = Segment::attach(name, Access::ReadWrite)?;
+        seg.trusted = true;
+        Ok(Daemon { seg })
     }
 
     /// Marks a segment made by [`Daemon::create_unready`] or
@@ -370,5 +373,40 @@ impl Daemon {
     /// 0, a slot outside the pool, …).
     pub fn finish_restore(&self) -> Result<RestoreStats, PoolError> {
         self.seg.finish_restore()
+    }
+}
+
+/// Tokens and the broker: what only the daemon decides (who may write, and as whom).
+impl Daemon {
+    /// Sets the policy bits clients read ([`crate::layout::policy`]): whether direct
+    /// handles need a token, whether the broker serves other users. Call before
+    /// [`Daemon::open_for_clients`] (or right after adopting): the fixed header is
+    /// watched by the daemon's guard from then on.
+    pub fn set_policy(&self, bits: u64) {
+        self.hdr(hdr::POLICY).store(bits, Ordering::Relaxed);
+    }
+
+    /// A fresh agent handle that acts under `token`, which the caller (the daemon's
+    /// broker) verified: every change it makes is checked against the token's rights and
+    /// subtree, and its events carry the token's agent. The broker applies one brokered
+    /// agent's requests through it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::attach`] with [`Access::ReadWrite`].
+    pub fn granted_handle(&self, token: crate::Token) -> Result<Segment, AttachError> {
+        let seg = Segment::attach_with(self.name(), Access::ReadWrite, Duration::ZERO)?;
+        seg.set_grant(crate::grant::Grant::verified(token));
+        Ok(seg)
+    }
+
+    /// A read-only descriptor of the segment, to pass to a brokered agent: a mapping of
+    /// it cannot be made writable, and the file stays mode 0600.
+    ///
+    /// # Errors
+    ///
+    /// The `errno` of `shm_open`.
+    pub fn read_only_descriptor(&self) -> Result<std::fs::File, nix::errno::Errno> {
+        crate::sys::open(self.name(), false)
     }
 }

@@ -209,9 +209,18 @@ impl Segment {
     }
 
     /// Asks the daemon for a snapshot; returns the request number to wait for.
-    pub fn request_snapshot(&self) -> u64 {
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::ReadOnly`] on a read-only or brokered handle;
+    /// [`PoolError::Denied`] when the handle's token lacks `admin`.
+    pub fn request_snapshot(&self) -> Result<u64, crate::PoolError> {
+        if !self.map.writable() {
+            return Err(crate::PoolError::ReadOnly);
+        }
+        self.permit(crate::token::Right::Admin, None)?;
         // SYNC POINT: pairs with the Acquire load in `snapshot_requests` (the daemon).
-        self.hdr(hdr::SNAPSHOT_REQUESTS).fetch_add(1, Ordering::AcqRel) + 1
+        Ok(self.hdr(hdr::SNAPSHOT_REQUESTS).fetch_add(1, Ordering::AcqRel) + 1)
     }
 
     /// Snapshot requests made so far.

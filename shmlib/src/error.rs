@@ -102,6 +102,8 @@ pub enum AttachError {
         /// Its file mode.
         mode: u32,
     },
+    /// Attaching through the daemon's broker, or having it verify a token, failed.
+    Broker(crate::broker::BrokerError),
     /// Any other operating-system error.
     Os {
         /// The call that failed.
@@ -146,6 +148,7 @@ impl fmt::Display for AttachError {
                 write!(f, "segment {name:?} (owner uid {owner}) has mode {mode:o}, not 600")
             }
             NotAFile { name } => write!(f, "/dev/shm/{name} is not a regular file"),
+            Broker(e) => write!(f, "{e}"),
             Os { op, errno } => write!(f, "{op} failed: {errno} ({})", errno.desc()),
         }
     }
@@ -156,6 +159,7 @@ impl std::error::Error for AttachError {
         match self {
             AttachError::Capacity(e) => Some(e),
             AttachError::Os { errno, .. } => Some(errno),
+            AttachError::Broker(e) => Some(e),
             _ => None,
         }
     }
@@ -163,7 +167,7 @@ impl std::error::Error for AttachError {
 
 /// Why an operation on nodes failed. Nothing was changed when one is returned, except
 /// for [`PoolError::EventNotAppended`]: that change was made (to the node it names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PoolError {
     /// Every node slot is in use.
     PoolFull {
@@ -222,6 +226,11 @@ pub enum PoolError {
     /// The daemon that journals this segment is gone: a change now would be acknowledged
     /// but never written to disk, so none is made.
     DaemonGone,
+    /// The token this handle holds (or the lack of one) does not allow the change.
+    Denied(crate::grant::Denied),
+    /// The broker that applies this handle's changes could not be reached or answered
+    /// out of protocol; the change may or may not have been applied when the link broke.
+    Broker(crate::broker::BrokerFault),
     /// A status change the state machine does not allow (or that only the claim and
     /// dependency operations may make).
     IllegalTransition {
@@ -239,7 +248,9 @@ pub enum PoolError {
     },
     /// A structure in the segment is inconsistent.
     Corrupt {
-        /// What was found inconsistent.
+        /// What was found inconsistent. (Not carried over the broker's wire: a brokered
+        /// client reads [`crate::broker::SEEN_BY_BROKER`]; the daemon logs the detail.)
+        #[serde(skip, default = "crate::broker::seen_by_broker")]
         what: &'static str,
     },
 }
@@ -264,6 +275,8 @@ impl fmt::Display for PoolError {
             Closing => write!(f, "the daemon is shutting this segment down and accepts no more changes"),
             DaemonGone => write!(f, "the daemon journaling this segment is gone (no change was made)"),
             IllegalTransition { from, to } => write!(f, "illegal status change {from} -> {to}"),
+            Denied(d) => write!(f, "{d}"),
+            Broker(b) => write!(f, "{b}"),
             EventNotAppended { error, node } => {
                 write!(f, "the change to node {node} was made but its event could not be appended: {error}")
             }

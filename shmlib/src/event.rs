@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 /// What an event reports. Codes below [`EventKind::USER`] are built in; applications
 /// use codes from 1000 up (and usually name them with a topic).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct EventKind(pub u32);
 
 macro_rules! kinds {
@@ -237,7 +237,7 @@ impl Filter {
 }
 
 /// Why an append or a read did not deliver an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RingError {
     /// The reader fell more than the ring's capacity behind: `missed` events were
     /// overwritten before it read them; it continues at `resume_at`.
@@ -270,6 +270,10 @@ pub enum RingError {
     /// The daemon that journals this segment is gone: the event would never reach the
     /// disk, so it was not appended.
     DaemonGone,
+    /// The token this handle holds (or the lack of one) does not allow the append.
+    Denied(crate::grant::Denied),
+    /// The broker could not be reached or answered out of protocol.
+    Broker(crate::broker::BrokerFault),
     /// A live producer has held the ring slot this append needs for too long.
     Busy {
         /// Its pid.
@@ -309,6 +313,8 @@ impl std::fmt::Display for RingError {
             ReadOnly => write!(f, "segment attached read-only"),
             Closing => write!(f, "the daemon is shutting this segment down and accepts no more events"),
             DaemonGone => write!(f, "the daemon journaling this segment is gone (the event was not appended)"),
+            Denied(d) => write!(f, "{d}"),
+            Broker(b) => write!(f, "{b}"),
             Busy { holder_pid } => write!(f, "ring slot held by live process {holder_pid} for too long"),
             Contended => write!(f, "the append was overtaken by the ring repeatedly"),
             JournalStalled { seq, journaled } => {

@@ -119,8 +119,20 @@ pub struct HeaderFixed {
     pub regions: [RegionDesc; REGION_COUNT],
     /// Raw handle of the `agents` container under the root (agent nodes live there).
     pub agents_node: u64,
+    /// What the daemon requires of clients, [`policy`] bits (zero: trusted mode). The
+    /// daemon writes it before it opens the segment (or on adoption), so it is part of
+    /// the fixed header its guard watches.
+    pub policy: u64,
     /// Zero; room for later fields without moving the hot lines.
-    pub reserved: [u64; 2],
+    pub reserved: [u64; 1],
+}
+
+/// Bits of [`HeaderFixed::policy`].
+pub mod policy {
+    /// Direct-mode clients must present a capability token (`worknoded --require-tokens`).
+    pub const TOKENS_REQUIRED: u64 = 1 << 0;
+    /// The broker accepts agents of other users (`worknoded --broker`).
+    pub const BROKER_OPEN: u64 = 1 << 1;
 }
 
 /// Lifecycle and daemon identity (one cache line).
@@ -331,6 +343,8 @@ pub mod hdr {
     pub const SNAPSHOT_REQUESTS: usize = offset_of!(Header, control) + offset_of!(ControlLine, snapshot_requests);
     /// [`ControlLine::snapshots_done`].
     pub const SNAPSHOTS_DONE: usize = offset_of!(Header, control) + offset_of!(ControlLine, snapshots_done);
+    /// [`HeaderFixed::policy`].
+    pub const POLICY: usize = offset_of!(Header, fixed) + offset_of!(HeaderFixed, policy);
     /// The hybrid logical clock.
     pub const CLOCK: usize = offset_of!(Header, clock) + offset_of!(ClockLine, hlc);
     /// Free-list head of the node pool.

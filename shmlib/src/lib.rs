@@ -67,6 +67,7 @@
 
 mod agents;
 mod blob;
+pub mod broker;
 mod claims;
 mod clock;
 mod daemon;
@@ -75,6 +76,7 @@ mod error;
 mod event;
 pub mod failpoint;
 mod freelist;
+mod grant;
 mod genstate;
 mod index;
 mod inspect;
@@ -96,13 +98,15 @@ mod sys;
 mod testing;
 mod token;
 
-pub use agents::{AgentError, AgentId, AgentInfo};
+pub use agents::{AgentError, AgentField, AgentId, AgentInfo};
 pub use blob::{DocError, DocumentInfo};
 pub use claims::{Claim, TaskError, TaskFilter, LEASE_MAX, NOTE_MAX};
 pub use clock::{unix_ms, Hlc};
 pub use daemon::Daemon;
 pub use durability::{Durability, Heartbeat, DURABILITY_WAIT};
 pub use error::{AttachError, PoolError};
+pub use broker::{BrokerError, BrokerFault};
+pub use grant::{Denied, Grant};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};
 pub use inspect::{Damage, DamageClass, HeaderGuard, Holder, Inspector, RingSlotControl, SlotControl};
 pub use layout::Capacities;

@@ -32,7 +32,7 @@ pub fn check_value(value: f64) -> Result<(), PoolError> {
 
 /// Names a node slot at one generation. A handle to a slot that was freed and reused
 /// is refused with [`PoolError::StaleHandle`], never followed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Handle {
     /// Slot index.
     pub index: u32,
@@ -61,7 +61,7 @@ impl std::fmt::Display for Handle {
 macro_rules! code_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $c:literal => $s:literal),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[repr(u8)]
         pub enum $name { $($(#[$vm])* $v = $c),* }
 

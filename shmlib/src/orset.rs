@@ -183,7 +183,7 @@ impl OrSetState {
 }
 
 /// Why a set operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SetError {
     /// Every entry of the node's set holds a live or removed pair.
     SetFull {
@@ -683,6 +683,10 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_add(&self, node: Handle, element: u64) -> Result<u64, SetError> {
+        if let Some(link) = self.link() {
+            return link.ask_count(crate::broker::Request::SetAdd { node, element });
+        }
+        self.permit(crate::token::Right::Update, Some(node)).map_err(PoolError::from)?;
         self.require_set_writable()?;
         let set = self.attach_set(node)?;
         let (e, claimed) = self.set_claim_entry(&set)?;
@@ -701,7 +705,7 @@ impl Segment {
         let mut cur = std::io::Cursor::new(&mut buf[..]);
         let _ = write!(cur, "{{\"element\":{element},\"tag\":{tag}}}");
         let len = cur.position() as usize;
-        self.append(&crate::NewEvent::new(kind).node(n.uuid(), n.version()).payload(&buf[..len]))
+        self.append_unchecked(&crate::NewEvent::new(kind).node(n.uuid(), n.version()).payload(&buf[..len]))
             .map(|_| ())
             .map_err(|error| SetError::Pool(PoolError::EventNotAppended { error, node }))
     }
@@ -762,6 +766,10 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_remove(&self, node: Handle, element: u64) -> Result<usize, SetError> {
+        if let Some(link) = self.link() {
+            return link.ask_count(crate::broker::Request::SetRemove { node, element }).map(|n| n as usize);
+        }
+        self.permit(crate::token::Right::Update, Some(node)).map_err(PoolError::from)?;
         self.require_set_writable()?;
         let Some(set) = self.attached_set(node)? else { return Ok(0) };
         let mut removed = 0;
@@ -847,6 +855,10 @@ impl Segment {
     /// then, unless concurrent adds took entries after the check (a partial merge,
     /// which is still a valid state).
     pub fn set_merge(&self, node: Handle, other: &OrSetState) -> Result<(), SetError> {
+        if self.is_brokered() {
+            return Err(SetError::Pool(PoolError::Broker(crate::broker::BrokerFault::Unsupported)));
+        }
+        self.permit(crate::token::Right::Update, Some(node)).map_err(PoolError::from)?;
         self.require_set_writable()?;
         if other.is_empty() {
             return Ok(());
@@ -880,6 +892,10 @@ impl Segment {
     /// removals, or a later [`Segment::set_merge`] of an older state brings the removed
     /// elements back.
     pub fn set_compact(&self, node: Handle) -> Result<usize, SetError> {
+        if let Some(link) = self.link() {
+            return link.ask_count(crate::broker::Request::SetCompact { node }).map(|n| n as usize);
+        }
+        self.permit(crate::token::Right::Update, Some(node)).map_err(PoolError::from)?;
         self.require_set_writable()?;
         let Some(set) = self.attached_set(node)? else { return Ok(0) };
         let snap = Snapshot::take(&set)?;

@@ -161,7 +161,7 @@ impl<'a> Change<'a> {
 }
 
 /// Whether [`Segment::delete`] removes only a leaf or a whole subtree.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeleteMode {
     /// Refuse with [`PoolError::HasChildren`] if the node has children.
     LeafOnly,
@@ -298,6 +298,15 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn add(&self, parent: Handle, spec: &NewNode<'_>) -> Result<Handle, PoolError> {
+        if let Some(link) = self.link() {
+            return link.ask_handle(crate::broker::Request::Add { parent, spec: spec.into() });
+        }
+        self.permit(crate::token::Right::Create, Some(parent))?;
+        self.add_node(parent, spec)
+    }
+
+    /// [`Segment::add`] without the token check (for operations that made their own).
+    pub(crate) fn add_node(&self, parent: Handle, spec: &NewNode<'_>) -> Result<Handle, PoolError> {
         self.require_writable()?;
         self.live_slot(parent)?;
         let rec = spec.to_record(Uuid::now_v7(), Some(parent), self.now())?;
@@ -708,6 +717,11 @@ impl Segment {
     where
         F: FnOnce(&mut Node) -> Result<(), PoolError>,
     {
+        if self.is_brokered() {
+            // A closure cannot cross the broker's wire: the typed setters can.
+            return Err(PoolError::Broker(crate::broker::BrokerFault::Unsupported));
+        }
+        self.permit(crate::token::Right::Update, Some(h))?;
         self.modify(h, Change::new(EventKind::NODE_UPDATED), |rec| {
             let mut node = Node { handle: h, rec: *rec };
             f(&mut node)?;
@@ -805,6 +819,29 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn delete(&self, h: Handle, mode: DeleteMode) -> Result<u64, PoolError> {
+        if let Some(link) = self.link() {
+            return link.ask_count(crate::broker::Request::Delete { node: h, mode });
+        }
+        self.permit(crate::token::Right::Update, Some(h))?;
+        self.delete_node(h, mode)
+    }
+
+    /// Sets a node's status, as [`Segment::update`] with [`Node::set_status`] does (the
+    /// state machine's plain moves); available through the broker.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::update`]; [`PoolError::IllegalTransition`] for a move only the
+    /// claim and dependency operations may make.
+    pub fn set_status(&self, h: Handle, status: Status) -> Result<Node, PoolError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::SetStatus { node: h, status });
+        }
+        self.update(h, |n| n.set_status(status))
+    }
+
+    /// [`Segment::delete`] without the token check.
+    pub(crate) fn delete_node(&self, h: Handle, mode: DeleteMode) -> Result<u64, PoolError> {
         self.require_writable()?;
         match mode {
             DeleteMode::LeafOnly => self.delete_leaf(h).map(|_| 1),

@@ -488,6 +488,21 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn append(&self, ev: &NewEvent<'_>) -> Result<u64, RingError> {
+        if let Some(link) = self.link() {
+            let (topic, payload) = (ev.topic.to_string(), ev.payload.to_vec());
+            return link.ask_count(crate::broker::Request::Append { kind: ev.kind, node: ev.node, topic, payload });
+        }
+        self.permit_uuid(crate::token::Right::Emit, ev.node.map(|(u, _)| u)).map_err(RingError::Denied)?;
+        if self.grant().is_some() && ev.actor.is_some() && ev.actor != self.actor() {
+            // Under a token, an event names the token's agent and nobody else.
+            return Err(RingError::Denied(crate::Denied::OtherAgent));
+        }
+        self.append_unchecked(ev)
+    }
+
+    /// [`Segment::append`] without the token check: the events of changes that made
+    /// their own.
+    pub(crate) fn append_unchecked(&self, ev: &NewEvent<'_>) -> Result<u64, RingError> {
         if !self.map.writable() {
             return Err(RingError::ReadOnly);
         }

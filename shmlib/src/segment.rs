@@ -46,6 +46,15 @@ pub struct Segment {
     pub(crate) lock_wait: Duration,
     /// Raw handle of the agent this process acts for (`u64::MAX`: none); process-local.
     pub(crate) actor: std::sync::atomic::AtomicU64,
+    /// The token this handle acts under, once verified (see `grant`).
+    pub(crate) grant: std::sync::OnceLock<crate::grant::Grant>,
+    /// Raw handle of the token's agent once it joined (`u64::MAX`: not yet): under a
+    /// grant, every event carries it as actor, whatever [`Segment::set_actor`] says.
+    pub(crate) granted_actor: std::sync::atomic::AtomicU64,
+    /// The daemon's own handle (and its stand-in): exempt from `--require-tokens`.
+    pub(crate) trusted: bool,
+    /// The broker link of a brokered handle (see `broker`).
+    pub(crate) broker: std::sync::OnceLock<crate::broker::Link>,
 }
 
 /// The segment name to use: `WORKNODE_SEGMENT` if set, else [`DEFAULT_SEGMENT`].
@@ -67,7 +76,7 @@ fn open_error(name: &str, writable: bool, errno: Errno) -> AttachError {
     }
 }
 
-fn check_name(name: &str) -> Result<(), AttachError> {
+pub(crate) fn check_name(name: &str) -> Result<(), AttachError> {
     sys::validate_name(name).map_err(|reason| AttachError::InvalidName { name: name.to_string(), reason })
 }
 
@@ -182,6 +191,10 @@ impl Segment {
                 caps: *caps,
                 lock_wait: crate::seqlock::LOCK_WAIT,
                 actor: std::sync::atomic::AtomicU64::new(u64::MAX),
+                grant: std::sync::OnceLock::new(),
+                granted_actor: std::sync::atomic::AtomicU64::new(u64::MAX),
+                trusted: true,
+                broker: std::sync::OnceLock::new(),
             };
             seg.initialise(populate)?;
             Ok(seg)
@@ -391,7 +404,47 @@ impl Segment {
             caps,
             lock_wait: crate::seqlock::LOCK_WAIT,
             actor: std::sync::atomic::AtomicU64::new(u64::MAX),
+            grant: std::sync::OnceLock::new(),
+            granted_actor: std::sync::atomic::AtomicU64::new(u64::MAX),
+            trusted: false,
+            broker: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Maps a segment descriptor the daemon's broker passed: read-only, validated like
+    /// any attach, but owned by the daemon's user (the broker's peer credentials, which
+    /// the caller checked, vouch for it).
+    pub(crate) fn map_descriptor(name: &str, file: std::fs::File) -> Result<Segment, AttachError> {
+        let (_, _, regular) = sys::owner_and_mode(&file).map_err(os("fstat"))?;
+        if !regular {
+            return Err(AttachError::NotAFile { name: name.to_string() });
+        }
+        let len = sys::size_of_file(&file).map_err(os("fstat"))?;
+        if len < HEADER_SIZE as u64 {
+            return Err(AttachError::SizeMismatch { actual: len, expected: HEADER_SIZE as u64 });
+        }
+        let raw = sys::map(&file, len as usize, false)
+            .map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+        let map = Mapping::new(raw, false);
+        let (_, geo, caps) = validate(name, &map)?;
+        let seg = Segment {
+            map,
+            name: name.to_string(),
+            me: OwnerTag::current(),
+            geo,
+            caps,
+            lock_wait: crate::seqlock::LOCK_WAIT,
+            actor: std::sync::atomic::AtomicU64::new(u64::MAX),
+            grant: std::sync::OnceLock::new(),
+            granted_actor: std::sync::atomic::AtomicU64::new(u64::MAX),
+            trusted: false,
+            broker: std::sync::OnceLock::new(),
+        };
+        match seg.state_word() {
+            state::READY => Ok(seg),
+            state::CLOSING => Err(AttachError::Closing),
+            _ => Err(AttachError::NotReady),
+        }
     }
 
     /// Re-validates after waiting for Ready: the header we first read may have been
@@ -480,12 +533,19 @@ impl Segment {
 
     /// Names the agent (its node) this process acts for; events it appends carry it.
     pub fn set_actor(&self, actor: Option<crate::Handle>) {
+        // Under a grant the token's agent is the actor (see `granted_actor`).
         self.actor.store(actor.map_or(u64::MAX, crate::Handle::to_raw), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The agent this process acts for, if set.
     pub fn actor(&self) -> Option<crate::Handle> {
-        crate::Handle::from_raw(self.actor.load(std::sync::atomic::Ordering::Relaxed))
+        let word = if self.grant.get().is_some() { &self.granted_actor } else { &self.actor };
+        crate::Handle::from_raw(word.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Under a grant: the token's agent joined as `node`; it is the actor from now on.
+    pub(crate) fn set_granted_actor(&self, node: crate::Handle) {
+        self.granted_actor.store(node.to_raw(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Sets how long a writer waits for a record lock held by a live process.

@@ -69,7 +69,7 @@ impl Session<'_> {
 
     /// Whether the daemon watches this session (it was running when it opened).
     pub fn watched_by_daemon(&self) -> bool {
-        self.daemon.is_some()
+        self.daemon.is_some() || self.seg.is_brokered()
     }
 
     /// Leaves explicitly (claims released, `agent_left`); dropping does the same.
@@ -122,7 +122,8 @@ impl Segment {
         self.bind_session(id)?;
         let info = self.agent(id)?;
         self.set_actor(Some(info.node));
-        let daemon = connect_to_daemon(self, id);
+        // A brokered handle's session is its broker connection (bound just now).
+        let daemon = if self.is_brokered() { None } else { connect_to_daemon(self, id) };
         Ok(Session { seg: self, id, daemon })
     }
 }

@@ -294,3 +294,34 @@ pub fn process_maps_path(pid: u32, path: &std::path::Path) -> Option<bool> {
     // Columns: address perms offset dev inode pathname (pathname may end " (deleted)").
     Some(maps.lines().any(|line| line.split_ascii_whitespace().nth(5) == Some(want)))
 }
+
+/// Receives up to `buf.len()` bytes from a Unix stream socket together with at most one
+/// descriptor passed with them (`SCM_RIGHTS`), which arrives close-on-exec.
+pub(crate) fn recv_with_fd(
+    sock: &std::os::unix::net::UnixStream,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<File>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(std::io::Error::from)?;
+    let mut file = None;
+    for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel just installed `fd` in this process for this message;
+                // nothing else owns it, so taking ownership closes it exactly once.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if file.is_none() {
+                    file = Some(File::from(owned));
+                }
+            }
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(std::io::Error::other("descriptor message truncated"));
+    }
+    Ok((msg.bytes, file))
+}

@@ -58,7 +58,7 @@ pub const TOKEN_TEXT_MAX: usize = TOKEN_PREFIX.len() + 2 * (FIXED + AGENT_NAME_M
 const TOKEN_TEXT_MIN: usize = TOKEN_PREFIX.len() + 2 * (FIXED + 1 + MAC_LEN);
 
 /// One right a token can grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Right {
     /// Read nodes, documents, events.
     Read,
@@ -115,8 +115,22 @@ impl Right {
 }
 
 /// A set of [`Right`]s, stored as a bit set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "u16", into = "u16")]
 pub struct Rights(u16);
+
+impl TryFrom<u16> for Rights {
+    type Error = &'static str;
+    fn try_from(bits: u16) -> Result<Rights, &'static str> {
+        Rights::from_bits(bits).ok_or("unknown right bits")
+    }
+}
+
+impl From<Rights> for u16 {
+    fn from(r: Rights) -> u16 {
+        r.0
+    }
+}
 
 impl Rights {
     /// No rights.
@@ -221,7 +235,7 @@ impl FromStr for Rights {
 }
 
 /// A token's random 128-bit id, shown as 32 lower-case hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TokenId(pub [u8; 16]);
 
 impl fmt::Display for TokenId {
@@ -304,7 +318,7 @@ impl FromIterator<TokenId> for RevocationList {
 }
 
 /// What a token grants.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Token {
     /// The random id (for listing and revoking).
     pub id: TokenId,
@@ -319,7 +333,7 @@ pub struct Token {
 }
 
 /// Why a token was not minted or not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TokenError {
     /// Not a token: wrong prefix, length, characters, or layout.
     Malformed,

@@ -1014,7 +1014,7 @@ fn a_snapshot_of_another_layout_version_is_refused() {
         let seg = attach(g.name(), Access::ReadWrite);
         wait_until(Duration::from_secs(10), || seg.snapshots_done() >= 1, || "the initial snapshot".into());
         seg.add(seg.root(), &NewNode::new(NodeKind::Task, "kept in the snapshot")).expect("add");
-        let req = seg.request_snapshot();
+        let req = seg.request_snapshot().expect("a read-write handle may ask for a snapshot");
         wait_until(Duration::from_secs(10), || seg.snapshots_done() >= req, || format!("snapshot request {req}"));
         for i in 0..3u8 {
             seg.append(&NewEvent::new(EventKind::USER).payload(&[i])).expect("append");
@@ -1123,7 +1123,7 @@ fn snapshots_compact_the_journal_and_a_restart_restores_every_node_exactly() {
     for k in 0..50 {
         update(100_000 + k);
     }
-    let req = seg.request_snapshot();
+    let req = seg.request_snapshot().expect("a read-write handle may ask for a snapshot");
     wait_until(Duration::from_secs(10), || seg.snapshots_done() >= req, || format!("snapshot request {req}"));
     let snaps = snapshots(&dir);
     assert_eq!(snaps.len(), 2, "older snapshots removed, the one before the newest kept: {snaps:?}");

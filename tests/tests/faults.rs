@@ -309,7 +309,7 @@ fn make_data(g: &SegmentGuard, n: usize, snapshots: usize) -> PathBuf {
     for i in 0..n {
         seg.add(seg.root(), &NewNode::new(NodeKind::Task, &format!("t{i}"))).unwrap();
         if snapshots > 0 && i % (n / snapshots).max(1) == 0 && i > 0 {
-            let req = seg.request_snapshot();
+            let req = seg.request_snapshot().expect("a read-write handle may ask for a snapshot");
             worknode_tests::wait_until(Duration::from_secs(20), || seg.snapshots_done() >= req, || "snapshot".into());
         }
     }

@@ -77,8 +77,9 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = "Global options", env = "WORKNODE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
 
-    /// A capability token (`wn token mint`): wn verifies it, refuses verbs it does not
-    /// allow (exit 6), and acts as its agent.
+    /// A capability token (`wn token mint`): the daemon verifies it, wn acts as its agent,
+    /// and every change is checked against its rights and subtree (exit 6 if refused).
+    /// Another user's wn goes through the daemon's broker with it.
     #[arg(
         long,
         global = true,

@@ -1,5 +1,10 @@
 //! What every verb gets: the global options, and attaching to the segment as them.
 //!
+//! With a token (`--token`, `WORKNODE_TOKEN`) the daemon verifies it and wn acts as the
+//! token's agent: attached directly when this user may (the library then checks every
+//! change against the token), else through the daemon's broker (another user, a sandbox):
+//! reads from a read-only mapping, changes applied by the daemon.
+//!
 //! An agent identity (`--agent NAME`) is *joined on first use*: the first read-write
 //! command that names it joins it ([`worknode::Segment::join`], idempotent), and every
 //! later one finds it again. No session is opened: a shell agent's identity outlives the
@@ -7,7 +12,8 @@
 
 use crate::fail::{exit, Fail};
 use crate::output::Style;
-use worknode::{Access, AgentId, Segment};
+use crate::output::clean;
+use worknode::{Access, AgentId, AttachError, Segment};
 
 /// The global options, resolved.
 pub struct Ctx {
@@ -23,6 +29,8 @@ pub struct Ctx {
     pub style: Style,
     /// `--data-dir` / `WORKNODE_DATA_DIR`, if given.
     pub data_dir: Option<std::path::PathBuf>,
+    /// `--token` / `WORKNODE_TOKEN`, if given (trimmed, non-empty).
+    pub token: Option<String>,
 }
 
 impl Ctx {
@@ -33,15 +41,47 @@ impl Ctx {
 
     /// Attaches read-only (inspectors).
     pub fn attach_ro(&self) -> Result<Segment, Fail> {
-        Ok(Segment::attach(&self.segment, Access::ReadOnly)?)
+        match &self.token {
+            None => Ok(Segment::attach(&self.segment, Access::ReadOnly)?),
+            Some(t) => self.attach_with_token(t, Access::ReadOnly),
+        }
     }
 
-    /// Attaches read-write; with `--agent`, joins that agent and acts as it (events this
-    /// process appends carry it as actor).
+    /// Attaches read-write; with `--agent` or a token, joins that agent and acts as it
+    /// (events this process appends carry it as actor).
     pub fn attach_rw(&self) -> Result<Segment, Fail> {
-        let seg = Segment::attach(&self.segment, Access::ReadWrite)?;
-        if self.agent.is_some() {
+        let seg = match &self.token {
+            None => Segment::attach(&self.segment, Access::ReadWrite)?,
+            Some(t) => self.attach_with_token(t, Access::ReadWrite)?,
+        };
+        if self.agent.is_some() || seg.grant().is_some() {
             self.me(&seg)?;
+        }
+        Ok(seg)
+    }
+
+    /// With a token: directly when this user may map the segment (the daemon verifies the
+    /// token), else through the broker.
+    fn attach_with_token(&self, token: &str, access: Access) -> Result<Segment, Fail> {
+        let seg = match Segment::attach(&self.segment, access) {
+            Ok(seg) => {
+                seg.authenticate(token)?;
+                seg
+            }
+            Err(AttachError::ForeignOwner { .. } | AttachError::PermissionDenied { .. }) => {
+                Segment::attach_brokered(&self.segment, token, &self.role)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let (Some(g), Some(a)) = (seg.grant(), &self.agent) {
+            if g.agent() != a {
+                return Err(Fail::new(
+                    "token_agent_mismatch",
+                    exit::PERMISSION,
+                    format!("the token is for agent {:?}, not {:?}", clean(g.agent()), clean(a)),
+                    "drop --agent (or WORKNODE_AGENT): with a token, wn acts as the token's agent",
+                ));
+            }
         }
         Ok(seg)
     }
@@ -49,6 +89,9 @@ impl Ctx {
     /// Attaches read-write when permitted (a reader that may repair a dead producer's
     /// ring slot), read-only otherwise.
     pub fn attach_best(&self) -> Result<Segment, Fail> {
+        if let Some(t) = &self.token {
+            return self.attach_with_token(t, Access::ReadOnly);
+        }
         match Segment::attach(&self.segment, Access::ReadWrite) {
             Ok(seg) => Ok(seg),
             Err(worknode::AttachError::PermissionDenied { .. }) => self.attach_ro(),
@@ -59,7 +102,7 @@ impl Ctx {
     /// The agent this invocation acts as, joined if it has not joined yet. Fails with a
     /// usage error when no `--agent` was given.
     pub fn me(&self, seg: &Segment) -> Result<AgentId, Fail> {
-        let name = self.agent.as_deref().ok_or_else(|| {
+        let name = seg.grant().map(|g| g.agent()).or(self.agent.as_deref()).ok_or_else(|| {
             Fail::new(
                 "agent_required",
                 exit::USAGE,

@@ -18,7 +18,8 @@
 use crate::output::clean;
 use serde_json::{json, Value};
 use std::process::ExitCode;
-use worknode::{AgentError, AttachError, DocError, PoolError, RingError, SetError, TaskError};
+use worknode::broker::Refusal;
+use worknode::{AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, PoolError, RingError, SetError, TaskError};
 
 /// Exit codes, as documented in `wn --help`.
 pub mod exit {
@@ -186,9 +187,106 @@ impl From<RingError> for Fail {
             ),
             Closing => ("segment_closing", exit::OTHER, CLOSING_HINT.into()),
             DaemonGone => return daemon_gone("the event was not appended"),
+            Denied(d) => return denied(d),
+            Broker(f) => return broker_fault(f),
         };
         Fail::lib(code, exit, &e, hint)
     }
+}
+
+/// A change the token (or the lack of one) does not allow: exit 6, with what to do.
+fn denied(d: Denied) -> Fail {
+    let (code, hint) = match d {
+        Denied::NoToken => (
+            "token_required",
+            "the daemon runs with --require-tokens: pass --token TOKEN or set WORKNODE_TOKEN (the daemon's user mints one with `wn token mint`)".to_string(),
+        ),
+        Denied::Lacks(r) => ("token_lacks_right", format!("ask for a token whose --rights include {}", r.name())),
+        Denied::OutsideSubtree(_) => {
+            ("outside_subtree", "act on nodes under the token's subtree (`wn token ls` shows it), or ask for a wider token".into())
+        }
+        Denied::CannotRead => ("token_lacks_right", "ask for a token whose --rights include read".into()),
+        Denied::OtherAgent => {
+            ("token_agent_mismatch", "drop --agent (or WORKNODE_AGENT): with a token, wn acts as the token's agent".into())
+        }
+        Denied::Expired => ("token_expired", "ask for a new token (`wn token mint`)".into()),
+        Denied::Revoked => ("token_revoked", "ask for a new token (`wn token mint`)".into()),
+        Denied::NotOpen => (
+            "broker_closed",
+            "the daemon serves other users only when started with `worknoded --broker`".into(),
+        ),
+    };
+    Fail::lib(code, exit::PERMISSION, &d, hint)
+}
+
+/// The broker link failed.
+fn broker_fault(f: BrokerFault) -> Fail {
+    let (code, exit, hint) = match f {
+        BrokerFault::Disconnected => (
+            "broker_disconnected",
+            exit::DAEMON_GONE,
+            "the daemon stopped or closed the connection: check whether the change landed (`wn show`), then retry",
+        ),
+        BrokerFault::Protocol | BrokerFault::BadRequest => {
+            ("broker_protocol", exit::OTHER, "use wn and worknoded of the same version")
+        }
+        BrokerFault::TooLarge { .. } => ("too_large", exit::USAGE, "send less at once (a smaller document)"),
+        BrokerFault::Unsupported => (
+            "not_brokered",
+            exit::PERMISSION,
+            "this verb needs direct access to the segment: run it as the daemon's user",
+        ),
+    };
+    Fail::lib(code, exit, &f, hint)
+}
+
+/// Attaching through the broker (or verifying a token) failed.
+fn broker_error(e: &BrokerError) -> Fail {
+    let f = match e {
+        BrokerError::NoBroker { segment } => Fail::new(
+            "broker_not_found",
+            exit::NOT_FOUND,
+            e.to_string(),
+            format!("is the daemon running? start it with `worknoded --segment {segment}` (add --broker for agents of other users)"),
+        ),
+        BrokerError::Impostor { .. } => Fail::new(
+            "broker_untrusted",
+            exit::PERMISSION,
+            e.to_string(),
+            "another user holds the broker's socket name: stop that process, then restart worknoded",
+        ),
+        BrokerError::Refused(Refusal::Denied(d)) => denied(*d),
+        BrokerError::Refused(Refusal::Token(t)) => {
+            let code = match t {
+                worknode::TokenError::Expired => "token_expired",
+                worknode::TokenError::Revoked => "token_revoked",
+                _ => "token_invalid",
+            };
+            Fail::new(code, exit::PERMISSION, e.to_string(), "ask for a new token (`wn token mint`), and pass it whole")
+        }
+        BrokerError::Refused(Refusal::NoKey) => Fail::new(
+            "token_invalid",
+            exit::PERMISSION,
+            e.to_string(),
+            "this daemon has minted no token: mint one as its user (`wn token mint`)",
+        ),
+        BrokerError::Refused(Refusal::Agent(a)) => Fail::from(*a),
+        BrokerError::Refused(Refusal::Busy) => {
+            Fail::new("broker_busy", exit::TIMEOUT, e.to_string(), "retry later, or restart the daemon with a larger --agents")
+        }
+        BrokerError::Refused(Refusal::Closing) => Fail::new("segment_closing", exit::OTHER, e.to_string(), CLOSING_HINT),
+        BrokerError::Refused(Refusal::Unavailable) => Fail::new(
+            "token_store_unreadable",
+            exit::OTHER,
+            e.to_string(),
+            "the daemon's log says which token file it could not read: fix it in the data directory",
+        ),
+        BrokerError::Refused(Refusal::Protocol) | BrokerError::NoDescriptor => {
+            Fail::new("broker_protocol", exit::OTHER, e.to_string(), "use wn and worknoded of the same version")
+        }
+        BrokerError::Link(f) => broker_fault(*f),
+    };
+    f
 }
 
 /// The daemon that journals the segment died: the change was refused.
@@ -277,6 +375,7 @@ impl From<AttachError> for Fail {
                 "someone put a FIFO, directory or device there: remove it, or choose another --segment".into(),
             ),
             DaemonRunning { .. } => ("daemon_running", exit::CONFLICT, "stop it first".into()),
+            Broker(b) => return broker_error(b),
             Os { errno, .. }
                 if std::io::Error::from_raw_os_error(*errno as i32).kind() == std::io::ErrorKind::PermissionDenied =>
             {
@@ -292,6 +391,8 @@ impl From<PoolError> for Fail {
     fn from(e: PoolError) -> Self {
         use PoolError::*;
         let (code, exit, hint): (_, _, String) = match e {
+            Denied(d) => return denied(d),
+            Broker(f) => return broker_fault(f),
             PoolFull { .. } => {
                 ("pool_full", exit::FULL, "delete nodes or restart the daemon with a larger --nodes".into())
             }
@@ -539,7 +640,7 @@ mod tests {
         vec![
             TableFull { capacity: 4 },
             BadName { len: 65 },
-            ControlCharacter { field: "role", at: 1 },
+            ControlCharacter { field: worknode::AgentField::Role, at: 1 },
             RoleTooLong { len: 99 },
             NotFound,
             SessionTaken { pid: 7 },

@@ -58,21 +58,15 @@ fn main() -> ExitCode {
             return fail::Fail::usage(first, hint).report(true);
         }
     };
-    let mut ctx = ctx::Ctx {
+    let ctx = ctx::Ctx {
         segment: cli.segment.clone(),
         agent: cli.agent.clone().filter(|a| !a.is_empty()),
         role: cli.role.clone(),
         json: cli.json,
         style: output::Style::detect(),
         data_dir: cli.data_dir.clone(),
+        token: cli.token.clone().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
     };
-    // With a token, it decides what may run and who acts; without one, nothing changes.
-    if let Some(text) = cli.token.as_deref().filter(|t| !t.is_empty()) {
-        match cmd::token::check(&ctx, text, &cli.command) {
-            Ok(agent) => ctx.agent = Some(agent),
-            Err(f) => return f.report(cli.json),
-        }
-    }
     match cli::run(&ctx, &cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) if f.changed.is_some() => match ctx.attach_ro() {

@@ -146,7 +146,7 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
     let n = seg.read(h).map_err(|e| created(e.into()))?;
     if !blockers.is_empty() && want == Status::Ready && n.status() == Some(Status::Pending) {
         // Every blocker was already complete.
-        seg.update(h, |n| n.set_status(Status::Ready)).map_err(|e| created(e.into()))?;
+        seg.set_status(h, Status::Ready).map_err(|e| created(e.into()))?;
     }
     print_node(ctx, &seg, &seg.read(h)?)
 }

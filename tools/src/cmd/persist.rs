@@ -51,7 +51,7 @@ pub fn run_snapshot(ctx: &Ctx, a: &SnapshotArgs) -> Result<(), Fail> {
             "restart the daemon with --fsync always|batch|never and a --data-dir",
         ));
     }
-    let want = seg.request_snapshot();
+    let want = seg.request_snapshot()?;
     let deadline = duration::deadline(a.timeout);
     while seg.snapshots_done() < want {
         if Instant::now() >= deadline {

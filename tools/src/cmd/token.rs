@@ -1,11 +1,9 @@
-//! Capability tokens: `wn token mint | ls | revoke`, and the check that a `--token`
-//! (or `WORKNODE_TOKEN`) allows the verb being run.
+//! Capability tokens: `wn token mint | ls | revoke`.
 //!
 //! The key lives in the daemon's data directory (0600), so only the daemon's user can
-//! mint, and only it can verify: in direct mode a token guards against mistakes, not
-//! against a hostile process of the same user (ARCHITECTURE.md, "Capability tokens").
+//! mint; the daemon verifies a `--token` when wn attaches with it (`ctx`), and the
+//! library checks every change against it (ARCHITECTURE.md, "Capability tokens").
 
-use crate::cli::Command;
 use crate::ctx::Ctx;
 use crate::fail::{exit, Fail};
 use crate::output::{clean, now_ms, print, print_json};
@@ -13,7 +11,7 @@ use crate::resolve;
 use comfy_table::Cell;
 use serde_json::{json, Value};
 use std::time::Duration;
-use worknode::{Right, Rights, Token, TokenId};
+use worknode::{Rights, Token, TokenId};
 use worknoded::tokens;
 
 /// `wn token …`.
@@ -69,10 +67,6 @@ fn store(e: tokens::StoreError) -> Fail {
         e.to_string(),
         "tokens need the daemon's data directory (--data-dir or WORKNODE_DATA_DIR, as the daemon was started) and its user",
     )
-}
-
-fn denied(message: impl Into<String>, hint: impl Into<String>) -> Fail {
-    Fail::new("permission_denied", exit::PERMISSION, message, hint)
 }
 
 fn token_json(t: &Token, revoked: bool, now: u64) -> Value {
@@ -169,81 +163,4 @@ pub fn run(ctx: &Ctx, cmd: &TokenCmd) -> Result<(), Fail> {
             print(&format!("revoked {id}"))
         }
     }
-}
-
-/// The right a verb needs, and the node it acts on (for a subtree token), if the verb
-/// names one. Verbs without a node pass only whole-tree tokens.
-fn needs(command: &Command) -> (Right, Option<Option<&str>>) {
-    use Command as C;
-    match command {
-        C::Dump | C::Tree(_) | C::Ls(_) | C::Agents | C::Events(_) | C::Stat(_) | C::Doctor(_) | C::Top(_) => {
-            (Right::Read, None)
-        }
-        C::Rollup(_) | C::Ready(_) | C::Wait(_) | C::Export | C::Commands | C::Join => (Right::Read, None),
-        C::Show(a) => (Right::Read, Some(Some(a.node.as_str()))),
-        C::Add(a) => (Right::Create, Some(a.parent.as_deref())),
-        C::Import(_) => (Right::Create, None),
-        C::Claim(a) => (Right::Claim, a.node.as_deref().map(Some)),
-        C::Leave => (Right::Claim, None),
-        C::Renew(a) => (Right::Claim, Some(Some(a.task.node.as_str()))),
-        C::Release(a) => (Right::Claim, Some(Some(a.node.as_str()))),
-        C::Start(a) => (Right::Update, Some(Some(a.node.as_str()))),
-        C::Progress(a) => (Right::Update, Some(Some(a.task.node.as_str()))),
-        C::Done(a) => (Right::Update, Some(Some(a.task.node.as_str()))),
-        C::FailTask(a) => (Right::Update, Some(Some(a.task.node.as_str()))),
-        C::Block(_) | C::Dep(_) | C::Assign(_) | C::Unassign(_) => (Right::Update, None),
-        C::Doc(_) => (Right::Doc, None),
-        C::Emit(_) => (Right::Emit, None),
-        C::Snapshot(_) | C::Token(_) => (Right::Admin, None),
-    }
-}
-
-/// With a token given, verifies it against the key and revocation list in the data
-/// directory and checks that it allows `command`; returns the token's agent, which the
-/// invocation then acts as. Without one, nothing changes.
-pub fn check(ctx: &Ctx, text: &str, command: &Command) -> Result<String, Fail> {
-    let dir = ctx.data_dir();
-    let key = tokens::load_key(&dir).map_err(|e| {
-        denied(
-            format!("cannot verify the token: {e}"),
-            "verifying needs read access to the daemon's token key (its user, and its --data-dir)",
-        )
-    })?;
-    let revoked = tokens::load_revoked(&dir).map_err(store)?;
-    let t = worknode::verify(&key, text.trim(), now_ms(), &revoked)
-        .map_err(|e| denied(format!("token refused: {e}"), "ask for a new token (`wn token mint`)"))?;
-    if let Some(a) = &ctx.agent {
-        if *a != t.agent {
-            return Err(denied(
-                format!("the token is for agent {:?}, not {:?}", clean(&t.agent), clean(a)),
-                "drop --agent (or WORKNODE_AGENT): with a token, wn acts as the token's agent",
-            ));
-        }
-    }
-    let (right, node) = needs(command);
-    let ancestry = match (t.subtree, node) {
-        (None, _) | (Some(_), None) => Vec::new(),
-        (Some(_), Some(spec)) => {
-            let seg = ctx.attach_ro()?;
-            let mut cur = Some(resolve::node_or_root(&seg, spec)?);
-            let mut v = Vec::new();
-            while let Some(h) = cur {
-                if v.len() > seg.capacities().nodes as usize {
-                    break;
-                }
-                let n = seg.read(h)?;
-                v.push(n.uuid());
-                cur = n.parent();
-            }
-            v
-        }
-    };
-    if !t.allows(right, &ancestry) {
-        let hint = match t.subtree {
-            Some(s) if t.rights.contains(right) => format!("the token holds only under node {s}"),
-            _ => format!("the token grants {}; this verb needs {}", t.rights, right.name()),
-        };
-        return Err(denied(format!("the token does not allow this verb ({} needed)", right.name()), hint));
-    }
-    Ok(t.agent)
 }
