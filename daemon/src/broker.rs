@@ -24,10 +24,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use worknode::broker::{
-    read_body, read_message, write_message, BrokerFault, Hello, Refusal, Reply, Request, Welcome, WireError,
-    HELLO_MAX, MESSAGE_TIMEOUT, PROTOCOL, REQUEST_OVERHEAD,
+    read_body, read_message, write_message, BrokerFault, Hello, Refusal, Reply, Request, Welcome, WireError, HELLO_MAX,
+    MESSAGE_TIMEOUT, PROTOCOL, REQUEST_OVERHEAD,
 };
-use worknode::{AgentId, Daemon, Denied, PoolError, Right, RevocationList, Segment, Token, TokenId};
+use worknode::{AgentId, Daemon, Denied, PoolError, RevocationList, Right, Segment, Token, TokenId};
 
 /// How long a new connection may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -194,7 +194,6 @@ fn serve_connection(seg: &Daemon, cfg: &Config, mut s: UnixStream, uid: u32, pid
         return;
     }
     drop(fd);
-    eprintln!("worknoded: broker: agent {:?} connected (uid {uid}, pid {pid})", token.agent);
     let mut revocation = Revocation { id: token.id, seen: None, revoked: false };
     let mut session: Option<AgentId> = None;
     let limit = handle.max_document_len() + REQUEST_OVERHEAD;
@@ -224,11 +223,15 @@ fn serve_connection(seg: &Daemon, cfg: &Config, mut s: UnixStream, uid: u32, pid
             }
             Err(_) => break,
         };
+        let had_session = session.is_some();
         let reply = match postcard::from_bytes::<Request>(&body) {
             Err(_) => Reply::Err(WireError::Pool(PoolError::Broker(BrokerFault::BadRequest))),
             Ok(_) if revocation.is_revoked(cfg) => Reply::Err(WireError::Pool(PoolError::Denied(Denied::Revoked))),
             Ok(req) => apply(&handle, &mut session, req),
         };
+        if !had_session && session.is_some() {
+            eprintln!("worknoded: broker: agent {:?} (uid {uid}, pid {pid}) holds a session", token.agent);
+        }
         if write_message(&mut s, &reply).is_err() {
             break;
         }

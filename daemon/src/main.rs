@@ -296,7 +296,20 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
             }
             Some(r)
         }
-        None => None,
+        None => {
+            if args.broker || args.require_tokens {
+                // No journal, but tokens: the data directory holds the key all the same.
+                let dir = args.data_dir.clone().unwrap_or_else(|| worknoded::default_data_dir(&args.segment));
+                for w in journal::store::ensure_private_dir(&dir).map_err(fail)? {
+                    eprintln!("worknoded: warning: {w}");
+                }
+                if let Ok((_, true)) = worknoded::tokens::ensure_key(&dir).map_err(|e| fail(format!("token key: {e}")))
+                {
+                    eprintln!("worknoded: created token key {}", dir.join(worknoded::tokens::KEY_FILE).display());
+                }
+            }
+            None
+        }
     };
     // Anything on disk counts: a journal with events but no nodes is damage to report,
     // not an empty directory to start over in.

@@ -386,7 +386,10 @@ impl Segment {
             .ok_or(AgentError::TableFull { capacity: self.caps.agents })?;
         let s = self.agent_slot(free).ok_or(AgentError::NotFound)?;
         let made = self
-            .add(self.agents_container(), &NewNode::new(NodeKind::Agent, name).description(role).status(Status::Ready))
+            .add_node(
+                self.agents_container(),
+                &NewNode::new(NodeKind::Agent, name).description(role).status(Status::Ready),
+            )
             .and_then(|node| self.read(node).map(|rec| (node, rec)));
         let (node, rec) = match made {
             Ok(m) => m,

@@ -629,7 +629,12 @@ impl Segment {
         bytes: &[u8],
     ) -> Result<Handle, DocError> {
         if let Some(link) = self.link() {
-            return link.ask_handle(crate::broker::Request::PutDocument { parent, name: name.to_string(), content_type: content_type.to_string(), bytes: bytes.to_vec() });
+            return link.ask_handle(crate::broker::Request::PutDocument {
+                parent,
+                name: name.to_string(),
+                content_type: content_type.to_string(),
+                bytes: bytes.to_vec(),
+            });
         }
         self.permit(crate::token::Right::Doc, Some(parent)).map_err(PoolError::from)?;
         self.check_content(content_type, bytes)?;
@@ -693,7 +698,11 @@ impl Segment {
     /// ```
     pub fn replace_document(&self, doc: Handle, content_type: &str, bytes: &[u8]) -> Result<u64, DocError> {
         if let Some(link) = self.link() {
-            return link.ask_count(crate::broker::Request::ReplaceDocument { doc, content_type: content_type.to_string(), bytes: bytes.to_vec() });
+            return link.ask_count(crate::broker::Request::ReplaceDocument {
+                doc,
+                content_type: content_type.to_string(),
+                bytes: bytes.to_vec(),
+            });
         }
         self.permit(crate::token::Right::Doc, Some(doc)).map_err(PoolError::from)?;
         self.check_content(content_type, bytes)?;

@@ -34,7 +34,7 @@ use crate::error::{AttachError, PoolError};
 use crate::event::{EventKind, RingError};
 use crate::grant::{Denied, Grant};
 use crate::layout::NodeRecord;
-use crate::node::{Handle, NodeKind, Node, Status};
+use crate::node::{Handle, Node, NodeKind, Status};
 use crate::orset::SetError;
 use crate::pool::DeleteMode;
 use crate::segment::Segment;
@@ -428,7 +428,8 @@ impl FromWire for RingError {
 /// Writes one message.
 pub fn write_message<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), BrokerFault> {
     let body = postcard::to_stdvec(msg).map_err(|_| BrokerFault::Protocol)?;
-    let len = u32::try_from(body.len()).map_err(|_| BrokerFault::TooLarge { len: body.len(), max: u32::MAX as usize })?;
+    let len =
+        u32::try_from(body.len()).map_err(|_| BrokerFault::TooLarge { len: body.len(), max: u32::MAX as usize })?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_le_bytes());
     frame.extend_from_slice(&body);

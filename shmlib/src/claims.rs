@@ -1023,7 +1023,11 @@ impl Segment {
     /// ```
     pub fn claim_next(&self, filter: &TaskFilter, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
         if let Some(link) = self.link() {
-            return link.ask_claim(crate::broker::Request::ClaimNext { filter: *filter, agent, lease_ms: lease_ms(lease)? });
+            return link.ask_claim(crate::broker::Request::ClaimNext {
+                filter: *filter,
+                agent,
+                lease_ms: lease_ms(lease)?,
+            });
         }
         // A subtree token looks only inside its subtree.
         let confined = match (self.grant_subtree(), filter.under) {

@@ -121,13 +121,8 @@ impl Segment {
     /// The check every change makes: may this handle use `right` on `node` (`None`: an
     /// operation that names no node)?
     pub(crate) fn permit(&self, right: Right, node: Option<Handle>) -> Result<(), Denied> {
-        let Some(Grant(t)) = self.grant.get() else { return self.permit_untokened() };
-        if crate::clock::unix_ms() >= t.expires_ms {
-            return Err(Denied::Expired);
-        }
-        if !t.rights.contains(right) {
-            return Err(Denied::Lacks(right));
-        }
+        self.permit_right(right)?;
+        let Some(Grant(t)) = self.grant.get() else { return Ok(()) };
         match (t.subtree, node) {
             (None, _) => Ok(()),
             (Some(root), Some(h)) if self.is_under_uuid(h, root) => Ok(()),
@@ -135,15 +130,30 @@ impl Segment {
         }
     }
 
-    /// [`Segment::permit`] for a node named by UUID (an event's node).
+    /// [`Segment::permit`] for an event, about a node named by UUID or about none: an
+    /// event about no node changes nothing in the tree, so a subtree token may emit it.
     pub(crate) fn permit_uuid(&self, right: Right, node: Option<Uuid>) -> Result<(), Denied> {
+        let subtree = self.grant.get().is_some_and(|g| g.0.subtree.is_some());
         match node {
-            Some(u) if self.grant.get().is_some_and(|g| g.0.subtree.is_some()) => {
+            Some(u) if subtree => {
                 let h = self.lookup(u).map_err(|_| Denied::OutsideSubtree(right))?;
                 self.permit(right, Some(h))
             }
+            None if subtree => self.permit_right(right),
             _ => self.permit(right, None),
         }
+    }
+
+    /// The right and the expiry, not the subtree.
+    fn permit_right(&self, right: Right) -> Result<(), Denied> {
+        let Some(Grant(t)) = self.grant.get() else { return self.permit_untokened() };
+        if crate::clock::unix_ms() >= t.expires_ms {
+            return Err(Denied::Expired);
+        }
+        if !t.rights.contains(right) {
+            return Err(Denied::Lacks(right));
+        }
+        Ok(())
     }
 
     /// May this handle act as the agent named `name`?

@@ -11,8 +11,8 @@
 //! short `wn` processes acting for it, and its claims are held by their leases.
 
 use crate::fail::{exit, Fail};
-use crate::output::Style;
 use crate::output::clean;
+use crate::output::Style;
 use worknode::{Access, AgentId, AttachError, Segment};
 
 /// The global options, resolved.

@@ -19,7 +19,9 @@ use crate::output::clean;
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use worknode::broker::Refusal;
-use worknode::{AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, PoolError, RingError, SetError, TaskError};
+use worknode::{
+    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, PoolError, RingError, SetError, TaskError,
+};
 
 /// Exit codes, as documented in `wn --help`.
 pub mod exit {

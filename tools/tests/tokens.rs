@@ -1,5 +1,7 @@
-//! Capability tokens with real `worknoded` and `wn` processes: mint, use, refuse
-//! (rights, subtree, forged, expired, revoked, another agent), list, revoke.
+//! Capability tokens with real `worknoded` and `wn` processes of the daemon's user (the
+//! direct path: the daemon verifies the token, the library checks every change): mint,
+//! use, refuse (rights, subtree, forged, expired, revoked, another agent), list, revoke.
+//! The other-user path through the broker is tested in `tests/tests/broker.rs`.
 
 mod common;
 
@@ -19,11 +21,12 @@ fn with_token(d: &Daemon, token: &str, args: &[&str]) -> common::Out {
     run(d.cmd().args(["--json", "--token", token]).args(args), None)
 }
 
-fn refused(d: &Daemon, token: &str, args: &[&str], what: &str) {
+/// The verb fails with exit 6, error code `code`, a message containing `what`, and a hint.
+fn refused(d: &Daemon, token: &str, args: &[&str], code: &str, what: &str) {
     let out = with_token(d, token, args);
     out.fails(6);
     let e = out.err_json();
-    assert_eq!(e["code"], "permission_denied", "{out:?}");
+    assert_eq!(e["code"], code, "{out:?}");
     assert!(e["error"].as_str().unwrap().contains(what), "{out:?}");
     assert!(e["hint"].as_str().is_some_and(|h| !h.is_empty()), "{out:?}");
 }
@@ -43,52 +46,70 @@ fn tokens_are_minted_used_refused_listed_and_revoked() {
     // Through the environment too.
     run(d.cmd().env("WORKNODE_TOKEN", &rw).args(["add", "task", "env", "--parent", "/A"]), None).ok();
     // It cannot claim, and another --agent is refused.
-    refused(&d, &rw, &["claim", "--next"], "claim needed");
-    refused(&d, &rw, &["--agent", "someone-else", "ls"], "not \"someone-else\"");
+    refused(&d, &rw, &["claim", "--next"], "token_lacks_right", "does not grant claim");
+    refused(&d, &rw, &["--agent", "someone-else", "ls"], "token_agent_mismatch", "not \"someone-else\"");
     run(d.cmd().args(["--token", &rw, "--agent", "w1", "ls"]), None).ok();
 
     // A read-only token cannot add.
     let ro = mint(&d, &["--agent", "reader", "--rights", "read"]);
     with_token(&d, &ro, &["ls"]).ok();
-    refused(&d, &ro, &["add", "task", "x"], "create needed");
+    refused(&d, &ro, &["add", "task", "x"], "token_lacks_right", "does not grant create");
 
     // A token under /A creates under /A, not under /B nor at the root.
-    let sub = mint(&d, &["--agent", "w2", "--rights", "create", "--under", "/A"]);
+    let sub = mint(&d, &["--agent", "w2", "--rights", "read,create", "--under", "/A"]);
     with_token(&d, &sub, &["add", "task", "inside", "--parent", "/A"]).ok();
     with_token(&d, &sub, &["add", "task", "deeper", "--parent", "/A/inside"]).ok();
-    refused(&d, &sub, &["add", "task", "outside", "--parent", "/B"], "create needed");
-    refused(&d, &sub, &["add", "task", "at-root"], "create needed");
+    refused(&d, &sub, &["add", "task", "outside", "--parent", "/B"], "outside_subtree", "only inside its subtree");
+    refused(&d, &sub, &["add", "task", "at-root"], "outside_subtree", "only inside its subtree");
     // Claimant verbs check the task's place too: a claim-and-update token under /A
     // works on /A/inside, and not on a task under /B.
     with_token(&d, &rw, &["add", "task", "b-task", "--parent", "/B"]).ok();
-    let worker = mint(&d, &["--agent", "w4", "--rights", "claim,update", "--under", "/A"]);
+    let worker = mint(&d, &["--agent", "w4", "--rights", "read,claim,update", "--under", "/A"]);
     with_token(&d, &worker, &["claim", "/A/inside"]).ok();
     with_token(&d, &worker, &["progress", "/A/inside", "50"]).ok();
     with_token(&d, &worker, &["done", "/A/inside"]).ok();
-    refused(&d, &worker, &["claim", "/B/b-task"], "claim needed");
-    refused(&d, &worker, &["progress", "/B/b-task", "10"], "update needed");
+    refused(&d, &worker, &["claim", "/B/b-task"], "outside_subtree", "grants claim only inside");
+    let out = with_token(&d, &worker, &["progress", "/B/b-task", "10"]);
+    out.fails(3);
+    assert!(out.err_json()["error"].as_str().unwrap().ends_with("is not claimed by w4"), "{out:?}");
+    // A subtree token's `claim --next` looks only inside its subtree.
+    with_token(&d, &rw, &["add", "task", "b-ready", "--parent", "/B", "--status", "ready"]).ok();
+    for round in 0.. {
+        let out = with_token(&d, &worker, &["claim", "--next"]);
+        if out.code == 4 {
+            break;
+        }
+        out.ok();
+        let claimed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert!(claimed["node"]["path"].as_str().unwrap().starts_with("/A/"), "{claimed}");
+        assert!(round < 10, "claim --next kept finding tasks");
+    }
+    assert_eq!(d.json(&["show", "/B/b-ready"])["status"], "ready");
+    // A token without read cannot attach at all.
+    let blind = mint(&d, &["--agent", "w5", "--rights", "create"]);
+    refused(&d, &blind, &["ls"], "token_lacks_right", "does not grant read");
 
     // Forged: one byte changed, anywhere, is refused.
     for at in [5, rw.len() / 2, rw.len() - 1] {
         let mut b = rw.clone().into_bytes();
         b[at] = if b[at] == b'0' { b'1' } else { b'0' };
         let forged = String::from_utf8(b).unwrap();
-        refused(&d, &forged, &["ls"], "token refused");
+        refused(&d, &forged, &["ls"], "token_invalid", "token");
     }
-    refused(&d, "wnt1.nonsense", &["ls"], "not a well-formed token");
+    refused(&d, "wnt1.nonsense", &["ls"], "token_invalid", "not a well-formed token");
 
     // Expired.
     let short = mint(&d, &["--agent", "w3", "--rights", "read", "--ttl", "1ms"]);
     std::thread::sleep(Duration::from_millis(20));
-    refused(&d, &short, &["ls"], "expired");
+    refused(&d, &short, &["ls"], "token_expired", "expired");
 
     // Revoked.
     let ls = d.json(&["token", "ls"]);
     let tokens = ls["tokens"].as_array().unwrap();
-    assert_eq!(ls["count"], 5, "{ls}");
+    assert_eq!(ls["count"], 6, "{ls}");
     let id = tokens.iter().find(|t| t["agent"] == "reader").unwrap()["id"].as_str().unwrap().to_string();
     d.run(&["token", "revoke", &id]).ok();
-    refused(&d, &ro, &["ls"], "revoked");
+    refused(&d, &ro, &["ls"], "token_revoked", "revoked");
     let ls = d.json(&["token", "ls"]);
     let by = |agent: &str| ls["tokens"].as_array().unwrap().iter().find(|t| t["agent"] == agent).unwrap().clone();
     assert_eq!(by("reader")["revoked"], true, "{ls}");
@@ -99,8 +120,8 @@ fn tokens_are_minted_used_refused_listed_and_revoked() {
     table.ok();
     assert!(table.stdout.contains("revoked") && table.stdout.contains(&id), "{table:?}");
     d.fails(&["token", "revoke", "not-an-id"], 2, "usage");
-    // Token verbs with a token need admin.
-    refused(&d, &rw, &["token", "ls"], "admin needed");
+    // Admin verbs check the admin right.
+    refused(&d, &rw, &["snapshot"], "token_lacks_right", "does not grant admin");
     for f in ["token.key", "tokens.issued", "tokens.revoked"] {
         assert_eq!(std::fs::metadata(d.data_dir().join(f)).unwrap().mode() & 0o777, 0o600, "{f}");
     }

@@ -249,7 +249,7 @@ fn claim_for(ctx: &Ctx, seg: &Segment, a: &ClaimantArgs) -> Result<Claim, Fail> 
     let n = seg.read(h)?;
     let mine = n.claim_agent_raw() == Some(me.index) && n.claim_agent_generation() == me.generation;
     if !mine && a.epoch.is_none() {
-        let who = ctx.agent.clone().unwrap_or_default();
+        let who = seg.grant().map(|g| g.agent().to_string()).or_else(|| ctx.agent.clone()).unwrap_or_default();
         return Err(match n.claim_agent_raw() {
             Some(other) if n.live_claimant_at(now_ms()).is_some() => Fail::new(
                 "not_claimant",

@@ -86,7 +86,15 @@ pub fn run(ctx: &Ctx, cmd: &TokenCmd) -> Result<(), Fail> {
     let dir = ctx.data_dir();
     match cmd {
         TokenCmd::Mint(a) => {
-            let key = tokens::load_key(&dir).map_err(store)?;
+            // The first token makes the key (a daemon without a journal has none yet);
+            // the daemon reads it from here when it verifies.
+            worknoded::journal::store::ensure_private_dir(&dir).map_err(|e| {
+                Fail::new("token_store", exit::OTHER, e.to_string(), "use the daemon's data directory (--data-dir)")
+            })?;
+            let (key, created) = tokens::ensure_key(&dir).map_err(store)?;
+            if created {
+                eprintln!("wn: created the token key {}", dir.join(tokens::KEY_FILE).display());
+            }
             let rights: Rights = a.rights.parse().map_err(|e: worknode::TokenError| {
                 Fail::usage(
                     format!("--rights: {e}"),
