@@ -86,12 +86,13 @@ fn daemon(ctx: &Ctx) -> Result<PathBuf, Fail> {
 }
 
 /// A running `worknoded`; SIGTERM on drop (SIGKILL if it does not stop).
-struct Daemon {
+pub(crate) struct Daemon {
     proc: std::process::Child,
 }
 
 impl Daemon {
-    fn stop(&mut self) -> Result<(), String> {
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub(crate) fn stop(&mut self) -> Result<(), String> {
         let pid = nix::unistd::Pid::from_raw(self.proc.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -118,26 +119,20 @@ impl Drop for Daemon {
     }
 }
 
-fn dir_bytes(p: &std::path::Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
-        })
-        .unwrap_or(0)
-}
-
-/// Appends through `worknoded --fsync policy` from `writers` threads at once (each with
-/// its own attachment; with more than one, `always` shows the group commit).
-pub fn ring(ctx: &Ctx, policy: &str, writers: usize) -> Result<Measured, Fail> {
+/// Starts `worknoded --segment name ARGS --data-dir dir`, moves it to the second CPU of
+/// the pair, and waits for its `ready` line. Returns it and a note on the pinning.
+pub(crate) fn start_daemon(
+    ctx: &Ctx,
+    name: &str,
+    args: &[&str],
+    dir: &std::path::Path,
+) -> Result<(Daemon, String), Fail> {
     let bin = daemon(ctx)?;
-    let plan = plan(ctx, policy == "always");
-    let name = format!("wn-bench-{}-dur-{policy}", std::process::id());
-    let _ = Segment::unlink(&name);
-    let data = TempDir::new(&ctx.tmp, &format!("journal-{policy}"))?;
     let mut proc = Command::new(&bin)
-        .args(["--segment", &name, "--fsync", policy, "--nodes", "1024", "--events", "65536", "--grace-ms", "0"])
+        .args(["--segment", name])
+        .args(args)
         .arg("--data-dir")
-        .arg(data.path())
+        .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -152,12 +147,12 @@ pub fn ring(ctx: &Ctx, policy: &str, writers: usize) -> Result<Measured, Fail> {
     // The daemon inherited this process's pinning: move it to the other CPU.
     let pin = match ctx.pair {
         Some((a, b)) => match crate::pinning::pin(proc.id() as i32, b) {
-            Ok(()) => format!("appender on CPU {a}, worknoded on CPU {b}"),
+            Ok(()) => format!("client on CPU {a}, worknoded on CPU {b}"),
             Err(e) => format!("pinning worknoded failed: {e}"),
         },
         None => "not pinned".into(),
     };
-    let mut d = Daemon { proc };
+    let d = Daemon { proc };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut log = Vec::new();
     loop {
@@ -168,6 +163,27 @@ pub fn ring(ctx: &Ctx, policy: &str, writers: usize) -> Result<Measured, Fail> {
             Err(_) => return Err(format!("worknoded did not become ready within 30 s: {}", log.join(" | ")).into()),
         }
     }
+    Ok((d, pin))
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Appends through `worknoded --fsync policy` from `writers` threads at once (each with
+/// its own attachment; with more than one, `always` shows the group commit).
+pub fn ring(ctx: &Ctx, policy: &str, writers: usize) -> Result<Measured, Fail> {
+    daemon(ctx)?; // skips early when there is no daemon binary
+    let plan = plan(ctx, policy == "always");
+    let name = format!("wn-bench-{}-dur-{policy}", std::process::id());
+    let _ = Segment::unlink(&name);
+    let data = TempDir::new(&ctx.tmp, &format!("journal-{policy}"))?;
+    let args = ["--fsync", policy, "--nodes", "1024", "--events", "65536", "--grace-ms", "0"];
+    let (mut d, pin) = start_daemon(ctx, &name, &args, data.path())?;
     let seg = Segment::attach(&name, Access::ReadWrite).map_err(|e| format!("attach {name}: {e}"))?;
     let want = match policy {
         "off" => Durability::Off,

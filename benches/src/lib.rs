@@ -28,6 +28,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod broker;
 pub mod claims;
 pub mod durability;
 pub mod floor;

@@ -104,14 +104,14 @@ pub fn server(ctx: &Ctx) -> Result<Rc<RedisServer>, Fail> {
     }
 }
 
-fn connect(url: &str) -> Result<Connection, String> {
+pub(crate) fn connect(url: &str) -> Result<Connection, String> {
     let c = redis::Client::open(url).map_err(|e| format!("redis client: {e}"))?;
     let con = c.get_connection_with_timeout(IO_TIMEOUT).map_err(|e| format!("redis connect: {e}"))?;
     con.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
     Ok(con)
 }
 
-fn note(server: &RedisServer) -> String {
+pub(crate) fn note(server: &RedisServer) -> String {
     format!("{} on 127.0.0.1, persistence off, server not pinned", server.version.split(" sha=").next().unwrap_or(""))
 }
 

@@ -150,6 +150,7 @@ fn measurement_of(group: &str) -> &'static str {
         "throughput" => "events per second",
         "coordination" => "round trip: update a task + notify, seen and answered by another process",
         "claims" => "claim_next + complete per second",
+        "broker" => "latency of one operation by one agent: direct, brokered, Redis",
         _ => "append latency and rate",
     }
 }
@@ -251,6 +252,13 @@ impl Report {
         vs("sqlite-insert-normal", "durable-batch", |s| s.p50, "p50");
         vs("sqlite-insert-normal", "durable-never", |s| s.p50, "p50");
         vs("durable-batch", "durable-off", |s| s.p50, "p50");
+        for op in ["update", "claim", "read"] {
+            let (d, b, r) =
+                (format!("broker-{op}-direct"), format!("broker-{op}-brokered"), format!("broker-{op}-redis"));
+            vs(&r, &b, |s| s.p50, "p50");
+            vs(&r, &b, |s| s.p99, "p99");
+            vs(&b, &d, |s| s.p50, "p50");
+        }
         let mut rates = |a: &str, b: &str| {
             if let (Some(x), Some(y)) = (self.rate(a), self.rate(b)) {
                 out.push((format!("{a} rate / {b} rate"), x / y));
@@ -357,6 +365,18 @@ impl Report {
             100.0,
             "Redis HSET+PUBLISH p50 / Worknode update+event (spin) p50".into(),
         ));
+        for (op, text) in [
+            ("update", "brokered update ≥ 2× faster than Redis (p50)"),
+            ("claim", "brokered claim + complete ≥ 2× faster than Redis (p50)"),
+        ] {
+            g.push(at_least(
+                text,
+                self.lat(&format!("broker-{op}-redis")).map(|s| s.p50),
+                self.lat(&format!("broker-{op}-brokered")).map(|s| s.p50),
+                2.0,
+                format!("Redis {op} p50 / brokered {op} p50"),
+            ));
+        }
         g.push(at_least(
             "update-and-notify ≥ 500× faster than SQLite WAL",
             self.lat("coord-sqlite").map(|s| s.p50),
@@ -383,7 +403,7 @@ impl Report {
 
     /// The goals, with the reason where one could not be judged.
     pub fn goals_explained(&self) -> Vec<Goal> {
-        const INPUTS: [&[&str]; 9] = [
+        const INPUTS: [&[&str]; 11] = [
             &["ring-spin", "iceoryx2"],
             &["ring-spin", "floor"],
             &["ring-spin", "uds"],
@@ -392,6 +412,8 @@ impl Report {
             &["ring-park", "uds"],
             &["tput-ring-1to1"],
             &["coord-ring-spin", "coord-redis"],
+            &["broker-update-brokered", "broker-update-redis"],
+            &["broker-claim-brokered", "broker-claim-redis"],
             &["coord-ring-spin", "coord-sqlite"],
         ];
         let mut goals = self.goals();
@@ -418,6 +440,10 @@ impl Report {
             ("durability", "Durability: append latency and rate (issue 6)"),
             ("throughput", "Throughput"),
             ("claims", "Claims"),
+            (
+                "broker",
+                "Brokered writes: one agent, direct vs through the daemon's broker vs Redis (latency per operation)",
+            ),
         ];
         let base = self.lat("ring-spin").map(|s| s.p50);
         let cbase = self.lat("coord-ring-spin").map(|s| s.p50);

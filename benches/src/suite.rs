@@ -235,6 +235,7 @@ macro_rules! spec {
 
 /// Every measurement, in the order they run.
 pub fn specs() -> Vec<Spec> {
+    use crate::broker::{self, Op, Path};
     use crate::{claims, durability, floor, iceoryx, kernel_ipc, redis_peer, ring, sqlite, throughput};
     use worknode::Wait;
     vec![
@@ -286,6 +287,33 @@ pub fn specs() -> Vec<Spec> {
         spec!("claims-2", "claims", "claim_next + complete, 2 processes", |c| claims::run(c, 2, claims::tasks(c))),
         spec!("claims-4", "claims", "claim_next + complete, 4 processes", |c| claims::run(c, 4, claims::tasks(c))),
         spec!("claims-1-1k", "claims", "claim_next + complete, 1 process, 1 000 tasks", |c| claims::run(c, 1, 1_000)),
+        spec!("broker-update-direct", "broker", "progress on a held task, direct handle", |c| broker::run(
+            c,
+            Path::Direct,
+            Op::Update
+        )),
+        spec!("broker-update-brokered", "broker", "progress on a held task, through the broker", |c| broker::run(
+            c,
+            Path::Brokered,
+            Op::Update
+        )),
+        spec!("broker-update-redis", "broker", "Redis HSET of a task field", |c| broker::redis(c, Op::Update)),
+        spec!("broker-claim-direct", "broker", "claim_next + complete, direct handle", |c| broker::run(
+            c,
+            Path::Direct,
+            Op::Claim
+        )),
+        spec!("broker-claim-brokered", "broker", "claim_next + complete, through the broker", |c| broker::run(
+            c,
+            Path::Brokered,
+            Op::Claim
+        )),
+        spec!("broker-claim-redis", "broker", "Redis LPOP ready list + HSET complete", |c| broker::redis(c, Op::Claim)),
+        spec!("broker-read-direct", "broker", "read a task, direct handle", |c| broker::run(c, Path::Direct, Op::Read)),
+        spec!("broker-read-brokered", "broker", "read a task, brokered handle (its read-only mapping)", |c| {
+            broker::run(c, Path::Brokered, Op::Read)
+        }),
+        spec!("broker-read-redis", "broker", "Redis HGETALL of a task hash", |c| broker::redis(c, Op::Read)),
         spec!("durable-off", "durability", "ring append, worknoded --fsync off", |c| { durability::ring(c, "off", 1) }),
         spec!("durable-never", "durability", "ring append, worknoded --fsync never", |c| {
             durability::ring(c, "never", 1)

@@ -17,15 +17,15 @@
 
 use crate::tokens;
 use nix::sys::socket::{getsockopt, sendmsg, sockopt::PeerCredentials, ControlMessage, MsgFlags};
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use worknode::broker::{
-    read_body, read_message, write_message, BrokerFault, Hello, Refusal, Reply, Request, Welcome, WireError, HELLO_MAX,
-    MESSAGE_TIMEOUT, PROTOCOL, REQUEST_OVERHEAD,
+    read_body, read_message, read_spinning, write_message, BrokerFault, Hello, Refusal, Reply, Request, Welcome,
+    WireError, HELLO_MAX, MESSAGE_TIMEOUT, PROTOCOL, REQUEST_OVERHEAD, SERVER_SPIN,
 };
 use worknode::{AgentId, Daemon, Denied, PoolError, RevocationList, Right, Segment, Token, TokenId};
 
@@ -197,23 +197,30 @@ fn serve_connection(seg: &Daemon, cfg: &Config, mut s: UnixStream, uid: u32, pid
     let mut revocation = Revocation { id: token.id, seen: None, revoked: false };
     let mut session: Option<AgentId> = None;
     let limit = handle.max_document_len() + REQUEST_OVERHEAD;
+    let _ = s.set_read_timeout(Some(MESSAGE_TIMEOUT));
+    let mut answered = false;
     loop {
         if stop.load(Ordering::Acquire) {
             break;
         }
-        if !wait_readable(&s, STOP_POLL_MS) {
-            continue;
-        }
-        let _ = s.set_read_timeout(Some(MESSAGE_TIMEOUT));
         let mut head = [0u8; 4];
-        match s.read(&mut head[..1]) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::WouldBlock => continue,
+        // Right after an answer the next request often follows: poll for it briefly
+        // before blocking in `poll` (a blocked thread's wake-up costs more than the work).
+        let spin = if answered { SERVER_SPIN } else { Duration::ZERO };
+        match read_spinning(&s, &mut head, spin, false) {
+            Ok(true) => {}
+            Ok(false) => {
+                answered = false;
+                if wait_readable(&s, STOP_POLL_MS) {
+                    match read_spinning(&s, &mut head, Duration::ZERO, true) {
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                } else {
+                    continue;
+                }
+            }
             Err(_) => break,
-        }
-        if s.read_exact(&mut head[1..]).is_err() {
-            break;
         }
         let body = match read_body(&mut s, head, limit) {
             Ok(b) => b,
@@ -235,6 +242,7 @@ fn serve_connection(seg: &Daemon, cfg: &Config, mut s: UnixStream, uid: u32, pid
         if write_message(&mut s, &reply).is_err() {
             break;
         }
+        answered = true;
     }
     if let Some(id) = session {
         if seg.reap_agent(id).is_ok() {
