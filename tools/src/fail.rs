@@ -316,7 +316,7 @@ impl From<AttachError> for Fail {
                 "permission_denied",
                 exit::PERMISSION,
                 format!(
-                    "it belongs to another user or its mode forbids this: run as the daemon's user{}",
+                    "it belongs to another user or its mode forbids this: run as the daemon's user{}; another user takes part with a token (`--token`) through the daemon's broker (`worknoded --broker`)",
                     if *writable { " or attach read-only (an inspector verb such as `wn ls`)" } else { "" }
                 ),
             ),
