@@ -8,7 +8,8 @@
 //! run through each:
 //!
 //! * **update** — `progress` on a claimed task (one change, one event);
-//! * **claim** — `claim_next` + `complete` over a pool of ready tasks (two changes);
+//! * **claim** — `claim_next` + `complete` on a board kept at 1 000 ready tasks (two
+//!   changes; the completed task is deleted and a new one added, untimed);
 //! * **read** — `read` of a task (local on both handles: a copy out of the mapping).
 //!
 //! Redis does what a Redis user would for the same: `HSET` a task's field (update);
@@ -42,6 +43,9 @@ pub enum Op {
     Read,
 }
 
+/// Ready tasks on the board during the claim measurement (as `claims-1-1k`).
+const CLAIM_POOL: u32 = 1_000;
+
 fn e2s(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -57,7 +61,7 @@ fn plan(ctx: &Ctx) -> Plan {
 /// One measurement of `op` through `path`.
 pub fn run(ctx: &Ctx, path: Path, op: Op) -> Result<Measured, Fail> {
     let plan = plan(ctx);
-    let tasks = (plan.total() + 16) as u32;
+    let tasks = if op == Op::Claim { CLAIM_POOL } else { (plan.total() + 16) as u32 };
     let name = format!("wn-bench-{}-broker", std::process::id());
     let _ = Segment::unlink(&name);
     let data = TempDir::new(&ctx.tmp, "broker")?;
@@ -88,11 +92,33 @@ pub fn run(ctx: &Ctx, path: Path, op: Op) -> Result<Measured, Fail> {
             drive(&plan, |i| seg.progress(&claim, (i % 100) as u8).map(drop).map_err(e2s))?
         }
         Op::Claim => {
-            let filter = TaskFilter { under: Some(project), ..TaskFilter::default() };
-            drive(&plan, |_| {
-                let c = seg.claim_next(&filter, me, lease).map_err(e2s)?;
-                seg.complete(&c, "").map(drop).map_err(e2s)
-            })?
+            // The board stays at CLAIM_POOL ready tasks: after each timed claim + complete
+            // the task is deleted and a new one added, untimed (`claim_next` scans the
+            // board, so its cost grows with it: issue 16).
+            let mut rec = crate::histogram::Recorder::new();
+            let started = std::time::Instant::now();
+            let mut completed = true;
+            for i in 0..plan.total() {
+                let t = std::time::Instant::now();
+                let c = seg.claim_next(&TaskFilter::default(), me, lease).map_err(e2s)?;
+                seg.complete(&c, "").map_err(e2s)?;
+                let ns = t.elapsed().as_nanos() as u64;
+                if i >= plan.warmup {
+                    rec.record(ns);
+                    if started.elapsed() > plan.time_cap {
+                        completed = false;
+                        break;
+                    }
+                }
+                seg.delete(c.task, worknode::DeleteMode::LeafOnly).map_err(e2s)?;
+                let name = format!("r{i}");
+                seg.add(project, &NewNode::new(NodeKind::Task, &name).status(Status::Ready)).map_err(e2s)?;
+            }
+            let mut notes = vec![format!("board kept at {CLAIM_POOL} ready tasks")];
+            if !completed {
+                notes.push(format!("time cap of {:?} reached: {} samples", plan.time_cap, rec.len()));
+            }
+            crate::pingpong::Driven { rec, completed, notes }
         }
         Op::Read => {
             // Touch every task once first: a fresh mapping (the brokered one) would
