@@ -3,13 +3,24 @@
 //! send their changes as requests, which are checked and applied here with the library's
 //! own operations (see `worknode::broker` for the wire).
 //!
-//! One thread per connection, at most `limit` of them (the agent table's capacity): a
-//! request is read, checked and applied on that connection's own handle — which acts
-//! under the verified token, so the library checks rights, subtree and agent on every
-//! operation, and every event names the token's agent — and answered before the next is
-//! read. Connections are independent: a malformed, oversized or refused request gets a
-//! typed error on its own connection (an oversized one then closes it: the stream cannot
-//! be resynchronised) and nobody else notices.
+//! One thread per connection: a request is read, checked and applied on that
+//! connection's own handle — which acts under the verified token, so the library checks
+//! rights, subtree and agent on every operation, and every event names the token's agent
+//! — and answered before the next is read. Connections are independent: a malformed,
+//! oversized or refused request gets a typed error on its own connection (an oversized
+//! one then closes it: the stream cannot be resynchronised) and nobody else notices.
+//!
+//! Bounds, so that no local user can hang the daemon or crowd others out:
+//! * at most [`PENDING_MAX`] connections that have not finished their hello, each given
+//!   [`HELLO_TIMEOUT`] for the whole hello (not per byte);
+//! * at most `limit` brokered connections (the agent table's capacity);
+//! * a request must arrive whole within [`MESSAGE_TIMEOUT`] of its first byte, and its
+//!   buffer grows only as its bytes arrive (a peer that announces 4 MiB and sends 4 bytes
+//!   costs 64 KiB);
+//! * every wait polls the stop flag at least every 200 ms, so shutdown joins every
+//!   thread promptly;
+//! * a connection whose token expires or is revoked is closed (and its session reaped)
+//!   within 200 ms, not only refused at its next request.
 //!
 //! The same socket answers token checks for direct handles of the daemon's user
 //! (`Segment::authenticate`): verify, answer, close. Other users are served only with
@@ -17,22 +28,27 @@
 
 use crate::tokens;
 use nix::sys::socket::{getsockopt, sendmsg, sockopt::PeerCredentials, ControlMessage, MsgFlags};
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use worknode::broker::{
-    read_body, read_message, read_spinning, write_message, BrokerFault, Hello, Refusal, Reply, Request, Welcome,
-    WireError, HELLO_MAX, MESSAGE_TIMEOUT, PROTOCOL, REQUEST_OVERHEAD, SERVER_SPIN,
+    frame, recv_spinning, send_all, BrokerFault, Hello, Refusal, Reply, Request, Welcome, WireError, HELLO_MAX,
+    HELLO_TIMEOUT, MESSAGE_TIMEOUT, PROTOCOL, REQUEST_OVERHEAD, SERVER_SPIN,
 };
-use worknode::{AgentId, Daemon, Denied, PoolError, RevocationList, Right, Segment, Token, TokenId};
+use worknode::{AgentError, AgentId, Daemon, Denied, PoolError, RevocationList, Right, Segment, Token, TokenId};
 
-/// How long a new connection may take to send its hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often idle threads look at the stop flag.
-const STOP_POLL_MS: u16 = 200;
+/// How often waiting threads look at the stop flag (and at the token's validity).
+const STOP_POLL: Duration = Duration::from_millis(200);
+/// Connections in their hello at once; more are closed at accept.
+pub const PENDING_MAX: usize = 32;
+/// The buffer of a request grows by at most this much before its bytes arrive.
+const BODY_STEP: usize = 64 * 1024;
 
 /// What the broker serves, and where its token files are.
 #[derive(Clone, Debug)]
@@ -41,13 +57,45 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Serve agents of other users (`--broker`).
     pub open_to_others: bool,
-    /// Most connections at once.
+    /// Most brokered connections at once.
     pub limit: usize,
 }
 
 /// The listening socket.
 pub struct Broker {
     listener: UnixListener,
+}
+
+/// What the connection threads share.
+struct Shared<'a> {
+    seg: &'a Daemon,
+    cfg: &'a Config,
+    stop: &'a AtomicBool,
+    pending: AtomicUsize,
+    brokered: AtomicUsize,
+    /// Which connection holds each agent's session: a second one is refused, so one
+    /// connection's close never reaps an agent another connection serves.
+    sessions: Mutex<HashMap<AgentId, (u64, i32)>>,
+    next_id: AtomicU64,
+}
+
+/// A counted place; freed when dropped, whatever ends the connection (a panic included).
+struct Place<'a>(&'a AtomicUsize);
+
+impl<'a> Place<'a> {
+    fn take(counter: &'a AtomicUsize, max: usize) -> Option<Place<'a>> {
+        if counter.fetch_add(1, Ordering::AcqRel) >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Place(counter))
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Broker {
@@ -62,45 +110,88 @@ impl Broker {
         Ok(Broker { listener })
     }
 
-    /// Accepts connections until `stop`, each served on a thread of `scope`.
+    /// Accepts connections until `stop`, each served on a thread joined before this
+    /// returns.
     pub fn serve(self, seg: &Daemon, cfg: &Config, stop: &AtomicBool) {
-        let open = AtomicUsize::new(0);
-        let open = &open;
-        std::thread::scope(|inner| {
+        let shared = Shared {
+            seg,
+            cfg,
+            stop,
+            pending: AtomicUsize::new(0),
+            brokered: AtomicUsize::new(0),
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        };
+        let shared = &shared;
+        std::thread::scope(|scope| {
             while !stop.load(Ordering::Acquire) {
-                if !wait_readable(&self.listener, STOP_POLL_MS) {
+                if !wait_readable(&self.listener, STOP_POLL) {
                     continue;
                 }
                 let Ok((stream, _)) = self.listener.accept() else { continue };
                 let Ok(cred) = getsockopt(&stream, PeerCredentials) else { continue };
+                // Dropped (closed) when too many are still saying hello.
+                let Some(place) = Place::take(&shared.pending, PENDING_MAX) else { continue };
                 if stream.set_nonblocking(false).is_err() {
                     continue;
                 }
-                if open.fetch_add(1, Ordering::AcqRel) >= cfg.limit {
-                    open.fetch_sub(1, Ordering::AcqRel);
-                    let mut s = stream;
-                    let _ = s.set_write_timeout(Some(HELLO_TIMEOUT));
-                    let _ = write_message(&mut s, &Welcome::Refused(Refusal::Busy));
-                    continue;
-                }
-                inner.spawn(move || {
-                    serve_connection(seg, cfg, stream, cred.uid(), cred.pid(), stop);
-                    open.fetch_sub(1, Ordering::AcqRel);
-                });
+                scope.spawn(move || serve_connection(shared, stream, cred.uid(), cred.pid(), place));
             }
         });
     }
 }
 
-/// Polls one descriptor for input, up to `ms`.
-fn wait_readable(fd: &impl AsFd, ms: u16) -> bool {
+/// Polls one descriptor for input, up to `wait`.
+fn wait_readable(fd: &impl AsFd, wait: Duration) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
 }
 
-fn refuse(s: &mut UnixStream, r: Refusal) {
-    let _ = write_message(s, &Welcome::Refused(r));
+/// Fills `buf` by `deadline`, waking at least every [`STOP_POLL`] to look at `stop`.
+fn read_by(s: &UnixStream, buf: &mut [u8], deadline: Instant, stop: &AtomicBool) -> Result<(), BrokerFault> {
+    let mut got = 0;
+    while got < buf.len() {
+        let now = Instant::now();
+        if now >= deadline || stop.load(Ordering::Acquire) {
+            return Err(BrokerFault::Disconnected);
+        }
+        if wait_readable(s, (deadline - now).min(STOP_POLL)) {
+            got += recv_spinning(s, &mut buf[got..], Duration::ZERO)?;
+        }
+    }
+    Ok(())
+}
+
+/// The body of a message whose length prefix is `head`, by `deadline`; the buffer grows
+/// only as bytes arrive.
+fn body_by(
+    s: &UnixStream,
+    head: [u8; 4],
+    max: usize,
+    deadline: Instant,
+    stop: &AtomicBool,
+) -> Result<Vec<u8>, BrokerFault> {
+    let len = u32::from_le_bytes(head) as usize;
+    if len > max {
+        return Err(BrokerFault::TooLarge { len, max });
+    }
+    let mut body = Vec::new();
+    while body.len() < len {
+        let at = body.len();
+        body.resize(at + (len - at).min(BODY_STEP), 0);
+        read_by(s, &mut body[at..], deadline, stop)?;
+    }
+    Ok(body)
+}
+
+fn send<T: serde::Serialize>(s: &UnixStream, msg: &T) -> Result<(), BrokerFault> {
+    send_all(s, &frame(msg)?)
+}
+
+fn refuse(s: &UnixStream, r: Refusal) {
+    let _ = send(s, &Welcome::Refused(r));
 }
 
 /// The token in a hello, verified against the key and revocation list on disk.
@@ -128,20 +219,21 @@ fn load_revoked(cfg: &Config) -> Result<RevocationList, Refusal> {
     }
 }
 
-/// Watches the revocation list for one connection's token: re-read when the file
-/// changes (one `stat` per request), so a revoked token stops working at once.
+/// Watches the revocation list for one connection's token: re-read whenever the file's
+/// size, inode or modification time changed (it is append-only, so a revocation always
+/// grows it), so a revoked token stops at once.
 struct Revocation {
     id: TokenId,
-    seen: Option<SystemTime>,
+    seen: Option<(u64, u64, i64, i64)>,
     revoked: bool,
 }
 
 impl Revocation {
     fn is_revoked(&mut self, cfg: &Config) -> bool {
         let path = cfg.data_dir.join(tokens::REVOKED_FILE);
-        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        if mtime != self.seen {
-            self.seen = mtime;
+        let now = std::fs::metadata(&path).ok().map(|m| (m.len(), m.ino(), m.mtime(), m.mtime_nsec()));
+        if now != self.seen {
+            self.seen = now;
             // An unreadable list fails closed.
             self.revoked = load_revoked(cfg).map_or(true, |r| r.contains(&self.id));
         }
@@ -149,112 +241,148 @@ impl Revocation {
     }
 }
 
-fn serve_connection(seg: &Daemon, cfg: &Config, mut s: UnixStream, uid: u32, pid: i32, stop: &AtomicBool) {
-    let _ = s.set_read_timeout(Some(HELLO_TIMEOUT));
+fn serve_connection(sh: &Shared<'_>, s: UnixStream, uid: u32, pid: i32, pending: Place<'_>) {
     let _ = s.set_write_timeout(Some(MESSAGE_TIMEOUT));
-    let Ok(body) = read_message(&mut s, HELLO_MAX) else { return };
-    let hello: Hello = match postcard::from_bytes(&body) {
-        Ok(h) if matches!(h, Hello { protocol: PROTOCOL, .. }) => h,
-        _ => return refuse(&mut s, Refusal::Protocol),
-    };
-    let foreign = uid != nix::unistd::geteuid().as_raw();
-    if foreign && (!cfg.open_to_others || !hello.brokered) {
-        return refuse(&mut s, Refusal::Denied(Denied::NotOpen));
-    }
-    let token = match verify(cfg, &hello.token) {
-        Ok(t) => t,
-        Err(r) => return refuse(&mut s, r),
-    };
-    if !token.rights.contains(Right::Read) {
-        return refuse(&mut s, Refusal::Denied(Denied::CannotRead));
-    }
-    if !hello.brokered {
-        let _ = write_message(&mut s, &Welcome::Granted { token, agent: None });
+    let hello_by = Instant::now() + HELLO_TIMEOUT;
+    let mut head = [0u8; 4];
+    if read_by(&s, &mut head, hello_by, sh.stop).is_err() {
         return;
     }
-    let handle = match seg.granted_handle(token.clone()) {
+    let hello: Hello = match body_by(&s, head, HELLO_MAX, hello_by, sh.stop).map(|b| postcard::from_bytes(&b)) {
+        Ok(Ok(h)) if matches!(h, Hello { protocol: PROTOCOL, .. }) => h,
+        _ => return refuse(&s, Refusal::Protocol),
+    };
+    let foreign = uid != nix::unistd::geteuid().as_raw();
+    if foreign && (!sh.cfg.open_to_others || !hello.brokered) {
+        return refuse(&s, Refusal::Denied(Denied::NotOpen));
+    }
+    let token = match verify(sh.cfg, &hello.token) {
+        Ok(t) => t,
+        Err(r) => return refuse(&s, r),
+    };
+    if !token.rights.contains(Right::Read) {
+        return refuse(&s, Refusal::Denied(Denied::CannotRead));
+    }
+    if !hello.brokered {
+        let _ = send(&s, &Welcome::Granted { token, agent: None });
+        return;
+    }
+    let Some(_place) = Place::take(&sh.brokered, sh.cfg.limit) else { return refuse(&s, Refusal::Busy) };
+    drop(pending);
+    let handle = match sh.seg.granted_handle(token.clone()) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("worknoded: broker: cannot open a handle for {:?}: {e}", token.agent);
-            return refuse(&mut s, Refusal::Closing);
+            return refuse(&s, Refusal::Closing);
         }
     };
     let agent = match handle.join(&token.agent, &hello.role) {
         Ok(a) => a,
-        Err(e) => return refuse(&mut s, Refusal::Agent(e)),
+        Err(e) => return refuse(&s, Refusal::Agent(e)),
     };
-    let fd = match seg.read_only_descriptor() {
+    let fd = match sh.seg.read_only_descriptor() {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("worknoded: broker: cannot open the segment read-only: {e}");
-            return refuse(&mut s, Refusal::Closing);
+            eprintln!("worknoded: broker: cannot duplicate the segment's read-only descriptor: {e}");
+            return refuse(&s, Refusal::Closing);
         }
     };
     if send_with_fd(&s, &Welcome::Granted { token: token.clone(), agent: Some(agent) }, &fd).is_err() {
         return;
     }
     drop(fd);
+    let mut conn = Conn { id: sh.next_id.fetch_add(1, Ordering::Relaxed), pid, session: None };
+    let why = serve_requests(sh, &s, &handle, &token, &mut conn);
+    if let Some(id) = conn.session.take() {
+        sh.release_session(id, conn.id);
+        if sh.seg.reap_agent(id).is_ok() {
+            eprintln!("worknoded: agent {id} lost: its broker connection (uid {uid}, pid {pid}) ended ({why}); claims released");
+        }
+    }
+}
+
+/// One brokered connection's state.
+struct Conn {
+    id: u64,
+    pid: i32,
+    /// The agent whose session this connection is, once bound.
+    session: Option<AgentId>,
+}
+
+impl Shared<'_> {
+    fn release_session(&self, id: AgentId, conn: u64) {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&id).is_some_and(|(c, _)| *c == conn) {
+            map.remove(&id);
+        }
+    }
+}
+
+/// Serves requests until the peer leaves, the token lapses, or the daemon stops; says
+/// which.
+fn serve_requests(sh: &Shared<'_>, s: &UnixStream, h: &Segment, token: &Token, conn: &mut Conn) -> &'static str {
+    let limit = h.max_document_len() + REQUEST_OVERHEAD;
     let mut revocation = Revocation { id: token.id, seen: None, revoked: false };
-    let mut session: Option<AgentId> = None;
-    let limit = handle.max_document_len() + REQUEST_OVERHEAD;
-    let _ = s.set_read_timeout(Some(MESSAGE_TIMEOUT));
     let mut answered = false;
     loop {
-        if stop.load(Ordering::Acquire) {
-            break;
+        if sh.stop.load(Ordering::Acquire) {
+            return "the daemon stopped";
         }
-        let mut head = [0u8; 4];
+        if worknode::unix_ms() >= token.expires_ms {
+            return "its token expired";
+        }
+        if revocation.is_revoked(sh.cfg) {
+            return "its token was revoked";
+        }
         // Right after an answer the next request often follows: poll for it briefly
         // before blocking in `poll` (a blocked thread's wake-up costs more than the work).
-        let spin = if answered { SERVER_SPIN } else { Duration::ZERO };
-        match read_spinning(&s, &mut head, spin, false) {
-            Ok(true) => {}
-            Ok(false) => {
-                answered = false;
-                if wait_readable(&s, STOP_POLL_MS) {
-                    match read_spinning(&s, &mut head, Duration::ZERO, true) {
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                } else {
-                    continue;
-                }
+        let mut head = [0u8; 4];
+        let got = match recv_spinning(s, &mut head, if answered { SERVER_SPIN } else { Duration::ZERO }) {
+            Ok(n) => n,
+            Err(_) => return "the peer closed it",
+        };
+        if got == 0 {
+            answered = false;
+            if !wait_readable(s, STOP_POLL) {
+                continue;
             }
-            Err(_) => break,
         }
-        let body = match read_body(&mut s, head, limit) {
+        let by = Instant::now() + MESSAGE_TIMEOUT;
+        if read_by(s, &mut head[got..], by, sh.stop).is_err() {
+            return "the peer closed it, or stalled mid-message";
+        }
+        let body = match body_by(s, head, limit, by, sh.stop) {
             Ok(b) => b,
             Err(f @ BrokerFault::TooLarge { .. }) => {
-                let _ = write_message(&mut s, &Reply::Err(WireError::Pool(PoolError::Broker(f))));
-                break;
+                let _ = send(s, &Reply::Err(WireError::Pool(PoolError::Broker(f))));
+                return "an oversized request";
             }
-            Err(_) => break,
+            Err(_) => return "the peer stalled mid-message",
         };
-        let had_session = session.is_some();
         let reply = match postcard::from_bytes::<Request>(&body) {
             Err(_) => Reply::Err(WireError::Pool(PoolError::Broker(BrokerFault::BadRequest))),
-            Ok(_) if revocation.is_revoked(cfg) => Reply::Err(WireError::Pool(PoolError::Denied(Denied::Revoked))),
-            Ok(req) => apply(&handle, &mut session, req),
+            Ok(req) => {
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(sh, h, conn, req)));
+                match applied {
+                    Ok(r) => r,
+                    Err(_) => {
+                        eprintln!("worknoded: broker: a request of {:?} panicked; connection closed", token.agent);
+                        let _ = send(s, &Reply::Err(WireError::Pool(PoolError::Broker(BrokerFault::Protocol))));
+                        return "a request panicked";
+                    }
+                }
+            }
         };
-        if !had_session && session.is_some() {
-            eprintln!("worknoded: broker: agent {:?} (uid {uid}, pid {pid}) holds a session", token.agent);
-        }
-        if write_message(&mut s, &reply).is_err() {
-            break;
+        if send(s, &reply).is_err() {
+            return "the peer closed it";
         }
         answered = true;
-    }
-    if let Some(id) = session {
-        if seg.reap_agent(id).is_ok() {
-            eprintln!("worknoded: agent {id} lost: its broker connection (pid {pid}) closed; claims released");
-        }
     }
 }
 
 /// Sends one message with a descriptor attached (`SCM_RIGHTS`).
 fn send_with_fd<T: serde::Serialize>(s: &UnixStream, msg: &T, fd: &std::fs::File) -> Result<(), BrokerFault> {
-    let mut frame = Vec::new();
-    write_message(&mut frame, msg)?;
+    let frame = frame(msg)?;
     let fds = [fd.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let sent = sendmsg::<()>(s.as_raw_fd(), &[std::io::IoSlice::new(&frame)], &cmsg, MsgFlags::MSG_NOSIGNAL, None)
@@ -263,8 +391,28 @@ fn send_with_fd<T: serde::Serialize>(s: &UnixStream, msg: &T, fd: &std::fs::File
     (&*s).write_all(&frame[sent..]).map_err(|_| BrokerFault::Disconnected)
 }
 
+/// Binds `agent`'s session to this connection, unless another connection holds it.
+fn bind_session(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, agent: AgentId) -> Reply {
+    let mut map = sh.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((other, pid)) = map.get(&agent) {
+        if *other != conn.id {
+            let pid = u32::try_from(*pid).unwrap_or(0);
+            return Reply::Err(WireError::Agent(AgentError::SessionTaken { pid }));
+        }
+    }
+    match h.bind_session(agent) {
+        Ok(()) => {
+            map.insert(agent, (conn.id, conn.pid));
+            // This connection is now the agent's session: its close reaps the agent.
+            conn.session = Some(agent);
+            Reply::Unit
+        }
+        Err(e) => Reply::Err(e.into()),
+    }
+}
+
 /// Applies one request on the connection's handle, with the method of the same name.
-fn apply(h: &Segment, session: &mut Option<AgentId>, req: Request) -> Reply {
+fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
     use Request as R;
     let lease = Duration::from_millis;
     let node = |n: worknode::Node| Reply::node(&n);
@@ -303,16 +451,13 @@ fn apply(h: &Segment, session: &mut Option<AgentId>, req: Request) -> Reply {
         R::SetRemove { node: n, element } => Reply::of(h.set_remove(n, element).map(|c| c as u64), Reply::Count),
         R::SetCompact { node: n } => Reply::of(h.set_compact(n).map(|c| c as u64), Reply::Count),
         R::Join { name, role } => Reply::of(h.join(&name, &role), Reply::Agent),
-        R::BindSession { agent } => Reply::of(h.bind_session(agent), |()| {
-            // This connection is now the agent's session: its close reaps the agent.
-            *session = Some(agent);
-            Reply::Unit
-        }),
+        R::BindSession { agent } => bind_session(sh, h, conn, agent),
         R::Heartbeat { agent } => Reply::of(h.heartbeat(agent), unit),
         R::SetAgentCursor { agent, cursor } => Reply::of(h.set_agent_cursor(agent, cursor), unit),
         R::Leave { agent } => Reply::of(h.leave(agent), |()| {
-            if *session == Some(agent) {
-                *session = None;
+            if conn.session == Some(agent) {
+                conn.session = None;
+                sh.release_session(agent, conn.id);
             }
             Reply::Unit
         }),

@@ -56,8 +56,14 @@ pub const HELLO_MAX: usize = 4096;
 pub const REPLY_MAX: usize = 64 * 1024;
 /// Bytes a request may take beyond the largest document the segment holds.
 pub const REQUEST_OVERHEAD: usize = 16 * 1024;
-/// How long either side waits for the rest of a message it has started to read.
+/// How long the daemon waits for the rest of a message it has started to read (a hello
+/// must arrive whole within [`HELLO_TIMEOUT`]).
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new connection may take to send its whole hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client waits for a reply: longer than the longest wait an operation may
+/// make in the daemon (a durable append's 10 s, a journal stall's 10 s, a lock's 2 s).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a client polls for a reply before it blocks: a wake-up from a blocking read
 /// costs tens of microseconds on a virtual machine, more than the whole exchange. The
@@ -425,6 +431,11 @@ impl FromWire for RingError {
     fn from_wire(e: WireError) -> Option<Self> {
         match e {
             WireError::Ring(e) => Some(e),
+            // Refusals the broker makes before dispatching, in the pool's words.
+            WireError::Pool(PoolError::Denied(d)) => Some(RingError::Denied(d)),
+            WireError::Pool(PoolError::Broker(f)) => Some(RingError::Broker(f)),
+            WireError::Pool(PoolError::Closing) => Some(RingError::Closing),
+            WireError::Pool(PoolError::DaemonGone) => Some(RingError::DaemonGone),
             _ => None,
         }
     }
@@ -433,15 +444,36 @@ impl FromWire for RingError {
     }
 }
 
-/// Writes one message.
-pub fn write_message<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), BrokerFault> {
+/// One message as it goes on the wire: length prefix and body.
+pub fn frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, BrokerFault> {
     let body = postcard::to_stdvec(msg).map_err(|_| BrokerFault::Protocol)?;
     let len =
         u32::try_from(body.len()).map_err(|_| BrokerFault::TooLarge { len: body.len(), max: u32::MAX as usize })?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_le_bytes());
     frame.extend_from_slice(&body);
-    w.write_all(&frame).map_err(|_| BrokerFault::Disconnected)
+    Ok(frame)
+}
+
+/// Writes one message.
+pub fn write_message<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), BrokerFault> {
+    w.write_all(&frame(msg)?).map_err(|_| BrokerFault::Disconnected)
+}
+
+/// Sends all of `bytes` on a socket with `MSG_NOSIGNAL`: a peer that closed is an error,
+/// never a `SIGPIPE` (which would kill a process that did not ignore it, such as an
+/// interpreter embedding this library).
+pub fn send_all(s: &UnixStream, mut bytes: &[u8]) -> Result<(), BrokerFault> {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    while !bytes.is_empty() {
+        match send(s.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return Err(BrokerFault::Disconnected),
+        }
+    }
+    Ok(())
 }
 
 /// Reads the body of one message whose 4-byte length prefix is `head`, refusing one
@@ -463,11 +495,10 @@ pub fn read_message(r: &mut impl Read, max: usize) -> Result<Vec<u8>, BrokerFaul
     read_body(r, head, max)
 }
 
-/// Fills `buf` from `s`, polling without blocking for up to `spin` (yielding between
-/// tries), then blocking for the rest. `Ok(false)`: nothing arrived within the spin and
-/// `then_block` is false (`buf` untouched). An EOF before the first byte is
-/// `Disconnected`.
-pub fn read_spinning(s: &UnixStream, buf: &mut [u8], spin: Duration, then_block: bool) -> Result<bool, BrokerFault> {
+/// Reads into `buf` from `s` without blocking, trying again (and yielding the CPU
+/// between tries) until `buf` is full or `spin` has passed. Returns how many bytes it
+/// got (`buf.len()`: all). An EOF is `Disconnected`.
+pub fn recv_spinning(s: &UnixStream, buf: &mut [u8], spin: Duration) -> Result<usize, BrokerFault> {
     use nix::sys::socket::{recv, MsgFlags};
     use std::os::fd::AsRawFd;
     let start = std::time::Instant::now();
@@ -479,32 +510,47 @@ pub fn read_spinning(s: &UnixStream, buf: &mut [u8], spin: Duration, then_block:
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) if start.elapsed() < spin => {
                 std::thread::yield_now();
             }
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) if got == 0 && !then_block => return Ok(false),
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {
-                let mut rest = s;
-                rest.read_exact(&mut buf[got..]).map_err(|_| BrokerFault::Disconnected)?;
-                return Ok(true);
-            }
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(got),
             Err(_) => return Err(BrokerFault::Disconnected),
         }
     }
-    Ok(true)
+    Ok(got)
 }
 
 /// The client's end of a broker connection, held by a brokered [`Segment`].
 pub(crate) struct Link {
     stream: Mutex<UnixStream>,
+    /// Set at the first fault: after a timeout or a torn message the stream is out of
+    /// step (a late reply would be taken for the next request's), so the link is shut
+    /// and every later call fails with [`BrokerFault::Disconnected`].
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl Link {
     fn call(&self, req: &Request) -> Result<Reply, BrokerFault> {
+        use std::sync::atomic::Ordering::Relaxed;
         // A poisoned lock means a thread panicked mid-message: the stream is out of step.
         let mut s = self.stream.lock().map_err(|_| BrokerFault::Protocol)?;
-        write_message(&mut *s, req)?;
-        let mut head = [0u8; 4];
-        read_spinning(&s, &mut head, CLIENT_SPIN, true)?;
-        let body = read_body(&mut *s, head, REPLY_MAX)?;
-        postcard::from_bytes(&body).map_err(|_| BrokerFault::Protocol)
+        if self.broken.load(Relaxed) {
+            return Err(BrokerFault::Disconnected);
+        }
+        // A request too large to frame is refused before anything is sent.
+        let request = frame(req)?;
+        let exchanged = (|| {
+            send_all(&s, &request)?;
+            let mut head = [0u8; 4];
+            let got = recv_spinning(&s, &mut head, CLIENT_SPIN)?;
+            // The daemon is trusted (its uid was checked): a plain blocking read, bounded
+            // by REPLY_TIMEOUT, for whatever the spin did not catch.
+            (&*s).read_exact(&mut head[got..]).map_err(|_| BrokerFault::Disconnected)?;
+            let body = read_body(&mut *s, head, REPLY_MAX)?;
+            postcard::from_bytes(&body).map_err(|_| BrokerFault::Protocol)
+        })();
+        if exchanged.is_err() {
+            self.broken.store(true, Relaxed);
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        exchanged
     }
 
     /// Sends `req` and takes the reply `pick` accepts, or the operation's own error.
@@ -556,14 +602,14 @@ fn connect(segment: &str) -> Result<UnixStream, AttachError> {
     if peer.uid() != owner {
         return Err(AttachError::Broker(BrokerError::Impostor { uid: peer.uid(), owner }));
     }
-    let _ = s.set_read_timeout(Some(MESSAGE_TIMEOUT * 2));
-    let _ = s.set_write_timeout(Some(MESSAGE_TIMEOUT));
+    let _ = s.set_read_timeout(Some(REPLY_TIMEOUT));
+    let _ = s.set_write_timeout(Some(REPLY_TIMEOUT));
     Ok(s)
 }
 
 fn hello(s: &mut UnixStream, token: &str, role: &str, brokered: bool) -> Result<(), AttachError> {
     let h = Hello { protocol: PROTOCOL, token: token.to_string(), role: role.to_string(), brokered };
-    write_message(s, &h).map_err(|f| AttachError::Broker(BrokerError::Link(f)))
+    frame(&h).and_then(|f| send_all(s, &f)).map_err(|f| AttachError::Broker(BrokerError::Link(f)))
 }
 
 fn welcome(body: &[u8]) -> Result<(Token, Option<AgentId>), AttachError> {
@@ -617,7 +663,7 @@ impl Segment {
             seg.set_granted_actor(info.node);
         }
         // `set` on a fresh cell cannot fail.
-        let _ = seg.broker.set(Link { stream: Mutex::new(s) });
+        let _ = seg.broker.set(Link { stream: Mutex::new(s), broken: std::sync::atomic::AtomicBool::new(false) });
         Ok(seg)
     }
 
@@ -630,10 +676,11 @@ impl Segment {
     /// # Errors
     ///
     /// [`AttachError::Broker`] as for [`Segment::attach_brokered`], or
-    /// [`Refusal::Denied`] with [`Denied::NotOpen`] if this handle holds a grant already.
+    /// [`Refusal::Denied`] with [`Denied::AlreadyGranted`] if this handle holds a grant
+    /// already.
     pub fn authenticate(&self, token: &str) -> Result<Grant, AttachError> {
         if self.grant().is_some() {
-            return Err(AttachError::Broker(BrokerError::Refused(Refusal::Denied(Denied::NotOpen))));
+            return Err(AttachError::Broker(BrokerError::Refused(Refusal::Denied(Denied::AlreadyGranted))));
         }
         let mut s = connect(&self.name)?;
         hello(&mut s, token, "", false)?;
@@ -641,7 +688,7 @@ impl Segment {
         let (token, _) = welcome(&body)?;
         let g = Grant::verified(token);
         if !self.set_grant(g.clone()) {
-            return Err(AttachError::Broker(BrokerError::Refused(Refusal::Denied(Denied::NotOpen))));
+            return Err(AttachError::Broker(BrokerError::Refused(Refusal::Denied(Denied::AlreadyGranted))));
         }
         Ok(g)
     }

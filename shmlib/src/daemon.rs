@@ -51,6 +51,19 @@ use std::time::Duration;
 /// ```
 pub struct Daemon {
     seg: Segment,
+    /// The segment opened read-only when this handle was made (the name then named the
+    /// file mapped), duplicated for each brokered agent: never reopened by name, which
+    /// could name another file by then.
+    read_only: std::fs::File,
+}
+
+impl Daemon {
+    /// Wraps a segment this process made or took over, opening its read-only descriptor.
+    fn holding(seg: Segment) -> Result<Daemon, AttachError> {
+        let read_only = crate::sys::open(seg.name(), false)
+            .map_err(|errno| AttachError::Os { op: "shm_open (read-only descriptor)", errno })?;
+        Ok(Daemon { seg, read_only })
+    }
 }
 
 impl std::ops::Deref for Daemon {
@@ -110,7 +123,7 @@ impl Daemon {
     ///
     /// As [`Daemon::create`].
     pub fn create_unready(name: &str, caps: &Capacities, mode: u32) -> Result<Daemon, AttachError> {
-        Ok(Daemon { seg: Segment::create_with(name, caps, mode, true)? })
+        Daemon::holding(Segment::create_with(name, caps, mode, true)?)
     }
 
     /// Creates a segment left in the Initializing state, empty (no root), to be filled
@@ -121,7 +134,7 @@ impl Daemon {
     ///
     /// As [`Daemon::create`].
     pub fn create_for_restore(name: &str, caps: &Capacities, mode: u32) -> Result<Daemon, AttachError> {
-        Ok(Daemon { seg: Segment::create_with(name, caps, mode, false)? })
+        Daemon::holding(Segment::create_with(name, caps, mode, false)?)
     }
 
     /// Takes over a segment left by a daemon that died (the caller holds the daemon's
@@ -172,7 +185,7 @@ impl Daemon {
         seg.claim_daemon_identity();
         seg.hdr(hdr::ADOPT_COUNT).fetch_add(1, Ordering::Relaxed);
         seg.hdr(hdr::STATE).store(state::READY, Ordering::Release);
-        Ok(Daemon { seg })
+        Daemon::holding(seg)
     }
 
     /// Attaches read-write to do the daemon's housekeeping in its place (`wn doctor
@@ -187,7 +200,7 @@ impl Daemon {
     pub fn stand_in(name: &str) -> Result<Daemon, AttachError> {
         let mut seg = Segment::attach(name, Access::ReadWrite)?;
         seg.trusted = true;
-        Ok(Daemon { seg })
+        Daemon::holding(seg)
     }
 
     /// Marks a segment made by [`Daemon::create_unready`] or
@@ -401,12 +414,13 @@ impl Daemon {
     }
 
     /// A read-only descriptor of the segment, to pass to a brokered agent: a mapping of
-    /// it cannot be made writable, and the file stays mode 0600.
+    /// it cannot be made writable, and the file stays mode 0600. A duplicate of the one
+    /// opened when this handle was made.
     ///
     /// # Errors
     ///
-    /// The `errno` of `shm_open`.
+    /// The `errno` of `dup` (out of descriptors).
     pub fn read_only_descriptor(&self) -> Result<std::fs::File, nix::errno::Errno> {
-        crate::sys::open(self.name(), false)
+        self.read_only.try_clone().map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)))
     }
 }

@@ -212,9 +212,13 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`PoolError::ReadOnly`] on a read-only or brokered handle;
+    /// [`PoolError::ReadOnly`] on a read-only handle, [`PoolError::Broker`] on a brokered
+    /// one (snapshots are the daemon's user's);
     /// [`PoolError::Denied`] when the handle's token lacks `admin`.
     pub fn request_snapshot(&self) -> Result<u64, crate::PoolError> {
+        if self.is_brokered() {
+            return Err(crate::PoolError::Broker(crate::BrokerFault::Unsupported));
+        }
         if !self.map.writable() {
             return Err(crate::PoolError::ReadOnly);
         }

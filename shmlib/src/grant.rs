@@ -70,8 +70,19 @@ pub enum Denied {
     /// The token does not grant `read`, which every mapping needs.
     CannotRead,
     /// The broker accepts only the daemon's own user (`worknoded` runs without
-    /// `--broker`), or this connection already holds a grant.
+    /// `--broker`).
     NotOpen,
+    /// This handle holds a grant already (a handle acts under one token for its life).
+    AlreadyGranted,
+    /// Under a token, the agents' own records (`/agents` and the agent nodes in it) are
+    /// changed only by the agent operations (`join`, `leave`, sessions).
+    SystemNode,
+    /// Under a token, only application events (kind `EventKind::USER` and up) may be
+    /// appended: the built-in kinds report changes, and the journal acts on them.
+    BuiltInEvent,
+    /// Under a token, `add` makes no agent or document nodes (agents join, documents are
+    /// put) and starts a node pending or ready only.
+    NotThisKind,
 }
 
 impl fmt::Display for Denied {
@@ -84,7 +95,13 @@ impl fmt::Display for Denied {
             Denied::Expired => write!(f, "the token has expired"),
             Denied::Revoked => write!(f, "the token was revoked"),
             Denied::CannotRead => write!(f, "the token does not grant read"),
-            Denied::NotOpen => write!(f, "the broker does not accept this connection"),
+            Denied::NotOpen => write!(f, "the broker serves only the daemon's own user"),
+            Denied::AlreadyGranted => write!(f, "this handle already acts under a token"),
+            Denied::SystemNode => write!(f, "agent records change only through the agent operations"),
+            Denied::BuiltInEvent => write!(f, "built-in event kinds cannot be appended under a token"),
+            Denied::NotThisKind => {
+                write!(f, "under a token, add makes only pending or ready nodes, and no agent or document nodes")
+            }
         }
     }
 }
@@ -108,6 +125,11 @@ impl Segment {
         self.policy() & policy::TOKENS_REQUIRED != 0
     }
 
+    /// Whether the daemon's broker serves agents of other users (`worknoded --broker`).
+    pub fn broker_open(&self) -> bool {
+        self.policy() & policy::BROKER_OPEN != 0
+    }
+
     /// The grant this handle acts under, if any.
     pub fn grant(&self) -> Option<&Grant> {
         self.grant.get()
@@ -123,6 +145,11 @@ impl Segment {
     pub(crate) fn permit(&self, right: Right, node: Option<Handle>) -> Result<(), Denied> {
         self.permit_right(right)?;
         let Some(Grant(t)) = self.grant.get() else { return Ok(()) };
+        if let Some(h) = node {
+            if self.is_agent_record(h) {
+                return Err(Denied::SystemNode);
+            }
+        }
         match (t.subtree, node) {
             (None, _) => Ok(()),
             (Some(root), Some(h)) if self.is_under_uuid(h, root) => Ok(()),
@@ -188,6 +215,36 @@ impl Segment {
     pub(crate) fn grant_subtree(&self) -> Option<Result<Handle, Denied>> {
         let root = self.grant.get()?.0.subtree?;
         Some(self.lookup(root).map_err(|_| Denied::OutsideSubtree(Right::Claim)))
+    }
+
+    /// The `/agents` container or an agent's node in it.
+    fn is_agent_record(&self, h: Handle) -> bool {
+        let agents = self.agents_container();
+        h == agents || self.read(h).is_ok_and(|n| n.parent() == Some(agents))
+    }
+
+    /// Under a grant: what `add` may make (see [`Denied::NotThisKind`]).
+    pub(crate) fn permit_new_node(&self, spec: &crate::NewNode<'_>) -> Result<(), Denied> {
+        use crate::node::{NodeKind, Status};
+        if self.grant.get().is_none() {
+            return Ok(());
+        }
+        let kind_ok = !matches!(spec.kind, NodeKind::Agent | NodeKind::Document);
+        let status_ok = matches!(spec.status, Status::Pending | Status::Ready);
+        if kind_ok && status_ok {
+            Ok(())
+        } else {
+            Err(Denied::NotThisKind)
+        }
+    }
+
+    /// Under a grant: only application event kinds.
+    pub(crate) fn permit_event_kind(&self, kind: crate::EventKind) -> Result<(), Denied> {
+        if self.grant.get().is_some() && !kind.is_user() {
+            Err(Denied::BuiltInEvent)
+        } else {
+            Ok(())
+        }
     }
 
     fn is_under_uuid(&self, h: Handle, root: Uuid) -> bool {

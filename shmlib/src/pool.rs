@@ -302,6 +302,7 @@ impl Segment {
             return link.ask_handle(crate::broker::Request::Add { parent, spec: spec.into() });
         }
         self.permit(crate::token::Right::Create, Some(parent))?;
+        self.permit_new_node(spec)?;
         self.add_node(parent, spec)
     }
 
@@ -822,7 +823,9 @@ impl Segment {
         if let Some(link) = self.link() {
             return link.ask_count(crate::broker::Request::Delete { node: h, mode });
         }
-        self.permit(crate::token::Right::Update, Some(h))?;
+        // Deleting a document is a document change; anything else an update.
+        let is_doc = self.read(h).is_ok_and(|n| n.kind() == Some(NodeKind::Document));
+        self.permit(if is_doc { crate::token::Right::Doc } else { crate::token::Right::Update }, Some(h))?;
         self.delete_node(h, mode)
     }
 

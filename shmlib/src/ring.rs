@@ -493,6 +493,7 @@ impl Segment {
             return link.ask_count(crate::broker::Request::Append { kind: ev.kind, node: ev.node, topic, payload });
         }
         self.permit_uuid(crate::token::Right::Emit, ev.node.map(|(u, _)| u)).map_err(RingError::Denied)?;
+        self.permit_event_kind(ev.kind).map_err(RingError::Denied)?;
         if self.grant().is_some() && ev.actor.is_some() && ev.actor != self.actor() {
             // Under a token, an event names the token's agent and nobody else.
             return Err(RingError::Denied(crate::Denied::OtherAgent));

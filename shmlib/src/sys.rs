@@ -305,8 +305,12 @@ pub(crate) fn recv_with_fd(
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let mut iov = [std::io::IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(std::io::Error::from)?;
+    let msg = loop {
+        match recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(Errno::EINTR) => continue,
+            r => break r.map_err(std::io::Error::from)?,
+        }
+    };
     let mut file = None;
     for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {

@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 use worknode::broker::{read_message, write_message, BrokerFault, Hello, Reply, Request, Welcome, WireError};
 use worknode::{
-    Access, AttachError, BrokerError, Denied, EventKind, NewEvent, NewNode, NodeKind, PoolError, Right, Segment,
-    Status, TaskError,
+    Access, AgentError, AttachError, BrokerError, BrokerFault as Fault, Denied, EventKind, NewEvent, NewNode,
+    NodeKind, PoolError, Right, Segment, Status, TaskError,
 };
 use worknode_tests::{child_main, env_str, say, Proc, SegmentGuard, Stream, READY_TIMEOUT, SEGMENT_ENV};
 
@@ -237,6 +237,18 @@ fn another_user_works_through_the_broker_and_nowhere_else() {
         fails(&wn(&g, Some(NOBODY), &["--token", &work, "add", "task", "x", "--parent", "/B"]), 6)["code"],
         "outside_subtree"
     );
+    // Documents go through the broker too (doc right), and come back through the mapping.
+    let file = std::env::temp_dir().join(format!("wn-broker-doc-{}", std::process::id()));
+    std::fs::write(&file, b"measured: 42\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let docs = mint(&g, "writer", "read,doc", &["--under", "/A"]);
+    let f = file.to_str().unwrap();
+    ok(&wn(&g, Some(NOBODY), &["--token", &docs, "doc", "put", "/A/a2", "notes.txt", "--file", f]));
+    let got = ok(&wn(&g, Some(NOBODY), &["--token", &docs, "doc", "get", "/A/a2/notes.txt"]));
+    assert_eq!(got["text"], "measured: 42\n", "{got}");
+    let e = fails(&wn(&g, Some(NOBODY), &["--token", &docs, "doc", "put", "/B/b1", "x.txt", "--file", f]), 6);
+    assert_eq!(e["code"], "outside_subtree", "{e}");
+    std::fs::remove_file(&file).unwrap();
     let e = fails(&wn(&g, Some(NOBODY), &["--token", &work, "--agent", "boss", "done", "/A/a2"]), 6);
     assert_eq!(e["code"], "token_agent_mismatch", "{e}");
     let out = wn(&g, None, &["events"]);
@@ -328,7 +340,7 @@ fn requests_of_the_wrong_shape_or_size_get_typed_errors_and_apply_nothing() {
     let g = SegmentGuard::new("broker-wire");
     let _d = start(&g, &[]);
     board(&g);
-    let token = mint(&g, "raw", "read,create", &[]);
+    let token = mint(&g, "raw", "read,create,update,emit", &[]);
     let seg = Segment::attach(g.name(), Access::ReadOnly).unwrap();
     let mut s = raw_connection(g.name(), &token);
     let free = seg.free_slots().unwrap();
@@ -355,6 +367,21 @@ fn requests_of_the_wrong_shape_or_size_get_typed_errors_and_apply_nothing() {
     };
     assert!(matches!(call(&mut s, &Request::Add { parent: seg.root(), spec: spec.clone() }), Reply::Handle(_)));
     assert_eq!(seg.free_slots().unwrap(), free - 1, "exactly the one node asked for");
+
+    // Under a token: no built-in event kinds (the journal acts on them), no agent or
+    // document nodes by `add`, no claim-only starting status, no change to /agents.
+    let forged = Request::Append { kind: EventKind::NODE_DELETED, node: None, topic: String::new(), payload: vec![] };
+    assert_eq!(call(&mut s, &forged), Reply::Err(WireError::Ring(worknode::RingError::Denied(Denied::BuiltInEvent))));
+    let agent_spec = worknode::broker::NodeSpec { kind: NodeKind::Agent, name: "fake".into(), ..spec.clone() };
+    let e = call(&mut s, &Request::Add { parent: seg.root(), spec: agent_spec });
+    assert_eq!(e, Reply::Err(WireError::Pool(PoolError::Denied(Denied::NotThisKind))));
+    let done_spec = worknode::broker::NodeSpec { status: Status::Complete, name: "done".into(), ..spec.clone() };
+    let e = call(&mut s, &Request::Add { parent: seg.root(), spec: done_spec });
+    assert_eq!(e, Reply::Err(WireError::Pool(PoolError::Denied(Denied::NotThisKind))));
+    let agents = path(&seg, "/agents");
+    let e = call(&mut s, &Request::Delete { node: agents, mode: worknode::DeleteMode::Recursive });
+    assert_eq!(e, Reply::Err(WireError::Pool(PoolError::Denied(Denied::SystemNode))));
+    assert_eq!(seg.free_slots().unwrap(), free - 1, "none of these changed anything");
 
     // Another connection is unaffected by what follows on this one.
     let mut other = raw_connection(g.name(), &token);
@@ -411,4 +438,72 @@ fn require_tokens_makes_direct_clients_present_one_and_checks_every_change() {
     let grant = seg.authenticate(&admin).unwrap();
     assert_eq!(grant.agent(), "lead");
     seg.add(seg.root(), &NewNode::new(NodeKind::Task, "x")).unwrap();
+}
+
+/// A revoked token ends its open connections (and their sessions) without waiting for a
+/// request; one agent's session cannot be held by two connections; a hello that trickles
+/// in is cut off; and a daemon stops promptly with brokered connections open.
+#[test]
+fn open_connections_end_on_revocation_sessions_are_single_and_shutdown_is_prompt() {
+    let g = SegmentGuard::new("broker-lifecycle");
+    let mut d = start(&g, &[]);
+    board(&g);
+    let token = mint(&g, "w1", "read,claim", &[]);
+    let seg = Segment::attach(g.name(), Access::ReadOnly).unwrap();
+
+    // Two brokered handles with one token: the first holds the session, the second is
+    // refused it (closing the second must not reap the first's agent).
+    let a = Segment::attach_brokered(g.name(), &token, "worker").unwrap();
+    let b = Segment::attach_brokered(g.name(), &token, "worker").unwrap();
+    let session = a.open_session("w1", "worker").unwrap();
+    assert!(session.watched_by_daemon());
+    let err = b.open_session("w1", "worker").err().expect("a second session for w1");
+    assert!(matches!(err, AgentError::SessionTaken { .. }), "{err:?}");
+    let a1 = path(&seg, "/A/a1");
+    let claim = a.claim(a1, session.id(), Duration::from_secs(600)).unwrap();
+    drop(b);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(seg.read(a1).unwrap().status(), Some(Status::Claimed), "the other connection's close reaped nobody");
+
+    // Revoked: the connection is closed and the session reaped, no request needed.
+    let listed = ok(&wn(&g, None, &["token", "ls"]));
+    let id = listed["tokens"][0]["id"].as_str().unwrap().to_string();
+    ok(&wn(&g, None, &["token", "revoke", &id]));
+    worknode_tests::wait_until(
+        REAP_TIMEOUT,
+        || seg.read(a1).is_ok_and(|n| n.status() == Some(Status::Ready)),
+        || "the revoked connection's claim was not released".into(),
+    );
+    let e = a.progress(&claim, 10).unwrap_err();
+    assert_eq!(e, TaskError::Pool(PoolError::Broker(Fault::Disconnected)), "the link is closed");
+    std::mem::forget(session); // its agent is gone with the connection
+
+    // A hello that trickles in is cut off by its deadline, not kept byte by byte.
+    use std::io::{Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(worknode::broker::broker_socket_name(g.name())).unwrap();
+    let mut slow = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let trickle = std::thread::spawn({
+        let mut w = slow.try_clone().unwrap();
+        move || {
+            for _ in 0..8 {
+                if w.write_all(&[1]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(900));
+            }
+        }
+    });
+    let mut rest = Vec::new();
+    assert_eq!(slow.read_to_end(&mut rest).unwrap_or(0), 0, "the daemon closed the trickling hello");
+    trickle.join().unwrap();
+
+    // Shutdown with a brokered connection open (idle, with a session) ends promptly.
+    let other = mint(&g, "w2", "read", &[]);
+    let c = Segment::attach_brokered(g.name(), &other, "idle").unwrap();
+    let _s = c.open_session("w2", "idle").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{}", d.transcript());
 }

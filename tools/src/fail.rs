@@ -217,6 +217,19 @@ fn denied(d: Denied) -> Fail {
             "broker_closed",
             "the daemon serves other users only when started with `worknoded --broker`".into(),
         ),
+        Denied::AlreadyGranted => ("token_already_given", "a handle acts under one token: attach again for another".into()),
+        Denied::SystemNode => (
+            "system_node",
+            "agents' records change through `wn join` / `wn leave` (and sessions), not by editing /agents".into(),
+        ),
+        Denied::BuiltInEvent => (
+            "builtin_event",
+            "emit an application event: a kind of 1000 or more, or your own name (`wn emit build_done`)".into(),
+        ),
+        Denied::NotThisKind => (
+            "not_this_kind",
+            "add pending or ready nodes; put documents with `wn doc put`; agents join with `wn join`".into(),
+        ),
     };
     Fail::lib(code, exit::PERMISSION, &d, hint)
 }
@@ -224,9 +237,10 @@ fn denied(d: Denied) -> Fail {
 /// The broker link failed.
 fn broker_fault(f: BrokerFault) -> Fail {
     let (code, exit, hint) = match f {
+        // Not exit 8: that promises nothing changed, and here the change may have landed.
         BrokerFault::Disconnected => (
             "broker_disconnected",
-            exit::DAEMON_GONE,
+            exit::OTHER,
             "the daemon stopped or closed the connection: check whether the change landed (`wn show`), then retry",
         ),
         BrokerFault::Protocol | BrokerFault::BadRequest => {

@@ -25,6 +25,7 @@ pub fn run(ctx: &Ctx) -> Result<(), Fail> {
             "state": info.state.as_str(),
             "created_unix_ms": info.created_unix_ms,
             "daemon": { "pid": info.daemon_pid, "alive": info.daemon_alive, "boot_id": info.boot_id.to_string(), "started_unix_ms": info.daemon_started_ms, "adopt_count": info.adopt_count },
+            "policy": { "tokens_required": seg.tokens_required(), "broker_open": seg.broker_open() },
             "hlc": { "raw": info.hlc.0, "wall_ms": info.hlc.wall_ms(), "logical": info.hlc.logical() },
             "regions": regions,
             "index_tombstones": info.index_tombstones,
@@ -51,6 +52,7 @@ pub fn run(ctx: &Ctx) -> Result<(), Fail> {
         ("state", info.state.as_str().to_string()),
         ("created", relative(now, info.created_unix_ms)),
         ("daemon", daemon),
+        ("policy", policy(&seg)),
         ("clock (hlc)", format!("{} ({} ms, logical {})", info.hlc, info.hlc.wall_ms(), info.hlc.logical())),
         (
             "counters",
@@ -82,4 +84,11 @@ pub fn run(ctx: &Ctx) -> Result<(), Fail> {
         text.push_str(&format!("\nindex tombstones: {}", info.index_tombstones));
     }
     print(&text)
+}
+
+/// The daemon's client policy, in words.
+fn policy(seg: &worknode::Segment) -> String {
+    let tokens = if seg.tokens_required() { "tokens required" } else { "trusted (tokens optional)" };
+    let broker = if seg.broker_open() { "broker open to other users" } else { "broker for this user only" };
+    format!("{tokens}; {broker}")
 }
