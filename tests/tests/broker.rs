@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 use worknode::broker::{read_message, write_message, BrokerFault, Hello, Reply, Request, Welcome, WireError};
 use worknode::{
-    Access, AgentError, AttachError, BrokerError, BrokerFault as Fault, Denied, EventKind, NewEvent, NewNode,
-    NodeKind, PoolError, Right, Segment, Status, TaskError,
+    Access, AgentError, AttachError, BrokerError, BrokerFault as Fault, Denied, EventKind, NewEvent, NewNode, NodeKind,
+    PoolError, Right, Segment, Status, TaskError,
 };
 use worknode_tests::{child_main, env_str, say, Proc, SegmentGuard, Stream, READY_TIMEOUT, SEGMENT_ENV};
 
@@ -481,7 +481,8 @@ fn open_connections_end_on_revocation_sessions_are_single_and_shutdown_is_prompt
     // A hello that trickles in is cut off by its deadline, not kept byte by byte.
     use std::io::{Read, Write};
     use std::os::linux::net::SocketAddrExt;
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(worknode::broker::broker_socket_name(g.name())).unwrap();
+    let addr =
+        std::os::unix::net::SocketAddr::from_abstract_name(worknode::broker::broker_socket_name(g.name())).unwrap();
     let mut slow = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let trickle = std::thread::spawn({

@@ -73,7 +73,13 @@ fn tokens_are_minted_used_refused_listed_and_revoked() {
     out.fails(3);
     assert!(out.err_json()["error"].as_str().unwrap().ends_with("is not claimed by w4"), "{out:?}");
     // With an epoch presented, wn goes straight to the library, which checks the subtree.
-    refused(&d, &worker, &["progress", "/B/b-task", "10", "--epoch", "1"], "outside_subtree", "grants update only inside");
+    refused(
+        &d,
+        &worker,
+        &["progress", "/B/b-task", "10", "--epoch", "1"],
+        "outside_subtree",
+        "grants update only inside",
+    );
     // A subtree token's `claim --next` looks only inside its subtree.
     with_token(&d, &rw, &["add", "task", "b-ready", "--parent", "/B", "--status", "ready"]).ok();
     for round in 0.. {
