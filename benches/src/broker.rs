@@ -143,6 +143,13 @@ pub fn run(ctx: &Ctx, path: Path, op: Op) -> Result<Measured, Fail> {
 pub fn redis(ctx: &Ctx, op: Op) -> Result<Measured, Fail> {
     use redis::Commands;
     let server = crate::redis_peer::server(ctx)?;
+    // The server is left where the scheduler puts it, as users run it (and as the other
+    // Redis measurements do): pinned to the other CPU it was up to 5x slower here, since
+    // every reply then needs a cross-CPU wake-up.
+    let pin = match ctx.pair {
+        Some((a, _)) => format!("client on CPU {a}, redis-server not pinned"),
+        None => "not pinned".into(),
+    };
     let mut con = crate::redis_peer::connect(&server.url)?;
     let plan = plan(ctx);
     let r = |e: redis::RedisError| format!("redis: {e}");
@@ -175,5 +182,5 @@ pub fn redis(ctx: &Ctx, op: Op) -> Result<Measured, Fail> {
             Op::Read => "HGETALL a task hash (one round trip)".into(),
         },
     ];
-    Ok(Measured::latency(driven.rec.stats(), notes))
+    Ok(Measured::latency(driven.rec.stats(), notes).pinned(pin))
 }

@@ -163,6 +163,12 @@ pub(crate) fn start_daemon(
             Err(_) => return Err(format!("worknoded did not become ready within 30 s: {}", log.join(" | ")).into()),
         }
     }
+    // Threads it started before the pin took effect: pin them too (and let them start:
+    // the ready line comes just before the daemon spawns its serving threads).
+    if let Some((_, b)) = ctx.pair {
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = crate::pinning::pin_all_threads(d.proc.id(), b);
+    }
     Ok((d, pin))
 }
 

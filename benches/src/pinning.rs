@@ -36,3 +36,15 @@ pub fn unpin(cpus: &[usize]) -> Result<(), String> {
     }
     sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("sched_setaffinity: {e}"))
 }
+
+/// Pins every thread process `pid` has now to `cpu` (threads it starts later inherit the
+/// affinity of the thread that starts them).
+pub fn pin_all_threads(pid: u32, cpu: usize) -> Result<(), String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("/proc/{pid}/task: {e}"))?;
+    for t in tasks.flatten() {
+        if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            pin(tid, cpu)?;
+        }
+    }
+    Ok(())
+}
