@@ -183,19 +183,7 @@ impl Segment {
         let made = (|| {
             let raw = sys::map(&file, geo.total as usize, true)
                 .map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
-            let seg = Segment {
-                map: Mapping::new(raw, true),
-                name: name.to_string(),
-                me: OwnerTag::current(),
-                geo,
-                caps: *caps,
-                lock_wait: crate::seqlock::LOCK_WAIT,
-                actor: std::sync::atomic::AtomicU64::new(u64::MAX),
-                grant: std::sync::OnceLock::new(),
-                granted_actor: std::sync::atomic::AtomicU64::new(u64::MAX),
-                trusted: true,
-                broker: std::sync::OnceLock::new(),
-            };
+            let seg = Segment::from_parts(Mapping::new(raw, true), name, geo, *caps, true);
             seg.initialise(populate)?;
             Ok(seg)
         })();
@@ -396,7 +384,12 @@ impl Segment {
         let map = Mapping::new(raw, writable);
         let (_, geo, caps) = validate(name, &map)?;
         check_mode(name, mode)?;
-        Ok(Segment {
+        Ok(Segment::from_parts(map, name, geo, caps, false))
+    }
+
+    /// A handle over a validated mapping, acting for no agent and under no token.
+    fn from_parts(map: Mapping, name: &str, geo: Geometry, caps: Capacities, trusted: bool) -> Segment {
+        Segment {
             map,
             name: name.to_string(),
             me: OwnerTag::current(),
@@ -406,9 +399,9 @@ impl Segment {
             actor: std::sync::atomic::AtomicU64::new(u64::MAX),
             grant: std::sync::OnceLock::new(),
             granted_actor: std::sync::atomic::AtomicU64::new(u64::MAX),
-            trusted: false,
+            trusted,
             broker: std::sync::OnceLock::new(),
-        })
+        }
     }
 
     /// Maps a segment descriptor the daemon's broker passed: read-only, validated like
@@ -427,19 +420,7 @@ impl Segment {
             .map_err(|e| AttachError::Os { op: "mmap", errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
         let map = Mapping::new(raw, false);
         let (_, geo, caps) = validate(name, &map)?;
-        let seg = Segment {
-            map,
-            name: name.to_string(),
-            me: OwnerTag::current(),
-            geo,
-            caps,
-            lock_wait: crate::seqlock::LOCK_WAIT,
-            actor: std::sync::atomic::AtomicU64::new(u64::MAX),
-            grant: std::sync::OnceLock::new(),
-            granted_actor: std::sync::atomic::AtomicU64::new(u64::MAX),
-            trusted: false,
-            broker: std::sync::OnceLock::new(),
-        };
+        let seg = Segment::from_parts(map, name, geo, caps, false);
         match seg.state_word() {
             state::READY => Ok(seg),
             state::CLOSING => Err(AttachError::Closing),
