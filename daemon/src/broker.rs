@@ -454,6 +454,11 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         R::BindSession { agent } => bind_session(sh, h, conn, agent),
         R::Heartbeat { agent } => Reply::of(h.heartbeat(agent), unit),
         R::SetAgentCursor { agent, cursor } => Reply::of(h.set_agent_cursor(agent, cursor), unit),
+        R::Cancel { node: n, reason, force } => Reply::of(h.cancel(n, &reason, force), node),
+        R::Reopen { node: n } => Reply::of(h.reopen(n), node),
+        R::Activate { node: n } => Reply::of(h.activate(n), node),
+        R::Edit { node: n, edit } => Reply::of(h.edit(n, &edit), node),
+        R::Remove { node: n, recursive, force } => Reply::of(h.remove(n, recursive, force), Reply::Count),
         R::Leave { agent } => Reply::of(h.leave(agent), |()| {
             if conn.session == Some(agent) {
                 conn.session = None;

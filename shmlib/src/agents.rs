@@ -109,6 +109,11 @@ pub enum AgentError {
         /// Byte offset of the first one.
         at: usize,
     },
+    /// A name holding `/` (an agent's name is a path element, `/agents/NAME`).
+    NameHasSlash {
+        /// Byte offset of the first one.
+        at: usize,
+    },
     /// A role longer than the limit.
     RoleTooLong {
         /// Bytes given.
@@ -141,6 +146,7 @@ impl std::fmt::Display for AgentError {
             AgentError::ControlCharacter { field, at } => {
                 write!(f, "agent {field} has a control character at byte {at}")
             }
+            AgentError::NameHasSlash { at } => write!(f, "agent name has a '/' at byte {at}"),
             AgentError::RoleTooLong { len } => write!(f, "agent role is {len} bytes, the limit is {AGENT_ROLE_MAX}"),
             AgentError::NotFound => write!(f, "no such agent"),
             AgentError::SessionTaken { pid } => write!(f, "process {pid} already holds a session for this agent"),
@@ -347,6 +353,10 @@ impl Segment {
         }
         if name.is_empty() || name.len() > AGENT_NAME_MAX {
             return Err(AgentError::BadName { len: name.len() });
+        }
+        if let Some(at) = name.find('/') {
+            // An agent's name is its node's name under /agents: a path element.
+            return Err(AgentError::NameHasSlash { at });
         }
         if role.len() > AGENT_ROLE_MAX {
             return Err(AgentError::RoleTooLong { len: role.len() });

@@ -639,9 +639,7 @@ impl Segment {
         self.permit(crate::token::Right::Doc, Some(parent)).map_err(PoolError::from)?;
         self.check_content(content_type, bytes)?;
         // Checked before the arena is touched (`add` checks it again).
-        if name.len() <= crate::layout::NAME_MAX {
-            crate::node::check_name(name).map_err(|at| PoolError::NameHasControl { at })?;
-        }
+        crate::node::check_node_name(name)?;
         let blob = self.alloc_blob(bytes)?;
         let spec = NewNode::new(NodeKind::Document, name).description(content_type);
         let doc = match self.add_node(parent, &spec) {

@@ -324,6 +324,11 @@ pub enum Request {
     Heartbeat { agent: AgentId },
     SetAgentCursor { agent: AgentId, cursor: u64 },
     Leave { agent: AgentId },
+    Cancel { node: Handle, reason: String, force: bool },
+    Reopen { node: Handle },
+    Activate { node: Handle },
+    Edit { node: Handle, edit: crate::Edit },
+    Remove { node: Handle, recursive: bool, force: bool },
 }
 
 /// The daemon's answer to a [`Request`].

@@ -206,7 +206,7 @@ fn lease_ms(lease: Duration) -> Result<u64, TaskError> {
 }
 
 /// Checks a note against [`NOTE_MAX`].
-fn check_note(note: &str) -> Result<(), TaskError> {
+pub(crate) fn check_note(note: &str) -> Result<(), TaskError> {
     // Cheap bound first: no character takes more than 6 bytes escaped.
     let len = if note.len() > 6 * NOTE_MAX { note.len() } else { crate::event::note_payload_len(note) };
     if len > NOTE_MAX {

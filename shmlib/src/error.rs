@@ -188,6 +188,13 @@ pub enum PoolError {
         /// Bytes allowed.
         max: usize,
     },
+    /// An empty name.
+    NameEmpty,
+    /// A name holding `/`, the path separator.
+    NameHasSlash {
+        /// Byte offset of the first one.
+        at: usize,
+    },
     /// A name holding a control character (a terminal escape, a newline, …).
     NameHasControl {
         /// Byte offset of the first one.
@@ -263,6 +270,8 @@ impl fmt::Display for PoolError {
             NameTooLong { len, max } => write!(f, "name is {len} bytes, the limit is {max}"),
             DescriptionTooLong { len, max } => write!(f, "description is {len} bytes, the inline limit is {max}"),
             NameHasControl { at } => write!(f, "name has a control character at byte {at}"),
+            NameEmpty => write!(f, "name is empty"),
+            NameHasSlash { at } => write!(f, "name has a '/' at byte {at}"),
             ValueOutOfRange => write!(f, "value is NaN, infinite or beyond ±{:e}", crate::VALUE_MAX),
             ProgressOutOfRange { value } => write!(f, "progress {value} is above 100"),
             NotFound => write!(f, "no such node"),

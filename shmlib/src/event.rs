@@ -61,6 +61,10 @@ kinds! {
     CLAIM_EXPIRED = 15 => "claim_expired",
     /// A task became ready.
     TASK_READY = 16 => "task_ready",
+    /// A task was cancelled (the payload carries the epoch and the reason).
+    TASK_CANCELLED = 17 => "task_cancelled",
+    /// A finished task was made ready (or blocked) again: a retry.
+    TASK_REOPENED = 18 => "task_reopened",
     /// An agent joined.
     AGENT_JOINED = 20 => "agent_joined",
     /// An agent left.

@@ -21,6 +21,27 @@ pub fn check_name(name: &str) -> Result<(), usize> {
     }
 }
 
+/// Checks a new node name: not empty, no `/` (which separates path elements, so a name
+/// holding one could never be addressed by path), no control character, at most
+/// [`NAME_MAX`] bytes.
+///
+/// # Errors
+///
+/// [`PoolError::NameEmpty`], [`PoolError::NameHasSlash`], [`PoolError::NameHasControl`],
+/// [`PoolError::NameTooLong`].
+pub fn check_node_name(name: &str) -> Result<(), PoolError> {
+    if name.is_empty() {
+        return Err(PoolError::NameEmpty);
+    }
+    if name.len() > NAME_MAX {
+        return Err(PoolError::NameTooLong { len: name.len(), max: NAME_MAX });
+    }
+    if let Some(at) = name.find('/') {
+        return Err(PoolError::NameHasSlash { at });
+    }
+    check_name(name).map_err(|at| PoolError::NameHasControl { at })
+}
+
 /// Checks a node value: finite and within ±[`VALUE_MAX`].
 pub fn check_value(value: f64) -> Result<(), PoolError> {
     if value.is_finite() && value.abs() <= VALUE_MAX {

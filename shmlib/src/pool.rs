@@ -303,6 +303,7 @@ impl Segment {
         }
         self.permit(crate::token::Right::Create, Some(parent))?;
         self.permit_new_node(spec)?;
+        crate::node::check_node_name(spec.name)?;
         self.add_node(parent, spec)
     }
 
@@ -723,6 +724,14 @@ impl Segment {
             return Err(PoolError::Broker(crate::broker::BrokerFault::Unsupported));
         }
         self.permit(crate::token::Right::Update, Some(h))?;
+        self.update_unchecked(h, f)
+    }
+
+    /// [`Segment::update`] without the token check.
+    pub(crate) fn update_unchecked<F>(&self, h: Handle, f: F) -> Result<Node, PoolError>
+    where
+        F: FnOnce(&mut Node) -> Result<(), PoolError>,
+    {
         self.modify(h, Change::new(EventKind::NODE_UPDATED), |rec| {
             let mut node = Node { handle: h, rec: *rec };
             f(&mut node)?;

@@ -232,6 +232,15 @@ fn another_user_works_through_the_broker_and_nowhere_else() {
     ok(&wn(&g, Some(NOBODY), &["--token", &work, "progress", "/A/a2", "40"]));
     ok(&wn(&g, Some(NOBODY), &["--token", &work, "done", "/A/a2", "--note", "ok"]));
     ok(&wn(&g, Some(NOBODY), &["--token", &work, "add", "task", "a3", "--parent", "/A"]));
+    // The lifecycle verbs are brokered like every change, and bounded by the subtree.
+    assert_eq!(
+        ok(&wn(&g, Some(NOBODY), &["--token", &work, "cancel", "/A/a3", "--reason", "dup"]))["status"],
+        "cancelled"
+    );
+    assert_eq!(ok(&wn(&g, Some(NOBODY), &["--token", &work, "reopen", "/A/a3"]))["status"], "ready");
+    assert_eq!(ok(&wn(&g, Some(NOBODY), &["--token", &work, "edit", "/A/a3", "--priority", "3"]))["priority"], 3);
+    assert_eq!(ok(&wn(&g, Some(NOBODY), &["--token", &work, "rm", "/A/a3"]))["removed"], 1);
+    assert_eq!(fails(&wn(&g, Some(NOBODY), &["--token", &work, "cancel", "/B/b1"]), 6)["code"], "outside_subtree");
     assert_eq!(fails(&wn(&g, Some(NOBODY), &["--token", &work, "claim", "/B/b1"]), 6)["code"], "outside_subtree");
     assert_eq!(
         fails(&wn(&g, Some(NOBODY), &["--token", &work, "add", "task", "x", "--parent", "/B"]), 6)["code"],

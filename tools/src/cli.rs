@@ -3,7 +3,7 @@
 //! `wn commands` derives its listing from this tree (clap's `CommandFactory`), so the
 //! listing cannot drift from what the parser accepts.
 
-use crate::cmd::{agents, commands, docs, doctor, dump, events, nodes, persist, stat, tasks, token, top};
+use crate::cmd::{agents, commands, docs, doctor, dump, events, lifecycle, nodes, persist, stat, tasks, token, top};
 use crate::ctx::Ctx;
 use crate::fail::Fail;
 use clap::{Parser, Subcommand};
@@ -119,6 +119,16 @@ pub enum Command {
     Rollup(nodes::RollupArgs),
     /// Create a node (tasks start ready, or blocked while a blocker is open).
     Add(nodes::AddArgs),
+    /// Remove a node (--recursive: its subtree), freeing its documents and sets.
+    Rm(lifecycle::RmArgs),
+    /// Cancel a task (--force: even one a live claim holds).
+    Cancel(lifecycle::CancelArgs),
+    /// Make a complete, failed or cancelled task ready again (a retry; new epoch).
+    Reopen(lifecycle::TaskArg),
+    /// Make a pending task ready (blocked while a blocker is open).
+    Activate(lifecycle::TaskArg),
+    /// Change a node's name, description, priority or value.
+    Edit(lifecycle::EditArgs),
     /// Assign an agent to a node.
     Assign(agents::AssignArgs),
     /// Remove an agent from a node's assignees.
@@ -183,6 +193,11 @@ pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
         Command::Top(a) => top::run(ctx, a),
         Command::Rollup(a) => nodes::run_rollup(ctx, a),
         Command::Add(a) => nodes::run_add(ctx, a),
+        Command::Rm(a) => lifecycle::run_rm(ctx, a),
+        Command::Cancel(a) => lifecycle::run_cancel(ctx, a),
+        Command::Reopen(a) => lifecycle::run_reopen(ctx, a),
+        Command::Activate(a) => lifecycle::run_activate(ctx, a),
+        Command::Edit(a) => lifecycle::run_edit(ctx, a),
         Command::Assign(a) => agents::run_assign(ctx, a, true),
         Command::Unassign(a) => agents::run_assign(ctx, a, false),
         Command::Ready(a) => tasks::run_ready(ctx, a),

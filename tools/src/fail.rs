@@ -160,9 +160,19 @@ const RECREATE_HINT: &str = "the segment is damaged: stop the daemon and recreat
 const CORRUPT_HINT: &str = "run `wn doctor`, or stop the daemon and recreate the segment";
 /// Advice when the daemon is shutting the segment down.
 const CLOSING_HINT: &str = "restart the daemon and attach again (run the command again once it is up)";
-/// Advice on a status change the state machine refuses.
-const TRANSITION_HINT: &str =
-    "claim, start, done, fail and block move tasks through claimed/in_progress/complete/failed/blocked";
+/// Advice on a status change the state machine refuses: what is legal from there.
+fn transition_hint(from: worknode::Status) -> String {
+    // The library names its operations; these are the verbs that make them.
+    let verb = |m: &&str| match *m {
+        "complete" => "done".to_string(),
+        "remove" => "rm".to_string(),
+        "cancel --force" => "cancel --force".to_string(),
+        "remove the blockers" => "dep rm".to_string(),
+        m => m.to_string(),
+    };
+    let verbs: Vec<String> = worknode::legal_moves(from).iter().map(verb).collect();
+    format!("from {from} a task can take: {}", verbs.iter().map(|v| format!("`wn {v}`")).collect::<Vec<_>>().join(", "))
+}
 
 impl From<RingError> for Fail {
     fn from(e: RingError) -> Self {
@@ -413,6 +423,10 @@ impl From<PoolError> for Fail {
                 ("pool_full", exit::FULL, "delete nodes or restart the daemon with a larger --nodes".into())
             }
             NameHasControl { .. } => ("invalid_name", exit::USAGE, CONTROL_HINT.into()),
+            NameEmpty => ("invalid_name", exit::USAGE, "give the node a name".into()),
+            NameHasSlash { .. } => {
+                ("invalid_name", exit::USAGE, "'/' separates path elements: use another character, such as '-'".into())
+            }
             ValueOutOfRange => (
                 "invalid_value",
                 exit::USAGE,
@@ -428,11 +442,15 @@ impl From<PoolError> for Fail {
                 ("not_found", exit::NOT_FOUND, "look it up again by UUID (list nodes with `wn tree`)".into())
             }
             HasChildren { .. } => ("has_children", exit::CONFLICT, "delete them first or delete recursively".into()),
-            RootImmutable => ("root_immutable", exit::CONFLICT, String::new()),
+            RootImmutable => (
+                "root_immutable",
+                exit::CONFLICT,
+                "remove what is under it instead (`wn rm --recursive /PROJECT`)".into(),
+            ),
             ReadOnly => ("read_only", exit::PERMISSION, "attach read-write to change it".into()),
             Busy { holder_pid } => ("busy", exit::TIMEOUT, format!("retry, or check process {holder_pid}")),
             Contended => ("busy", exit::TIMEOUT, "retry".into()),
-            IllegalTransition { .. } => ("illegal_transition", exit::CONFLICT, TRANSITION_HINT.into()),
+            IllegalTransition { from, .. } => ("illegal_transition", exit::CONFLICT, transition_hint(from)),
             EventNotAppended { error, node } => {
                 // The hint is the append's: why the event is missing, and what to check.
                 let hint = Fail::from(error).hint;
@@ -461,6 +479,9 @@ impl From<AgentError> for Fail {
             }
             RoleTooLong { .. } => ("invalid_value", exit::USAGE, "shorten it".into()),
             ControlCharacter { .. } => ("invalid_name", exit::USAGE, CONTROL_HINT.into()),
+            NameHasSlash { .. } => {
+                ("invalid_name", exit::USAGE, "'/' separates path elements: use another character, such as '-'".into())
+            }
             NotFound => ("agent_not_found", exit::NOT_FOUND, "list agents with `wn agents`".into()),
             SessionTaken { .. } => {
                 ("session_taken", exit::CONFLICT, "use another name (--agent) or stop that process".into())
@@ -477,7 +498,7 @@ impl From<TaskError> for Fail {
         let (code, exit, hint): (_, _, String) = match e {
             Pool(p) => return p.into(),
             AlreadyClaimed { .. } => ("already_claimed", exit::CONFLICT, "pick another task or wait".into()),
-            IllegalTransition { .. } => ("illegal_transition", exit::CONFLICT, TRANSITION_HINT.into()),
+            IllegalTransition { from, .. } => ("illegal_transition", exit::CONFLICT, transition_hint(from)),
             StaleEpoch { .. } => (
                 "stale_epoch",
                 exit::CONFLICT,

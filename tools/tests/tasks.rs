@@ -42,7 +42,7 @@ fn add_prints_the_node_uuid_first_and_respects_blockers() {
     d.fails(&["add", "task", "x", "--blocked-by", "/nope"], 4, "node_not_found");
     d.fails(&["add", "task", &"n".repeat(65)], 2, "invalid_value");
     d.fails(&["add", "task", "x", "--desc", &"d".repeat(257)], 2, "invalid_value");
-    d.fails(&["add", "task", "a/b"], 2, "usage");
+    d.fails(&["add", "task", "a/b"], 2, "invalid_name");
     d.fails(&["add", "gizmo", "x"], 2, "usage");
     let nine: Vec<String> = (0..9).map(|_| schema.clone()).collect();
     let mut args = vec!["add", "task", "x"];

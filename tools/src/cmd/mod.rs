@@ -6,6 +6,7 @@ pub mod docs;
 pub mod doctor;
 pub mod dump;
 pub mod events;
+pub mod lifecycle;
 pub mod nodes;
 pub mod persist;
 pub mod stat;

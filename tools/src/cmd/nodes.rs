@@ -102,12 +102,6 @@ pub struct AddArgs {
 
 /// Creates a node; prints it (UUID first).
 pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
-    if a.name.contains('/') {
-        return Err(Fail::usage(
-            format!("node name {:?} contains '/'", a.name),
-            "paths use '/' to separate names; choose a name without it",
-        ));
-    }
     if a.blocked_by.len() > BLOCKERS_MAX {
         return Err(Fail::new(
             "too_many_blockers",

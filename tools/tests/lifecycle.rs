@@ -1,0 +1,106 @@
+//! The lifecycle verbs with real `worknoded` and `wn` processes (issue 12): `rm`,
+//! `cancel`, `reopen`, `activate`, `edit`; names that cannot be addressed are refused;
+//! illegal moves name the legal ones; fencing after a forced cancel or a reopen.
+
+mod common;
+
+use common::Daemon;
+use serde_json::Value;
+
+fn status(d: &Daemon, path: &str) -> String {
+    d.json(&["show", path])["status"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn tasks_are_cancelled_reopened_activated_edited_and_removed() {
+    let d = Daemon::start("lifecycle");
+    d.json(&["add", "project", "P"]);
+    d.json(&["add", "task", "pend", "--parent", "/P", "--status", "pending"]);
+    d.json(&["add", "task", "dep", "--parent", "/P"]);
+    d.json(&["add", "task", "waits", "--parent", "/P", "--blocked-by", "/P/dep"]);
+
+    // pending → ready; activating twice is an illegal move that names the legal ones.
+    assert_eq!(d.json(&["activate", "/P/pend"])["status"], "ready");
+    let e = d.fails(&["activate", "/P/pend"], 3, "illegal_transition");
+    assert!(e["hint"].as_str().unwrap().contains("`wn claim`"), "{e}");
+
+    // A task added with a blocker that is open waits, blocked, and activate refuses it.
+    d.json(&["add", "task", "later", "--parent", "/P", "--status", "pending", "--blocked-by", "/P/dep"]);
+    assert_eq!(status(&d, "/P/later"), "blocked");
+
+    // Cancel: a held task needs --force, which fences the claimant.
+    let claim = d.json_as("w", &["claim", "/P/pend"]);
+    let epoch = claim["epoch"].as_u64().unwrap();
+    let e = d.fails(&["cancel", "/P/pend"], 3, "already_claimed");
+    assert!(e["hint"].as_str().unwrap().contains("--force"), "{e}");
+    assert_eq!(d.json(&["cancel", "/P/pend", "--force", "--reason", "scope cut"])["status"], "cancelled");
+    let stale =
+        common::run(d.cmd().args(["--json", "--agent", "w", "done", "/P/pend", "--epoch", &epoch.to_string()]), None);
+    stale.fails(3);
+    assert!(["stale_epoch", "not_claimant", "illegal_transition"].contains(&stale.err_json()["code"].as_str().unwrap()));
+    d.fails(&["cancel", "/P/pend"], 3, "illegal_transition");
+
+    // Reopen: cancelled, failed and complete tasks are ready again with a new epoch.
+    let reopened = d.json(&["reopen", "/P/pend"]);
+    assert_eq!(reopened["status"], "ready");
+    assert!(reopened["epoch"].as_u64().unwrap() > epoch, "{reopened}");
+    d.json_as("w", &["claim", "/P/pend"]);
+    d.json_as("w", &["fail", "/P/pend", "--reason", "flaky"]);
+    let e = d.fails(&["--agent", "w", "claim", "/P/pend"], 3, "illegal_transition");
+    assert!(e["hint"].as_str().unwrap().contains("`wn reopen`"), "{e}");
+    d.json(&["reopen", "/P/pend"]);
+    d.json_as("w", &["claim", "/P/pend"]);
+    d.json_as("w", &["done", "/P/pend"]);
+    assert_eq!(d.json(&["reopen", "/P/pend"])["progress"], 0);
+    d.fails(&["reopen", "/P/pend"], 3, "illegal_transition");
+
+    // Edit: fields change; bad names are refused and nothing changes.
+    let edited =
+        d.json(&["edit", "/P/pend", "--name", "renamed", "--priority", "7", "--desc", "new text", "--value", "-2.5"]);
+    assert_eq!((edited["name"].as_str(), edited["priority"].as_u64()), (Some("renamed"), Some(7)));
+    assert_eq!((edited["description"].as_str(), edited["value"].as_f64()), (Some("new text"), Some(-2.5)));
+    for bad in ["a/b", "", "x\u{1b}[2J"] {
+        let e = d.fails(&["edit", "/P/renamed", "--name", bad], 2, "invalid_name");
+        assert!(!e["hint"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(d.json(&["show", "/P/renamed"])["name"], "renamed");
+    d.fails(&["edit", "/P/renamed"], 2, "usage");
+
+    // Remove: children need --recursive; a held task needs --force; a removed blocker
+    // releases its dependents; the root and /agents are refused.
+    let e = d.fails(&["rm", "/P"], 3, "has_children");
+    assert!(e["hint"].as_str().unwrap().contains("--recursive"), "{e}");
+    d.json_as("w", &["claim", "/P/dep"]);
+    d.fails(&["rm", "/P/dep"], 3, "already_claimed");
+    assert_eq!(status(&d, "/P/waits"), "blocked");
+    let gone = d.json(&["rm", "/P/dep", "--force"]);
+    assert_eq!(gone["removed"], 1, "{gone}");
+    assert_eq!(status(&d, "/P/waits"), "ready", "a removed blocker counts as done");
+    assert_eq!(status(&d, "/P/later"), "ready");
+    d.fails(&["rm", "/"], 3, "root_immutable");
+    d.fails(&["rm", "/agents"], 6, "system_node");
+    let removed = d.json(&["rm", "--recursive", "/P"]);
+    assert!(removed["removed"].as_u64().unwrap() >= 4, "{removed}");
+    d.fails(&["show", "/P"], 4, "node_not_found");
+    let doctor = common::run(d.cmd().args(["doctor"]), None);
+    doctor.ok();
+
+    // The events tell the story, with the reason of the cancel.
+    let events: Vec<Value> = common::run(d.cmd().args(["--json", "events"]), None).json_lines();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    for k in ["task_cancelled", "task_reopened", "node_deleted", "task_ready"] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    let cancelled = events.iter().find(|e| e["kind"] == "task_cancelled").unwrap();
+    assert_eq!(cancelled["payload"]["note"], "scope cut", "{cancelled}");
+}
+
+#[test]
+fn names_that_cannot_be_addressed_are_refused_for_nodes_and_agents() {
+    let d = Daemon::start("lifecycle-names");
+    d.fails(&["add", "task", ""], 2, "invalid_name");
+    d.fails(&["add", "task", "a/b"], 2, "invalid_name");
+    d.fails(&["--agent", "my agent/1", "join"], 2, "invalid_name");
+    d.fails(&["--agent", "", "join"], 2, "agent_required");
+    d.json(&["add", "task", "fine-name"]);
+}
