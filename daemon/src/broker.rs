@@ -428,7 +428,7 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         R::Renew { claim, lease_ms } => Reply::of(h.renew(&claim, lease(lease_ms)), Reply::Claim),
         R::Release { claim } => Reply::of(h.release(&claim), node),
         R::Start { claim } => Reply::of(h.start(&claim), node),
-        R::Progress { claim, percent } => Reply::of(h.progress(&claim, percent), node),
+        R::Progress { claim, percent, note } => Reply::of(h.progress_noted(&claim, percent, &note), node),
         R::Complete { claim, note } => Reply::of(h.complete(&claim, &note), node),
         R::Fail { claim, reason } => Reply::of(h.fail(&claim, &reason), node),
         R::Assign { node: n, agent } => Reply::of(h.assign(n, agent), node),

@@ -305,7 +305,7 @@ pub enum Request {
     Renew { claim: Claim, lease_ms: u64 },
     Release { claim: Claim },
     Start { claim: Claim },
-    Progress { claim: Claim, percent: u8 },
+    Progress { claim: Claim, percent: u8, note: String },
     Complete { claim: Claim, note: String },
     Fail { claim: Claim, reason: String },
     Assign { node: Handle, agent: AgentId },

@@ -49,6 +49,10 @@ pub const LEASE_MAX: Duration = Duration::from_secs(30 * 86_400);
 /// character 6. A longer one is refused ([`TaskError::NoteTooLong`]), never cut.
 pub const NOTE_MAX: usize = crate::event::NOTE_PAYLOAD_MAX;
 
+/// The most bytes a progress note may take, JSON-escaped: its event carries the
+/// percentage too.
+pub const PROGRESS_NOTE_MAX: usize = NOTE_MAX - crate::event::PERCENT_FIELD_MAX;
+
 /// A held claim: what the claimant presents with every later write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Claim {
@@ -263,6 +267,19 @@ fn status(rec: &NodeRecord) -> Status {
     Status::from_code(rec.status).unwrap_or(Status::Pending)
 }
 
+/// Keeps `note` as the task's last note (written by `kind`); an empty note keeps the
+/// previous one. Notes were checked against [`NOTE_MAX`] (escaped), so the raw bytes fit.
+pub(crate) fn keep_note(rec: &mut NodeRecord, kind: u8, note: &str) {
+    if note.is_empty() {
+        return;
+    }
+    let n = note.len().min(crate::layout::TASK_NOTE_MAX);
+    rec.note[..n].copy_from_slice(&note.as_bytes()[..n]);
+    rec.note[n..].fill(0);
+    rec.note_len = n as u8;
+    rec.note_kind = kind;
+}
+
 fn clear_claim(rec: &mut NodeRecord) {
     rec.claim_agent = 0;
     rec.claim_agent_gen = 0;
@@ -286,6 +303,11 @@ impl From<PoolError> for Skip {
 impl Segment {
     fn actor_of(&self, agent: AgentId) -> Result<Handle, TaskError> {
         self.agent_node(agent).ok_or(TaskError::UnknownAgent)
+    }
+
+    /// The UUID of `agent`'s node (zero if it is gone).
+    fn agent_uuid(&self, agent: AgentId) -> [u8; 16] {
+        self.agent(agent).map_or([0; 16], |a| *a.uuid.as_bytes())
     }
 
     /// Number of blockers of `rec` that are not complete (a deleted blocker counts as
@@ -378,6 +400,7 @@ impl Segment {
                     return Err(TaskError::Blocked { open });
                 }
                 rec.claim_epoch += 1;
+                rec.attempts = rec.attempts.saturating_add(1);
                 rec.claim_agent = agent.index + 1;
                 rec.claim_agent_gen = agent.generation;
                 rec.lease_until_ms = now.saturating_add(lease_ms);
@@ -586,18 +609,40 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn progress(&self, c: &Claim, percent: u8) -> Result<Node, TaskError> {
+        self.progress_noted(c, percent, "")
+    }
+
+    /// [`Segment::progress`] with a short note, kept on the task as its last note and
+    /// carried in the event (`{"epoch":E,"percent":P,"note":N}`). An empty note keeps the
+    /// previous one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::progress`]; [`TaskError::NoteTooLong`] for a note over
+    /// [`PROGRESS_NOTE_MAX`] bytes JSON-escaped.
+    pub fn progress_noted(&self, c: &Claim, percent: u8, note: &str) -> Result<Node, TaskError> {
         if let Some(link) = self.link() {
-            return link.ask_node(crate::broker::Request::Progress { claim: *c, percent });
+            return link.ask_node(crate::broker::Request::Progress { claim: *c, percent, note: note.to_string() });
         }
         self.permit(crate::token::Right::Update, Some(c.task)).map_err(PoolError::from)?;
         self.permit_agent(c.agent).map_err(PoolError::from)?;
         if percent > 100 {
             return Err(PoolError::ProgressOutOfRange { value: percent }.into());
         }
-        self.claimant_write(c, EventKind::NODE_UPDATED, "", |rec| {
+        let len = crate::event::note_payload_len(note);
+        if len > PROGRESS_NOTE_MAX {
+            return Err(TaskError::NoteTooLong { len, max: PROGRESS_NOTE_MAX });
+        }
+        let actor = self.actor_of(c.agent).ok();
+        let change = Change::new(EventKind::NODE_UPDATED).by(actor).with_epoch(note).with_percent(percent);
+        let (node, ()) = self.modify(c.task, change, |rec| {
+            check_claim(rec, c, unix_ms())?;
             rec.progress = percent;
-            Ok(())
-        })
+            rec.progress_at = self.now().0;
+            keep_note(rec, crate::layout::note_kind::PROGRESS, note);
+            Ok::<(), TaskError>(())
+        })?;
+        Ok(node)
     }
 
     /// Completes a claimed task (refused while blockers are open), then makes every
@@ -655,6 +700,9 @@ impl Segment {
             clear_claim(rec);
             rec.status = Status::Complete.code();
             rec.progress = 100;
+            rec.finished_at = self.now().0;
+            rec.finished_by = self.agent_uuid(c.agent);
+            keep_note(rec, crate::layout::note_kind::COMPLETE, note);
             Ok(())
         });
         // Once the record is published (even if its event could not be appended), the
@@ -719,6 +767,9 @@ impl Segment {
             }
             clear_claim(rec);
             rec.status = Status::Failed.code();
+            rec.finished_at = self.now().0;
+            rec.finished_by = self.agent_uuid(c.agent);
+            keep_note(rec, crate::layout::note_kind::FAIL, reason);
             Ok(())
         })
     }

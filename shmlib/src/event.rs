@@ -374,10 +374,19 @@ pub(crate) fn note_payload_len(note: &str) -> usize {
 /// `buf` and returns its length. The note is JSON-escaped; callers check it against
 /// [`NOTE_PAYLOAD_MAX`] first (`claims`), so it always fits whole. (Were it longer, it
 /// would be cut at a character boundary rather than overflow.) Nothing is allocated.
-pub(crate) fn epoch_payload(buf: &mut [u8; EVENT_PAYLOAD_MAX], epoch: u64, note: &str) -> usize {
+/// Bytes `,"percent":100` takes at most: a progress note has that much less room.
+pub(crate) const PERCENT_FIELD_MAX: usize = 14;
+
+/// A task event's payload: `{"epoch":E,"note":N}` (no note: `{"epoch":E}`), and for a
+/// progress report `{"epoch":E,"percent":P,"note":N}`; always valid JSON within the
+/// inline limit (a note that would not fit was refused before, see `claims`).
+pub(crate) fn task_payload(buf: &mut [u8; EVENT_PAYLOAD_MAX], epoch: u64, percent: Option<u8>, note: &str) -> usize {
     use std::io::Write;
     let mut cur = std::io::Cursor::new(&mut buf[..]);
     let _ = write!(cur, "{{\"epoch\":{epoch}");
+    if let Some(p) = percent {
+        let _ = write!(cur, ",\"percent\":{p}");
+    }
     let mut at = cur.position() as usize;
     if !note.is_empty() {
         const OPEN: &[u8] = b",\"note\":\"";
@@ -403,19 +412,19 @@ pub(crate) fn epoch_payload(buf: &mut [u8; EVENT_PAYLOAD_MAX], epoch: u64, note:
 
 #[cfg(test)]
 mod tests {
-    use super::{epoch_payload, note_payload_len, NOTE_PAYLOAD_MAX};
+    use super::{note_payload_len, task_payload, NOTE_PAYLOAD_MAX, PERCENT_FIELD_MAX};
 
     #[test]
     fn task_payloads_are_valid_json_within_the_inline_limit() {
         let mut buf = [0u8; 88];
-        let n = epoch_payload(&mut buf, 7, "");
+        let n = task_payload(&mut buf, 7, None, "");
         assert_eq!(&buf[..n], br#"{"epoch":7}"#);
         let long = "a\"b\\c\n".repeat(40);
-        let n = epoch_payload(&mut buf, u64::MAX, &long);
+        let n = task_payload(&mut buf, u64::MAX, None, &long);
         let s = std::str::from_utf8(&buf[..n]).unwrap();
         assert!(s.starts_with(r#"{"epoch":18446744073709551615,"note":""#) && s.ends_with("\"}"), "{s}");
         assert!(n <= 88);
-        let n = epoch_payload(&mut buf, 1, "café ü");
+        let n = task_payload(&mut buf, 1, None, "café ü");
         assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), r#"{"epoch":1,"note":"café ü"}"#);
     }
 
@@ -425,13 +434,24 @@ mod tests {
         let mut buf = [0u8; 88];
         let note = "a\"b\\c\nd\u{1b}e";
         assert_eq!(note_payload_len(note), 1 + 2 + 1 + 2 + 1 + 2 + 1 + 6 + 1);
-        let n = epoch_payload(&mut buf, 3, note);
+        let n = task_payload(&mut buf, 3, None, note);
         assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), r#"{"epoch":3,"note":"a\"b\\c\nd\u001be"}"#);
         // The longest note, at the longest epoch, fits whole.
         let longest = "é".repeat(NOTE_PAYLOAD_MAX / 2);
         assert_eq!(note_payload_len(&longest), NOTE_PAYLOAD_MAX);
-        let n = epoch_payload(&mut buf, u64::MAX, &longest);
+        let n = task_payload(&mut buf, u64::MAX, None, &longest);
         let s = std::str::from_utf8(&buf[..n]).unwrap();
         assert_eq!(s, format!("{{\"epoch\":{},\"note\":\"{longest}\"}}", u64::MAX));
+    }
+
+    #[test]
+    fn a_progress_payload_carries_the_percentage_and_its_longest_note_whole() {
+        let mut buf = [0u8; 88];
+        let n = task_payload(&mut buf, 2, Some(40), "");
+        assert_eq!(&buf[..n], br#"{"epoch":2,"percent":40}"#);
+        let longest = "x".repeat(NOTE_PAYLOAD_MAX - PERCENT_FIELD_MAX);
+        let n = task_payload(&mut buf, u64::MAX, Some(100), &longest);
+        let s = std::str::from_utf8(&buf[..n]).unwrap();
+        assert_eq!(s, format!("{{\"epoch\":{},\"percent\":100,\"note\":\"{longest}\"}}", u64::MAX));
     }
 }

@@ -552,8 +552,42 @@ pub struct NodeRecord {
     /// Generation of the claim holder's agent slot (a slot reused by another agent
     /// never inherits the claim).
     pub claim_agent_gen: u32,
+    /// The task's record (issue 12): HLC of its last completion, failure or cancel (0:
+    /// none yet).
+    pub finished_at: u64,
+    /// HLC of its last progress report (0: none).
+    pub progress_at: u64,
+    /// UUID of the agent that last completed, failed or cancelled it (zero: none, or a
+    /// cancel by no agent).
+    pub finished_by: [u8; 16],
+    /// Claims it has taken, all told (saturating).
+    pub attempts: u16,
+    /// Which operation wrote `note`: one of [`note_kind`].
+    pub note_kind: u8,
+    /// Bytes used in `note`.
+    pub note_len: u8,
+    /// The last note: of a progress report, a completion, a failure (its reason) or a
+    /// cancel (its reason); UTF-8, at most [`TASK_NOTE_MAX`] bytes, never cut.
+    pub note: [u8; TASK_NOTE_MAX],
     /// Zero; room for later fields.
-    pub reserved: [u8; 120],
+    pub reserved: [u8; 36],
+}
+
+/// Bytes of [`NodeRecord::note`]: the longest note a task event carries.
+pub const TASK_NOTE_MAX: usize = 48;
+
+/// Values of [`NodeRecord::note_kind`].
+pub mod note_kind {
+    /// No note.
+    pub const NONE: u8 = 0;
+    /// Written by `progress`.
+    pub const PROGRESS: u8 = 1;
+    /// Written by `complete`.
+    pub const COMPLETE: u8 = 2;
+    /// Written by `fail` (the reason).
+    pub const FAIL: u8 = 3;
+    /// Written by `cancel` (the reason).
+    pub const CANCEL: u8 = 4;
 }
 
 /// A node slot: control words and two record copies.
@@ -746,6 +780,9 @@ const _: () = {
     assert!(offset_of!(NodeRecord, claim_epoch) == 392);
     assert!(offset_of!(NodeRecord, blocked_by) == 432);
     assert!(offset_of!(NodeRecord, doc_blob) == 496);
+    assert!(offset_of!(NodeRecord, finished_at) == 520);
+    assert!(offset_of!(NodeRecord, note) == 556);
+    assert!(crate::event::NOTE_PAYLOAD_MAX <= TASK_NOTE_MAX);
     assert!(size_of::<NodeSlot>() == 1408 && align_of::<NodeSlot>() == 64);
     assert!(size_of::<SetEntry>() == 32 && size_of::<SetSlot>() == 64 + 32 * SET_ENTRIES);
     assert!(size_of::<EventRecord>() == 176);

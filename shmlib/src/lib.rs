@@ -102,7 +102,7 @@ mod token;
 pub use agents::{AgentError, AgentField, AgentId, AgentInfo};
 pub use blob::{DocError, DocumentInfo};
 pub use broker::{BrokerError, BrokerFault};
-pub use claims::{Claim, TaskError, TaskFilter, LEASE_MAX, NOTE_MAX};
+pub use claims::{Claim, TaskError, TaskFilter, LEASE_MAX, NOTE_MAX, PROGRESS_NOTE_MAX};
 pub use clock::{unix_ms, Hlc};
 pub use daemon::Daemon;
 pub use durability::{Durability, Heartbeat, DURABILITY_WAIT};

@@ -133,6 +133,9 @@ impl Segment {
                 }
             }
             rec.status = Status::Cancelled.code();
+            rec.finished_at = self.now().0;
+            rec.finished_by = self.actor().and_then(|a| self.read(a).ok()).map_or([0; 16], |n| *n.uuid().as_bytes());
+            crate::claims::keep_note(rec, crate::layout::note_kind::CANCEL, reason);
             Ok(())
         })?;
         Ok(n)

@@ -272,6 +272,36 @@ impl Node {
     pub fn claim_agent_generation(&self) -> u32 {
         self.rec.claim_agent_gen
     }
+    /// The task's record: when it last completed, failed or was cancelled (an HLC; `None`:
+    /// never).
+    pub fn finished_at(&self) -> Option<crate::Hlc> {
+        (self.rec.finished_at != 0).then_some(crate::Hlc(self.rec.finished_at))
+    }
+    /// The agent (its node's UUID) that last completed, failed or cancelled it.
+    pub fn finished_by(&self) -> Option<Uuid> {
+        (self.rec.finished_by != [0; 16]).then(|| Uuid::from_bytes(self.rec.finished_by))
+    }
+    /// When progress was last reported (an HLC), if ever.
+    pub fn progress_at(&self) -> Option<crate::Hlc> {
+        (self.rec.progress_at != 0).then_some(crate::Hlc(self.rec.progress_at))
+    }
+    /// Claims the task has taken, all told.
+    pub fn attempts(&self) -> u16 {
+        self.rec.attempts
+    }
+    /// The last note and the operation that wrote it (`progress`, `complete`, `fail`,
+    /// `cancel`), if any.
+    pub fn last_note(&self) -> Option<(&'static str, &str)> {
+        use crate::layout::note_kind as k;
+        let by = match self.rec.note_kind {
+            k::PROGRESS => "progress",
+            k::COMPLETE => "complete",
+            k::FAIL => "fail",
+            k::CANCEL => "cancel",
+            _ => return None,
+        };
+        Some((by, text(&self.rec.note, self.rec.note_len as usize)))
+    }
     /// The fencing epoch of the latest claim (0: never claimed).
     pub fn claim_epoch(&self) -> u64 {
         self.rec.claim_epoch

@@ -143,11 +143,18 @@ pub(crate) struct Change<'a> {
     /// Task events: the payload is `{"epoch":E,"note":N}`, with the epoch taken from the
     /// record as the change left it (so it is built under the lock, like the event).
     pub epoch_note: Option<&'a str>,
+    /// Progress events: the percentage, in the payload after the epoch.
+    pub percent: Option<u8>,
 }
 
 impl<'a> Change<'a> {
     pub(crate) fn new(kind: EventKind) -> Self {
-        Change { kind, actor: None, epoch_note: None }
+        Change { kind, actor: None, epoch_note: None, percent: None }
+    }
+    /// A progress event: the payload carries the percentage too.
+    pub(crate) fn with_percent(mut self, percent: u8) -> Self {
+        self.percent = Some(percent);
+        self
     }
     pub(crate) fn by(mut self, actor: Option<Handle>) -> Self {
         self.actor = actor;
@@ -778,7 +785,9 @@ impl Segment {
         publish(s, &rec);
         self.hdr(hdr::UPDATED).fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; crate::layout::EVENT_PAYLOAD_MAX];
-        let n = change.epoch_note.map_or(0, |note| crate::event::epoch_payload(&mut buf, rec.claim_epoch, note));
+        let n = change
+            .epoch_note
+            .map_or(0, |note| crate::event::task_payload(&mut buf, rec.claim_epoch, change.percent, note));
         let payload = &buf[..n];
         let uuid = Uuid::from_bytes(rec.uuid);
         let mut ev = NewEvent::new(change.kind).node(uuid, rec.version).payload(payload);

@@ -355,7 +355,31 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
         v["document"] =
             json!({ "content_type": n.description(), "len": n.record().doc_len, "crc32c": n.record().doc_crc });
     }
+    if matches!(n.kind(), Some(NodeKind::Task | NodeKind::Custom)) {
+        v["record"] = task_record_json(seg, n);
+    }
     v
+}
+
+/// The agent a task's record names: its name while it exists, and its UUID.
+fn record_agent(seg: &Segment, uuid: Option<Uuid>) -> Value {
+    let Some(u) = uuid else { return Value::Null };
+    let name = seg.lookup(u).and_then(|h| seg.read(h)).ok().map(|a| a.name().to_string());
+    json!({ "uuid": u.to_string(), "name": name })
+}
+
+/// What a task keeps of its history in the segment (after the ring has wrapped, and
+/// across restarts): attempts, the last finish and by whom, the last note.
+pub fn task_record_json(seg: &Segment, n: &Node) -> Value {
+    let note = n.last_note().map(|(by, text)| json!({ "from": by, "text": text }));
+    json!({
+        "attempts": n.attempts(),
+        "claimed_ms": (n.record().claimed_at != 0).then(|| worknode::Hlc(n.record().claimed_at).wall_ms()),
+        "progress_ms": n.progress_at().map(|h| h.wall_ms()),
+        "finished_ms": n.finished_at().map(|h| h.wall_ms()),
+        "finished_by": record_agent(seg, n.finished_by()),
+        "note": note,
+    })
 }
 
 /// One line naming a node: `UUID kind status name` (the UUID first, for `cut`/`awk`).

@@ -104,3 +104,43 @@ fn names_that_cannot_be_addressed_are_refused_for_nodes_and_agents() {
     d.fails(&["--agent", "", "join"], 2, "agent_required");
     d.json(&["add", "task", "fine-name"]);
 }
+
+/// The task keeps its record in the segment: attempts, who finished it and when, the
+/// last note — after the event ring has wrapped, and after a host restart.
+#[test]
+fn a_task_keeps_its_record_past_ring_wrap_and_host_restart() {
+    let caps = worknode::Capacities { nodes: 256, events: 64, agents: 16, blob_chunks: 16, ..Default::default() };
+    let mut d = Daemon::start_with("lifecycle-record", caps);
+    d.json(&["add", "task", "t"]);
+    d.json_as("w", &["claim", "/t"]);
+    let p = d.json_as("w", &["progress", "/t", "40", "--note", "halfway"]);
+    assert_eq!(p["record"]["note"], serde_json::json!({ "from": "progress", "text": "halfway" }), "{p}");
+    // The progress event carries the percentage.
+    let events = common::run(d.cmd().args(["--json", "events", "--kind", "node_updated"]), None).json_lines();
+    assert_eq!(events.last().unwrap()["payload"]["percent"], 40, "{events:?}");
+    let long = "x".repeat(worknode::PROGRESS_NOTE_MAX + 1);
+    d.fails(&["--agent", "w", "progress", "/t", "50", "--note", &long], 2, "note_too_long");
+    d.json_as("w", &["fail", "/t", "--reason", "flaky network"]);
+    d.json(&["reopen", "/t"]);
+    d.json_as("w", &["claim", "/t"]);
+    d.json_as("w", &["fail", "/t", "--reason", "flaky again"]);
+    let before = d.json(&["show", "/t"]);
+    let r = &before["record"];
+    assert_eq!(r["attempts"], 2, "{before}");
+    assert_eq!(r["note"], serde_json::json!({ "from": "fail", "text": "flaky again" }), "{before}");
+    assert_eq!(r["finished_by"]["name"], "w", "{before}");
+    assert!(r["finished_ms"].as_u64().unwrap() > 0 && r["claimed_ms"].as_u64().is_some(), "{before}");
+    // Wrap the ring (64 events) many times over, then restart the host.
+    for i in 0..200 {
+        d.json(&["emit", "filler", "--data", &i.to_string()]);
+    }
+    d.host_restart(&[]);
+    let after = d.json(&["show", "/t"]);
+    assert_eq!(after["record"]["attempts"], 2, "{after}");
+    assert_eq!(after["record"]["note"], r["note"], "{after}");
+    assert_eq!(after["record"]["finished_ms"], r["finished_ms"], "{after}");
+    assert_eq!(after["status"], "failed", "{after}");
+    let human = d.run(&["show", "/t"]);
+    human.ok();
+    assert!(human.stdout.contains("flaky again (fail)") && human.stdout.contains("attempts"), "{human:?}");
+}

@@ -335,6 +335,19 @@ pub fn run_show(ctx: &Ctx, a: &ShowArgs) -> Result<(), Fail> {
         })
         .collect();
     row("blocked by", if blockers.is_empty() { "-".into() } else { blockers.join("\n") });
+    if matches!(n.kind(), Some(NodeKind::Task | NodeKind::Custom)) {
+        row("attempts", n.attempts().to_string());
+        if let Some(at) = n.finished_at() {
+            let by = n.finished_by().map(|u| {
+                let name = seg.lookup(u).and_then(|a| seg.read(a)).map(|a| clean(a.name()).into_owned());
+                format!(" by {}", name.unwrap_or_else(|_| u.to_string()))
+            });
+            row("finished", format!("{}{}", relative(now, at.wall_ms()), by.unwrap_or_default()));
+        }
+        if let Some((from, text)) = n.last_note() {
+            row("note", format!("{} ({from})", clean(text)));
+        }
+    }
     row("handle", h.to_string());
     print(&s.render(t))
 }

@@ -92,6 +92,9 @@ pub struct ProgressArgs {
     /// Percent done, 0-100.
     #[arg(value_parser = duration::number(0, 100, "percent done"))]
     pct: u64,
+    /// A short note kept on the task (at most 34 bytes, JSON-escaped).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    note: String,
 }
 
 /// Options of `wn done`.
@@ -296,7 +299,7 @@ pub fn run_start(ctx: &Ctx, a: &ClaimantArgs) -> Result<(), Fail> {
 pub fn run_progress(ctx: &Ctx, a: &ProgressArgs) -> Result<(), Fail> {
     let seg = ctx.attach_rw()?;
     let c = claim_for(ctx, &seg, &a.task)?;
-    let n = seg.progress(&c, a.pct as u8)?;
+    let n = seg.progress_noted(&c, a.pct as u8, &a.note)?;
     print_node(ctx, &seg, &n)
 }
 

@@ -159,6 +159,29 @@ impl Daemon {
             p.kill();
         }
     }
+
+    /// A host restart: SIGKILL the daemon, remove the segment from shared memory (as a
+    /// reboot would), and start the daemon again on the same data directory, which
+    /// rebuilds the segment from its snapshot and journal.
+    pub fn host_restart(&mut self, extra: &[&str]) {
+        self.kill_daemon();
+        let _ = worknode::Segment::unlink(self.guard.name());
+        let _ = std::fs::remove_file(self.guard.lock_path());
+        let caps = self.caps;
+        let mut cmd = Command::new(daemon_bin());
+        cmd.arg("--segment")
+            .arg(self.guard.name())
+            .args(["--nodes", &caps.nodes.to_string()])
+            .args(["--events", &caps.events.to_string()])
+            .args(["--agents", &caps.agents.to_string()])
+            .args(["--blob-chunks", &caps.blob_chunks.to_string()])
+            .args(extra)
+            .env_remove("WORKNODE_SEGMENT")
+            .env("WORKNODE_DATA_DIR", &self.data_dir);
+        let p = self.guard.spawn(cmd, "worknoded");
+        p.wait_for_line(Stream::Stdout, READY_TIMEOUT, |l| l.contains("ready"));
+        self.proc = Some(p);
+    }
 }
 
 impl Drop for Daemon {
