@@ -190,6 +190,12 @@ pub enum PoolError {
     },
     /// An empty name.
     NameEmpty,
+    /// A sibling already has this name (names under one parent are unique, so every path
+    /// names one node).
+    NameTaken {
+        /// The sibling that has it.
+        existing: crate::node::Handle,
+    },
     /// A name holding `/`, the path separator.
     NameHasSlash {
         /// Byte offset of the first one.
@@ -271,6 +277,7 @@ impl fmt::Display for PoolError {
             DescriptionTooLong { len, max } => write!(f, "description is {len} bytes, the inline limit is {max}"),
             NameHasControl { at } => write!(f, "name has a control character at byte {at}"),
             NameEmpty => write!(f, "name is empty"),
+            NameTaken { existing } => write!(f, "a sibling already has that name (node {existing})"),
             NameHasSlash { at } => write!(f, "name has a '/' at byte {at}"),
             ValueOutOfRange => write!(f, "value is NaN, infinite or beyond ±{:e}", crate::VALUE_MAX),
             ProgressOutOfRange { value } => write!(f, "progress {value} is above 100"),

@@ -445,13 +445,18 @@ pub struct NodeSlotHeader {
     pub summary: u64,
     /// HLC at creation (a copy of the record's, for age ordering without a copy-out).
     pub created: u64,
+    /// A hash of the record's name (never 0; 0: not known), rewritten with every record
+    /// write: sibling-name checks compare it before they copy a record out.
+    pub name_hash: u64,
     /// Zero.
-    pub reserved: [u64; 2],
+    pub reserved: [u64; 1],
 }
 
 /// Byte offsets inside a node slot.
 pub mod slot {
     use super::*;
+    /// [`NodeSlotHeader::name_hash`].
+    pub const NAME_HASH: usize = offset_of!(NodeSlotHeader, name_hash);
     /// [`NodeSlotHeader::seq`].
     pub const SEQ: usize = offset_of!(NodeSlotHeader, seq);
     /// [`NodeSlotHeader::lock`].

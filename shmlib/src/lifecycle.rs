@@ -209,9 +209,15 @@ impl Segment {
             return link.ask_node(crate::broker::Request::Edit { node, edit: edit.clone() });
         }
         self.permit(Right::Update, Some(node))?;
-        if let Some(name) = &edit.name {
-            crate::node::check_node_name(name)?;
-        }
+        // A rename holds the parent's lock across the change (parent before child, as
+        // deletes take them), so the name stays unique among the siblings.
+        let _parent = match &edit.name {
+            Some(name) => {
+                crate::node::check_node_name(name)?;
+                self.lock_for_rename(node, name)?
+            }
+            None => None,
+        };
         self.update_unchecked(node, |n| {
             if let Some(name) = &edit.name {
                 n.set_name(name)?;

@@ -97,6 +97,9 @@ impl<'a> Slot<'a> {
     pub(crate) fn created(&self) -> &'a AtomicU64 {
         self.word(slot::CREATED)
     }
+    pub(crate) fn name_hash(&self) -> &'a AtomicU64 {
+        self.word(slot::NAME_HASH)
+    }
     fn has_uuid(&self, uuid: [u64; 2]) -> bool {
         let [a, b] = self.uuid_words();
         a.load(Ordering::Acquire) == uuid[0] && b.load(Ordering::Acquire) == uuid[1]
@@ -127,7 +130,7 @@ fn freelist_error(e: FreeListError) -> PoolError {
 }
 
 /// Releases a writer lock when dropped, on every exit path (closures may fail or panic).
-struct Locked<'a>(&'a AtomicU64, u64);
+pub(crate) struct Locked<'a>(&'a AtomicU64, u64);
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
@@ -374,7 +377,8 @@ impl Segment {
             Err(_) => return Err(abandon(guard, PoolError::Corrupt { what: "id index full" })),
         }
         if let Some(p) = parent {
-            if let Err(e) = self.link_under(p, index, s) {
+            let name = &rec.name[..(rec.name_len as usize).min(rec.name.len())];
+            if let Err(e) = self.link_under(p, index, s, Some(name)) {
                 self.unindex(&rec.uuid, index);
                 return Err(abandon(guard, e));
             }
@@ -432,8 +436,9 @@ impl Segment {
                     }
                     drop(guard);
                     if let Some(p) = Handle::from_raw(rec.parent) {
-                        // Links only if not linked yet (see `link_under`).
-                        let _ = self.link_under(p, i, s);
+                        // Links only if not linked yet (see `link_under`); a repair keeps
+                        // the node even if a sibling took its name meanwhile.
+                        let _ = self.link_under(p, i, s, None);
                     }
                 }
                 _ => drop(guard),
@@ -452,11 +457,24 @@ impl Segment {
     }
 
     /// Appends `child` to `parent`'s child list, under the parent's lock.
-    fn link_under(&self, parent: Handle, child_index: u32, child: Slot<'_>) -> Result<(), PoolError> {
+    fn link_under(
+        &self,
+        parent: Handle,
+        child_index: u32,
+        child: Slot<'_>,
+        name: Option<&[u8]>,
+    ) -> Result<(), PoolError> {
         let ps = self.slot(parent.index).ok_or(PoolError::NotFound)?;
         let _guard = self.lock_slot(parent.index, ps)?;
         // The parent may have been deleted since the caller checked it.
         self.live_slot(parent)?;
+        // Sibling names are unique: checked under the parent's lock, which every link
+        // and rename under it holds, so two adds of one name cannot both pass.
+        if let Some(name) = name {
+            if let Some(existing) = self.sibling_named(ps, name, Some(child_index))? {
+                return Err(PoolError::NameTaken { existing });
+            }
+        }
         // If the lock was taken over from a dead holder, the child list was rebuilt from
         // the live children's parent fields, which already includes this child.
         if ps.first_child().load(Ordering::Relaxed) == link(child_index)
@@ -492,6 +510,56 @@ impl Segment {
         ps.child_count().fetch_add(1, Ordering::Relaxed);
         end_change(ps.child_seq(), q);
         Ok(())
+    }
+
+    /// Renaming `h` to `name`: takes its parent's lock (held until the returned guard
+    /// drops, so no sibling can take the name meanwhile) and refuses a name a sibling
+    /// has. `None` for the root (no siblings).
+    pub(crate) fn lock_for_rename(&self, h: Handle, name: &str) -> Result<Option<Locked<'_>>, PoolError> {
+        let Some(parent) = self.read(h)?.parent() else { return Ok(None) };
+        let ps = self.slot(parent.index).ok_or(PoolError::NotFound)?;
+        let guard = self.lock_slot(parent.index, ps)?;
+        self.live_slot(parent)?;
+        if let Some(existing) = self.sibling_named(ps, name.as_bytes(), Some(h.index))? {
+            return Err(PoolError::NameTaken { existing });
+        }
+        Ok(Some(guard))
+    }
+
+    /// The child of `ps` named `name`, other than slot `except`, if any. The caller holds
+    /// the parent's lock. Bounded by the pool's capacity; compares the slots' name hashes
+    /// and copies out only the records whose hash matches (or is not known).
+    pub(crate) fn sibling_named(
+        &self,
+        ps: Slot<'_>,
+        name: &[u8],
+        except: Option<u32>,
+    ) -> Result<Option<Handle>, PoolError> {
+        let want = name_hash(name);
+        let mut cur = unlink_value(ps.first_child().load(Ordering::Relaxed));
+        for _ in 0..=self.caps.nodes {
+            let Some(i) = cur else { return Ok(None) };
+            let s = self.slot(i).ok_or(PoolError::Corrupt { what: "child link outside the pool" })?;
+            cur = unlink_value(s.next_sibling().load(Ordering::Relaxed));
+            if Some(i) == except {
+                continue;
+            }
+            let hash = s.name_hash().load(Ordering::Relaxed);
+            if hash != want && hash != 0 {
+                continue;
+            }
+            let gs = s.gen_state().load(Ordering::Acquire);
+            if state_of(gs) != slot::LIVE {
+                continue;
+            }
+            let h = Handle { index: i, generation: gen_of(gs) };
+            if let Ok(n) = self.read(h) {
+                if n.name().as_bytes() == name {
+                    return Ok(Some(h));
+                }
+            }
+        }
+        Err(PoolError::Corrupt { what: "child list longer than the pool (a cycle)" })
     }
 
     /// Removes `child` from `parent`'s list. Caller holds the parent's lock.
@@ -1103,8 +1171,16 @@ pub(crate) fn summary_of(rec: &NodeRecord) -> u64 {
 fn publish(s: Slot<'_>, rec: &NodeRecord) {
     let words: [u64; RECORD_WORDS] = bytemuck::cast(*rec);
     seqlock::write_locked(s.seq(), s.copies(), &words);
+    // Written before the summary, so a reader that acquires the summary sees it too.
+    s.name_hash().store(name_hash(&rec.name[..(rec.name_len as usize).min(rec.name.len())]), Ordering::Relaxed);
     // SYNC POINT: pairs with the Acquire summary load in `slot_summary`.
     s.summary().store(summary_of(rec), Ordering::Release);
+}
+
+/// FNV-1a of a name, never 0 (0 marks a slot whose hash is not known).
+pub(crate) fn name_hash(name: &[u8]) -> u64 {
+    let h = name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+    h.max(1)
 }
 
 /// Marks a child list as changing (odd), fencing so readers that see any later link

@@ -424,6 +424,11 @@ impl From<PoolError> for Fail {
             }
             NameHasControl { .. } => ("invalid_name", exit::USAGE, CONTROL_HINT.into()),
             NameEmpty => ("invalid_name", exit::USAGE, "give the node a name".into()),
+            NameTaken { .. } => (
+                "name_taken",
+                exit::CONFLICT,
+                "names under one parent are unique: choose another, or `wn add --if-absent` to reuse the node".into(),
+            ),
             NameHasSlash { .. } => {
                 ("invalid_name", exit::USAGE, "'/' separates path elements: use another character, such as '-'".into())
             }

@@ -144,3 +144,55 @@ fn a_task_keeps_its_record_past_ring_wrap_and_host_restart() {
     human.ok();
     assert!(human.stdout.contains("flaky again (fail)") && human.stdout.contains("attempts"), "{human:?}");
 }
+
+/// Sibling names are unique, even when processes race to take one; `--if-absent` makes a
+/// plan script rerunnable; a rename cannot take a sibling's name; an import never
+/// duplicates what is there.
+#[test]
+fn sibling_names_are_unique_and_imports_never_duplicate() {
+    let d = Daemon::start("lifecycle-unique");
+    let first = d.json(&["add", "task", "schema"]);
+    let e = d.fails(&["add", "task", "schema"], 3, "name_taken");
+    assert!(e["error"].as_str().unwrap().contains(first["uuid"].as_str().unwrap()), "{e}");
+    let again = d.json(&["add", "task", "schema", "--if-absent"]);
+    assert_eq!(again["uuid"], first["uuid"]);
+    d.fails(&["add", "project", "schema", "--if-absent"], 3, "name_taken");
+
+    // Eight processes add one name at once: exactly one wins.
+    let kids: Vec<std::process::Child> = (0..8)
+        .map(|_| {
+            d.cmd()
+                .args(["add", "task", "raced"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = kids.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap()).collect();
+    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| *c == 0 || *c == 3), "{codes:?}");
+    let ls = d.json(&["ls"]);
+    let raced = ls["nodes"].as_array().unwrap().iter().filter(|n| n["name"] == "raced").count();
+    assert_eq!(raced, 1, "{ls}");
+
+    // A rename cannot take a sibling's name; the same name elsewhere is fine.
+    d.fails(&["edit", "/raced", "--name", "schema"], 3, "name_taken");
+    d.json(&["add", "project", "P"]);
+    d.json(&["add", "task", "schema", "--parent", "/P"]);
+    assert_eq!(d.json(&["edit", "/raced", "--name", "raced-2"])["name"], "raced-2");
+
+    // An export imported back into the segment it came from is refused, nothing made.
+    let export = common::run(d.cmd().args(["export"]), None);
+    export.ok();
+    let file = std::env::temp_dir().join(format!("wn-import-{}.json", std::process::id()));
+    std::fs::write(&file, &export.stdout).unwrap();
+    let before = d.json(&["ls"])["nodes"].as_array().unwrap().len();
+    d.fails(&["import", file.to_str().unwrap()], 3, "import_conflict");
+    assert_eq!(d.json(&["ls"])["nodes"].as_array().unwrap().len(), before);
+    // Into another segment it goes whole.
+    let other = Daemon::start("lifecycle-unique-2");
+    other.json(&["import", file.to_str().unwrap()]);
+    assert_eq!(other.json(&["show", "/P/schema"])["name"], "schema");
+    std::fs::remove_file(&file).unwrap();
+}

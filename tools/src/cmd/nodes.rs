@@ -98,6 +98,10 @@ pub struct AddArgs {
     /// Initial status: ready (claimable) or pending (not yet).
     #[arg(long, value_parser = ["ready", "pending"], default_value = "ready")]
     status: String,
+    /// If the parent has a child of this name and kind already, print it (exit 0)
+    /// instead of refusing: a plan script can be run again.
+    #[arg(long)]
+    if_absent: bool,
 }
 
 /// Creates a node; prints it (UUID first).
@@ -126,7 +130,27 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
     // confirmation that it is on disk) is missing, the error names it (by UUID, on
     // stderr: see `Fail::name_changed_node`) so a script does not retry into a
     // duplicate. Stdout carries the node only on success.
-    let h = seg.add(parent, &spec)?;
+    let h = match seg.add(parent, &spec) {
+        Ok(h) => h,
+        Err(worknode::PoolError::NameTaken { existing }) => {
+            let n = seg.read(existing)?;
+            if a.if_absent && n.kind() == Some(a.kind) {
+                return print_node(ctx, &seg, &n);
+            }
+            let kind = n.kind().map_or("?", NodeKind::as_str);
+            return Err(Fail::new(
+                "name_taken",
+                exit::CONFLICT,
+                format!("{} already exists ({kind} {})", clean(&path_of(&seg, existing)), n.uuid()),
+                if a.if_absent {
+                    format!("it is a {kind}, not a {}: choose another name", a.kind)
+                } else {
+                    "names under one parent are unique: choose another, or pass --if-absent to reuse it".into()
+                },
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     // From here the node exists: a later failure says so.
     let created = |f: Fail| -> Fail {
         if f.changed.is_some() {

@@ -14,7 +14,7 @@ use crate::ctx::Ctx;
 use crate::duration;
 use crate::fail::{exit, Fail};
 use crate::input::{read_bounded, Source};
-use crate::output::{print, print_json, Names};
+use crate::output::{clean, print, print_json, Names};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -194,6 +194,41 @@ fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
     v.get(k).unwrap_or(&Value::Null)
 }
 
+/// An import never duplicates: it is refused, before anything is created, when a node
+/// of the export is here already (by UUID: the same export, or a segment it came from)
+/// or a top-level node of the export has a namesake under the root (an earlier import).
+fn refuse_overlap(seg: &Segment, nodes: &[Value]) -> Result<(), Fail> {
+    let root_uuid = nodes.iter().find(|v| field(v, "parent").is_null()).and_then(|v| field(v, "uuid").as_str());
+    for v in nodes {
+        let name = field(v, "name").as_str().unwrap_or("");
+        let uuid = field(v, "uuid").as_str().and_then(|u| u.parse::<uuid::Uuid>().ok());
+        let is_root = field(v, "parent").is_null();
+        let top = !is_root && field(v, "parent").as_str() == root_uuid;
+        let system = top && name == "agents";
+        if !is_root && !system && uuid.is_some_and(|u| seg.lookup(u).is_ok()) {
+            return Err(Fail::new(
+                "import_conflict",
+                exit::CONFLICT,
+                format!("node {} ({name:?}) of the export is in this segment already", uuid.unwrap_or_default()),
+                "import into a segment without it (a new one), or remove what overlaps first (`wn rm -r`)",
+            ));
+        }
+        if top && !system && field(v, "kind") != "agent" {
+            let mut kids = Vec::new();
+            seg.children(seg.root(), &mut kids)?;
+            if kids.iter().any(|k| seg.read(*k).is_ok_and(|n| n.name() == name)) {
+                return Err(Fail::new(
+                    "import_conflict",
+                    exit::CONFLICT,
+                    format!("/{} exists in this segment already", clean(name)),
+                    format!("import into a segment without it, or remove it first (`wn rm -r /{}`)", clean(name)),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `wn import FILE`.
 pub fn run_import(ctx: &Ctx, a: &ImportArgs) -> Result<(), Fail> {
     let seg = ctx.attach_rw()?;
@@ -222,6 +257,7 @@ pub fn run_import(ctx: &Ctx, a: &ImportArgs) -> Result<(), Fail> {
             return Err(bad(format!("agent {name:?} has a control character in its name or role")));
         }
     }
+    refuse_overlap(&seg, nodes)?;
     for ag in field(&doc, "agents").as_array().into_iter().flatten() {
         let name = field(ag, "name").as_str().ok_or_else(|| bad("an agent without a name"))?;
         seg.join(name, field(ag, "role").as_str().unwrap_or(""))?;
