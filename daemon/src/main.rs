@@ -493,7 +493,11 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
 }
 
 fn run(args: &Args) -> Result<(), Failure> {
-    worknode::validate_name(&args.segment).map_err(|r| fail(format!("invalid --segment {:?}: {r}", args.segment)))?;
+    // Bad flags are usage errors (exit 2), as clap's own are.
+    let usage = |message: String| Failure { message, code: 2 };
+    worknode::validate_name(&args.segment).map_err(|r| {
+        usage(format!("invalid --segment {:?}: {r}\nhint: use 1-200 letters, digits, '.', '_' or '-'", args.segment))
+    })?;
     let caps = Capacities {
         nodes: args.nodes,
         events: args.events,
@@ -503,7 +507,8 @@ fn run(args: &Args) -> Result<(), Failure> {
         ..Capacities::default()
     };
     // Validate capacities before touching anything.
-    worknode::layout::Geometry::new(&caps).map_err(|e| fail(format!("{e}")))?;
+    worknode::layout::Geometry::new(&caps)
+        .map_err(|e| usage(format!("{e}\nhint: see `worknoded --help` for each capacity's range")))?;
 
     // Signals are taken through a signalfd, so block them first (before any thread).
     let mut mask = SigSet::empty();

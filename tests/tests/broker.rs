@@ -402,6 +402,7 @@ fn requests_of_the_wrong_shape_or_size_get_typed_errors_and_apply_nothing() {
     let mut rest = Vec::new();
     use std::io::Read;
     assert_eq!(s.read_to_end(&mut rest).unwrap(), 0, "closed after an oversized frame");
+    let spec = worknode::broker::NodeSpec { name: "by-raw-2".into(), ..spec };
     assert!(matches!(call(&mut other, &Request::Add { parent: seg.root(), spec }), Reply::Handle(_)));
 
     // A hello that is no hello is refused with a typed refusal.

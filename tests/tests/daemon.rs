@@ -248,7 +248,7 @@ fn bad_flags_are_refused_before_anything_is_created() {
     for (args, message) in cases {
         let mut d = g.spawn_daemon(args);
         let status = d.wait_exit(EXIT_TIMEOUT);
-        assert!(!status.success() && status.code().is_some(), "{args:?} must fail with an exit code: {status}");
+        assert_eq!(status.code(), Some(2), "{args:?} is a usage error (exit 2)\n{}", d.transcript());
         assert!(d.output(Stream::Stderr).contains(message), "{args:?}: expected {message:?}\n{}", d.transcript());
         assert!(!g.shm_path().exists(), "{args:?} created the segment");
     }
@@ -256,6 +256,6 @@ fn bad_flags_are_refused_before_anything_is_created() {
     cmd.args(["--segment", "bad/name"]);
     let mut d = g.spawn(cmd, "worknoded bad name");
     let status = d.wait_exit(EXIT_TIMEOUT);
-    assert_eq!(status.code(), Some(1), "{}", d.transcript());
+    assert_eq!(status.code(), Some(2), "a usage error\n{}", d.transcript());
     assert!(d.output(Stream::Stderr).contains("invalid --segment"), "{}", d.transcript());
 }

@@ -57,16 +57,10 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = "Global options", env = "WORKNODE_AGENT", value_name = "NAME")]
     pub agent: Option<String>,
 
-    /// Role recorded when the agent first joins.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "WORKNODE_ROLE",
-        default_value = "shell",
-        value_name = "ROLE"
-    )]
-    pub role: String,
+    /// Role recorded when the agent first joins (default `shell`); a different one given
+    /// later is ignored, with a warning.
+    #[arg(long, global = true, help_heading = "Global options", env = "WORKNODE_ROLE", value_name = "ROLE")]
+    pub role: Option<String>,
 
     /// Print JSON on stdout (errors as JSON on stderr).
     #[arg(long, global = true, help_heading = "Global options", env = "WORKNODE_JSON", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0, default_missing_value = "true")]

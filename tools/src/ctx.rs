@@ -23,6 +23,8 @@ pub struct Ctx {
     pub agent: Option<String>,
     /// Role recorded when the agent first joins.
     pub role: String,
+    /// Whether `--role` (or `WORKNODE_ROLE`) was given, not defaulted.
+    pub role_given: bool,
     /// JSON on stdout.
     pub json: bool,
     /// Human output styling.
@@ -113,6 +115,15 @@ impl Ctx {
         let id = seg.join(name, &self.role)?;
         if let Ok(info) = seg.agent(id) {
             seg.set_actor(Some(info.node));
+            if self.role_given && info.role != self.role {
+                // The role is the one of the first join: say so rather than ignore it quietly.
+                eprintln!(
+                    "wn: warning: agent {} joined with role {:?}; --role {:?} is ignored (leave and join again to change it)",
+                    clean(name),
+                    clean(&info.role),
+                    clean(&self.role)
+                );
+            }
         }
         // A sign of life for `wn agents`; losing it is harmless.
         let _ = seg.heartbeat(id);

@@ -798,7 +798,7 @@ mod tests {
             (
                 TaskError::IllegalTransition { from: Status::Ready, to: Status::Complete }.into(),
                 "illegal_transition",
-                "claim, start, done, fail and block",
+                "`wn claim`, `wn cancel`, `wn rm`",
             ),
             (DocError::TooLarge { len: 10, max: 5 }.into(), "document_too_large", "larger --blob-chunks"),
             (

@@ -61,7 +61,8 @@ fn main() -> ExitCode {
     let ctx = ctx::Ctx {
         segment: cli.segment.clone(),
         agent: cli.agent.clone().filter(|a| !a.is_empty()),
-        role: cli.role.clone(),
+        role: cli.role.clone().unwrap_or_else(|| "shell".to_string()),
+        role_given: cli.role.is_some(),
         json: cli.json,
         style: output::Style::detect(),
         data_dir: cli.data_dir.clone(),

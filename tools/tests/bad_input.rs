@@ -223,7 +223,7 @@ fn a_table_of_bad_inputs_fails_cleanly() {
     for bad in ["a/b", ".hidden", "", "x\u{1b}[2J"] {
         let mut cmd = Command::new(worknode_tests::daemon_bin());
         cmd.arg("--segment").arg(bad).env_remove("WORKNODE_SEGMENT");
-        cases.push(Case { what: format!("worknoded --segment {bad:?}"), cmd, stdin: None, exit: 1 });
+        cases.push(Case { what: format!("worknoded --segment {bad:?}"), cmd, stdin: None, exit: USAGE });
     }
     let n = cases.len();
     assert!(n >= 150, "the table has only {n} cases");

@@ -123,11 +123,10 @@ fn nodes_are_named_by_uuid_prefix_or_path() {
     let human = d.run(&["show", &task[..2]]);
     assert!(human.stderr.contains(&task) && human.stderr.contains("/Code Analysis/Refactor auth"), "{human:?}");
 
-    // Two siblings of one name: the path is ambiguous (exit 2), listing both.
+    // Two siblings of one name cannot be made: every path names one node.
     d.run(&["add", "folder", "twin"]).ok();
-    d.run(&["add", "folder", "twin"]).ok();
-    let err = d.fails(&["show", "/twin"], 2, "ambiguous_node");
-    assert_eq!(err["details"]["count"], 2);
+    d.fails(&["add", "folder", "twin"], 3, "name_taken");
+    assert_eq!(d.json(&["show", "/twin"])["name"], "twin");
 
     d.fails(&["show", "/Code Analysis/nope"], 4, "node_not_found");
     d.fails(&["show", "ffffffff-ffff-7fff-bfff-ffffffffffff"], 4, "node_not_found");

@@ -103,6 +103,14 @@ fn names_that_cannot_be_addressed_are_refused_for_nodes_and_agents() {
     d.fails(&["--agent", "my agent/1", "join"], 2, "invalid_name");
     d.fails(&["--agent", "", "join"], 2, "agent_required");
     d.json(&["add", "task", "fine-name"]);
+    // A second join with another role keeps the first, and says so.
+    d.json(&["--agent", "r", "--role", "builder", "join"]);
+    let again = common::run(d.cmd().args(["--json", "--agent", "r", "--role", "tester", "join"]), None);
+    again.ok();
+    assert_eq!(again.json()["role"], "builder");
+    assert!(again.stderr.contains("warning") && again.stderr.contains("\"tester\" is ignored"), "{again:?}");
+    let quiet = common::run(d.cmd().args(["--json", "--agent", "r", "join"]), None);
+    assert!(quiet.stderr.is_empty(), "no role given, no warning: {quiet:?}");
 }
 
 /// The task keeps its record in the segment: attempts, who finished it and when, the

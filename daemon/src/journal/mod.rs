@@ -134,6 +134,9 @@ fn set_record(seg: &Segment, h: worknode::Handle, uuid: uuid::Uuid) -> Option<Re
     Some(Record::Set { uuid: *uuid.as_bytes(), adds: state.adds().collect(), tombstones: state.tombstones().collect() })
 }
 
+/// How often the journal tries again to copy out a node that writers keep changing.
+const IMAGE_READ_RETRIES: usize = 10_000;
+
 /// Appends the records for one event: the event, then what it changed.
 fn journal_event(seg: &Segment, e: &worknode::Event, buf: &mut Vec<u8>) {
     format::encode(buf, &Record::Event(*e.record()));
@@ -154,8 +157,18 @@ fn journal_event(seg: &Segment, e: &worknode::Event, buf: &mut Vec<u8>) {
             }
         });
     }
-    // The node's record as it is now (at least as new as the event).
-    match seg.lookup(uuid).and_then(|h| seg.read(h)) {
+    // The node's record as it is now (at least as new as the event). A read that busy
+    // writers keep overtaking is retried (bounded): without the image, an acknowledged
+    // change would be lost if the daemon died before the node changed again.
+    let mut image = seg.lookup(uuid).and_then(|h| seg.read(h));
+    for _ in 0..IMAGE_READ_RETRIES {
+        if !matches!(image, Err(worknode::PoolError::Contended)) {
+            break;
+        }
+        std::thread::yield_now();
+        image = seg.lookup(uuid).and_then(|h| seg.read(h));
+    }
+    match image {
         Ok(n) => {
             let h = n.handle();
             format::encode(buf, &Record::Node { index: h.index, generation: h.generation, rec: Box::new(*n.record()) });
