@@ -322,10 +322,13 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
     let blockers: Vec<Value> = n
         .blocked_by()
         .map(|b| match seg.read(b) {
-            Ok(bn) => {
-                json!({ "uuid": bn.uuid().to_string(), "name": bn.name(), "status": bn.status().map(Status::as_str) })
-            }
-            Err(_) => json!({ "uuid": Value::Null, "name": Value::Null, "status": "deleted" }),
+            Ok(bn) => json!({
+                "uuid": bn.uuid().to_string(),
+                "name": bn.name(),
+                "path": crate::resolve::path_of(seg, b),
+                "status": bn.status().map(Status::as_str),
+            }),
+            Err(_) => json!({ "uuid": Value::Null, "name": Value::Null, "path": Value::Null, "status": "deleted" }),
         })
         .collect();
     let parent = n.parent().and_then(|p| seg.read(p).ok()).map(|p| p.uuid().to_string());

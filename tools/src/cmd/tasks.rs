@@ -164,12 +164,15 @@ pub fn run_ready(ctx: &Ctx, a: &ReadyArgs) -> Result<(), Fail> {
         under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
     };
     let mut out = Vec::new();
-    seg.ready(&filter, a.limit as usize, &mut out)?;
+    // One more than asked: whether the list was cut is then known, not guessed.
+    seg.ready(&filter, a.limit as usize + 1, &mut out)?;
+    let truncated = out.len() > a.limit as usize;
+    out.truncate(a.limit as usize);
     let names = Names::load(&seg);
     if ctx.json {
         let tasks: Vec<Value> =
             out.iter().map(|n| node_json(&seg, n, &names, Some(&path_of(&seg, n.handle())))).collect();
-        return print_json(&json!({ "tasks": tasks, "count": out.len() }));
+        return print_json(&json!({ "tasks": tasks, "count": out.len(), "truncated": truncated }));
     }
     print(&node_table(ctx, &seg, &out, &names))
 }
@@ -371,9 +374,9 @@ fn run_dep_ls(ctx: &Ctx, a: &DepLsArgs) -> Result<(), Fail> {
     })?;
     let describe = |b: &Handle| match seg.read(*b) {
         Ok(bn) => {
-            json!({ "uuid": bn.uuid().to_string(), "path": path_of(&seg, *b), "status": bn.status().map(Status::as_str) })
+            json!({ "uuid": bn.uuid().to_string(), "name": bn.name(), "path": path_of(&seg, *b), "status": bn.status().map(Status::as_str) })
         }
-        Err(_) => json!({ "uuid": Value::Null, "path": Value::Null, "status": "deleted" }),
+        Err(_) => json!({ "uuid": Value::Null, "name": Value::Null, "path": Value::Null, "status": "deleted" }),
     };
     let waits_for: Vec<Value> = blockers.iter().map(describe).collect();
     let blocks: Vec<Value> = dependents.iter().map(describe).collect();
