@@ -998,6 +998,42 @@ impl Segment {
         Err(last)
     }
 
+    /// A document's content type, length, CRC and version, from one copy of its record,
+    /// without copying the content (for listings: the content itself is checked only
+    /// by [`Segment::get_document`]).
+    ///
+    /// # Errors
+    ///
+    /// * [`DocError::NotADocument`]: the node is another kind.
+    /// * [`DocError::Pool`]: the errors of [`Segment::read`] (a stale handle, …).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let name = format!("doc-document_info-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let doc = seg.put_document(seg.root(), "notes", "text/plain", b"hello")?;
+    /// let info = seg.document_info(doc)?;
+    /// assert_eq!((info.len, info.version, info.content_type.as_str()), (5, 2, "text/plain"));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn document_info(&self, doc: Handle) -> Result<DocumentInfo, DocError> {
+        let node = self.read(doc)?;
+        if node.kind() != Some(NodeKind::Document) {
+            return Err(DocError::NotADocument);
+        }
+        let rec = node.record();
+        Ok(DocumentInfo {
+            content_type: node.description().to_string(),
+            len: rec.doc_len as usize,
+            crc: rec.doc_crc,
+            version: rec.version,
+        })
+    }
+
     /// Deletes a document and releases its content. Like [`Segment::delete`] with
     /// [`DeleteMode::LeafOnly`], but refuses a node that is not a document.
     ///
