@@ -21,15 +21,20 @@
 //!
 //! * **Allocate**: pop the chunks needed from the arena's lock-free free list (the ABA-
 //!   tagged stack of `freelist`, head at `hdr::BLOB_FREE_HEAD`, links in each chunk's
-//!   `next_free`), mark each *reserved* at its current generation, fence, write payload
-//!   and headers, then mark each *live* — the first chunk last, with release ordering. If
-//!   the free list runs dry midway, the chunks already taken are marked free again and
-//!   pushed back ([`DocError::ArenaFull`]): nothing leaks. `hdr::BLOBS_USED` counts live
-//!   chunks.
+//!   `next_free`), mark each *reserved* at its current generation and write this
+//!   process's owner tag into its `owner` word, fence, write payload and headers, count
+//!   them in `hdr::BLOBS_USED`, then mark each *live* — the first chunk first, with
+//!   release ordering, so a live first chunk means the whole chain is linked (no reader
+//!   can see the blob before a record names it). If the free list runs dry midway, the
+//!   chunks already taken are marked free again and pushed back
+//!   ([`DocError::ArenaFull`]): nothing leaks.
 //! * **Free**: walk the chain once to check it (every index in range, every chunk live,
 //!   no cycle: the walk is bounded by the arena's capacity) and then again to free it:
-//!   read the link, bump the chunk's generation (never to 0), mark it free, push it. The
-//!   first chunk's generation is bumped before any chunk of the blob can be reused.
+//!   read the link, move the chunk from live to free at the next generation (never 0)
+//!   by compare-and-set, clear its owner, push it. The first chunk goes first, so its
+//!   generation is bumped before any chunk of the blob can be reused, and of two
+//!   processes freeing one blob (a release racing the reclaim sweep) exactly one frees
+//!   each chunk.
 //! * **Read** (no lock): copy the node record (a seqlock snapshot: handle, length, CRC
 //!   and content type agree), check the first chunk is live at the handle's generation,
 //!   copy the chain into the caller's buffer, fence, and check the first chunk's
@@ -48,10 +53,73 @@
 //!   (`node_created`, `node_updated`).
 //! * [`Segment::replace_document`] allocates the new content, swaps handle, length, CRC
 //!   and content type into the record under the node's lock ([`Segment::modify`]: one
-//!   new version, one `node_updated` event) and only then frees the old blob.
+//!   new version, one `node_updated` event) and only then frees the old blob. When the
+//!   arena cannot hold both versions it rewrites the old chunks in place (below).
 //! * [`Segment::get_document`] copies the content out as above.
 //! * [`Segment::delete_document`] deletes the node; the pool's delete frees the content of
 //!   every node it deletes (so the generic [`Segment::delete`] leaks nothing either).
+//!
+//! ## Replacing in a full arena
+//!
+//! A replace whose allocation fails with [`DocError::ArenaFull`] is retried in place,
+//! all under the document node's lock: check the old chain; pop and reserve the free
+//! chunks the new content needs beyond the old ones (too few: give them back, refuse
+//! with `ArenaFull { needed_chunks, free_chunks: free + old }`, nothing changed); then —
+//! the point of no return — mark every old chunk ours (the first also names the node),
+//! reserve it at the next generation, fence, write the new content into old + extra
+//! chunks (freeing old chunks it does not need), mark them live and publish the record.
+//!
+//! Readers never see a mix or a torn document: from the generation bump until the
+//! publish, the record they copy still names the old handle, whose first chunk is no
+//! longer live at that generation, so they retry (and after [`READ_ATTEMPTS`] report
+//! [`DocError::Changed`]); after it they copy the new content. A replace that fails
+//! leaves the old content intact, because it can only fail before the point of no
+//! return.
+//!
+//! A crash *after* the point of no return cannot be made safe: the new content needs the
+//! old chunks, so there is a span in which neither version exists in the segment (the
+//! new one is only in the dead process's memory). What it leaves: the node locked by a
+//! dead holder (the next locker takes the lock over and rolls the record back to the
+//! old version), a record naming the old handle (readers get `Changed`), and chunks held
+//! by the dead owner. The reclaim sweep frees the chunks and **empties the document**:
+//! no content, status pending (as `put_document` leaves a document before its content
+//! is attached), content type kept, one new version with its `node_updated` event. So
+//! no record names a freed chunk for longer than one sweep (a second), and the loss is
+//! visible rather than silent. A replace that fits beside the old content never takes
+//! this path.
+//!
+//! ## Reclaiming what a killed process leaves
+//!
+//! A chunk's `owner` word names the process responsible for it whenever it is off the
+//! free list and not simply part of an attached blob: its allocator from reservation
+//! until the record names the blob (cleared right after the publish), a process
+//! releasing it (a replace or delete marks the old blob's first chunk under the node's
+//! lock, before the record stops naming it), or an in-place rewriter. A first chunk's
+//! `node` word names the document it is attached to (written under the node's lock,
+//! before the publish). Every free path clears both before the push, so a chunk on the
+//! free list or freshly popped never names a stale owner.
+//!
+//! [`crate::Daemon::reclaim_leaked`] (every second in `worknoded`) looks only at chunks
+//! whose owner is dead ([`crate::OwnerTag::is_alive`]), so an operation in progress is
+//! never touched:
+//!
+//! 1. A live first chunk held by a dead owner with no node was never attached: its chain
+//!    is freed. With a node, it is judged under that node's lock (the lock every
+//!    attach, replace and delete of it holds; a dead holder's is taken over and rolled
+//!    back): if the record names the blob it is attached (the hold is cleared), else no
+//!    record names it or ever will and it is freed — and if the record's own blob is not
+//!    live either (a rewrite cut short after its chunks went live), the document is
+//!    emptied. If the node was deleted, the blob is freed only if it is still held by the
+//!    dead owner (a deleter marks it its own before the slot is freed).
+//! 2. A reserved chunk held by a dead owner was never live at this generation: freed
+//!    alone. If it names a node (the first chunk of a rewrite cut short), that document
+//!    is emptied if its record names content that is gone.
+//!
+//! Left unreclaimed: the instruction between popping a chunk and reserving it, and the
+//! one between reserving it and storing the owner (the chunk is then free-but-unlisted
+//! or reserved with no owner, and counted by `wn doctor` as not free). `BLOBS_USED` can
+//! be off by a blob's chunks if its allocator dies between counting them and marking
+//! the first live.
 //!
 //! **Content type** lives in the node's description field (at most
 //! [`CONTENT_TYPE_MAX`] bytes). That keeps the layout unchanged, and because it is part
@@ -422,6 +490,11 @@ impl Segment {
         for &(_, c, g) in taken {
             c.gen_state().store(pack(g, slot::LIVE), Ordering::Release);
         }
+        // The rest of the chain is the first chunk's now: only it keeps the owner (so the
+        // sweep never looks at the others, and never asks whether their owner lives).
+        for &(_, c, _) in taken.iter().skip(1) {
+            c.owner().store(0, Ordering::Relaxed);
+        }
         let Some(&(first, _, generation)) = taken.first() else { return Blob { raw: 0, len, crc } };
         Blob { raw: BlobHandle::new(generation, first).raw(), len, crc }
     }
@@ -517,6 +590,11 @@ impl Segment {
             let next = c.next_chunk().load(Ordering::Relaxed);
             let gs = c.gen_state().load(Ordering::Acquire);
             let expected = if k == 0 { pack(BlobHandle::from_raw(raw).generation(), slot::LIVE) } else { gs };
+            if state_of(expected) != slot::LIVE {
+                // Freed by someone else since the check (only a reclaim sweep can).
+                cur = next.wrapping_sub(1) as u32;
+                continue;
+            }
             match self.retire_chunk(cur, c, expected) {
                 Ok(true) => freed += 1,
                 Ok(false) if k == 0 => {
@@ -1102,7 +1180,9 @@ impl Segment {
     /// The daemon's sweep for chunks a process killed mid-operation left off the free
     /// list (see the module doc, "Reclaiming"). Bounded: two passes over the arena, and
     /// one locked look at a node per candidate. Never touches a chunk whose owner is
-    /// alive, so an allocation in progress is left alone.
+    /// alive, so an allocation in progress is left alone. A candidate whose chain cannot
+    /// be followed is skipped (damage, for `wn doctor`); only a segment that takes no
+    /// writes is an error.
     pub(crate) fn reclaim_leaked_blobs(&self) -> Result<BlobSweep, PoolError> {
         self.require_writable()?;
         let mut out = BlobSweep::default();
@@ -1113,10 +1193,11 @@ impl Segment {
             let gs = c.gen_state().load(Ordering::Acquire);
             let owner = c.owner().load(Ordering::Acquire);
             // Only a blob's first chunk has a total length (content is never empty).
-            if state_of(gs) != slot::LIVE || !dead(owner) || c.total_len().load(Ordering::Relaxed) == 0 {
+            if state_of(gs) != slot::LIVE || owner == 0 || c.total_len().load(Ordering::Relaxed) == 0 || !dead(owner) {
                 continue;
             }
-            self.reclaim_blob(BlobHandle::new(gen_of(gs), i), c, owner, &mut out)?;
+            // A chain that cannot be followed is left alone (`wn doctor` reports it).
+            let _ = self.reclaim_blob(BlobHandle::new(gen_of(gs), i), c, owner, &mut out);
         }
         // Pass 2: chunks still reserved by a dead process (killed while allocating or
         // rewriting): never live at this generation, so no record names them.
@@ -1128,7 +1209,7 @@ impl Segment {
                 continue;
             }
             let node = c.node().load(Ordering::Relaxed);
-            if self.retire_chunk(i, c, gs)? {
+            if self.retire_chunk(i, c, gs).unwrap_or(true) {
                 out.chunks += 1;
                 if node != 0 && !lost.contains(&node) {
                     lost.push(node);

@@ -288,8 +288,8 @@ impl Daemon {
     ///
     /// # Errors
     ///
-    /// [`PoolError::ReadOnly`], or [`PoolError::Corrupt`] for a chain that cannot be
-    /// followed (nothing is freed from it).
+    /// [`PoolError::ReadOnly`] (or `Closing`, `DaemonGone`): the segment takes no writes.
+    /// A damaged chain or slot is not an error: it is skipped, left for `wn doctor`.
     ///
     /// # Examples
     ///
