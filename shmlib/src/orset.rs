@@ -72,8 +72,9 @@
 //!
 //! Every index read from shared memory (the record's `set_slot`, free-list links) is
 //! range-checked and reported as [`SetError::Corrupt`]; every loop is bounded. A set
-//! slot popped by a process killed before it recorded it in the node leaks until a
-//! repair scan (as node slots do).
+//! slot carries the owner tag of the process attaching it until the node's record names
+//! it; one left by a process killed in between is given back by the daemon's sweep
+//! ([`crate::Daemon::reclaim_leaked`]), judged under the node's lock.
 
 use crate::blob::Verdict;
 use crate::error::PoolError;

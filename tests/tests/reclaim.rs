@@ -177,3 +177,34 @@ fn a_set_attach_killed_midway_is_reclaimed() {
     d.set_add(node, 5).unwrap();
     assert!(d.set_contains(node, 5).unwrap());
 }
+
+/// The real daemon does it from its housekeeping tick: a document allocation killed
+/// midway is given back without anyone asking (the wait is bounded; no time is asserted).
+#[test]
+fn worknoded_reclaims_on_its_own() {
+    let g = SegmentGuard::new("reclaim-daemon");
+    let mut d = g.spawn_daemon(&[
+        "--nodes",
+        "32",
+        "--events",
+        "256",
+        "--agents",
+        "4",
+        "--blob-chunks",
+        "8",
+        "--sets",
+        "2",
+        "--fsync",
+        "off",
+    ]);
+    d.wait_for_line(Stream::Stdout, worknode_tests::READY_TIMEOUT, |l| l.contains("ready"));
+    let seg = Segment::attach(g.name(), Access::ReadOnly).unwrap();
+    let total = seg.free_blob_chunks().unwrap();
+    let mut p = stop_at(&g, "put_doc", seg.root(), 3 * seg.capacities().blob_chunk_size as usize, "doc.allocated");
+    assert_eq!(seg.free_blob_chunks().unwrap(), total - 3);
+    kill(&mut p);
+    worknode_tests::wait_until(STEP, || seg.free_blob_chunks().unwrap() == total, || d.transcript());
+    d.wait_for_line(Stream::Stderr, STEP, |l| l.contains("reclaimed 3 blob chunk(s)"));
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(STEP).code(), Some(0), "{}", d.transcript());
+}
