@@ -765,6 +765,9 @@ const _: () = {
     assert!(size_of::<EventSlot>() == 192);
     assert!(size_of::<AgentSlot>() == 256);
     assert!(size_of::<BlobChunkHeader>() == 64);
+    // The owner and node words took the place of zero reserved words (issue 12).
+    assert!(offset_of!(BlobChunkHeader, owner) == 48 && offset_of!(BlobChunkHeader, node) == 56);
+    assert!(offset_of!(SetSlot, owner) == 24 && offset_of!(SetSlot, entries) == 64);
     // Record copies are moved as whole 64-bit words.
     assert!(size_of::<NodeRecord>().is_multiple_of(8) && size_of::<HeaderFixed>().is_multiple_of(8));
 };
