@@ -85,8 +85,10 @@
 //! no content, status pending (as `put_document` leaves a document before its content
 //! is attached), content type kept, one new version with its `node_updated` event. So
 //! no record names a freed chunk for longer than one sweep (a second), and the loss is
-//! visible rather than silent. A replace that fits beside the old content never takes
-//! this path.
+//! visible rather than silent. (A replace of that document before the sweep publishes
+//! its new content and reports `Corrupt` for the old one it cannot release; the sweep
+//! still frees the lost chunks, and empties nothing.) A replace that fits beside the
+//! old content never takes this path.
 //!
 //! ## Reclaiming what a killed process leaves
 //!
@@ -534,8 +536,12 @@ impl Segment {
 
     /// Marks the blob `raw` as held by this process (it is about to release it), under
     /// the lock of the node whose record names it. For the pool's delete.
+    /// A blob that is not live at its generation (its content was lost to a rewrite
+    /// killed midway) is not marked: its chunks stay the dead rewriter's, for the sweep.
     pub(crate) fn hold_blob(&self, raw: u64) {
-        self.with_head(raw, |c| c.owner().store(self.me.0, Ordering::Relaxed));
+        if self.blob_is_live(raw) {
+            self.with_head(raw, |c| c.owner().store(self.me.0, Ordering::Relaxed));
+        }
     }
 
     /// Gives up this process's hold of the blob `raw`: it is now simply attached.
@@ -1649,6 +1655,32 @@ mod tests {
         assert_eq!((out.len(), info.version, info.content_type.as_str()), (0, 3, "text/plain"));
         assert_eq!(s.read(doc).unwrap().status(), Some(Status::Pending));
         assert_eq!((used(s), s.free_blob_chunks().unwrap()), (0, 16));
+    }
+
+    #[test]
+    fn a_replace_after_a_rewrite_cut_short_leaves_the_lost_chunks_to_the_sweep() {
+        let g = seg("sweep-rewrite-then-replace");
+        let s = &g.seg;
+        let doc = s.put_document(s.root(), "a", "text/plain", &pattern(1, 600)).unwrap();
+        let raw = s.read(doc).unwrap().record().doc_blob;
+        for (k, c) in chain(s, raw).into_iter().enumerate() {
+            c.owner().store(dead_tag(), Ordering::Relaxed);
+            c.node().store(if k == 0 { doc.to_raw() } else { 0 }, Ordering::Relaxed);
+            let gs = c.gen_state().load(Ordering::Relaxed);
+            c.gen_state().store(pack(next_generation(gen_of(gs)), slot::RESERVED), Ordering::Relaxed);
+        }
+        s.hdr(hdr::BLOBS_USED).fetch_sub(3, Ordering::Relaxed);
+        // Before the sweep runs, someone replaces it (room enough beside the lost chunks):
+        // the new content is published; the lost chunks are not taken for its release.
+        let e = s.replace_document(doc, "text/plain", &pattern(2, 300)).unwrap_err();
+        assert!(matches!(e, DocError::Pool(PoolError::Corrupt { .. })), "{e:?}");
+        let mut out = Vec::new();
+        s.get_document(doc, &mut out).unwrap();
+        assert_eq!(out, pattern(2, 300));
+        assert_eq!(s.reclaim_leaked_blobs().unwrap(), BlobSweep { chunks: 3, emptied: 0 });
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (2, 14));
+        s.get_document(doc, &mut out).unwrap();
+        assert_eq!(out, pattern(2, 300));
     }
 
     #[test]
