@@ -686,6 +686,23 @@ fn serve(
                     ),
                     Err(e) => eprintln!("worknoded: repair scan failed: {e}"),
                 }
+                match seg.reclaim_leaked() {
+                    Ok(r) if r.is_empty() => {}
+                    Ok(r) => eprintln!(
+                        "worknoded: reclaimed {} blob chunk(s) and {} set slot(s) left by processes that died{}",
+                        r.blob_chunks,
+                        r.set_slots,
+                        if r.documents_emptied > 0 {
+                            format!(
+                                "; {} document(s) lost their content mid-replace and were emptied",
+                                r.documents_emptied
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    Err(e) => eprintln!("worknoded: reclaim sweep failed: {e}"),
+                }
             }
         }
         if sig_ready {

@@ -21,15 +21,20 @@
 //!
 //! * **Allocate**: pop the chunks needed from the arena's lock-free free list (the ABA-
 //!   tagged stack of `freelist`, head at `hdr::BLOB_FREE_HEAD`, links in each chunk's
-//!   `next_free`), mark each *reserved* at its current generation, fence, write payload
-//!   and headers, then mark each *live* — the first chunk last, with release ordering. If
-//!   the free list runs dry midway, the chunks already taken are marked free again and
-//!   pushed back ([`DocError::ArenaFull`]): nothing leaks. `hdr::BLOBS_USED` counts live
-//!   chunks.
+//!   `next_free`), mark each *reserved* at its current generation and write this
+//!   process's owner tag into its `owner` word, fence, write payload and headers, count
+//!   them in `hdr::BLOBS_USED`, then mark each *live* — the first chunk first, with
+//!   release ordering, so a live first chunk means the whole chain is linked (no reader
+//!   can see the blob before a record names it). If the free list runs dry midway, the
+//!   chunks already taken are marked free again and pushed back
+//!   ([`DocError::ArenaFull`]): nothing leaks.
 //! * **Free**: walk the chain once to check it (every index in range, every chunk live,
 //!   no cycle: the walk is bounded by the arena's capacity) and then again to free it:
-//!   read the link, bump the chunk's generation (never to 0), mark it free, push it. The
-//!   first chunk's generation is bumped before any chunk of the blob can be reused.
+//!   read the link, move the chunk from live to free at the next generation (never 0)
+//!   by compare-and-set, clear its owner, push it. The first chunk goes first, so its
+//!   generation is bumped before any chunk of the blob can be reused, and of two
+//!   processes freeing one blob (a release racing the reclaim sweep) exactly one frees
+//!   each chunk.
 //! * **Read** (no lock): copy the node record (a seqlock snapshot: handle, length, CRC
 //!   and content type agree), check the first chunk is live at the handle's generation,
 //!   copy the chain into the caller's buffer, fence, and check the first chunk's
@@ -48,10 +53,75 @@
 //!   (`node_created`, `node_updated`).
 //! * [`Segment::replace_document`] allocates the new content, swaps handle, length, CRC
 //!   and content type into the record under the node's lock ([`Segment::modify`]: one
-//!   new version, one `node_updated` event) and only then frees the old blob.
+//!   new version, one `node_updated` event) and only then frees the old blob. When the
+//!   arena cannot hold both versions it rewrites the old chunks in place (below).
 //! * [`Segment::get_document`] copies the content out as above.
 //! * [`Segment::delete_document`] deletes the node; the pool's delete frees the content of
 //!   every node it deletes (so the generic [`Segment::delete`] leaks nothing either).
+//!
+//! ## Replacing in a full arena
+//!
+//! A replace whose allocation fails with [`DocError::ArenaFull`] is retried in place,
+//! all under the document node's lock: check the old chain; pop and reserve the free
+//! chunks the new content needs beyond the old ones (too few: give them back, refuse
+//! with `ArenaFull { needed_chunks, free_chunks: free + old }`, nothing changed); then —
+//! the point of no return — mark every old chunk ours (the first also names the node),
+//! reserve it at the next generation, fence, write the new content into old + extra
+//! chunks (freeing old chunks it does not need), mark them live and publish the record.
+//!
+//! Readers never see a mix or a torn document: from the generation bump until the
+//! publish, the record they copy still names the old handle, whose first chunk is no
+//! longer live at that generation, so they retry (and after [`READ_ATTEMPTS`] report
+//! [`DocError::Changed`]); after it they copy the new content. A replace that fails
+//! leaves the old content intact, because it can only fail before the point of no
+//! return.
+//!
+//! A crash *after* the point of no return cannot be made safe: the new content needs the
+//! old chunks, so there is a span in which neither version exists in the segment (the
+//! new one is only in the dead process's memory). What it leaves: the node locked by a
+//! dead holder (the next locker takes the lock over and rolls the record back to the
+//! old version), a record naming the old handle (readers get `Changed`), and chunks held
+//! by the dead owner. The reclaim sweep frees the chunks and **empties the document**:
+//! no content, status pending (as `put_document` leaves a document before its content
+//! is attached), content type kept, one new version with its `node_updated` event. So
+//! no record names a freed chunk for longer than one sweep (a second), and the loss is
+//! visible rather than silent. (A replace of that document before the sweep publishes
+//! its new content and reports `Corrupt` for the old one it cannot release; the sweep
+//! still frees the lost chunks, and empties nothing.) A replace that fits beside the
+//! old content never takes this path.
+//!
+//! ## Reclaiming what a killed process leaves
+//!
+//! A chunk's `owner` word names the process responsible for it whenever it is off the
+//! free list and not simply part of an attached blob: its allocator from reservation
+//! until the record names the blob (cleared right after the publish), a process
+//! releasing it (a replace or delete marks the old blob's first chunk under the node's
+//! lock, before the record stops naming it), or an in-place rewriter. A first chunk's
+//! `node` word names the document it is attached to (written under the node's lock,
+//! before the publish). Every free path clears both before the push, so a chunk on the
+//! free list or freshly popped never names a stale owner.
+//!
+//! [`crate::Daemon::reclaim_leaked`] (every second in `worknoded`) looks only at chunks
+//! whose owner is dead ([`crate::OwnerTag::is_alive`]), so an operation in progress is
+//! never touched:
+//!
+//! 1. A live first chunk held by a dead owner with no node was never attached: its chain
+//!    is freed. With a node, it is judged under that node's lock (the lock every
+//!    attach, replace and delete of it holds; a dead holder's is taken over and rolled
+//!    back): if the record names the blob it is attached (the hold is cleared), else no
+//!    record names it or ever will and it is freed — and if the record's own blob is not
+//!    live either (a rewrite cut short after its chunks went live), the document is
+//!    emptied. If the node was deleted, the blob is freed only if it is still held by the
+//!    dead owner (a deleter marks it its own before the slot is freed).
+//! 2. A reserved chunk held by a dead owner was never live at this generation: freed
+//!    alone. If it names a node (the first chunk of a rewrite cut short), that document
+//!    is emptied if its record names content that is gone.
+//!
+//! Left unreclaimed: the instruction between popping a chunk and reserving it, and the
+//! one between reserving it and storing the owner (the chunk is then free-but-unlisted
+//! or reserved with no owner, and counted by `wn doctor` as not free). `BLOBS_USED` can
+//! be off by a blob's chunks if its allocator dies between counting them and marking
+//! the first live.
 //!
 //! **Content type** lives in the node's description field (at most
 //! [`CONTENT_TYPE_MAX`] bytes). That keeps the layout unchanged, and because it is part
@@ -243,6 +313,12 @@ impl<'a> Chunk<'a> {
     fn crc(&self) -> &'a AtomicU64 {
         self.word(offset_of!(BlobChunkHeader, crc))
     }
+    fn owner(&self) -> &'a AtomicU64 {
+        self.word(offset_of!(BlobChunkHeader, owner))
+    }
+    fn node(&self) -> &'a AtomicU64 {
+        self.word(offset_of!(BlobChunkHeader, node))
+    }
     fn payload(&self) -> &'a [AtomicU64] {
         &self.w[HEADER_WORDS..]
     }
@@ -369,6 +445,9 @@ impl Segment {
                     let Ok(g) = crate::genstate::reserve(c.gen_state()) else {
                         break Some(DocError::Pool(PoolError::Corrupt { what: "blob free list holds a chunk in use" }));
                     };
+                    // Ours until a node's record names the blob (see `reclaim_leaked_blobs`).
+                    c.owner().store(self.me.0, Ordering::Relaxed);
+                    c.node().store(0, Ordering::Relaxed);
                     taken.push((i, c, g));
                 }
                 Ok(None) => {
@@ -380,6 +459,7 @@ impl Segment {
         if let Some(e) = failure {
             // Never live, never named by a handle: free again at the same generation.
             for &(i, c, g) in &taken {
+                c.owner().store(0, Ordering::Relaxed);
                 c.gen_state().store(pack(g, slot::FREE), Ordering::Release);
                 let _ = freelist::push(head, i, c.next_free());
             }
@@ -388,7 +468,14 @@ impl Segment {
         // A reader that sees any byte written below also sees the reservations (and the
         // generation bumps of the frees that preceded them): see the module doc.
         fence(Ordering::Release);
-        for (k, (part, &(_, c, _))) in bytes.chunks(size).zip(&taken).enumerate() {
+        Ok(self.write_chain(&taken, bytes, len, crc))
+    }
+
+    /// Writes `bytes` into the reserved chunks `taken` (exactly as many as it needs, the
+    /// first one first), counts them in use and marks them live; returns the blob.
+    fn write_chain(&self, taken: &[(u32, Chunk<'_>, u32)], bytes: &[u8], len: u32, crc: u32) -> Blob {
+        let size = self.caps.blob_chunk_size as usize;
+        for (k, (part, &(_, c, _))) in bytes.chunks(size).zip(taken).enumerate() {
             write_payload(c.payload(), part);
             c.len().store(part.len() as u64, Ordering::Relaxed);
             c.next_chunk().store(taken.get(k + 1).map_or(0, |t| t.0 as u64 + 1), Ordering::Relaxed);
@@ -396,13 +483,72 @@ impl Segment {
             c.total_len().store(total, Ordering::Relaxed);
             c.crc().store(sum, Ordering::Relaxed);
         }
-        // The first chunk goes live last: seeing it live means the whole blob is written.
-        for &(_, c, g) in taken.iter().rev() {
+        crate::failpoint::hit("blob.written");
+        // Counted before any chunk goes live: a live first chunk is always counted.
+        self.hdr(hdr::BLOBS_USED).fetch_add(taken.len() as u64, Ordering::Relaxed);
+        // The first chunk goes live first, so a live first chunk means every link of the
+        // chain is written (the reclaim sweep follows it). No reader can see the blob
+        // before a node's record names it, which happens after this returns.
+        for &(_, c, g) in taken {
             c.gen_state().store(pack(g, slot::LIVE), Ordering::Release);
         }
-        self.hdr(hdr::BLOBS_USED).fetch_add(needed as u64, Ordering::Relaxed);
-        let (first, _, generation) = taken[0];
-        Ok(Blob { raw: BlobHandle::new(generation, first).raw(), len, crc })
+        // The rest of the chain is the first chunk's now: only it keeps the owner (so the
+        // sweep never looks at the others, and never asks whether their owner lives).
+        for &(_, c, _) in taken.iter().skip(1) {
+            c.owner().store(0, Ordering::Relaxed);
+        }
+        let Some(&(first, _, generation)) = taken.first() else { return Blob { raw: 0, len, crc } };
+        Blob { raw: BlobHandle::new(generation, first).raw(), len, crc }
+    }
+
+    /// Moves chunk `index` from the gen/state word `gs` (live or reserved) to free at the
+    /// next generation and pushes it back. `Ok(false)`: the word had changed (someone
+    /// else freed it first), nothing done. Clears the owner and node words before the
+    /// push, so a chunk on the free list never names an owner.
+    fn retire_chunk(&self, index: u32, c: Chunk<'_>, gs: u64) -> Result<bool, PoolError> {
+        let freed = pack(next_generation(gen_of(gs)), slot::FREE);
+        if c.gen_state().compare_exchange(gs, freed, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return Ok(false);
+        }
+        c.owner().store(0, Ordering::Relaxed);
+        c.node().store(0, Ordering::Relaxed);
+        freelist::push(self.hdr(hdr::BLOB_FREE_HEAD), index, c.next_free()).map_err(freelist_error)?;
+        Ok(true)
+    }
+
+    /// Whether the blob `raw` names is live at its generation (0: no content, true).
+    fn blob_is_live(&self, raw: u64) -> bool {
+        if raw == 0 {
+            return true;
+        }
+        let h = BlobHandle::from_raw(raw);
+        self.chunk(h.first()).is_some_and(|c| c.gen_state().load(Ordering::Acquire) == pack(h.generation(), slot::LIVE))
+    }
+
+    /// Runs `f` on the first chunk of the blob `raw` names, if any.
+    fn with_head(&self, raw: u64, f: impl FnOnce(Chunk<'_>)) {
+        if raw != 0 {
+            if let Some(c) = self.chunk(BlobHandle::from_raw(raw).first()) {
+                f(c);
+            }
+        }
+    }
+
+    /// Marks the blob `raw` as held by this process (it is about to release it), under
+    /// the lock of the node whose record names it. For the pool's delete.
+    /// A blob that is not live at its generation (its content was lost to a rewrite
+    /// killed midway) is not marked: its chunks stay the dead rewriter's, for the sweep.
+    pub(crate) fn hold_blob(&self, raw: u64) {
+        if self.blob_is_live(raw) {
+            self.with_head(raw, |c| c.owner().store(self.me.0, Ordering::Relaxed));
+        }
+    }
+
+    /// Gives up this process's hold of the blob `raw`: it is now simply attached.
+    pub(crate) fn settle_blob(&self, raw: u64) {
+        self.with_head(raw, |c| {
+            let _ = c.owner().compare_exchange(self.me.0, 0, Ordering::AcqRel, Ordering::Relaxed);
+        });
     }
 
     /// Frees the blob `raw` names (0: nothing). The caller owns it exclusively: it was
@@ -439,21 +585,36 @@ impl Segment {
                 }
             }
         }
-        // Pass 2: free, reading each link before its chunk can be reused.
-        let head = self.hdr(hdr::BLOB_FREE_HEAD);
+        // Pass 2: free, reading each link before its chunk can be reused. Each chunk
+        // moves to free by compare-and-set, the first one first: of two processes freeing
+        // the same blob (a reclaim sweep racing a release), exactly one frees each chunk.
         let mut cur = first;
         let mut pushed = Ok(());
-        for _ in 0..count {
+        let mut freed = 0u64;
+        for k in 0..count {
             let c = self.chunk(cur).ok_or(PoolError::Corrupt { what: "blob chain leaves the arena" })?;
             let next = c.next_chunk().load(Ordering::Relaxed);
-            let g = gen_of(c.gen_state().load(Ordering::Relaxed));
-            c.gen_state().store(pack(next_generation(g), slot::FREE), Ordering::Release);
-            if let Err(e) = freelist::push(head, cur, c.next_free()) {
-                pushed = Err(freelist_error(e));
+            let gs = c.gen_state().load(Ordering::Acquire);
+            let expected = if k == 0 { pack(BlobHandle::from_raw(raw).generation(), slot::LIVE) } else { gs };
+            if state_of(expected) != slot::LIVE {
+                // Freed by someone else since the check (only a reclaim sweep can).
+                cur = next.wrapping_sub(1) as u32;
+                continue;
+            }
+            match self.retire_chunk(cur, c, expected) {
+                Ok(true) => freed += 1,
+                Ok(false) if k == 0 => {
+                    return Err(PoolError::Corrupt { what: "document handle names a blob that is not live" })
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    freed += 1;
+                    pushed = Err(e);
+                }
             }
             cur = next.wrapping_sub(1) as u32;
         }
-        self.hdr(hdr::BLOBS_USED).fetch_sub(count as u64, Ordering::Relaxed);
+        self.hdr(hdr::BLOBS_USED).fetch_sub(freed, Ordering::Relaxed);
         pushed
     }
 
@@ -562,6 +723,11 @@ impl Segment {
             if ready {
                 rec.status = Status::Ready.code();
             }
+            // Under the node's lock, before the record is published: the new blob names
+            // its node, the old one names this process as its releaser. A process killed
+            // from here on leaves nothing the reclaim sweep cannot judge.
+            self.with_head(blob.raw, |c| c.node().store(doc.to_raw(), Ordering::Relaxed));
+            self.hold_blob(rec.doc_blob);
             swapped = Some(rec.doc_blob);
             rec.doc_blob = blob.raw;
             rec.doc_len = blob.len;
@@ -571,6 +737,8 @@ impl Segment {
         // Once the closure succeeded the record was published, even if the event was not.
         match swapped {
             Some(old) => {
+                self.settle_blob(blob.raw);
+                crate::failpoint::hit("doc.before_free_old");
                 let freed = self.free_blob(old);
                 let (node, ()) = result?;
                 freed?;
@@ -641,6 +809,7 @@ impl Segment {
         // Checked before the arena is touched (`add` checks it again).
         crate::node::check_node_name(name)?;
         let blob = self.alloc_blob(bytes)?;
+        crate::failpoint::hit("doc.allocated");
         let spec = NewNode::new(NodeKind::Document, name).description(content_type);
         let doc = match self.add_node(parent, &spec) {
             Ok(h) => h,
@@ -708,8 +877,133 @@ impl Segment {
         if self.read(doc)?.kind() != Some(NodeKind::Document) {
             return Err(DocError::NotADocument);
         }
-        let blob = self.alloc_blob(bytes)?;
-        self.attach_content(doc, content_type, blob, false)
+        match self.alloc_blob(bytes) {
+            Ok(blob) => self.attach_content(doc, content_type, blob, false),
+            // Not room for both versions: rewrite the old chunks (and as few free ones as
+            // needed) in place, if that is enough.
+            Err(DocError::ArenaFull { .. }) => self.replace_in_place(doc, content_type, bytes),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The old blob's chain, checked whole: every chunk live, in range, no cycle. The
+    /// caller holds the lock of the node whose record names it.
+    fn chain_of(&self, raw: u64) -> Result<Vec<(u32, Chunk<'_>, u32)>, PoolError> {
+        let mut out = Vec::new();
+        if raw == 0 {
+            return Ok(out);
+        }
+        let h = BlobHandle::from_raw(raw);
+        let mut cur = h.first();
+        for _ in 0..self.caps.blob_chunks {
+            let c = self.chunk(cur).ok_or(PoolError::Corrupt { what: "blob chain leaves the arena" })?;
+            let gs = c.gen_state().load(Ordering::Acquire);
+            if state_of(gs) != slot::LIVE || (out.is_empty() && gen_of(gs) != h.generation()) {
+                return Err(PoolError::Corrupt { what: "blob chain runs into a chunk that is not live" });
+            }
+            out.push((cur, c, gen_of(gs)));
+            match c.next_chunk().load(Ordering::Relaxed) {
+                0 => return Ok(out),
+                n => {
+                    cur =
+                        u32::try_from(n - 1).map_err(|_| PoolError::Corrupt { what: "blob chain leaves the arena" })?
+                }
+            }
+        }
+        Err(PoolError::Corrupt { what: "blob chain longer than the arena" })
+    }
+
+    /// Replaces a document's content when the arena cannot hold old and new at once:
+    /// under the node's lock, takes the free chunks the new content needs beyond the old
+    /// chunks (refusing with [`DocError::ArenaFull`], nothing changed, if there are not
+    /// enough), then rewrites the old chunks in place and publishes the new record. See
+    /// the module doc ("Replacing in a full arena") for what readers and a crash see.
+    fn replace_in_place(&self, doc: Handle, content_type: &str, bytes: &[u8]) -> Result<u64, DocError> {
+        let crc = crc32c::crc32c(bytes);
+        let len = bytes.len() as u32; // checked by `check_content`
+        let needed = bytes.len().div_ceil(self.caps.blob_chunk_size as usize);
+        let head = self.hdr(hdr::BLOB_FREE_HEAD);
+        let mut written = None;
+        let result = self.modify(doc, Change::new(EventKind::NODE_UPDATED), |rec: &mut NodeRecord| {
+            if rec.kind != NodeKind::Document.code() {
+                return Err(DocError::NotADocument);
+            }
+            let old = self.chain_of(rec.doc_blob)?;
+            let mut extra: Vec<(u32, Chunk<'_>, u32)> = Vec::new();
+            let failure = loop {
+                if old.len() + extra.len() >= needed {
+                    break None;
+                }
+                match freelist::pop(head, |i| self.chunk(i).map(|c| c.next_free())) {
+                    Ok(Some(i)) => {
+                        let Some(c) = self.chunk(i) else {
+                            break Some(DocError::Pool(freelist_error(FreeListError::Corrupt)));
+                        };
+                        let Ok(g) = crate::genstate::reserve(c.gen_state()) else {
+                            break Some(DocError::Pool(PoolError::Corrupt {
+                                what: "blob free list holds a chunk in use",
+                            }));
+                        };
+                        c.owner().store(self.me.0, Ordering::Relaxed);
+                        c.node().store(0, Ordering::Relaxed);
+                        extra.push((i, c, g));
+                    }
+                    Ok(None) => {
+                        break Some(DocError::ArenaFull {
+                            needed_chunks: needed as u32,
+                            free_chunks: (old.len() + extra.len()) as u32,
+                        })
+                    }
+                    Err(e) => break Some(DocError::Pool(freelist_error(e))),
+                }
+            };
+            if let Some(e) = failure {
+                for &(i, c, g) in &extra {
+                    c.owner().store(0, Ordering::Relaxed);
+                    c.gen_state().store(pack(g, slot::FREE), Ordering::Release);
+                    let _ = freelist::push(head, i, c.next_free());
+                }
+                return Err(e);
+            }
+            // The point of no return: the old content is destroyed from here. Each old
+            // chunk is marked ours (the first also names the node) and reserved at a new
+            // generation, so readers copying it see the change and read again.
+            self.hdr(hdr::BLOBS_USED).fetch_sub(old.len() as u64, Ordering::Relaxed);
+            let mut chunks: Vec<(u32, Chunk<'_>, u32)> = Vec::with_capacity(old.len() + extra.len());
+            for (k, &(i, c, g)) in old.iter().enumerate() {
+                c.owner().store(self.me.0, Ordering::Relaxed);
+                c.node().store(if k == 0 { doc.to_raw() } else { 0 }, Ordering::Relaxed);
+                let ng = next_generation(g);
+                c.gen_state().store(pack(ng, slot::RESERVED), Ordering::Release);
+                chunks.push((i, c, ng));
+            }
+            chunks.extend(extra);
+            // As in `alloc_blob`: a reader that sees a byte written below sees the bumps.
+            fence(Ordering::Release);
+            crate::failpoint::hit("doc.rewrite");
+            let (used, surplus) = chunks.split_at(needed);
+            for &(i, c, g) in surplus {
+                c.owner().store(0, Ordering::Relaxed);
+                c.node().store(0, Ordering::Relaxed);
+                c.gen_state().store(pack(g, slot::FREE), Ordering::Release);
+                let _ = freelist::push(head, i, c.next_free());
+            }
+            let blob = self.write_chain(used, bytes, len, crc);
+            let ct = content_type.as_bytes();
+            rec.description.fill(0);
+            rec.description[..ct.len()].copy_from_slice(ct);
+            rec.desc_len = ct.len() as u16;
+            rec.doc_blob = blob.raw;
+            rec.doc_len = blob.len;
+            rec.doc_crc = blob.crc;
+            written = Some(blob.raw);
+            Ok(())
+        });
+        // Published once the closure succeeded, even if its event was not appended.
+        if let Some(raw) = written {
+            self.settle_blob(raw);
+        }
+        result.map(|(node, ())| node.version())
     }
 
     /// Copies a document's content into `out` (cleared first; reuse it to avoid
@@ -786,6 +1080,42 @@ impl Segment {
         Err(last)
     }
 
+    /// A document's content type, length, CRC and version, from one copy of its record,
+    /// without copying the content (for listings: the content itself is checked only
+    /// by [`Segment::get_document`]).
+    ///
+    /// # Errors
+    ///
+    /// * [`DocError::NotADocument`]: the node is another kind.
+    /// * [`DocError::Pool`]: the errors of [`Segment::read`] (a stale handle, …).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let name = format!("doc-document_info-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let doc = seg.put_document(seg.root(), "notes", "text/plain", b"hello")?;
+    /// let info = seg.document_info(doc)?;
+    /// assert_eq!((info.len, info.version, info.content_type.as_str()), (5, 2, "text/plain"));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn document_info(&self, doc: Handle) -> Result<DocumentInfo, DocError> {
+        let node = self.read(doc)?;
+        if node.kind() != Some(NodeKind::Document) {
+            return Err(DocError::NotADocument);
+        }
+        let rec = node.record();
+        Ok(DocumentInfo {
+            content_type: node.description().to_string(),
+            len: rec.doc_len as usize,
+            crc: rec.doc_crc,
+            version: rec.version,
+        })
+    }
+
     /// Deletes a document and releases its content. Like [`Segment::delete`] with
     /// [`DeleteMode::LeafOnly`], but refuses a node that is not a document.
     ///
@@ -824,6 +1154,198 @@ impl Segment {
         self.delete_node(doc, DeleteMode::LeafOnly)?;
         Ok(())
     }
+}
+
+/// Why the closure of a judging [`Segment::modify`] (one that only looks, under the
+/// node's lock, and publishes nothing) returned without a change.
+pub(crate) enum Verdict {
+    /// Nothing to do (the chunk changed meanwhile, or its node names it).
+    Done,
+    /// A node operation failed.
+    Pool(PoolError),
+}
+
+impl From<PoolError> for Verdict {
+    fn from(e: PoolError) -> Self {
+        Verdict::Pool(e)
+    }
+}
+
+/// What one blob reclaim sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct BlobSweep {
+    /// Chunks given back to the free list.
+    pub(crate) chunks: u64,
+    /// Documents whose content a process killed mid-replace had destroyed: emptied.
+    pub(crate) emptied: u64,
+}
+
+impl Segment {
+    /// The daemon's sweep for chunks a process killed mid-operation left off the free
+    /// list (see the module doc, "Reclaiming"). Bounded: two passes over the arena, and
+    /// one locked look at a node per candidate. Never touches a chunk whose owner is
+    /// alive, so an allocation in progress is left alone. A candidate whose chain cannot
+    /// be followed is skipped (damage, for `wn doctor`); only a segment that takes no
+    /// writes is an error.
+    pub(crate) fn reclaim_leaked_blobs(&self) -> Result<BlobSweep, PoolError> {
+        self.require_writable()?;
+        let mut out = BlobSweep::default();
+        let dead = |owner: u64| owner != 0 && !crate::sys::OwnerTag(owner).is_alive();
+        // Pass 1: live first chunks held by a dead process.
+        for i in 0..self.caps.blob_chunks {
+            let Some(c) = self.chunk(i) else { break };
+            let gs = c.gen_state().load(Ordering::Acquire);
+            let owner = c.owner().load(Ordering::Acquire);
+            // Only a blob's first chunk has a total length (content is never empty).
+            if state_of(gs) != slot::LIVE || owner == 0 || c.total_len().load(Ordering::Relaxed) == 0 || !dead(owner) {
+                continue;
+            }
+            // A chain that cannot be followed is left alone (`wn doctor` reports it).
+            let _ = self.reclaim_blob(BlobHandle::new(gen_of(gs), i), c, owner, &mut out);
+        }
+        // Pass 2: chunks still reserved by a dead process (killed while allocating or
+        // rewriting): never live at this generation, so no record names them.
+        let mut lost = Vec::new();
+        for i in 0..self.caps.blob_chunks {
+            let Some(c) = self.chunk(i) else { break };
+            let gs = c.gen_state().load(Ordering::Acquire);
+            if state_of(gs) != slot::RESERVED || !dead(c.owner().load(Ordering::Acquire)) {
+                continue;
+            }
+            let node = c.node().load(Ordering::Relaxed);
+            if self.retire_chunk(i, c, gs).unwrap_or(true) {
+                out.chunks += 1;
+                if node != 0 && !lost.contains(&node) {
+                    lost.push(node);
+                }
+            }
+        }
+        // A first chunk naming its node was an old chunk being rewritten in place: that
+        // document's record may still name content that is gone.
+        for node in lost {
+            let Some(doc) = Handle::from_raw(node) else { continue };
+            if self.empty_lost_document(doc) {
+                out.emptied += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Judges the live blob `h` (first chunk `c`) held by the dead process `owner`: if its
+    /// node's record names it, it is simply attached (the hold is cleared); otherwise no
+    /// record names it or ever will, and it is freed. Judged under the node's lock, the
+    /// lock every process attaching, replacing or deleting the blob holds.
+    fn reclaim_blob(&self, h: BlobHandle, c: Chunk<'_>, owner: u64, out: &mut BlobSweep) -> Result<(), PoolError> {
+        let unchanged = || {
+            c.gen_state().load(Ordering::Acquire) == pack(h.generation(), slot::LIVE)
+                && c.owner().load(Ordering::Acquire) == owner
+        };
+        let Some(doc) = Handle::from_raw(c.node().load(Ordering::Acquire)) else {
+            // Never attached: only its dead allocator knew it.
+            if unchanged() {
+                out.chunks += self.reclaim_chain(h, owner)?;
+            }
+            return Ok(());
+        };
+        let mut freed = 0;
+        let judged = self.modify(doc, Change::new(EventKind::NODE_UPDATED), |rec: &mut NodeRecord| {
+            if !unchanged() {
+                return Err(Verdict::Done);
+            }
+            if rec.doc_blob == h.raw() {
+                c.owner().store(0, Ordering::Release);
+                return Err(Verdict::Done);
+            }
+            freed = self.reclaim_chain(h, owner)?;
+            // The blob the record names is gone too (a rewrite in place was cut short
+            // after its chunks went live): the document is emptied, as a new version.
+            if rec.kind == NodeKind::Document.code() && !self.blob_is_live(rec.doc_blob) {
+                empty_document(rec);
+                return Ok(());
+            }
+            Err(Verdict::Done)
+        });
+        out.chunks += freed;
+        match judged {
+            Ok(_) | Err(Verdict::Pool(PoolError::EventNotAppended { .. })) => out.emptied += 1,
+            // Deleted: a deleter marks the blob its own (under the lock, before the slot
+            // is freed), so one still held by the dead owner is named by no record.
+            Err(Verdict::Pool(PoolError::StaleHandle | PoolError::NotFound)) if unchanged() => {
+                out.chunks += self.reclaim_chain(h, owner)?;
+            }
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Frees the chain of the live blob `h` held by the dead process `owner`: every
+    /// chunk must be live, or reserved by that owner (a rewrite cut short). Returns how
+    /// many chunks it freed (0 if another sweep took it first).
+    fn reclaim_chain(&self, h: BlobHandle, owner: u64) -> Result<u64, PoolError> {
+        let mut chain = Vec::new();
+        let mut cur = h.first();
+        let mut ended = false;
+        for _ in 0..self.caps.blob_chunks {
+            let c = self.chunk(cur).ok_or(PoolError::Corrupt { what: "blob chain leaves the arena" })?;
+            let gs = c.gen_state().load(Ordering::Acquire);
+            let ok = match state_of(gs) {
+                slot::LIVE => true,
+                slot::RESERVED => c.owner().load(Ordering::Relaxed) == owner,
+                _ => false,
+            };
+            if !ok || (chain.is_empty() && gs != pack(h.generation(), slot::LIVE)) {
+                return Err(PoolError::Corrupt { what: "a leaked blob's chain runs into a chunk in use" });
+            }
+            chain.push((cur, c, gs));
+            match c.next_chunk().load(Ordering::Relaxed) {
+                0 => {
+                    ended = true;
+                    break;
+                }
+                n => {
+                    cur =
+                        u32::try_from(n - 1).map_err(|_| PoolError::Corrupt { what: "blob chain leaves the arena" })?
+                }
+            }
+        }
+        if !ended {
+            return Err(PoolError::Corrupt { what: "blob chain longer than the arena" });
+        }
+        let mut freed = 0u64;
+        for (k, &(i, c, gs)) in chain.iter().enumerate() {
+            // The first chunk decides: whoever moves it off live frees the rest.
+            if self.retire_chunk(i, c, gs)? {
+                freed += 1;
+            } else if k == 0 {
+                return Ok(0);
+            }
+        }
+        // A blob with a live first chunk was counted whole (see `write_chain`).
+        self.hdr(hdr::BLOBS_USED).fetch_sub(freed, Ordering::Relaxed);
+        Ok(freed)
+    }
+
+    /// Empties `doc` if its record names content that is no longer live (a process was
+    /// killed while rewriting it in place). Returns whether it did.
+    fn empty_lost_document(&self, doc: Handle) -> bool {
+        let r = self.modify(doc, Change::new(EventKind::NODE_UPDATED), |rec: &mut NodeRecord| {
+            if rec.kind != NodeKind::Document.code() || self.blob_is_live(rec.doc_blob) {
+                return Err(Verdict::Done);
+            }
+            empty_document(rec);
+            Ok(())
+        });
+        matches!(r, Ok(_) | Err(Verdict::Pool(PoolError::EventNotAppended { .. })))
+    }
+}
+
+/// A document whose content was lost: no content, status pending (as a document is
+/// before its content is attached), content type kept.
+fn empty_document(rec: &mut NodeRecord) {
+    rec.doc_blob = 0;
+    rec.doc_len = 0;
+    rec.doc_crc = 0; // CRC-32C of no bytes
+    rec.status = Status::Pending.code();
 }
 
 #[cfg(all(test, not(loom)))]
@@ -911,12 +1433,32 @@ mod tests {
         // What happened, with the numbers; the advice (`--blob-chunks`) is `wn`'s.
         assert_eq!(e.to_string(), "blob arena full: the document needs 8 chunks, only 4 are free");
         assert_eq!(s.child_count(s.root()).unwrap(), children, "no node left behind");
-        // Replacing needs room for both versions at once.
-        let e = s.replace_document(doc, "text/plain", &pattern(2, 2000)).unwrap_err();
-        assert!(matches!(e, DocError::ArenaFull { needed_chunks: 8, .. }));
-        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (12, 4));
+        // Replacing needs room for the new version in the free chunks plus the old ones:
+        // 17 chunks do not fit in 4 free + 12 old, and nothing changes.
+        let e = s.replace_document(doc, "text/plain", &pattern(2, 4096 + 1)).unwrap_err();
+        assert!(matches!(e, DocError::TooLarge { .. }), "{e:?}");
+        let other = s.put_document(s.root(), "other", "text/plain", &pattern(4, 256)).unwrap();
+        let e = s.replace_document(doc, "text/plain", &pattern(2, 256 * 16)).unwrap_err();
+        assert_eq!(e, DocError::ArenaFull { needed_chunks: 16, free_chunks: 15 });
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (13, 3));
         let info = s.get_document(doc, &mut out).unwrap();
-        assert_eq!((out, info.version), (pattern(1, 3000), 2));
+        assert_eq!((out.clone(), info.version), (pattern(1, 3000), 2));
+        s.delete_document(other).unwrap();
+        // 8 chunks fit in 4 free + 12 old: rewritten in place, the surplus freed.
+        assert_eq!(s.replace_document(doc, "text/markdown", &pattern(2, 2000)).unwrap(), 3);
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (8, 8));
+        let info = s.get_document(doc, &mut out).unwrap();
+        assert_eq!((out.clone(), info.version, info.content_type.as_str()), (pattern(2, 2000), 3, "text/markdown"));
+        // And growing: 14 chunks = 8 free + 8 old, the whole arena but 2.
+        let small = s.put_document(s.root(), "pad", "text/plain", &pattern(5, 512)).unwrap();
+        assert_eq!(s.free_blob_chunks().unwrap(), 6);
+        assert_eq!(s.replace_document(doc, "text/plain", &pattern(3, 256 * 14)).unwrap(), 4);
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (16, 0));
+        s.get_document(doc, &mut out).unwrap();
+        assert_eq!(out, pattern(3, 256 * 14));
+        s.delete_document(small).unwrap();
+        s.replace_document(doc, "text/plain", &pattern(1, 3000)).unwrap();
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (12, 4));
         // A small one still fits.
         let small = s.put_document(s.root(), "small", "text/plain", &pattern(3, 1024)).unwrap();
         assert_eq!((used(s), s.free_blob_chunks().unwrap()), (16, 0));
@@ -1009,6 +1551,167 @@ mod tests {
         assert_eq!((used(s), s.free_blob_chunks().unwrap()), (0, 16));
     }
 
+    /// An owner tag that names no live process (this pid, another start time).
+    fn dead_tag() -> u64 {
+        crate::sys::OwnerTag::new(std::process::id(), 1).0
+    }
+
+    fn chain(s: &Segment, raw: u64) -> Vec<Chunk<'_>> {
+        s.chain_of(raw).unwrap().into_iter().map(|(_, c, _)| c).collect()
+    }
+
+    #[test]
+    fn the_sweep_frees_what_a_dead_allocator_held_and_nothing_else() {
+        let g = seg("sweep-alloc");
+        let s = &g.seg;
+        // Killed between allocating and attaching: live, held by a dead process, no node.
+        let leaked = s.alloc_blob(&pattern(1, 600)).unwrap();
+        for c in chain(s, leaked.raw) {
+            c.owner().store(dead_tag(), Ordering::Relaxed);
+        }
+        // Killed while writing: reserved, held by a dead process.
+        let torn = s.alloc_blob(&pattern(2, 300)).unwrap();
+        for c in chain(s, torn.raw) {
+            c.owner().store(dead_tag(), Ordering::Relaxed);
+            let gs = c.gen_state().load(Ordering::Relaxed);
+            c.gen_state().store(pack(gen_of(gs), slot::RESERVED), Ordering::Relaxed);
+        }
+        s.hdr(hdr::BLOBS_USED).fetch_sub(2, Ordering::Relaxed); // not counted before going live
+                                                                // An allocation in progress by a live process (this one), and a document.
+        let live = s.alloc_blob(&pattern(3, 256)).unwrap();
+        let doc = s.put_document(s.root(), "kept", "text/plain", &pattern(4, 700)).unwrap();
+        assert_eq!(s.free_blob_chunks().unwrap(), 16 - 3 - 2 - 1 - 3);
+        let r = s.reclaim_leaked_blobs().unwrap();
+        assert_eq!(r, BlobSweep { chunks: 5, emptied: 0 });
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (4, 12));
+        assert_eq!(s.reclaim_leaked_blobs().unwrap(), BlobSweep::default(), "idempotent");
+        let mut out = Vec::new();
+        s.get_document(doc, &mut out).unwrap();
+        assert_eq!(out, pattern(4, 700));
+        assert!(s.blob_is_live(live.raw), "a live process's allocation is not touched");
+        s.free_blob(live.raw).unwrap();
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (3, 13));
+    }
+
+    #[test]
+    fn the_sweep_keeps_attached_content_and_frees_unlinked_content() {
+        let g = seg("sweep-attached");
+        let s = &g.seg;
+        let mut out = Vec::new();
+        // Killed after publishing, before letting go: the record names it, it stays.
+        let doc = s.put_document(s.root(), "a", "text/plain", &pattern(1, 600)).unwrap();
+        let raw = s.read(doc).unwrap().record().doc_blob;
+        let head = s.chunk(BlobHandle::from_raw(raw).first()).unwrap();
+        head.owner().store(dead_tag(), Ordering::Relaxed);
+        assert_eq!(s.reclaim_leaked_blobs().unwrap(), BlobSweep::default());
+        assert_eq!(head.owner().load(Ordering::Relaxed), 0, "the hold is cleared");
+        s.get_document(doc, &mut out).unwrap();
+        assert_eq!(out, pattern(1, 600));
+        // Killed between swapping in new content and freeing the old: the old names the
+        // (dead) releaser and its node, whose record names the new blob.
+        let new = s.alloc_blob(&pattern(2, 300)).unwrap();
+        s.modify(doc, Change::new(EventKind::NODE_UPDATED), |r: &mut NodeRecord| {
+            r.doc_blob = new.raw;
+            r.doc_len = new.len;
+            r.doc_crc = new.crc;
+            Ok::<_, PoolError>(())
+        })
+        .unwrap();
+        s.settle_blob(new.raw);
+        head.owner().store(dead_tag(), Ordering::Relaxed);
+        assert_eq!(s.reclaim_leaked_blobs().unwrap(), BlobSweep { chunks: 3, emptied: 0 });
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (2, 14));
+        s.get_document(doc, &mut out).unwrap();
+        assert_eq!(out, pattern(2, 300));
+        // Killed between deleting the node and freeing its content.
+        let raw = s.read(doc).unwrap().record().doc_blob;
+        s.hold_blob(raw);
+        s.chunk(BlobHandle::from_raw(raw).first()).unwrap().owner().store(dead_tag(), Ordering::Relaxed);
+        s.delete_node(doc, DeleteMode::LeafOnly).ok(); // frees it too: nothing left to reclaim
+        assert_eq!(s.reclaim_leaked_blobs().unwrap(), BlobSweep::default());
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (0, 16));
+    }
+
+    #[test]
+    fn a_rewrite_cut_short_empties_the_document_instead_of_leaving_it_dangling() {
+        let g = seg("sweep-rewrite");
+        let s = &g.seg;
+        let doc = s.put_document(s.root(), "a", "text/plain", &pattern(1, 600)).unwrap();
+        let raw = s.read(doc).unwrap().record().doc_blob;
+        // What `replace_in_place` leaves at its fail-point `doc.rewrite`.
+        for (k, c) in chain(s, raw).into_iter().enumerate() {
+            c.owner().store(dead_tag(), Ordering::Relaxed);
+            c.node().store(if k == 0 { doc.to_raw() } else { 0 }, Ordering::Relaxed);
+            let gs = c.gen_state().load(Ordering::Relaxed);
+            c.gen_state().store(pack(next_generation(gen_of(gs)), slot::RESERVED), Ordering::Relaxed);
+        }
+        s.hdr(hdr::BLOBS_USED).fetch_sub(3, Ordering::Relaxed);
+        let mut out = Vec::new();
+        assert_eq!(s.get_document(doc, &mut out), Err(DocError::Changed));
+        assert_eq!(s.reclaim_leaked_blobs().unwrap(), BlobSweep { chunks: 3, emptied: 1 });
+        let info = s.get_document(doc, &mut out).unwrap();
+        assert_eq!((out.len(), info.version, info.content_type.as_str()), (0, 3, "text/plain"));
+        assert_eq!(s.read(doc).unwrap().status(), Some(Status::Pending));
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (0, 16));
+    }
+
+    #[test]
+    fn a_replace_after_a_rewrite_cut_short_leaves_the_lost_chunks_to_the_sweep() {
+        let g = seg("sweep-rewrite-then-replace");
+        let s = &g.seg;
+        let doc = s.put_document(s.root(), "a", "text/plain", &pattern(1, 600)).unwrap();
+        let raw = s.read(doc).unwrap().record().doc_blob;
+        for (k, c) in chain(s, raw).into_iter().enumerate() {
+            c.owner().store(dead_tag(), Ordering::Relaxed);
+            c.node().store(if k == 0 { doc.to_raw() } else { 0 }, Ordering::Relaxed);
+            let gs = c.gen_state().load(Ordering::Relaxed);
+            c.gen_state().store(pack(next_generation(gen_of(gs)), slot::RESERVED), Ordering::Relaxed);
+        }
+        s.hdr(hdr::BLOBS_USED).fetch_sub(3, Ordering::Relaxed);
+        // Before the sweep runs, someone replaces it (room enough beside the lost chunks):
+        // the new content is published; the lost chunks are not taken for its release.
+        let e = s.replace_document(doc, "text/plain", &pattern(2, 300)).unwrap_err();
+        assert!(matches!(e, DocError::Pool(PoolError::Corrupt { .. })), "{e:?}");
+        let mut out = Vec::new();
+        s.get_document(doc, &mut out).unwrap();
+        assert_eq!(out, pattern(2, 300));
+        assert_eq!(s.reclaim_leaked_blobs().unwrap(), BlobSweep { chunks: 3, emptied: 0 });
+        assert_eq!((used(s), s.free_blob_chunks().unwrap()), (2, 14));
+        s.get_document(doc, &mut out).unwrap();
+        assert_eq!(out, pattern(2, 300));
+    }
+
+    #[test]
+    fn a_leaked_set_slot_is_reclaimed_an_attached_one_is_kept() {
+        let g = seg("sweep-sets");
+        let s = &g.seg;
+        let a = s.add(s.root(), &NewNode::new(NodeKind::Folder, "a")).unwrap();
+        let b = s.add(s.root(), &NewNode::new(NodeKind::Folder, "b")).unwrap();
+        s.set_add(a, 1).unwrap();
+        s.set_add(b, 2).unwrap();
+        assert_eq!(s.free_set_slots().unwrap(), 2);
+        let slot_of = |h: Handle| s.read(h).unwrap().record().set_slot - 1;
+        let owner_word = |i: u32| {
+            let r = s.region(Region::Sets);
+            let off = r.offset as usize + i as usize * r.elem_size as usize + offset_of!(crate::layout::SetSlot, owner);
+            &s.map.words_at(off, 1).unwrap()[0]
+        };
+        // a: killed after its record named the slot; b: killed before.
+        owner_word(slot_of(a)).store(dead_tag(), Ordering::Relaxed);
+        let bs = slot_of(b);
+        owner_word(bs).store(dead_tag(), Ordering::Relaxed);
+        s.modify(b, Change::new(EventKind::NODE_UPDATED), |r: &mut NodeRecord| {
+            r.set_slot = 0;
+            Ok::<_, PoolError>(())
+        })
+        .unwrap();
+        assert_eq!(s.reclaim_leaked_sets().unwrap(), 1);
+        assert_eq!(s.free_set_slots().unwrap(), 3);
+        assert_eq!(owner_word(slot_of(a)).load(Ordering::Relaxed), 0);
+        assert!(s.set_contains(a, 1).unwrap());
+        assert_eq!(s.reclaim_leaked_sets().unwrap(), 0);
+    }
+
     /// Content of version `tag`: its tag in the first 8 bytes, a length and pattern that
     /// depend on it, so any mix of two versions is detected.
     fn versioned(tag: u64) -> (String, Vec<u8>) {
@@ -1020,8 +1723,21 @@ mod tests {
 
     #[test]
     fn concurrent_replacement_never_yields_a_mix() {
-        let g = seg("race");
+        replace_under_readers("race", 0);
+    }
+
+    /// As above with half the arena taken, so most replacements rewrite in place.
+    #[test]
+    fn concurrent_replacement_in_a_full_arena_never_yields_a_mix() {
+        replace_under_readers("race-full", 8);
+    }
+
+    fn replace_under_readers(tag: &str, pad_chunks: usize) {
+        let g = seg(tag);
         let s = &g.seg;
+        if pad_chunks > 0 {
+            s.put_document(s.root(), "pad", "text/plain", &pattern(99, pad_chunks * 256)).unwrap();
+        }
         let (ct, bytes) = versioned(0);
         let doc = s.put_document(s.root(), "schema", &ct, &bytes).unwrap();
         let done = AtomicBool::new(false);
@@ -1059,7 +1775,7 @@ mod tests {
         });
         assert!(ok.load(std::sync::atomic::Ordering::Relaxed) > 0);
         let (_, last) = versioned(3000);
-        assert_eq!(used(s), last.len().div_ceil(256) as u64);
+        assert_eq!(used(s), (last.len().div_ceil(256) + pad_chunks) as u64);
         assert_eq!(s.free_blob_chunks().unwrap(), 16 - used(s));
         eprintln!("reads ok {}, gave up (Changed) {}", ok.into_inner(), changed.into_inner());
     }

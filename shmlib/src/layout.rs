@@ -702,8 +702,16 @@ pub struct BlobChunkHeader {
     pub total_len: u64,
     /// First chunk only: CRC-32C of the whole blob.
     pub crc: u64,
-    /// Zero.
-    pub reserved: [u64; 2],
+    /// Owner tag of the process responsible for the chunk while it is off the free list
+    /// and not (or no longer) simply part of an attached blob: the allocator from
+    /// reservation until its blob is attached to a node, or a process releasing or
+    /// rewriting the blob. 0 otherwise. Lets the daemon reclaim what a process killed
+    /// mid-operation leaves (`blob::reclaim_leaked_blobs`). Was a zero word before issue
+    /// 12 (same offset; a zero owner is never reclaimed, so older segments are safe).
+    pub owner: u64,
+    /// First chunk only: raw handle of the document node the blob was attached to (set
+    /// under that node's lock before the record names the blob), 0 before that.
+    pub node: u64,
 }
 
 /// One entry of an observed-remove set: an element added under a unique tag.
@@ -730,8 +738,12 @@ pub struct SetSlot {
     pub next_free: u64,
     /// Raw handle of the node the set belongs to.
     pub node: u64,
+    /// Owner tag of the process attaching the slot, from its reservation until the
+    /// node's record names it; 0 otherwise (a zero word before issue 12, same offset).
+    /// Lets the daemon reclaim a slot a process killed mid-attach leaves.
+    pub owner: u64,
     /// Zero.
-    pub reserved: [u64; 5],
+    pub reserved: [u64; 4],
     /// The entries.
     pub entries: [SetEntry; SET_ENTRIES],
 }
@@ -795,6 +807,9 @@ const _: () = {
     assert!(size_of::<EventSlot>() == 192);
     assert!(size_of::<AgentSlot>() == 256);
     assert!(size_of::<BlobChunkHeader>() == 64);
+    // The owner and node words took the place of zero reserved words (issue 12).
+    assert!(offset_of!(BlobChunkHeader, owner) == 48 && offset_of!(BlobChunkHeader, node) == 56);
+    assert!(offset_of!(SetSlot, owner) == 24 && offset_of!(SetSlot, entries) == 64);
     // Record copies are moved as whole 64-bit words.
     assert!(size_of::<NodeRecord>().is_multiple_of(8) && size_of::<HeaderFixed>().is_multiple_of(8));
 };

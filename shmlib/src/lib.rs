@@ -104,7 +104,7 @@ pub use blob::{DocError, DocumentInfo};
 pub use broker::{BrokerError, BrokerFault};
 pub use claims::{Claim, TaskError, TaskFilter, LEASE_MAX, NOTE_MAX, PROGRESS_NOTE_MAX};
 pub use clock::{unix_ms, Hlc};
-pub use daemon::Daemon;
+pub use daemon::{Daemon, Reclaimed};
 pub use durability::{Durability, Heartbeat, DURABILITY_WAIT};
 pub use error::{AttachError, PoolError};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};

@@ -72,9 +72,11 @@
 //!
 //! Every index read from shared memory (the record's `set_slot`, free-list links) is
 //! range-checked and reported as [`SetError::Corrupt`]; every loop is bounded. A set
-//! slot popped by a process killed before it recorded it in the node leaks until a
-//! repair scan (as node slots do).
+//! slot carries the owner tag of the process attaching it until the node's record names
+//! it; one left by a process killed in between is given back by the daemon's sweep
+//! ([`crate::Daemon::reclaim_leaked`]), judged under the node's lock.
 
+use crate::blob::Verdict;
 use crate::error::PoolError;
 use crate::event::EventKind;
 use crate::freelist::{self, FreeListError};
@@ -232,6 +234,7 @@ const SLOT_WORDS: usize = size_of::<SetSlot>() / 8;
 const W_GEN_STATE: usize = offset_of!(SetSlot, gen_state) / 8;
 const W_NEXT_FREE: usize = offset_of!(SetSlot, next_free) / 8;
 const W_NODE: usize = offset_of!(SetSlot, node) / 8;
+const W_OWNER: usize = offset_of!(SetSlot, owner) / 8;
 const W_ENTRIES: usize = offset_of!(SetSlot, entries) / 8;
 const ENTRY_WORDS: usize = size_of::<SetEntry>() / 8;
 const E_STATE: usize = offset_of!(SetEntry, state) / 8;
@@ -367,6 +370,9 @@ impl<'a> SetView<'a> {
     }
     fn node(&self) -> &'a AtomicU64 {
         &self.w[W_NODE]
+    }
+    fn owner(&self) -> &'a AtomicU64 {
+        &self.w[W_OWNER]
     }
     /// Entry `i` (`i < SET_ENTRIES`; the view has exactly `SLOT_WORDS` words).
     fn entry(&self, i: usize) -> Entry<'a> {
@@ -533,8 +539,11 @@ impl Segment {
         // FREE -> RESERVED by compare-and-set: a slot in use on the free list is left to
         // its owner. No entry needs clearing: every entry predates this generation.
         let generation = crate::genstate::reserve(view.gen_state()).map_err(|_| SetError::Corrupt)?;
+        // Ours until the node's record names it (see `reclaim_leaked_sets`).
+        view.owner().store(self.me.0, Ordering::Relaxed);
         view.node().store(node.to_raw(), Ordering::Relaxed);
         view.gen_state().store(pack(generation, slot::LIVE), Ordering::Release);
+        crate::failpoint::hit("set.attach_reserved");
         let mine = index + 1;
         let recorded = self.modify(node, Change::new(EventKind::NODE_UPDATED), |rec| {
             if rec.set_slot != 0 {
@@ -546,6 +555,7 @@ impl Segment {
         match recorded {
             // Published; a failed event append does not undo that.
             Ok(_) | Err(AttachFail::Pool(PoolError::EventNotAppended { .. })) => {
+                let _ = view.owner().compare_exchange(self.me.0, 0, Ordering::AcqRel, Ordering::Relaxed);
                 self.hdr(hdr::SETS_USED).fetch_add(1, Ordering::Relaxed);
                 Ok(Attached { generation, view })
             }
@@ -563,6 +573,7 @@ impl Segment {
     /// Frees a set slot (new generation) and pushes it back on the free list. On a
     /// contended push the slot leaks rather than failing the caller.
     fn give_back_set(&self, index: u32, view: SetView<'_>, generation: u32) {
+        view.owner().store(0, Ordering::Relaxed);
         view.gen_state().store(pack(next_generation(generation), slot::FREE), Ordering::Release);
         let _ = freelist::push(self.set_free_head(), index, view.next_free());
     }
@@ -581,8 +592,89 @@ impl Segment {
         if view.gen_state().compare_exchange(gs, freed, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return;
         }
+        view.owner().store(0, Ordering::Relaxed);
         let _ = freelist::push(self.set_free_head(), index, view.next_free());
         self.hdr(hdr::SETS_USED).fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Free set slots, counted by walking the free list (bounded by capacity). A
+    /// diagnostic: under concurrent churn the answer is approximate.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Corrupt`] if the list leaves the table or is longer than it.
+    pub fn free_set_slots(&self) -> Result<u64, PoolError> {
+        let cap = self.caps.sets as u64;
+        let mut n = 0u64;
+        let mut cur = crate::freelist::FreeHead::from_raw(self.set_free_head().load(Ordering::Acquire)).top();
+        while cur != 0 {
+            n += 1;
+            if n > cap {
+                return Err(PoolError::Corrupt { what: "set free list longer than the table" });
+            }
+            let v = self
+                .set_view((cur - 1) as u32)
+                .ok_or(PoolError::Corrupt { what: "set free list names a slot outside the table" })?;
+            cur = v.next_free().load(Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+
+    /// The daemon's sweep for set slots a process killed mid-attach left live but named
+    /// by no record (between reserving the slot and recording it in its node). A slot
+    /// whose attaching process is alive is never touched. Judged under the node's lock;
+    /// bounded by the table's capacity. Returns how many slots it freed.
+    pub(crate) fn reclaim_leaked_sets(&self) -> Result<u64, PoolError> {
+        self.require_writable()?;
+        let mut freed = 0;
+        for i in 0..self.caps.sets {
+            let Some(view) = self.set_view(i) else { break };
+            let gs = view.gen_state().load(Ordering::Acquire);
+            let owner = view.owner().load(Ordering::Acquire);
+            if state_of(gs) != slot::LIVE || owner == 0 || crate::sys::OwnerTag(owner).is_alive() {
+                continue;
+            }
+            let unchanged =
+                || view.gen_state().load(Ordering::Acquire) == gs && view.owner().load(Ordering::Acquire) == owner;
+            let free = || {
+                let next = pack(next_generation(gen_of(gs)), slot::FREE);
+                if view.gen_state().compare_exchange(gs, next, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                    return false;
+                }
+                view.owner().store(0, Ordering::Relaxed);
+                let _ = freelist::push(self.set_free_head(), i, view.next_free());
+                true
+            };
+            let Some(node) = Handle::from_raw(view.node().load(Ordering::Acquire)) else {
+                if unchanged() && free() {
+                    freed += 1;
+                }
+                continue;
+            };
+            let judged = self.modify(
+                node,
+                Change::new(EventKind::NODE_UPDATED),
+                |rec: &mut NodeRecord| -> Result<(), Verdict> {
+                    if !unchanged() {
+                        return Err(Verdict::Done);
+                    }
+                    if rec.set_slot == i + 1 {
+                        // Recorded: its attacher died after publishing, before letting go.
+                        view.owner().store(0, Ordering::Release);
+                    } else if free() {
+                        freed += 1;
+                    }
+                    Err(Verdict::Done)
+                },
+            );
+            // The node was deleted: its delete frees only the set its record names.
+            if let Err(Verdict::Pool(PoolError::StaleHandle | PoolError::NotFound)) = judged {
+                if unchanged() && free() {
+                    freed += 1;
+                }
+            }
+        }
+        Ok(freed)
     }
 
     /// Fails with [`PoolError::StaleHandle`] if the set was freed (its node deleted)

@@ -987,11 +987,14 @@ impl Segment {
             return Err(PoolError::HasChildren { count: children });
         }
         self.unlink_from(ps, h.index, s)?;
-        s.gen_state().store(pack(next_generation(h.generation), slot::FREE), Ordering::Release);
-        // Return its observed-remove set; read `set_slot` under the lock (a set may have
-        // been attached since `node` was copied).
         let mut locked = [0u64; RECORD_WORDS];
         seqlock::read_locked(s.seq(), s.copies(), &mut locked);
+        // Its content is ours to release from here (before the slot is seen free): see
+        // `blob::reclaim_leaked_blobs`.
+        self.hold_blob(bytemuck::cast::<_, NodeRecord>(locked).doc_blob);
+        s.gen_state().store(pack(next_generation(h.generation), slot::FREE), Ordering::Release);
+        // Return its observed-remove set; `set_slot` was read under the lock (a set may
+        // have been attached since `node` was copied).
         self.release_set(h, &bytemuck::cast(locked));
         // Its document content goes with it (from the same locked copy, for the same reason).
         let doc_blob = bytemuck::cast::<_, NodeRecord>(locked).doc_blob;

@@ -111,6 +111,8 @@ impl Segment {
             rec.doc_len = blob.len;
             rec.doc_crc = blob.crc;
         })?;
+        // Attached: no longer this process's to reclaim.
+        self.settle_blob(blob.raw);
         Ok(())
     }
 

@@ -567,9 +567,11 @@ impl From<DocError> for Fail {
                     .into(),
             ),
             ContentTypeTooLong { .. } => ("invalid_value", exit::USAGE, "use a shorter media type".into()),
-            NotADocument => {
-                ("not_a_document", exit::USAGE, "name a node of kind document (`wn doc put` makes one)".into())
-            }
+            NotADocument => (
+                "not_a_document",
+                exit::USAGE,
+                "name a node of kind document (`wn doc ls NODE` lists them, `wn doc put` makes one)".into(),
+            ),
             Changed => ("document_changed", exit::TIMEOUT, "retry".into()),
             ChecksumMismatch { .. } => (
                 "checksum_mismatch",
@@ -807,6 +809,7 @@ mod tests {
                 "larger --blob-chunks",
             ),
             (DocError::Changed.into(), "document_changed", "retry"),
+            (DocError::NotADocument.into(), "not_a_document", "wn doc ls"),
             (DocError::ChecksumMismatch { stored: 1, computed: 2 }.into(), "checksum_mismatch", "wn doctor"),
             (SetError::SetFull { capacity: 8 }.into(), "set_full", "set_compact"),
             (SetError::NoSetSlots { capacity: 2 }.into(), "no_set_slots", "larger --sets"),

@@ -1,5 +1,7 @@
 //! Documents: `wn doc put` stores bytes as a document node (content in the segment's
-//! blob arena, CRC-32C checked), `wn doc get` copies them back out.
+//! blob arena, CRC-32C checked), `wn doc get` copies them back out, `wn doc ls` lists
+//! the documents under a node and `wn doc rm` deletes one (its chunks go back to the
+//! arena).
 //!
 //! `put` is create-or-replace: if PARENT already has exactly one document named NAME, its
 //! content is replaced (one new version of the same node); otherwise a new document node
@@ -21,6 +23,24 @@ pub enum DocCmd {
     Put(PutArgs),
     /// Write a document's bytes to stdout (`wn doc get NODE > file`).
     Get(GetArgs),
+    /// List the documents directly under NODE: name, UUID, version, bytes, content type.
+    Ls(LsArgs),
+    /// Delete a document and release its content.
+    Rm(RmArgs),
+}
+
+/// Options of `wn doc ls`.
+#[derive(clap::Args, Debug)]
+pub struct LsArgs {
+    /// The node whose documents to list (UUID, unique prefix, or /path; default: root).
+    node: Option<String>,
+}
+
+/// Options of `wn doc rm`.
+#[derive(clap::Args, Debug)]
+pub struct RmArgs {
+    /// The document (UUID, unique prefix, or /path).
+    node: String,
 }
 
 /// Options of `wn doc put`.
@@ -100,7 +120,66 @@ pub fn run(ctx: &Ctx, c: &DocCmd) -> Result<(), Fail> {
     match c {
         DocCmd::Put(a) => put(ctx, a),
         DocCmd::Get(a) => get(ctx, a),
+        DocCmd::Ls(a) => ls(ctx, a),
+        DocCmd::Rm(a) => rm(ctx, a),
     }
+}
+
+fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_ro()?;
+    let parent = resolve::node_or_root(&seg, a.node.as_deref())?;
+    let mut kids = Vec::new();
+    seg.children(parent, &mut kids)?;
+    let mut docs = Vec::new();
+    for k in kids {
+        // Another kind, or deleted since the child list was copied: not listed.
+        let (Ok(n), Ok(info)) = (seg.read(k), seg.document_info(k)) else { continue };
+        docs.push((n, info));
+    }
+    if ctx.json {
+        let list: Vec<_> = docs
+            .iter()
+            .map(|(n, info)| {
+                json!({
+                    "name": n.name(),
+                    "uuid": n.uuid().to_string(),
+                    "version": info.version,
+                    "bytes": info.len,
+                    "content_type": info.content_type,
+                    "crc32c": info.crc,
+                    "status": n.status().map(|s| s.as_str()),
+                })
+            })
+            .collect();
+        return print_json(&json!({ "documents": list, "count": docs.len() }));
+    }
+    if docs.is_empty() {
+        return print(&format!("no documents under {}", path_of(&seg, parent)));
+    }
+    let st = &ctx.style;
+    let mut t = st.table(&["NAME", "UUID", "VERSION", "BYTES", "TYPE"]);
+    for (n, info) in &docs {
+        t.add_row(vec![
+            comfy_table::Cell::new(clean(n.name())),
+            comfy_table::Cell::new(n.uuid().to_string()),
+            st.num(info.version),
+            st.num(info.len),
+            comfy_table::Cell::new(clean(&info.content_type)),
+        ]);
+    }
+    print(&st.render(t))
+}
+
+fn rm(ctx: &Ctx, a: &RmArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let h = resolve::node(&seg, &a.node)?;
+    let n = seg.read(h)?;
+    let path = path_of(&seg, h);
+    seg.delete_document(h)?;
+    if ctx.json {
+        return print_json(&json!({ "deleted": n.uuid().to_string(), "path": path, "bytes": n.record().doc_len }));
+    }
+    print(&format!("deleted document {} {}", n.uuid(), clean(&path)))
 }
 
 fn put(ctx: &Ctx, a: &PutArgs) -> Result<(), Fail> {

@@ -46,8 +46,9 @@
 //! `--repair` fixes what the library can fix through its API, then checks again. It
 //! stands in for the daemon (`worknode::Daemon::stand_in`: the daemon's housekeeping,
 //! without taking the segment over): it reaps expired leases and dead sessions, takes over node locks held by dead processes
-//! (a no-op update: the takeover repairs the record and any half-changed child list), and
-//! abandons ring sequences stuck behind dead producers.
+//! (a no-op update: the takeover repairs the record and any half-changed child list),
+//! abandons ring sequences stuck behind dead producers, and gives back blob chunks and
+//! set slots held by dead processes (`Daemon::reclaim_leaked`).
 
 use crate::ctx::Ctx;
 use crate::fail::{exit, Fail};
@@ -655,6 +656,21 @@ fn repair(seg: &Daemon) -> Result<Vec<String>, Fail> {
         let _ = r.try_next();
         let _ = r.try_next();
         done.push(format!("abandoned event {seq}, stuck behind a dead producer"));
+    }
+    // A corrupt chain is reported by the checks that follow; nothing is freed from it.
+    if let Ok(r) = seg.reclaim_leaked() {
+        if r.blob_chunks > 0 || r.set_slots > 0 {
+            done.push(format!(
+                "gave back {} blob chunks and {} set slots held by dead processes",
+                r.blob_chunks, r.set_slots
+            ));
+        }
+        if r.documents_emptied > 0 {
+            done.push(format!(
+                "emptied {} documents whose content a killed replace had overwritten",
+                r.documents_emptied
+            ));
+        }
     }
     Ok(done)
 }

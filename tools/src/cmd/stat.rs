@@ -99,12 +99,25 @@ pub fn rate(prev: &Sample, cur: &Sample, f: impl Fn(&Sample) -> u64) -> f64 {
     f(cur).saturating_sub(f(prev)) as f64 / dt
 }
 
-const HEADER: &str = "  nodes  capacity   new/s   upd/s   del/s    events    ev/s  agents  ready claimed  active blocked    done  failed";
+const HEADER: &str = "  nodes  capacity   new/s   upd/s   del/s    events    ev/s  agents        blobs  ready claimed  active blocked    done  failed";
+
+/// Blob arena usage as `used/capacity` chunks (`-` for a segment without an arena).
+pub fn arena_text(s: &Sample) -> String {
+    if s.blobs.1 == 0 {
+        return "-".to_string();
+    }
+    format!("{}/{}", s.blobs.0, s.blobs.1)
+}
+
+/// Blob arena usage in percent of its chunks (0 for a segment without an arena).
+pub fn arena_percent(s: &Sample) -> u64 {
+    (s.blobs.0.min(s.blobs.1) * 100).checked_div(s.blobs.1).unwrap_or(0)
+}
 
 fn human(prev: Option<&Sample>, s: &Sample) -> String {
     let r = |f: fn(&Sample) -> u64| prev.map_or("-".to_string(), |p| format!("{:.0}", rate(p, s, f)));
     format!(
-        "{:>7} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "{:>7} {:>9} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>12} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7}",
         s.nodes,
         s.capacity,
         r(|x| x.created),
@@ -113,6 +126,7 @@ fn human(prev: Option<&Sample>, s: &Sample) -> String {
         s.events,
         r(|x| x.events),
         s.agents,
+        arena_text(s),
         s.count(Status::Ready),
         s.count(Status::Claimed),
         s.count(Status::InProgress),
@@ -138,6 +152,7 @@ fn as_json(prev: Option<&Sample>, s: &Sample) -> serde_json::Value {
         "agents": s.agents,
         "blob_chunks_used": s.blobs.0,
         "blob_chunks": s.blobs.1,
+        "blob_arena_percent": arena_percent(s),
         "tasks": tasks,
     })
 }

@@ -129,8 +129,14 @@ fn draw(f: &mut Frame<'_>, v: &View) {
     let header = Line::from(vec![
         Span::styled(format!("segment {}", v.segment), TuiStyle::default().add_modifier(Modifier::BOLD)),
         Span::raw(format!(
-            "  {}  nodes {}/{}  events {} ({rate})  agents {}  blobs {}/{}",
-            v.daemon, s.nodes, s.capacity, s.events, s.agents, s.blobs.0, s.blobs.1
+            "  {}  nodes {}/{}  events {} ({rate})  agents {}  blob arena {} chunks ({}%)",
+            v.daemon,
+            s.nodes,
+            s.capacity,
+            s.events,
+            s.agents,
+            super::stat::arena_text(s),
+            super::stat::arena_percent(s)
         )),
     ]);
     f.render_widget(Paragraph::new(header).block(Block::bordered().title(" wn top ")), head);
@@ -228,6 +234,7 @@ fn view_json(v: &View) -> Value {
         "tasks": tasks,
         "blob_chunks_used": s.blobs.0,
         "blob_chunks": s.blobs.1,
+        "blob_arena_percent": super::stat::arena_percent(s),
         "recent_events": recent,
     })
 }
