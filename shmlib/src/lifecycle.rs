@@ -180,19 +180,32 @@ impl Segment {
             return link.ask_node(crate::broker::Request::Activate { node });
         }
         self.permit(Right::Update, Some(node)).map_err(PoolError::from)?;
-        let open = self.read(node).map(|n| self.open_blocker_count(n.record()))?;
-        let kind = if open > 0 { EventKind::TASK_BLOCKED } else { EventKind::TASK_READY };
-        let (n, ()) = self.modify(node, Change::new(kind), |rec| {
-            require_task(rec)?;
-            let from = status(rec);
-            if from != Status::Pending {
-                return Err(TaskError::IllegalTransition { from, to: Status::Ready });
+        // The event names the status reached, chosen before the lock is taken: if a
+        // blocker completes in between, the guess is wrong and the change is made again
+        // (bounded; the daemon's settle sweep makes a blocked task ready in any case).
+        let mut last = Err(TaskError::Pool(PoolError::Contended));
+        for _ in 0..4 {
+            let blocked = self.read(node).map(|n| self.open_blocker_count(n.record()) > 0)?;
+            let kind = if blocked { EventKind::TASK_BLOCKED } else { EventKind::TASK_READY };
+            last = self
+                .modify(node, Change::new(kind), |rec| {
+                    require_task(rec)?;
+                    let from = status(rec);
+                    if from != Status::Pending {
+                        return Err(TaskError::IllegalTransition { from, to: Status::Ready });
+                    }
+                    if (self.open_blocker_count(rec) > 0) != blocked {
+                        return Err(TaskError::Pool(PoolError::Contended));
+                    }
+                    rec.status = if blocked { Status::Blocked.code() } else { Status::Ready.code() };
+                    Ok(())
+                })
+                .map(|(n, ())| n);
+            if !matches!(last, Err(TaskError::Pool(PoolError::Contended))) {
+                break;
             }
-            // Counted again under the lock: a blocker may have completed since.
-            rec.status = if self.open_blocker_count(rec) > 0 { Status::Blocked.code() } else { Status::Ready.code() };
-            Ok(())
-        })?;
-        Ok(n)
+        }
+        last
     }
 
     /// Changes a node's own fields: name, description, priority, value (`node_updated`).
