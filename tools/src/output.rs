@@ -428,6 +428,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_schema_base_names_the_contract_version() {
+        assert!(SCHEMA_BASE.ends_with(&format!("/v{JSON_CONTRACT}/")), "{SCHEMA_BASE}");
+        assert_eq!(schema_path("doc put"), "tools/schemas/doc-put.json");
+        assert_eq!(schema_path("ls"), "tools/schemas/ls.json");
+    }
+
+    #[test]
     fn control_characters_and_overrides_are_escaped() {
         assert!(matches!(clean("plain ü café"), Cow::Borrowed("plain ü café")));
         assert_eq!(clean("\u{1b}]0;pwned\u{7}\u{1b}[31mX"), "\\u{1b}]0;pwned\\u{7}\\u{1b}[31mX");
