@@ -228,7 +228,7 @@ fn another_user_works_through_the_broker_and_nowhere_else() {
     // events it causes carry its agent whatever --agent says (another name is refused).
     let work = mint(&g, "w-cli", "read,claim,update,create", &["--under", "/A"]);
     let c = ok(&wn(&g, Some(NOBODY), &["--token", &work, "claim", "/A/a2"]));
-    assert_eq!(c["agent"], "w-cli", "{c}");
+    assert_eq!(c["claim"]["agent"], "w-cli", "{c}");
     ok(&wn(&g, Some(NOBODY), &["--token", &work, "progress", "/A/a2", "40"]));
     ok(&wn(&g, Some(NOBODY), &["--token", &work, "done", "/A/a2", "--note", "ok"]));
     ok(&wn(&g, Some(NOBODY), &["--token", &work, "add", "task", "a3", "--parent", "/A"]));
@@ -266,7 +266,7 @@ fn another_user_works_through_the_broker_and_nowhere_else() {
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let by_cli: Vec<&Value> = events.iter().filter(|e| e["node_name"] == "a2" && e["kind"] != "node_created").collect();
     assert!(by_cli.len() >= 3, "claim, progress, done: {events:?}");
-    assert!(by_cli.iter().all(|e| e["actor_name"] == "w-cli"), "{by_cli:?}");
+    assert!(by_cli.iter().all(|e| e["actor"]["name"] == "w-cli"), "{by_cli:?}");
 
     // Forged (one byte changed), expired and revoked tokens are refused, each saying so.
     let mut forged = work.clone().into_bytes();

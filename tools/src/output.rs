@@ -18,6 +18,19 @@ use std::io::{IsTerminal, Write};
 use uuid::Uuid;
 use worknode::{Node, NodeKind, Segment, Status};
 
+/// The version of the `--json` contract: the shapes `tools/schemas/*.json` describe (their
+/// `$id`s carry it as `/v1/`). It changes only when a field is removed, renamed or changes
+/// type; adding a field keeps it. `wn commands --json` prints it with each verb's schema.
+pub const JSON_CONTRACT: u32 = 1;
+
+/// The base of every schema's `$id` for this contract version.
+pub const SCHEMA_BASE: &str = "https://worknode.dev/schemas/v1/";
+
+/// Where in the repository a verb's schema lives: `doc put` → `tools/schemas/doc-put.json`.
+pub fn schema_path(verb: &str) -> String {
+    format!("tools/schemas/{}.json", verb.split_whitespace().collect::<Vec<_>>().join("-"))
+}
+
 /// How human output is decorated.
 #[derive(Clone, Copy, Debug)]
 pub struct Style {
@@ -371,6 +384,26 @@ fn record_agent(seg: &Segment, uuid: Option<Uuid>) -> Value {
     json!({ "uuid": u.to_string(), "name": name })
 }
 
+/// An agent named by its identity node (an event's actor): its name and UUID, both null
+/// when that agent has left since (the handle no longer reads).
+pub fn agent_ref(seg: &Segment, h: worknode::Handle) -> Value {
+    match seg.read(h) {
+        Ok(a) => json!({ "name": a.name(), "uuid": a.uuid().to_string() }),
+        Err(_) => json!({ "name": Value::Null, "uuid": Value::Null }),
+    }
+}
+
+/// The daemon as the segment's header records it (`dump`, `top`).
+pub fn daemon_json(info: &worknode::SegmentInfo) -> Value {
+    json!({
+        "pid": info.daemon_pid,
+        "alive": info.daemon_alive,
+        "boot_id": info.boot_id.to_string(),
+        "started_unix_ms": info.daemon_started_ms,
+        "adopt_count": info.adopt_count,
+    })
+}
+
 /// What a task keeps of its history in the segment (after the ring has wrapped, and
 /// across restarts): attempts, the last finish and by whom, the last note.
 pub fn task_record_json(seg: &Segment, n: &Node) -> Value {
@@ -393,6 +426,13 @@ pub fn node_line(style: &Style, n: &Node) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_base_names_the_contract_version() {
+        assert!(SCHEMA_BASE.ends_with(&format!("/v{JSON_CONTRACT}/")), "{SCHEMA_BASE}");
+        assert_eq!(schema_path("doc put"), "tools/schemas/doc-put.json");
+        assert_eq!(schema_path("ls"), "tools/schemas/ls.json");
+    }
 
     #[test]
     fn control_characters_and_overrides_are_escaped() {

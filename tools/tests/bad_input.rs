@@ -303,7 +303,7 @@ fn leases_are_bounded_and_burn_no_epoch() {
     assert_eq!((t["epoch"].as_u64(), t["status"].as_str()), (Some(0), Some("ready")), "{t}");
     let c = d.json_as("a", &["claim", "/t", "--lease", "30d"]);
     assert_eq!(c["epoch"], 1);
-    assert!(c["lease_until_ms"].as_u64().unwrap() > worknode::unix_ms() + 29 * 86_400_000, "{c}");
+    assert!(c["claim"]["lease_until_ms"].as_u64().unwrap() > worknode::unix_ms() + 29 * 86_400_000, "{c}");
 }
 
 #[test]

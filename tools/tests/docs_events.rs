@@ -91,7 +91,7 @@ fn emit_events_and_filters() {
     assert_eq!(built["kind"], "user");
     assert_eq!(built["payload"]["ok"], true);
     assert_eq!(built["node_name"], "web app");
-    assert_eq!(built["actor_name"], "bot");
+    assert_eq!(built["actor"]["name"], "bot");
 
     let by_kind = d.run(&["--json", "events", "--kind", "build_done"]).ok().json_lines();
     assert_eq!(by_kind.len(), 1);

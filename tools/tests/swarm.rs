@@ -145,7 +145,7 @@ fn five_agents_and_a_coordinator_build_the_web_app_with_only_wn() {
             .iter()
             .find(|e| e["kind"] == "task_completed" && e["node"] == t["uuid"])
             .unwrap_or_else(|| panic!("no task_completed for {name}"));
-        let by = done["actor_name"].as_str().unwrap();
+        let by = done["actor"]["name"].as_str().unwrap();
         assert_eq!(text, format!("artifact of {name} by {by}\n"));
         assert_eq!(done["payload"]["note"], format!("by {by}"));
     }

@@ -84,7 +84,7 @@ fn claim_lifecycle_with_epochs_and_conflicts() {
     d.fails(&["--agent", "alice", "progress", &t, "140"], 2, "usage");
     let r = d.json_as("alice", &["renew", &t, "--lease", "20m"]);
     assert_eq!(r["epoch"], 1);
-    assert!(r["lease_until_ms"].as_u64().unwrap() > worknode::unix_ms() + 15 * 60_000);
+    assert!(r["claim"]["lease_until_ms"].as_u64().unwrap() > worknode::unix_ms() + 15 * 60_000);
     // Strict fencing: a saved epoch that is not the current one is refused (3).
     let err = d.fails(&["--agent", "alice", "done", &t, "--epoch", "7"], 3, "stale_epoch");
     assert!(err["error"].as_str().unwrap().contains("epoch 7"), "{err}");
@@ -104,7 +104,8 @@ fn claim_lifecycle_with_epochs_and_conflicts() {
     let c = d.json_as("bob", &["claim", "--next", "--lease", "1m"]);
     assert_eq!(c["uuid"], u.as_str());
     assert_eq!(c["epoch"], 2, "every claim is a new epoch");
-    assert_eq!(c["agent"], "bob");
+    assert_eq!(c["claim"]["agent"], "bob");
+    assert_eq!(c["claim"]["epoch"], 2);
     d.fails(&["--agent", "bob", "fail", &u], 2, "usage"); // --reason is required
     let failed = d.json_as("bob", &["fail", &u, "--reason", "it broke"]);
     assert_eq!(failed["status"], "failed");
@@ -112,7 +113,8 @@ fn claim_lifecycle_with_epochs_and_conflicts() {
     assert_eq!(ev[0]["payload"]["note"], "it broke");
     let ev = d.run(&["--json", "events", "--kind", "task_completed"]).ok().json_lines();
     assert_eq!(ev[0]["payload"]["note"], "shipped");
-    assert_eq!(ev[0]["actor_name"], "alice");
+    assert_eq!(ev[0]["actor"]["name"], "alice");
+    assert!(ev[0]["actor"]["uuid"].is_string(), "{}", ev[0]);
 }
 
 #[test]
@@ -131,8 +133,8 @@ fn claim_next_prefers_priority_and_filters() {
     let human = d.run(&["ready"]);
     assert!(human.ok().stdout.lines().nth(1).unwrap().contains("elsewhere"), "best first: {human:?}");
 
-    assert_eq!(d.json_as("w", &["claim", "--next", "--under", "/p"])["node"]["name"], "high");
-    assert_eq!(d.json_as("w", &["claim", "--next", "--kind", "custom"])["node"]["name"], "widget");
+    assert_eq!(d.json_as("w", &["claim", "--next", "--under", "/p"])["name"], "high");
+    assert_eq!(d.json_as("w", &["claim", "--next", "--kind", "custom"])["name"], "widget");
     // Documents are never claimable: asking for one is a usage error, not "none ready".
     d.fails(&["--agent", "w", "claim", "--next", "--under", "/other", "--kind", "document"], 2, "not_a_task");
     // Flags that only make sense with --next.
@@ -146,7 +148,7 @@ fn claim_next_prefers_priority_and_filters() {
     assert_eq!(d.json(&["ready", "--assignee", "carol"])["count"], 1);
     assert_eq!(d.json(&["ls", "--assignee", "carol"])["count"], 1);
     d.fails(&["--agent", "dave", "claim", "--next", "--mine"], 4, "nothing_ready");
-    assert_eq!(d.json_as("carol", &["claim", "--next", "--mine"])["node"]["name"], "low");
+    assert_eq!(d.json_as("carol", &["claim", "--next", "--mine"])["name"], "low");
     let un = d.json(&["unassign", "/p/low", "carol"]);
     assert_eq!(un["assignees"], Value::Array(vec![]));
     d.fails(&["assign", "/p/low", "nobody"], 4, "agent_not_found");

@@ -35,7 +35,8 @@ pub fn claims_by_agent(seg: &Segment) -> HashMap<u16, Vec<Node>> {
     by
 }
 
-fn agent_json(seg: &Segment, a: &AgentInfo, claims: &[Node]) -> Value {
+/// An agent as every verb prints it (`agent` in `tools/schemas/defs.json`).
+pub fn agent_json(seg: &Segment, a: &AgentInfo, claims: &[Node]) -> Value {
     let claims: Vec<Value> = claims
         .iter()
         .map(|n| {

@@ -4,7 +4,7 @@
 use crate::cli::{Cli, AFTER_HELP};
 use crate::ctx::Ctx;
 use crate::fail::{Fail, EXIT_CODES};
-use crate::output::{print, print_json};
+use crate::output::{print, print_json, schema_path, JSON_CONTRACT, SCHEMA_BASE};
 use clap::{Arg, ArgAction, Command, CommandFactory};
 use comfy_table::Cell;
 use serde_json::{json, Value};
@@ -71,9 +71,19 @@ pub fn tree() -> Value {
         .collect();
     let exit_codes: serde_json::Map<String, Value> =
         EXIT_CODES.iter().map(|(c, m)| (c.to_string(), json!(m))).collect();
+    // Every verb's schema, by its path (`doc put`), from the same tree: a verb cannot be
+    // listed without one.
+    let mut leaves = Vec::new();
+    flatten(&commands, &mut leaves);
+    let schemas: serde_json::Map<String, Value> =
+        leaves.iter().filter_map(|c| c["path"].as_str()).map(|p| (p.to_string(), json!(schema_path(p)))).collect();
     json!({
         "program": "wn",
         "version": env!("CARGO_PKG_VERSION"),
+        "json_contract": JSON_CONTRACT,
+        "schema_base": SCHEMA_BASE,
+        "schemas": schemas,
+        "error_schema": "tools/schemas/defs.json#/$defs/error",
         "global_args": globals,
         "commands": commands,
         "exit_codes": exit_codes,

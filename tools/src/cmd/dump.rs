@@ -3,7 +3,7 @@
 use crate::ctx::Ctx;
 use crate::duration::relative;
 use crate::fail::Fail;
-use crate::output::{now_ms, print, print_json};
+use crate::output::{daemon_json, now_ms, print, print_json};
 use serde_json::json;
 
 /// Attaches read-only and prints what the header says.
@@ -24,7 +24,7 @@ pub fn run(ctx: &Ctx) -> Result<(), Fail> {
             "layout_version": info.layout_version,
             "state": info.state.as_str(),
             "created_unix_ms": info.created_unix_ms,
-            "daemon": { "pid": info.daemon_pid, "alive": info.daemon_alive, "boot_id": info.boot_id.to_string(), "started_unix_ms": info.daemon_started_ms, "adopt_count": info.adopt_count },
+            "daemon": daemon_json(&info),
             "policy": { "tokens_required": seg.tokens_required(), "broker_open": seg.broker_open() },
             "hlc": { "raw": info.hlc.0, "wall_ms": info.hlc.wall_ms(), "logical": info.hlc.logical() },
             "regions": regions,

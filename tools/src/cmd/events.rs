@@ -8,7 +8,7 @@
 use crate::ctx::{find_agent, Ctx};
 use crate::duration;
 use crate::fail::{exit, Fail};
-use crate::output::{clean, now_ms, print, ShortIds};
+use crate::output::{agent_ref, clean, now_ms, print, ShortIds};
 use crate::resolve;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -143,8 +143,9 @@ fn node_uuid(seg: &Segment, spec: &str) -> Result<Uuid, Fail> {
     Ok(seg.read(h)?.uuid())
 }
 
-/// One event as a JSON object: the `--json` line format.
-pub fn event_json(e: &Event) -> Value {
+/// One event as a JSON object: the `--json` line format (`event` in
+/// `tools/schemas/defs.json`), its actor named by [`agent_ref`].
+pub fn event_json(seg: &Segment, e: &Event) -> Value {
     let payload = e.payload();
     let data = match std::str::from_utf8(payload) {
         Ok(s) => serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_string())),
@@ -156,7 +157,7 @@ pub fn event_json(e: &Event) -> Value {
         "time_ms": e.hlc().wall_ms(),
         "kind": e.kind().to_string(),
         "topic": e.topic(),
-        "actor": e.actor().map(|a| a.to_string()),
+        "actor": e.actor().map(|a| agent_ref(seg, a)),
         "node": e.node().map(|u| u.to_string()),
         "node_version": e.node_version(),
         "pid": e.pid(),
@@ -203,11 +204,9 @@ impl<'a> Printer<'a> {
 
     /// One event as one line.
     pub fn line(&mut self, e: &Event) -> String {
-        let actor = e.actor().and_then(|a| self.actor_name(a));
         let node_name = e.node().and_then(|u| self.seg.lookup(u).ok()).and_then(|h| self.seg.read(h).ok());
         if self.json {
-            let mut v = event_json(e);
-            v["actor_name"] = json!(actor);
+            let mut v = event_json(self.seg, e);
             v["node_name"] = json!(node_name.as_ref().map(|n| n.name().to_string()));
             return v.to_string();
         }
@@ -224,7 +223,7 @@ impl<'a> Printer<'a> {
             let name = node_name.map(|n| format!(" {}", clean(&format!("{:?}", n.name())))).unwrap_or_default();
             line.push_str(&format!("  {}{name} v{}", s.dim(&self.short.of(u)), e.node_version()));
         }
-        if let Some(a) = actor {
+        if let Some(a) = e.actor().and_then(|a| self.actor_name(a)) {
             line.push_str(&format!("  by {}", clean(&a)));
         }
         if !e.payload().is_empty() {

@@ -177,18 +177,12 @@ pub fn run_ready(ctx: &Ctx, a: &ReadyArgs) -> Result<(), Fail> {
     print(&node_table(ctx, &seg, &out, &names))
 }
 
+/// A claim as `claim` and `renew` print it: with `--json`, the node object (its `claim`
+/// holds the agent, epoch and lease; `epoch` and `uuid` are at its top level).
 fn print_claim(ctx: &Ctx, seg: &Segment, c: &Claim) -> Result<(), Fail> {
     let n = seg.read(c.task)?;
-    let agent = seg.agent(c.agent).map(|a| a.name).unwrap_or_default();
     if ctx.json {
-        let names = Names::load(seg);
-        return print_json(&json!({
-            "node": node_json(seg, &n, &names, Some(&path_of(seg, c.task))),
-            "uuid": n.uuid().to_string(),
-            "epoch": c.epoch,
-            "lease_until_ms": c.lease_until_ms,
-            "agent": agent,
-        }));
+        return print_node(ctx, seg, &n);
     }
     let lease = duration::format_ms(c.lease_until_ms.saturating_sub(now_ms()));
     print(&format!("{} epoch {} lease {lease} {}", n.uuid(), c.epoch, clean(n.name())))

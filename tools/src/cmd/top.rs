@@ -7,13 +7,13 @@
 //! an off-screen buffer and prints it as plain text, which needs no terminal (scripts,
 //! tests).
 
-use crate::cmd::agents::claims_by_agent;
+use crate::cmd::agents::{agent_json, claims_by_agent};
 use crate::cmd::events::{stop_flag, Printer};
 use crate::cmd::stat::{rate, Sample};
 use crate::ctx::Ctx;
 use crate::duration::{self, relative};
 use crate::fail::{exit, Fail};
-use crate::output::{clean, now_ms, print, print_json};
+use crate::output::{clean, daemon_json, now_ms, print, print_json};
 use ratatui::backend::{Backend, TestBackend};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -50,7 +50,10 @@ const RECENT: u64 = 50;
 /// What one frame shows.
 struct View {
     segment: String,
+    /// The daemon in words, for the screen.
     daemon: String,
+    /// The daemon as structured fields, for `--json`.
+    daemon_fields: Value,
     sample: Sample,
     events_per_s: Option<f64>,
     agents: Vec<(AgentInfo, Vec<String>)>,
@@ -100,6 +103,7 @@ impl View {
         View {
             segment: info.name.clone(),
             daemon: format!("daemon pid {} {}", info.daemon_pid, if info.daemon_alive { "running" } else { "GONE" }),
+            daemon_fields: daemon_json(&info),
             sample,
             events_per_s,
             agents,
@@ -212,20 +216,19 @@ fn buffer_text(backend: &TestBackend) -> String {
         .join("\n")
 }
 
-/// The snapshot as one JSON object (`top --once --json`).
-fn view_json(v: &View) -> Value {
+/// The snapshot as one JSON object (`top --once --json`): agents in the shape `wn agents`
+/// prints, the daemon as `wn dump` does.
+fn view_json(seg: &Segment, v: &View) -> Value {
     let s = &v.sample;
     let tasks: serde_json::Map<String, Value> =
         Status::ALL.iter().map(|st| (st.as_str().to_string(), json!(s.count(*st)))).collect();
-    let agents: Vec<Value> = v
-        .agents
-        .iter()
-        .map(|(a, held)| json!({ "name": a.name, "role": a.role, "heartbeat_ms": a.heartbeat_ms, "claims": held }))
-        .collect();
+    let claims = claims_by_agent(seg);
+    let agents: Vec<Value> =
+        v.agents.iter().map(|(a, _)| agent_json(seg, a, claims.get(&a.id.index).map_or(&[], Vec::as_slice))).collect();
     let recent: Vec<Value> = v.recent.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
     json!({
         "segment": v.segment,
-        "daemon": v.daemon,
+        "daemon": v.daemon_fields,
         "nodes": s.nodes,
         "nodes_capacity": s.capacity,
         "events": s.events,
@@ -261,7 +264,7 @@ pub fn run(ctx: &Ctx, a: &TopArgs) -> Result<(), Fail> {
         std::thread::sleep(Duration::from_millis(100));
         let view = View::take(&seg, Some(&first), ctx.json);
         if ctx.json {
-            return print_json(&view_json(&view));
+            return print_json(&view_json(&seg, &view));
         }
         let mut term = Terminal::new(TestBackend::new(a.width as u16, a.height as u16)).map_err(io_fail)?;
         term.draw(|f| draw(f, &view)).map_err(io_fail)?;
