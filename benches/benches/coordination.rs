@@ -25,7 +25,9 @@ fn coordination(c: &mut Criterion) {
     let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "bench")).expect("add");
     let tasks: Vec<_> = (0..TASKS)
         .map(|i| {
-            let spec = NewNode::new(NodeKind::Task, "t").status(Status::Ready).priority((i % 7) as u8).value(i as f64);
+            let name = format!("t{i}"); // sibling names are unique
+            let spec =
+                NewNode::new(NodeKind::Task, &name).status(Status::Ready).priority((i % 7) as u8).value(i as f64);
             seg.add(project, &spec).expect("add a task")
         })
         .collect();

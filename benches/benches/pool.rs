@@ -127,8 +127,9 @@ fn lookup(c: &mut Criterion) {
     let seg = segment("lookup");
     let parent = container(&seg, "lookup");
     let uuids: Vec<_> = (0..LOOKUP_NODES)
-        .map(|_| {
-            let h = seg.add(parent, &NewNode::new(NodeKind::Task, "lookup")).expect("add");
+        .map(|i| {
+            let name = format!("lookup {i}"); // sibling names are unique
+            let h = seg.add(parent, &NewNode::new(NodeKind::Task, &name)).expect("add");
             seg.read(h).expect("read").uuid()
         })
         .collect();
@@ -150,8 +151,8 @@ fn lookup(c: &mut Criterion) {
 fn children(c: &mut Criterion) {
     let seg = segment("children");
     let parent = container(&seg, "children");
-    for _ in 0..CHILDREN {
-        seg.add(parent, &NewNode::new(NodeKind::Task, "child")).expect("add");
+    for i in 0..CHILDREN {
+        seg.add(parent, &NewNode::new(NodeKind::Task, &format!("child {i}"))).expect("add");
     }
     let mut out = Vec::with_capacity(CHILDREN);
     seg.children(parent, &mut out).expect("children");
