@@ -204,3 +204,65 @@ fn sibling_names_are_unique_and_imports_never_duplicate() {
     assert_eq!(other.json(&["show", "/P/schema"])["name"], "schema");
     std::fs::remove_file(&file).unwrap();
 }
+
+/// `rm --recursive` racing agents that claim tasks and write documents under the same
+/// subtree (separate processes) leaves no dangling child, blocker or chunk: the subtree
+/// is gone, `wn doctor` is clean, and the arena's chunks all come back.
+#[test]
+fn rm_recursive_racing_claims_and_document_writes_leaves_nothing_dangling() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let caps = worknode::Capacities { nodes: 512, events: 4096, agents: 16, blob_chunks: 256, ..Default::default() };
+    let d = Daemon::start_with("lifecycle-race", caps);
+    d.json(&["add", "project", "P"]);
+    d.json(&["add", "task", "outside"]);
+    for i in 0..24 {
+        let name = format!("t{i}");
+        if i % 3 == 0 && i > 0 {
+            d.json(&["add", "task", &name, "--parent", "/P", "--blocked-by", "/P/t0"]);
+        } else {
+            d.json(&["add", "task", &name, "--parent", "/P"]);
+        }
+    }
+    // A task outside waits for one inside: removing it must release the wait.
+    d.json(&["dep", "add", "/outside", "--blocked-by", "/P/t1"]);
+    let file = std::env::temp_dir().join(format!("wn-race-{}.txt", std::process::id()));
+    std::fs::write(&file, "x".repeat(3000)).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for w in 0..3 {
+            let (d, stop, file) = (&d, &stop, &file);
+            s.spawn(move || {
+                let agent = format!("w{w}");
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) && i < 200 {
+                    i += 1;
+                    let task = format!("/P/t{}", (w * 7 + i) % 24);
+                    let _ = common::run(d.cmd().args(["--agent", &agent, "claim", "--next"]), None);
+                    let _ = common::run(
+                        d.cmd()
+                            .args(["--agent", &agent, "doc", "put", &task, &format!("n{i}.txt"), "--file"])
+                            .arg(file),
+                        None,
+                    );
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let out = common::run(d.cmd().args(["--json", "rm", "--recursive", "--force", "/P"]), None);
+        stop.store(true, Ordering::Relaxed);
+        out.ok();
+    });
+    std::fs::remove_file(&file).unwrap();
+    // A late document write may have found its task gone: the subtree stays gone.
+    d.fails(&["show", "/P"], 4, "node_not_found");
+    // (An agent may have claimed it since: anything but blocked.)
+    let outside = status(&d, "/outside");
+    assert!(outside == "ready" || outside == "claimed", "the removed blocker released its dependent: {outside}");
+    // Every chunk comes back (the daemon reclaims any a killed or racing writer left).
+    common::wait_until("the arena to be empty again", std::time::Duration::from_secs(20), || {
+        let v = d.json(&["stat", "--count", "1"]);
+        (v["blob_chunks_used"] == 0).then_some(())
+    });
+    let doctor = common::run(d.cmd().args(["doctor"]), None);
+    doctor.ok();
+}
