@@ -60,18 +60,7 @@ impl Daemon {
         let guard = SegmentGuard::new(test);
         // The guard's own directory, removed when it drops (the guard sets it on spawn too).
         let data_dir = guard.data_dir();
-        let mut cmd = Command::new(daemon_bin());
-        cmd.arg("--segment")
-            .arg(guard.name())
-            .args(["--nodes", &caps.nodes.to_string()])
-            .args(["--events", &caps.events.to_string()])
-            .args(["--agents", &caps.agents.to_string()])
-            .args(["--blob-chunks", &caps.blob_chunks.to_string()])
-            .args(extra)
-            .env_remove("WORKNODE_SEGMENT")
-            // The journal (when the daemon keeps one) goes to a private directory.
-            .env("WORKNODE_DATA_DIR", &data_dir);
-        let p = guard.spawn(cmd, "worknoded");
+        let p = guard.spawn(daemon_command(guard.name(), &caps, extra, &data_dir), "worknoded");
         p.wait_for_line(Stream::Stdout, READY_TIMEOUT, |l| l.contains("ready"));
         Daemon { guard, proc: Some(p), data_dir, caps }
     }
@@ -167,17 +156,7 @@ impl Daemon {
         self.kill_daemon();
         let _ = worknode::Segment::unlink(self.guard.name());
         let _ = std::fs::remove_file(self.guard.lock_path());
-        let caps = self.caps;
-        let mut cmd = Command::new(daemon_bin());
-        cmd.arg("--segment")
-            .arg(self.guard.name())
-            .args(["--nodes", &caps.nodes.to_string()])
-            .args(["--events", &caps.events.to_string()])
-            .args(["--agents", &caps.agents.to_string()])
-            .args(["--blob-chunks", &caps.blob_chunks.to_string()])
-            .args(extra)
-            .env_remove("WORKNODE_SEGMENT")
-            .env("WORKNODE_DATA_DIR", &self.data_dir);
+        let cmd = daemon_command(self.guard.name(), &self.caps, extra, &self.data_dir);
         let p = self.guard.spawn(cmd, "worknoded");
         p.wait_for_line(Stream::Stdout, READY_TIMEOUT, |l| l.contains("ready"));
         self.proc = Some(p);
@@ -194,6 +173,22 @@ impl Drop for Daemon {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// `worknoded --segment NAME` with `caps` and `extra` flags, journaling (when it keeps a
+/// journal) into the private `data_dir`.
+fn daemon_command(segment: &str, caps: &Capacities, extra: &[&str], data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(daemon_bin());
+    cmd.arg("--segment")
+        .arg(segment)
+        .args(["--nodes", &caps.nodes.to_string()])
+        .args(["--events", &caps.events.to_string()])
+        .args(["--agents", &caps.agents.to_string()])
+        .args(["--blob-chunks", &caps.blob_chunks.to_string()])
+        .args(extra)
+        .env_remove("WORKNODE_SEGMENT")
+        .env("WORKNODE_DATA_DIR", data_dir);
+    cmd
 }
 
 /// `wn` aimed at `segment`, with the variables it reads cleared.
