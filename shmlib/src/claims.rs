@@ -280,6 +280,21 @@ pub(crate) fn keep_note(rec: &mut NodeRecord, kind: u8, note: &str) {
     rec.note_kind = kind;
 }
 
+/// Remembers that the recorded claimant's lease lapsed (before the claim is cleared or
+/// taken over), for the error that agent gets next.
+fn note_lapse(rec: &mut NodeRecord) {
+    rec.lapsed_agent = rec.claim_agent;
+    rec.lapsed_agent_gen = rec.claim_agent_gen;
+    rec.lapsed_at_ms = rec.lease_until_ms;
+}
+
+/// The holder is working: its lease runs its full length again from now.
+fn extend_lease(rec: &mut NodeRecord, now_ms: u64) {
+    if rec.lease_ms > 0 {
+        rec.lease_until_ms = now_ms.saturating_add(rec.lease_ms as u64);
+    }
+}
+
 fn clear_claim(rec: &mut NodeRecord) {
     rec.claim_agent = 0;
     rec.claim_agent_gen = 0;
@@ -399,7 +414,12 @@ impl Segment {
                 if open > 0 {
                     return Err(TaskError::Blocked { open });
                 }
+                if recorded_claimant(rec).is_some() {
+                    // Taking over a lapsed claim: its holder is told so.
+                    note_lapse(rec);
+                }
                 rec.claim_epoch += 1;
+                rec.lease_ms = u32::try_from(lease_ms).unwrap_or(u32::MAX);
                 rec.attempts = rec.attempts.saturating_add(1);
                 rec.claim_agent = agent.index + 1;
                 rec.claim_agent_gen = agent.generation;
@@ -477,6 +497,8 @@ impl Segment {
         self.modify(c.task, Change::new(EventKind::NODE_UPDATED).by(actor), |rec| {
             check_claim(rec, c, unix_ms())?;
             rec.lease_until_ms = unix_ms().saturating_add(lease_ms);
+            // Later `start` and `progress` extend by the length asked for now.
+            rec.lease_ms = u32::try_from(lease_ms).unwrap_or(u32::MAX);
             out.lease_until_ms = rec.lease_until_ms;
             Ok::<(), TaskError>(())
         })?;
@@ -569,6 +591,7 @@ impl Segment {
         self.claimant_write(c, EventKind::NODE_UPDATED, "", |rec| match status(rec) {
             Status::Claimed | Status::InProgress => {
                 rec.status = Status::InProgress.code();
+                extend_lease(rec, unix_ms());
                 Ok(())
             }
             from => Err(TaskError::IllegalTransition { from, to: Status::InProgress }),
@@ -636,9 +659,11 @@ impl Segment {
         let actor = self.actor_of(c.agent).ok();
         let change = Change::new(EventKind::NODE_UPDATED).by(actor).with_epoch(note).with_percent(percent);
         let (node, ()) = self.modify(c.task, change, |rec| {
-            check_claim(rec, c, unix_ms())?;
+            let now = unix_ms();
+            check_claim(rec, c, now)?;
             rec.progress = percent;
             rec.progress_at = self.now().0;
+            extend_lease(rec, now);
             keep_note(rec, crate::layout::note_kind::PROGRESS, note);
             Ok::<(), TaskError>(())
         })?;
@@ -1213,6 +1238,9 @@ impl Segment {
         let r = self.modify(h, Change::new(kind).by(actor).with_epoch(note), |rec| {
             if !still(rec) {
                 return Err(Skip::Nothing);
+            }
+            if kind == EventKind::CLAIM_EXPIRED {
+                note_lapse(rec);
             }
             clear_claim(rec);
             if matches!(status(rec), Status::Claimed | Status::InProgress) {

@@ -574,8 +574,20 @@ pub struct NodeRecord {
     /// The last note: of a progress report, a completion, a failure (its reason) or a
     /// cancel (its reason); UTF-8, at most [`TASK_NOTE_MAX`] bytes, never cut.
     pub note: [u8; TASK_NOTE_MAX],
+    /// Length of the current claim's lease, ms (0: unknown, a record from before the
+    /// field): `start` and `progress` by the holder extend the lease by it.
+    pub lease_ms: u32,
+    /// Generation of the agent slot whose lease last lapsed (see `lapsed_agent`).
+    pub lapsed_agent_gen: u32,
+    /// Agent slot + 1 of the last claimant whose lease lapsed (0: none), so that agent
+    /// is told its lease lapsed rather than that it never held the task.
+    pub lapsed_agent: u16,
+    /// Zero (padding).
+    pub pad: u16,
+    /// When that lease ended, Unix ms.
+    pub lapsed_at_ms: u64,
     /// Zero; room for later fields.
-    pub reserved: [u8; 36],
+    pub reserved: [u8; 16],
 }
 
 /// Bytes of [`NodeRecord::note`]: the longest note a task event carries.
@@ -799,6 +811,8 @@ const _: () = {
     assert!(offset_of!(NodeRecord, doc_blob) == 496);
     assert!(offset_of!(NodeRecord, finished_at) == 520);
     assert!(offset_of!(NodeRecord, note) == 556);
+    assert!(offset_of!(NodeRecord, lease_ms) == 604);
+    assert!(offset_of!(NodeRecord, lapsed_at_ms) == 616);
     assert!(crate::event::NOTE_PAYLOAD_MAX <= TASK_NOTE_MAX);
     assert!(size_of::<NodeSlot>() == 1408 && align_of::<NodeSlot>() == 64);
     assert!(size_of::<SetEntry>() == 32 && size_of::<SetSlot>() == 64 + 32 * SET_ENTRIES);

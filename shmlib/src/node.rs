@@ -302,6 +302,16 @@ impl Node {
         };
         Some((by, text(&self.rec.note, self.rec.note_len as usize)))
     }
+    /// The last claimant whose lease lapsed on this task — its agent slot, the slot's
+    /// generation, and when the lease ended (Unix ms) — if any.
+    pub fn lapsed_claim(&self) -> Option<(u16, u32, u64)> {
+        let slot = self.rec.lapsed_agent.checked_sub(1)?;
+        Some((slot, self.rec.lapsed_agent_gen, self.rec.lapsed_at_ms))
+    }
+    /// The current claim's lease length in ms (0: not known).
+    pub fn lease_ms(&self) -> u32 {
+        self.rec.lease_ms
+    }
     /// The fencing epoch of the latest claim (0: never claimed).
     pub fn claim_epoch(&self) -> u64 {
         self.rec.claim_epoch

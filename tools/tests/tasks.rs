@@ -201,8 +201,36 @@ fn a_lapsed_lease_is_reaped_and_the_old_claimant_is_fenced_off() {
     // Another agent claims it (epoch 2); the old claimant's saved epoch is stale.
     assert_eq!(d.json_as("fast", &["claim", "--next"])["epoch"], 2);
     d.fails(&["--agent", "slowpoke", "done", &t, "--epoch", "1"], 3, "stale_epoch");
-    d.fails(&["--agent", "slowpoke", "done", &t], 3, "not_claimant");
+    let e = d.fails(&["--agent", "slowpoke", "done", &t], 3, "lease_expired");
+    assert!(e["error"].as_str().unwrap().contains("claimed by fast now"), "{e}");
     d.run_as("fast", &["done", &t]).ok();
+}
+
+/// A lease kept alive only by progress reports, for well over its length; then, left to
+/// lapse, the holder is told its lease lapsed (not that it never held the task).
+#[test]
+fn progress_keeps_a_lease_alive_and_a_lapse_is_its_own_error() {
+    let d = Daemon::start("tasks-lease-follow");
+    let t = d.run(&["add", "task", "long"]).ok().first_word();
+    let c = d.json_as("worker", &["claim", &t, "--lease", "600ms"]);
+    let first_until = c["claim"]["lease_until_ms"].as_u64().unwrap();
+    // 2.4 s of work, reporting every 200 ms: four leases' worth.
+    for pct in 1..=12 {
+        std::thread::sleep(Duration::from_millis(200));
+        d.json_as("worker", &["progress", &t, &(pct * 5).to_string()]);
+    }
+    let held = d.json(&["show", &t]);
+    assert_eq!(held["status"], "claimed", "{held}");
+    assert_eq!(held["claim"]["agent"], "worker", "{held}");
+    assert!(held["claim"]["lease_until_ms"].as_u64().unwrap() > first_until + 1000, "{held}");
+    assert_eq!(held["epoch"], 1, "never lost, never re-claimed");
+    // `start` extends it too; then silence lets it lapse.
+    d.json_as("worker", &["start", &t]);
+    wait_until("the lease to lapse and be reaped", Duration::from_secs(20), || {
+        (d.json(&["show", &t])["claim"] == Value::Null).then_some(())
+    });
+    let e = d.fails(&["--agent", "worker", "progress", &t, "90"], 3, "lease_expired");
+    assert!(e["error"].as_str().unwrap().contains("ready now"), "{e}");
 }
 
 #[test]

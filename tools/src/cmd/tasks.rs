@@ -250,6 +250,23 @@ fn claim_for(ctx: &Ctx, seg: &Segment, a: &ClaimantArgs) -> Result<Claim, Fail> 
     let mine = n.claim_agent_raw() == Some(me.index) && n.claim_agent_generation() == me.generation;
     if !mine && a.epoch.is_none() {
         let who = seg.grant().map(|g| g.agent().to_string()).or_else(|| ctx.agent.clone()).unwrap_or_default();
+        // This agent held it, and its lease lapsed: say that, and who holds it now.
+        if let Some((slot, generation, at_ms)) = n.lapsed_claim() {
+            if slot == me.index && generation == me.generation {
+                let now = match n.claim_agent_raw() {
+                    Some(other) if n.live_claimant_at(now_ms()).is_some() => {
+                        format!("claimed by {} now", Names::load(seg).agent(other))
+                    }
+                    _ => format!("{} now", n.status().map_or("?", Status::as_str)),
+                };
+                return Err(Fail::new(
+                    "lease_expired",
+                    exit::CONFLICT,
+                    format!("your lease on {:?} lapsed {} ({now})", n.name(), duration::relative(now_ms(), at_ms)),
+                    "renew in time (`wn renew`, or report progress: it extends the lease); claim it again if it is ready",
+                ));
+            }
+        }
         return Err(match n.claim_agent_raw() {
             Some(other) if n.live_claimant_at(now_ms()).is_some() => Fail::new(
                 "not_claimant",
