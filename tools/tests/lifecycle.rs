@@ -266,3 +266,19 @@ fn rm_recursive_racing_claims_and_document_writes_leaves_nothing_dangling() {
     let doctor = common::run(d.cmd().args(["doctor"]), None);
     doctor.ok();
 }
+
+/// A kind a letter or two from a built-in one is a typo, refused (exit 2) rather than
+/// waited for until the timeout; an application kind of another name still works.
+#[test]
+fn a_mistyped_event_kind_is_refused_not_waited_for() {
+    let d = Daemon::start("lifecycle-kinds");
+    let e = d.fails(&["wait", "--kind", "task_complete", "--timeout", "10s"], 2, "usage");
+    assert!(e["error"].as_str().unwrap().contains("did you mean \"task_completed\""), "{e}");
+    assert!(e["hint"].as_str().unwrap().contains("task_completed"), "{e}");
+    d.fails(&["events", "--kind", "node_creatd"], 2, "usage");
+    d.fails(&["emit", "task_redy"], 2, "usage");
+    // An application kind is still any other name.
+    d.json(&["emit", "build_done"]);
+    let got = common::run(d.cmd().args(["--json", "events", "--kind", "build_done"]), None).json_lines();
+    assert_eq!(got.len(), 1, "{got:?}");
+}

@@ -87,11 +87,47 @@ pub struct WaitArgs {
 }
 
 /// A kind argument: the ring kind, plus the topic an application name stands for.
-fn parse_kind(s: &str) -> (EventKind, Option<String>) {
+fn parse_kind(s: &str) -> Result<(EventKind, Option<String>), Fail> {
     match EventKind::parse(s) {
-        Ok(k) => (k, None),
-        Err(_) => (EventKind::USER, Some(s.to_string())),
+        Ok(k) => Ok((k, None)),
+        Err(_) => {
+            // Any other name is an application kind, but one a letter or two from a
+            // built-in name is a typo (`task_complete`): waiting for it would only time out.
+            if let Some(near) = near_builtin(s) {
+                let names: Vec<&str> = EventKind::BUILT_IN.iter().filter_map(|k| k.builtin_name()).collect();
+                return Err(Fail::usage(
+                    format!("unknown event kind {s:?}: did you mean {near:?}?"),
+                    format!(
+                        "built-in kinds: {}; an application kind of that name goes by --topic {s}",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            Ok((EventKind::USER, Some(s.to_string())))
+        }
     }
+}
+
+/// The built-in kind name within two edits of `s`, if any.
+fn near_builtin(s: &str) -> Option<&'static str> {
+    EventKind::BUILT_IN.iter().filter_map(|k| k.builtin_name()).find(|name| edit_distance(s, name) <= 2)
+}
+
+/// Levenshtein distance, bounded: names longer than 64 bytes are never near.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() > 64 || b.len() > 64 {
+        return usize::MAX;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// A compiled selection: the ring's filter plus the topic test.
@@ -104,7 +140,7 @@ impl Selector {
     fn new(seg: &Segment, s: &Select) -> Result<Selector, Fail> {
         let (kind, kind_topic) = match s.kind.as_deref() {
             Some(k) => {
-                let (k, t) = parse_kind(k);
+                let (k, t) = parse_kind(k)?;
                 (Some(k), t)
             }
             None => (None, None),
@@ -308,7 +344,7 @@ pub fn run_events(ctx: &Ctx, a: &EventsArgs) -> Result<(), Fail> {
 /// Appends one event and prints its sequence number.
 pub fn run_emit(ctx: &Ctx, a: &EmitArgs) -> Result<(), Fail> {
     let seg = ctx.attach_rw()?;
-    let (kind, topic) = parse_kind(&a.kind);
+    let (kind, topic) = parse_kind(&a.kind)?;
     let topic = topic.unwrap_or_default();
     let data = a.data.as_deref().unwrap_or("");
     let mut ev = NewEvent::new(kind).topic(&topic).payload(data.as_bytes());
