@@ -87,7 +87,7 @@ pub fn broker_socket_name(segment: &str) -> Vec<u8> {
     if segment.len() <= 80 {
         format!("worknode.{segment}.broker").into_bytes()
     } else {
-        let h = segment.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let h = crate::sys::fnv1a(segment.as_bytes());
         format!("worknode.{h:016x}.broker").into_bytes()
     }
 }

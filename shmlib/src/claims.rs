@@ -263,7 +263,7 @@ fn check_claim(rec: &NodeRecord, c: &Claim, now_ms: u64) -> Result<(), TaskError
     Ok(())
 }
 
-fn status(rec: &NodeRecord) -> Status {
+pub(crate) fn status(rec: &NodeRecord) -> Status {
     Status::from_code(rec.status).unwrap_or(Status::Pending)
 }
 
@@ -295,7 +295,7 @@ fn extend_lease(rec: &mut NodeRecord, now_ms: u64) {
     }
 }
 
-fn clear_claim(rec: &mut NodeRecord) {
+pub(crate) fn clear_claim(rec: &mut NodeRecord) {
     rec.claim_agent = 0;
     rec.claim_agent_gen = 0;
     rec.lease_until_ms = 0;
@@ -327,7 +327,7 @@ impl Segment {
 
     /// Number of blockers of `rec` that are not complete (a deleted blocker counts as
     /// done: nothing can complete it any more).
-    fn open_blockers(&self, rec: &NodeRecord) -> u8 {
+    pub(crate) fn open_blockers(&self, rec: &NodeRecord) -> u8 {
         rec.blocked_by[..(rec.blocker_count as usize).min(BLOCKERS_MAX)]
             .iter()
             .filter_map(|r| Handle::from_raw(*r))

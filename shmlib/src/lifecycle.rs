@@ -21,10 +21,10 @@
 //! the fencing epoch, so the former claimant's writes are refused as stale.
 //! [`legal_moves`] names what is legal from a status: errors cite it.
 
-use crate::claims::{live_claimant, TaskError};
+use crate::claims::{clear_claim, live_claimant, status, TaskError};
 use crate::error::PoolError;
 use crate::event::EventKind;
-use crate::layout::{NodeRecord, BLOCKERS_MAX};
+use crate::layout::NodeRecord;
 use crate::node::{Handle, Node, NodeKind, Status};
 use crate::pool::{Change, DeleteMode};
 use crate::segment::Segment;
@@ -66,20 +66,7 @@ pub fn legal_moves(from: Status) -> &'static [&'static str] {
     }
 }
 
-fn status(rec: &NodeRecord) -> Status {
-    Status::from_code(rec.status).unwrap_or(Status::Pending)
-}
-
 impl Segment {
-    /// Blockers of `rec` that are not complete (a deleted one counts as done).
-    fn open_blocker_count(&self, rec: &NodeRecord) -> usize {
-        rec.blocked_by[..(rec.blocker_count as usize).min(BLOCKERS_MAX)]
-            .iter()
-            .filter_map(|r| Handle::from_raw(*r))
-            .filter(|b| matches!(self.read(*b), Ok(n) if n.status() != Some(Status::Complete)))
-            .count()
-    }
-
     /// Cancels a task with a reason (kept in the `task_cancelled` event). A claimed or
     /// in-progress task is cancelled only with `force`, which drops the claim and raises
     /// the fencing epoch, so the claimant's later writes are refused as stale.
@@ -162,7 +149,7 @@ impl Segment {
             rec.claim_epoch += 1;
             clear_claim(rec);
             rec.progress = 0;
-            rec.status = if self.open_blocker_count(rec) > 0 { Status::Blocked.code() } else { Status::Ready.code() };
+            rec.status = if self.open_blockers(rec) > 0 { Status::Blocked.code() } else { Status::Ready.code() };
             Ok(())
         })?;
         Ok(n)
@@ -185,7 +172,7 @@ impl Segment {
         // (bounded; the daemon's settle sweep makes a blocked task ready in any case).
         let mut last = Err(TaskError::Pool(PoolError::Contended));
         for _ in 0..4 {
-            let blocked = self.read(node).map(|n| self.open_blocker_count(n.record()) > 0)?;
+            let blocked = self.read(node).map(|n| self.open_blockers(n.record()) > 0)?;
             let kind = if blocked { EventKind::TASK_BLOCKED } else { EventKind::TASK_READY };
             last = self
                 .modify(node, Change::new(kind), |rec| {
@@ -194,7 +181,7 @@ impl Segment {
                     if from != Status::Pending {
                         return Err(TaskError::IllegalTransition { from, to: Status::Ready });
                     }
-                    if (self.open_blocker_count(rec) > 0) != blocked {
+                    if (self.open_blockers(rec) > 0) != blocked {
                         return Err(TaskError::Pool(PoolError::Contended));
                     }
                     rec.status = if blocked { Status::Blocked.code() } else { Status::Ready.code() };
@@ -321,10 +308,4 @@ fn require_task(rec: &NodeRecord) -> Result<(), TaskError> {
     } else {
         Err(TaskError::NotATask { kind })
     }
-}
-
-fn clear_claim(rec: &mut NodeRecord) {
-    rec.claim_agent = 0;
-    rec.claim_agent_gen = 0;
-    rec.lease_until_ms = 0;
 }

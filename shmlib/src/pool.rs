@@ -1182,8 +1182,7 @@ fn publish(s: Slot<'_>, rec: &NodeRecord) {
 
 /// FNV-1a of a name, never 0 (0 marks a slot whose hash is not known).
 pub(crate) fn name_hash(name: &[u8]) -> u64 {
-    let h = name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
-    h.max(1)
+    crate::sys::fnv1a(name).max(1)
 }
 
 /// Marks a child list as changing (odd), fencing so readers that see any later link

@@ -30,7 +30,7 @@ pub fn session_socket_name(segment: &str, boot_id: uuid::Uuid) -> Vec<u8> {
     if segment.len() <= 48 {
         format!("worknode.{segment}.{boot}.sessions").into_bytes()
     } else {
-        let h = segment.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let h = crate::sys::fnv1a(segment.as_bytes());
         format!("worknode.{h:016x}.{boot}.sessions").into_bytes()
     }
 }

@@ -295,6 +295,12 @@ pub fn process_maps_path(pid: u32, path: &std::path::Path) -> Option<bool> {
     Some(maps.lines().any(|line| line.split_ascii_whitespace().nth(5) == Some(want)))
 }
 
+/// 64-bit FNV-1a of `bytes`: the one short, stable, non-cryptographic hash the crate
+/// uses (socket names of long segment names, node-name hashes in slots).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
 /// Receives up to `buf.len()` bytes from a Unix stream socket together with at most one
 /// descriptor passed with them (`SCM_RIGHTS`), which arrives close-on-exec.
 pub(crate) fn recv_with_fd(
@@ -315,8 +321,8 @@ pub(crate) fn recv_with_fd(
     for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             for fd in fds {
-                // SAFETY: the kernel just installed `fd` in this process for this message;
-                // nothing else owns it, so taking ownership closes it exactly once.
+                // The kernel just installed `fd` in this process for this message.
+                // SAFETY: nothing else owns `fd`, so taking ownership closes it exactly once.
                 let owned = unsafe { OwnedFd::from_raw_fd(fd) };
                 if file.is_none() {
                     file = Some(File::from(owned));

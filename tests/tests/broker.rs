@@ -149,8 +149,8 @@ fn brokered_reader() -> Value {
         let (lo, hi) = (usize::from_str_radix(lo, 16).unwrap(), usize::from_str_radix(hi, 16).unwrap());
         let addr = std::ptr::NonNull::new(lo as *mut std::ffi::c_void).unwrap();
         let prot = nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE;
-        // SAFETY: the range is a mapping of this process (from /proc/self/maps); asking
-        // for write access either fails (expected) or changes no byte.
+        // The range is a mapping of this process, read from /proc/self/maps.
+        // SAFETY: asking for write access either fails (expected) or changes no byte.
         let r = unsafe { nix::sys::mman::mprotect(addr, hi - lo, prot) };
         mappings.push(json!({ "perms": perms, "mprotect_write": r.err().map(|e| format!("{e:?}")) }));
     }
