@@ -424,7 +424,9 @@ pub fn read_header(bytes: &[u8], magic: [u8; 8]) -> Result<u64, HeaderError> {
     }
     let layout = u32_at(bytes, 8).unwrap_or(0);
     let format = u32_at(bytes, 12).unwrap_or(0);
-    if !(RECORDS_LAYOUT_MIN..=RECORDS_LAYOUT).contains(&layout) || !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&format) {
+    if !(RECORDS_LAYOUT_MIN..=RECORDS_LAYOUT).contains(&layout)
+        || !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&format)
+    {
         return Err(HeaderError::Version { layout, format });
     }
     Ok(u64_at(bytes, 16).unwrap_or(0))
@@ -455,6 +457,49 @@ pub fn scan_from(bytes: &[u8], from: usize, budget: &mut usize, mut f: impl FnMu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A layout-3 file as the previous build wrote it: a 640-byte node image whose
+    /// assignees were agent slots, after the image of the agent in that slot.
+    #[test]
+    fn layout_3_files_are_read_and_their_slot_assignees_become_name_keys() {
+        let mut b = Vec::new();
+        header(&mut b, JOURNAL_MAGIC, 1);
+        b[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let mut agent = AgentSlot::zeroed();
+        agent.name[..5].copy_from_slice(b"carol");
+        agent.name_len = 5;
+        encode(&mut b, &Record::Agent { index: 2, slot: Box::new(agent) });
+        let mut rec = NodeRecord::zeroed();
+        rec.uuid = [9; 16];
+        rec.name[..4].copy_from_slice(b"task");
+        rec.name_len = 4;
+        rec.assignee_count = 1;
+        rec.retired_assignee_slots[0] = 3; // agent slot 2, + 1
+                                           // Written as layout 3 did: only the first 640 bytes, framed by hand.
+        let start = b.len();
+        b.extend_from_slice(&[0u8; RECORD_OVERHEAD]);
+        b.extend_from_slice(&7u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&bytemuck::bytes_of(&rec)[..NODE_RECORD_V3]);
+        let body_len = b.len() - start - RECORD_OVERHEAD;
+        b[start + 8] = Kind::Node as u8;
+        let crc = crc32c::crc32c(&b[start + 8..]);
+        b[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        b[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+
+        assert_eq!(read_header(&b, JOURNAL_MAGIC), Ok(1));
+        let mut state = super::super::state::State::new(0);
+        assert_eq!(scan(&b, |_, r| state.apply(r)), Ok(b.len() as u64));
+        let (index, generation, got) = &state.nodes[&[9; 16]];
+        assert_eq!((*index, *generation), (7, 1));
+        assert_eq!(got.name_len, 4);
+        assert_eq!(got.assignee_count, 1);
+        assert_eq!(got.assignees[0], worknode::Principal::parse("carol").unwrap().key().raw());
+        assert_eq!(got.retired_assignee_slots, [0; 8]);
+        // A layout-4 image of the same length is not a layout-3 one: refused.
+        b[8..12].copy_from_slice(&4u32.to_le_bytes());
+        assert!(scan(&b, |_, _| {}).is_err());
+    }
 
     fn sample() -> Vec<u8> {
         let mut b = Vec::new();

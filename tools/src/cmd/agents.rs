@@ -67,6 +67,8 @@ pub fn agent_json(seg: &Segment, a: &AgentInfo, claims: &[Node]) -> Value {
         "session_alive": a.session_alive,
         "heartbeat_ms": a.heartbeat_ms,
         "joined_ms": a.joined.wall_ms(),
+        "claim_parked": a.claim_parked,
+        "claim_wakes": a.claim_wakes,
         "claims": claims,
     })
 }
