@@ -76,6 +76,8 @@ pub struct TaskFilter {
     pub assignee: Option<AgentId>,
     /// Only tasks in this subtree.
     pub under: Option<Handle>,
+    /// Only tasks carrying the label with this key ([`crate::label_key`]).
+    pub label: Option<u64>,
 }
 
 /// Why a task operation was refused. Nothing was changed when one is returned.
@@ -1167,7 +1169,7 @@ impl Segment {
             }
             // The common case (a ready, unclaimed task, no assignee or subtree filter) is
             // decided from the slot's summary and creation stamp, without a record copy.
-            if !claimed && assignee.is_none() && filter.under.is_none() {
+            if !claimed && assignee.is_none() && filter.under.is_none() && filter.label.is_none() {
                 f(summary.priority(), self.slot_created(i), h);
                 continue;
             }
@@ -1185,6 +1187,9 @@ impl Segment {
                 if !self.is_under(h, root) {
                     continue;
                 }
+            }
+            if filter.label.is_some_and(|l| !self.has_label(h, l).unwrap_or(false)) {
+                continue;
             }
             f(rec.priority, rec.created, h);
         }
@@ -1345,5 +1350,17 @@ mod tests {
             }
         }
         assert!(found);
+    }
+}
+
+impl Segment {
+    /// The holder of `c` worked on its task by other means (a document put under it):
+    /// the lease runs its full length (`lease_ms`) again from now, with `node_updated`.
+    /// Checked like every claimant write (`StaleEpoch`, `NotClaimant`, `LeaseExpired`).
+    pub(crate) fn extend_lease_for(&self, c: &Claim) -> Result<Node, TaskError> {
+        self.claimant_write(c, EventKind::NODE_UPDATED, "", |rec| {
+            extend_lease(rec, unix_ms());
+            Ok(())
+        })
     }
 }

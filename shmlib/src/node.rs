@@ -139,6 +139,8 @@ code_enum!(
         Agent = 6 => "agent",
         /// Application-defined; see [`Node::custom_kind`].
         Custom = 7 => "custom",
+        /// A label's registry node, `/labels/<label>` (see `Segment::add_label`).
+        Label = 11 => "label",
     }
 );
 
