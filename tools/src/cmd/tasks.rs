@@ -162,6 +162,7 @@ pub fn run_ready(ctx: &Ctx, a: &ReadyArgs) -> Result<(), Fail> {
         kind: Some(a.kind),
         assignee: a.assignee.as_deref().map(|n| find_agent(&seg, n)).transpose()?,
         under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
+        label: None,
     };
     let mut out = Vec::new();
     // One more than asked: whether the list was cut is then known, not guessed.
@@ -209,6 +210,7 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
             kind: a.kind,
             assignee,
             under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
+            label: None,
         };
         seg.claim_next(&filter, me, a.lease).map_err(|e| {
             let tail = seg.ring_tail();
