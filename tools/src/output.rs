@@ -345,6 +345,9 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
         })
         .collect();
     let parent = n.parent().and_then(|p| seg.read(p).ok()).map(|p| p.uuid().to_string());
+    let mut labels = Vec::new();
+    // A node deleted meanwhile, or a damaged registry, shows no labels.
+    let _ = seg.labels(n.handle(), &mut labels);
     let mut v = json!({
         "uuid": n.uuid().to_string(),
         "name": n.name(),
@@ -363,6 +366,7 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
         "epoch": n.claim_epoch(),
         "assignees": n.assignees().map(|a| names.agent(a)).collect::<Vec<_>>(),
         "blocked_by": blockers,
+        "labels": labels,
     });
     if let Some(p) = path {
         v["path"] = json!(p);
