@@ -862,7 +862,7 @@ mod tests {
             (SetError::SetFull { capacity: 8 }.into(), "set_full", "set_compact"),
             (SetError::NoSetSlots { capacity: 2 }.into(), "no_set_slots", "larger --sets"),
             (SetError::Corrupt.into(), "corrupt", "wn doctor"),
-            (LabelError::HasWhitespace { at: 1 }.into(), "invalid_label", "white space"),
+            (LabelError::HasWhitespace { at: 1 }.into(), "invalid_label", "e.g. backend"),
             (DocError::NotUnderTask.into(), "not_under_task", "directly under its task"),
         ];
         for (f, code, advice) in cases {
