@@ -203,9 +203,7 @@ impl Segment {
     /// ```
     pub fn add_label(&self, node: Handle, label: &str) -> Result<bool, LabelError> {
         if let Some(link) = self.link() {
-            return link
-                .ask_count(crate::broker::Request::AddLabel { node, label: label.to_string() })
-                .map(|n| n != 0);
+            return link.ask_count(crate::broker::Request::AddLabel { node, label: label.to_string() }).map(|n| n != 0);
         }
         self.permit(Right::Update, Some(node)).map_err(PoolError::from)?;
         let key = label_key(label)?;

@@ -12,7 +12,12 @@ use std::time::{Duration, Instant};
 use worknode_tests::Stream;
 
 fn names(v: &Value) -> Vec<String> {
-    v["labels"].as_array().unwrap_or_else(|| panic!("no labels in {v}")).iter().map(|l| l.as_str().unwrap().to_string()).collect()
+    v["labels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no labels in {v}"))
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
 }
 
 fn ls_names(d: &Daemon, args: &[&str]) -> Vec<String> {

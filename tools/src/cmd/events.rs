@@ -210,7 +210,7 @@ impl Selector {
     /// The tests the ring's filter does not make: the topic, and the state of the
     /// event's node (read now: a node deleted since matches neither).
     fn matches(&self, seg: &Segment, e: &Event) -> bool {
-        if !self.topic.as_deref().is_none_or(|t| e.topic() == t) {
+        if self.topic.as_deref().is_some_and(|t| e.topic() != t) {
             return false;
         }
         if self.status.is_none() && self.assignee.is_none() {
