@@ -1482,6 +1482,39 @@ mod tests {
     }
 
     #[test]
+    fn documents_put_under_a_claim_renew_its_lease_and_check_it() {
+        let g = seg("claim");
+        let s = &g.seg;
+        let me = s.join("w", "r").unwrap();
+        let spec = NewNode::new(NodeKind::Task, "t").status(crate::Status::Ready);
+        let t = s.add(s.root(), &spec).unwrap();
+        let other = s.add(s.root(), &NewNode::new(NodeKind::Task, "o")).unwrap();
+        let c = s.claim(t, me, std::time::Duration::from_millis(300)).unwrap();
+        // Puts alone keep the lease alive past its length.
+        for i in 0..8 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            s.put_document_for(&c, &format!("d{i}"), "text/plain", b"x").unwrap();
+        }
+        let n = s.read(t).unwrap();
+        assert!(n.live_claimant_at(crate::unix_ms()).is_some() && n.lease_until_ms() > c.lease_until_ms + 200);
+        let mut docs = Vec::new();
+        s.children(t, &mut docs).unwrap();
+        let d0 = docs[0];
+        assert!(s.replace_document_for(&c, d0, "text/plain", b"y").unwrap() > 1);
+        let elsewhere = s.put_document(other, "x", "text/plain", b"x").unwrap();
+        assert_eq!(s.replace_document_for(&c, elsewhere, "text/plain", b"z"), Err(DocError::NotUnderTask));
+        assert_eq!(s.replace_document_for(&c, other, "text/plain", b"z"), Err(DocError::NotADocument));
+        // A claim that is no longer the holder's stores nothing.
+        let kids = s.child_count(t).unwrap();
+        s.release(&c).unwrap();
+        assert_eq!(
+            s.put_document_for(&c, "late", "text/plain", b"x"),
+            Err(DocError::Claim(crate::TaskError::NotClaimant))
+        );
+        assert_eq!(s.child_count(t).unwrap(), kids);
+    }
+
+    #[test]
     fn round_trip_at_every_boundary() {
         let g = seg("rt");
         let s = &g.seg;

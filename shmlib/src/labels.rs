@@ -406,6 +406,32 @@ mod tests {
     }
 
     #[test]
+    fn ready_claim_next_and_query_select_by_label() {
+        use crate::{Query, Status, TaskFilter};
+        let seg = segment();
+        let ready = |name: &str, prio: u8| {
+            seg.add(seg.root(), &NewNode::new(NodeKind::Task, name).status(Status::Ready).priority(prio)).unwrap()
+        };
+        let (a, b, c) = (ready("a", 1), ready("b", 9), ready("c", 5));
+        seg.add_label(a, "gpu").unwrap();
+        seg.add_label(c, "gpu").unwrap();
+        seg.add_label(b, "cpu").unwrap();
+        let gpu = label_key("gpu").unwrap();
+        let filter = TaskFilter { label: Some(gpu), ..TaskFilter::default() };
+        let mut out = Vec::new();
+        seg.ready(&filter, 10, &mut out).unwrap();
+        assert_eq!(out.iter().map(|n| n.name()).collect::<Vec<_>>(), ["c", "a"], "best first, gpu only");
+        let mut found = Vec::new();
+        seg.query(&Query { label: Some(gpu), ..Query::default() }, &mut found).unwrap();
+        assert_eq!(found.len(), 2);
+        let me = seg.join("w", "r").unwrap();
+        let lease = std::time::Duration::from_secs(5);
+        assert_eq!(seg.claim_next(&filter, me, lease).unwrap().task, c);
+        assert_eq!(seg.claim_next(&filter, me, lease).unwrap().task, a);
+        assert_eq!(seg.claim_next(&filter, me, lease), Err(crate::TaskError::NothingReady));
+    }
+
+    #[test]
     fn a_foreign_labels_node_is_refused() {
         let seg = segment();
         let t = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "t")).unwrap();
