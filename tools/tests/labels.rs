@@ -80,6 +80,17 @@ fn labels_are_added_listed_selected_removed_and_survive_a_host_restart() {
     d.json(&["label", "/docs", "add", "backend"]);
     assert_eq!(ls_names(&d, &["--label", "backend"]), ["docs", "login", "signup"]);
     assert_eq!(d.json(&["ls", "--kind", "label"])["count"], 3);
+    d.run(&["doctor"]).ok();
+
+    // An export carries the registry and the sets: labels survive an import.
+    let export = d.json(&["export"]);
+    let file = std::env::temp_dir().join(format!("wn-labels-export-{}.json", std::process::id()));
+    std::fs::write(&file, export.to_string()).unwrap();
+    let other = Daemon::start("labels-import");
+    other.json(&["import", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(ls_names(&other, &["--label", "backend"]), ["docs", "login", "signup"]);
+    assert_eq!(names(&other.json(&["show", "/login"])), ["backend"]);
 }
 
 /// Spawns `wn --json wait ARGS`, triggers events with `trigger` until the waiter exits
