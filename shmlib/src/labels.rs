@@ -175,7 +175,8 @@ impl Segment {
     ///
     /// * As [`check_label`] for a malformed label.
     /// * [`LabelError::Set`] with [`SetError::SetFull`] / [`SetError::NoSetSlots`]: the
-    ///   node's set has no room.
+    ///   node's set has no room; the node is unchanged (the label's registry node, made
+    ///   first so that no node ever carries a key without a name, stays).
     /// * [`LabelError::RegistryTaken`], [`LabelError::KeyCollision`]: the registry
     ///   cannot take this label.
     /// * [`LabelError::Pool`]: as for any change ([`PoolError::Denied`] for a token
