@@ -431,8 +431,12 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         R::Progress { claim, percent, note } => Reply::of(h.progress_noted(&claim, percent, &note), node),
         R::Complete { claim, note } => Reply::of(h.complete(&claim, &note), node),
         R::Fail { claim, reason } => Reply::of(h.fail(&claim, &reason), node),
-        R::Assign { node: n, agent } => Reply::of(h.assign(n, agent), node),
-        R::Unassign { node: n, agent } => Reply::of(h.unassign(n, agent), node),
+        R::Assign { node: n, who } => Reply::of(h.assign(n, &who), node),
+        R::Unassign { node: n, who } => Reply::of(h.unassign(n, &who), node),
+        R::SetOpenToAll { node: n, open } => Reply::of(h.set_open_to_all(n, open), node),
+        R::ClaimNextWait { filter, agent, lease_ms, wait_ms } => {
+            Reply::of(h.claim_next_wait(&filter, agent, lease(lease_ms), lease(wait_ms)), Reply::Claim)
+        }
         R::AddBlocker { task, blocker } => Reply::of(h.add_blocker(task, blocker), node),
         R::RemoveBlocker { task, blocker } => Reply::of(h.remove_blocker(task, blocker), node),
         R::PutDocument { parent, name, content_type, bytes } => {

@@ -6,7 +6,6 @@
 //! budget* of nodes examined, and it says which bound stopped it, so a caller never
 //! mistakes a truncated answer for a complete one.
 
-use crate::agents::AgentId;
 use crate::clock::Hlc;
 use crate::error::PoolError;
 use crate::node::{Handle, Node, NodeKind, Status};
@@ -19,8 +18,8 @@ pub struct Query<'a> {
     pub kind: Option<NodeKind>,
     /// Only this status.
     pub status: Option<Status>,
-    /// Only nodes assigned to this agent.
-    pub assignee: Option<AgentId>,
+    /// Only nodes assigned to this principal (an agent's name or `@role`).
+    pub assignee: Option<crate::PrincipalKey>,
     /// Only this node and its descendants.
     pub under: Option<Handle>,
     /// Only names starting with this.
@@ -66,7 +65,7 @@ impl Query<'_> {
     fn matches(&self, n: &Node) -> bool {
         self.kind.is_none_or(|k| n.kind() == Some(k))
             && self.status.is_none_or(|s| n.status() == Some(s))
-            && self.assignee.is_none_or(|a| n.assignees().any(|x| x == a.index))
+            && self.assignee.is_none_or(|a| n.assignees().any(|x| x == a))
             && self.name_prefix.is_none_or(|p| n.name().starts_with(p))
             && self.updated_since.is_none_or(|h| n.updated() >= h)
     }

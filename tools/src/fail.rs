@@ -488,6 +488,9 @@ impl From<AgentError> for Fail {
             NameHasSlash { .. } => {
                 ("invalid_name", exit::USAGE, "'/' separates path elements: use another character, such as '-'".into())
             }
+            NameStartsWithAt => {
+                ("invalid_name", exit::USAGE, "'@name' addresses a role; drop the '@' from the agent's name".into())
+            }
             NotFound => ("agent_not_found", exit::NOT_FOUND, "list agents with `wn agents`".into()),
             SessionTaken { .. } => {
                 ("session_taken", exit::CONFLICT, "use another name (--agent) or stop that process".into())
@@ -528,7 +531,17 @@ impl From<TaskError> for Fail {
                 "wait for one (`wn wait --kind task_ready`)".into(),
             ),
             TooManyBlockers => ("too_many_blockers", exit::FULL, String::new()),
-            TooManyAssignees => ("too_many_assignees", exit::FULL, String::new()),
+            TooManyAssignees => ("too_many_assignees", exit::FULL, "assign a role (`@role`) instead of many agents".into()),
+            AssignedElsewhere { .. } => (
+                "assigned_elsewhere",
+                exit::CONFLICT,
+                "claim work assigned to you or open to all (`wn claim --next`), or have it reassigned".into(),
+            ),
+            WaitTimedOut => (
+                "timeout",
+                exit::TIMEOUT,
+                "no task you may take became ready; wait longer (--wait), or look at `wn ready`".into(),
+            ),
             UnknownAgent => ("agent_not_found", exit::NOT_FOUND, "join first (`wn join`)".into()),
             NotATask { .. } => (
                 "not_a_task",

@@ -163,7 +163,7 @@ fn wait_filters_by_node_status_and_assignee_and_refuses_unknown_kinds() {
     // Combined with --status: /b is ready, so a waiter on --status complete times out.
     let out = d.run(&["wait", "--assignee", "alice", "--status", "complete", "--timeout", "300ms"]);
     out.fails(5);
-    d.fails(&["wait", "--assignee", "nobody", "--timeout", "1s"], 4, "agent_not_found");
+    d.fails(&["wait", "--assignee", "a/b", "--timeout", "1s"], 2, "invalid_name");
     d.fails(&["wait", "--status", "done", "--timeout", "1s"], 2, "usage");
 
     // The same filters on `events`.

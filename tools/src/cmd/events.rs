@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-use worknode::{AgentId, Event, EventKind, Filter, Handle, NewEvent, Node, RingError, Segment, Start, Status, Wait};
+use worknode::{
+    Event, EventKind, Filter, Handle, NewEvent, Node, PrincipalKey, RingError, Segment, Start, Status, Wait,
+};
 
 /// Options of `wn events`.
 #[derive(clap::Args, Debug)]
@@ -67,8 +69,8 @@ pub struct Select {
     /// is read).
     #[arg(long, value_parser = crate::cmd::nodes::status_parser())]
     status: Option<Status>,
-    /// Only events about nodes assigned to this agent.
-    #[arg(long, value_name = "AGENT")]
+    /// Only events about nodes assigned to this agent (its name) or role (`@role`).
+    #[arg(long, value_name = "WHO")]
     assignee: Option<String>,
 }
 
@@ -167,7 +169,7 @@ struct Selector {
     filter: Filter,
     topic: Option<String>,
     status: Option<Status>,
-    assignee: Option<AgentId>,
+    assignee: Option<PrincipalKey>,
 }
 
 impl Selector {
@@ -195,10 +197,7 @@ impl Selector {
             Some(name) => Some(seg.agent(find_agent(seg, name)?)?.node),
             None => None,
         };
-        let assignee = match s.assignee.as_deref() {
-            Some(name) => Some(find_agent(seg, name)?),
-            None => None,
-        };
+        let assignee = s.assignee.as_deref().map(crate::ctx::principal).transpose()?.map(|p| p.key());
         Ok(Selector {
             filter: Filter { kind, node, actor },
             topic: kind_topic.or(s.topic.clone()),
@@ -223,10 +222,10 @@ impl Selector {
     }
 }
 
-/// Whether `n` is assigned to `agent`: the one place `--assignee` reads the assignment
-/// (today agent slots in the record).
-fn assigned_to(n: &Node, agent: AgentId) -> bool {
-    n.assignees().any(|slot| slot == agent.index)
+/// Whether `n` is assigned to `who` (an agent's name or a `@role`, by its key): the one
+/// place `--assignee` reads the assignment.
+fn assigned_to(n: &Node, who: PrincipalKey) -> bool {
+    n.assignees().any(|k| k == who)
 }
 
 /// A node argument as a UUID: a full UUID is taken as given (events may be about nodes
