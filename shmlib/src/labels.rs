@@ -7,10 +7,10 @@
 //! keeps in every slot's `name_hash` word ([`label_key`]). Its **name** is registered
 //! durably as a node `/labels/<label>` of kind [`NodeKind::Label`] under a system
 //! container `/labels` below the root. Both are made on the first add of a label, lazily
-//! and race-safe: sibling names are unique, so a racing creator's `NameTaken` means the
-//! node exists and is looked up. The registry node of a key is found by walking the
+//! and race-safe, as `/mail` is (`ensure_child`: sibling names are unique, so a racing
+//! creator's `NameTaken` means the node exists and is looked up). The registry node of a key is found by walking the
 //! children of `/labels` comparing each slot's `name_hash` word (one word per sibling),
-//! so listing a node's labels by name is one set read plus one walk per label.
+//! so listing a node's labels by name is one set read plus one walk of `/labels`.
 //!
 //! Being nodes and set elements, labels are journaled and restored like any other node
 //! and set. A set element without a registry node (a set used for something else) is
@@ -278,54 +278,40 @@ impl Segment {
     ///
     /// As [`check_label`]; [`LabelError::Pool`] when the registry cannot be read.
     pub fn label_node(&self, label: &str) -> Result<Option<Handle>, LabelError> {
-        let key = label_key(label)?;
+        check_label(label)?;
         let Some(registry) = self.label_registry()? else { return Ok(None) };
-        let mut kids = Vec::new();
-        self.children(registry, &mut kids)?;
-        Ok(self
-            .child_with_hash(&kids, key)
-            .filter(|h| self.read(*h).is_ok_and(|n| n.kind() == Some(NodeKind::Label) && n.name() == label)))
+        let found = self.child_named(registry, label)?;
+        Ok(found.filter(|h| self.read(*h).is_ok_and(|n| n.kind() == Some(NodeKind::Label))))
     }
 
     /// The `/labels` container, if it exists.
     fn label_registry(&self) -> Result<Option<Handle>, LabelError> {
-        let mut kids = Vec::new();
-        self.children(self.root(), &mut kids)?;
-        let key = crate::pool::name_hash(LABELS_CONTAINER.as_bytes());
-        match self.child_with_hash(&kids, key) {
+        match self.child_named(self.root(), LABELS_CONTAINER)? {
             None => Ok(None),
-            Some(h) => match self.read(h)? {
-                n if n.kind() == Some(NodeKind::Container) && n.name() == LABELS_CONTAINER => Ok(Some(h)),
-                _ => Err(LabelError::RegistryTaken),
-            },
+            Some(h) if self.read(h)?.kind() == Some(NodeKind::Container) => Ok(Some(h)),
+            Some(_) => Err(LabelError::RegistryTaken),
         }
     }
 
-    /// Makes `/labels` and `/labels/<label>` unless they exist (a racing creator's
-    /// `NameTaken` names the winner's node).
+    /// Makes `/labels` and `/labels/<label>` unless they exist (`ensure_child`: a racing
+    /// creator's node is taken). A registered node of another name under the same key is
+    /// a collision: the key could not name both.
     fn register_label(&self, label: &str, key: u64) -> Result<Handle, LabelError> {
-        let root = self.root();
-        let registry = match self.label_registry()? {
-            Some(h) => h,
-            None => match self.add_node(root, &NewNode::new(NodeKind::Container, LABELS_CONTAINER)) {
-                Ok(h) => h,
-                Err(PoolError::NameTaken { .. }) => self.label_registry()?.ok_or(LabelError::RegistryTaken)?,
-                Err(e) => return Err(e.into()),
-            },
-        };
+        if self.label_registry()?.is_none() {
+            self.ensure_child(self.root(), &NewNode::new(NodeKind::Container, LABELS_CONTAINER))?;
+        }
+        let registry = self.label_registry()?.ok_or(LabelError::RegistryTaken)?;
         let mut kids = Vec::new();
         self.children(registry, &mut kids)?;
-        let found = match self.child_with_hash(&kids, key) {
-            Some(h) => Some(h),
-            None => match self.add_node(registry, &NewNode::new(NodeKind::Label, label)) {
-                Ok(h) => return Ok(h),
-                Err(PoolError::NameTaken { existing }) => Some(existing),
-                Err(e) => return Err(e.into()),
-            },
-        };
-        match found.map(|h| self.read(h)).transpose()? {
-            Some(n) if n.name() == label && n.kind() == Some(NodeKind::Label) => Ok(n.handle()),
-            _ => Err(LabelError::KeyCollision),
+        if let Some(other) = self.child_with_hash(&kids, key) {
+            if self.read(other)?.name() != label {
+                return Err(LabelError::KeyCollision);
+            }
+        }
+        let h = self.ensure_child(registry, &NewNode::new(NodeKind::Label, label))?;
+        match self.read(h)?.kind() {
+            Some(NodeKind::Label) => Ok(h),
+            _ => Err(LabelError::RegistryTaken),
         }
     }
 
