@@ -445,6 +445,12 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         R::ReplaceDocument { doc, content_type, bytes } => {
             Reply::of(h.replace_document(doc, &content_type, &bytes), Reply::Count)
         }
+        R::PutDocumentFor { claim, name, content_type, bytes } => {
+            Reply::of(h.put_document_for(&claim, &name, &content_type, &bytes), Reply::Handle)
+        }
+        R::ReplaceDocumentFor { claim, doc, content_type, bytes } => {
+            Reply::of(h.replace_document_for(&claim, doc, &content_type, &bytes), Reply::Count)
+        }
         R::DeleteDocument { doc } => Reply::of(h.delete_document(doc), unit),
         R::Append { kind, node: about, topic, payload } => {
             let mut ev = worknode::NewEvent::new(kind).topic(&topic).payload(&payload);
@@ -454,6 +460,8 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         R::SetAdd { node: n, element } => Reply::of(h.set_add(n, element), Reply::Count),
         R::SetRemove { node: n, element } => Reply::of(h.set_remove(n, element).map(|c| c as u64), Reply::Count),
         R::SetCompact { node: n } => Reply::of(h.set_compact(n).map(|c| c as u64), Reply::Count),
+        R::AddLabel { node: n, label } => Reply::of(h.add_label(n, &label).map(u64::from), Reply::Count),
+        R::RemoveLabel { node: n, label } => Reply::of(h.remove_label(n, &label).map(u64::from), Reply::Count),
         R::Join { name, role } => Reply::of(h.join(&name, &role), Reply::Agent),
         R::BindSession { agent } => bind_session(sh, h, conn, agent),
         R::Heartbeat { agent } => Reply::of(h.heartbeat(agent), unit),

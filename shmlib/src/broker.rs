@@ -317,10 +317,14 @@ pub enum Request {
     PutDocument { parent: Handle, name: String, content_type: String, bytes: Vec<u8> },
     ReplaceDocument { doc: Handle, content_type: String, bytes: Vec<u8> },
     DeleteDocument { doc: Handle },
+    PutDocumentFor { claim: Claim, name: String, content_type: String, bytes: Vec<u8> },
+    ReplaceDocumentFor { claim: Claim, doc: Handle, content_type: String, bytes: Vec<u8> },
     Append { kind: EventKind, node: Option<(Uuid, u64)>, topic: String, payload: Vec<u8> },
     SetAdd { node: Handle, element: u64 },
     SetRemove { node: Handle, element: u64 },
     SetCompact { node: Handle },
+    AddLabel { node: Handle, label: String },
+    RemoveLabel { node: Handle, label: String },
     Join { name: String, role: String },
     BindSession { agent: AgentId },
     Heartbeat { agent: AgentId },
@@ -358,6 +362,7 @@ pub enum WireError {
     Ring(RingError),
     Agent(AgentError),
     Set(SetError),
+    Label(crate::labels::LabelError),
 }
 
 macro_rules! into_wire {
@@ -369,7 +374,7 @@ macro_rules! into_wire {
         }
     )*};
 }
-into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set);
+into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set, crate::labels::LabelError => Label);
 
 impl Reply {
     /// The reply for an operation's result: `ok` of its value, or its error.
@@ -421,6 +426,7 @@ from_wire!(TaskError, Task, |f| TaskError::Pool(PoolError::Broker(f)));
 from_wire!(DocError, Doc, |f| DocError::Pool(PoolError::Broker(f)));
 from_wire!(AgentError, Agent, |f| AgentError::Pool(PoolError::Broker(f)));
 from_wire!(SetError, Set, |f| SetError::Pool(PoolError::Broker(f)));
+from_wire!(crate::labels::LabelError, Label, |f| crate::labels::LabelError::Pool(PoolError::Broker(f)));
 
 impl FromWire for PoolError {
     fn from_wire(e: WireError) -> Option<Self> {

@@ -80,6 +80,8 @@ pub struct TaskFilter {
     pub mine: bool,
     /// Only tasks in this subtree.
     pub under: Option<Handle>,
+    /// Only tasks carrying the label with this key ([`crate::label_key`]).
+    pub label: Option<u64>,
 }
 
 /// Why a task operation was refused. Nothing was changed when one is returned.
@@ -1256,7 +1258,7 @@ impl Segment {
     ) -> Result<(), TaskError> {
         let kind = filter.kind.unwrap_or(NodeKind::Task).code();
         let now = unix_ms();
-        let plain = filter.assignee.is_none() && !filter.mine && filter.under.is_none();
+        let plain = filter.assignee.is_none() && !filter.mine && filter.under.is_none() && filter.label.is_none();
         for i in 0..self.caps.nodes {
             let Some((h, summary)) = self.slot_summary(i) else { continue };
             if summary.kind() != kind {
@@ -1306,6 +1308,7 @@ impl Segment {
             }
         }
         filter.under.is_none_or(|root| self.is_under(h, root))
+            && filter.label.is_none_or(|l| self.has_label(h, l).unwrap_or(false))
     }
 
     /// Whether `h` lies in the subtree rooted at `root` (itself included).
@@ -1462,5 +1465,17 @@ mod tests {
             }
         }
         assert!(found);
+    }
+}
+
+impl Segment {
+    /// The holder of `c` worked on its task by other means (a document put under it):
+    /// the lease runs its full length (`lease_ms`) again from now, with `node_updated`.
+    /// Checked like every claimant write (`StaleEpoch`, `NotClaimant`, `LeaseExpired`).
+    pub(crate) fn extend_lease_for(&self, c: &Claim) -> Result<Node, TaskError> {
+        self.claimant_write(c, EventKind::NODE_UPDATED, "", |rec| {
+            extend_lease(rec, unix_ms());
+            Ok(())
+        })
     }
 }

@@ -229,7 +229,7 @@ impl Segment {
         if self.grant.get().is_none() {
             return Ok(());
         }
-        let kind_ok = !matches!(spec.kind, NodeKind::Agent | NodeKind::Document);
+        let kind_ok = !matches!(spec.kind, NodeKind::Agent | NodeKind::Document | NodeKind::Label);
         let status_ok = matches!(spec.status, Status::Pending | Status::Ready);
         if kind_ok && status_ok {
             Ok(())

@@ -142,6 +142,8 @@ code_enum!(
         /// A principal's mailbox under `/mail`, which also registers its name
         /// (`crate::principal`).
         Mailbox = 10 => "mailbox",
+        /// A label's registry node, `/labels/<label>` (see `Segment::add_label`).
+        Label = 11 => "label",
     }
 );
 

@@ -1225,6 +1225,14 @@ fn publish(s: Slot<'_>, rec: &NodeRecord) {
     s.summary().store(summary_of(rec), Ordering::Release);
 }
 
+impl Segment {
+    /// The name hash a live slot keeps for `h`'s record (0: not known, or `h` is not a
+    /// live slot of the pool). One word, no record copy.
+    pub(crate) fn slot_name_hash(&self, h: Handle) -> u64 {
+        self.slot(h.index).map_or(0, |s| s.name_hash().load(Ordering::Relaxed))
+    }
+}
+
 /// FNV-1a of a name, never 0 (0 marks a slot whose hash is not known).
 pub(crate) fn name_hash(name: &[u8]) -> u64 {
     crate::sys::fnv1a(name).max(1)

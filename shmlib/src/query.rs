@@ -26,6 +26,8 @@ pub struct Query<'a> {
     pub name_prefix: Option<&'a str>,
     /// Only nodes changed at or after this clock value.
     pub updated_since: Option<Hlc>,
+    /// Only nodes carrying the label with this key ([`crate::label_key`]).
+    pub label: Option<u64>,
     /// At most this many results.
     pub limit: usize,
     /// At most this many nodes examined.
@@ -41,6 +43,7 @@ impl Default for Query<'_> {
             under: None,
             name_prefix: None,
             updated_since: None,
+            label: None,
             limit: 100,
             visit_budget: u32::MAX,
         }
@@ -128,7 +131,8 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn query(&self, q: &Query<'_>, out: &mut Vec<Node>) -> Result<QueryStats, PoolError> {
-        self.find_by_predicate(q.under, q.limit, q.visit_budget, out, |n| q.matches(n), q.kind, q.status)
+        let labelled = |n: &Node| q.label.is_none_or(|l| self.has_label(n.handle(), l).unwrap_or(false));
+        self.find_by_predicate(q.under, q.limit, q.visit_budget, out, |n| q.matches(n) && labelled(n), q.kind, q.status)
     }
 
     /// Every node (in the subtree `under`, if given) for which `pred` holds, bounded by

@@ -20,7 +20,8 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 use worknode::broker::Refusal;
 use worknode::{
-    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, PoolError, RingError, SetError, TaskError,
+    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, LabelError, PoolError, RingError, SetError,
+    TaskError,
 };
 
 /// Exit codes, as documented in `wn --help`.
@@ -586,6 +587,12 @@ impl From<DocError> for Fail {
                 "name a node of kind document (`wn doc ls NODE` lists them, `wn doc put` makes one)".into(),
             ),
             Changed => ("document_changed", exit::TIMEOUT, "retry".into()),
+            Claim(t) => return t.into(),
+            NotUnderTask => (
+                "not_under_task",
+                exit::USAGE,
+                "a claim renews its lease only through documents directly under its task".into(),
+            ),
             ChecksumMismatch { .. } => (
                 "checksum_mismatch",
                 exit::OTHER,
@@ -613,6 +620,28 @@ impl From<SetError> for Fail {
                 "delete nodes that carry sets, or restart the daemon with a larger --sets".into(),
             ),
             Corrupt => ("corrupt", exit::OTHER, CORRUPT_HINT.into()),
+        };
+        Fail::lib(code, exit, &e, hint)
+    }
+}
+
+impl From<LabelError> for Fail {
+    fn from(e: LabelError) -> Self {
+        use LabelError::*;
+        const RULE: &str = "a label is 1 to 64 bytes without '/', white space or control characters, not starting with '@' (e.g. backend, prio:high)";
+        let (code, exit, hint): (_, _, String) = match e {
+            Pool(p) => return p.into(),
+            Set(s) => return s.into(),
+            Empty | TooLong { .. } | HasSlash { .. } | HasControl { .. } | HasWhitespace { .. } | LeadingAt => {
+                ("invalid_label", exit::USAGE, RULE.into())
+            }
+            RegistryTaken => (
+                "label_registry_taken",
+                exit::CONFLICT,
+                "labels are registered under /labels: rename the node that holds that name (`wn edit /labels --name ...`)"
+                    .into(),
+            ),
+            KeyCollision => ("label_collision", exit::CONFLICT, "choose another label".into()),
         };
         Fail::lib(code, exit, &e, hint)
     }
@@ -737,7 +766,25 @@ mod tests {
             NotADocument,
             Changed,
             ChecksumMismatch { stored: 1, computed: 2 },
+            Claim(TaskError::NotClaimant),
+            NotUnderTask,
             Pool(PoolError::StaleHandle),
+        ]
+    }
+
+    fn label_errors() -> Vec<LabelError> {
+        use LabelError::*;
+        vec![
+            Empty,
+            TooLong { len: 65, max: 64 },
+            HasSlash { at: 1 },
+            HasControl { at: 1 },
+            HasWhitespace { at: 1 },
+            LeadingAt,
+            RegistryTaken,
+            KeyCollision,
+            Set(SetError::SetFull { capacity: 32 }),
+            Pool(PoolError::ReadOnly),
         ]
     }
 
@@ -758,6 +805,7 @@ mod tests {
         out.extend(both(task_errors()));
         out.extend(both(doc_errors()));
         out.extend(both(set_errors()));
+        out.extend(both(label_errors()));
         out
     }
 
@@ -827,6 +875,8 @@ mod tests {
             (SetError::SetFull { capacity: 8 }.into(), "set_full", "set_compact"),
             (SetError::NoSetSlots { capacity: 2 }.into(), "no_set_slots", "larger --sets"),
             (SetError::Corrupt.into(), "corrupt", "wn doctor"),
+            (LabelError::HasWhitespace { at: 1 }.into(), "invalid_label", "e.g. backend"),
+            (DocError::NotUnderTask.into(), "not_under_task", "directly under its task"),
         ];
         for (f, code, advice) in cases {
             assert_eq!(f.code, code, "{f:?}");
@@ -855,6 +905,7 @@ mod tests {
             Fail::from(TaskError::Pool(PoolError::ReadOnly)),
             Fail::from(DocError::Pool(PoolError::ReadOnly)),
             Fail::from(SetError::Pool(PoolError::ReadOnly)),
+            Fail::from(LabelError::Pool(PoolError::ReadOnly)),
         ] {
             assert_eq!(
                 (f.code, f.exit, &f.message, &f.hint),

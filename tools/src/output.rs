@@ -363,6 +363,9 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
         })
         .collect();
     let parent = n.parent().and_then(|p| seg.read(p).ok()).map(|p| p.uuid().to_string());
+    let mut labels = Vec::new();
+    // A node deleted meanwhile, or a damaged registry, shows no labels.
+    let _ = seg.labels(n.handle(), &mut labels);
     let mut v = json!({
         "uuid": n.uuid().to_string(),
         "name": n.name(),
@@ -382,6 +385,7 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
         "assignees": n.assignees().map(|a| names.principal(a)).collect::<Vec<_>>(),
         "open_to_all": n.open_to_all(),
         "blocked_by": blockers,
+        "labels": labels,
     });
     if let Some(p) = path {
         v["path"] = json!(p);

@@ -50,6 +50,9 @@ pub struct LsArgs {
     /// Only names starting with this.
     #[arg(long, value_name = "PREFIX")]
     name: Option<String>,
+    /// Only nodes carrying this label (`wn label`).
+    #[arg(long, value_name = "LABEL")]
+    label: Option<String>,
     /// At most this many nodes (1 to 16777216).
     #[arg(long, value_name = "N", default_value = "100", value_parser = crate::duration::number(1, worknode::layout::MAX_NODES as u64, "nodes to list"))]
     limit: u64,
@@ -272,6 +275,7 @@ fn tree_json(seg: &Segment, h: Handle, max: Option<usize>, names: &Names, depth:
 
 /// Lists nodes matching the filters.
 pub fn run_ls(ctx: &Ctx, a: &LsArgs) -> Result<(), Fail> {
+    let label = a.label.as_deref().map(crate::cmd::labels::label_key).transpose()?;
     let seg = ctx.attach_ro()?;
     let under = match a.under.as_deref() {
         Some(u) => Some(resolve::node(&seg, u)?),
@@ -284,6 +288,7 @@ pub fn run_ls(ctx: &Ctx, a: &LsArgs) -> Result<(), Fail> {
         assignee,
         under,
         name_prefix: a.name.as_deref(),
+        label,
         limit: a.limit as usize,
         ..Query::default()
     };
@@ -374,6 +379,9 @@ pub fn run_show(ctx: &Ctx, a: &ShowArgs) -> Result<(), Fail> {
         })
         .collect();
     row("blocked by", if blockers.is_empty() { "-".into() } else { blockers.join("\n") });
+    let mut labels = Vec::new();
+    seg.labels(h, &mut labels)?;
+    row("labels", if labels.is_empty() { "-".into() } else { clean(&labels.join(", ")).into_owned() });
     if matches!(n.kind(), Some(NodeKind::Task | NodeKind::Custom)) {
         row("attempts", n.attempts().to_string());
         if let Some(at) = n.finished_at() {

@@ -211,6 +211,7 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
             assignee: a.assignee.as_deref().map(crate::ctx::principal).transpose()?.map(|p| p.key()),
             mine: a.mine,
             under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
+            label: None,
         };
         let got = match a.wait {
             Some(wait) => seg.claim_next_wait(&filter, me, a.lease, wait),
