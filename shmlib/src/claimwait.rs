@@ -165,7 +165,7 @@ impl Segment {
         let [f, under, label] = slot.claim_filter_words();
         f.store(WaitFilter::of(filter).0, Ordering::Relaxed);
         under.store(filter.under.map_or(0, Handle::to_raw), Ordering::Relaxed);
-        label.store(0, Ordering::Relaxed);
+        label.store(filter.label.unwrap_or(0), Ordering::Relaxed);
         let place = slot
             .claim_parkers()
             .iter()
@@ -241,13 +241,17 @@ impl Segment {
 
     /// Whether the filter parked in `slot` takes node `h` as `rec` shows it.
     fn parked_filter_takes(&self, slot: &crate::agents::AgentSlotView<'_>, h: Handle, rec: &NodeRecord) -> bool {
-        let [f, under, _label] = slot.claim_filter_words();
+        let [f, under, label] = slot.claim_filter_words();
         let filter = WaitFilter(f.load(Ordering::Relaxed));
         if filter.kind() != rec.kind {
             return false;
         }
         let keys = slot.keys();
         if !open_to(rec, &keys) || (filter.mine() && !crate::claims::assigned_to_any(rec, &keys)) {
+            return false;
+        }
+        let label = label.load(Ordering::Relaxed);
+        if label != 0 && !self.has_label(h, label).unwrap_or(false) {
             return false;
         }
         match Handle::from_raw(under.load(Ordering::Relaxed)) {

@@ -214,6 +214,10 @@ impl Segment {
         }
         self.register_label(label, key)?;
         self.set_add(node, key)?;
+        // A ready task may now match a blocking claim waiting for this label.
+        if let Ok(n) = self.read(node) {
+            self.wake_claimers(node, n.record());
+        }
         Ok(true)
     }
 

@@ -124,3 +124,20 @@ fn a_blocking_claim_times_out_with_exit_5_and_takes_a_task_that_is_already_ready
     assert_eq!(d.json_as("w", &["claim", "--next", "--wait", "10s"])["name"], "t");
     d.fails(&["--agent", "w", "claim", "/t", "--wait", "1s"], 2, "usage");
 }
+
+#[test]
+fn claim_next_by_label_and_a_parked_label_claim_is_woken_when_the_label_is_added() {
+    let d = Daemon::start("claim-label");
+    d.run(&["add", "task", "plain"]).ok();
+    d.run(&["add", "task", "hot"]).ok();
+    d.run(&["label", "/hot", "add", "urgent"]).ok();
+    assert_eq!(d.json(&["ready", "--label", "urgent"])["count"], 1);
+    assert_eq!(d.json_as("w", &["claim", "--next", "--label", "urgent"])["name"], "hot");
+    d.fails(&["--agent", "w", "claim", "--next", "--label", "bad label"], 2, "invalid_label");
+    // Parked for a label no ready task has: labelling one wakes it.
+    let mut waiter = d.spawn(&["--json", "--agent", "v", "claim", "--next", "--label", "urgent", "--wait", "60s"], "v");
+    wait_until("v parked", Duration::from_secs(30), || (parked(&d, "v") > 0).then_some(()));
+    d.run(&["label", "/plain", "add", "urgent"]).ok();
+    assert!(waiter.wait_exit(Duration::from_secs(30)).success(), "{}", waiter.transcript());
+    assert!(waiter.output(Stream::Stdout).contains("\"plain\""), "{}", waiter.transcript());
+}

@@ -32,6 +32,9 @@ pub struct ReadyArgs {
     /// Only tasks assigned to this agent (by name) or role (`@role`).
     #[arg(long, value_name = "AGENT|@ROLE")]
     assignee: Option<String>,
+    /// Only tasks carrying this label (`wn label`).
+    #[arg(long, value_name = "LABEL")]
+    label: Option<String>,
     /// At most this many (1 to 16777216).
     #[arg(long, value_name = "N", default_value = "100", value_parser = duration::number(1, worknode::layout::MAX_NODES as u64, "tasks to list"))]
     limit: u64,
@@ -59,6 +62,9 @@ pub struct ClaimArgs {
     /// to all).
     #[arg(long, requires = "next")]
     mine: bool,
+    /// With --next: only tasks carrying this label (`wn label`).
+    #[arg(long, value_name = "LABEL", requires = "next")]
+    label: Option<String>,
     /// With --next: if no task is ready, wait up to this long for one (exit 5 when none
     /// came); sleeps without polling and is woken for a task it may take.
     #[arg(long, value_name = "DURATION", value_parser = duration::timeout, requires = "next")]
@@ -167,6 +173,7 @@ pub fn run_ready(ctx: &Ctx, a: &ReadyArgs) -> Result<(), Fail> {
         kind: Some(a.kind),
         assignee: a.assignee.as_deref().map(crate::ctx::principal).transpose()?.map(|p| p.key()),
         under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
+        label: a.label.as_deref().map(crate::cmd::labels::label_key).transpose()?,
         ..TaskFilter::default()
     };
     let mut out = Vec::new();
@@ -197,9 +204,10 @@ fn print_claim(ctx: &Ctx, seg: &Segment, c: &Claim) -> Result<(), Fail> {
 /// Claims a task, or the best ready one.
 pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
     // clap's `requires` does not hold these back when NODE fills the required group.
-    if !a.next && (a.kind.is_some() || a.under.is_some() || a.assignee.is_some() || a.mine || a.wait.is_some()) {
+    let selects = a.kind.is_some() || a.under.is_some() || a.assignee.is_some() || a.label.is_some();
+    if !a.next && (selects || a.mine || a.wait.is_some()) {
         return Err(Fail::usage(
-            "--kind, --under, --assignee, --mine and --wait select a task for --next; they cannot go with NODE",
+            "--kind, --under, --assignee, --label, --mine and --wait select a task for --next; they cannot go with NODE",
             "either `wn claim NODE` or `wn claim --next [--kind K] [--under NODE] [--mine]`",
         ));
     }
@@ -211,7 +219,7 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
             assignee: a.assignee.as_deref().map(crate::ctx::principal).transpose()?.map(|p| p.key()),
             mine: a.mine,
             under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
-            label: None,
+            label: a.label.as_deref().map(crate::cmd::labels::label_key).transpose()?,
         };
         let got = match a.wait {
             Some(wait) => seg.claim_next_wait(&filter, me, a.lease, wait),
