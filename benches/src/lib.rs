@@ -32,6 +32,7 @@ pub mod broker;
 pub mod claims;
 pub mod durability;
 pub mod floor;
+pub mod handoff;
 pub mod histogram;
 pub mod iceoryx;
 pub mod kernel_ipc;

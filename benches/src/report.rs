@@ -151,6 +151,8 @@ fn measurement_of(group: &str) -> &'static str {
         "coordination" => "round trip: update a task + notify, seen and answered by another process",
         "claims" => "claim_next + complete per second",
         "broker" => "latency of one operation by one agent: direct, brokered, Redis",
+        "handoff" => "round trip of two work hand-offs between parked agents",
+        "mail" => "round trip of two messages between agents blocked on their inboxes",
         _ => "append latency and rate",
     }
 }
@@ -252,6 +254,10 @@ impl Report {
         vs("sqlite-insert-normal", "durable-batch", |s| s.p50, "p50");
         vs("sqlite-insert-normal", "durable-never", |s| s.p50, "p50");
         vs("durable-batch", "durable-off", |s| s.p50, "p50");
+        vs("handoff-redis", "handoff-worknode", |s| s.p50, "p50");
+        vs("handoff-redis", "handoff-worknode", |s| s.p99, "p99");
+        vs("mail-redis", "mail-worknode", |s| s.p50, "p50");
+        vs("mail-redis", "mail-worknode", |s| s.p99, "p99");
         for op in ["update", "claim", "read"] {
             let (d, b, r) =
                 (format!("broker-{op}-direct"), format!("broker-{op}-brokered"), format!("broker-{op}-redis"));
@@ -444,6 +450,11 @@ impl Report {
                 "broker",
                 "Brokered writes: one agent, direct vs through the daemon's broker vs Redis (latency per operation)",
             ),
+            (
+                "handoff",
+                "Work hand-off: a task becomes ready, the parked agent it is for holds it (two per round trip)",
+            ),
+            ("mail", "Messages: send, the blocked receiver has it (two per round trip)"),
         ];
         let base = self.lat("ring-spin").map(|s| s.p50);
         let cbase = self.lat("coord-ring-spin").map(|s| s.p50);

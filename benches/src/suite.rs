@@ -287,6 +287,13 @@ pub fn specs() -> Vec<Spec> {
         spec!("claims-2", "claims", "claim_next + complete, 2 processes", |c| claims::run(c, 2, claims::tasks(c))),
         spec!("claims-4", "claims", "claim_next + complete, 4 processes", |c| claims::run(c, 4, claims::tasks(c))),
         spec!("claims-1-1k", "claims", "claim_next + complete, 1 process, 1 000 tasks", |c| claims::run(c, 1, 1_000)),
+        spec!(
+            "handoff-worknode",
+            "handoff",
+            "Worknode: reopen a task, the parked assignee claims it (claim_next_wait)",
+            crate::handoff::worknode
+        ),
+        spec!("handoff-redis", "handoff", "Redis LPUSH, the other side BLMOVE + LREM", crate::handoff::redis),
         spec!("broker-update-direct", "broker", "progress on a held task, direct handle", |c| broker::run(
             c,
             Path::Direct,
@@ -458,6 +465,8 @@ fn run_role(role: &str, cli: &Cli) -> ExitCode {
         "tput-producer" => crate::throughput::producer_role(&ctx),
         "tput-reader" => crate::throughput::reader_role(&ctx),
         "claimer" => crate::claims::role(&ctx),
+        "handoff-child" => crate::handoff::worknode_role(&ctx),
+        "handoff-redis-child" => crate::handoff::redis_role(&ctx),
         other => Err(format!("unknown role {other}")),
     };
     match r {

@@ -11,7 +11,8 @@
 //! *A waiter* (agent A, in process P): (1) tries `claim_next`; (2) takes a place in A's
 //! slot (compare-and-set 0 → P's tag), writes the filter, increments `claim_parked`
 //! (SeqCst) and reads A's wake word `w`; (3) tries `claim_next` again; (4) sleeps on the
-//! wake word while it still equals `w`, at most [`RECHECK`]; (5) gives its place back
+//! wake word while it still equals `w` (after watching it for the ring's 50 µs spin
+//! window, so a hand-off that keeps up never parks), at most [`RECHECK`]; (5) gives its place back
 //! and starts over, until it holds a task or the timeout passes.
 //!
 //! *A change* that leaves a task claimable (ready and unclaimed: created ready, a
@@ -151,9 +152,20 @@ impl Segment {
                 self.unpark_claimer(&slot, place, me);
                 return second;
             }
-            let sleep = deadline.saturating_duration_since(Instant::now()).min(RECHECK);
             let word = self.map_wake_word(agent.index).ok_or(TaskError::UnknownAgent)?;
-            crate::sys::futex_wait(word, woke as u32, sleep);
+            // As the ring's default wait: watch the word for a window shorter than a
+            // futex wake-up before sleeping, so a hand-off that keeps up never parks.
+            let spin_until = Instant::now() + crate::ring::SPIN_WINDOW;
+            let mut spins = 0u32;
+            while word.load(Ordering::Acquire) == woke as u32 {
+                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(64) && Instant::now() >= spin_until.min(deadline) {
+                    let sleep = deadline.saturating_duration_since(Instant::now()).min(RECHECK);
+                    crate::sys::futex_wait(word, woke as u32, sleep);
+                    break;
+                }
+            }
             self.unpark_claimer(&slot, place, me);
         }
     }
