@@ -331,6 +331,8 @@ pub enum Request {
     Activate { node: Handle },
     Edit { node: Handle, edit: crate::Edit },
     Remove { node: Handle, recursive: bool, force: bool },
+    Send { from: AgentId, to: crate::Principal, thread: Option<String>, body: Vec<u8> },
+    Ack { agent: AgentId, message: Handle },
 }
 
 /// The daemon's answer to a [`Request`].
@@ -358,6 +360,7 @@ pub enum WireError {
     Ring(RingError),
     Agent(AgentError),
     Set(SetError),
+    Mail(crate::MailError),
 }
 
 macro_rules! into_wire {
@@ -369,7 +372,7 @@ macro_rules! into_wire {
         }
     )*};
 }
-into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set);
+into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set, crate::MailError => Mail);
 
 impl Reply {
     /// The reply for an operation's result: `ok` of its value, or its error.
@@ -421,6 +424,7 @@ from_wire!(TaskError, Task, |f| TaskError::Pool(PoolError::Broker(f)));
 from_wire!(DocError, Doc, |f| DocError::Pool(PoolError::Broker(f)));
 from_wire!(AgentError, Agent, |f| AgentError::Pool(PoolError::Broker(f)));
 from_wire!(SetError, Set, |f| SetError::Pool(PoolError::Broker(f)));
+from_wire!(crate::MailError, Mail, |f| crate::MailError::Pool(PoolError::Broker(f)));
 
 impl FromWire for PoolError {
     fn from_wire(e: WireError) -> Option<Self> {

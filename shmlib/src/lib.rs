@@ -36,7 +36,7 @@
 //! ```
 //!
 //! Every operation returns its own error enum ([`AttachError`], [`PoolError`],
-//! [`TaskError`], [`AgentError`], [`DocError`], [`SetError`], [`RingError`]); each
+//! [`TaskError`], [`AgentError`], [`DocError`], [`SetError`], [`RingError`], [`MailError`]); each
 //! method's `# Errors` section says which variants it returns and when.
 //!
 //! ## Layers
@@ -83,6 +83,7 @@ mod index;
 mod inspect;
 pub mod layout;
 mod lifecycle;
+mod mail;
 mod node;
 mod orset;
 mod ownerlock;
@@ -115,6 +116,7 @@ pub use grant::{Denied, Grant};
 pub use inspect::{Damage, DamageClass, HeaderGuard, Holder, Inspector, RingSlotControl, SlotControl};
 pub use layout::Capacities;
 pub use lifecycle::{legal_moves, Edit};
+pub use mail::{MailError, Message, MessageInfo, MAILBOX_MAX, MESSAGE_MAX, THREAD_MAX};
 pub use node::{check_name, check_node_name, check_value, Handle, NewNode, Node, NodeKind, Status, VALUE_MAX};
 pub use orset::{OrSetState, SetError};
 pub use pool::DeleteMode;
