@@ -3,7 +3,9 @@
 //! `wn commands` derives its listing from this tree (clap's `CommandFactory`), so the
 //! listing cannot drift from what the parser accepts.
 
-use crate::cmd::{agents, commands, docs, doctor, dump, events, lifecycle, nodes, persist, stat, tasks, token, top};
+use crate::cmd::{
+    agents, commands, docs, doctor, dump, events, lifecycle, mail, nodes, persist, stat, tasks, token, top,
+};
 use crate::ctx::Ctx;
 use crate::fail::Fail;
 use clap::{Parser, Subcommand};
@@ -156,6 +158,10 @@ pub enum Command {
     Emit(events::EmitArgs),
     /// Wait for the first matching event after now; exit 5 on timeout.
     Wait(events::WaitArgs),
+    /// Send a message to an agent (joined or not) or to every agent of @ROLE.
+    Send(mail::SendArgs),
+    /// List your unread mail (yours and your role's); --wait for some, --ack what you handled.
+    Inbox(mail::InboxArgs),
     /// Join as --agent NAME now (agents also join on first use).
     Join,
     /// Leave as --agent NAME: release its claims and remove its identity.
@@ -207,6 +213,8 @@ pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
         Command::Doc(c) => docs::run(ctx, c),
         Command::Emit(a) => events::run_emit(ctx, a),
         Command::Wait(a) => events::run_wait(ctx, a),
+        Command::Send(a) => mail::run_send(ctx, a),
+        Command::Inbox(a) => mail::run_inbox(ctx, a),
         Command::Join => agents::run_join(ctx),
         Command::Leave => agents::run_leave(ctx),
         Command::Snapshot(a) => persist::run_snapshot(ctx, a),

@@ -20,7 +20,8 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 use worknode::broker::Refusal;
 use worknode::{
-    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, PoolError, RingError, SetError, TaskError,
+    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, MailError, PoolError, RingError, SetError,
+    TaskError,
 };
 
 /// Exit codes, as documented in `wn --help`.
@@ -618,6 +619,42 @@ impl From<SetError> for Fail {
     }
 }
 
+impl From<MailError> for Fail {
+    fn from(e: MailError) -> Self {
+        use MailError::*;
+        let (code, exit, hint): (_, _, &str) = match e {
+            Pool(p) => return p.into(),
+            Doc(d) => return d.into(),
+            Agent(a) => return a.into(),
+            Ring(r) => return r.into(),
+            TooLarge { .. } => (
+                "message_too_large",
+                exit::USAGE,
+                "send a shorter message, or store it as a document (`wn doc put`) and send its path",
+            ),
+            ThreadTooLong { .. } | ThreadHasControl { .. } => {
+                ("invalid_value", exit::USAGE, "use a thread id of at most 64 bytes without control characters")
+            }
+            MailboxFull { .. } => (
+                "mailbox_full",
+                exit::FULL,
+                "the recipient must acknowledge its mail (`wn inbox --ack-all`): acknowledged mail makes room",
+            ),
+            NotFound => ("message_not_found", exit::NOT_FOUND, "list your mail and its ids with `wn inbox --all`"),
+            NotAMessage => ("not_a_message", exit::USAGE, "name a message by the id `wn inbox` shows"),
+            AlreadyAcked => ("already_acked", exit::CONFLICT, "nothing to do; `wn inbox --all` shows acknowledged mail"),
+            NotYours => (
+                "not_yours",
+                exit::CONFLICT,
+                "only its recipient (or an agent of the recipient role) acknowledges a message; see yours with `wn inbox`",
+            ),
+            Timeout => ("timeout", exit::TIMEOUT, "wait longer with --wait, or check who mails you"),
+            Damaged { .. } => ("corrupt", exit::OTHER, CORRUPT_HINT),
+        };
+        Fail::lib(code, exit, &e, hint)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,6 +778,23 @@ mod tests {
         ]
     }
 
+    fn mail_errors() -> Vec<MailError> {
+        use MailError::*;
+        vec![
+            TooLarge { len: 70000, max: 65536 },
+            ThreadTooLong { len: 65, max: 64 },
+            ThreadHasControl { at: 1 },
+            MailboxFull { capacity: 8 },
+            NotFound,
+            NotAMessage,
+            AlreadyAcked,
+            NotYours,
+            Timeout,
+            Damaged { what: "no from= line" },
+            Pool(PoolError::ReadOnly),
+        ]
+    }
+
     fn set_errors() -> Vec<SetError> {
         use SetError::*;
         vec![SetFull { capacity: 8 }, NoSetSlots { capacity: 2 }, Corrupt, Pool(PoolError::ReadOnly)]
@@ -758,6 +812,7 @@ mod tests {
         out.extend(both(task_errors()));
         out.extend(both(doc_errors()));
         out.extend(both(set_errors()));
+        out.extend(both(mail_errors()));
         out
     }
 
@@ -827,6 +882,10 @@ mod tests {
             (SetError::SetFull { capacity: 8 }.into(), "set_full", "set_compact"),
             (SetError::NoSetSlots { capacity: 2 }.into(), "no_set_slots", "larger --sets"),
             (SetError::Corrupt.into(), "corrupt", "wn doctor"),
+            (MailError::MailboxFull { capacity: 8 }.into(), "mailbox_full", "--ack-all"),
+            (MailError::AlreadyAcked.into(), "already_acked", "wn inbox --all"),
+            (MailError::NotYours.into(), "not_yours", "wn inbox"),
+            (MailError::TooLarge { len: 2, max: 1 }.into(), "message_too_large", "wn doc put"),
         ];
         for (f, code, advice) in cases {
             assert_eq!(f.code, code, "{f:?}");

@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod dump;
 pub mod events;
 pub mod lifecycle;
+pub mod mail;
 pub mod nodes;
 pub mod persist;
 pub mod stat;
