@@ -1,0 +1,116 @@
+//! Mail across real processes: an agent holding a session and unread mail is
+//! SIGKILLed; the daemon reaps it (session EOF, `agent_lost`), its mailbox and mail are
+//! kept, and a new process joining under its name reads the mail and acknowledges it.
+
+use serde_json::{json, Value};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+use worknode::{Access, EventKind, Principal, Segment};
+use worknode_tests::{child_main, env_str, ring_events, say, SegmentGuard, Stream, READY_TIMEOUT, SEGMENT_ENV};
+
+/// The parent's bound on a child's progress.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+const DAEMON_ARGS: [&str; 10] =
+    ["--nodes", "256", "--events", "4096", "--agents", "8", "--blob-chunks", "64", "--sets", "1"];
+
+#[test]
+fn child_entry() {
+    child_main(|role| match role {
+        "holder" => holder(),
+        "rejoiner" => rejoiner(),
+        other => panic!("unknown role {other}"),
+    })
+}
+
+/// Opens a session as `inboxer`, checks it has unread mail (without acknowledging it),
+/// announces that, and blocks until killed.
+fn holder() -> Value {
+    let seg = Segment::attach(&env_str(SEGMENT_ENV), Access::ReadWrite).expect("attach");
+    let session = seg.open_session("inboxer", "worker").expect("open_session");
+    assert!(session.watched_by_daemon(), "the daemon does not watch the session");
+    say("joined");
+    // The parent sends the second message now; reading never acknowledges.
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let mut mail = Vec::new();
+    loop {
+        seg.inbox(session.id(), false, &mut mail).expect("inbox");
+        if mail.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second message never came: {mail:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    say("read");
+    std::thread::sleep(Duration::from_secs(120));
+    json!({})
+}
+
+/// Joins as `inboxer` again, reads every message, acknowledges them and reports.
+fn rejoiner() -> Value {
+    let seg = Segment::attach(&env_str(SEGMENT_ENV), Access::ReadWrite).expect("attach");
+    let session = seg.open_session("inboxer", "worker").expect("open_session");
+    seg.wait_for_mail(session.id(), Duration::ZERO).expect("unread mail is there at once");
+    let mut mail = Vec::new();
+    seg.inbox(session.id(), false, &mut mail).expect("inbox");
+    let mut bodies = Vec::new();
+    for m in &mail {
+        bodies.push(String::from_utf8(seg.read_message(m.handle).expect("read").body).expect("UTF-8"));
+        seg.ack(session.id(), m.handle).expect("ack");
+    }
+    seg.inbox(session.id(), false, &mut mail).expect("inbox");
+    assert!(mail.is_empty(), "all acknowledged");
+    session.leave().expect("leave");
+    json!({ "bodies": bodies })
+}
+
+fn wait_session_listener(name: &str) {
+    let seg = Segment::attach(name, Access::ReadOnly).expect("attach to read the boot id");
+    let addr = worknode::session_socket_addr(name, seg.inspect().info().boot_id).unwrap();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while let Err(e) = UnixStream::connect_addr(&addr) {
+        assert!(Instant::now() < deadline, "the daemon never listened for sessions: {e}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_sigkilled_agent_keeps_its_unread_mail_and_reads_it_when_it_rejoins() {
+    let g = SegmentGuard::new("mail-kill");
+    let mut daemon = g.spawn_daemon(&DAEMON_ARGS);
+    daemon.wait_for_line(Stream::Stdout, READY_TIMEOUT, |l| l.contains("ready"));
+    wait_session_listener(g.name());
+    let seg = Segment::attach(g.name(), Access::ReadWrite).unwrap();
+    let lead = seg.join("lead", "").unwrap();
+    let inboxer = Principal::parse("inboxer").unwrap();
+    // Sent before it ever joined: held in its mailbox.
+    seg.send(lead, &inboxer, Some("t"), b"first").unwrap();
+
+    let mut holder = g.spawn_role("holder", &[]);
+    // The second arrives while it holds its session.
+    holder.wait_for_say("joined", STEP_TIMEOUT);
+    let id = seg.find_agent("inboxer").expect("the holder joined");
+    seg.send(lead, &inboxer, None, b"second").unwrap();
+    holder.wait_for_say("read", STEP_TIMEOUT);
+    assert_eq!(seg.agent(id).unwrap().session_pid, Some(holder.pid()));
+
+    holder.signal(nix::sys::signal::Signal::SIGKILL);
+    let status = holder.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL\n{}", holder.transcript());
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while seg.find_agent("inboxer").is_some() {
+        assert!(Instant::now() < deadline, "the daemon did not reap the killed agent\n{}", daemon.transcript());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(ring_events(&seg).iter().any(|e| e.kind() == EventKind::AGENT_LOST), "agent_lost was emitted");
+    let mailbox = seg.mailbox(&inboxer).unwrap().expect("the mailbox outlives the agent");
+    assert_eq!(seg.child_count(mailbox).unwrap(), 2, "both messages kept");
+
+    let report = g.spawn_role("rejoiner", &[]).expect_report(STEP_TIMEOUT);
+    assert_eq!(report["bodies"], json!(["first", "second"]), "{report}");
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "daemon exit {status}\n{}", daemon.transcript());
+}
