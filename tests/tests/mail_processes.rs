@@ -114,3 +114,61 @@ fn a_sigkilled_agent_keeps_its_unread_mail_and_reads_it_when_it_rejoins() {
     let status = daemon.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "daemon exit {status}\n{}", daemon.transcript());
 }
+
+/// A token for `agent` with `rights`, minted with the real `wn`.
+fn mint(g: &SegmentGuard, agent: &str, rights: &str) -> String {
+    let out = std::process::Command::new(worknode_tests::wn_bin())
+        .args(["token", "mint", "--agent", agent, "--rights", rights])
+        .env(worknode::SEGMENT_ENV, g.name())
+        .env("WORKNODE_DATA_DIR", g.data_dir())
+        .env_remove("WORKNODE_TOKEN")
+        .env_remove("WORKNODE_AGENT")
+        .output()
+        .expect("run wn");
+    assert!(out.status.success(), "mint: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Through the broker (a read-only mapping, every change a request): the daemon sends
+/// as the token's agent and refuses another sender, acks, and a brokered waiter is woken.
+#[test]
+fn brokered_mail_names_the_tokens_agent_and_cannot_forge_a_sender() {
+    let g = SegmentGuard::new("mail-broker");
+    let mut daemon = g.spawn_daemon(&DAEMON_ARGS);
+    daemon.wait_for_line(Stream::Stdout, READY_TIMEOUT, |l| l.contains("ready"));
+    let direct = Segment::attach(g.name(), Access::ReadWrite).unwrap();
+    let lead = direct.join("lead", "").unwrap();
+    let token = mint(&g, "sandbox", "read,message");
+    let b = Segment::attach_brokered(g.name(), &token, "worker").expect("brokered attach");
+    assert!(b.is_brokered());
+    let me = b.find_agent("sandbox").expect("the broker joined the token's agent");
+    let lead_p = Principal::parse("lead").unwrap();
+
+    let h = b.send(me, &lead_p, Some("x"), b"from the sandbox").unwrap();
+    assert_eq!(direct.read_message(h).unwrap().info.from, "sandbox");
+    // Naming another agent as the sender is refused by the daemon, nothing sent.
+    let forged = b.send(lead, &lead_p, None, b"forged");
+    assert_eq!(forged, Err(worknode::MailError::Pool(worknode::PoolError::Denied(worknode::Denied::OtherAgent))));
+    let mut mail = Vec::new();
+    direct.inbox(lead, false, &mut mail).unwrap();
+    assert_eq!(mail.len(), 1);
+    let event = ring_events(&direct).into_iter().rev().find(|e| e.kind() == EventKind::MESSAGE_SENT).unwrap();
+    assert_eq!(event.actor(), Some(b.agent(me).unwrap().node), "the event's actor is the token's agent");
+
+    // A brokered waiter (read-only mapping) is woken by a send, then acks through the broker.
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| b.wait_for_mail(me, STEP_TIMEOUT));
+        direct.send(lead, &Principal::parse("sandbox").unwrap(), None, b"reply").unwrap();
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+    });
+    b.inbox(me, false, &mut mail).unwrap();
+    assert_eq!(mail.len(), 1);
+    b.ack(me, mail[0].handle).unwrap();
+    assert_eq!(b.ack(me, mail[0].handle), Err(worknode::MailError::AlreadyAcked));
+    assert_eq!(b.ack(me, h), Err(worknode::MailError::NotYours));
+    drop(b);
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "daemon exit {status}\n{}", daemon.transcript());
+}

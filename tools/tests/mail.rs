@@ -175,3 +175,31 @@ fn mail_survives_a_host_restart() {
     let role = msgs.iter().find(|m| m["to"] == "@shell").expect("the role's mail");
     assert_eq!(role["text"].as_str().map(str::as_bytes), Some(&big[..]));
 }
+
+#[test]
+fn under_a_token_the_sender_is_the_tokens_agent_and_the_right_is_message() {
+    let d = start("mail-token");
+    d.run(&["add", "project", "A"]).ok();
+    let mint = |args: &[&str]| {
+        let out = d.run(&[&["token", "mint"], args].concat());
+        out.ok();
+        out.stdout.trim().to_string()
+    };
+    // A subtree token: mail is a system write allowed under `message` wherever its subtree is.
+    let bot = mint(&["--agent", "bot", "--rights", "read,message", "--under", "/A"]);
+    let with = |token: &str, args: &[&str]| common::run(d.cmd().args(["--json", "--token", token]).args(args), None);
+    let out = with(&bot, &["send", "--to", "reader", "from the bot"]);
+    assert_eq!(out.ok().json()["from"], "bot", "{out:?}");
+    let inbox = d.json_as("reader", &["inbox"]);
+    let id = ids(&inbox)[0].clone();
+    assert_eq!(inbox["messages"][0]["from"], "bot");
+    // Without `message`: refused, nothing sent, nothing acked.
+    let ro = mint(&["--agent", "reader", "--rights", "read"]);
+    let out = with(&ro, &["send", "--to", "bot", "hi"]);
+    out.fails(6);
+    assert_eq!(out.err_json()["code"], "token_lacks_right", "{out:?}");
+    let out = with(&ro, &["inbox", "--ack", &id]);
+    out.fails(6);
+    assert_eq!(d.json_as("reader", &["inbox"])["count"], 1);
+    assert_eq!(d.json_as("bot", &["inbox"])["count"], 0);
+}
