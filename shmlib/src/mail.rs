@@ -236,7 +236,9 @@ fn parse_metadata(text: &str) -> Result<(String, Option<String>), MailError> {
     let thread = match lines.next() {
         None => None,
         Some(l) => Some(
-            l.strip_prefix("thread=").filter(|t| !t.is_empty()).ok_or(MailError::Damaged { what: "bad thread= line" })?,
+            l.strip_prefix("thread=")
+                .filter(|t| !t.is_empty())
+                .ok_or(MailError::Damaged { what: "bad thread= line" })?,
         ),
     };
     if lines.next().is_some() {
@@ -685,7 +687,10 @@ mod tests {
         let w = s.join("writer", "").unwrap();
         let used = s.free_slots().unwrap();
         let big = vec![0u8; MESSAGE_MAX + 1];
-        assert_eq!(s.send(w, &to("x"), None, &big), Err(MailError::TooLarge { len: MESSAGE_MAX + 1, max: MESSAGE_MAX }));
+        assert_eq!(
+            s.send(w, &to("x"), None, &big),
+            Err(MailError::TooLarge { len: MESSAGE_MAX + 1, max: MESSAGE_MAX })
+        );
         let long = "t".repeat(THREAD_MAX + 1);
         assert!(matches!(s.send(w, &to("x"), Some(&long), b""), Err(MailError::ThreadTooLong { .. })));
         assert_eq!(s.send(w, &to("x"), Some("a\nb"), b""), Err(MailError::ThreadHasControl { at: 1 }));

@@ -13,7 +13,10 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A daemon whose blob arena holds several bodies of [`worknode::MESSAGE_MAX`] bytes.
 fn start(test: &str) -> Daemon {
-    Daemon::start_with(test, Capacities { nodes: 256, events: 4096, agents: 16, blob_chunks: 64, ..Capacities::default() })
+    Daemon::start_with(
+        test,
+        Capacities { nodes: 256, events: 4096, agents: 16, blob_chunks: 64, ..Capacities::default() },
+    )
 }
 
 fn ids(inbox: &Value) -> Vec<String> {
@@ -26,7 +29,10 @@ fn send_inbox_ack_round_trip_and_held_mail() {
     // The reader has not joined: its mail is held in its mailbox.
     let sent = d.json_as("writer", &["send", "--to", "reader", "--thread", "review-7", "please review"]);
     assert_eq!((sent["from"].as_str(), sent["to"].as_str()), (Some("writer"), Some("reader")), "{sent}");
-    assert_eq!((sent["thread"].as_str(), sent["bytes"].as_u64(), sent["acked"].as_bool()), (Some("review-7"), Some(13), Some(false)));
+    assert_eq!(
+        (sent["thread"].as_str(), sent["bytes"].as_u64(), sent["acked"].as_bool()),
+        (Some("review-7"), Some(13), Some(false))
+    );
     let second = d.json_as("writer", &["send", "--to", "reader", "second"]);
     assert!(d.json(&["agents"]).to_string().contains("writer"));
 
@@ -38,7 +44,10 @@ fn send_inbox_ack_round_trip_and_held_mail() {
     assert_eq!(d.json_as("reader", &["inbox"])["count"], 2);
     let human = d.run_as("reader", &["inbox"]);
     let text = &human.ok().stdout;
-    assert!(text.contains("from writer") && text.contains("thread review-7") && text.contains("    please review"), "{text}");
+    assert!(
+        text.contains("from writer") && text.contains("thread review-7") && text.contains("    please review"),
+        "{text}"
+    );
 
     let id = sent["id"].as_str().unwrap();
     let acked = d.json_as("reader", &["inbox", "--ack", id]);
@@ -170,7 +179,10 @@ fn mail_survives_a_host_restart() {
     let msgs = all["messages"].as_array().unwrap();
     let by_id = |id: &Value| msgs.iter().find(|m| m["id"] == *id).unwrap_or_else(|| panic!("{id} lost: {all}"));
     assert_eq!(by_id(&kept["id"])["text"], "kept across the restart");
-    assert_eq!((by_id(&kept["id"])["thread"].as_str(), by_id(&kept["id"])["acked"].as_bool()), (Some("t"), Some(false)));
+    assert_eq!(
+        (by_id(&kept["id"])["thread"].as_str(), by_id(&kept["id"])["acked"].as_bool()),
+        (Some("t"), Some(false))
+    );
     assert_eq!(by_id(&acked["id"])["acked"], true);
     let role = msgs.iter().find(|m| m["to"] == "@shell").expect("the role's mail");
     assert_eq!(role["text"].as_str().map(str::as_bytes), Some(&big[..]));

@@ -181,4 +181,3 @@ fn info_json(i: &MessageInfo) -> Value {
         "acked": i.acked,
     })
 }
-
