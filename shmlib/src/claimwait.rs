@@ -121,8 +121,12 @@ impl Segment {
                 let piece = left.min(BROKERED_CHUNK);
                 let lease_ms = crate::claims::lease_ms(lease)?;
                 let wait_ms = piece.as_millis() as u64;
-                match link.ask_claim(crate::broker::Request::ClaimNextWait { filter: *filter, agent, lease_ms, wait_ms })
-                {
+                match link.ask_claim(crate::broker::Request::ClaimNextWait {
+                    filter: *filter,
+                    agent,
+                    lease_ms,
+                    wait_ms,
+                }) {
                     Err(TaskError::WaitTimedOut) if Instant::now() < deadline => continue,
                     r => return r,
                 }
@@ -282,4 +286,3 @@ impl Segment {
         cleared
     }
 }
-

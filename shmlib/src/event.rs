@@ -391,11 +391,7 @@ pub(crate) const PERCENT_FIELD_MAX: usize = 14;
 /// inline limit (a note that would not fit was refused before, see `claims`).
 /// `{"<field>":"<principal>"}` for assignment events; a principal too long to fit once
 /// JSON-escaped is named by its key instead: `{"<field>_key":"<16 hex digits>"}`.
-pub(crate) fn principal_payload(
-    buf: &mut [u8; EVENT_PAYLOAD_MAX],
-    field: &str,
-    who: &crate::Principal,
-) -> usize {
+pub(crate) fn principal_payload(buf: &mut [u8; EVENT_PAYLOAD_MAX], field: &str, who: &crate::Principal) -> usize {
     use std::io::Write;
     let text = who.to_string();
     let mut tmp = [0u8; 6];

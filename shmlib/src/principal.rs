@@ -261,7 +261,10 @@ mod tests {
         assert_eq!(Principal::parse("a/b"), Err(PrincipalError::HasSlash { at: 1 }));
         assert_eq!(Principal::parse("@a\tb"), Err(PrincipalError::BadCharacter { at: 2 }));
         assert_eq!(Principal::parse(&"x".repeat(65)), Err(PrincipalError::TooLong { len: 65, max: 64 }));
-        assert_eq!(Principal::parse(&format!("@{}", "r".repeat(33))), Err(PrincipalError::TooLong { len: 33, max: 32 }));
+        assert_eq!(
+            Principal::parse(&format!("@{}", "r".repeat(33))),
+            Err(PrincipalError::TooLong { len: 33, max: 32 })
+        );
     }
 
     #[test]

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 use worknode::{
-    Capacities, Claim, Daemon, EventKind, NewNode, NodeKind, Principal, Segment, Start, Status, TaskError,
-    TaskFilter,
+    Capacities, Claim, Daemon, EventKind, NewNode, NodeKind, Principal, Segment, Start, Status, TaskError, TaskFilter,
 };
 
 /// The test's private segment; it made it, so it holds the daemon's handle (for the

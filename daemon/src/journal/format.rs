@@ -424,7 +424,9 @@ pub fn read_header(bytes: &[u8], magic: [u8; 8]) -> Result<u64, HeaderError> {
     }
     let layout = u32_at(bytes, 8).unwrap_or(0);
     let format = u32_at(bytes, 12).unwrap_or(0);
-    if !(RECORDS_LAYOUT_MIN..=RECORDS_LAYOUT).contains(&layout) || !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&format) {
+    if !(RECORDS_LAYOUT_MIN..=RECORDS_LAYOUT).contains(&layout)
+        || !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&format)
+    {
         return Err(HeaderError::Version { layout, format });
     }
     Ok(u64_at(bytes, 16).unwrap_or(0))
