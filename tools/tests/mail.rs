@@ -167,13 +167,16 @@ fn a_full_mailbox_is_an_error_to_the_sender_and_acked_mail_makes_room() {
 
 #[test]
 fn mail_survives_a_host_restart() {
-    let mut d = start("mail-restart");
+    // `always`: a send returns once it is on disk, so the kill cannot beat the journal
+    // (under the default `batch`, the last ~10 ms may be lost, by design).
+    let caps = Capacities { nodes: 256, events: 4096, agents: 16, blob_chunks: 64, ..Capacities::default() };
+    let mut d = Daemon::start_args("mail-restart", caps, &["--fsync", "always"]);
     let kept = d.json_as("writer", &["send", "--to", "reader", "--thread", "t", "kept across the restart"]);
     let acked = d.json_as("writer", &["send", "--to", "reader", "acked before"]);
     d.json_as("reader", &["inbox", "--ack", acked["id"].as_str().unwrap()]);
     let big: Vec<u8> = (0..worknode::MESSAGE_MAX).map(|i| b'a' + (i % 26) as u8).collect();
     d.run_stdin(&["--agent", "writer", "send", "--to", "@shell", "-"], &big).ok();
-    d.host_restart(&[]);
+    d.host_restart(&["--fsync", "always"]);
     let all = d.json_as("reader", &["inbox", "--all"]);
     assert_eq!(all["count"], 3, "{all}");
     let msgs = all["messages"].as_array().unwrap();
