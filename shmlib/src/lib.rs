@@ -116,7 +116,7 @@ pub use grant::{Denied, Grant};
 pub use inspect::{Damage, DamageClass, HeaderGuard, Holder, Inspector, RingSlotControl, SlotControl};
 pub use layout::Capacities;
 pub use lifecycle::{legal_moves, Edit};
-pub use mail::{MailError, Message, MessageInfo, MAILBOX_MAX, MESSAGE_MAX, THREAD_MAX};
+pub use mail::{MailError, Message, MessageInfo, MAILBOX_MAX, MESSAGE_MAX, PENDING_STALE, THREAD_MAX};
 pub use node::{check_name, check_node_name, check_value, Handle, NewNode, Node, NodeKind, Status, VALUE_MAX};
 pub use orset::{OrSetState, SetError};
 pub use pool::DeleteMode;

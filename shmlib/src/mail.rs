@@ -34,8 +34,11 @@
 //! (`min(MAILBOX_MAX, nodes / 8)`, so one flooded mailbox cannot take the pool). When it
 //! is full, acknowledged messages are removed oldest first to make room; if all are
 //! unread the send is refused with [`MailError::MailboxFull`], nothing created — never a
-//! silent drop. (Concurrent senders each check the count before they add: the bound can
-//! be passed by at most the number of sends in flight at once.)
+//! silent drop. A message left pending by a sender killed mid-send (its body is freed
+//! by the daemon's reclaim sweep, as any unattached content) is never listed, and a full
+//! mailbox removes it once it is older than [`PENDING_STALE`]. (Concurrent senders each
+//! check the count before they add: the bound can be passed by at most the number of
+//! sends in flight at once.)
 //!
 //! *Reading* (`Segment::inbox`, `Segment::read_message`) is lock-free copying and
 //! changes nothing: a message stays unread until its reader acknowledges it
@@ -72,6 +75,11 @@ pub const MESSAGE_MAX: usize = 64 * 1024;
 pub const MAILBOX_MAX: u64 = 1000;
 /// The longest thread id, in bytes.
 pub const THREAD_MAX: usize = 64;
+/// How long a message may stay pending (between its node and its body, microseconds in
+/// a live send) before a full mailbox treats it as the husk of a send whose process died
+/// and removes it. A sender stalled longer than this finds its message gone and is told
+/// so; its body is freed.
+pub const PENDING_STALE: Duration = Duration::from_secs(60);
 /// Hex digits of a message id.
 const ID_DIGITS: usize = 12;
 /// Draws of a fresh id before giving up (a collision of 48 random bits is already rare).
@@ -348,7 +356,10 @@ impl Segment {
             }
         }
         let msg = match made {
-            Ok(h) => h,
+            Ok(h) => {
+                crate::failpoint::hit("mail.added");
+                h
+            }
             Err(e) => {
                 let _ = self.free_blob(blob.raw);
                 return Err(e);
@@ -369,8 +380,9 @@ impl Segment {
         Ok(msg)
     }
 
-    /// Makes room in `mailbox` for one more message: removes acknowledged messages
-    /// oldest first while it is full.
+    /// Makes room in `mailbox` for one more message: removes acknowledged messages, and
+    /// the husks of sends cut short (pending for longer than [`PENDING_STALE`]), oldest
+    /// first while it is full.
     fn make_room(&self, mailbox: Handle) -> Result<(), MailError> {
         let capacity = self.mailbox_capacity();
         if self.child_count(mailbox)? < capacity {
@@ -383,8 +395,13 @@ impl Segment {
             if count < capacity {
                 break;
             }
-            let acked = self.read(h).is_ok_and(|n| n.status() == Some(Status::Complete));
-            if acked && self.delete_node(h, DeleteMode::LeafOnly).is_ok() {
+            let now = crate::clock::unix_ms();
+            let purgeable = self.read(h).is_ok_and(|n| match n.status() {
+                Some(Status::Complete) => true,
+                Some(Status::Pending) => now.saturating_sub(n.created().wall_ms()) > PENDING_STALE.as_millis() as u64,
+                _ => false,
+            });
+            if purgeable && self.delete_node(h, DeleteMode::LeafOnly).is_ok() {
                 count -= 1;
             }
         }

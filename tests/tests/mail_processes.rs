@@ -1,6 +1,7 @@
 //! Mail across real processes: an agent holding a session and unread mail is
 //! SIGKILLed; the daemon reaps it (session EOF, `agent_lost`), its mailbox and mail are
 //! kept, and a new process joining under its name reads the mail and acknowledges it.
+//! Also: mail through the broker, and a send cut short by SIGKILL.
 
 use serde_json::{json, Value};
 use std::os::unix::net::UnixStream;
@@ -20,6 +21,7 @@ fn child_entry() {
     child_main(|role| match role {
         "holder" => holder(),
         "rejoiner" => rejoiner(),
+        "cut_sender" => cut_sender(),
         other => panic!("unknown role {other}"),
     })
 }
@@ -167,6 +169,52 @@ fn brokered_mail_names_the_tokens_agent_and_cannot_forge_a_sender() {
     assert_eq!(b.ack(me, mail[0].handle), Err(worknode::MailError::AlreadyAcked));
     assert_eq!(b.ack(me, h), Err(worknode::MailError::NotYours));
     drop(b);
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "daemon exit {status}\n{}", daemon.transcript());
+}
+
+/// Sends one message to `held`; run with a fail-point armed, it stops (and is killed)
+/// in the middle.
+fn cut_sender() -> Value {
+    let seg = Segment::attach(&env_str(SEGMENT_ENV), Access::ReadWrite).expect("attach");
+    let me = seg.join("cut", "").expect("join");
+    let got = seg.send(me, &Principal::parse("held").unwrap(), None, &[7u8; 10_000]);
+    panic!("the send returned {got:?} instead of stopping at its fail-point: is feature `failpoints` on?")
+}
+
+/// A sender SIGKILLed between the message's node and its body: the half message is
+/// never listed, the daemon's reclaim sweep frees the body's chunks, and the mailbox
+/// still takes mail.
+#[test]
+fn a_send_cut_short_by_sigkill_leaves_no_readable_half_message() {
+    let g = SegmentGuard::new("mail-cut");
+    let mut daemon = g.spawn_daemon(&DAEMON_ARGS);
+    daemon.wait_for_line(Stream::Stdout, READY_TIMEOUT, |l| l.contains("ready"));
+    let seg = Segment::attach(g.name(), Access::ReadWrite).unwrap();
+    let free = seg.free_blob_chunks().unwrap();
+    let env = [(worknode::failpoint::FAILPOINT_ENV, "mail.added".to_string())];
+    let mut cut = g.spawn_role("cut_sender", &env);
+    cut.wait_for_line(Stream::Stderr, STEP_TIMEOUT, |l| l.contains("failpoint mail.added reached"));
+    cut.signal(nix::sys::signal::Signal::SIGKILL);
+    cut.wait_exit(Duration::from_secs(10));
+
+    let held = Principal::parse("held").unwrap();
+    let mailbox = seg.mailbox(&held).unwrap().expect("registered before the cut");
+    assert_eq!(seg.child_count(mailbox).unwrap(), 1, "the half message's node is there");
+    let reader = seg.join("held", "").unwrap();
+    let mut mail = Vec::new();
+    seg.inbox(reader, true, &mut mail).unwrap();
+    assert!(mail.is_empty(), "a pending message is never listed: {mail:?}");
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while seg.free_blob_chunks().unwrap() != free {
+        assert!(Instant::now() < deadline, "the dead sender's chunks were not reclaimed\n{}", daemon.transcript());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seg.send(reader, &held, None, b"still works").unwrap();
+    seg.inbox(reader, false, &mut mail).unwrap();
+    assert_eq!(mail.len(), 1);
 
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let status = daemon.wait_exit(Duration::from_secs(10));
