@@ -53,8 +53,12 @@ fn send_inbox_ack_round_trip_and_held_mail() {
     let acked = d.json_as("reader", &["inbox", "--ack", id]);
     assert_eq!(acked["acked"], serde_json::json!([id]), "{acked}");
     assert_eq!(ids(&d.json_as("reader", &["inbox"])), [second["id"].as_str().unwrap()]);
+    // The same id given twice is one ack.
+    let third = d.json_as("writer", &["send", "--to", "reader", "third"]);
+    let t = third["id"].as_str().unwrap();
+    assert_eq!(d.json_as("reader", &["inbox", "--ack", t, "--ack", t])["acked"], serde_json::json!([t]));
     let all = d.json_as("reader", &["inbox", "--all"]);
-    assert_eq!(all["count"], 2);
+    assert_eq!(all["count"], 3);
     assert_eq!(all["messages"][0]["acked"], true);
 
     // Acking twice: exit 3, nothing changed (nothing else acked, nothing printed).
@@ -76,7 +80,8 @@ fn send_inbox_ack_round_trip_and_held_mail() {
     // The message_sent events name the sender.
     let events = d.run(&["--json", "events"]).ok().json_lines();
     let sends: Vec<&Value> = events.iter().filter(|e| e["kind"] == "message_sent").collect();
-    assert_eq!(sends.len(), 2, "{events:?}");
+    assert_eq!(sends.len(), 3, "{events:?}");
+    assert!(sends.iter().all(|e| e["actor"]["name"] == "writer"), "{sends:?}");
 }
 
 #[test]

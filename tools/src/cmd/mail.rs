@@ -83,7 +83,10 @@ pub fn run_inbox(ctx: &Ctx, a: &InboxArgs) -> Result<(), Fail> {
         if m.info.acked {
             return Err(named(MailError::AlreadyAcked, id));
         }
-        to_ack.push(h);
+        // The same id twice is one ack, not an ack and an error.
+        if !to_ack.contains(&h) {
+            to_ack.push(h);
+        }
     }
     if let Some(wait) = a.wait {
         seg.wait_for_mail(me, wait)?;
