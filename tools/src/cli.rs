@@ -25,7 +25,7 @@ Exit codes:
   4  not found: no such segment, node or agent; nothing ready to claim
   5  lagged, or timed out waiting
   6  permission denied, or the segment is read-only
-  7  capacity full: nodes, agents, blob arena, blockers, assignees
+  7  capacity full: nodes, agents, blob arena, blockers, assignees, a mailbox
 
 Limits (a value outside is exit 2, naming the flag and its range): timeouts 0ms-1d,
 intervals 1ms-1d, leases 1ms-30d, --value finite within +-1e300, names without control

@@ -12,7 +12,7 @@
 //! | 4 | not found: no such segment, node or agent; nothing ready to claim |
 //! | 5 | lagged, or timed out waiting (an event, a lock held too long, the segment not ready) |
 //! | 6 | permission denied, or the segment is attached read-only |
-//! | 7 | a capacity is full (nodes, agents, blob arena, blockers, assignees, sets) |
+//! | 7 | a capacity is full (nodes, agents, blob arena, blockers, assignees, sets, a mailbox) |
 //! | 8 | the daemon journaling the segment is gone: the change was refused, nothing was made |
 
 use crate::output::clean;
@@ -53,7 +53,7 @@ pub const EXIT_CODES: [(u8, &str); 9] = [
     (4, "not found: no such segment, node or agent; nothing ready to claim"),
     (5, "lagged, or timed out waiting"),
     (6, "permission denied, or the segment is read-only"),
-    (7, "capacity full: nodes, agents, blob arena, blockers, assignees"),
+    (7, "capacity full: nodes, agents, blob arena, blockers, assignees, a mailbox"),
     (8, "the daemon journaling the segment is gone: nothing was changed (start worknoded again)"),
 ];
 
