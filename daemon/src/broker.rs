@@ -471,6 +471,8 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         R::Activate { node: n } => Reply::of(h.activate(n), node),
         R::Edit { node: n, edit } => Reply::of(h.edit(n, &edit), node),
         R::Remove { node: n, recursive, force } => Reply::of(h.remove(n, recursive, force), Reply::Count),
+        R::Send { from, to, thread, body } => Reply::of(h.send(from, &to, thread.as_deref(), &body), Reply::Handle),
+        R::Ack { agent, message } => Reply::of(h.ack(agent, message), unit),
         R::Leave { agent } => Reply::of(h.leave(agent), |()| {
             if conn.session == Some(agent) {
                 conn.session = None;

@@ -724,13 +724,20 @@ impl Segment {
         Some("blob chain longer than the arena")
     }
 
-    /// Swaps `blob` into `doc`'s record (with `content_type`, and status ready when
-    /// `ready`), then frees the blob it replaced. If the swap did not happen, `blob` is
-    /// freed instead. Returns the node's new version.
-    fn attach_content(&self, doc: Handle, content_type: &str, blob: Blob, ready: bool) -> Result<u64, DocError> {
+    /// Swaps `blob` into `doc`'s record (with `content_type` as its description — a
+    /// message's metadata for a message — and status ready when `ready`), then frees the
+    /// blob it replaced. If the swap did not happen, `blob` is freed instead. Returns the
+    /// node's new version.
+    pub(crate) fn attach_content(
+        &self,
+        doc: Handle,
+        content_type: &str,
+        blob: Blob,
+        ready: bool,
+    ) -> Result<u64, DocError> {
         let mut swapped = None;
         let result = self.modify(doc, Change::new(EventKind::NODE_UPDATED), |rec: &mut NodeRecord| {
-            if rec.kind != NodeKind::Document.code() {
+            if !holds_content(NodeKind::from_code(rec.kind)) {
                 return Err(DocError::NotADocument);
             }
             let ct = content_type.as_bytes();
@@ -1115,7 +1122,7 @@ impl Segment {
         result.map(|(node, ())| node.version())
     }
 
-    /// Copies a document's content into `out` (cleared first; reuse it to avoid
+    /// Copies a document's (or a message's) content into `out` (cleared first; reuse it to avoid
     /// allocating) and returns its content type, length, CRC and version: one consistent
     /// version, never a mix of two, whatever replaces it concurrently. No lock is taken.
     ///
@@ -1123,7 +1130,7 @@ impl Segment {
     ///
     /// On error `out` is left empty.
     ///
-    /// * [`DocError::NotADocument`]: the node is another kind.
+    /// * [`DocError::NotADocument`]: the node is neither a document nor a message.
     /// * [`DocError::Changed`]: it was replaced during every attempt.
     /// * [`DocError::ChecksumMismatch`]: stable content fails its CRC (damage).
     /// * [`DocError::Pool`] with [`PoolError::StaleHandle`] / [`PoolError::NotFound`]:
@@ -1160,7 +1167,7 @@ impl Segment {
                     return Err(e.into());
                 }
             };
-            if node.kind() != Some(NodeKind::Document) {
+            if !holds_content(node.kind()) {
                 out.clear();
                 return Err(DocError::NotADocument);
             }
@@ -1263,6 +1270,12 @@ impl Segment {
         self.delete_node(doc, DeleteMode::LeafOnly)?;
         Ok(())
     }
+}
+
+/// Whether nodes of `kind` keep content in the arena: documents, and messages (whose
+/// body is read with [`Segment::get_document`] too, by the journal among others).
+fn holds_content(kind: Option<NodeKind>) -> bool {
+    matches!(kind, Some(NodeKind::Document | NodeKind::Message))
 }
 
 /// Why the closure of a judging [`Segment::modify`] (one that only looks, under the

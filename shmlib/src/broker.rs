@@ -335,6 +335,8 @@ pub enum Request {
     Activate { node: Handle },
     Edit { node: Handle, edit: crate::Edit },
     Remove { node: Handle, recursive: bool, force: bool },
+    Send { from: AgentId, to: crate::Principal, thread: Option<String>, body: Vec<u8> },
+    Ack { agent: AgentId, message: Handle },
 }
 
 /// The daemon's answer to a [`Request`].
@@ -363,6 +365,7 @@ pub enum WireError {
     Agent(AgentError),
     Set(SetError),
     Label(crate::labels::LabelError),
+    Mail(crate::MailError),
 }
 
 macro_rules! into_wire {
@@ -374,7 +377,7 @@ macro_rules! into_wire {
         }
     )*};
 }
-into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set, crate::labels::LabelError => Label);
+into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set, crate::labels::LabelError => Label, crate::MailError => Mail);
 
 impl Reply {
     /// The reply for an operation's result: `ok` of its value, or its error.
@@ -427,6 +430,7 @@ from_wire!(DocError, Doc, |f| DocError::Pool(PoolError::Broker(f)));
 from_wire!(AgentError, Agent, |f| AgentError::Pool(PoolError::Broker(f)));
 from_wire!(SetError, Set, |f| SetError::Pool(PoolError::Broker(f)));
 from_wire!(crate::labels::LabelError, Label, |f| crate::labels::LabelError::Pool(PoolError::Broker(f)));
+from_wire!(crate::MailError, Mail, |f| crate::MailError::Pool(PoolError::Broker(f)));
 
 impl FromWire for PoolError {
     fn from_wire(e: WireError) -> Option<Self> {

@@ -85,6 +85,11 @@ kinds! {
     SET_MERGED = 32 => "set_merged",
     /// A node's set dropped its tombstones.
     SET_COMPACTED = 33 => "set_compacted",
+    /// A message was sent; its node is the message, its payload the recipient's
+    /// principal key (8 bytes, little-endian), its actor the sender.
+    MESSAGE_SENT = 40 => "message_sent",
+    /// A message was acknowledged; its actor is the agent that acknowledged it.
+    MESSAGE_ACKED = 41 => "message_acked",
 }
 
 impl EventKind {

@@ -80,8 +80,8 @@ pub enum Denied {
     /// Under a token, only application events (kind `EventKind::USER` and up) may be
     /// appended: the built-in kinds report changes, and the journal acts on them.
     BuiltInEvent,
-    /// Under a token, `add` makes no agent or document nodes (agents join, documents are
-    /// put) and starts a node pending or ready only.
+    /// Under a token, `add` makes no agent, document, message or mailbox nodes (agents
+    /// join, documents are put, messages are sent) and starts a node pending or ready only.
     NotThisKind,
 }
 
@@ -229,7 +229,10 @@ impl Segment {
         if self.grant.get().is_none() {
             return Ok(());
         }
-        let kind_ok = !matches!(spec.kind, NodeKind::Agent | NodeKind::Document | NodeKind::Label);
+        let kind_ok = !matches!(
+            spec.kind,
+            NodeKind::Agent | NodeKind::Document | NodeKind::Label | NodeKind::Message | NodeKind::Mailbox
+        );
         let status_ok = matches!(spec.status, Status::Pending | Status::Ready);
         if kind_ok && status_ok {
             Ok(())

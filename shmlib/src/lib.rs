@@ -36,7 +36,7 @@
 //! ```
 //!
 //! Every operation returns its own error enum ([`AttachError`], [`PoolError`],
-//! [`TaskError`], [`AgentError`], [`DocError`], [`SetError`], [`RingError`]); each
+//! [`TaskError`], [`AgentError`], [`DocError`], [`SetError`], [`RingError`], [`MailError`]); each
 //! method's `# Errors` section says which variants it returns and when.
 //!
 //! ## Layers
@@ -84,6 +84,7 @@ mod inspect;
 mod labels;
 pub mod layout;
 mod lifecycle;
+mod mail;
 mod node;
 mod orset;
 mod ownerlock;
@@ -117,6 +118,7 @@ pub use inspect::{Damage, DamageClass, HeaderGuard, Holder, Inspector, RingSlotC
 pub use labels::{check_label, label_key, LabelError, LABELS_CONTAINER, LABEL_MAX};
 pub use layout::Capacities;
 pub use lifecycle::{legal_moves, Edit};
+pub use mail::{MailError, Message, MessageInfo, MAILBOX_MAX, MESSAGE_MAX, PENDING_STALE, THREAD_MAX};
 pub use node::{check_name, check_node_name, check_value, Handle, NewNode, Node, NodeKind, Status, VALUE_MAX};
 pub use orset::{OrSetState, SetError};
 pub use pool::DeleteMode;

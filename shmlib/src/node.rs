@@ -139,6 +139,8 @@ code_enum!(
         Agent = 6 => "agent",
         /// Application-defined; see [`Node::custom_kind`].
         Custom = 7 => "custom",
+        /// A message in a mailbox; its body is the node's content (`crate::mail`).
+        Message = 9 => "message",
         /// A principal's mailbox under `/mail`, which also registers its name
         /// (`crate::principal`).
         Mailbox = 10 => "mailbox",

@@ -4,7 +4,8 @@
 //! listing cannot drift from what the parser accepts.
 
 use crate::cmd::{
-    agents, commands, docs, doctor, dump, events, labels, lifecycle, nodes, persist, stat, tasks, token, top,
+    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, nodes, persist, stat, tasks, token,
+    top,
 };
 use crate::ctx::Ctx;
 use crate::fail::Fail;
@@ -25,7 +26,7 @@ Exit codes:
   4  not found: no such segment, node or agent; nothing ready to claim
   5  lagged, or timed out waiting
   6  permission denied, or the segment is read-only
-  7  capacity full: nodes, agents, blob arena, blockers, assignees
+  7  capacity full: nodes, agents, blob arena, blockers, assignees, a mailbox
 
 Limits (a value outside is exit 2, naming the flag and its range): timeouts 0ms-1d,
 intervals 1ms-1d, leases 1ms-30d, --value finite within +-1e300, names without control
@@ -160,6 +161,10 @@ pub enum Command {
     Emit(events::EmitArgs),
     /// Wait for the first matching event after now; exit 5 on timeout.
     Wait(events::WaitArgs),
+    /// Send a message to an agent (joined or not) or to every agent of @ROLE.
+    Send(mail::SendArgs),
+    /// List your unread mail (yours and your role's); --wait for some, --ack what you handled.
+    Inbox(mail::InboxArgs),
     /// Join as --agent NAME now (agents also join on first use).
     Join,
     /// Leave as --agent NAME: release its claims and remove its identity.
@@ -212,6 +217,8 @@ pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
         Command::Doc(c) => docs::run(ctx, c),
         Command::Emit(a) => events::run_emit(ctx, a),
         Command::Wait(a) => events::run_wait(ctx, a),
+        Command::Send(a) => mail::run_send(ctx, a),
+        Command::Inbox(a) => mail::run_inbox(ctx, a),
         Command::Join => agents::run_join(ctx),
         Command::Leave => agents::run_leave(ctx),
         Command::Snapshot(a) => persist::run_snapshot(ctx, a),

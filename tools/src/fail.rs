@@ -12,7 +12,7 @@
 //! | 4 | not found: no such segment, node or agent; nothing ready to claim |
 //! | 5 | lagged, or timed out waiting (an event, a lock held too long, the segment not ready) |
 //! | 6 | permission denied, or the segment is attached read-only |
-//! | 7 | a capacity is full (nodes, agents, blob arena, blockers, assignees, sets) |
+//! | 7 | a capacity is full (nodes, agents, blob arena, blockers, assignees, sets, a mailbox) |
 //! | 8 | the daemon journaling the segment is gone: the change was refused, nothing was made |
 
 use crate::output::clean;
@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 use worknode::broker::Refusal;
 use worknode::{
-    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, LabelError, PoolError, RingError, SetError,
+    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, LabelError, MailError, PoolError, RingError, SetError,
     TaskError,
 };
 
@@ -53,7 +53,7 @@ pub const EXIT_CODES: [(u8, &str); 9] = [
     (4, "not found: no such segment, node or agent; nothing ready to claim"),
     (5, "lagged, or timed out waiting"),
     (6, "permission denied, or the segment is read-only"),
-    (7, "capacity full: nodes, agents, blob arena, blockers, assignees"),
+    (7, "capacity full: nodes, agents, blob arena, blockers, assignees, a mailbox"),
     (8, "the daemon journaling the segment is gone: nothing was changed (start worknoded again)"),
 ];
 
@@ -625,6 +625,42 @@ impl From<SetError> for Fail {
     }
 }
 
+impl From<MailError> for Fail {
+    fn from(e: MailError) -> Self {
+        use MailError::*;
+        let (code, exit, hint): (_, _, &str) = match e {
+            Pool(p) => return p.into(),
+            Doc(d) => return d.into(),
+            Agent(a) => return a.into(),
+            Ring(r) => return r.into(),
+            TooLarge { .. } => (
+                "message_too_large",
+                exit::USAGE,
+                "send a shorter message, or store it as a document (`wn doc put`) and send its path",
+            ),
+            ThreadTooLong { .. } | ThreadHasControl { .. } => {
+                ("invalid_value", exit::USAGE, "use a thread id of at most 64 bytes without control characters")
+            }
+            MailboxFull { .. } => (
+                "mailbox_full",
+                exit::FULL,
+                "the recipient must acknowledge its mail (`wn inbox --ack-all`): acknowledged mail makes room",
+            ),
+            NotFound => ("message_not_found", exit::NOT_FOUND, "list your mail and its ids with `wn inbox --all`"),
+            NotAMessage => ("not_a_message", exit::USAGE, "name a message by the id `wn inbox` shows"),
+            AlreadyAcked => ("already_acked", exit::CONFLICT, "nothing to do; `wn inbox --all` shows acknowledged mail"),
+            NotYours => (
+                "not_yours",
+                exit::CONFLICT,
+                "only its recipient (or an agent of the recipient role) acknowledges a message; see yours with `wn inbox`",
+            ),
+            Timeout => ("timeout", exit::TIMEOUT, "wait longer with --wait, or check who mails you"),
+            Damaged { .. } => ("corrupt", exit::OTHER, CORRUPT_HINT),
+        };
+        Fail::lib(code, exit, &e, hint)
+    }
+}
+
 impl From<LabelError> for Fail {
     fn from(e: LabelError) -> Self {
         use LabelError::*;
@@ -772,6 +808,23 @@ mod tests {
         ]
     }
 
+    fn mail_errors() -> Vec<MailError> {
+        use MailError::*;
+        vec![
+            TooLarge { len: 70000, max: 65536 },
+            ThreadTooLong { len: 65, max: 64 },
+            ThreadHasControl { at: 1 },
+            MailboxFull { capacity: 8 },
+            NotFound,
+            NotAMessage,
+            AlreadyAcked,
+            NotYours,
+            Timeout,
+            Damaged { what: "no from= line" },
+            Pool(PoolError::ReadOnly),
+        ]
+    }
+
     fn label_errors() -> Vec<LabelError> {
         use LabelError::*;
         vec![
@@ -806,6 +859,7 @@ mod tests {
         out.extend(both(doc_errors()));
         out.extend(both(set_errors()));
         out.extend(both(label_errors()));
+        out.extend(both(mail_errors()));
         out
     }
 
@@ -877,6 +931,10 @@ mod tests {
             (SetError::Corrupt.into(), "corrupt", "wn doctor"),
             (LabelError::HasWhitespace { at: 1 }.into(), "invalid_label", "e.g. backend"),
             (DocError::NotUnderTask.into(), "not_under_task", "directly under its task"),
+            (MailError::MailboxFull { capacity: 8 }.into(), "mailbox_full", "--ack-all"),
+            (MailError::AlreadyAcked.into(), "already_acked", "wn inbox --all"),
+            (MailError::NotYours.into(), "not_yours", "wn inbox"),
+            (MailError::TooLarge { len: 2, max: 1 }.into(), "message_too_large", "wn doc put"),
         ];
         for (f, code, advice) in cases {
             assert_eq!(f.code, code, "{f:?}");

@@ -53,6 +53,8 @@ const VERBS: &[&str] = &[
     "doc rm",
     "emit",
     "wait",
+    "send",
+    "inbox",
     "join",
     "leave",
     "snapshot",
@@ -267,6 +269,17 @@ fn every_verb_output_matches_its_schema() {
     c.check("token ls", &d.json(&["token", "ls"]));
     c.check("token revoke", &d.json(&["token", "revoke", minted["id"].as_str().expect("a token id")]));
     c.check("token ls", &d.json(&["token", "ls"])); // one revoked
+
+    // Mail: text and bytes that are not UTF-8, listed, acknowledged.
+    c.check("send", &d.json_as("alice", &["send", "--to", "bob", "--thread", "t1", "hello bob"]));
+    c.check("send", &json_stdin(&d, &["--agent", "alice", "send", "--to", "@shell", "-"], &[0xff, 0x00]));
+    let inbox = d.json_as("bob", &["inbox"]);
+    assert_eq!(inbox["count"], 2, "{inbox}");
+    c.check("inbox", &inbox);
+    let acked = d.json_as("bob", &["inbox", "--all", "--ack-all"]);
+    assert_eq!(acked["acked"].as_array().map(Vec::len), Some(2), "{acked}");
+    c.check("inbox", &acked);
+    c.check("inbox", &d.json_as("bob", &["inbox", "--all"]));
 
     // Removals and leaving; then the events again, an actor among them gone.
     c.check("rm", &d.json(&["rm", "/web", "--recursive", "--force"]));

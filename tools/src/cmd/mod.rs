@@ -8,6 +8,7 @@ pub mod dump;
 pub mod events;
 pub mod labels;
 pub mod lifecycle;
+pub mod mail;
 pub mod nodes;
 pub mod persist;
 pub mod stat;
