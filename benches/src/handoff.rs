@@ -1,4 +1,6 @@
-//! Work hand-off between two parked agents (issue 13): a task becomes ready → the
+//! The agent's work loop between two processes (issue 13): work hand-off and messages.
+//!
+//! **Hand-off**: a task becomes ready → the
 //! agent it is for, parked in a blocking claim, holds it — beside the queue a Redis user
 //! builds for the same thing, `LPUSH` + `BLMOVE` (the reliable-queue pattern: the item
 //! moves to a processing list, removed from it when done).
@@ -10,6 +12,12 @@
 //! Redis round is the same shape: the parent `LPUSH`es to the child's list and blocks in
 //! `BLMOVE` on its own; the child `BLMOVE`s, `LREM`s it from its processing list
 //! (done) and `LPUSH`es to the parent's list.
+//!
+//! **Messages**: the parent sends 64 bytes to the child agent's mailbox and blocks in
+//! `wait_for_mail`; the child, blocked the same way, lists its inbox, reads and checks
+//! the body, acks it and sends one back. Beside it, `mail-redis` is the Redis stream
+//! round trip (`XADD` / `XREAD BLOCK`, `redis_peer::streams`), which neither keeps
+//! per-recipient mailboxes nor acks.
 
 use crate::pingpong::{drive, finish};
 use crate::proc::RoleCtx;
@@ -145,6 +153,54 @@ pub fn redis_role(ctx: &RoleCtx) -> Result<(), String> {
     for i in 0..rounds {
         redis_take(&mut con, "wnb:h:child", "wnb:h:child:proc", i)?;
         lpush(&mut con, "wnb:h:parent", i)?;
+    }
+    ctx.result(&serde_json::json!({ "rounds": rounds }));
+    Ok(())
+}
+
+/// Waits for our next message, checks it carries round `i`'s payload, acks it.
+fn receive(seg: &Segment, me: AgentId, i: u64, tag: u64, inbox: &mut Vec<worknode::MessageInfo>) -> Result<(), String> {
+    seg.wait_for_mail(me, ROUND_TIMEOUT).map_err(|e| format!("round {i}: {e}"))?;
+    seg.inbox(me, false, inbox).map_err(e2s)?;
+    let first = inbox.first().ok_or_else(|| format!("round {i}: woken with an empty inbox"))?;
+    let m = seg.read_message(first.handle).map_err(e2s)?;
+    crate::payload::check(&m.body, i, tag)?;
+    seg.ack(me, first.handle).map_err(e2s)
+}
+
+fn mail_caps() -> Capacities {
+    Capacities { nodes: 4096, events: 1 << 14, agents: 8, blob_chunks: 2048, sets: 1, ..Capacities::default() }
+}
+
+/// Messages between two agents blocked on their inboxes.
+pub fn mail(ctx: &Ctx) -> Result<Measured, Fail> {
+    let seg = TempSegment::create("mail", &mail_caps()).map_err(e2s)?;
+    let me = seg.join("parent", "bench").map_err(e2s)?;
+    let child_p = Principal::Agent("child".into());
+    let child = ctx.spawn("mail-child", &[("seg", seg.name().to_string()), ("rounds", ctx.plan.total().to_string())])?;
+    let mut inbox = Vec::new();
+    let driven = drive(&ctx.plan, |i| {
+        seg.send(me, &child_p, None, &crate::payload::make(i, crate::payload::PING)).map_err(e2s)?;
+        receive(&seg, me, i, crate::payload::PONG, &mut inbox)
+    })?;
+    let notes = vec![
+        "one round = two messages of 64 B: send; the other agent, blocked in wait_for_mail, lists its inbox, reads the body, checks it, acks it and sends one back".to_string(),
+        format!("mailboxes of {} messages; acked ones are purged oldest first to make room", seg.mailbox_capacity()),
+    ];
+    finish(ctx, child, driven, notes)
+}
+
+/// Child side of the message round trip.
+pub fn mail_role(ctx: &RoleCtx) -> Result<(), String> {
+    let seg = Segment::attach(ctx.get("seg")?, Access::ReadWrite).map_err(e2s)?;
+    let rounds: u64 = ctx.parse("rounds")?;
+    let me = seg.join("child", "bench").map_err(e2s)?;
+    let parent = Principal::Agent("parent".into());
+    ctx.ready();
+    let mut inbox = Vec::new();
+    for i in 0..rounds {
+        receive(&seg, me, i, crate::payload::PING, &mut inbox)?;
+        seg.send(me, &parent, None, &crate::payload::make(i, crate::payload::PONG)).map_err(e2s)?;
     }
     ctx.result(&serde_json::json!({ "rounds": rounds }));
     Ok(())

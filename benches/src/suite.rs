@@ -294,6 +294,8 @@ pub fn specs() -> Vec<Spec> {
             crate::handoff::worknode
         ),
         spec!("handoff-redis", "handoff", "Redis LPUSH, the other side BLMOVE + LREM", crate::handoff::redis),
+        spec!("mail-worknode", "mail", "Worknode send; the receiver waits, reads, acks (wait_for_mail)", crate::handoff::mail),
+        spec!("mail-redis", "mail", "Redis XADD / XREAD BLOCK", redis_peer::streams),
         spec!("broker-update-direct", "broker", "progress on a held task, direct handle", |c| broker::run(
             c,
             Path::Direct,
@@ -467,6 +469,7 @@ fn run_role(role: &str, cli: &Cli) -> ExitCode {
         "claimer" => crate::claims::role(&ctx),
         "handoff-child" => crate::handoff::worknode_role(&ctx),
         "handoff-redis-child" => crate::handoff::redis_role(&ctx),
+        "mail-child" => crate::handoff::mail_role(&ctx),
         other => Err(format!("unknown role {other}")),
     };
     match r {

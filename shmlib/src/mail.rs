@@ -621,10 +621,11 @@ impl Segment {
         if self.has_unread_mail(agent)? {
             return Ok(());
         }
-        // Bounded: each pass parks until an event, the deadline, or a lap.
+        // Bounded: each pass waits (the ring's default: a 50 µs spin window, then the
+        // futex) until an event, the deadline, or a lap.
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match reader.next(Wait::Park, left) {
+            match reader.next(Wait::SpinThenPark, left) {
                 Ok(e) => {
                     let to = e.payload().try_into().ok().map(u64::from_le_bytes).and_then(PrincipalKey::from_raw);
                     if to.is_some_and(|k| keys.contains(&k)) && self.has_unread_mail(agent)? {

@@ -4,8 +4,7 @@
 //! listing cannot drift from what the parser accepts.
 
 use crate::cmd::{
-    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, nodes, persist, stat, tasks, token,
-    top,
+    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, nodes, persist, stat, tasks, token, top,
 };
 use crate::ctx::Ctx;
 use crate::fail::Fail;

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 use worknode::broker::Refusal;
 use worknode::{
-    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, LabelError, MailError, PoolError, RingError, SetError,
-    TaskError,
+    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, LabelError, MailError, PoolError, RingError,
+    SetError, TaskError,
 };
 
 /// Exit codes, as documented in `wn --help`.
