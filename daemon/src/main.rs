@@ -677,6 +677,7 @@ fn serve(
                 guard.check(seg);
                 seg.reap_dead_sessions();
                 seg.settle_blocked();
+                seg.sweep_dead_reservations();
                 seg.sweep_dead_waiters();
                 match seg.repair_dead_holders() {
                     Ok(0) => {}

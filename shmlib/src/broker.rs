@@ -329,6 +329,10 @@ pub enum Request {
     Activate { node: Handle },
     Edit { node: Handle, edit: crate::Edit },
     Remove { node: Handle, recursive: bool, force: bool },
+    Reserve { agent: AgentId, globs: Vec<String>, opts: crate::ReserveOptions },
+    RenewReservation { reservation: crate::Reservation, lease_ms: u64 },
+    Unreserve { reservation: crate::Reservation },
+    UnreserveMatching { agent: AgentId, globs: Option<Vec<String>> },
 }
 
 /// The daemon's answer to a [`Request`].
@@ -342,12 +346,13 @@ pub enum Reply {
     Claim(Claim),
     Count(u64),
     Agent(AgentId),
+    Reservation(crate::Reservation),
     /// The operation failed.
     Err(WireError),
 }
 
 /// An operation's error, in its own type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub enum WireError {
     Pool(PoolError),
@@ -356,6 +361,7 @@ pub enum WireError {
     Ring(RingError),
     Agent(AgentError),
     Set(SetError),
+    Reserve(crate::ReserveError),
 }
 
 macro_rules! into_wire {
@@ -367,7 +373,7 @@ macro_rules! into_wire {
         }
     )*};
 }
-into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set);
+into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set, crate::ReserveError => Reserve);
 
 impl Reply {
     /// The reply for an operation's result: `ok` of its value, or its error.
@@ -419,6 +425,7 @@ from_wire!(TaskError, Task, |f| TaskError::Pool(PoolError::Broker(f)));
 from_wire!(DocError, Doc, |f| DocError::Pool(PoolError::Broker(f)));
 from_wire!(AgentError, Agent, |f| AgentError::Pool(PoolError::Broker(f)));
 from_wire!(SetError, Set, |f| SetError::Pool(PoolError::Broker(f)));
+from_wire!(crate::ReserveError, Reserve, |f| crate::ReserveError::Pool(PoolError::Broker(f)));
 
 impl FromWire for PoolError {
     fn from_wire(e: WireError) -> Option<Self> {
@@ -585,6 +592,10 @@ impl Link {
 
     pub(crate) fn ask_handle<E: FromWire>(&self, req: Request) -> Result<Handle, E> {
         self.ask(req, |r| if let Reply::Handle(h) = r { Some(h) } else { None })
+    }
+
+    pub(crate) fn ask_reservation(&self, req: Request) -> Result<crate::Reservation, crate::ReserveError> {
+        self.ask(req, |r| if let Reply::Reservation(x) = r { Some(x) } else { None })
     }
 
     pub(crate) fn ask_agent(&self, req: Request) -> Result<AgentId, AgentError> {

@@ -171,6 +171,13 @@ impl Segment {
         }
     }
 
+    /// The check of a reservation change: the `reserve` right and the expiry. Not the
+    /// subtree: reservations live in the system container `/reservations`, outside any
+    /// token's subtree, and name paths of a repository rather than nodes.
+    pub(crate) fn permit_reserve(&self) -> Result<(), Denied> {
+        self.permit_right(Right::Reserve)
+    }
+
     /// The right and the expiry, not the subtree.
     fn permit_right(&self, right: Right) -> Result<(), Denied> {
         let Some(Grant(t)) = self.grant.get() else { return self.permit_untokened() };
@@ -229,7 +236,7 @@ impl Segment {
         if self.grant.get().is_none() {
             return Ok(());
         }
-        let kind_ok = !matches!(spec.kind, NodeKind::Agent | NodeKind::Document);
+        let kind_ok = !matches!(spec.kind, NodeKind::Agent | NodeKind::Document | NodeKind::Reservation);
         let status_ok = matches!(spec.status, Status::Pending | Status::Ready);
         if kind_ok && status_ok {
             Ok(())

@@ -524,7 +524,7 @@ pub struct NodeRecord {
     pub progress: u8,
     /// Bytes used in `name`.
     pub name_len: u8,
-    /// Zero; reserved flags.
+    /// Zero, except on a reservation: [`reservation_flags`].
     pub flags: u8,
     /// Claim holder: agent slot index + 1, 0 when unclaimed.
     pub claim_agent: u16,
@@ -605,6 +605,16 @@ pub mod note_kind {
     pub const FAIL: u8 = 3;
     /// Written by `cancel` (the reason).
     pub const CANCEL: u8 = 4;
+    /// Written by `reserve` (the reservation's reason).
+    pub const RESERVE: u8 = 5;
+}
+
+/// Bits of [`NodeRecord::flags`] on a reservation node (zero on every other kind).
+pub mod reservation_flags {
+    /// The reservation is shared: it conflicts only with exclusive ones.
+    pub const SHARED: u8 = 1;
+    /// Its reserver finished the conflict scan and holds it (see `reserve`).
+    pub const CONFIRMED: u8 = 2;
 }
 
 /// A node slot: control words and two record copies.

@@ -36,7 +36,8 @@
 //! ```
 //!
 //! Every operation returns its own error enum ([`AttachError`], [`PoolError`],
-//! [`TaskError`], [`AgentError`], [`DocError`], [`SetError`], [`RingError`]); each
+//! [`TaskError`], [`AgentError`], [`DocError`], [`SetError`], [`RingError`],
+//! [`ReserveError`]); each
 //! method's `# Errors` section says which variants it returns and when.
 //!
 //! ## Layers
@@ -77,6 +78,7 @@ mod event;
 pub mod failpoint;
 mod freelist;
 mod genstate;
+mod glob;
 mod grant;
 mod index;
 mod inspect;
@@ -87,6 +89,7 @@ mod orset;
 mod ownerlock;
 mod pool;
 mod query;
+mod reserve;
 mod restore;
 mod ring;
 mod segment;
@@ -108,6 +111,7 @@ pub use daemon::{Daemon, Reclaimed};
 pub use durability::{Durability, Heartbeat, DURABILITY_WAIT};
 pub use error::{AttachError, PoolError};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};
+pub use glob::{check_path, Glob, GlobError, GLOB_MAX, PATH_MAX};
 pub use grant::{Denied, Grant};
 pub use inspect::{Damage, DamageClass, HeaderGuard, Holder, Inspector, RingSlotControl, SlotControl};
 pub use layout::Capacities;
@@ -116,6 +120,9 @@ pub use node::{check_name, check_node_name, check_value, Handle, NewNode, Node, 
 pub use orset::{OrSetState, SetError};
 pub use pool::DeleteMode;
 pub use query::{Query, QueryStats, Rollup};
+pub use reserve::{
+    Reservation, ReservationInfo, ReserveError, ReserveOptions, GLOBS_MAX, REASON_MAX, RESERVATIONS, RESOLVE_WAIT,
+};
 pub use restore::RestoreStats;
 pub use ring::Stamp as RingStamp;
 pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER, SPIN_WINDOW};

@@ -139,6 +139,9 @@ code_enum!(
         Agent = 6 => "agent",
         /// Application-defined; see [`Node::custom_kind`].
         Custom = 7 => "custom",
+        /// A file reservation (under `/reservations`, see `reserve`): not work, never
+        /// claimed through the task verbs.
+        Reservation = 8 => "reservation",
     }
 );
 
@@ -298,6 +301,7 @@ impl Node {
             k::COMPLETE => "complete",
             k::FAIL => "fail",
             k::CANCEL => "cancel",
+            k::RESERVE => "reserve",
             _ => return None,
         };
         Some((by, text(&self.rec.note, self.rec.note_len as usize)))
