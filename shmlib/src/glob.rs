@@ -97,13 +97,13 @@ impl fmt::Display for GlobError {
             Empty => write!(f, "empty glob"),
             TooLong { len, max } => write!(f, "{len} bytes, the limit is {max}"),
             Absolute => write!(f, "absolute path"),
-            DotDot => write!(f, "`..` segment"),
+            DotDot => write!(f, "\"..\" segment"),
             EmptySegment => write!(f, "empty segment"),
             Control { at } => write!(f, "control character at byte {at}"),
-            UnclosedClass { at } => write!(f, "unclosed `[` at byte {at}"),
+            UnclosedClass { at } => write!(f, "unclosed \"[\" at byte {at}"),
             BadClass { at } => write!(f, "bad class at byte {at}"),
-            SlashInClass { at } => write!(f, "`/` in the class at byte {at}"),
-            PartialGlobstar { at } => write!(f, "`**` inside a segment at byte {at}"),
+            SlashInClass { at } => write!(f, "\"/\" in the class at byte {at}"),
+            PartialGlobstar { at } => write!(f, "\"**\" inside a segment at byte {at}"),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod nodes;
 pub mod persist;
+pub mod reserve;
 pub mod stat;
 pub mod tasks;
 pub mod token;
