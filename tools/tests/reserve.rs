@@ -130,3 +130,48 @@ fn a_lapsed_lease_frees_the_paths_and_the_daemon_sweeps_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The README's pre-commit hook (README.in/pre-commit), installed in a real git
+/// repository: a commit touching a path another agent reserved is refused, and goes
+/// through once the reservation is withdrawn.
+#[test]
+fn the_readme_pre_commit_hook_refuses_a_commit_of_a_reserved_path() {
+    let d = Daemon::start("reserve-hook");
+    let repo = d.data_dir().join("repo");
+    std::fs::create_dir_all(repo.join("src/auth")).unwrap();
+    let hook = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.in/pre-commit");
+    let git = |agent: &str, args: &[&str]| {
+        let wn_dir = common::wn_bin().parent().unwrap().to_path_buf();
+        let path = format!("{}:{}", wn_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let mut cmd = std::process::Command::new("git");
+        cmd.current_dir(&repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .env("PATH", path)
+            .env("WORKNODE_SEGMENT", d.name())
+            .env("WORKNODE_DATA_DIR", d.data_dir())
+            .env("WORKNODE_AGENT", agent)
+            .env_remove("WORKNODE_TOKEN")
+            .env_remove("WORKNODE_JSON");
+        common::run(&mut cmd, None)
+    };
+    git("bob", &["init", "-q"]).ok();
+    let hooks = repo.join(".git/hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    std::fs::copy(&hook, hooks.join("pre-commit")).unwrap();
+    std::fs::write(repo.join("src/auth/login.rs"), "fn login() {}\n").unwrap();
+    std::fs::write(repo.join("README.md"), "hi\n").unwrap();
+    git("bob", &["add", "."]).ok();
+
+    d.json_as("alice", &["reserve", "src/auth/**"]);
+    let refused = git("bob", &["commit", "-q", "-m", "login"]);
+    assert_ne!(refused.code, 0, "the hook let bob commit alice's reserved file: {refused:?}");
+    assert!(refused.stderr.contains("reserved by agent \"alice\""), "{refused:?}");
+    // Alice's own commit is not held by her own reservation.
+    git("alice", &["commit", "-q", "-m", "login"]).ok();
+    std::fs::write(repo.join("src/auth/login.rs"), "fn login() { todo!() }\n").unwrap();
+    git("bob", &["add", "."]).ok();
+    git("bob", &["commit", "-q", "-m", "again"]).fails(1);
+    d.json_as("alice", &["unreserve", "--all"]);
+    git("bob", &["commit", "-q", "-m", "again"]).ok();
+}
