@@ -577,7 +577,9 @@ mod tests {
                 Some((&"**", rest)) if rest.is_empty() => !p.is_empty(),
                 Some((&"**", rest)) => (0..=p.len()).any(|k| segs(rest, &p[k..])),
                 Some((s, rest)) => {
-                    !p.is_empty() && seg(&s.chars().collect::<Vec<_>>(), &p[0].chars().collect::<Vec<_>>()) && segs(rest, &p[1..])
+                    !p.is_empty()
+                        && seg(&s.chars().collect::<Vec<_>>(), &p[0].chars().collect::<Vec<_>>())
+                        && segs(rest, &p[1..])
                 }
             }
         }

@@ -745,8 +745,7 @@ impl Segment {
     pub fn check_paths(&self, agent: Option<AgentId>, paths: &[&str]) -> Result<(), ReserveError> {
         let now = unix_ms();
         for raw in paths {
-            let path =
-                check_path(raw).map_err(|error| ReserveError::BadPath { path: cut(raw, 200), error })?;
+            let path = check_path(raw).map_err(|error| ReserveError::BadPath { path: cut(raw, 200), error })?;
             fn covers<'n>(n: &'n Node, path: &str) -> Option<&'n str> {
                 globs_of(n).find(|g| Glob::parse(g).is_ok_and(|g| g.matches(path)))
             }

@@ -175,3 +175,22 @@ fn the_readme_pre_commit_hook_refuses_a_commit_of_a_reserved_path() {
     d.json_as("alice", &["unreserve", "--all"]);
     git("bob", &["commit", "-q", "-m", "again"]).ok();
 }
+
+/// Reservations are held by running agents: an export leaves them out (as it leaves
+/// live claims), so it imports into a segment that has reservations of its own.
+#[test]
+fn an_export_leaves_reservations_out() {
+    let d = Daemon::start("reserve-export");
+    d.json(&["add", "project", "P"]);
+    d.json_as("alice", &["reserve", "src/**"]);
+    let export = d.json(&["export"]);
+    let kinds: Vec<&str> = export["nodes"].as_array().unwrap().iter().filter_map(|n| n["kind"].as_str()).collect();
+    assert!(!kinds.contains(&"reservation"), "{kinds:?}");
+    assert!(!export["nodes"].as_array().unwrap().iter().any(|n| n["name"] == "reservations"), "{export}");
+    let other = Daemon::start("reserve-import");
+    other.json_as("bob", &["reserve", "docs/**"]);
+    let file = other.data_dir().join("export.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    other.json(&["import", file.to_str().unwrap()]);
+    assert_eq!(listed(&other).len(), 1);
+}
