@@ -316,12 +316,10 @@ impl<'a> Glob<'a> {
         let has = |s: &[u64], i: usize| s[i / 64] & (1 << (i % 64)) != 0;
         // `at_start`: nothing consumed yet, or a `/` last.
         let close = |s: &mut [u64], at_start: bool| {
-            for i in 0..t.len() {
-                if has(s, i) {
-                    if let Token::Many { deep, .. } = t[i] {
-                        if !deep || at_start {
-                            set(s, i + 1);
-                        }
+            for (i, tok) in t.iter().enumerate() {
+                if let Token::Many { deep, .. } = tok {
+                    if has(s, i) && (!deep || at_start) {
+                        set(s, i + 1);
                     }
                 }
             }
@@ -574,7 +572,7 @@ mod tests {
         fn segs(g: &[&str], p: &[&str]) -> bool {
             match g.split_first() {
                 None => p.is_empty(),
-                Some((&"**", rest)) if rest.is_empty() => !p.is_empty(),
+                Some((&"**", [])) => !p.is_empty(),
                 Some((&"**", rest)) => (0..=p.len()).any(|k| segs(rest, &p[k..])),
                 Some((s, rest)) => {
                     !p.is_empty()

@@ -355,13 +355,10 @@ impl Segment {
             if summary.kind() != NodeKind::Reservation.code() {
                 continue;
             }
-            match self.read(h) {
-                Ok(n) if is_reservation(&n) => {
-                    if !f(&n) {
-                        return;
-                    }
+            if let Ok(n) = self.read(h) {
+                if is_reservation(&n) && !f(&n) {
+                    return;
                 }
-                _ => {}
             }
         }
     }
@@ -520,7 +517,7 @@ impl Segment {
         let mut outcome = Ok(());
         self.for_each_reservation(|other| {
             let Some(theirs) = self.rival(me, agent, other) else { return true };
-            let mut other = other.clone();
+            let mut other = *other;
             let mut backoff = crossbeam_utils::Backoff::new();
             // Bounded by the deadline: a later pending rival is decided within its own
             // scan, or dies (and its claim is released).
