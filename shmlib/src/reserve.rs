@@ -457,27 +457,9 @@ impl Segment {
         if self.agent(agent).is_err() {
             return Err(ReserveError::UnknownAgent);
         }
-        let container = self.reservations_container()?;
-        let name = Uuid::now_v7().simple().to_string();
         let shared = opts.shared;
-        let spec = NewNode::new(NodeKind::Reservation, &name).description(&text).status(Status::Claimed);
-        let mut held = (0u64, 0u64);
         // 1. Insert, live and held, pending.
-        let mine = self.add_node_with(container, &spec, |rec| {
-            let now = unix_ms();
-            rec.claim_agent = agent.index + 1;
-            rec.claim_agent_gen = agent.generation;
-            rec.claim_epoch = rec.created;
-            rec.lease_ms = u32::try_from(lease_ms).unwrap_or(u32::MAX);
-            rec.lease_until_ms = now.saturating_add(lease_ms);
-            rec.claimed_at = rec.created;
-            rec.flags = if shared { reservation_flags::SHARED } else { 0 };
-            let r = opts.reason.as_bytes();
-            rec.note[..r.len()].copy_from_slice(r);
-            rec.note_len = r.len() as u8;
-            rec.note_kind = if r.is_empty() { note_kind::NONE } else { note_kind::RESERVE };
-            held = (rec.claim_epoch, rec.lease_until_ms);
-        })?;
+        let (mine, held) = self.insert_pending(agent, &text, lease_ms, opts)?;
         // 2. SYNC POINT: pairs with the same fence of every other reserver — of two
         // reservers that each stored their node and then fence, at least one loads the
         // other's node in step 3 (see the module doc).
@@ -509,6 +491,37 @@ impl Segment {
             shared,
             globs: globs.iter().map(|g| g.to_string()).collect(),
         })
+    }
+
+    /// Step 1 of `reserve`: the node, live, held by `agent` under the lease, pending.
+    /// Returns it and its (epoch, lease end).
+    fn insert_pending(
+        &self,
+        agent: AgentId,
+        globs_text: &str,
+        lease_ms: u64,
+        opts: &ReserveOptions,
+    ) -> Result<(Handle, (u64, u64)), ReserveError> {
+        let container = self.reservations_container()?;
+        let name = Uuid::now_v7().simple().to_string();
+        let spec = NewNode::new(NodeKind::Reservation, &name).description(globs_text).status(Status::Claimed);
+        let mut held = (0u64, 0u64);
+        let node = self.add_node_with(container, &spec, |rec| {
+            let now = unix_ms();
+            rec.claim_agent = agent.index + 1;
+            rec.claim_agent_gen = agent.generation;
+            rec.claim_epoch = rec.created;
+            rec.lease_ms = u32::try_from(lease_ms).unwrap_or(u32::MAX);
+            rec.lease_until_ms = now.saturating_add(lease_ms);
+            rec.claimed_at = rec.created;
+            rec.flags = if opts.shared { reservation_flags::SHARED } else { 0 };
+            let r = opts.reason.as_bytes();
+            rec.note[..r.len()].copy_from_slice(r);
+            rec.note_len = r.len() as u8;
+            rec.note_kind = if r.is_empty() { note_kind::NONE } else { note_kind::RESERVE };
+            held = (rec.claim_epoch, rec.lease_until_ms);
+        })?;
+        Ok((node, held))
     }
 
     /// Step 3 of `reserve`: `Ok` when `me` wins against every other live reservation.
@@ -916,9 +929,13 @@ mod tests {
         let s = seg("lapse");
         let a = s.join("a", "t").unwrap();
         let b = s.join("b", "t").unwrap();
-        s.reserve(a, &["src/**"], &ReserveOptions { lease: Duration::from_millis(1), ..opts() }).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(s.check_paths(Some(b), &["src/a.rs"]), Ok(()));
+        s.reserve(a, &["src/**"], &ReserveOptions { lease: Duration::from_millis(100), ..opts() }).unwrap();
+        // Bounded poll: the lease ends after 100 ms.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.check_paths(Some(b), &["src/a.rs"]).is_err() {
+            assert!(Instant::now() < deadline, "the lapsed reservation still holds");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         s.reserve(b, &["src/a.rs"], &opts()).unwrap();
         assert_eq!(s.sweep_dead_reservations(), 1);
         // Leaving releases an agent's claims: its reservations die with them.
@@ -954,6 +971,52 @@ mod tests {
         assert_eq!(all.len(), 1, "the failed claim left no reservation");
         // A reservation node is not work.
         assert!(matches!(s.claim(r.node, b, lease), Err(TaskError::NotATask { .. })));
+    }
+
+    /// The wait of step 3, made deterministic: an earlier pending reservation waits on a
+    /// later pending rival, and loses if the rival confirms, wins if it is withdrawn, and
+    /// gives up (`Contended`) if it stays undecided.
+    #[test]
+    fn an_earlier_pending_reservation_waits_for_a_later_rival_to_be_decided() {
+        let s = seg("wait");
+        let a = s.join("a", "t").unwrap();
+        let b = s.join("b", "t").unwrap();
+        let ms = 60_000;
+        for rival_outcome in ["confirmed", "withdrawn", "undecided"] {
+            let (early, _) = s.insert_pending(a, "w/**", ms, &opts()).unwrap();
+            let (late, _) = s.insert_pending(b, "w/x.rs", ms, &opts()).unwrap();
+            let me = s.read(early).unwrap();
+            let got = std::thread::scope(|sc| {
+                let waiter = sc.spawn(|| s.settle_against_others(&me, a));
+                std::thread::sleep(Duration::from_millis(20)); // let it start waiting (either way it is correct)
+                match rival_outcome {
+                    "confirmed" => {
+                        s.modify(late, Change::new(EventKind::NODE_UPDATED), |rec| {
+                            rec.flags |= reservation_flags::CONFIRMED;
+                            Ok::<(), PoolError>(())
+                        })
+                        .unwrap();
+                    }
+                    "withdrawn" => {
+                        s.delete_node(late, DeleteMode::LeafOnly).unwrap();
+                    }
+                    _ => {}
+                }
+                waiter.join().unwrap()
+            });
+            match rival_outcome {
+                "confirmed" => assert!(matches!(got, Err(ReserveError::Conflict { ref holder, .. }) if holder == "b")),
+                "withdrawn" => assert_eq!(got, Ok(())),
+                _ => assert_eq!(got, Err(ReserveError::Contended)),
+            }
+            // The later one, seeing the earlier pending one, loses at once.
+            if rival_outcome == "undecided" {
+                let late_node = s.read(late).unwrap();
+                assert!(matches!(s.settle_against_others(&late_node, b), Err(ReserveError::Conflict { .. })));
+            }
+            s.unreserve_matching(a, None).unwrap();
+            s.unreserve_matching(b, None).unwrap();
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ fn child_entry() {
     child_main(|role| match role {
         "racer" => racer(),
         "holder" => holder(),
+        "pending" => pending(),
         other => panic!("unknown role {other}"),
     })
 }
@@ -73,6 +74,17 @@ fn holder() -> Value {
     say("reserved");
     std::thread::sleep(Duration::from_secs(60));
     json!({ "survived": true })
+}
+
+/// Opens a session and reserves; run with the fail-point `reserve.before_confirm`, it
+/// stops (and is killed) after inserting its reservation, before confirming it.
+fn pending() -> Value {
+    let seg = attach();
+    let session = seg.open_session("pending", "coder").expect("open_session");
+    assert!(session.watched_by_daemon(), "pending: the daemon does not watch the session");
+    let lease = ReserveOptions { lease: Duration::from_secs(600), ..ReserveOptions::default() };
+    seg.reserve(session.id(), &["p/**"], &lease).expect("reserve p/**");
+    json!({ "failpoint_missed": true })
 }
 
 fn session_addr(name: &str) -> std::os::unix::net::SocketAddr {
@@ -172,4 +184,35 @@ fn a_sigkilled_holders_reservations_are_released_by_the_daemon() {
     assert!(seg.find_agent("holder").is_none(), "the holder was reaped");
     seg.check_paths(Some(other), &["held/a.rs", "also/x.rs", "more/x"]).unwrap();
     seg.reserve(other, &["held/a.rs", "also/*.rs"], &opts).unwrap();
+}
+
+/// A reserver killed between inserting and confirming its reservation (fail-point
+/// `reserve.before_confirm`, then SIGKILL): while it stands, a later overlapping
+/// reservation loses to it (an earlier pending one); once the daemon reaps its session the
+/// pending reservation is dead and swept, and the same reservation goes through.
+#[test]
+fn a_reserver_killed_while_pending_blocks_no_one_after_the_daemon_reaps_it() {
+    let g = SegmentGuard::new("reserve-pending");
+    let _daemon = start_daemon(&g);
+    let seg = Segment::attach(g.name(), Access::ReadWrite).unwrap();
+    let mut child = g.spawn_role("pending", &[(worknode::failpoint::FAILPOINT_ENV, "reserve.before_confirm".into())]);
+    child.wait_for_line(Stream::Stderr, CHILD_DEADLINE, |l| l.contains("failpoint reserve.before_confirm reached"));
+    let me = seg.join("late", "coder").unwrap();
+    let e = seg.reserve(me, &["p/src/a.rs"], &ReserveOptions::default()).unwrap_err();
+    assert!(matches!(&e, ReserveError::Conflict { holder, .. } if holder == "pending"), "{e:?}");
+
+    child.signal(nix::sys::signal::Signal::SIGKILL);
+    let status = child.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.signal(), Some(9), "the child died by SIGKILL\n{}", child.transcript());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut held = Vec::new();
+    loop {
+        seg.reservations(&mut held);
+        if held.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the killed reserver's pending reservation stayed: {held:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seg.reserve(me, &["p/src/a.rs"], &ReserveOptions::default()).unwrap();
 }
