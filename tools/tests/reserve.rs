@@ -194,3 +194,21 @@ fn an_export_leaves_reservations_out() {
     other.json(&["import", file.to_str().unwrap()]);
     assert_eq!(listed(&other).len(), 1);
 }
+
+/// Reservations are nodes, so the journal keeps them: after a host restart (segment
+/// gone, rebuilt from snapshot and journal) they hold as before, epochs and all.
+#[test]
+fn reservations_survive_a_host_restart() {
+    let caps = worknode::Capacities { nodes: 256, events: 4096, agents: 16, blob_chunks: 16, ..Default::default() };
+    let mut d = Daemon::start_args("reserve-restart", caps, &["--fsync", "always"]);
+    let r = d.json_as("alice", &["reserve", "src/**", "--reason", "refactor"]);
+    d.json_as("bob", &["reserve", "docs/**", "--shared"]);
+    d.host_restart(&["--fsync", "always"]);
+    let after = listed(&d);
+    assert_eq!(after.len(), 2, "{after:?}");
+    let alice = after.iter().find(|x| x["agent"] == "alice").expect("alice's reservation came back");
+    assert_eq!((&alice["epoch"], &alice["live"], &alice["reason"]), (&r["epoch"], &Value::Bool(true), &r["reason"]));
+    d.fails(&["--agent", "bob", "reserve", "src/x.rs"], 3, "reservation_conflict");
+    d.json_as("alice", &["unreserve", "src/**", "--epoch", &r["epoch"].to_string()]);
+    d.json_as("bob", &["reserve", "src/x.rs"]);
+}
