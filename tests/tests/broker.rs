@@ -559,4 +559,13 @@ fn reservations_are_brokered_and_need_the_reserve_right_not_the_subtree() {
     let mut all = Vec::new();
     seg.reservations(&mut all);
     assert_eq!(all.len(), 2, "{all:?}");
+    // Under a token, the reservation records change only through the reservation verbs.
+    let admin = mint(&g, "admin", "all", &[]);
+    let e = fails(&wn(&g, None, &["--token", &admin, "rm", "/reservations", "--recursive", "--force"]), 6);
+    assert_eq!(e["code"], "system_node", "{e}");
+    let d = Segment::attach_brokered(g.name(), &admin, "admin").unwrap();
+    let e = d.delete(all[0].node, worknode::DeleteMode::LeafOnly).unwrap_err();
+    assert_eq!(e, PoolError::Denied(Denied::SystemNode));
+    seg.reservations(&mut all);
+    assert_eq!(all.len(), 2, "nothing was removed: {all:?}");
 }

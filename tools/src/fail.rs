@@ -231,7 +231,7 @@ fn denied(d: Denied) -> Fail {
         Denied::AlreadyGranted => ("token_already_given", "a handle acts under one token: attach again for another".into()),
         Denied::SystemNode => (
             "system_node",
-            "agents' records change through `wn join` / `wn leave` (and sessions), not by editing /agents".into(),
+            "agents' records change through `wn join` / `wn leave` (and sessions), reservations through `wn reserve` / `wn unreserve`: not by editing /agents or /reservations".into(),
         ),
         Denied::BuiltInEvent => (
             "builtin_event",
