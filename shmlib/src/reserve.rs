@@ -333,6 +333,25 @@ fn order(n: &Node) -> (u64, [u8; 16]) {
     (n.record().created, n.record().uuid)
 }
 
+/// What step 3 makes of a live, conflicting reservation of another agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Withdraw: the rival holds (confirmed) or comes first (pending, ordered before).
+    Lose,
+    /// Wait for the rival (pending, ordered after) to be confirmed or withdrawn.
+    Wait,
+}
+
+/// The rule of step 3 (see the module doc), the one place it is written; the loom model
+/// (`tests/loom.rs`) runs it.
+pub fn verdict(rival_confirmed: bool, rival_first: bool) -> Verdict {
+    if rival_confirmed || rival_first {
+        Verdict::Lose
+    } else {
+        Verdict::Wait
+    }
+}
+
 /// The first pair of overlapping globs of `a` and `b`.
 fn overlapping<'a>(a: &'a Node, b: &'a Node) -> Option<(&'a str, &'a str)> {
     for ga in globs_of(a) {
@@ -536,7 +555,7 @@ impl Segment {
             // scan, or dies (and its claim is released).
             loop {
                 let confirmed = flag(other.record(), reservation_flags::CONFIRMED);
-                if confirmed || order(&other) < order(me) {
+                if verdict(confirmed, order(&other) < order(me)) == Verdict::Lose {
                     outcome = Err(ReserveError::Conflict {
                         holder: self.agent_name(recorded_claimant(other.record())),
                         theirs: theirs.1.to_string(),
