@@ -431,8 +431,12 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         R::Progress { claim, percent, note } => Reply::of(h.progress_noted(&claim, percent, &note), node),
         R::Complete { claim, note } => Reply::of(h.complete(&claim, &note), node),
         R::Fail { claim, reason } => Reply::of(h.fail(&claim, &reason), node),
-        R::Assign { node: n, agent } => Reply::of(h.assign(n, agent), node),
-        R::Unassign { node: n, agent } => Reply::of(h.unassign(n, agent), node),
+        R::Assign { node: n, who } => Reply::of(h.assign(n, &who), node),
+        R::Unassign { node: n, who } => Reply::of(h.unassign(n, &who), node),
+        R::SetOpenToAll { node: n, open } => Reply::of(h.set_open_to_all(n, open), node),
+        R::ClaimNextWait { filter, agent, lease_ms, wait_ms } => {
+            Reply::of(h.claim_next_wait(&filter, agent, lease(lease_ms), lease(wait_ms)), Reply::Claim)
+        }
         R::AddBlocker { task, blocker } => Reply::of(h.add_blocker(task, blocker), node),
         R::RemoveBlocker { task, blocker } => Reply::of(h.remove_blocker(task, blocker), node),
         R::PutDocument { parent, name, content_type, bytes } => {
@@ -440,6 +444,12 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         }
         R::ReplaceDocument { doc, content_type, bytes } => {
             Reply::of(h.replace_document(doc, &content_type, &bytes), Reply::Count)
+        }
+        R::PutDocumentFor { claim, name, content_type, bytes } => {
+            Reply::of(h.put_document_for(&claim, &name, &content_type, &bytes), Reply::Handle)
+        }
+        R::ReplaceDocumentFor { claim, doc, content_type, bytes } => {
+            Reply::of(h.replace_document_for(&claim, doc, &content_type, &bytes), Reply::Count)
         }
         R::DeleteDocument { doc } => Reply::of(h.delete_document(doc), unit),
         R::Append { kind, node: about, topic, payload } => {
@@ -450,6 +460,8 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         R::SetAdd { node: n, element } => Reply::of(h.set_add(n, element), Reply::Count),
         R::SetRemove { node: n, element } => Reply::of(h.set_remove(n, element).map(|c| c as u64), Reply::Count),
         R::SetCompact { node: n } => Reply::of(h.set_compact(n).map(|c| c as u64), Reply::Count),
+        R::AddLabel { node: n, label } => Reply::of(h.add_label(n, &label).map(u64::from), Reply::Count),
+        R::RemoveLabel { node: n, label } => Reply::of(h.remove_label(n, &label).map(u64::from), Reply::Count),
         R::Join { name, role } => Reply::of(h.join(&name, &role), Reply::Agent),
         R::BindSession { agent } => bind_session(sh, h, conn, agent),
         R::Heartbeat { agent } => Reply::of(h.heartbeat(agent), unit),

@@ -676,6 +676,7 @@ fn serve(
             if tick.is_multiple_of(50) {
                 guard.check(seg);
                 seg.reap_dead_sessions();
+                seg.sweep_claim_parkers();
                 seg.settle_blocked();
                 seg.sweep_dead_reservations();
                 seg.sweep_dead_waiters();

@@ -69,6 +69,11 @@ pub struct AgentInfo {
     pub heartbeat_ms: u64,
     /// When it joined.
     pub joined: Hlc,
+    /// Wake-ups its blocking claims were sent (a counter; changes that readied a task
+    /// for it).
+    pub claim_wakes: u64,
+    /// Its processes parked in a blocking claim now.
+    pub claim_parked: u8,
 }
 
 /// A text field of an agent.
@@ -114,6 +119,8 @@ pub enum AgentError {
         /// Byte offset of the first one.
         at: usize,
     },
+    /// A name starting with `@`, which addresses a role (`@tester`), never an agent.
+    NameStartsWithAt,
     /// A role longer than the limit.
     RoleTooLong {
         /// Bytes given.
@@ -147,6 +154,7 @@ impl std::fmt::Display for AgentError {
                 write!(f, "agent {field} has a control character at byte {at}")
             }
             AgentError::NameHasSlash { at } => write!(f, "agent name has a '/' at byte {at}"),
+            AgentError::NameStartsWithAt => write!(f, "agent name starts with '@'"),
             AgentError::RoleTooLong { len } => write!(f, "agent role is {len} bytes, the limit is {AGENT_ROLE_MAX}"),
             AgentError::NotFound => write!(f, "no such agent"),
             AgentError::SessionTaken { pid } => write!(f, "process {pid} already holds a session for this agent"),
@@ -171,11 +179,41 @@ fn text(bytes: &[u8], len: u8) -> String {
 
 /// A view of one agent slot's words.
 #[derive(Clone, Copy)]
-struct AgentSlotView<'a> {
+pub(crate) struct AgentSlotView<'a> {
     w: &'a [AtomicU64],
 }
 
 impl<'a> AgentSlotView<'a> {
+    /// `claim_wake`: the futex word of this agent's blocking claims (its low half).
+    pub(crate) fn claim_wake(&self) -> &'a AtomicU64 {
+        &self.w[offset_of!(AgentSlot, claim_wake) / 8]
+    }
+    /// `claim_filter`, `claim_under`, `claim_label`.
+    pub(crate) fn claim_filter_words(&self) -> [&'a AtomicU64; 3] {
+        [
+            &self.w[offset_of!(AgentSlot, claim_filter) / 8],
+            &self.w[offset_of!(AgentSlot, claim_under) / 8],
+            &self.w[offset_of!(AgentSlot, claim_label) / 8],
+        ]
+    }
+    /// `claim_parkers`: owner tags of parked claimers, 0 = a free place.
+    pub(crate) fn claim_parkers(&self) -> &'a [AtomicU64] {
+        let at = offset_of!(AgentSlot, claim_parkers) / 8;
+        &self.w[at..at + crate::layout::CLAIM_PARKERS]
+    }
+    /// Whether the slot holds a live agent, and which.
+    pub(crate) fn live_id(&self, index: u16) -> Option<AgentId> {
+        let gs = self.gen_state().load(Ordering::Acquire);
+        (state_of(gs) == LIVE).then_some(AgentId { index, generation: gen_of(gs) })
+    }
+    /// The agent's name and role keys (the slot is live; its identity never changes
+    /// while live).
+    pub(crate) fn keys(&self) -> [Option<crate::PrincipalKey>; 2] {
+        let a = self.copy();
+        let name = std::str::from_utf8(&a.name[..(a.name_len as usize).min(AGENT_NAME_MAX)]).unwrap_or("");
+        let role = std::str::from_utf8(&a.role[..(a.role_len as usize).min(AGENT_ROLE_MAX)]).unwrap_or("");
+        [Some(crate::principal::Principal::agent_key(name)), crate::principal::Principal::role_key(role)]
+    }
     fn gen_state(&self) -> &'a AtomicU64 {
         &self.w[offset_of!(AgentSlot, gen_state) / 8]
     }
@@ -199,7 +237,7 @@ impl<'a> AgentSlotView<'a> {
 }
 
 impl Segment {
-    fn agent_slot(&self, index: u16) -> Option<AgentSlotView<'_>> {
+    pub(crate) fn agent_slot(&self, index: u16) -> Option<AgentSlotView<'_>> {
         let r = self.region(Region::Agents);
         if index as u64 >= r.capacity {
             return None;
@@ -232,6 +270,8 @@ impl Segment {
             session_alive: a.session != 0 && tag.is_alive(),
             heartbeat_ms: a.heartbeat_ms,
             joined: Hlc(a.joined),
+            claim_wakes: a.claim_wake,
+            claim_parked: a.claim_parkers.iter().filter(|t| **t != 0).count() as u8,
         }
     }
 
@@ -358,6 +398,9 @@ impl Segment {
             // An agent's name is its node's name under /agents: a path element.
             return Err(AgentError::NameHasSlash { at });
         }
+        if name.starts_with('@') {
+            return Err(AgentError::NameStartsWithAt);
+        }
         if role.len() > AGENT_ROLE_MAX {
             return Err(AgentError::RoleTooLong { len: role.len() });
         }
@@ -419,6 +462,11 @@ impl Segment {
         a.role_len = role.len() as u8;
         a.node = node.to_raw();
         a.joined = self.now().0;
+        // Parkers of the slot's previous agent stay registered until they see it gone
+        // (they unregister themselves, or the daemon clears them once dead).
+        for (i, p) in s.claim_parkers().iter().enumerate() {
+            a.claim_parkers[i] = p.load(Ordering::Relaxed);
+        }
         let words: [u64; SLOT_WORDS] = bytemuck::cast(a);
         // Everything but gen_state first, then gen_state with Release: the slot goes
         // live with its identity complete.

@@ -183,8 +183,23 @@ pub enum DocError {
         /// CRC of the bytes copied.
         computed: u32,
     },
+    /// The claim presented with the document was refused (`StaleEpoch`, `NotClaimant`,
+    /// `LeaseExpired`): nothing was stored.
+    Claim(crate::claims::TaskError),
+    /// The document is not a child of the task whose claim was presented.
+    NotUnderTask,
     /// A node operation failed.
     Pool(PoolError),
+}
+
+impl DocError {
+    /// A claim check's refusal, in the document's words.
+    fn of_claim(e: crate::claims::TaskError) -> DocError {
+        match e {
+            crate::claims::TaskError::Pool(p) => DocError::Pool(p),
+            e => DocError::Claim(e),
+        }
+    }
 }
 
 impl From<PoolError> for DocError {
@@ -208,6 +223,8 @@ impl std::fmt::Display for DocError {
                 f,
                 "document content fails its CRC-32C check (stored {stored:08x}, copied bytes give {computed:08x})"
             ),
+            Claim(e) => write!(f, "{e}"),
+            NotUnderTask => write!(f, "the document is not under the claimed task"),
             Pool(e) => write!(f, "{e}"),
         }
     }
@@ -829,6 +846,98 @@ impl Segment {
         }
     }
 
+    /// [`Segment::put_document`] under the task `claim` holds, by its holder: the lease
+    /// follows the work (issue 13, part 3), so the claim's lease runs its full length
+    /// again from now (a `node_updated` on the task) before the document is stored. A
+    /// put that fails after that leaves the lease extended, which is harmless: the
+    /// holder is still at work.
+    ///
+    /// # Errors
+    ///
+    /// * [`DocError::Claim`] with [`crate::TaskError::StaleEpoch`],
+    ///   [`crate::TaskError::NotClaimant`] or [`crate::TaskError::LeaseExpired`]: the
+    ///   claim is not the current, live one; nothing was stored.
+    /// * As [`Segment::put_document`] otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Status};
+    /// # let name = format!("doc-put_document_for-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let me = seg.join("worker", "builder")?;
+    /// let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "report").status(Status::Ready))?;
+    /// let claim = seg.claim(task, me, Duration::from_secs(60))?;
+    /// let doc = seg.put_document_for(&claim, "draft", "text/plain", b"half done")?;
+    /// assert_eq!(seg.read(doc)?.parent(), Some(task));
+    /// assert!(seg.read(task)?.lease_until_ms() >= claim.lease_until_ms);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_document_for(
+        &self,
+        claim: &crate::claims::Claim,
+        name: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<Handle, DocError> {
+        if let Some(link) = self.link() {
+            return link.ask_handle(crate::broker::Request::PutDocumentFor {
+                claim: *claim,
+                name: name.to_string(),
+                content_type: content_type.to_string(),
+                bytes: bytes.to_vec(),
+            });
+        }
+        self.permit(crate::token::Right::Doc, Some(claim.task)).map_err(PoolError::from)?;
+        self.permit_agent(claim.agent).map_err(PoolError::from)?;
+        self.check_content(content_type, bytes)?;
+        crate::node::check_node_name(name)?;
+        self.extend_lease_for(claim).map_err(DocError::of_claim)?;
+        self.put_document(claim.task, name, content_type, bytes)
+    }
+
+    /// [`Segment::replace_document`] of a document directly under the task `claim`
+    /// holds, by its holder: the claim's lease runs its full length again from now, as
+    /// with [`Segment::put_document_for`].
+    ///
+    /// # Errors
+    ///
+    /// * [`DocError::NotUnderTask`]: `doc` is not a child of `claim.task`.
+    /// * [`DocError::Claim`]: as for [`Segment::put_document_for`].
+    /// * As [`Segment::replace_document`] otherwise.
+    pub fn replace_document_for(
+        &self,
+        claim: &crate::claims::Claim,
+        doc: Handle,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<u64, DocError> {
+        if let Some(link) = self.link() {
+            return link.ask_count(crate::broker::Request::ReplaceDocumentFor {
+                claim: *claim,
+                doc,
+                content_type: content_type.to_string(),
+                bytes: bytes.to_vec(),
+            });
+        }
+        self.permit(crate::token::Right::Doc, Some(doc)).map_err(PoolError::from)?;
+        self.permit_agent(claim.agent).map_err(PoolError::from)?;
+        self.check_content(content_type, bytes)?;
+        let n = self.read(doc)?;
+        if n.kind() != Some(NodeKind::Document) {
+            return Err(DocError::NotADocument);
+        }
+        if n.parent() != Some(claim.task) {
+            return Err(DocError::NotUnderTask);
+        }
+        self.extend_lease_for(claim).map_err(DocError::of_claim)?;
+        self.replace_document(doc, content_type, bytes)
+    }
+
     /// Replaces a document's content (and content type) with `bytes`, as one new version
     /// of the node; returns that version. The new content is stored before the old is
     /// released, so the arena must briefly hold both; on any error the document is
@@ -1370,6 +1479,39 @@ mod tests {
 
     fn pattern(tag: u64, len: usize) -> Vec<u8> {
         (0..len).map(|i| (i as u64).wrapping_mul(31).wrapping_add(tag.wrapping_mul(7)) as u8).collect()
+    }
+
+    #[test]
+    fn documents_put_under_a_claim_renew_its_lease_and_check_it() {
+        let g = seg("claim");
+        let s = &g.seg;
+        let me = s.join("w", "r").unwrap();
+        let spec = NewNode::new(NodeKind::Task, "t").status(crate::Status::Ready);
+        let t = s.add(s.root(), &spec).unwrap();
+        let other = s.add(s.root(), &NewNode::new(NodeKind::Task, "o")).unwrap();
+        let c = s.claim(t, me, std::time::Duration::from_millis(300)).unwrap();
+        // Puts alone keep the lease alive past its length.
+        for i in 0..8 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            s.put_document_for(&c, &format!("d{i}"), "text/plain", b"x").unwrap();
+        }
+        let n = s.read(t).unwrap();
+        assert!(n.live_claimant_at(crate::unix_ms()).is_some() && n.lease_until_ms() > c.lease_until_ms + 200);
+        let mut docs = Vec::new();
+        s.children(t, &mut docs).unwrap();
+        let d0 = docs[0];
+        assert!(s.replace_document_for(&c, d0, "text/plain", b"y").unwrap() > 1);
+        let elsewhere = s.put_document(other, "x", "text/plain", b"x").unwrap();
+        assert_eq!(s.replace_document_for(&c, elsewhere, "text/plain", b"z"), Err(DocError::NotUnderTask));
+        assert_eq!(s.replace_document_for(&c, other, "text/plain", b"z"), Err(DocError::NotADocument));
+        // A claim that is no longer the holder's stores nothing.
+        let kids = s.child_count(t).unwrap();
+        s.release(&c).unwrap();
+        assert_eq!(
+            s.put_document_for(&c, "late", "text/plain", b"x"),
+            Err(DocError::Claim(crate::TaskError::NotClaimant))
+        );
+        assert_eq!(s.child_count(t).unwrap(), kids);
     }
 
     #[test]

@@ -308,17 +308,23 @@ pub enum Request {
     Progress { claim: Claim, percent: u8, note: String },
     Complete { claim: Claim, note: String },
     Fail { claim: Claim, reason: String },
-    Assign { node: Handle, agent: AgentId },
-    Unassign { node: Handle, agent: AgentId },
+    Assign { node: Handle, who: crate::Principal },
+    Unassign { node: Handle, who: crate::Principal },
+    SetOpenToAll { node: Handle, open: bool },
+    ClaimNextWait { filter: TaskFilter, agent: AgentId, lease_ms: u64, wait_ms: u64 },
     AddBlocker { task: Handle, blocker: Handle },
     RemoveBlocker { task: Handle, blocker: Handle },
     PutDocument { parent: Handle, name: String, content_type: String, bytes: Vec<u8> },
     ReplaceDocument { doc: Handle, content_type: String, bytes: Vec<u8> },
     DeleteDocument { doc: Handle },
+    PutDocumentFor { claim: Claim, name: String, content_type: String, bytes: Vec<u8> },
+    ReplaceDocumentFor { claim: Claim, doc: Handle, content_type: String, bytes: Vec<u8> },
     Append { kind: EventKind, node: Option<(Uuid, u64)>, topic: String, payload: Vec<u8> },
     SetAdd { node: Handle, element: u64 },
     SetRemove { node: Handle, element: u64 },
     SetCompact { node: Handle },
+    AddLabel { node: Handle, label: String },
+    RemoveLabel { node: Handle, label: String },
     Join { name: String, role: String },
     BindSession { agent: AgentId },
     Heartbeat { agent: AgentId },
@@ -362,6 +368,7 @@ pub enum WireError {
     Agent(AgentError),
     Set(SetError),
     Reserve(crate::ReserveError),
+    Label(crate::labels::LabelError),
 }
 
 macro_rules! into_wire {
@@ -373,7 +380,7 @@ macro_rules! into_wire {
         }
     )*};
 }
-into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set, crate::ReserveError => Reserve);
+into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set, crate::labels::LabelError => Label, crate::ReserveError => Reserve);
 
 impl Reply {
     /// The reply for an operation's result: `ok` of its value, or its error.
@@ -426,6 +433,7 @@ from_wire!(DocError, Doc, |f| DocError::Pool(PoolError::Broker(f)));
 from_wire!(AgentError, Agent, |f| AgentError::Pool(PoolError::Broker(f)));
 from_wire!(SetError, Set, |f| SetError::Pool(PoolError::Broker(f)));
 from_wire!(crate::ReserveError, Reserve, |f| crate::ReserveError::Pool(PoolError::Broker(f)));
+from_wire!(crate::labels::LabelError, Label, |f| crate::labels::LabelError::Pool(PoolError::Broker(f)));
 
 impl FromWire for PoolError {
     fn from_wire(e: WireError) -> Option<Self> {

@@ -32,10 +32,11 @@
 use crate::agents::AgentId;
 use crate::error::PoolError;
 use crate::event::EventKind;
-use crate::layout::{hdr, NodeRecord, ASSIGNEES_MAX, BLOCKERS_MAX};
+use crate::layout::{hdr, record_flags, NodeRecord, ASSIGNEES_MAX, BLOCKERS_MAX};
 use crate::node::{Handle, Node, NodeKind, Status};
 use crate::ownerlock;
 use crate::pool::Change;
+use crate::principal::{Principal, PrincipalKey};
 use crate::segment::Segment;
 use crate::sys::OwnerTag;
 use crate::unix_ms;
@@ -72,10 +73,15 @@ pub struct TaskFilter {
     /// Only this kind (`None`: tasks). Only tasks and custom nodes can be claimed:
     /// another kind is refused with [`TaskError::NotATask`].
     pub kind: Option<NodeKind>,
-    /// Only tasks assigned to this agent.
-    pub assignee: Option<AgentId>,
+    /// Only tasks assigned to this principal (an agent by name, or `@role`).
+    pub assignee: Option<PrincipalKey>,
+    /// Only tasks assigned to the claiming agent: by its name or by its role (not
+    /// tasks open to all).
+    pub mine: bool,
     /// Only tasks in this subtree.
     pub under: Option<Handle>,
+    /// Only tasks carrying the label with this key ([`crate::label_key`]).
+    pub label: Option<u64>,
 }
 
 /// Why a task operation was refused. Nothing was changed when one is returned.
@@ -122,6 +128,15 @@ pub enum TaskError {
     TooManyBlockers,
     /// The node already has the maximum number of assignees.
     TooManyAssignees,
+    /// The task is assigned, and not to the claiming agent (by its name or its role):
+    /// only its assignees may claim it unless it is open to all.
+    AssignedElsewhere {
+        /// How many assignees it has.
+        count: u8,
+    },
+    /// A blocking claim waited its whole timeout and no task matching its filter
+    /// became ready.
+    WaitTimedOut,
     /// The agent is not live.
     UnknownAgent,
     /// Only work can be claimed (or listed as ready): tasks and application-defined
@@ -178,6 +193,8 @@ impl std::fmt::Display for TaskError {
             Cycle => write!(f, "that dependency would form a cycle"),
             TooManyBlockers => write!(f, "the node already has {BLOCKERS_MAX} blockers"),
             TooManyAssignees => write!(f, "the node already has {ASSIGNEES_MAX} assignees"),
+            AssignedElsewhere { count } => write!(f, "the task is assigned to {count} other principal(s)"),
+            WaitTimedOut => write!(f, "no matching task became ready before the timeout"),
             UnknownAgent => write!(f, "unknown agent"),
             NotATask { kind: Some(k) } => write!(f, "a node of kind {k} cannot be claimed, only a task or custom node"),
             NotATask { kind: None } => {
@@ -200,7 +217,7 @@ impl std::error::Error for TaskError {
 }
 
 /// Checks a lease and returns its length in ms.
-fn lease_ms(lease: Duration) -> Result<u64, TaskError> {
+pub(crate) fn lease_ms(lease: Duration) -> Result<u64, TaskError> {
     let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
     let max_ms = LEASE_MAX.as_millis() as u64;
     if ms == 0 || ms > max_ms {
@@ -237,6 +254,18 @@ fn check_task_kind(kind: Option<NodeKind>) -> Result<(), TaskError> {
 
 /// The claim `rec` records, live or lapsed: the agent slot it names at that slot's
 /// generation (a reused slot is another agent). `None` when the record names none.
+/// Whether `rec` is assigned to one of `keys` (an agent's name and role keys).
+pub(crate) fn assigned_to_any(rec: &NodeRecord, keys: &[Option<PrincipalKey>; 2]) -> bool {
+    let n = (rec.assignee_count as usize).min(ASSIGNEES_MAX);
+    rec.assignees[..n].iter().any(|a| keys.iter().flatten().any(|k| k.raw() == *a))
+}
+
+/// Whether an agent answering to `keys` may claim `rec` as far as assignment goes: it
+/// has no assignees, is open to all, or is assigned to the agent.
+pub(crate) fn open_to(rec: &NodeRecord, keys: &[Option<PrincipalKey>; 2]) -> bool {
+    rec.assignee_count == 0 || rec.flags & record_flags::OPEN_TO_ALL != 0 || assigned_to_any(rec, keys)
+}
+
 pub(crate) fn recorded_claimant(rec: &NodeRecord) -> Option<AgentId> {
     rec.claim_agent.checked_sub(1).map(|index| AgentId { index, generation: rec.claim_agent_gen })
 }
@@ -390,6 +419,7 @@ impl Segment {
     fn claim_task(&self, task: Handle, agent: AgentId, lease: Duration) -> Result<Claim, TaskError> {
         let lease_ms = lease_ms(lease)?;
         let actor = self.actor_of(agent)?;
+        let keys = self.keys_of(agent).map_err(|_| TaskError::UnknownAgent)?;
         let mut claim = Claim { task, agent, epoch: 0, lease_until_ms: 0 };
         let (_, ()) =
             self.modify(task, Change::new(EventKind::TASK_CLAIMED).by(Some(actor)).with_epoch(""), |rec| {
@@ -409,6 +439,9 @@ impl Segment {
                         Status::Blocked => TaskError::Blocked { open: self.open_blockers(rec).max(1) },
                         _ => TaskError::IllegalTransition { from, to: Status::Claimed },
                     });
+                }
+                if !open_to(rec, &keys) {
+                    return Err(TaskError::AssignedElsewhere { count: rec.assignee_count });
                 }
                 let open = self.open_blockers(rec);
                 if open > 0 {
@@ -799,42 +832,107 @@ impl Segment {
         })
     }
 
-    /// Assigns `agent` to `node` (idempotent).
-    pub fn assign(&self, node: Handle, agent: AgentId) -> Result<Node, TaskError> {
+    /// Assigns `node` to `who` (idempotent): an agent by name, joined or not (its name
+    /// is then registered, which reserves it), or every agent of a role. Only its
+    /// assignees may claim an assigned task, unless it is open to all
+    /// ([`Segment::set_open_to_all`]). Appends `task_assigned` naming `who`.
+    ///
+    /// # Errors
+    ///
+    /// * [`TaskError::TooManyAssignees`]: the node has [`ASSIGNEES_MAX`] already.
+    /// * [`TaskError::Pool`]: as for every change (a stale handle, no writes, a full
+    ///   pool for the name's registration, …).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use worknode::{NewNode, NodeKind, Principal, Status, TaskError};
+    /// # let name = format!("doc-assign-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let task = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "review").status(Status::Ready))?;
+    /// seg.assign(task, &Principal::parse("@tester")?)?; // no tester has joined yet
+    /// let writer = seg.join("writer", "author")?;
+    /// let refused = seg.claim(task, writer, Duration::from_secs(30));
+    /// assert_eq!(refused.unwrap_err(), TaskError::AssignedElsewhere { count: 1 });
+    /// let tester = seg.join("tess", "tester")?;
+    /// seg.claim(task, tester, Duration::from_secs(30))?;
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn assign(&self, node: Handle, who: &Principal) -> Result<Node, TaskError> {
         if let Some(link) = self.link() {
-            return link.ask_node(crate::broker::Request::Assign { node, agent });
+            return link.ask_node(crate::broker::Request::Assign { node, who: who.clone() });
         }
         self.permit(crate::token::Right::Update, Some(node)).map_err(PoolError::from)?;
-        self.agent_node(agent).ok_or(TaskError::UnknownAgent)?;
-        let slot = agent.index + 1;
-        self.modify(node, Change::new(EventKind::NODE_UPDATED), |rec| {
+        let key = who.key();
+        // Registered first: a key whose name nobody could show would be worse than an
+        // unused mailbox left by a failed assignment.
+        self.register_principal(who)?;
+        let mut payload = [0u8; crate::layout::EVENT_PAYLOAD_MAX];
+        let n = crate::event::principal_payload(&mut payload, "assignee", who);
+        let actor = self.actor();
+        self.modify(node, Change::new(EventKind::TASK_ASSIGNED).by(actor).with_payload(&payload[..n]), |rec| {
             let n = (rec.assignee_count as usize).min(ASSIGNEES_MAX);
-            if rec.assignees[..n].contains(&slot) {
+            if rec.assignees[..n].contains(&key.raw()) {
                 return Ok(());
             }
             if n == ASSIGNEES_MAX {
                 return Err(TaskError::TooManyAssignees);
             }
-            rec.assignees[n] = slot;
+            rec.assignees[n] = key.raw();
             rec.assignee_count = n as u8 + 1;
             Ok(())
         })
         .map(|(n, ())| n)
     }
 
-    /// Removes `agent` from `node`'s assignees (idempotent).
-    pub fn unassign(&self, node: Handle, agent: AgentId) -> Result<Node, TaskError> {
+    /// Takes `who` off `node`'s assignees (idempotent); appends `task_unassigned`.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::Pool`]: as for every change.
+    pub fn unassign(&self, node: Handle, who: &Principal) -> Result<Node, TaskError> {
         if let Some(link) = self.link() {
-            return link.ask_node(crate::broker::Request::Unassign { node, agent });
+            return link.ask_node(crate::broker::Request::Unassign { node, who: who.clone() });
         }
         self.permit(crate::token::Right::Update, Some(node)).map_err(PoolError::from)?;
-        let slot = agent.index + 1;
-        self.modify(node, Change::new(EventKind::NODE_UPDATED), |rec| {
+        let key = who.key().raw();
+        let mut payload = [0u8; crate::layout::EVENT_PAYLOAD_MAX];
+        let n = crate::event::principal_payload(&mut payload, "unassigned", who);
+        let actor = self.actor();
+        self.modify(node, Change::new(EventKind::TASK_UNASSIGNED).by(actor).with_payload(&payload[..n]), |rec| {
             let n = (rec.assignee_count as usize).min(ASSIGNEES_MAX);
-            if let Some(i) = rec.assignees[..n].iter().position(|a| *a == slot) {
+            if let Some(i) = rec.assignees[..n].iter().position(|a| *a == key) {
                 rec.assignees.copy_within(i + 1..n, i);
                 rec.assignees[n - 1] = 0;
                 rec.assignee_count = n as u8 - 1;
+            }
+            Ok::<(), TaskError>(())
+        })
+        .map(|(n, ())| n)
+    }
+
+    /// Makes an assigned task claimable by every agent (`open`), its assignees then only
+    /// the ones it is meant for first (`--mine`), or by its assignees alone (the
+    /// default).
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::Pool`]: as for every change.
+    pub fn set_open_to_all(&self, node: Handle, open: bool) -> Result<Node, TaskError> {
+        if let Some(link) = self.link() {
+            return link.ask_node(crate::broker::Request::SetOpenToAll { node, open });
+        }
+        self.permit(crate::token::Right::Update, Some(node)).map_err(PoolError::from)?;
+        let actor = self.actor();
+        self.modify(node, Change::new(EventKind::NODE_UPDATED).by(actor), |rec| {
+            if open {
+                rec.flags |= record_flags::OPEN_TO_ALL;
+            } else {
+                rec.flags &= !record_flags::OPEN_TO_ALL;
             }
             Ok::<(), TaskError>(())
         })
@@ -1052,7 +1150,7 @@ impl Segment {
         out.clear();
         check_task_kind(filter.kind)?;
         let mut best: Vec<(u8, u64, Handle)> = Vec::new();
-        self.scan_claimable(filter, |prio, created, h| best.push((prio, created, h)))?;
+        self.scan_claimable(filter, None, |prio, created, h| best.push((prio, created, h)))?;
         best.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         for (_, _, h) in best.into_iter().take(limit) {
             if let Ok(n) = self.read(h) {
@@ -1115,10 +1213,11 @@ impl Segment {
         self.permit_agent(agent).map_err(PoolError::from)?;
         check_task_kind(filter.kind)?;
         lease_ms(lease)?;
+        let keys = self.keys_of(agent).map_err(|_| TaskError::UnknownAgent)?;
         const K: usize = 16;
         for _round in 0..8 {
             let mut top: [(u8, u64, Option<Handle>); K] = [(0, u64::MAX, None); K];
-            self.scan_claimable(filter, |prio, created, h| {
+            self.scan_claimable(filter, Some(&keys), |prio, created, h| {
                 // Keep the K best in `top` (sorted best first), without allocating.
                 let key = (std::cmp::Reverse(prio), created);
                 if let Some(pos) = top.iter().position(|t| t.2.is_none() || key < (std::cmp::Reverse(t.0), t.1)) {
@@ -1136,6 +1235,7 @@ impl Segment {
                     Err(
                         TaskError::AlreadyClaimed { .. }
                         | TaskError::IllegalTransition { .. }
+                        | TaskError::AssignedElsewhere { .. }
                         | TaskError::Blocked { .. },
                     ) => {}
                     Err(TaskError::Pool(PoolError::StaleHandle | PoolError::NotFound)) => {}
@@ -1147,12 +1247,18 @@ impl Segment {
     }
 
     /// Calls `f(priority, created, handle)` for every claimable node matching `filter`:
-    /// ready, or claimed / in progress under a lapsed lease. Reads only the slot summary
-    /// for most slots; copies a record only for candidates.
-    fn scan_claimable(&self, filter: &TaskFilter, mut f: impl FnMut(u8, u64, Handle)) -> Result<(), TaskError> {
+    /// ready, or claimed / in progress under a lapsed lease; and, when `keys` names a
+    /// claiming agent, open to it (unassigned, open to all, or assigned to it). Reads
+    /// only the slot summary for most slots; copies a record only for candidates.
+    fn scan_claimable(
+        &self,
+        filter: &TaskFilter,
+        keys: Option<&[Option<PrincipalKey>; 2]>,
+        mut f: impl FnMut(u8, u64, Handle),
+    ) -> Result<(), TaskError> {
         let kind = filter.kind.unwrap_or(NodeKind::Task).code();
-        let assignee = filter.assignee.map(|a| a.index + 1);
         let now = unix_ms();
+        let plain = filter.assignee.is_none() && !filter.mine && filter.under.is_none() && filter.label.is_none();
         for i in 0..self.caps.nodes {
             let Some((h, summary)) = self.slot_summary(i) else { continue };
             if summary.kind() != kind {
@@ -1165,30 +1271,44 @@ impl Segment {
             if !maybe {
                 continue;
             }
-            // The common case (a ready, unclaimed task, no assignee or subtree filter) is
-            // decided from the slot's summary and creation stamp, without a record copy.
-            if !claimed && assignee.is_none() && filter.under.is_none() {
+            // The common case (a ready, unclaimed, unassigned task, no filter but the
+            // kind) is decided from the slot's summary and creation stamp, without a
+            // record copy.
+            if !claimed && plain && summary.assignee_count() == 0 {
                 f(summary.priority(), self.slot_created(i), h);
                 continue;
             }
             let Ok(n) = self.read(h) else { continue };
             let rec = n.record();
-            if live_claimant(rec, now).is_some() {
+            if live_claimant(rec, now).is_some() || !self.wanted(rec, h, filter, keys) {
                 continue;
-            }
-            if let Some(a) = assignee {
-                if !rec.assignees[..(rec.assignee_count as usize).min(ASSIGNEES_MAX)].contains(&a) {
-                    continue;
-                }
-            }
-            if let Some(root) = filter.under {
-                if !self.is_under(h, root) {
-                    continue;
-                }
             }
             f(rec.priority, rec.created, h);
         }
         Ok(())
+    }
+
+    /// Whether the claimable record `rec` (of node `h`) passes `filter` for an agent
+    /// answering to `keys` (`None`: whoever asks, as `ready` lists).
+    pub(crate) fn wanted(
+        &self,
+        rec: &NodeRecord,
+        h: Handle,
+        filter: &TaskFilter,
+        keys: Option<&[Option<PrincipalKey>; 2]>,
+    ) -> bool {
+        if let Some(k) = keys {
+            if !open_to(rec, k) || (filter.mine && !assigned_to_any(rec, k)) {
+                return false;
+            }
+        }
+        if let Some(a) = filter.assignee {
+            if !assigned_to_any(rec, &[Some(a), None]) {
+                return false;
+            }
+        }
+        filter.under.is_none_or(|root| self.is_under(h, root))
+            && filter.label.is_none_or(|l| self.has_label(h, l).unwrap_or(false))
     }
 
     /// Whether `h` lies in the subtree rooted at `root` (itself included).
@@ -1345,5 +1465,17 @@ mod tests {
             }
         }
         assert!(found);
+    }
+}
+
+impl Segment {
+    /// The holder of `c` worked on its task by other means (a document put under it):
+    /// the lease runs its full length (`lease_ms`) again from now, with `node_updated`.
+    /// Checked like every claimant write (`StaleEpoch`, `NotClaimant`, `LeaseExpired`).
+    pub(crate) fn extend_lease_for(&self, c: &Claim) -> Result<Node, TaskError> {
+        self.claimant_write(c, EventKind::NODE_UPDATED, "", |rec| {
+            extend_lease(rec, unix_ms());
+            Ok(())
+        })
     }
 }

@@ -242,6 +242,13 @@ impl Daemon {
         self.seg.reap_agent(id)
     }
 
+    /// Clears the blocking-claim places of processes killed while parked, and corrects
+    /// the parked count if it drifted. The daemon runs this every second. Returns how
+    /// many places it cleared.
+    pub fn sweep_claim_parkers(&self) -> u64 {
+        self.seg.sweep_claim_parkers()
+    }
+
     /// Reaps every agent whose session process is gone (sessions that never reached the
     /// daemon's socket). Returns how many.
     pub fn reap_dead_sessions(&self) -> usize {

@@ -65,6 +65,10 @@ kinds! {
     TASK_CANCELLED = 17 => "task_cancelled",
     /// A finished task was made ready (or blocked) again: a retry.
     TASK_REOPENED = 18 => "task_reopened",
+    /// A node was assigned to a principal (the payload names it: `{"assignee":"…"}`).
+    TASK_ASSIGNED = 19 => "task_assigned",
+    /// A principal was taken off a node's assignees (the payload names it).
+    TASK_UNASSIGNED = 29 => "task_unassigned",
     /// An agent joined.
     AGENT_JOINED = 20 => "agent_joined",
     /// An agent left.
@@ -380,6 +384,26 @@ pub(crate) const PERCENT_FIELD_MAX: usize = 14;
 /// A task event's payload: `{"epoch":E,"note":N}` (no note: `{"epoch":E}`), and for a
 /// progress report `{"epoch":E,"percent":P,"note":N}`; always valid JSON within the
 /// inline limit (a note that would not fit was refused before, see `claims`).
+/// `{"<field>":"<principal>"}` for assignment events; a principal too long to fit once
+/// JSON-escaped is named by its key instead: `{"<field>_key":"<16 hex digits>"}`.
+pub(crate) fn principal_payload(buf: &mut [u8; EVENT_PAYLOAD_MAX], field: &str, who: &crate::Principal) -> usize {
+    use std::io::Write;
+    let text = who.to_string();
+    let mut tmp = [0u8; 6];
+    let escaped: usize = text.chars().map(|c| json_char(c, &mut tmp).len()).sum();
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    if field.len() + escaped + 7 <= EVENT_PAYLOAD_MAX {
+        let _ = write!(cur, "{{\"{field}\":\"");
+        for c in text.chars() {
+            let _ = cur.write_all(json_char(c, &mut tmp));
+        }
+        let _ = write!(cur, "\"}}");
+    } else {
+        let _ = write!(cur, "{{\"{field}_key\":\"{:016x}\"}}", who.key().raw());
+    }
+    cur.position() as usize
+}
+
 pub(crate) fn task_payload(buf: &mut [u8; EVENT_PAYLOAD_MAX], epoch: u64, percent: Option<u8>, note: &str) -> usize {
     use std::io::Write;
     let mut cur = std::io::Cursor::new(&mut buf[..]);

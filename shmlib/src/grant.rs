@@ -248,7 +248,8 @@ impl Segment {
         if self.grant.get().is_none() {
             return Ok(());
         }
-        let kind_ok = !matches!(spec.kind, NodeKind::Agent | NodeKind::Document | NodeKind::Reservation);
+        let kind_ok =
+            !matches!(spec.kind, NodeKind::Agent | NodeKind::Document | NodeKind::Label | NodeKind::Reservation);
         let status_ok = matches!(spec.status, Status::Pending | Status::Ready);
         if kind_ok && status_ok {
             Ok(())

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! 0        Header (1 KiB): fixed part, then one cache line per group of hot words
-//! 4 KiB    node pool      nodes × NodeSlot (1408 B: 128 B control + 2 × 640 B record)
+//! 4 KiB    node pool      nodes × NodeSlot (1536 B: 128 B control + 2 × 704 B record)
 //! ...      id index       pow2 ≥ 2·nodes × u64 entries
 //! ...      event ring     pow2 events × EventSlot (192 B)
 //! ...      agent table    agents × AgentSlot (256 B)
@@ -24,7 +24,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// First eight bytes of every Worknode segment (`b"WRKNODE\0"` read as little-endian).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WRKNODE\0");
 /// Version of this layout. Bumped on any change to a struct in this module.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Size of the header region in bytes.
 pub const HEADER_SIZE: usize = 1024;
 /// Regions start on this boundary.
@@ -228,8 +228,14 @@ pub struct AgentsLine {
     pub join_lock: u64,
     /// The dependency graph's edge lock (an owner lock; serialises cycle checks).
     pub deps_lock: u64,
+    /// Processes parked in a blocking `claim_next` (the parker tags of every agent
+    /// slot, counted): zero lets every change skip the wake-up scan with one load.
+    pub claim_parked: u64,
+    /// Turn counter of the claim wake-ups: where the next scan of the agent table
+    /// starts, so consecutive ready tasks wake different agents.
+    pub claim_turn: u64,
     /// Zero.
-    pub reserved: [u64; 5],
+    pub reserved: [u64; 3],
 }
 
 /// The blob arena's and the set table's line.
@@ -367,6 +373,10 @@ pub mod hdr {
     pub const AGENTS_USED: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, used);
     /// The agent table's join lock (an owner lock).
     pub const AGENTS_LOCK: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, join_lock);
+    /// Processes parked in a blocking claim, all agents told.
+    pub const CLAIM_PARKED: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, claim_parked);
+    /// Where the next claim wake-up's scan of the agent table starts.
+    pub const CLAIM_TURN: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, claim_turn);
     /// The dependency graph's edge lock (an owner lock; serialises cycle checks).
     pub const DEPS_LOCK: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, deps_lock);
     /// Blob free-list head.
@@ -440,7 +450,8 @@ pub struct NodeSlotHeader {
     /// Previous sibling under the same parent: slot index + 1, 0 when none.
     pub prev_sibling: u64,
     /// Scan summary, rewritten with every record write: `kind | status << 8 |
-    /// priority << 16 | blocker_count << 24 | claim_agent << 32`. Lets queries skip
+    /// priority << 16 | blocker_count << 24 | claim_agent << 32 | assignee_count << 48`.
+    /// Lets queries skip
     /// slots without copying their records.
     pub summary: u64,
     /// HLC at creation (a copy of the record's, for age ordering without a copy-out).
@@ -524,7 +535,7 @@ pub struct NodeRecord {
     pub progress: u8,
     /// Bytes used in `name`.
     pub name_len: u8,
-    /// Zero, except on a reservation: [`reservation_flags`].
+    /// Bits of [`record_flags`]; on a reservation, [`reservation_flags`] too.
     pub flags: u8,
     /// Claim holder: agent slot index + 1, 0 when unclaimed.
     pub claim_agent: u16,
@@ -542,8 +553,9 @@ pub struct NodeRecord {
     pub lease_until_ms: u64,
     /// HLC when the current claim was taken.
     pub claimed_at: u64,
-    /// Assigned agents: agent slot index + 1.
-    pub assignees: [u16; ASSIGNEES_MAX],
+    /// Zero. Records of layout 3 held their assignees here as agent slots + 1; the
+    /// journal's reader converts those to principal keys (`assignees`).
+    pub retired_assignee_slots: [u16; ASSIGNEES_MAX],
     /// Raw handles of the nodes that block this one.
     pub blocked_by: [u64; BLOCKERS_MAX],
     /// Document content: raw blob handle (`generation << 32 | chunk index`), 0 when none.
@@ -588,10 +600,22 @@ pub struct NodeRecord {
     pub lapsed_at_ms: u64,
     /// Zero; room for later fields.
     pub reserved: [u8; 16],
+    /// Who the node is assigned to: principal keys (`crate::principal`: an agent's
+    /// name or `@role`), `assignee_count` of them used, 0 in the rest. By name, not by
+    /// agent slot, so an assignment holds for an agent that has not joined yet or that
+    /// left and comes back.
+    pub assignees: [u64; ASSIGNEES_MAX],
 }
 
 /// Bytes of [`NodeRecord::note`]: the longest note a task event carries.
 pub const TASK_NOTE_MAX: usize = 48;
+
+/// Bits of [`NodeRecord::flags`].
+pub mod record_flags {
+    /// An assigned task any agent may claim: its assignees are who it is meant for
+    /// first (`claim --next --mine`), not the only ones allowed.
+    pub const OPEN_TO_ALL: u8 = 1;
+}
 
 /// Values of [`NodeRecord::note_kind`].
 pub mod note_kind {
@@ -609,12 +633,12 @@ pub mod note_kind {
     pub const RESERVE: u8 = 5;
 }
 
-/// Bits of [`NodeRecord::flags`] on a reservation node (zero on every other kind).
+/// Bits of [`NodeRecord::flags`] on a reservation node, apart from [`record_flags`]'s.
 pub mod reservation_flags {
     /// The reservation is shared: it conflicts only with exclusive ones.
-    pub const SHARED: u8 = 1;
+    pub const SHARED: u8 = 2;
     /// Its reserver finished the conflict scan and holds it (see `reserve`).
-    pub const CONFIRMED: u8 = 2;
+    pub const CONFIRMED: u8 = 4;
 }
 
 /// A node slot: control words and two record copies.
@@ -685,8 +709,15 @@ pub struct AgentSlot {
     pub heartbeat_ms: u64,
     /// The agent's event cursor (next sequence it will read).
     pub cursor: u64,
-    /// Zero.
-    pub reserved_ctl: [u64; 4],
+    /// Futex word (its low 32 bits) of this agent's blocking claims: bumped by a change
+    /// that readies a task this agent may take, which then wakes one of its parkers.
+    pub claim_wake: u64,
+    /// The parked claimers' filter (`claimwait::WaitFilter`: kind, flags).
+    pub claim_filter: u64,
+    /// Raw handle of the subtree the parked claimers want (0: anywhere).
+    pub claim_under: u64,
+    /// Label key the parked claimers want (0: any).
+    pub claim_label: u64,
     /// Agent UUID (that of its node).
     pub uuid: [u8; 16],
     /// UTF-8 name, unique among live agents.
@@ -703,9 +734,16 @@ pub struct AgentSlot {
     pub role_len: u8,
     /// Zero.
     pub pad: [u8; 6],
+    /// Owner tags of the processes parked in a blocking claim for this agent (0: a
+    /// free place). The daemon clears the tags of dead processes.
+    pub claim_parkers: [u64; CLAIM_PARKERS],
     /// Zero.
-    pub reserved: [u8; 56],
+    pub reserved: [u8; 24],
 }
+
+/// Processes of one agent that can park in a blocking claim at once; more wait by
+/// polling once per `claimwait::RECHECK`.
+pub const CLAIM_PARKERS: usize = 4;
 
 /// Control words of a blob chunk. A blob is a chain of chunks; its first chunk's
 /// header also describes the whole blob.
@@ -805,6 +843,8 @@ const _: () = {
     assert!(hdr::RING_NOTIFY == 576 && hdr::RING_WAITERS == 584 && hdr::RING_WAKES == 592);
     assert!(hdr::RING_ABANDONED == 600);
     assert!(hdr::AGENTS_USED == 640 && hdr::AGENTS_LOCK == 648 && hdr::DEPS_LOCK == 656);
+    assert!(hdr::CLAIM_PARKED == 664 && hdr::CLAIM_TURN == 672);
+    assert!(offset_of!(AgentSlot, claim_wake) == 32 && offset_of!(AgentSlot, claim_parkers) == 200);
     assert!(hdr::BLOB_FREE_HEAD == 704 && hdr::BLOBS_USED == 712 && hdr::SET_FREE_HEAD == 720);
     assert!(hdr::SETS_USED == 728);
     assert!(hdr::CREATED == 768 && hdr::UPDATED == 776 && hdr::DELETED == 784);
@@ -813,7 +853,7 @@ const _: () = {
     assert!(hdr::JOURNAL_HEARTBEAT == 880 && hdr::SEQ_RESERVED == 888);
     assert!(hdr::RING_WAITER_TAGS == 896 && hdr::RING_WAITER_TAGS + 8 * hdr::RING_WAITER_TAG_COUNT == HEADER_SIZE);
     assert!(size_of::<NodeSlotHeader>() == 128);
-    assert!(size_of::<NodeRecord>() == 640);
+    assert!(size_of::<NodeRecord>() == 704);
     assert!(offset_of!(NodeRecord, name) == 72);
     assert!(offset_of!(NodeRecord, description) == 136);
     assert!(offset_of!(NodeRecord, claim_epoch) == 392);
@@ -823,8 +863,12 @@ const _: () = {
     assert!(offset_of!(NodeRecord, note) == 556);
     assert!(offset_of!(NodeRecord, lease_ms) == 604);
     assert!(offset_of!(NodeRecord, lapsed_at_ms) == 616);
+    // Layout 5 appended the assignees' principal keys; every earlier field kept its
+    // offset, so a layout-3 image is a prefix of a layout-5 record.
+    assert!(offset_of!(NodeRecord, retired_assignee_slots) == 416);
+    assert!(offset_of!(NodeRecord, assignees) == 640);
     assert!(crate::event::NOTE_PAYLOAD_MAX <= TASK_NOTE_MAX);
-    assert!(size_of::<NodeSlot>() == 1408 && align_of::<NodeSlot>() == 64);
+    assert!(size_of::<NodeSlot>() == 1536 && align_of::<NodeSlot>() == 64);
     assert!(size_of::<SetEntry>() == 32 && size_of::<SetSlot>() == 64 + 32 * SET_ENTRIES);
     assert!(size_of::<EventRecord>() == 176);
     assert!(offset_of!(EventRecord, topic) == 64 && offset_of!(EventRecord, payload) == 88);

@@ -142,6 +142,11 @@ code_enum!(
         /// A file reservation (under `/reservations`, see `reserve`): not work, never
         /// claimed through the task verbs.
         Reservation = 8 => "reservation",
+        /// A principal's mailbox under `/mail`, which also registers its name
+        /// (`crate::principal`).
+        Mailbox = 10 => "mailbox",
+        /// A label's registry node, `/labels/<label>` (see `Segment::add_label`).
+        Label = 11 => "label",
     }
 );
 
@@ -324,11 +329,16 @@ impl Node {
     pub fn lease_until_ms(&self) -> u64 {
         self.rec.lease_until_ms
     }
-    /// Assigned agents' slots.
-    pub fn assignees(&self) -> impl Iterator<Item = u16> + '_ {
+    /// Whom the node is assigned to, as keys ([`crate::Segment::principal`] names
+    /// them).
+    pub fn assignees(&self) -> impl Iterator<Item = crate::PrincipalKey> + '_ {
         self.rec.assignees[..(self.rec.assignee_count as usize).min(crate::layout::ASSIGNEES_MAX)]
             .iter()
-            .map(|a| a.saturating_sub(1))
+            .filter_map(|a| crate::PrincipalKey::from_raw(*a))
+    }
+    /// Whether an assigned node may be claimed by every agent, not only its assignees.
+    pub fn open_to_all(&self) -> bool {
+        self.rec.flags & crate::layout::record_flags::OPEN_TO_ALL != 0
     }
     /// Handles of the nodes blocking this one.
     pub fn blocked_by(&self) -> impl Iterator<Item = Handle> + '_ {

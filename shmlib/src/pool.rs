@@ -148,11 +148,13 @@ pub(crate) struct Change<'a> {
     pub epoch_note: Option<&'a str>,
     /// Progress events: the percentage, in the payload after the epoch.
     pub percent: Option<u8>,
+    /// Any other payload, built by the caller (used when `epoch_note` is `None`).
+    pub payload: Option<&'a [u8]>,
 }
 
 impl<'a> Change<'a> {
     pub(crate) fn new(kind: EventKind) -> Self {
-        Change { kind, actor: None, epoch_note: None, percent: None }
+        Change { kind, actor: None, epoch_note: None, percent: None, payload: None }
     }
     /// A progress event: the payload carries the percentage too.
     pub(crate) fn with_percent(mut self, percent: u8) -> Self {
@@ -161,6 +163,11 @@ impl<'a> Change<'a> {
     }
     pub(crate) fn by(mut self, actor: Option<Handle>) -> Self {
         self.actor = actor;
+        self
+    }
+    /// An event carrying `payload` as it is.
+    pub(crate) fn with_payload(mut self, payload: &'a [u8]) -> Self {
+        self.payload = Some(payload);
         self
     }
     /// A task event naming the record's claim epoch and `note`.
@@ -400,6 +407,9 @@ impl Segment {
         // Appended under the node's lock, so a node's events are in version order.
         let appended = self.emit(EventKind::NODE_CREATED, handle, &rec, crate::Hlc(rec.created));
         drop(guard);
+        if appended.is_ok() {
+            self.wake_claimers(handle, &rec);
+        }
         appended.map(|_| handle)
     }
 
@@ -843,7 +853,7 @@ impl Segment {
     {
         self.require_writable()?;
         let s = self.live_slot(h)?;
-        let _guard = self.lock_slot(h.index, s)?;
+        let guard = self.lock_slot(h.index, s)?;
         self.live_slot(h)?;
         let mut words = [0u64; RECORD_WORDS];
         seqlock::read_locked(s.seq(), s.copies(), &mut words);
@@ -868,7 +878,7 @@ impl Segment {
         let n = change
             .epoch_note
             .map_or(0, |note| crate::event::task_payload(&mut buf, rec.claim_epoch, change.percent, note));
-        let payload = &buf[..n];
+        let payload = change.payload.filter(|_| n == 0).unwrap_or(&buf[..n]);
         let uuid = Uuid::from_bytes(rec.uuid);
         let mut ev = NewEvent::new(change.kind).node(uuid, rec.version).payload(payload);
         if let Some(a) = change.actor {
@@ -876,6 +886,8 @@ impl Segment {
         }
         self.append_stamped(&ev, crate::Hlc(rec.updated))
             .map_err(|error| E::from(PoolError::EventNotAppended { error, node: h }))?;
+        drop(guard);
+        self.wake_claimers(h, &rec);
         Ok((Node { handle: h, rec }, out))
     }
 
@@ -1112,6 +1124,39 @@ impl Segment {
         Err(PoolError::Contended)
     }
 
+    /// The child of `parent` named `name`, if any: a lock-free walk of the child list
+    /// comparing each slot's name hash, copying out only records whose hash matches.
+    pub(crate) fn child_named(&self, parent: Handle, name: &str) -> Result<Option<Handle>, PoolError> {
+        let want = name_hash(name.as_bytes());
+        let mut kids = Vec::new();
+        self.children(parent, &mut kids)?;
+        for h in kids {
+            let Some(s) = self.slot(h.index) else { continue };
+            let hash = s.name_hash().load(Ordering::Relaxed);
+            if hash != want && hash != 0 {
+                continue;
+            }
+            if matches!(self.read(h), Ok(n) if n.name() == name) {
+                return Ok(Some(h));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The child of `parent` named as `spec` says, made from `spec` if there is none.
+    /// Two processes ensuring one name get the same node: sibling names are unique, so
+    /// the loser of the race is told [`PoolError::NameTaken`] and takes the winner's.
+    /// Without a token check: for the system containers (`/mail`, …) and their entries.
+    pub(crate) fn ensure_child(&self, parent: Handle, spec: &NewNode<'_>) -> Result<Handle, PoolError> {
+        if let Some(h) = self.child_named(parent, spec.name)? {
+            return Ok(h);
+        }
+        match self.add_node(parent, spec) {
+            Err(PoolError::NameTaken { existing }) => Ok(existing),
+            made => made,
+        }
+    }
+
     /// The live node in slot `index` and its scan summary, without copying its record.
     pub(crate) fn slot_summary(&self, index: u32) -> Option<(Handle, Summary)> {
         let s = self.slot(index)?;
@@ -1190,6 +1235,14 @@ fn publish(s: Slot<'_>, rec: &NodeRecord) {
     s.name_hash().store(name_hash(&rec.name[..(rec.name_len as usize).min(rec.name.len())]), Ordering::Relaxed);
     // SYNC POINT: pairs with the Acquire summary load in `slot_summary`.
     s.summary().store(summary_of(rec), Ordering::Release);
+}
+
+impl Segment {
+    /// The name hash a live slot keeps for `h`'s record (0: not known, or `h` is not a
+    /// live slot of the pool). One word, no record copy.
+    pub(crate) fn slot_name_hash(&self, h: Handle) -> u64 {
+        self.slot(h.index).map_or(0, |s| s.name_hash().load(Ordering::Relaxed))
+    }
 }
 
 /// FNV-1a of a name, never 0 (0 marks a slot whose hash is not known).

@@ -6,7 +6,6 @@
 //! budget* of nodes examined, and it says which bound stopped it, so a caller never
 //! mistakes a truncated answer for a complete one.
 
-use crate::agents::AgentId;
 use crate::clock::Hlc;
 use crate::error::PoolError;
 use crate::node::{Handle, Node, NodeKind, Status};
@@ -19,14 +18,16 @@ pub struct Query<'a> {
     pub kind: Option<NodeKind>,
     /// Only this status.
     pub status: Option<Status>,
-    /// Only nodes assigned to this agent.
-    pub assignee: Option<AgentId>,
+    /// Only nodes assigned to this principal (an agent's name or `@role`).
+    pub assignee: Option<crate::PrincipalKey>,
     /// Only this node and its descendants.
     pub under: Option<Handle>,
     /// Only names starting with this.
     pub name_prefix: Option<&'a str>,
     /// Only nodes changed at or after this clock value.
     pub updated_since: Option<Hlc>,
+    /// Only nodes carrying the label with this key ([`crate::label_key`]).
+    pub label: Option<u64>,
     /// At most this many results.
     pub limit: usize,
     /// At most this many nodes examined.
@@ -42,6 +43,7 @@ impl Default for Query<'_> {
             under: None,
             name_prefix: None,
             updated_since: None,
+            label: None,
             limit: 100,
             visit_budget: u32::MAX,
         }
@@ -63,7 +65,7 @@ impl Query<'_> {
     fn matches(&self, n: &Node) -> bool {
         self.kind.is_none_or(|k| n.kind() == Some(k))
             && self.status.is_none_or(|s| n.status() == Some(s))
-            && self.assignee.is_none_or(|a| n.assignees().any(|x| x == a.index))
+            && self.assignee.is_none_or(|a| n.assignees().any(|x| x == a))
             && self.name_prefix.is_none_or(|p| n.name().starts_with(p))
             && self.updated_since.is_none_or(|h| n.updated() >= h)
     }
@@ -129,7 +131,8 @@ impl Segment {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn query(&self, q: &Query<'_>, out: &mut Vec<Node>) -> Result<QueryStats, PoolError> {
-        self.find_by_predicate(q.under, q.limit, q.visit_budget, out, |n| q.matches(n), q.kind, q.status)
+        let labelled = |n: &Node| q.label.is_none_or(|l| self.has_label(n.handle(), l).unwrap_or(false));
+        self.find_by_predicate(q.under, q.limit, q.visit_budget, out, |n| q.matches(n) && labelled(n), q.kind, q.status)
     }
 
     /// Every node (in the subtree `under`, if given) for which `pred` holds, bounded by

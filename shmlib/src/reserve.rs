@@ -382,31 +382,9 @@ impl Segment {
         }
     }
 
-    /// `/reservations`, made on first use.
+    /// `/reservations`, made on first use (two racing makers get the same node).
     fn reservations_container(&self) -> Result<Handle, PoolError> {
-        let root = self.root();
-        let mut found = None;
-        for i in 0..self.caps.nodes {
-            let Some((h, summary)) = self.slot_summary(i) else { continue };
-            if summary.kind() != NodeKind::Container.code() {
-                continue;
-            }
-            if let Ok(n) = self.read(h) {
-                if n.parent() == Some(root) && n.name() == RESERVATIONS {
-                    found = Some(h);
-                    break;
-                }
-            }
-        }
-        if let Some(h) = found {
-            return Ok(h);
-        }
-        match self.add_node(root, &NewNode::new(NodeKind::Container, RESERVATIONS).status(Status::Ready)) {
-            Ok(h) => Ok(h),
-            // A racing reserver made it first: sibling names are unique.
-            Err(PoolError::NameTaken { existing }) => Ok(existing),
-            Err(e) => Err(e),
-        }
+        self.ensure_child(self.root(), &NewNode::new(NodeKind::Container, RESERVATIONS).status(Status::Ready))
     }
 
     fn agent_name(&self, id: Option<AgentId>) -> String {

@@ -127,7 +127,11 @@ impl Segment {
             .map
             .words_at(r.offset as usize + index as usize * size_of::<AgentSlot>(), size_of::<AgentSlot>() / 8)
             .ok_or(PoolError::Corrupt { what: "agent table outside the segment" })?;
-        let a: [u64; size_of::<AgentSlot>() / 8] = bytemuck::cast(*agent);
+        // What parked claimers left is of the processes of a past run.
+        let mut agent = *agent;
+        (agent.claim_wake, agent.claim_filter, agent.claim_under, agent.claim_label) = (0, 0, 0, 0);
+        agent.claim_parkers = [0; crate::layout::CLAIM_PARKERS];
+        let a: [u64; size_of::<AgentSlot>() / 8] = bytemuck::cast(agent);
         store_words(&words[1..], &a[1..]);
         words[0].store(a[0], Ordering::Release);
         self.hdr(hdr::AGENTS_USED).fetch_add(1, Ordering::Relaxed);

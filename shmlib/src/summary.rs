@@ -6,7 +6,8 @@
 
 use crate::layout::NodeRecord;
 
-/// `kind | status << 8 | priority << 16 | blocker_count << 24 | claim_agent << 32`, as
+/// `kind | status << 8 | priority << 16 | blocker_count << 24 | claim_agent << 32 |
+/// assignee_count << 48`, as
 /// documented at [`NodeSlotHeader::summary`](crate::layout::NodeSlotHeader::summary).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Summary(u64);
@@ -16,6 +17,7 @@ impl Summary {
     const PRIORITY_SHIFT: u32 = 16;
     const BLOCKERS_SHIFT: u32 = 24;
     const CLAIM_SHIFT: u32 = 32;
+    const ASSIGNEES_SHIFT: u32 = 48;
 
     /// The summary of `rec`.
     pub(crate) const fn of(rec: &NodeRecord) -> Summary {
@@ -24,7 +26,8 @@ impl Summary {
                 | (rec.status as u64) << Self::STATUS_SHIFT
                 | (rec.priority as u64) << Self::PRIORITY_SHIFT
                 | (rec.blocker_count as u64) << Self::BLOCKERS_SHIFT
-                | (rec.claim_agent as u64) << Self::CLAIM_SHIFT,
+                | (rec.claim_agent as u64) << Self::CLAIM_SHIFT
+                | (rec.assignee_count as u64) << Self::ASSIGNEES_SHIFT,
         )
     }
 
@@ -58,6 +61,11 @@ impl Summary {
         (self.0 >> Self::BLOCKERS_SHIFT) as u8
     }
 
+    /// The record's assignee count.
+    pub(crate) const fn assignee_count(self) -> u8 {
+        (self.0 >> Self::ASSIGNEES_SHIFT) as u8
+    }
+
     /// The record's claim agent: agent slot + 1, 0 when no claim is recorded (live or
     /// lapsed: the summary carries no lease).
     pub(crate) const fn claim_agent(self) -> u16 {
@@ -72,8 +80,12 @@ mod tests {
     #[test]
     fn every_field_round_trips() {
         let mut rec: NodeRecord = bytemuck::Zeroable::zeroed();
-        (rec.kind, rec.status, rec.priority, rec.blocker_count, rec.claim_agent) = (7, 5, 200, 8, 0xfffe);
+        (rec.kind, rec.status, rec.priority, rec.blocker_count, rec.claim_agent, rec.assignee_count) =
+            (7, 5, 200, 8, 0xfffe, 8);
         let s = Summary::from_raw(Summary::of(&rec).raw());
-        assert_eq!((s.kind(), s.status(), s.priority(), s.blocker_count(), s.claim_agent()), (7, 5, 200, 8, 0xfffe));
+        assert_eq!(
+            (s.kind(), s.status(), s.priority(), s.blocker_count(), s.claim_agent(), s.assignee_count()),
+            (7, 5, 200, 8, 0xfffe, 8)
+        );
     }
 }

@@ -3,7 +3,9 @@
 #![cfg(not(loom))]
 
 use std::time::Duration;
-use worknode::{Capacities, Claim, Daemon, NewNode, NodeKind, Segment, Status, TaskError, TaskFilter};
+use worknode::{
+    Capacities, Claim, Daemon, EventKind, NewNode, NodeKind, Principal, Segment, Start, Status, TaskError, TaskFilter,
+};
 
 /// The test's private segment; it made it, so it holds the daemon's handle (for the
 /// daemon's sweeps: `reap_expired_claims`, `settle_blocked`).
@@ -127,10 +129,10 @@ fn claim_next_takes_priority_then_age_and_honours_filters() {
     let high_new = task(&seg, "high-new", 9);
     let folder = seg.add(seg.root(), &NewNode::new(NodeKind::Folder, "f")).unwrap();
     let inside = seg.add(folder, &NewNode::new(NodeKind::Task, "inside").status(Status::Ready)).unwrap();
-    seg.assign(low, b).unwrap();
+    seg.assign(low, &Principal::parse("b").unwrap()).unwrap();
     let under = TaskFilter { under: Some(folder), ..TaskFilter::default() };
     assert_eq!(seg.claim_next(&under, a, LEASE).unwrap().task, inside);
-    let mine = TaskFilter { assignee: Some(b), ..TaskFilter::default() };
+    let mine = TaskFilter { mine: true, ..TaskFilter::default() };
     assert_eq!(seg.claim_next(&mine, b, LEASE).unwrap().task, low);
     assert_eq!(seg.claim_next(&TaskFilter::default(), a, LEASE).unwrap().task, high_old);
     assert_eq!(seg.claim_next(&TaskFilter::default(), a, LEASE).unwrap().task, high_new);
@@ -261,4 +263,114 @@ fn a_task_whose_last_blocker_is_deleted_is_settled_ready() {
     assert_eq!(seg.settle_blocked(), 1);
     assert_eq!(seg.read(t).unwrap().status(), Some(Status::Ready));
     assert_eq!(seg.settle_blocked(), 0);
+}
+
+fn who(text: &str) -> Principal {
+    Principal::parse(text).unwrap()
+}
+
+#[test]
+fn an_assigned_task_is_claimed_only_by_its_assignees() {
+    let seg = segment("assign");
+    let t = task(&seg, "review", 0);
+    // Assigned before either agent joined: the name is reserved, and shown.
+    seg.assign(t, &who("tester")).unwrap();
+    assert_eq!(seg.principal(who("tester").key()), Some(who("tester")));
+    let writer = seg.join("writer", "author").unwrap();
+    assert_eq!(seg.claim(t, writer, LEASE).unwrap_err(), TaskError::AssignedElsewhere { count: 1 });
+    assert_eq!(seg.claim_next(&TaskFilter::default(), writer, LEASE).unwrap_err(), TaskError::NothingReady);
+    assert_eq!(seg.read(t).unwrap().status(), Some(Status::Ready), "the refusal changed nothing");
+    let tester = seg.join("tester", "qa").unwrap();
+    assert_eq!(seg.claim_next(&TaskFilter { mine: true, ..TaskFilter::default() }, tester, LEASE).unwrap().task, t);
+}
+
+#[test]
+fn a_role_assignment_admits_every_agent_of_the_role_and_open_to_all_admits_everyone() {
+    let seg = segment("role");
+    let t = task(&seg, "t", 0);
+    let u = task(&seg, "u", 0);
+    seg.assign(t, &who("@qa")).unwrap();
+    seg.assign(u, &who("@qa")).unwrap();
+    let dev = seg.join("dev", "backend").unwrap();
+    let q1 = seg.join("q1", "qa").unwrap();
+    assert_eq!(seg.claim(t, dev, LEASE).unwrap_err(), TaskError::AssignedElsewhere { count: 1 });
+    seg.claim(t, q1, LEASE).unwrap();
+    seg.set_open_to_all(u, true).unwrap();
+    assert!(seg.read(u).unwrap().open_to_all());
+    // Open to all: claimable by anyone, but not "mine" for a non-assignee.
+    let mine = TaskFilter { mine: true, ..TaskFilter::default() };
+    assert_eq!(seg.claim_next(&mine, dev, LEASE).unwrap_err(), TaskError::NothingReady);
+    assert_eq!(seg.claim_next(&TaskFilter::default(), dev, LEASE).unwrap().task, u);
+}
+
+#[test]
+fn an_assignment_holds_by_name_across_leave_and_slot_reuse() {
+    let seg = segment("byname");
+    let t = task(&seg, "t", 0);
+    let first = seg.join("alice", "w").unwrap();
+    seg.assign(t, &who("alice")).unwrap();
+    seg.leave(first).unwrap();
+    // Another agent takes the freed slot: it does not inherit alice's work.
+    let bob = seg.join("bob", "w").unwrap();
+    assert_eq!(bob.index, first.index, "the slot was reused");
+    assert_eq!(seg.claim(t, bob, LEASE).unwrap_err(), TaskError::AssignedElsewhere { count: 1 });
+    // Alice comes back (another slot): the work is still hers.
+    let again = seg.join("alice", "w").unwrap();
+    seg.claim(t, again, LEASE).unwrap();
+    assert_eq!(seg.read(t).unwrap().assignees().collect::<Vec<_>>(), [who("alice").key()]);
+}
+
+#[test]
+fn assigning_appends_task_assigned_naming_the_assignee() {
+    let seg = segment("assigned-event");
+    let t = task(&seg, "t", 0);
+    let mut reader = seg.reader(Start::Now);
+    seg.assign(t, &who("@qa")).unwrap();
+    seg.unassign(t, &who("@qa")).unwrap();
+    let mut seen = Vec::new();
+    while let Ok(Some(e)) = reader.try_next() {
+        seen.push((e.kind(), String::from_utf8_lossy(e.payload()).into_owned()));
+    }
+    assert!(seen.contains(&(EventKind::TASK_ASSIGNED, r#"{"assignee":"@qa"}"#.to_string())), "{seen:?}");
+    assert!(seen.contains(&(EventKind::TASK_UNASSIGNED, r#"{"unassigned":"@qa"}"#.to_string())), "{seen:?}");
+    assert_eq!(seg.read(t).unwrap().assignees().count(), 0);
+}
+
+#[test]
+fn a_blocking_claim_is_woken_for_its_task_and_not_for_another_agents() {
+    let seg = std::sync::Arc::new(segment("blocking"));
+    let a = seg.join("a", "w").unwrap();
+    let b = seg.join("b", "w").unwrap();
+    let waiter = {
+        let seg = seg.clone();
+        std::thread::spawn(move || seg.claim_next_wait(&TaskFilter::default(), a, LEASE, Duration::from_secs(30)))
+    };
+    let parked = |seg: &Segment| {
+        let mut v = Vec::new();
+        seg.agents(&mut v);
+        v.iter().find(|i| i.id == a).map_or(0, |i| i.claim_parked)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while parked(&seg) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the waiter never parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let wakes = |seg: &Segment| {
+        let mut v = Vec::new();
+        seg.agents(&mut v);
+        v.iter().find(|i| i.id == a).map_or(0, |i| i.claim_wakes)
+    };
+    let before = wakes(&seg);
+    // A task for b: a is not woken, and b takes it.
+    let for_b = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "for-b").status(Status::Pending)).unwrap();
+    seg.assign(for_b, &who("b")).unwrap();
+    seg.set_status(for_b, Status::Ready).unwrap();
+    assert_eq!(wakes(&seg), before, "a was woken for b's task");
+    assert_eq!(seg.claim_next(&TaskFilter::default(), b, LEASE).unwrap().task, for_b);
+    // A task anyone may take: a is woken and holds it.
+    let open = task(&seg, "open", 0);
+    let got = waiter.join().unwrap().unwrap();
+    assert_eq!(got.task, open);
+    assert_eq!(got.agent, a);
+    assert!(wakes(&seg) > before);
 }

@@ -569,3 +569,53 @@ fn reservations_are_brokered_and_need_the_reserve_right_not_the_subtree() {
     seg.reservations(&mut all);
     assert_eq!(all.len(), 2, "nothing was removed: {all:?}");
 }
+
+/// Labels and documents put under a claim (issue 13, parts 7 and 3) go through the broker
+/// like every change: a subtree token labels inside its subtree only (the registry under
+/// the root is a system write its `update` right allows), `claim_next` selects by label,
+/// and a put presenting the claim renews its lease; a stale claim's put stores nothing.
+#[test]
+fn labels_and_documents_under_a_claim_go_through_the_broker() {
+    use worknode::{label_key, DocError, LabelError, TaskFilter};
+    let g = SegmentGuard::new("broker-labels");
+    let _d = start(&g, &[]);
+    board(&g);
+    let token = mint(&g, "lab", "read,update,claim,doc", &["--under", "/A"]);
+    let b = Segment::attach_brokered(g.name(), &token, "worker").expect("brokered attach");
+    let (a1, a2, b1) = (path(&b, "/A/a1"), path(&b, "/A/a2"), path(&b, "/B/b1"));
+    assert!(b.add_label(a1, "backend").unwrap());
+    assert!(!b.add_label(a1, "backend").unwrap());
+    assert!(b.add_label(a2, "frontend").unwrap());
+    let mut names = Vec::new();
+    b.labels(a1, &mut names).unwrap();
+    assert_eq!(names, ["backend"]);
+    let key = label_key("backend").unwrap();
+    assert!(b.has_label(a1, key).unwrap() && !b.has_label(a2, key).unwrap());
+    assert_eq!(b.read(path(&b, "/labels/backend")).unwrap().kind(), Some(NodeKind::Label));
+    assert_eq!(
+        b.add_label(b1, "backend"),
+        Err(LabelError::Pool(PoolError::Denied(Denied::OutsideSubtree(Right::Update))))
+    );
+    assert_eq!(b.add_label(a1, "two words"), Err(LabelError::HasWhitespace { at: 3 }));
+
+    let me = b.join("lab", "worker").unwrap();
+    let lease = Duration::from_secs(600);
+    let filter = TaskFilter { label: Some(key), ..TaskFilter::default() };
+    let claim = b.claim_next(&filter, me, lease).unwrap();
+    assert_eq!(claim.task, a1, "the only task labelled backend");
+    assert_eq!(b.claim_next(&filter, me, lease).unwrap_err(), TaskError::NothingReady);
+    std::thread::sleep(Duration::from_millis(20));
+    let doc = b.put_document_for(&claim, "notes", "text/plain", b"one").unwrap();
+    let renewed = b.read(a1).unwrap().lease_until_ms();
+    assert!(renewed > claim.lease_until_ms, "{renewed} > {}", claim.lease_until_ms);
+    b.replace_document_for(&claim, doc, "text/plain", b"two").unwrap();
+    let stale = worknode::Claim { epoch: claim.epoch + 1, ..claim };
+    let before = b.child_count(a1).unwrap();
+    assert!(matches!(
+        b.put_document_for(&stale, "late", "text/plain", b"x"),
+        Err(DocError::Claim(TaskError::StaleEpoch { .. }))
+    ));
+    assert_eq!(b.child_count(a1).unwrap(), before, "nothing stored");
+    assert!(b.remove_label(a1, "backend").unwrap());
+    assert!(!b.has_label(a1, key).unwrap());
+}

@@ -4,7 +4,7 @@
 //! listing cannot drift from what the parser accepts.
 
 use crate::cmd::{
-    agents, commands, docs, doctor, dump, events, lifecycle, nodes, persist, reserve, stat, tasks, token, top,
+    agents, commands, docs, doctor, dump, events, labels, lifecycle, nodes, persist, reserve, stat, tasks, token, top,
 };
 use crate::ctx::Ctx;
 use crate::fail::Fail;
@@ -125,6 +125,8 @@ pub enum Command {
     Activate(lifecycle::TaskArg),
     /// Change a node's name, description, priority or value.
     Edit(lifecycle::EditArgs),
+    /// Add or remove a node's labels: `wn label NODE add|rm LABEL...`.
+    Label(labels::LabelArgs),
     /// Assign an agent to a node.
     Assign(agents::AssignArgs),
     /// Remove an agent from a node's assignees.
@@ -201,6 +203,7 @@ pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
         Command::Reopen(a) => lifecycle::run_reopen(ctx, a),
         Command::Activate(a) => lifecycle::run_activate(ctx, a),
         Command::Edit(a) => lifecycle::run_edit(ctx, a),
+        Command::Label(a) => labels::run(ctx, a),
         Command::Assign(a) => agents::run_assign(ctx, a, true),
         Command::Unassign(a) => agents::run_assign(ctx, a, false),
         Command::Ready(a) => tasks::run_ready(ctx, a),

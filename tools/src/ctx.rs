@@ -131,7 +131,19 @@ impl Ctx {
     }
 }
 
-/// Finds a live agent by name (for `assign`, `--assignee`, `--actor`).
+/// Parses whom something is addressed to: an agent's name, or `@role`.
+pub fn principal(text: &str) -> Result<worknode::Principal, Fail> {
+    worknode::Principal::parse(text).map_err(|e| {
+        Fail::new(
+            "invalid_name",
+            exit::USAGE,
+            format!("{text:?} cannot name an agent or a role: {e}"),
+            "give an agent's name (`writer`) or a role (`@tester`): 1 to 64 bytes (roles 32), no '/' or control characters",
+        )
+    })
+}
+
+/// Finds a live agent by name (for `--actor`).
 pub fn find_agent(seg: &Segment, name: &str) -> Result<AgentId, Fail> {
     seg.find_agent(name).ok_or_else(|| {
         Fail::new(

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 use worknode::broker::Refusal;
 use worknode::{
-    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, PoolError, ReserveError, RingError, SetError,
-    TaskError,
+    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, LabelError, PoolError, ReserveError,
+    RingError, SetError, TaskError,
 };
 
 /// Exit codes, as documented in `wn --help`.
@@ -488,6 +488,9 @@ impl From<AgentError> for Fail {
             NameHasSlash { .. } => {
                 ("invalid_name", exit::USAGE, "'/' separates path elements: use another character, such as '-'".into())
             }
+            NameStartsWithAt => {
+                ("invalid_name", exit::USAGE, "'@name' addresses a role; drop the '@' from the agent's name".into())
+            }
             NotFound => ("agent_not_found", exit::NOT_FOUND, "list agents with `wn agents`".into()),
             SessionTaken { .. } => {
                 ("session_taken", exit::CONFLICT, "use another name (--agent) or stop that process".into())
@@ -528,7 +531,17 @@ impl From<TaskError> for Fail {
                 "wait for one (`wn wait --kind task_ready`)".into(),
             ),
             TooManyBlockers => ("too_many_blockers", exit::FULL, String::new()),
-            TooManyAssignees => ("too_many_assignees", exit::FULL, String::new()),
+            TooManyAssignees => ("too_many_assignees", exit::FULL, "assign a role (`@role`) instead of many agents".into()),
+            AssignedElsewhere { .. } => (
+                "assigned_elsewhere",
+                exit::CONFLICT,
+                "claim work assigned to you or open to all (`wn claim --next`), or have it reassigned".into(),
+            ),
+            WaitTimedOut => (
+                "timeout",
+                exit::TIMEOUT,
+                "no task you may take became ready; wait longer (--wait), or look at `wn ready`".into(),
+            ),
             UnknownAgent => ("agent_not_found", exit::NOT_FOUND, "join first (`wn join`)".into()),
             NotATask { .. } => (
                 "not_a_task",
@@ -574,6 +587,12 @@ impl From<DocError> for Fail {
                 "name a node of kind document (`wn doc ls NODE` lists them, `wn doc put` makes one)".into(),
             ),
             Changed => ("document_changed", exit::TIMEOUT, "retry".into()),
+            Claim(t) => return t.into(),
+            NotUnderTask => (
+                "not_under_task",
+                exit::USAGE,
+                "a claim renews its lease only through documents directly under its task".into(),
+            ),
             ChecksumMismatch { .. } => (
                 "checksum_mismatch",
                 exit::OTHER,
@@ -674,6 +693,28 @@ impl From<ReserveError> for Fail {
             Contended => ("busy", exit::TIMEOUT, "retry".into()),
         };
         Fail::new(code, exit, e.to_string(), hint)
+    }
+}
+
+impl From<LabelError> for Fail {
+    fn from(e: LabelError) -> Self {
+        use LabelError::*;
+        const RULE: &str = "a label is 1 to 64 bytes without '/', white space or control characters, not starting with '@' (e.g. backend, prio:high)";
+        let (code, exit, hint): (_, _, String) = match e {
+            Pool(p) => return p.into(),
+            Set(s) => return s.into(),
+            Empty | TooLong { .. } | HasSlash { .. } | HasControl { .. } | HasWhitespace { .. } | LeadingAt => {
+                ("invalid_label", exit::USAGE, RULE.into())
+            }
+            RegistryTaken => (
+                "label_registry_taken",
+                exit::CONFLICT,
+                "labels are registered under /labels: rename the node that holds that name (`wn edit /labels --name ...`)"
+                    .into(),
+            ),
+            KeyCollision => ("label_collision", exit::CONFLICT, "choose another label".into()),
+        };
+        Fail::lib(code, exit, &e, hint)
     }
 }
 
@@ -796,7 +837,25 @@ mod tests {
             NotADocument,
             Changed,
             ChecksumMismatch { stored: 1, computed: 2 },
+            Claim(TaskError::NotClaimant),
+            NotUnderTask,
             Pool(PoolError::StaleHandle),
+        ]
+    }
+
+    fn label_errors() -> Vec<LabelError> {
+        use LabelError::*;
+        vec![
+            Empty,
+            TooLong { len: 65, max: 64 },
+            HasSlash { at: 1 },
+            HasControl { at: 1 },
+            HasWhitespace { at: 1 },
+            LeadingAt,
+            RegistryTaken,
+            KeyCollision,
+            Set(SetError::SetFull { capacity: 32 }),
+            Pool(PoolError::ReadOnly),
         ]
     }
 
@@ -851,6 +910,7 @@ mod tests {
         out.extend(both(doc_errors()));
         out.extend(both(set_errors()));
         out.extend(both(reserve_errors()));
+        out.extend(both(label_errors()));
         out
     }
 
@@ -920,6 +980,8 @@ mod tests {
             (SetError::SetFull { capacity: 8 }.into(), "set_full", "set_compact"),
             (SetError::NoSetSlots { capacity: 2 }.into(), "no_set_slots", "larger --sets"),
             (SetError::Corrupt.into(), "corrupt", "wn doctor"),
+            (LabelError::HasWhitespace { at: 1 }.into(), "invalid_label", "e.g. backend"),
+            (DocError::NotUnderTask.into(), "not_under_task", "directly under its task"),
         ];
         for (f, code, advice) in cases {
             assert_eq!(f.code, code, "{f:?}");
@@ -948,6 +1010,7 @@ mod tests {
             Fail::from(TaskError::Pool(PoolError::ReadOnly)),
             Fail::from(DocError::Pool(PoolError::ReadOnly)),
             Fail::from(SetError::Pool(PoolError::ReadOnly)),
+            Fail::from(LabelError::Pool(PoolError::ReadOnly)),
         ] {
             assert_eq!(
                 (f.code, f.exit, &f.message, &f.hint),

@@ -229,17 +229,35 @@ pub fn now_ms() -> u64 {
     worknode::unix_ms()
 }
 
-/// Agent names by table slot (claims and assignees record slots).
+/// Agent names by table slot (claims record slots), and principals by key
+/// (assignees).
 pub struct Names {
     agents: HashMap<u16, String>,
+    principals: HashMap<worknode::PrincipalKey, String>,
 }
 
 impl Names {
-    /// Reads the agent table once.
+    /// Reads the agent table and the principal registry once.
     pub fn load(seg: &Segment) -> Names {
         let mut v = Vec::new();
         seg.agents(&mut v);
-        Names { agents: v.into_iter().map(|a| (a.id.index, a.name)).collect() }
+        let mut principals = HashMap::new();
+        for a in &v {
+            principals.insert(worknode::Principal::Agent(a.name.clone()).key(), a.name.clone());
+            if !a.role.is_empty() {
+                let role = worknode::Principal::Role(a.role.clone());
+                principals.insert(role.key(), role.to_string());
+            }
+        }
+        let mut registered = Vec::new();
+        let _ = seg.principals(&mut registered);
+        principals.extend(registered.into_iter().map(|p| (p.key(), p.to_string())));
+        Names { agents: v.into_iter().map(|a| (a.id.index, a.name)).collect(), principals }
+    }
+
+    /// The principal `key` names (`writer`, `@tester`), or `#<key>` if none is known.
+    pub fn principal(&self, key: worknode::PrincipalKey) -> String {
+        self.principals.get(&key).cloned().unwrap_or_else(|| format!("#{:016x}", key.raw()))
     }
 
     /// The agent in `slot`, or `#slot` for one that has left.
@@ -345,6 +363,9 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
         })
         .collect();
     let parent = n.parent().and_then(|p| seg.read(p).ok()).map(|p| p.uuid().to_string());
+    let mut labels = Vec::new();
+    // A node deleted meanwhile, or a damaged registry, shows no labels.
+    let _ = seg.labels(n.handle(), &mut labels);
     let mut v = json!({
         "uuid": n.uuid().to_string(),
         "name": n.name(),
@@ -361,8 +382,10 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
         "child_count": seg.child_count(n.handle()).unwrap_or(0),
         "claim": claim,
         "epoch": n.claim_epoch(),
-        "assignees": n.assignees().map(|a| names.agent(a)).collect::<Vec<_>>(),
+        "assignees": n.assignees().map(|a| names.principal(a)).collect::<Vec<_>>(),
+        "open_to_all": n.open_to_all(),
         "blocked_by": blockers,
+        "labels": labels,
     });
     if let Some(p) = path {
         v["path"] = json!(p);

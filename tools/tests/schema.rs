@@ -32,6 +32,7 @@ const VERBS: &[&str] = &[
     "reopen",
     "activate",
     "edit",
+    "label",
     "assign",
     "unassign",
     "ready",
@@ -209,6 +210,9 @@ fn every_verb_output_matches_its_schema() {
     c.check("add", &d.json(&["add", "task", "later", "--status", "pending", "--value", "2.5"]));
     c.check("activate", &d.json(&["activate", "/later"]));
     c.check("edit", &d.json(&["edit", "/later", "--desc", "some day", "--priority", "3"]));
+    c.check("label", &d.json(&["label", "/later", "add", "someday", "prio:low"]));
+    c.check("label", &d.json(&["label", "/later", "rm", "prio:low"]));
+    c.check("ls", &d.json(&["ls", "--label", "someday"]));
     c.check("assign", &d.json(&["assign", "/later", "alice"]));
     c.check("unassign", &d.json(&["unassign", "/later", "alice"]));
     c.check("add", &d.json(&["add", "task", "gate"]));

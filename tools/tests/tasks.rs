@@ -151,8 +151,11 @@ fn claim_next_prefers_priority_and_filters() {
     assert_eq!(d.json_as("carol", &["claim", "--next", "--mine"])["name"], "low");
     let un = d.json(&["unassign", "/p/low", "carol"]);
     assert_eq!(un["assignees"], Value::Array(vec![]));
-    d.fails(&["assign", "/p/low", "nobody"], 4, "agent_not_found");
-    d.fails(&["ready", "--assignee", "nobody"], 4, "agent_not_found");
+    // A name nobody has joined under is reserved, not refused; one that cannot be a
+    // name is.
+    assert_eq!(d.json(&["assign", "/p/low", "nobody"])["assignees"][0], "nobody");
+    d.fails(&["assign", "/p/low", "no/body"], 2, "invalid_name");
+    d.fails(&["ready", "--assignee", "@"], 2, "invalid_name");
 }
 
 #[test]

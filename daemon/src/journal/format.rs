@@ -27,8 +27,18 @@ pub const FORMAT_VERSION_MIN: u32 = 1;
 /// version that last changed those structs, not the header's: a header change does not
 /// make data files unreadable. The asserts below fail the build when a record changes
 /// size, so this cannot be forgotten.
-pub const RECORDS_LAYOUT: u32 = 3;
-const _: () = assert!(size_of::<NodeRecord>() == 640 && size_of::<AgentSlot>() == 256);
+///
+/// Layout 4 (segment layout 5) appended the assignees' principal keys to the node
+/// record (640 → 704 bytes; every earlier field kept its offset). Files of layout 3 are
+/// still read: a node image of theirs is the prefix of a layout-4 record, its
+/// assignees (agent slots) kept in `retired_assignee_slots` until the recovered state
+/// converts them to keys by the agents' names (`State::convert_retired_assignees`).
+pub const RECORDS_LAYOUT: u32 = 4;
+/// The oldest records layout read.
+pub const RECORDS_LAYOUT_MIN: u32 = 3;
+/// Bytes of a node image in layout-3 files.
+const NODE_RECORD_V3: usize = 640;
+const _: () = assert!(size_of::<NodeRecord>() == 704 && size_of::<AgentSlot>() == 256);
 const _: () = assert!(size_of::<EventRecord>() == 176);
 /// Bytes of a file header.
 pub const HEADER_LEN: usize = 24;
@@ -199,12 +209,33 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-fn decode(kind: Kind, b: &[u8]) -> Option<Record> {
+/// The records layout a whole file's bytes declare in their header.
+fn layout_of(file: &[u8]) -> u32 {
+    u32_at(file, 8).unwrap_or(RECORDS_LAYOUT)
+}
+
+/// A node image as the file's layout wrote it, as this build's record.
+fn node_image(b: &[u8], layout: u32) -> Option<NodeRecord> {
+    if layout == 3 {
+        if b.len() != NODE_RECORD_V3 {
+            return None;
+        }
+        let mut rec: NodeRecord = bytemuck::Zeroable::zeroed();
+        bytemuck::bytes_of_mut(&mut rec)[..NODE_RECORD_V3].copy_from_slice(b);
+        // Layout 3 had no key array: its count counted the agent slots.
+        return Some(rec);
+    }
+    pod(b)
+}
+
+fn decode(kind: Kind, b: &[u8], layout: u32) -> Option<Record> {
     Some(match kind {
         Kind::Event => Record::Event(pod(b).filter(|e: &EventRecord| e.seq < SEQ_LIMIT)?),
-        Kind::Node => {
-            Record::Node { index: u32_at(b, 0)?, generation: u32_at(b, 4)?, rec: Box::new(pod(b.get(8..)?)?) }
-        }
+        Kind::Node => Record::Node {
+            index: u32_at(b, 0)?,
+            generation: u32_at(b, 4)?,
+            rec: Box::new(node_image(b.get(8..)?, layout)?),
+        },
         Kind::NodeGone => Record::NodeGone { uuid: b.try_into().ok()? },
         Kind::Agent => Record::Agent {
             index: u16::from_le_bytes(b.get(0..2)?.try_into().ok()?),
@@ -258,10 +289,11 @@ pub struct Damage {
 pub const RESYNC_BUDGET: usize = 1 << 30;
 
 impl Kind {
-    /// The exact body length of a fixed-size kind.
-    fn fixed_len(self) -> Option<usize> {
+    /// The exact body length of a fixed-size kind in a file of records `layout`.
+    fn fixed_len(self, layout: u32) -> Option<usize> {
         Some(match self {
             Kind::Event => size_of::<EventRecord>(),
+            Kind::Node if layout == 3 => 8 + NODE_RECORD_V3,
             Kind::Node => 8 + size_of::<NodeRecord>(),
             Kind::Agent => 8 + size_of::<AgentSlot>(),
             Kind::NodeGone | Kind::AgentGone | Kind::Gap | Kind::SnapshotEnd => 16,
@@ -289,7 +321,7 @@ fn record_at(bytes: &[u8], at: usize) -> Result<(Record, usize), &'static str> {
         return Err("a record fails its checksum");
     }
     let record = Kind::from_u8(bytes[at + 8])
-        .and_then(|k| decode(k, &bytes[at + RECORD_OVERHEAD..end]))
+        .and_then(|k| decode(k, &bytes[at + RECORD_OVERHEAD..end], layout_of(bytes)))
         .ok_or("a record has an unknown kind or a malformed body")?;
     Ok((record, end))
 }
@@ -303,7 +335,7 @@ fn plausible_end(bytes: &[u8], at: usize) -> Option<usize> {
     }
     let len = u32_at(bytes, at)? as usize;
     let kind = Kind::from_u8(bytes[at + 8])?;
-    if len > MAX_BODY || kind.fixed_len().is_some_and(|n| n != len) {
+    if len > MAX_BODY || kind.fixed_len(layout_of(bytes)).is_some_and(|n| n != len) {
         return None;
     }
     let end = at + RECORD_OVERHEAD + len;
@@ -392,7 +424,9 @@ pub fn read_header(bytes: &[u8], magic: [u8; 8]) -> Result<u64, HeaderError> {
     }
     let layout = u32_at(bytes, 8).unwrap_or(0);
     let format = u32_at(bytes, 12).unwrap_or(0);
-    if layout != RECORDS_LAYOUT || !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&format) {
+    if !(RECORDS_LAYOUT_MIN..=RECORDS_LAYOUT).contains(&layout)
+        || !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&format)
+    {
         return Err(HeaderError::Version { layout, format });
     }
     Ok(u64_at(bytes, 16).unwrap_or(0))
@@ -423,6 +457,49 @@ pub fn scan_from(bytes: &[u8], from: usize, budget: &mut usize, mut f: impl FnMu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A layout-3 file as the previous build wrote it: a 640-byte node image whose
+    /// assignees were agent slots, after the image of the agent in that slot.
+    #[test]
+    fn layout_3_files_are_read_and_their_slot_assignees_become_name_keys() {
+        let mut b = Vec::new();
+        header(&mut b, JOURNAL_MAGIC, 1);
+        b[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let mut agent = AgentSlot::zeroed();
+        agent.name[..5].copy_from_slice(b"carol");
+        agent.name_len = 5;
+        encode(&mut b, &Record::Agent { index: 2, slot: Box::new(agent) });
+        let mut rec = NodeRecord::zeroed();
+        rec.uuid = [9; 16];
+        rec.name[..4].copy_from_slice(b"task");
+        rec.name_len = 4;
+        rec.assignee_count = 1;
+        rec.retired_assignee_slots[0] = 3; // agent slot 2, + 1
+                                           // Written as layout 3 did: only the first 640 bytes, framed by hand.
+        let start = b.len();
+        b.extend_from_slice(&[0u8; RECORD_OVERHEAD]);
+        b.extend_from_slice(&7u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&bytemuck::bytes_of(&rec)[..NODE_RECORD_V3]);
+        let body_len = b.len() - start - RECORD_OVERHEAD;
+        b[start + 8] = Kind::Node as u8;
+        let crc = crc32c::crc32c(&b[start + 8..]);
+        b[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        b[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+
+        assert_eq!(read_header(&b, JOURNAL_MAGIC), Ok(1));
+        let mut state = super::super::state::State::new(0);
+        assert_eq!(scan(&b, |_, r| state.apply(r)), Ok(b.len() as u64));
+        let (index, generation, got) = &state.nodes[&[9; 16]];
+        assert_eq!((*index, *generation), (7, 1));
+        assert_eq!(got.name_len, 4);
+        assert_eq!(got.assignee_count, 1);
+        assert_eq!(got.assignees[0], worknode::Principal::parse("carol").unwrap().key().raw());
+        assert_eq!(got.retired_assignee_slots, [0; 8]);
+        // A layout-4 image of the same length is not a layout-3 one: refused.
+        b[8..12].copy_from_slice(&4u32.to_le_bytes());
+        assert!(scan(&b, |_, _| {}).is_err());
+    }
 
     fn sample() -> Vec<u8> {
         let mut b = Vec::new();

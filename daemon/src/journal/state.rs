@@ -38,6 +38,28 @@ impl State {
         State { keep_events, ..State::default() }
     }
 
+    /// A node image of a layout-3 file names its assignees by agent slot: converts them
+    /// to the principal keys of those agents' names as the replay knows them at this
+    /// point (a slot whose agent is gone has no name left to convert, and is dropped).
+    fn convert_retired_assignees(&self, rec: &mut NodeRecord) {
+        if rec.retired_assignee_slots.iter().all(|s| *s == 0) {
+            return;
+        }
+        let slots = rec.retired_assignee_slots;
+        rec.retired_assignee_slots = [0; worknode::layout::ASSIGNEES_MAX];
+        rec.assignees = [0; worknode::layout::ASSIGNEES_MAX];
+        let mut n = 0;
+        for slot in slots.iter().take((rec.assignee_count as usize).min(slots.len())) {
+            let Some(agent) = slot.checked_sub(1).and_then(|i| self.agents.get(&i)) else { continue };
+            let name = &agent.name[..(agent.name_len as usize).min(agent.name.len())];
+            let Ok(name) = std::str::from_utf8(name) else { continue };
+            let Ok(who) = worknode::Principal::parse(name) else { continue };
+            rec.assignees[n] = who.key().raw();
+            n += 1;
+        }
+        rec.assignee_count = n as u8;
+    }
+
     /// Applies one record. Images are whole records, so applying them again, or applying
     /// one newer than the event it follows, is harmless: the last image wins.
     pub fn apply(&mut self, r: Record) {
@@ -52,7 +74,8 @@ impl State {
                     self.events.push_back(e);
                 }
             }
-            Record::Node { index, generation, rec } => {
+            Record::Node { index, generation, mut rec } => {
+                self.convert_retired_assignees(&mut rec);
                 self.nodes.insert(rec.uuid, (index, generation, rec));
             }
             Record::NodeGone { uuid } => {

@@ -17,10 +17,18 @@ use worknode::{AgentInfo, Node, Segment};
 pub struct AssignArgs {
     /// The node (UUID, unique prefix, or /path).
     node: String,
-    /// The agent's name (it must have joined: see `wn agents`). Its id is not `agent`,
-    /// which would collide with the global `--agent`.
-    #[arg(value_name = "AGENT")]
+    /// An agent's name (joined or not: the name is then reserved for it) or a role
+    /// (`@tester`: every agent of that role). Its id is not `agent`, which would
+    /// collide with the global `--agent`.
+    #[arg(value_name = "AGENT|@ROLE")]
     who: String,
+    /// Let every agent claim it (the assignees are who it is for first: `claim --next
+    /// --mine`); `--only-assignees` undoes it.
+    #[arg(long, conflicts_with = "only_assignees")]
+    open_to_all: bool,
+    /// Only its assignees may claim it (the default for an assigned task).
+    #[arg(long)]
+    only_assignees: bool,
 }
 
 /// Live claims by agent slot: every node whose lease has not lapsed.
@@ -59,6 +67,8 @@ pub fn agent_json(seg: &Segment, a: &AgentInfo, claims: &[Node]) -> Value {
         "session_alive": a.session_alive,
         "heartbeat_ms": a.heartbeat_ms,
         "joined_ms": a.joined.wall_ms(),
+        "claim_parked": a.claim_parked,
+        "claim_wakes": a.claim_wakes,
         "claims": claims,
     })
 }
@@ -154,7 +164,10 @@ pub fn run_leave(ctx: &Ctx) -> Result<(), Fail> {
 pub fn run_assign(ctx: &Ctx, a: &AssignArgs, assign: bool) -> Result<(), Fail> {
     let seg = ctx.attach_rw()?;
     let h = resolve::node(&seg, &a.node)?;
-    let agent = find_agent(&seg, &a.who)?;
-    let n = if assign { seg.assign(h, agent)? } else { seg.unassign(h, agent)? };
+    let who = crate::ctx::principal(&a.who)?;
+    let mut n = if assign { seg.assign(h, &who)? } else { seg.unassign(h, &who)? };
+    if a.open_to_all || a.only_assignees {
+        n = seg.set_open_to_all(h, a.open_to_all)?;
+    }
     print_node(ctx, &seg, &n)
 }

@@ -5,7 +5,9 @@
 //!
 //! `put` is create-or-replace: if PARENT already has exactly one document named NAME, its
 //! content is replaced (one new version of the same node); otherwise a new document node
-//! is added.
+//! is added. When the agent `wn` acts as holds a live claim on PARENT, the put presents
+//! it (`put_document_for`, `replace_document_for`): the claim's lease runs its full
+//! length again, so an agent that writes its results needs no renew loop.
 
 use crate::ctx::Ctx;
 use crate::fail::{exit, Fail};
@@ -14,7 +16,7 @@ use crate::output::{clean, node_json, print, print_bytes, print_json, Names};
 use crate::resolve::{self, path_of};
 use serde_json::json;
 use std::path::PathBuf;
-use worknode::{Handle, NodeKind, Segment};
+use worknode::{Claim, Handle, NodeKind, Segment};
 
 /// `wn doc …`.
 #[derive(clap::Subcommand, Debug)]
@@ -115,6 +117,21 @@ fn existing_document(seg: &Segment, parent: Handle, name: &str) -> Result<Option
     }
 }
 
+/// The live claim on `task` held by the agent this invocation acts as (`--agent`, or
+/// the token's), if any. An agent that has not joined holds nothing: no join is made.
+fn held_claim(ctx: &Ctx, seg: &Segment, task: Handle) -> Option<Claim> {
+    let name = seg.grant().map(|g| g.agent().to_string()).or_else(|| ctx.agent.clone())?;
+    let agent = seg.find_agent(&name)?;
+    let n = seg.read(task).ok()?;
+    let now = worknode::unix_ms();
+    (n.live_claimant_at(now) == Some(agent)).then(|| Claim {
+        task,
+        agent,
+        epoch: n.claim_epoch(),
+        lease_until_ms: n.lease_until_ms(),
+    })
+}
+
 /// Runs `doc put` / `doc get`.
 pub fn run(ctx: &Ctx, c: &DocCmd) -> Result<(), Fail> {
     match c {
@@ -200,12 +217,19 @@ fn put(ctx: &Ctx, a: &PutArgs) -> Result<(), Fail> {
         "split it into several documents, or restart the daemon with a larger --blob-chunks",
     )?;
     let content_type = a.content_type.clone().unwrap_or_else(|| guess_type(a.file.as_ref(), &bytes));
-    let doc = match existing_document(&seg, parent, &a.name)? {
-        Some(d) => {
+    // The holder of the parent task's claim puts with it: the lease follows the work.
+    let claim = held_claim(ctx, &seg, parent);
+    let doc = match (existing_document(&seg, parent, &a.name)?, claim) {
+        (Some(d), Some(c)) => {
+            seg.replace_document_for(&c, d, &content_type, &bytes)?;
+            d
+        }
+        (Some(d), None) => {
             seg.replace_document(d, &content_type, &bytes)?;
             d
         }
-        None => seg.put_document(parent, &a.name, &content_type, &bytes)?,
+        (None, Some(c)) => seg.put_document_for(&c, &a.name, &content_type, &bytes)?,
+        (None, None) => seg.put_document(parent, &a.name, &content_type, &bytes)?,
     };
     let n = seg.read(doc)?;
     if ctx.json {

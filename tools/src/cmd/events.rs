@@ -1,9 +1,16 @@
 //! `wn events` (read and follow the event ring), `wn emit` (append one event) and
 //! `wn wait` (block until the first matching event after now).
 //!
-//! An event kind on the command line is a built-in name (`task_ready`), `user`, a number,
-//! or any other name: an application kind, stored as `user` with that name as its topic
-//! (so `wn emit build_done` and `wn wait --kind build_done` meet).
+//! An event kind on the command line is a built-in name (`task_ready`), `user`, a number
+//! (a built-in code, or 1000 and up for applications), or an application name — a letter
+//! then letters, digits, `_`, `-`, `.` or `:` — stored as `user` with that name as its
+//! topic (so `wn emit build_done` and `wn wait --kind build_done` meet). Anything else,
+//! and a name within two edits of a built-in one, is refused (exit 2) with the list of
+//! built-in kinds: waiting for a kind no one can emit would only time out.
+//!
+//! `events` and `wait` select by kind, topic, actor and node, and by the node's state:
+//! `--status` (the node has that status once the event is read — for `wait`, as it
+//! arrives) and `--assignee` (the node is assigned to that agent).
 
 use crate::ctx::{find_agent, Ctx};
 use crate::duration;
@@ -17,7 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-use worknode::{Event, EventKind, Filter, Handle, NewEvent, RingError, Segment, Start, Wait};
+use worknode::{
+    Event, EventKind, Filter, Handle, NewEvent, Node, PrincipalKey, RingError, Segment, Start, Status, Wait,
+};
 
 /// Options of `wn events`.
 #[derive(clap::Args, Debug)]
@@ -56,6 +65,13 @@ pub struct Select {
     /// Only events by this agent.
     #[arg(long, value_name = "AGENT")]
     actor: Option<String>,
+    /// Only events after which their node has this status (its record read as the event
+    /// is read).
+    #[arg(long, value_parser = crate::cmd::nodes::status_parser())]
+    status: Option<Status>,
+    /// Only events about nodes assigned to this agent (its name) or role (`@role`).
+    #[arg(long, value_name = "WHO")]
+    assignee: Option<String>,
 }
 
 /// Options of `wn emit`.
@@ -88,24 +104,42 @@ pub struct WaitArgs {
 
 /// A kind argument: the ring kind, plus the topic an application name stands for.
 fn parse_kind(s: &str) -> Result<(EventKind, Option<String>), Fail> {
+    let names = || EventKind::BUILT_IN.iter().filter_map(|k| k.builtin_name()).collect::<Vec<&str>>().join(", ");
     match EventKind::parse(s) {
-        Ok(k) => Ok((k, None)),
+        Ok(k) if k.builtin_name().is_some() || k.is_user() => Ok((k, None)),
+        Ok(k) => Err(Fail::usage(
+            format!("unknown event kind {}: no built-in kind has that code", k.0),
+            format!("built-in kinds: {}; application kinds are numbers from 1000 up, or names", names()),
+        )),
         Err(_) => {
             // Any other name is an application kind, but one a letter or two from a
             // built-in name is a typo (`task_complete`): waiting for it would only time out.
             if let Some(near) = near_builtin(s) {
-                let names: Vec<&str> = EventKind::BUILT_IN.iter().filter_map(|k| k.builtin_name()).collect();
                 return Err(Fail::usage(
                     format!("unknown event kind {s:?}: did you mean {near:?}?"),
+                    format!("built-in kinds: {}; an application kind of that name goes by --topic {s}", names()),
+                ));
+            }
+            if !is_application_name(s) {
+                return Err(Fail::usage(
+                    format!("unknown event kind {:?}: neither a built-in kind nor an application name", clean(s)),
                     format!(
-                        "built-in kinds: {}; an application kind of that name goes by --topic {s}",
-                        names.join(", ")
+                        "built-in kinds: {}; an application kind is a number from 1000 up, or a name: a letter, then letters, digits, '_', '-', '.' or ':'",
+                        names()
                     ),
                 ));
             }
             Ok((EventKind::USER, Some(s.to_string())))
         }
     }
+}
+
+/// Whether `s` is a well-formed application kind name: an ASCII letter, then ASCII
+/// letters, digits, `_`, `-`, `.` or `:` (its length is the ring's to judge).
+fn is_application_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
 /// The built-in kind name within two edits of `s`, if any.
@@ -130,10 +164,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// A compiled selection: the ring's filter plus the topic test.
+/// A compiled selection: the ring's filter plus the topic and node-state tests.
 struct Selector {
     filter: Filter,
     topic: Option<String>,
+    status: Option<Status>,
+    assignee: Option<PrincipalKey>,
 }
 
 impl Selector {
@@ -161,12 +197,35 @@ impl Selector {
             Some(name) => Some(seg.agent(find_agent(seg, name)?)?.node),
             None => None,
         };
-        Ok(Selector { filter: Filter { kind, node, actor }, topic: kind_topic.or(s.topic.clone()) })
+        let assignee = s.assignee.as_deref().map(crate::ctx::principal).transpose()?.map(|p| p.key());
+        Ok(Selector {
+            filter: Filter { kind, node, actor },
+            topic: kind_topic.or(s.topic.clone()),
+            status: s.status,
+            assignee,
+        })
     }
 
-    fn matches_topic(&self, e: &Event) -> bool {
-        self.topic.as_deref().is_none_or(|t| e.topic() == t)
+    /// The tests the ring's filter does not make: the topic, and the state of the
+    /// event's node (read now: a node deleted since matches neither).
+    fn matches(&self, seg: &Segment, e: &Event) -> bool {
+        if self.topic.as_deref().is_some_and(|t| e.topic() != t) {
+            return false;
+        }
+        if self.status.is_none() && self.assignee.is_none() {
+            return true;
+        }
+        let Some(n) = e.node().and_then(|u| seg.lookup(u).ok()).and_then(|h| seg.read(h).ok()) else {
+            return false;
+        };
+        self.status.is_none_or(|s| n.status() == Some(s)) && self.assignee.is_none_or(|a| assigned_to(&n, a))
     }
+}
+
+/// Whether `n` is assigned to `who` (an agent's name or a `@role`, by its key): the one
+/// place `--assignee` reads the assignment.
+fn assigned_to(n: &Node, who: PrincipalKey) -> bool {
+    n.assignees().any(|k| k == who)
 }
 
 /// A node argument as a UUID: a full UUID is taken as given (events may be about nodes
@@ -316,7 +375,7 @@ pub fn run_events(ctx: &Ctx, a: &EventsArgs) -> Result<(), Fail> {
             reader.try_next().and_then(|e| e.ok_or(RingError::Timeout))
         };
         match got {
-            Ok(e) if sel.matches_topic(&e) => {
+            Ok(e) if sel.matches(&seg, &e) => {
                 if writeln!(out, "{}", printer.line(&e)).is_err() {
                     return Ok(()); // stdout closed (`| head`): not an error
                 }
@@ -380,7 +439,7 @@ pub fn run_wait(ctx: &Ctx, a: &WaitArgs) -> Result<(), Fail> {
     while Instant::now() < deadline || a.timeout.is_zero() {
         let left = deadline.saturating_duration_since(Instant::now());
         match reader.next(Wait::Park, left) {
-            Ok(e) if sel.matches_topic(&e) => return print(&printer.line(&e)),
+            Ok(e) if sel.matches(&seg, &e) => return print(&printer.line(&e)),
             Ok(_) => {}
             Err(RingError::Timeout) => return Err(timed_out()),
             Err(RingError::Lagged { missed, .. }) => {

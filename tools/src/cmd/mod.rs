@@ -6,6 +6,7 @@ pub mod docs;
 pub mod doctor;
 pub mod dump;
 pub mod events;
+pub mod labels;
 pub mod lifecycle;
 pub mod nodes;
 pub mod persist;

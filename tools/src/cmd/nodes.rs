@@ -1,6 +1,6 @@
 //! Nodes: `wn tree`, `wn ls`, `wn show`, `wn rollup` (inspection) and `wn add`.
 
-use crate::ctx::{find_agent, Ctx};
+use crate::ctx::Ctx;
 use crate::duration::relative;
 use crate::fail::{exit, Fail};
 use crate::output::{claim_text, clean, kind_text, node_json, node_line, now_ms, print, print_json, Names, ShortIds};
@@ -41,8 +41,8 @@ pub struct LsArgs {
     /// Only nodes in this status.
     #[arg(long, value_parser = status_parser())]
     status: Option<Status>,
-    /// Only nodes assigned to this agent.
-    #[arg(long, value_name = "AGENT")]
+    /// Only nodes assigned to this agent (by name) or role (`@role`).
+    #[arg(long, value_name = "AGENT|@ROLE")]
     assignee: Option<String>,
     /// Only this node's subtree (UUID, unique prefix, or /path).
     #[arg(long, value_name = "NODE")]
@@ -50,6 +50,9 @@ pub struct LsArgs {
     /// Only names starting with this.
     #[arg(long, value_name = "PREFIX")]
     name: Option<String>,
+    /// Only nodes carrying this label (`wn label`).
+    #[arg(long, value_name = "LABEL")]
+    label: Option<String>,
     /// At most this many nodes (1 to 16777216).
     #[arg(long, value_name = "N", default_value = "100", value_parser = crate::duration::number(1, worknode::layout::MAX_NODES as u64, "nodes to list"))]
     limit: u64,
@@ -95,6 +98,10 @@ pub struct AddArgs {
     /// A node this one waits for (repeatable): while one is open, this node is blocked.
     #[arg(long = "blocked-by", value_name = "NODE")]
     blocked_by: Vec<String>,
+    /// Assign it to this agent or `@role` (repeatable): only they may claim it. Assigned
+    /// before it becomes ready, so nobody else can claim it in between.
+    #[arg(long, value_name = "AGENT|@ROLE")]
+    assignee: Vec<String>,
     /// Initial status: ready (claimable) or pending (not yet).
     #[arg(long, value_parser = ["ready", "pending"], default_value = "ready")]
     status: String,
@@ -118,9 +125,20 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
     // Resolve every argument before creating anything: a bad name leaves nothing behind.
     let parent = resolve::node_or_root(&seg, a.parent.as_deref())?;
     let blockers: Vec<Handle> = a.blocked_by.iter().map(|b| resolve::node(&seg, b)).collect::<Result<_, _>>()?;
+    let assignees: Vec<worknode::Principal> =
+        a.assignee.iter().map(|w| crate::ctx::principal(w)).collect::<Result<_, _>>()?;
+    if assignees.len() > worknode::layout::ASSIGNEES_MAX {
+        return Err(Fail::new(
+            "too_many_assignees",
+            exit::FULL,
+            format!("{} assignees given; a node can have at most {}", assignees.len(), worknode::layout::ASSIGNEES_MAX),
+            "assign a role (`@role`) instead of many agents",
+        ));
+    }
     let want: Status = if a.status == "pending" { Status::Pending } else { Status::Ready };
-    // With blockers, start pending so no agent can claim it before its edges exist.
-    let initial = if blockers.is_empty() { want } else { Status::Pending };
+    // With blockers or assignees, start pending so no agent can claim it before its
+    // edges and assignees exist.
+    let initial = if blockers.is_empty() && assignees.is_empty() { want } else { Status::Pending };
     let spec = NewNode::new(a.kind, &a.name)
         .description(a.desc.as_deref().unwrap_or(""))
         .priority(a.priority as u8)
@@ -161,9 +179,12 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
     for b in &blockers {
         seg.add_blocker(h, *b).map_err(|e| created(e.into()))?;
     }
+    for who in &assignees {
+        seg.assign(h, who).map_err(|e| created(e.into()))?;
+    }
     let n = seg.read(h).map_err(|e| created(e.into()))?;
-    if !blockers.is_empty() && want == Status::Ready && n.status() == Some(Status::Pending) {
-        // Every blocker was already complete.
+    if initial != want && want == Status::Ready && n.status() == Some(Status::Pending) {
+        // Every blocker was already complete (or there were only assignees).
         seg.set_status(h, Status::Ready).map_err(|e| created(e.into()))?;
     }
     print_node(ctx, &seg, &seg.read(h)?)
@@ -254,21 +275,20 @@ fn tree_json(seg: &Segment, h: Handle, max: Option<usize>, names: &Names, depth:
 
 /// Lists nodes matching the filters.
 pub fn run_ls(ctx: &Ctx, a: &LsArgs) -> Result<(), Fail> {
+    let label = a.label.as_deref().map(crate::cmd::labels::label_key).transpose()?;
     let seg = ctx.attach_ro()?;
     let under = match a.under.as_deref() {
         Some(u) => Some(resolve::node(&seg, u)?),
         None => None,
     };
-    let assignee = match a.assignee.as_deref() {
-        Some(name) => Some(find_agent(&seg, name)?),
-        None => None,
-    };
+    let assignee = a.assignee.as_deref().map(crate::ctx::principal).transpose()?.map(|p| p.key());
     let q = Query {
         kind: a.kind,
         status: a.status,
         assignee,
         under,
         name_prefix: a.name.as_deref(),
+        label,
         limit: a.limit as usize,
         ..Query::default()
     };
@@ -347,7 +367,7 @@ pub fn run_show(ctx: &Ctx, a: &ShowArgs) -> Result<(), Fail> {
     let claim = claim_text(&n, &names, now);
     row("claim", if claim.is_empty() { "-".into() } else { claim });
     row("epoch", n.claim_epoch().to_string());
-    let assignees: Vec<String> = n.assignees().map(|a| clean(&names.agent(a)).into_owned()).collect();
+    let assignees: Vec<String> = n.assignees().map(|a| clean(&names.principal(a)).into_owned()).collect();
     row("assignees", if assignees.is_empty() { "-".into() } else { assignees.join(", ") });
     let blockers: Vec<String> = n
         .blocked_by()
@@ -359,6 +379,9 @@ pub fn run_show(ctx: &Ctx, a: &ShowArgs) -> Result<(), Fail> {
         })
         .collect();
     row("blocked by", if blockers.is_empty() { "-".into() } else { blockers.join("\n") });
+    let mut labels = Vec::new();
+    seg.labels(h, &mut labels)?;
+    row("labels", if labels.is_empty() { "-".into() } else { clean(&labels.join(", ")).into_owned() });
     if matches!(n.kind(), Some(NodeKind::Task | NodeKind::Custom)) {
         row("attempts", n.attempts().to_string());
         if let Some(at) = n.finished_at() {

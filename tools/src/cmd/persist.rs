@@ -113,7 +113,7 @@ pub fn run_export(ctx: &Ctx) -> Result<(), Fail> {
             "created_hlc": n.created().0,
             "updated_hlc": n.updated().0,
             "blocked_by": n.blocked_by().filter_map(|b| seg.read(b).ok()).map(|b| b.uuid().to_string()).collect::<Vec<_>>(),
-            "assignees": n.assignees().map(|a| names.agent(a)).collect::<Vec<_>>(),
+            "assignees": n.assignees().map(|a| names.principal(a)).collect::<Vec<_>>(),
             "claim": n.claimed_by().map(|slot| json!({ "agent": names.agent(slot), "epoch": n.claim_epoch(), "lease_until_ms": n.lease_until_ms() })),
         });
         if n.kind() == Some(NodeKind::Document) {
@@ -331,9 +331,10 @@ pub fn run_import(ctx: &Ctx, a: &ImportArgs) -> Result<(), Fail> {
             seg.set_merge(h, &OrSetState::from_parts(pairs("adds"), pairs("tombstones")))?;
         }
         for who in field(v, "assignees").as_array().into_iter().flatten().filter_map(Value::as_str) {
-            if let Some(id) = seg.find_agent(who) {
-                seg.assign(h, id)?;
-            }
+            seg.assign(h, &crate::ctx::principal(who)?)?;
+        }
+        if field(v, "open_to_all").as_bool() == Some(true) {
+            seg.set_open_to_all(h, true)?;
         }
         map.insert(uuid, h);
         created += 1;

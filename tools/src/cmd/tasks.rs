@@ -11,7 +11,7 @@
 //! `stale_epoch` (exit 3) instead of landing on the successor's claim.
 
 use crate::cmd::nodes::{kind_parser, node_table, print_node};
-use crate::ctx::{find_agent, Ctx};
+use crate::ctx::Ctx;
 use crate::duration;
 use crate::fail::{exit, Fail};
 use crate::output::{clean, node_json, now_ms, print, print_json, Names};
@@ -29,9 +29,12 @@ pub struct ReadyArgs {
     /// Only this subtree (UUID, unique prefix, or /path).
     #[arg(long, value_name = "NODE")]
     under: Option<String>,
-    /// Only tasks assigned to this agent.
-    #[arg(long, value_name = "AGENT")]
+    /// Only tasks assigned to this agent (by name) or role (`@role`).
+    #[arg(long, value_name = "AGENT|@ROLE")]
     assignee: Option<String>,
+    /// Only tasks carrying this label (`wn label`).
+    #[arg(long, value_name = "LABEL")]
+    label: Option<String>,
     /// At most this many (1 to 16777216).
     #[arg(long, value_name = "N", default_value = "100", value_parser = duration::number(1, worknode::layout::MAX_NODES as u64, "tasks to list"))]
     limit: u64,
@@ -52,12 +55,20 @@ pub struct ClaimArgs {
     /// With --next: only this subtree.
     #[arg(long, value_name = "NODE", requires = "next")]
     under: Option<String>,
-    /// With --next: only tasks assigned to this agent (`--mine` for yourself).
-    #[arg(long, value_name = "AGENT", requires = "next", conflicts_with = "mine")]
+    /// With --next: only tasks assigned to this agent or `@role` (and open to you).
+    #[arg(long, value_name = "AGENT|@ROLE", requires = "next", conflicts_with = "mine")]
     assignee: Option<String>,
-    /// With --next: only tasks assigned to you.
+    /// With --next: only tasks assigned to you, by name or by your role (not tasks open
+    /// to all).
     #[arg(long, requires = "next")]
     mine: bool,
+    /// With --next: only tasks carrying this label (`wn label`).
+    #[arg(long, value_name = "LABEL", requires = "next")]
+    label: Option<String>,
+    /// With --next: if no task is ready, wait up to this long for one (exit 5 when none
+    /// came); sleeps without polling and is woken for a task it may take.
+    #[arg(long, value_name = "DURATION", value_parser = duration::timeout, requires = "next")]
+    wait: Option<Duration>,
     /// How long the claim holds unless renewed (30s, 10m, 1h); 1ms to 30d.
     #[arg(long, value_name = "DURATION", value_parser = duration::lease, default_value = "10m")]
     lease: Duration,
@@ -160,8 +171,10 @@ pub fn run_ready(ctx: &Ctx, a: &ReadyArgs) -> Result<(), Fail> {
     let seg = ctx.attach_ro()?;
     let filter = TaskFilter {
         kind: Some(a.kind),
-        assignee: a.assignee.as_deref().map(|n| find_agent(&seg, n)).transpose()?,
+        assignee: a.assignee.as_deref().map(crate::ctx::principal).transpose()?.map(|p| p.key()),
         under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
+        label: a.label.as_deref().map(crate::cmd::labels::label_key).transpose()?,
+        ..TaskFilter::default()
     };
     let mut out = Vec::new();
     // One more than asked: whether the list was cut is then known, not guessed.
@@ -191,26 +204,28 @@ fn print_claim(ctx: &Ctx, seg: &Segment, c: &Claim) -> Result<(), Fail> {
 /// Claims a task, or the best ready one.
 pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
     // clap's `requires` does not hold these back when NODE fills the required group.
-    if !a.next && (a.kind.is_some() || a.under.is_some() || a.assignee.is_some() || a.mine) {
+    let selects = a.kind.is_some() || a.under.is_some() || a.assignee.is_some() || a.label.is_some();
+    if !a.next && (selects || a.mine || a.wait.is_some()) {
         return Err(Fail::usage(
-            "--kind, --under, --assignee and --mine select a task for --next; they cannot go with NODE",
+            "--kind, --under, --assignee, --label, --mine and --wait select a task for --next; they cannot go with NODE",
             "either `wn claim NODE` or `wn claim --next [--kind K] [--under NODE] [--mine]`",
         ));
     }
     let seg = ctx.attach_rw()?;
     let me = ctx.me(&seg)?;
     let claim = if a.next {
-        let assignee = match (a.mine, a.assignee.as_deref()) {
-            (true, _) => Some(me),
-            (false, Some(n)) => Some(find_agent(&seg, n)?),
-            (false, None) => None,
-        };
         let filter = TaskFilter {
             kind: a.kind,
-            assignee,
+            assignee: a.assignee.as_deref().map(crate::ctx::principal).transpose()?.map(|p| p.key()),
+            mine: a.mine,
             under: a.under.as_deref().map(|u| resolve::node(&seg, u)).transpose()?,
+            label: a.label.as_deref().map(crate::cmd::labels::label_key).transpose()?,
         };
-        seg.claim_next(&filter, me, a.lease).map_err(|e| {
+        let got = match a.wait {
+            Some(wait) => seg.claim_next_wait(&filter, me, a.lease, wait),
+            None => seg.claim_next(&filter, me, a.lease),
+        };
+        got.map_err(|e| {
             let tail = seg.ring_tail();
             let f = Fail::from(e);
             if f.code == "nothing_ready" {
@@ -235,6 +250,20 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
                 ),
                 "pick another task (`wn claim --next`), or wait for it (`wn wait --kind task_released`)",
             ),
+            TaskError::AssignedElsewhere { .. } => {
+                let names = Names::load(&seg);
+                let to: Vec<String> = seg
+                    .read(h)
+                    .map(|n| n.assignees().map(|k| clean(&names.principal(k)).into_owned()).collect())
+                    .unwrap_or_default();
+                Fail::new(
+                    "assigned_elsewhere",
+                    exit::CONFLICT,
+                    format!("{spec:?} is assigned to {}, not to you", to.join(", ")),
+                    "claim work assigned to you or open to all (`wn claim --next`), or have it reassigned (`wn assign`, `--open-to-all`)",
+                )
+                .with_details(json!({ "assignees": to }))
+            }
             e => e.into(),
         })?
     };
