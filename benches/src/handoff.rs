@@ -177,7 +177,8 @@ pub fn mail(ctx: &Ctx) -> Result<Measured, Fail> {
     let seg = TempSegment::create("mail", &mail_caps()).map_err(e2s)?;
     let me = seg.join("parent", "bench").map_err(e2s)?;
     let child_p = Principal::Agent("child".into());
-    let child = ctx.spawn("mail-child", &[("seg", seg.name().to_string()), ("rounds", ctx.plan.total().to_string())])?;
+    let child =
+        ctx.spawn("mail-child", &[("seg", seg.name().to_string()), ("rounds", ctx.plan.total().to_string())])?;
     let mut inbox = Vec::new();
     let driven = drive(&ctx.plan, |i| {
         seg.send(me, &child_p, None, &crate::payload::make(i, crate::payload::PING)).map_err(e2s)?;

@@ -294,7 +294,12 @@ pub fn specs() -> Vec<Spec> {
             crate::handoff::worknode
         ),
         spec!("handoff-redis", "handoff", "Redis LPUSH, the other side BLMOVE + LREM", crate::handoff::redis),
-        spec!("mail-worknode", "mail", "Worknode send; the receiver waits, reads, acks (wait_for_mail)", crate::handoff::mail),
+        spec!(
+            "mail-worknode",
+            "mail",
+            "Worknode send; the receiver waits, reads, acks (wait_for_mail)",
+            crate::handoff::mail
+        ),
         spec!("mail-redis", "mail", "Redis XADD / XREAD BLOCK", redis_peer::streams),
         spec!("broker-update-direct", "broker", "progress on a held task, direct handle", |c| broker::run(
             c,

@@ -473,6 +473,18 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         R::Remove { node: n, recursive, force } => Reply::of(h.remove(n, recursive, force), Reply::Count),
         R::Send { from, to, thread, body } => Reply::of(h.send(from, &to, thread.as_deref(), &body), Reply::Handle),
         R::Ack { agent, message } => Reply::of(h.ack(agent, message), unit),
+        R::Reserve { agent, globs, opts } => {
+            let globs: Vec<&str> = globs.iter().map(String::as_str).collect();
+            Reply::of(h.reserve(agent, &globs, &opts), Reply::Reservation)
+        }
+        R::RenewReservation { reservation, lease_ms } => {
+            Reply::of(h.renew_reservation(&reservation, Duration::from_millis(lease_ms)), Reply::Reservation)
+        }
+        R::Unreserve { reservation } => Reply::of(h.unreserve(&reservation), |()| Reply::Unit),
+        R::UnreserveMatching { agent, globs } => {
+            let globs: Option<Vec<&str>> = globs.as_ref().map(|g| g.iter().map(String::as_str).collect());
+            Reply::of(h.unreserve_matching(agent, globs.as_deref()), Reply::Count)
+        }
         R::Leave { agent } => Reply::of(h.leave(agent), |()| {
             if conn.session == Some(agent) {
                 conn.session = None;

@@ -337,6 +337,10 @@ pub enum Request {
     Remove { node: Handle, recursive: bool, force: bool },
     Send { from: AgentId, to: crate::Principal, thread: Option<String>, body: Vec<u8> },
     Ack { agent: AgentId, message: Handle },
+    Reserve { agent: AgentId, globs: Vec<String>, opts: crate::ReserveOptions },
+    RenewReservation { reservation: crate::Reservation, lease_ms: u64 },
+    Unreserve { reservation: crate::Reservation },
+    UnreserveMatching { agent: AgentId, globs: Option<Vec<String>> },
 }
 
 /// The daemon's answer to a [`Request`].
@@ -350,12 +354,13 @@ pub enum Reply {
     Claim(Claim),
     Count(u64),
     Agent(AgentId),
+    Reservation(crate::Reservation),
     /// The operation failed.
     Err(WireError),
 }
 
 /// An operation's error, in its own type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub enum WireError {
     Pool(PoolError),
@@ -364,6 +369,7 @@ pub enum WireError {
     Ring(RingError),
     Agent(AgentError),
     Set(SetError),
+    Reserve(crate::ReserveError),
     Label(crate::labels::LabelError),
     Mail(crate::MailError),
 }
@@ -377,7 +383,7 @@ macro_rules! into_wire {
         }
     )*};
 }
-into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set, crate::labels::LabelError => Label, crate::MailError => Mail);
+into_wire!(PoolError => Pool, TaskError => Task, DocError => Doc, RingError => Ring, AgentError => Agent, SetError => Set, crate::labels::LabelError => Label, crate::MailError => Mail, crate::ReserveError => Reserve);
 
 impl Reply {
     /// The reply for an operation's result: `ok` of its value, or its error.
@@ -429,6 +435,7 @@ from_wire!(TaskError, Task, |f| TaskError::Pool(PoolError::Broker(f)));
 from_wire!(DocError, Doc, |f| DocError::Pool(PoolError::Broker(f)));
 from_wire!(AgentError, Agent, |f| AgentError::Pool(PoolError::Broker(f)));
 from_wire!(SetError, Set, |f| SetError::Pool(PoolError::Broker(f)));
+from_wire!(crate::ReserveError, Reserve, |f| crate::ReserveError::Pool(PoolError::Broker(f)));
 from_wire!(crate::labels::LabelError, Label, |f| crate::labels::LabelError::Pool(PoolError::Broker(f)));
 from_wire!(crate::MailError, Mail, |f| crate::MailError::Pool(PoolError::Broker(f)));
 
@@ -597,6 +604,10 @@ impl Link {
 
     pub(crate) fn ask_handle<E: FromWire>(&self, req: Request) -> Result<Handle, E> {
         self.ask(req, |r| if let Reply::Handle(h) = r { Some(h) } else { None })
+    }
+
+    pub(crate) fn ask_reservation(&self, req: Request) -> Result<crate::Reservation, crate::ReserveError> {
+        self.ask(req, |r| if let Reply::Reservation(x) = r { Some(x) } else { None })
     }
 
     pub(crate) fn ask_agent(&self, req: Request) -> Result<AgentId, AgentError> {

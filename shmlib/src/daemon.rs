@@ -263,6 +263,13 @@ impl Daemon {
         self.seg.settle_blocked()
     }
 
+    /// Deletes every dead reservation — its claim released (its agent left or died) or
+    /// its lease lapsed — so `/reservations` holds only what holds. The daemon runs it
+    /// every second, after the lease sweep. Returns how many it deleted.
+    pub fn sweep_dead_reservations(&self) -> usize {
+        self.seg.sweep_dead_reservations()
+    }
+
     /// Takes readers that were killed while parked off the waiter count, so producers
     /// stop paying a wake syscall for them. The daemon runs it every second. Returns how
     /// many it removed.

@@ -75,7 +75,9 @@ pub enum Denied {
     /// This handle holds a grant already (a handle acts under one token for its life).
     AlreadyGranted,
     /// Under a token, the agents' own records (`/agents` and the agent nodes in it) are
-    /// changed only by the agent operations (`join`, `leave`, sessions).
+    /// changed only by the agent operations (`join`, `leave`, sessions), and file
+    /// reservations (`/reservations` and the reservations in it) only by the reservation
+    /// operations (`reserve`, `unreserve`, …).
     SystemNode,
     /// Under a token, only application events (kind `EventKind::USER` and up) may be
     /// appended: the built-in kinds report changes, and the journal acts on them.
@@ -97,7 +99,9 @@ impl fmt::Display for Denied {
             Denied::CannotRead => write!(f, "the token does not grant read"),
             Denied::NotOpen => write!(f, "the broker serves only the daemon's own user"),
             Denied::AlreadyGranted => write!(f, "this handle already acts under a token"),
-            Denied::SystemNode => write!(f, "agent records change only through the agent operations"),
+            Denied::SystemNode => {
+                write!(f, "agent and reservation records change only through their own operations")
+            }
             Denied::BuiltInEvent => write!(f, "built-in event kinds cannot be appended under a token"),
             Denied::NotThisKind => {
                 write!(f, "under a token, add makes only pending or ready nodes, and no agent or document nodes")
@@ -146,7 +150,7 @@ impl Segment {
         self.permit_right(right)?;
         let Some(Grant(t)) = self.grant.get() else { return Ok(()) };
         if let Some(h) = node {
-            if self.is_agent_record(h) {
+            if self.is_system_record(h) {
                 return Err(Denied::SystemNode);
             }
         }
@@ -169,6 +173,13 @@ impl Segment {
             None if subtree => self.permit_right(right),
             _ => self.permit(right, None),
         }
+    }
+
+    /// The check of a reservation change: the `reserve` right and the expiry. Not the
+    /// subtree: reservations live in the system container `/reservations`, outside any
+    /// token's subtree, and name paths of a repository rather than nodes.
+    pub(crate) fn permit_reserve(&self) -> Result<(), Denied> {
+        self.permit_right(Right::Reserve)
     }
 
     /// The right and the expiry, not the subtree.
@@ -217,10 +228,18 @@ impl Segment {
         Some(self.lookup(root).map_err(|_| Denied::OutsideSubtree(Right::Claim)))
     }
 
-    /// The `/agents` container or an agent's node in it.
-    fn is_agent_record(&self, h: Handle) -> bool {
+    /// The `/agents` container or an agent's node in it; `/reservations` or a
+    /// reservation.
+    fn is_system_record(&self, h: Handle) -> bool {
+        use crate::node::NodeKind;
         let agents = self.agents_container();
-        h == agents || self.read(h).is_ok_and(|n| n.parent() == Some(agents))
+        let Ok(n) = self.read(h) else { return false };
+        h == agents
+            || n.parent() == Some(agents)
+            || n.kind() == Some(NodeKind::Reservation)
+            || (n.parent() == Some(self.root())
+                && n.kind() == Some(NodeKind::Container)
+                && n.name() == crate::reserve::RESERVATIONS)
     }
 
     /// Under a grant: what `add` may make (see [`Denied::NotThisKind`]).
@@ -231,7 +250,12 @@ impl Segment {
         }
         let kind_ok = !matches!(
             spec.kind,
-            NodeKind::Agent | NodeKind::Document | NodeKind::Label | NodeKind::Message | NodeKind::Mailbox
+            NodeKind::Agent
+                | NodeKind::Document
+                | NodeKind::Label
+                | NodeKind::Message
+                | NodeKind::Mailbox
+                | NodeKind::Reservation
         );
         let status_ok = matches!(spec.status, Status::Pending | Status::Ready);
         if kind_ok && status_ok {

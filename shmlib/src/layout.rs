@@ -535,7 +535,7 @@ pub struct NodeRecord {
     pub progress: u8,
     /// Bytes used in `name`.
     pub name_len: u8,
-    /// Bits of [`record_flags`].
+    /// Bits of [`record_flags`]; on a reservation, [`reservation_flags`] too.
     pub flags: u8,
     /// Claim holder: agent slot index + 1, 0 when unclaimed.
     pub claim_agent: u16,
@@ -629,6 +629,16 @@ pub mod note_kind {
     pub const FAIL: u8 = 3;
     /// Written by `cancel` (the reason).
     pub const CANCEL: u8 = 4;
+    /// Written by `reserve` (the reservation's reason).
+    pub const RESERVE: u8 = 5;
+}
+
+/// Bits of [`NodeRecord::flags`] on a reservation node, apart from [`record_flags`]'s.
+pub mod reservation_flags {
+    /// The reservation is shared: it conflicts only with exclusive ones.
+    pub const SHARED: u8 = 2;
+    /// Its reserver finished the conflict scan and holds it (see `reserve`).
+    pub const CONFIRMED: u8 = 4;
 }
 
 /// A node slot: control words and two record copies.

@@ -36,7 +36,8 @@
 //! ```
 //!
 //! Every operation returns its own error enum ([`AttachError`], [`PoolError`],
-//! [`TaskError`], [`AgentError`], [`DocError`], [`SetError`], [`RingError`], [`MailError`]); each
+//! [`TaskError`], [`AgentError`], [`DocError`], [`SetError`], [`RingError`], [`MailError`],
+//! [`ReserveError`]); each
 //! method's `# Errors` section says which variants it returns and when.
 //!
 //! ## Layers
@@ -78,6 +79,7 @@ mod event;
 pub mod failpoint;
 mod freelist;
 mod genstate;
+mod glob;
 mod grant;
 mod index;
 mod inspect;
@@ -91,6 +93,7 @@ mod ownerlock;
 mod pool;
 mod principal;
 mod query;
+mod reserve;
 mod restore;
 mod ring;
 mod segment;
@@ -113,6 +116,7 @@ pub use daemon::{Daemon, Reclaimed};
 pub use durability::{Durability, Heartbeat, DURABILITY_WAIT};
 pub use error::{AttachError, PoolError};
 pub use event::{Event, EventKind, Filter, NewEvent, RingError};
+pub use glob::{check_path, Glob, GlobError, GLOB_MAX, PATH_MAX};
 pub use grant::{Denied, Grant};
 pub use inspect::{Damage, DamageClass, HeaderGuard, Holder, Inspector, RingSlotControl, SlotControl};
 pub use labels::{check_label, label_key, LabelError, LABELS_CONTAINER, LABEL_MAX};
@@ -124,6 +128,9 @@ pub use orset::{OrSetState, SetError};
 pub use pool::DeleteMode;
 pub use principal::{Principal, PrincipalError, PrincipalKey, MAIL_CONTAINER};
 pub use query::{Query, QueryStats, Rollup};
+pub use reserve::{
+    Reservation, ReservationInfo, ReserveError, ReserveOptions, GLOBS_MAX, REASON_MAX, RESERVATIONS, RESOLVE_WAIT,
+};
 pub use restore::RestoreStats;
 pub use ring::Stamp as RingStamp;
 pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER, SPIN_WINDOW};
@@ -143,6 +150,7 @@ pub use token::{
 #[doc(hidden)]
 pub mod loom_api {
     pub use crate::freelist::{init, pop, push, FreeListError};
+    pub use crate::reserve::{verdict, Verdict};
     pub use crate::ring::{Peek, RingView, SLOT_WORDS};
     pub use crate::seqlock::{active_copy, lock, read, read_locked, repair, unlock, write_locked, LockBusy};
 }

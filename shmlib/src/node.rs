@@ -139,6 +139,9 @@ code_enum!(
         Agent = 6 => "agent",
         /// Application-defined; see [`Node::custom_kind`].
         Custom = 7 => "custom",
+        /// A file reservation (under `/reservations`, see `reserve`): not work, never
+        /// claimed through the task verbs.
+        Reservation = 8 => "reservation",
         /// A message in a mailbox; its body is the node's content (`crate::mail`).
         Message = 9 => "message",
         /// A principal's mailbox under `/mail`, which also registers its name
@@ -305,6 +308,7 @@ impl Node {
             k::COMPLETE => "complete",
             k::FAIL => "fail",
             k::CANCEL => "cancel",
+            k::RESERVE => "reserve",
             _ => return None,
         };
         Some((by, text(&self.rec.note, self.rec.note_len as usize)))

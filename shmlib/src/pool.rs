@@ -326,9 +326,21 @@ impl Segment {
 
     /// [`Segment::add`] without the token check (for operations that made their own).
     pub(crate) fn add_node(&self, parent: Handle, spec: &NewNode<'_>) -> Result<Handle, PoolError> {
+        self.add_node_with(parent, spec, |_| {})
+    }
+
+    /// [`Segment::add_node`], with `f` completing the record before it goes live (a
+    /// reservation is born held, so no reader ever sees it unclaimed).
+    pub(crate) fn add_node_with(
+        &self,
+        parent: Handle,
+        spec: &NewNode<'_>,
+        f: impl FnOnce(&mut NodeRecord),
+    ) -> Result<Handle, PoolError> {
         self.require_writable()?;
         self.live_slot(parent)?;
-        let rec = spec.to_record(Uuid::now_v7(), Some(parent), self.now())?;
+        let mut rec = spec.to_record(Uuid::now_v7(), Some(parent), self.now())?;
+        f(&mut rec);
         self.install(rec, Some(parent))
     }
 

@@ -1,6 +1,7 @@
 //! `loom` models of the lock-free cores: the double-buffered seqlock (`seqlock.rs`), the
-//! ABA-tagged Treiber free list (`freelist.rs`) and the event ring's claim / publish / read /
-//! lap / abandon protocol (`ring.rs`).
+//! ABA-tagged Treiber free list (`freelist.rs`), the event ring's claim / publish / read /
+//! lap / abandon protocol (`ring.rs`) and the file reservations' insert, fence, scan,
+//! confirm (`reserve.rs`).
 //!
 //! Run with (from the repository root; this is `.ci/loom`):
 //!
@@ -94,6 +95,15 @@
 //!   had not finished after 400 000 executions, 20 s). The other models copy whole events.
 //! * `RingView::lapped_while_copying` counts (outside the model) the `peek`s whose re-check
 //!   after the copy caught a reuse, so the lap model can assert it reached that case.
+//! * [`reservation_race_has_exactly_one_winner`]: two reservers of overlapping globs each
+//!   publish their reservation pending (a Release store, as a node's publish is), fence
+//!   SeqCst, scan the other's word and apply the library's own [`verdict`] (lose to a
+//!   confirmed rival or an earlier pending one, wait on a later pending one), then confirm:
+//!   in every execution exactly one confirms and the other withdraws. (The node pool, the
+//!   globs and the scan over slots are not modelled: the word stands for the rival's node
+//!   as the scan reads it.) Both halves are needed, and the model shows it: without the
+//!   fence, or with the plain rule "ignore later pending rivals" instead of waiting on
+//!   them, it finds executions in which both reservers win.
 #![cfg(loom)]
 
 use loom::model::Builder;
@@ -105,8 +115,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 use worknode::layout::EventRecord;
 use worknode::loom_api::{
-    active_copy, init, lock, pop, push, read, read_locked, repair, unlock, write_locked, FreeListError, Peek, RingView,
-    SLOT_WORDS,
+    active_copy, init, lock, pop, push, read, read_locked, repair, unlock, verdict, write_locked, FreeListError, Peek,
+    RingView, Verdict, SLOT_WORDS,
 };
 
 /// Words per record: enough for a torn copy to show, few enough to keep models small.
@@ -847,4 +857,48 @@ fn ring_writer_declared_dead_never_publishes_its_abandoned_sequence() {
         (false, true, Got::Ready(ZOMBIE)),
         (false, true, Got::Pending),
     ]);
+}
+
+/// A reserver's word as the other's scan reads it.
+const ABSENT: u64 = 0;
+const PENDING: u64 = 1;
+const CONFIRMED: u64 = 2;
+const WITHDRAWN: u64 = 3;
+
+/// Steps 1-4 of `reserve` for reserver `me` (reserver 0 is ordered first); whether it won.
+fn reserve_model(words: &[AtomicU64; 2], me: usize) -> bool {
+    let other = 1 - me;
+    words[me].store(PENDING, Ordering::Release);
+    fence(Ordering::SeqCst);
+    loop {
+        match words[other].load(Ordering::Acquire) {
+            ABSENT | WITHDRAWN => break,
+            s => match verdict(s == CONFIRMED, other < me) {
+                Verdict::Lose => {
+                    words[me].store(WITHDRAWN, Ordering::Release);
+                    return false;
+                }
+                Verdict::Wait => thread::yield_now(),
+            },
+        }
+    }
+    words[me].store(CONFIRMED, Ordering::Release);
+    true
+}
+
+#[test]
+fn reservation_race_has_exactly_one_winner() {
+    let outcomes = Seen::new();
+    let seen = outcomes.clone();
+    check(3, move || {
+        let words = Arc::new([AtomicU64::new(ABSENT), AtomicU64::new(ABSENT)]);
+        let w = words.clone();
+        let late = thread::spawn(move || reserve_model(&w, 1));
+        let first = reserve_model(&words, 0);
+        let second = late.join().unwrap();
+        assert!(first ^ second, "exactly one wins: first {first}, second {second}");
+        seen.insert((first, second));
+    });
+    // Both outcomes are reachable: the model is not trivially one-sided.
+    outcomes.assert_reached([(false, true), (true, false)]);
 }

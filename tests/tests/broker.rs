@@ -519,6 +519,57 @@ fn open_connections_end_on_revocation_sessions_are_single_and_shutdown_is_prompt
     assert!(status.success(), "{}", d.transcript());
 }
 
+/// File reservations are brokered like every change, checked against the token's
+/// `reserve` right — not its subtree: reservations name repository paths and live in the
+/// system container `/reservations`, outside every subtree.
+#[test]
+fn reservations_are_brokered_and_need_the_reserve_right_not_the_subtree() {
+    use worknode::{ReserveError, ReserveOptions};
+    let g = SegmentGuard::new("broker-reserve");
+    let _d = start(&g, &[]);
+    board(&g);
+    let token = mint(&g, "res", "read,reserve", &["--under", "/A"]);
+    let b = Segment::attach_brokered(g.name(), &token, "coder").unwrap();
+    assert!(b.is_brokered());
+    let me = b.join("res", "coder").unwrap();
+    let opts = ReserveOptions::default();
+    let r = b.reserve(me, &["src/**"], &opts).unwrap();
+    let seg = Segment::attach(g.name(), Access::ReadWrite).unwrap();
+    let other = seg.join("other", "coder").unwrap();
+    let e = seg.reserve(other, &["src/a.rs"], &opts).unwrap_err();
+    assert!(matches!(&e, ReserveError::Conflict { holder, .. } if holder == "res"), "{e:?}");
+    // Bad input and a stale epoch come back typed, through the broker.
+    assert!(matches!(b.reserve(me, &["src/[x"], &opts), Err(ReserveError::BadGlob { .. })));
+    let stale = worknode::Reservation { epoch: r.epoch + 1, ..r.clone() };
+    assert!(matches!(b.unreserve(&stale), Err(ReserveError::StaleEpoch { .. })));
+    let renewed = b.renew_reservation(&r, Duration::from_secs(7200)).unwrap();
+    assert!(renewed.lease_until_ms > r.lease_until_ms);
+    assert_eq!(b.unreserve_matching(me, Some(&["src/**"])).unwrap(), 1);
+    seg.reserve(other, &["src/a.rs"], &opts).unwrap();
+    // `wn` with the token, directly (same user): the same check.
+    ok(&wn(&g, None, &["--token", &token, "reserve", "lib/**"]));
+    // Without the right: refused, nothing reserved.
+    let no = mint(&g, "nores", "read,claim", &[]);
+    let c = Segment::attach_brokered(g.name(), &no, "coder").unwrap();
+    let id = c.join("nores", "coder").unwrap();
+    let e = c.reserve(id, &["docs/**"], &opts).unwrap_err();
+    assert_eq!(e, ReserveError::Pool(PoolError::Denied(Denied::Lacks(Right::Reserve))));
+    let e = fails(&wn(&g, None, &["--token", &no, "reserve", "docs/**"]), 6);
+    assert_eq!(e["code"], "token_lacks_right", "{e}");
+    let mut all = Vec::new();
+    seg.reservations(&mut all);
+    assert_eq!(all.len(), 2, "{all:?}");
+    // Under a token, the reservation records change only through the reservation verbs.
+    let admin = mint(&g, "admin", "all", &[]);
+    let e = fails(&wn(&g, None, &["--token", &admin, "rm", "/reservations", "--recursive", "--force"]), 6);
+    assert_eq!(e["code"], "system_node", "{e}");
+    let d = Segment::attach_brokered(g.name(), &admin, "admin").unwrap();
+    let e = d.delete(all[0].node, worknode::DeleteMode::LeafOnly).unwrap_err();
+    assert_eq!(e, PoolError::Denied(Denied::SystemNode));
+    seg.reservations(&mut all);
+    assert_eq!(all.len(), 2, "nothing was removed: {all:?}");
+}
+
 /// Labels and documents put under a claim (issue 13, parts 7 and 3) go through the broker
 /// like every change: a subtree token labels inside its subtree only (the registry under
 /// the root is a system write its `update` right allows), `claim_next` selects by label,

@@ -4,7 +4,8 @@
 //! listing cannot drift from what the parser accepts.
 
 use crate::cmd::{
-    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, nodes, persist, stat, tasks, token, top,
+    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, nodes, persist, reserve, stat, tasks, token,
+    top,
 };
 use crate::ctx::Ctx;
 use crate::fail::Fail;
@@ -21,7 +22,7 @@ Exit codes:
   1  anything else (damaged segment, OS error, `doctor` found problems)
   2  usage: bad arguments, an ambiguous or malformed node name, a value over a limit
   3  conflict: already claimed, illegal transition, stale epoch, lease expired,
-     not the claimant, blocked, dependency cycle
+     not the claimant, blocked, dependency cycle, a reservation overlaps or holds a path
   4  not found: no such segment, node or agent; nothing ready to claim
   5  lagged, or timed out waiting
   6  permission denied, or the segment is read-only
@@ -179,6 +180,13 @@ pub enum Command {
     /// Capability tokens: mint, list, revoke (needs the daemon's key).
     #[command(subcommand)]
     Token(token::TokenCmd),
+    /// Reserve files by glob for --agent (others are kept off until you withdraw it or
+    /// the lease ends); --check PATH… exits 3 when another agent holds one (pre-commit).
+    Reserve(reserve::ReserveArgs),
+    /// List file reservations: who holds which globs, until when.
+    Reservations,
+    /// Withdraw your reservations of GLOB… (as reserved), or --all of them.
+    Unreserve(reserve::UnreserveArgs),
 }
 
 /// Runs the verb.
@@ -225,6 +233,9 @@ pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
         Command::Import(a) => persist::run_import(ctx, a),
         Command::Commands => commands::run(ctx),
         Command::Token(c) => token::run(ctx, c),
+        Command::Reserve(a) => reserve::run_reserve(ctx, a),
+        Command::Reservations => reserve::run_reservations(ctx),
+        Command::Unreserve(a) => reserve::run_unreserve(ctx, a),
     }
 }
 

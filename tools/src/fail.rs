@@ -8,7 +8,7 @@
 //! | 0 | ok |
 //! | 1 | anything else (damaged segment, OS error, unhealthy `doctor`) |
 //! | 2 | usage: bad arguments, a node name that is ambiguous or malformed, a value over a limit |
-//! | 3 | conflict: already claimed, illegal transition, stale epoch, expired lease, not the claimant, blocked, cycle |
+//! | 3 | conflict: already claimed, illegal transition, stale epoch, expired lease, not the claimant, blocked, cycle, an overlapping reservation or a reserved path |
 //! | 4 | not found: no such segment, node or agent; nothing ready to claim |
 //! | 5 | lagged, or timed out waiting (an event, a lock held too long, the segment not ready) |
 //! | 6 | permission denied, or the segment is attached read-only |
@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use std::process::ExitCode;
 use worknode::broker::Refusal;
 use worknode::{
-    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, LabelError, MailError, PoolError, RingError,
-    SetError, TaskError,
+    AgentError, AttachError, BrokerError, BrokerFault, Denied, DocError, LabelError, MailError, PoolError,
+    ReserveError, RingError, SetError, TaskError,
 };
 
 /// Exit codes, as documented in `wn --help`.
@@ -49,7 +49,7 @@ pub const EXIT_CODES: [(u8, &str); 9] = [
     (0, "ok"),
     (1, "anything else (damaged segment, OS error, `doctor` found problems)"),
     (2, "usage: bad arguments, an ambiguous or malformed node name, a value over a limit"),
-    (3, "conflict: already claimed, illegal transition, stale epoch, lease expired, not the claimant, blocked, cycle"),
+    (3, "conflict: already claimed, illegal transition, stale epoch, lease expired, not the claimant, blocked, cycle, a reservation overlaps or holds a path"),
     (4, "not found: no such segment, node or agent; nothing ready to claim"),
     (5, "lagged, or timed out waiting"),
     (6, "permission denied, or the segment is read-only"),
@@ -231,7 +231,7 @@ fn denied(d: Denied) -> Fail {
         Denied::AlreadyGranted => ("token_already_given", "a handle acts under one token: attach again for another".into()),
         Denied::SystemNode => (
             "system_node",
-            "agents' records change through `wn join` / `wn leave` (and sessions), not by editing /agents".into(),
+            "agents' records change through `wn join` / `wn leave` (and sessions), reservations through `wn reserve` / `wn unreserve`: not by editing /agents or /reservations".into(),
         ),
         Denied::BuiltInEvent => (
             "builtin_event",
@@ -661,6 +661,77 @@ impl From<MailError> for Fail {
     }
 }
 
+/// The advice for a malformed glob or path.
+fn glob_hint(e: worknode::GlobError) -> String {
+    use worknode::GlobError::*;
+    match e {
+        Empty => "give a glob such as src/auth/** or src/*.rs".into(),
+        TooLong { max, .. } => format!("keep a glob to {max} bytes: reserve a parent directory (dir/**) instead"),
+        Absolute => "globs and paths are relative to the repository root: drop the leading /".into(),
+        DotDot => "name paths inside the repository, without `..`".into(),
+        EmptySegment => "drop the doubled or trailing /; a directory and everything in it is dir/**".into(),
+        Control { .. } => "remove the control character (a newline, tab or escape)".into(),
+        UnclosedClass { .. } => "close the class with ] (e.g. [abc]), or drop the [".into(),
+        BadClass { .. } => "write ranges low-high (a-z), at most 8 per class".into(),
+        SlashInClass { .. } => "a class matches one character of a name; it cannot hold /".into(),
+        PartialGlobstar { .. } => "** stands for whole directories: write dir/**/*.rs, or * within a name".into(),
+    }
+}
+
+/// Reservations: a conflict or a held path is exit 3, bad input 2, not found 4.
+impl From<ReserveError> for Fail {
+    fn from(e: ReserveError) -> Self {
+        use ReserveError::*;
+        let (code, exit, hint): (_, _, String) = match &e {
+            Pool(p) => return (*p).into(),
+            Claim(t) => return (*t).into(),
+            Conflict { holder, .. } => (
+                "reservation_conflict",
+                exit::CONFLICT,
+                format!(
+                    "wait until {holder} withdraws it or its lease ends (`wn reservations`), or coordinate with {holder}; shared reservations (--shared) coexist"
+                ),
+            ),
+            Held { holder, .. } => (
+                "reserved_path",
+                exit::CONFLICT,
+                format!("{holder} is editing it: coordinate with them, or wait (`wn reservations` shows the lease)"),
+            ),
+            BadGlob { error, .. } => ("invalid_glob", exit::USAGE, glob_hint(*error)),
+            BadPath { error, .. } => ("invalid_path", exit::USAGE, glob_hint(*error)),
+            NoGlobs => ("usage", exit::USAGE, "name at least one glob".into()),
+            GlobsTooLong { .. } => (
+                "too_large",
+                exit::USAGE,
+                "split them over several `wn reserve` calls, or reserve a parent directory (dir/**)".into(),
+            ),
+            ReasonTooLong { max, .. } => ("note_too_long", exit::USAGE, format!("keep the reason to {max} bytes")),
+            ReasonHasControl { .. } => {
+                ("invalid_value", exit::USAGE, "remove the control character from the reason".into())
+            }
+            LeaseOutOfRange { .. } => {
+                ("invalid_value", exit::USAGE, "give a lease from 1ms to 30d, e.g. --lease 10m".into())
+            }
+            StaleEpoch { .. } => (
+                "stale_epoch",
+                exit::CONFLICT,
+                "the reservation was made again since (its lease had lapsed): `wn reservations` shows the current epoch"
+                    .into(),
+            ),
+            Lapsed => ("lease_expired", exit::CONFLICT, "reserve again (`wn reserve GLOB…`)".into()),
+            NotHolder => ("not_holder", exit::CONFLICT, "only its agent withdraws or renews it".into()),
+            NotFound => (
+                "reservation_not_found",
+                exit::NOT_FOUND,
+                "list reservations with `wn reservations`; name globs exactly as reserved".into(),
+            ),
+            UnknownAgent => ("agent_not_found", exit::NOT_FOUND, "join first (`wn join`)".into()),
+            Contended => ("busy", exit::TIMEOUT, "retry".into()),
+        };
+        Fail::new(code, exit, e.to_string(), hint)
+    }
+}
+
 impl From<LabelError> for Fail {
     fn from(e: LabelError) -> Self {
         use LabelError::*;
@@ -846,6 +917,39 @@ mod tests {
         vec![SetFull { capacity: 8 }, NoSetSlots { capacity: 2 }, Corrupt, Pool(PoolError::ReadOnly)]
     }
 
+    fn reserve_errors() -> Vec<ReserveError> {
+        use ReserveError::*;
+        let glob = |error| BadGlob { glob: "g".into(), error };
+        vec![
+            Conflict { holder: "a".into(), theirs: "src/**".into(), yours: "src/a.rs".into() },
+            Held { path: "src/a.rs".into(), holder: "a".into(), glob: "src/**".into() },
+            glob(worknode::GlobError::Empty),
+            glob(worknode::GlobError::TooLong { len: 201, max: 200 }),
+            glob(worknode::GlobError::Absolute),
+            glob(worknode::GlobError::DotDot),
+            glob(worknode::GlobError::EmptySegment),
+            glob(worknode::GlobError::Control { at: 1 }),
+            glob(worknode::GlobError::UnclosedClass { at: 1 }),
+            glob(worknode::GlobError::BadClass { at: 1 }),
+            glob(worknode::GlobError::SlashInClass { at: 1 }),
+            glob(worknode::GlobError::PartialGlobstar { at: 1 }),
+            BadPath { path: "/x".into(), error: worknode::GlobError::Absolute },
+            NoGlobs,
+            GlobsTooLong { len: 300, max: 256 },
+            ReasonTooLong { len: 49, max: 48 },
+            ReasonHasControl { at: 0 },
+            LeaseOutOfRange { ms: 0, max_ms: 1 },
+            StaleEpoch { presented: 1, current: 2 },
+            Lapsed,
+            NotHolder,
+            NotFound,
+            UnknownAgent,
+            Contended,
+            Claim(TaskError::NotClaimant),
+            Pool(PoolError::ReadOnly),
+        ]
+    }
+
     /// Every library error as `wn` reports it, beside the library's own message.
     fn all() -> Vec<(String, Fail)> {
         fn both<E: std::fmt::Display + Clone + Into<Fail>>(v: Vec<E>) -> Vec<(String, Fail)> {
@@ -858,6 +962,7 @@ mod tests {
         out.extend(both(task_errors()));
         out.extend(both(doc_errors()));
         out.extend(both(set_errors()));
+        out.extend(both(reserve_errors()));
         out.extend(both(label_errors()));
         out.extend(both(mail_errors()));
         out

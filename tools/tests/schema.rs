@@ -64,6 +64,9 @@ const VERBS: &[&str] = &[
     "token mint",
     "token ls",
     "token revoke",
+    "reserve",
+    "reservations",
+    "unreserve",
 ];
 
 /// The `$id` prefix of contract version 1.
@@ -280,6 +283,17 @@ fn every_verb_output_matches_its_schema() {
     assert_eq!(acked["acked"].as_array().map(Vec::len), Some(2), "{acked}");
     c.check("inbox", &acked);
     c.check("inbox", &d.json_as("bob", &["inbox", "--all"]));
+    // File reservations.
+    c.check("reservations", &d.json(&["reservations"]));
+    c.check("reserve", &d.json_as("alice", &["reserve", "src/auth/**", "--reason", "auth refactor"]));
+    c.check("reserve", &d.json_as("bob", &["reserve", "docs/*.md", "--shared", "--lease", "5m"]));
+    c.check("reserve", &d.json_as("bob", &["reserve", "--renew", "docs/*.md", "--lease", "10m"]));
+    c.check("reserve", &d.json_as("bob", &["reserve", "--check", "docs/a.md", "src/x.rs"]));
+    c.check("reservations", &d.json(&["reservations"]));
+    c.check_error(&d.fails(&["--agent", "bob", "reserve", "src/auth/login.rs"], 3, "reservation_conflict"));
+    c.check_error(&d.fails(&["--agent", "bob", "reserve", "--check", "src/auth/login.rs"], 3, "reserved_path"));
+    c.check("unreserve", &d.json_as("bob", &["unreserve", "docs/*.md"]));
+    c.check("unreserve", &d.json_as("alice", &["unreserve", "--all"]));
 
     // Removals and leaving; then the events again, an actor among them gone.
     c.check("rm", &d.json(&["rm", "/web", "--recursive", "--force"]));

@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod nodes;
 pub mod persist;
+pub mod reserve;
 pub mod stat;
 pub mod tasks;
 pub mod token;

@@ -8,7 +8,8 @@
 //! UUIDs (the export's UUID is kept in a mapping and printed), dependencies are re-added,
 //! and statuses are re-established through the state machine — complete and failed tasks
 //! are claimed and finished by an `import` agent in dependency order, cancelled ones are
-//! cancelled. Live claims are not carried over: their agents' processes are not here.
+//! cancelled. Live claims are not carried over: their agents' processes are not here;
+//! nor are file reservations (`/reservations`), held by those processes too.
 
 use crate::ctx::Ctx;
 use crate::duration;
@@ -86,7 +87,17 @@ pub fn run_export(ctx: &Ctx) -> Result<(), Fail> {
     let names = Names::load(&seg);
     let mut nodes = Vec::new();
     let root = seg.root();
+    // File reservations are held by running agents, like live claims: not carried over.
+    let mut reservations = None;
     seg.walk(root, |n| {
+        if n.parent() == Some(root) && n.kind() == Some(NodeKind::Container) && n.name() == worknode::RESERVATIONS {
+            reservations = Some(n.handle());
+        }
+        if reservations.is_some_and(|r| r == n.handle() || n.parent() == Some(r))
+            || n.kind() == Some(NodeKind::Reservation)
+        {
+            return true;
+        }
         let mut v = json!({
             "uuid": n.uuid().to_string(),
             "parent": n.parent().and_then(|p| seg.read(p).ok()).map(|p| p.uuid().to_string()),
