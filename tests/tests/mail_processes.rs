@@ -32,6 +32,8 @@ fn holder() -> Value {
     let seg = Segment::attach(&env_str(SEGMENT_ENV), Access::ReadWrite).expect("attach");
     let session = seg.open_session("inboxer", "worker").expect("open_session");
     assert!(session.watched_by_daemon(), "the daemon does not watch the session");
+    // It also holds files (issue 13: reservations are freed when it dies, mail kept).
+    seg.reserve(session.id(), &["src/**"], &worknode::ReserveOptions::default()).expect("reserve");
     say("joined");
     // The parent sends the second message now; reading never acknowledges.
     let deadline = Instant::now() + STEP_TIMEOUT;
@@ -78,7 +80,7 @@ fn wait_session_listener(name: &str) {
 }
 
 #[test]
-fn a_sigkilled_agent_keeps_its_unread_mail_and_reads_it_when_it_rejoins() {
+fn a_sigkilled_agent_keeps_its_unread_mail_and_reads_it_when_it_rejoins_and_its_reservations_are_freed() {
     let g = SegmentGuard::new("mail-kill");
     let mut daemon = g.spawn_daemon(&DAEMON_ARGS);
     daemon.wait_for_line(Stream::Stdout, READY_TIMEOUT, |l| l.contains("ready"));
@@ -108,6 +110,11 @@ fn a_sigkilled_agent_keeps_its_unread_mail_and_reads_it_when_it_rejoins() {
     assert!(ring_events(&seg).iter().any(|e| e.kind() == EventKind::AGENT_LOST), "agent_lost was emitted");
     let mailbox = seg.mailbox(&inboxer).unwrap().expect("the mailbox outlives the agent");
     assert_eq!(seg.child_count(mailbox).unwrap(), 2, "both messages kept");
+    // Its reservation died with it: another agent may take the files.
+    let mut held = Vec::new();
+    seg.reservations(&mut held);
+    assert!(held.iter().all(|r| !r.live), "a dead agent's reservation is still live: {held:?}");
+    seg.reserve(lead, &["src/main.rs"], &worknode::ReserveOptions::default()).expect("the files are free");
 
     let report = g.spawn_role("rejoiner", &[]).expect_report(STEP_TIMEOUT);
     assert_eq!(report["bodies"], json!(["first", "second"]), "{report}");

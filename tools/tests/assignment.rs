@@ -141,3 +141,28 @@ fn claim_next_by_label_and_a_parked_label_claim_is_woken_when_the_label_is_added
     assert!(waiter.wait_exit(Duration::from_secs(30)).success(), "{}", waiter.transcript());
     assert!(waiter.output(Stream::Stdout).contains("\"plain\""), "{}", waiter.transcript());
 }
+
+#[test]
+fn claim_with_reserve_is_both_or_neither() {
+    let d = Daemon::start("claim-reserve");
+    d.run(&["add", "task", "auth"]).ok();
+    d.run(&["add", "task", "docs"]).ok();
+    d.run_as("alice", &["reserve", "src/auth/**"]).ok();
+    // The files are taken: the task is not claimed either.
+    d.fails(&["--agent", "bob", "claim", "/auth", "--reserve", "src/auth/login.rs"], 3, "reservation_conflict");
+    assert_eq!(d.json(&["show", "/auth"])["status"], "ready");
+    d.fails(&["--agent", "bob", "claim", "--next", "--reserve", "src/auth/**"], 3, "reservation_conflict");
+    assert_eq!(d.json(&["ready"])["count"], 2, "a task claimed by --next was given back");
+    // Free files: both.
+    let v = d.json_as("bob", &["claim", "/docs", "--reserve", "docs/**", "--lease", "5m"]);
+    assert_eq!(v["status"], "claimed");
+    assert_eq!(v["reservation"]["globs"][0], "docs/**");
+    assert_eq!(v["reservation"]["agent"], "bob");
+    let all = d.json(&["reservations"]);
+    assert!(all.to_string().contains("docs/**"), "{all}");
+    let before = d.json(&["show", "/auth"]);
+    d.fails(&["--agent", "bob", "claim", "/auth", "--reserve", "/abs"], 2, "invalid_glob");
+    let after = d.json(&["show", "/auth"]);
+    assert_eq!(after["status"], "ready");
+    assert_eq!(after["version"], before["version"], "a malformed glob changed the task: {after}");
+}

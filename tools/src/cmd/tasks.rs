@@ -72,6 +72,10 @@ pub struct ClaimArgs {
     /// How long the claim holds unless renewed (30s, 10m, 1h); 1ms to 30d.
     #[arg(long, value_name = "DURATION", value_parser = duration::lease, default_value = "10m")]
     lease: Duration,
+    /// Also reserve these files (repeatable; globs as `wn reserve` takes them) under the
+    /// same lease: both or neither — on a reservation conflict the task stays unclaimed.
+    #[arg(long, value_name = "GLOB")]
+    reserve: Vec<String>,
 }
 
 /// The task and the optional strict epoch, shared by the claimant's verbs.
@@ -211,6 +215,10 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
             "either `wn claim NODE` or `wn claim --next [--kind K] [--under NODE] [--mine]`",
         ));
     }
+    // Globs are checked before anything is claimed: a malformed one changes nothing.
+    for g in &a.reserve {
+        worknode::Glob::parse(g).map_err(|error| worknode::ReserveError::BadGlob { glob: g.clone(), error })?;
+    }
     let seg = ctx.attach_rw()?;
     let me = ctx.me(&seg)?;
     let claim = if a.next {
@@ -267,7 +275,34 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
             e => e.into(),
         })?
     };
-    print_claim(ctx, &seg, &claim)
+    if a.reserve.is_empty() {
+        return print_claim(ctx, &seg, &claim);
+    }
+    // The claim is ours and nobody else's; reserve its files, and if they are taken
+    // give the task back (ready again) so it is both or neither.
+    let globs: Vec<&str> = a.reserve.iter().map(String::as_str).collect();
+    let opts = worknode::ReserveOptions { lease: a.lease, ..worknode::ReserveOptions::default() };
+    let r = match seg.reserve(me, &globs, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            seg.release(&claim)?;
+            return Err(Fail::from(e));
+        }
+    };
+    let n = seg.read(claim.task)?;
+    if ctx.json {
+        let mut v = node_json(&seg, &n, &Names::load(&seg), Some(&path_of(&seg, n.handle())));
+        v["reservation"] = crate::cmd::reserve::reservation_json(&seg, &r, "");
+        return print_json(&v);
+    }
+    let lease = duration::format_ms(claim.lease_until_ms.saturating_sub(now_ms()));
+    print(&format!(
+        "{} epoch {} lease {lease} {} reserved {}",
+        n.uuid(),
+        claim.epoch,
+        clean(n.name()),
+        clean(&r.globs.join(" "))
+    ))
 }
 
 /// The claim this agent presents for `spec`: built from the task's record when this
