@@ -73,6 +73,9 @@ use uuid::Uuid;
 pub const MESSAGE_MAX: usize = 64 * 1024;
 /// The most messages one mailbox holds (less in a small pool: [`Segment::mailbox_capacity`]).
 pub const MAILBOX_MAX: u64 = 1000;
+/// Acknowledged messages a mailbox keeps for `inbox --all`; an ack purges the oldest
+/// beyond this, so a busy mailbox stays short (its lists are walked by every inbox).
+pub const ACKED_KEPT: usize = 32;
 /// The longest thread id, in bytes.
 pub const THREAD_MAX: usize = 64;
 /// How long a message may stay pending (between its node and its body, microseconds in
@@ -469,6 +472,16 @@ impl Segment {
         for (who, mailbox) in self.mailboxes_of(agent)? {
             self.children(mailbox, &mut kids)?;
             for &h in &kids {
+                // Acknowledged mail is skipped on the slot's summary word, without a
+                // record copy: a mailbox full of read mail lists its unread in O(1)
+                // record reads.
+                if !include_acked
+                    && self
+                        .slot_summary(h.index)
+                        .is_some_and(|(live, sum)| live == h && sum.status() == Status::Complete.code())
+                {
+                    continue;
+                }
                 match self.message_info(h, &who) {
                     Ok(Some(m)) if include_acked || !m.acked => out.push(m),
                     Ok(_) => {}
@@ -601,7 +614,30 @@ impl Segment {
                 _ => Err(MailError::NotFound),
             }
         })?;
+        if let Some(mailbox) = n.parent() {
+            self.purge_acked_beyond(mailbox, ACKED_KEPT);
+        }
         Ok(())
+    }
+
+    /// Deletes the oldest acknowledged messages of `mailbox` beyond the newest `keep`
+    /// (best effort: one that cannot be deleted now goes at a later ack). Acked mail is
+    /// found on the slots' summary words, without record copies.
+    fn purge_acked_beyond(&self, mailbox: Handle, keep: usize) {
+        let mut kids = Vec::new();
+        if self.children(mailbox, &mut kids).is_err() {
+            return;
+        }
+        let acked: Vec<Handle> = kids
+            .into_iter()
+            .filter(|h| {
+                self.slot_summary(h.index)
+                    .is_some_and(|(live, sum)| live == *h && sum.status() == Status::Complete.code())
+            })
+            .collect();
+        for h in acked.iter().take(acked.len().saturating_sub(keep)) {
+            let _ = self.delete_node(*h, DeleteMode::LeafOnly);
+        }
     }
 
     /// Returns once agent `agent` has unread mail (at once if it has some now), waiting
