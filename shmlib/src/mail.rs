@@ -709,6 +709,27 @@ mod tests {
     }
 
     #[test]
+    fn acking_keeps_only_the_newest_acknowledged_mail() {
+        let s = seg("acked-kept", 512);
+        let w = s.join("writer", "").unwrap();
+        let r = s.join("reader", "").unwrap();
+        let n = ACKED_KEPT + 8;
+        for i in 0..n {
+            let m = s.send(w, &to("reader"), None, format!("m{i}").as_bytes()).unwrap();
+            s.ack(r, m).unwrap();
+        }
+        let unread = s.send(w, &to("reader"), None, b"unread").unwrap();
+        let mut all = Vec::new();
+        s.inbox(r, true, &mut all).unwrap();
+        assert_eq!(all.len(), ACKED_KEPT + 1, "the kept acknowledged mail and the unread one");
+        let bodies: Vec<Vec<u8>> = all.iter().map(|m| s.read_message(m.handle).unwrap().body).collect();
+        assert_eq!(bodies[0], format!("m{}", n - ACKED_KEPT).into_bytes(), "the oldest went first");
+        assert_eq!(all.last().unwrap().handle, unread);
+        s.inbox(r, false, &mut all).unwrap();
+        assert_eq!(all.len(), 1);
+    }
+
+    #[test]
     fn send_read_ack_round_trip_and_ordering() {
         let s = seg("round", 64);
         let w = s.join("writer", "author").unwrap();
