@@ -619,3 +619,32 @@ fn labels_and_documents_under_a_claim_go_through_the_broker() {
     assert!(b.remove_label(a1, "backend").unwrap());
     assert!(!b.has_label(a1, key).unwrap());
 }
+
+/// A brokered agent's blocking claim (issue 13, part 2) is parked by the daemon for it:
+/// it returns the task assigned to it once one is added, and times out typed.
+#[test]
+fn a_brokered_blocking_claim_is_parked_by_the_daemon() {
+    use worknode::{NewNode, NodeKind, Principal, Status, TaskError, TaskFilter};
+    let g = SegmentGuard::new("broker-claim-wait");
+    let _d = start(&g, &[]);
+    board(&g);
+    let token = mint(&g, "bw", "read,claim,update", &["--under", "/A"]);
+    let b = Segment::attach_brokered(g.name(), &token, "worker").unwrap();
+    let me = b.join("bw", "worker").unwrap();
+    let mine = TaskFilter { mine: true, ..TaskFilter::default() };
+    let lease = Duration::from_secs(60);
+    assert_eq!(b.claim_next_wait(&mine, me, lease, Duration::from_millis(100)).unwrap_err(), TaskError::WaitTimedOut);
+    let name = g.name().to_string();
+    let adder = std::thread::spawn(move || {
+        let seg = Segment::attach(&name, Access::ReadWrite).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let a = path(&seg, "/A");
+        let t = seg.add(a, &NewNode::new(NodeKind::Task, "for-bw").status(Status::Pending)).unwrap();
+        seg.assign(t, &Principal::parse("bw").unwrap()).unwrap();
+        seg.set_status(t, Status::Ready).unwrap();
+        t
+    });
+    let c = b.claim_next_wait(&mine, me, lease, Duration::from_secs(30)).unwrap();
+    assert_eq!(c.task, adder.join().unwrap());
+    assert_eq!(c.agent, me);
+}
