@@ -409,6 +409,15 @@ fn open_segment(args: &Args, caps: &Capacities, journal: Option<&journal::Config
                     }
                 );
                 set_aside_bad_snapshots();
+                if r.older_layout {
+                    // Files of an older records layout were read: a snapshot in this
+                    // build's layout holds everything first, so the journal never
+                    // continues under an old header.
+                    eprintln!("worknoded: data files of an older records layout were read; writing a snapshot in the current one");
+                    snapshot_now(&seg, resume)?;
+                    start_journal(&seg, resume, resume, &[])?;
+                    return Ok(resume);
+                }
                 if !r.damaged.is_empty() || r.snapshot.is_none() {
                     // Salvaged: the damaged files go aside first (their valid records
                     // are in memory), then a snapshot holds everything kept.

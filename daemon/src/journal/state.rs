@@ -38,19 +38,30 @@ impl State {
         State { keep_events, ..State::default() }
     }
 
-    /// A node image of a layout-3 file names its assignees by agent slot: converts them
-    /// to the principal keys of those agents' names as the replay knows them at this
-    /// point (a slot whose agent is gone has no name left to convert, and is dropped).
-    fn convert_retired_assignees(&self, rec: &mut NodeRecord) {
+    /// Node images of layout-3 files name their assignees by agent slot: converts them
+    /// to the principal keys of those agents' names, once the whole replay is applied
+    /// (a snapshot writes its agents after its nodes). Returns how many assignees could
+    /// not be converted (their slot holds no agent any more), which the daemon reports.
+    pub fn convert_retired_assignees(&mut self) -> usize {
+        let mut lost = 0;
+        let agents = &self.agents;
+        for (_, _, rec) in self.nodes.values_mut() {
+            lost += Self::convert_one(agents, rec);
+        }
+        lost
+    }
+
+    fn convert_one(agents: &BTreeMap<u16, Box<AgentSlot>>, rec: &mut NodeRecord) -> usize {
         if rec.retired_assignee_slots.iter().all(|s| *s == 0) {
-            return;
+            return 0;
         }
         let slots = rec.retired_assignee_slots;
         rec.retired_assignee_slots = [0; worknode::layout::ASSIGNEES_MAX];
         rec.assignees = [0; worknode::layout::ASSIGNEES_MAX];
         let mut n = 0;
-        for slot in slots.iter().take((rec.assignee_count as usize).min(slots.len())) {
-            let Some(agent) = slot.checked_sub(1).and_then(|i| self.agents.get(&i)) else { continue };
+        let wanted = (rec.assignee_count as usize).min(slots.len());
+        for slot in slots.iter().take(wanted) {
+            let Some(agent) = slot.checked_sub(1).and_then(|i| agents.get(&i)) else { continue };
             let name = &agent.name[..(agent.name_len as usize).min(agent.name.len())];
             let Ok(name) = std::str::from_utf8(name) else { continue };
             let Ok(who) = worknode::Principal::parse(name) else { continue };
@@ -58,6 +69,7 @@ impl State {
             n += 1;
         }
         rec.assignee_count = n as u8;
+        wanted - n
     }
 
     /// Applies one record. Images are whole records, so applying them again, or applying
@@ -74,8 +86,7 @@ impl State {
                     self.events.push_back(e);
                 }
             }
-            Record::Node { index, generation, mut rec } => {
-                self.convert_retired_assignees(&mut rec);
+            Record::Node { index, generation, rec } => {
                 self.nodes.insert(rec.uuid, (index, generation, rec));
             }
             Record::NodeGone { uuid } => {

@@ -159,6 +159,9 @@ pub struct Recovered {
     /// moves them aside, so that retention never keeps one of them in place of a
     /// readable older snapshot.
     pub bad_snapshots: Vec<PathBuf>,
+    /// Whether a file read holds an older records layout: the daemon then writes a
+    /// snapshot before it journals, so no new record is appended under an old header.
+    pub older_layout: bool,
 }
 
 /// Rebuilds the state from the newest snapshot that reads back whole (falling back to
@@ -179,10 +182,12 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
     let mut snapshot = None;
     let mut unreadable = Vec::new();
     let mut bad_snapshots = Vec::new();
+    let mut older_layout = false;
     for (_, path) in snapshots.iter().rev() {
         let mut s = State::new(keep_events);
         match read_snapshot(path, &mut s) {
             Ok(c) => {
+                older_layout |= fs::read(path).map(|b| format::layout_of(&b) < format::RECORDS_LAYOUT).unwrap_or(false);
                 state = s;
                 covers = c;
                 snapshot = Some(path.clone());
@@ -207,7 +212,7 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
         let bytes = fs::read(path).map_err(io(path))?;
         let last = i + 1 == replay.len();
         match format::read_header(&bytes, JOURNAL_MAGIC) {
-            Ok(_) => {}
+            Ok(_) => older_layout |= format::layout_of(&bytes) < format::RECORDS_LAYOUT,
             Err(HeaderError::Version { layout, format }) => {
                 return Err(RecoverError::Version { path: path.clone(), layout, format })
             }
@@ -294,7 +299,13 @@ pub fn recover(dir: &Path, keep_events: usize, salvage: bool) -> Result<Recovere
             "salvage: no snapshot can be read; rebuilding from the journals (from event {first_journal}) alone"
         ));
     }
-    Ok(Recovered { state, snapshot, journals: replayed, warnings, damaged, bad_snapshots })
+    let unconverted = state.convert_retired_assignees();
+    if unconverted > 0 {
+        warnings.push(format!(
+            "{unconverted} assignment(s) of an older layout named agent slots no agent holds any more; they were dropped"
+        ));
+    }
+    Ok(Recovered { state, snapshot, journals: replayed, warnings, damaged, bad_snapshots, older_layout })
 }
 
 /// Makes `dir` the daemon's private data directory: created 0700 if missing (parents
@@ -355,6 +366,14 @@ pub struct JournalFile {
     pub len: u64,
 }
 
+/// Whether the journal file at `path` declares an older records layout in its header.
+fn older_layout_file(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; format::HEADER_LEN];
+    File::open(path)?.read_exact(&mut head)?;
+    Ok(format::layout_of(&head) < format::RECORDS_LAYOUT)
+}
+
 impl JournalFile {
     /// Opens the journal file that starts at `seq` to append to, creating it (header
     /// written and synced, directory synced) if it does not exist. The daemon always
@@ -378,6 +397,22 @@ impl JournalFile {
                     // A header cut short at creation: write it again.
                     file.set_len(0)?;
                     len = start(&mut file)?;
+                } else if older_layout_file(&path)? {
+                    // Written by an older build (its records were replayed, and the daemon
+                    // snapshots before journaling after such a recovery): this build's
+                    // records must not go under its header. Kept aside, not deleted.
+                    drop(file);
+                    let aside = path.with_extension("wnj.older-layout");
+                    fs::rename(&path, &aside)?;
+                    eprintln!(
+                        "worknoded: {} holds an older records layout; moved to {} and journaling in a new file",
+                        path.display(),
+                        aside.display()
+                    );
+                    let mut file = OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path)?;
+                    let len = start(&mut file)?;
+                    sync_dir(dir)?;
+                    return Ok(JournalFile { file, path, len });
                 }
                 Ok(JournalFile { file, path, len })
             }
@@ -441,6 +476,17 @@ mod tests {
         let j = JournalFile::open_at(&dir, 9).unwrap();
         assert_eq!(j.len, format::HEADER_LEN as u64);
         assert_eq!(format::read_header(&fs::read(&j.path).unwrap(), JOURNAL_MAGIC), Ok(9));
+        // A file of an older records layout is never appended to: it is moved aside
+        // whole and the journal goes on in a new file of this layout.
+        let mut old = Vec::new();
+        format::header(&mut old, JOURNAL_MAGIC, 11);
+        old[8..12].copy_from_slice(&3u32.to_le_bytes());
+        old.extend_from_slice(b"old records");
+        fs::write(journal_path(&dir, 11), &old).unwrap();
+        let j = JournalFile::open_at(&dir, 11).unwrap();
+        assert_eq!(j.len, format::HEADER_LEN as u64);
+        assert_eq!(format::layout_of(&fs::read(&j.path).unwrap()), format::RECORDS_LAYOUT);
+        assert_eq!(fs::read(journal_path(&dir, 11).with_extension("wnj.older-layout")).unwrap(), old);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
