@@ -188,12 +188,13 @@ impl<'a> AgentSlotView<'a> {
     pub(crate) fn claim_wake(&self) -> &'a AtomicU64 {
         &self.w[offset_of!(AgentSlot, claim_wake) / 8]
     }
-    /// `claim_filter`, `claim_under`, `claim_label`.
-    pub(crate) fn claim_filter_words(&self) -> [&'a AtomicU64; 3] {
+    /// `claim_filter`, `claim_under`, `claim_label`, `claim_assignee`.
+    pub(crate) fn claim_filter_words(&self) -> [&'a AtomicU64; 4] {
         [
             &self.w[offset_of!(AgentSlot, claim_filter) / 8],
             &self.w[offset_of!(AgentSlot, claim_under) / 8],
             &self.w[offset_of!(AgentSlot, claim_label) / 8],
+            &self.w[offset_of!(AgentSlot, claim_assignee) / 8],
         ]
     }
     /// `claim_parkers`: owner tags of parked claimers, 0 = a free place.

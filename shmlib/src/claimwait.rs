@@ -8,9 +8,9 @@
 //! `mine`, subtree, label) and [`CLAIM_PARKERS`] places for the owner tags of its parked
 //! processes; the header counts the parked processes of all agents (`claim_parked`).
 //!
-//! *A waiter* (agent A, in process P): (1) tries `claim_next`; (2) takes a place in A's
-//! slot (compare-and-set 0 → P's tag), writes the filter, increments `claim_parked`
-//! (SeqCst) and reads A's wake word `w`; (3) tries `claim_next` again; (4) sleeps on the
+//! *A waiter* (agent A, in process P): (1) tries `claim_next`; (2) writes the filter
+//! (kind, `mine`, subtree, label, assignee), increments `claim_parked`, takes a place in
+//! A's slot (compare-and-set 0 → P's tag), fences (SeqCst) and reads A's wake word `w`; (3) tries `claim_next` again; (4) sleeps on the
 //! wake word while it still equals `w` (after watching it for the ring's 50 µs spin
 //! window, so a hand-off that keeps up never parks), at most [`RECHECK`]; (5) gives its place back
 //! and starts over, until it holds a task or the timeout passes.
@@ -21,11 +21,13 @@
 //! load). Otherwise it scans the agent table from a turn counter (so consecutive ready
 //! tasks go to different agents) for the first live agent with a parked process whose
 //! filter matches and to whom the task is open (unassigned, open to all, or assigned to
-//! its name or role), bumps that agent's wake word and wakes one process sleeping on
-//! it. One task, one wake-up; an agent the task is not for is never woken.
+//! its name or role), *takes one of its parker places* (so a burst of ready tasks goes to
+//! different agents, not twice to the first one found), bumps that agent's wake word and
+//! wakes one process sleeping on it. One task, one wake-up; an agent the task is not
+//! for is never woken.
 //!
-//! SYNC POINT: the waiter's SeqCst increment of `claim_parked` before its second try
-//! (step 3) pairs with the change's SeqCst fence between publishing and loading
+//! SYNC POINT: the waiter's registration and SeqCst fence before its second try (step 3)
+//! pairs with the change's SeqCst fence between publishing and loading
 //! `claim_parked`: either the change sees the waiter (and wakes it), or the waiter's
 //! second try sees the change's task. A wake that lands between the waiter's read of
 //! `w` and its sleep finds the word changed, and the sleep returns at once.
@@ -35,8 +37,9 @@
 //! Sleeps are bounded by [`RECHECK`] (1 s), after which the waiter tries again: a cheap
 //! safety net, not the mechanism. It bounds what the fast path cannot promise: a woken
 //! process that dies before claiming, processes of one agent parked with different
-//! filters (the slot keeps the last filter written), more parked processes of one agent
-//! than it has places, and a count left wrong by a process killed between steps. The
+//! filters (the slot keeps the last filter written), a wake-up of one process of an
+//! agent whose place the waker took from another of its processes (that one sleeps on
+//! unregistered), and more parked processes of one agent than it has places. The
 //! daemon clears dead processes' places every second (`Daemon::sweep_claim_parkers`).
 
 use crate::agents::AgentId;
@@ -173,32 +176,41 @@ impl Segment {
     /// Takes a parker place in `slot` for tag `me` and writes the filter; returns the
     /// place (`None`: all taken, the waiter sleeps unregistered, woken by its agent's
     /// other parkers' wake-ups or its re-check).
+    ///
+    /// The count is raised before a place is taken and lowered after one is given
+    /// back (by its waiter, the waker that took it, or the daemon's sweep — whoever
+    /// clears it by compare-and-set), so it never counts fewer places than are taken: a
+    /// process killed in between leaves it one too high, which costs a wasted scan,
+    /// never a missed wake-up.
     fn park_claimer(&self, slot: &crate::agents::AgentSlotView<'_>, me: u64, filter: &TaskFilter) -> Option<usize> {
-        let [f, under, label] = slot.claim_filter_words();
+        let [f, under, label, assignee] = slot.claim_filter_words();
         f.store(WaitFilter::of(filter).0, Ordering::Relaxed);
         under.store(filter.under.map_or(0, Handle::to_raw), Ordering::Relaxed);
         label.store(filter.label.unwrap_or(0), Ordering::Relaxed);
+        assignee.store(filter.assignee.map_or(0, |k| k.raw()), Ordering::Relaxed);
+        let parked = self.hdr(hdr::CLAIM_PARKED);
+        parked.fetch_add(1, Ordering::SeqCst);
         let place = slot
             .claim_parkers()
             .iter()
-            .position(|p| p.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed).is_ok());
-        if place.is_some() {
-            // SYNC POINT: pairs with the SeqCst fence in `wake_claimers` (module doc).
-            self.hdr(hdr::CLAIM_PARKED).fetch_add(1, Ordering::SeqCst);
-        } else {
-            // Unregistered: still ordered before the second try.
-            fence(Ordering::SeqCst);
+            .position(|p| p.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed).is_ok());
+        if place.is_none() {
+            let _ = parked.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));
         }
+        // SYNC POINT: pairs with the SeqCst fence in `wake_claimers` (module doc): the
+        // registration is ordered before the second try's loads.
+        fence(Ordering::SeqCst);
         place
     }
 
     fn unpark_claimer(&self, slot: &crate::agents::AgentSlotView<'_>, place: Option<usize>, me: u64) {
         let Some(p) = place else { return };
-        // A place the daemon cleared (it judged us dead: never, while we run) is not ours
-        // to give back.
-        let _ = slot.claim_parkers()[p].compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
-        let parked = self.hdr(hdr::CLAIM_PARKED);
-        let _ = parked.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));
+        // A place the waker took (it woke us) or the daemon cleared was given back by
+        // whoever cleared it.
+        if slot.claim_parkers()[p].compare_exchange(me, 0, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+            let parked = self.hdr(hdr::CLAIM_PARKED);
+            let _ = parked.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     /// The wake word of agent slot `index` as the 32-bit futex word (the low half of
@@ -237,12 +249,24 @@ impl Segment {
         for step in 0..agents {
             let index = ((turn + step as u64) % agents as u64) as u16;
             let Some(slot) = self.agent_slot(index) else { continue };
-            if slot.claim_parkers().iter().all(|p| p.load(Ordering::Relaxed) == 0) || slot.live_id(index).is_none() {
+            if slot.claim_parkers().iter().all(|p| p.load(Ordering::Acquire) == 0) || slot.live_id(index).is_none() {
                 continue;
             }
             if !self.parked_filter_takes(&slot, h, rec) {
                 continue;
             }
+            // Take the parker's place as we wake it: a second ready task (a burst, a
+            // completion readying several) then goes to another parked agent, not to
+            // this one again. Lost to a racing waker or unpark: look on.
+            let taken = slot.claim_parkers().iter().any(|p| {
+                let tag = p.load(Ordering::Acquire);
+                tag != 0 && p.compare_exchange(tag, 0, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+            });
+            if !taken {
+                continue;
+            }
+            let parked = self.hdr(hdr::CLAIM_PARKED);
+            let _ = parked.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));
             slot.claim_wake().fetch_add(1, Ordering::Release);
             if let Some(word) = self.map_wake_word(index) {
                 crate::sys::futex_wake(word, 1);
@@ -253,10 +277,15 @@ impl Segment {
 
     /// Whether the filter parked in `slot` takes node `h` as `rec` shows it.
     fn parked_filter_takes(&self, slot: &crate::agents::AgentSlotView<'_>, h: Handle, rec: &NodeRecord) -> bool {
-        let [f, under, label] = slot.claim_filter_words();
+        let [f, under, label, assignee] = slot.claim_filter_words();
         let filter = WaitFilter(f.load(Ordering::Relaxed));
         if filter.kind() != rec.kind {
             return false;
+        }
+        if let Some(k) = crate::PrincipalKey::from_raw(assignee.load(Ordering::Relaxed)) {
+            if !crate::claims::assigned_to_any(rec, &[Some(k), None]) {
+                return false;
+            }
         }
         let keys = slot.keys();
         if !open_to(rec, &keys) || (filter.mine() && !crate::claims::assigned_to_any(rec, &keys)) {
@@ -273,31 +302,35 @@ impl Segment {
     }
 
     /// Clears the parker places held by processes that no longer run (killed while
-    /// parked) and corrects the parked count to the places in use when it has drifted.
-    /// Returns how many places it cleared. The daemon runs it every second.
+    /// parked), lowering the parked count for each, and raises a count found below the
+    /// places in use (never lowers it: a count one too high costs a scan, one too low a
+    /// missed wake-up). Returns how many places it cleared. The daemon runs it every
+    /// second.
     pub(crate) fn sweep_claim_parkers(&self) -> u64 {
+        let parked = self.hdr(hdr::CLAIM_PARKED);
         let mut cleared = 0;
         let mut in_use = 0u64;
-        let before = self.hdr(hdr::CLAIM_PARKED).load(Ordering::SeqCst);
+        let before = parked.load(Ordering::SeqCst);
         for index in 0..self.caps.agents.min(u16::MAX as u32) as u16 {
             let Some(slot) = self.agent_slot(index) else { continue };
             for p in slot.claim_parkers().iter().take(CLAIM_PARKERS) {
-                let tag = p.load(Ordering::Relaxed);
+                let tag = p.load(Ordering::Acquire);
                 if tag == 0 {
                     continue;
                 }
                 if OwnerTag(tag).is_alive() {
                     in_use += 1;
-                } else if p.compare_exchange(tag, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                } else if p.compare_exchange(tag, 0, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                     cleared += 1;
+                    let _ = parked.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| n.checked_sub(1));
                 }
             }
         }
-        // Correct only a count that stood still while we looked: a waiter between its
-        // place and its count would make a moving count look wrong.
-        let parked = self.hdr(hdr::CLAIM_PARKED);
-        if parked.load(Ordering::SeqCst) == before && before != in_use {
-            let _ = parked.compare_exchange(before, in_use, Ordering::SeqCst, Ordering::Relaxed);
+        // Only a count that stood still while we looked (a waiter between its count and
+        // its place makes a moving count look low).
+        if parked.load(Ordering::SeqCst) == before.saturating_sub(cleared) && before.saturating_sub(cleared) < in_use {
+            let _ =
+                parked.compare_exchange(before.saturating_sub(cleared), in_use, Ordering::SeqCst, Ordering::Relaxed);
         }
         cleared
     }

@@ -737,8 +737,10 @@ pub struct AgentSlot {
     /// Owner tags of the processes parked in a blocking claim for this agent (0: a
     /// free place). The daemon clears the tags of dead processes.
     pub claim_parkers: [u64; CLAIM_PARKERS],
+    /// Principal key the parked claimers' tasks must be assigned to (0: any).
+    pub claim_assignee: u64,
     /// Zero.
-    pub reserved: [u8; 24],
+    pub reserved: [u8; 16],
 }
 
 /// Processes of one agent that can park in a blocking claim at once; more wait by

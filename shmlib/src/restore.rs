@@ -131,6 +131,7 @@ impl Segment {
         let mut agent = *agent;
         (agent.claim_wake, agent.claim_filter, agent.claim_under, agent.claim_label) = (0, 0, 0, 0);
         agent.claim_parkers = [0; crate::layout::CLAIM_PARKERS];
+        agent.claim_assignee = 0;
         let a: [u64; size_of::<AgentSlot>() / 8] = bytemuck::cast(agent);
         store_words(&words[1..], &a[1..]);
         words[0].store(a[0], Ordering::Release);

@@ -374,3 +374,66 @@ fn a_blocking_claim_is_woken_for_its_task_and_not_for_another_agents() {
     assert_eq!(got.agent, a);
     assert!(wakes(&seg) > before);
 }
+
+#[test]
+fn a_burst_of_ready_tasks_wakes_each_parked_agent_once() {
+    let seg = std::sync::Arc::new(segment("burst"));
+    let ids: Vec<_> = ["p", "q"].iter().map(|n| seg.join(n, "w").unwrap()).collect();
+    let waiters: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let seg = seg.clone();
+            std::thread::spawn(move || seg.claim_next_wait(&TaskFilter::default(), id, LEASE, Duration::from_secs(30)))
+        })
+        .collect();
+    let info = |seg: &Segment, id| {
+        let mut v = Vec::new();
+        seg.agents(&mut v);
+        v.into_iter().find(|i| i.id == id).unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ids.iter().any(|&id| info(&seg, id).claim_parked == 0) {
+        assert!(std::time::Instant::now() < deadline, "the waiters never parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Two tasks back to back: the first wake takes p's place, so the second goes to q.
+    let a = task(&seg, "a", 0);
+    let b = task(&seg, "b", 0);
+    let mut got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap().unwrap().task).collect();
+    got.sort_by_key(|h| h.index);
+    let mut want = vec![a, b];
+    want.sort_by_key(|h| h.index);
+    assert_eq!(got, want);
+    for &id in &ids {
+        assert_eq!(info(&seg, id).claim_wakes, 1, "each parked agent is woken exactly once");
+        assert_eq!(info(&seg, id).claim_parked, 0);
+    }
+}
+
+#[test]
+fn a_parked_assignee_filter_is_not_woken_for_other_work() {
+    let seg = std::sync::Arc::new(segment("assignee-filter"));
+    let w = seg.join("w", "x").unwrap();
+    let filter = TaskFilter { assignee: Some(who("@ops").key()), ..TaskFilter::default() };
+    let waiter = {
+        let seg = seg.clone();
+        std::thread::spawn(move || seg.claim_next_wait(&filter, w, LEASE, Duration::from_secs(30)))
+    };
+    let wakes = |seg: &Segment| {
+        let mut v = Vec::new();
+        seg.agents(&mut v);
+        v.into_iter().find(|i| i.id == w).unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while wakes(&seg).claim_parked == 0 {
+        assert!(std::time::Instant::now() < deadline, "the waiter never parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    task(&seg, "unassigned", 0);
+    assert_eq!(wakes(&seg).claim_wakes, 0, "woken for a task its filter does not take");
+    let ops = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "ops-work").status(Status::Pending)).unwrap();
+    seg.assign(ops, &who("@ops")).unwrap();
+    seg.set_open_to_all(ops, true).unwrap();
+    seg.set_status(ops, Status::Ready).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap().task, ops);
+}
