@@ -374,6 +374,11 @@ fn serve_requests(sh: &Shared<'_>, s: &UnixStream, h: &Segment, token: &Token, c
             }
         };
         if send(s, &reply).is_err() {
+            // A claim the peer never learnt of (it left during a blocking claim) goes
+            // back at once, rather than at the end of its lease.
+            if let Reply::Claim(c) = &reply {
+                let _ = h.release(c);
+            }
             return "the peer closed it";
         }
         answered = true;
@@ -435,7 +440,17 @@ fn apply(sh: &Shared<'_>, h: &Segment, conn: &mut Conn, req: Request) -> Reply {
         R::Unassign { node: n, who } => Reply::of(h.unassign(n, &who), node),
         R::SetOpenToAll { node: n, open } => Reply::of(h.set_open_to_all(n, open), node),
         R::ClaimNextWait { filter, agent, lease_ms, wait_ms } => {
-            Reply::of(h.claim_next_wait(&filter, agent, lease(lease_ms), lease(wait_ms)), Reply::Claim)
+            // Parked here for the client, in pieces of STOP_POLL, so a stopping daemon
+            // never waits on it.
+            let deadline = Instant::now() + Duration::from_millis(wait_ms);
+            loop {
+                let piece = deadline.saturating_duration_since(Instant::now()).min(STOP_POLL);
+                match h.claim_next_wait(&filter, agent, lease(lease_ms), piece) {
+                    Err(worknode::TaskError::WaitTimedOut)
+                        if Instant::now() < deadline && !sh.stop.load(Ordering::Acquire) => {}
+                    r => break Reply::of(r, Reply::Claim),
+                }
+            }
         }
         R::AddBlocker { task, blocker } => Reply::of(h.add_blocker(task, blocker), node),
         R::RemoveBlocker { task, blocker } => Reply::of(h.remove_blocker(task, blocker), node),

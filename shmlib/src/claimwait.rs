@@ -55,8 +55,10 @@ use std::time::{Duration, Instant};
 pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// The longest one brokered request of a blocking claim waits (the broker's reply
-/// timeout is longer): a longer wait is several requests.
-const BROKERED_CHUNK: Duration = Duration::from_secs(20);
+/// timeout is longer): a longer wait is several requests, and a client that leaves
+/// mid-wait holds the daemon's connection thread at most this long (a claim made for
+/// it then is released when its reply cannot be sent).
+const BROKERED_CHUNK: Duration = Duration::from_secs(5);
 
 /// The parked claimers' filter as kept in an agent slot's `claim_filter` word:
 /// `kind | flags << 8`.

@@ -74,6 +74,8 @@ pub struct ClaimArgs {
     lease: Duration,
     /// Also reserve these files (repeatable; globs as `wn reserve` takes them) under the
     /// same lease: both or neither — on a reservation conflict the task stays unclaimed.
+    /// The reservation's lease is its own: `progress` renews the task's, `wn reserve
+    /// --renew GLOB…` the reservation's.
     #[arg(long, value_name = "GLOB")]
     reserve: Vec<String>,
 }
@@ -285,8 +287,17 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
     let r = match seg.reserve(me, &globs, &opts) {
         Ok(r) => r,
         Err(e) => {
-            seg.release(&claim)?;
-            return Err(Fail::from(e));
+            let refused = Fail::from(e);
+            return Err(match seg.release(&claim) {
+                Ok(_) => refused,
+                Err(r) => Fail {
+                    message: format!(
+                        "{}; and giving the task back failed ({r}): it stays claimed until its lease ends or `wn release`",
+                        refused.message
+                    ),
+                    ..refused
+                },
+            });
         }
     };
     let n = seg.read(claim.task)?;
