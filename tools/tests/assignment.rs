@@ -96,6 +96,7 @@ fn parked_agents_each_get_a_different_task_and_none_wakes_for_anothers() {
     assert!(line.contains("for-w2"), "{line}");
     assert_eq!(wakes(&d, "w1"), before[0], "w1 was woken for w2's task");
     assert_eq!(wakes(&d, "w3"), before[2], "w3 was woken for w2's task");
+    assert_eq!(wakes(&d, "w2"), before[1] + 1, "w2 was woken for its task, not found by its re-check");
     // Two tasks for anyone: each remaining waiter gets a different one.
     d.run(&["add", "task", "a", "--parent", "/p"]).ok();
     d.run(&["add", "task", "b", "--parent", "/p"]).ok();
@@ -137,9 +138,12 @@ fn claim_next_by_label_and_a_parked_label_claim_is_woken_when_the_label_is_added
     // Parked for a label no ready task has: labelling one wakes it.
     let mut waiter = d.spawn(&["--json", "--agent", "v", "claim", "--next", "--label", "urgent", "--wait", "60s"], "v");
     wait_until("v parked", Duration::from_secs(30), || (parked(&d, "v") > 0).then_some(()));
+    let before = wakes(&d, "v");
     d.run(&["label", "/plain", "add", "urgent"]).ok();
     assert!(waiter.wait_exit(Duration::from_secs(30)).success(), "{}", waiter.transcript());
     assert!(waiter.output(Stream::Stdout).contains("\"plain\""), "{}", waiter.transcript());
+    // Woken by the label, not found by its once-a-second re-check.
+    assert_eq!(wakes(&d, "v"), before + 1, "{}", waiter.transcript());
 }
 
 #[test]
