@@ -41,6 +41,8 @@
 //! agent whose place the waker took from another of its processes (that one sleeps on
 //! unregistered), and more parked processes of one agent than it has places. The
 //! daemon clears dead processes' places every second (`Daemon::sweep_claim_parkers`).
+//!
+//! The handshake has a loom model (`tests/loom.rs`, `blocking_claim_loses_no_wake_up`).
 
 use crate::agents::AgentId;
 use crate::claims::{open_to, Claim, TaskError, TaskFilter};

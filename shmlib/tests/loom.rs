@@ -1,7 +1,7 @@
 //! `loom` models of the lock-free cores: the double-buffered seqlock (`seqlock.rs`), the
 //! ABA-tagged Treiber free list (`freelist.rs`), the event ring's claim / publish / read /
-//! lap / abandon protocol (`ring.rs`) and the file reservations' insert, fence, scan,
-//! confirm (`reserve.rs`).
+//! lap / abandon protocol (`ring.rs`), the file reservations' insert, fence, scan,
+//! confirm (`reserve.rs`) and the blocking claim's park / wake handshake (`claimwait.rs`).
 //!
 //! Run with (from the repository root; this is `.ci/loom`):
 //!
@@ -104,6 +104,17 @@
 //!   as the scan reads it.) Both halves are needed, and the model shows it: without the
 //!   fence, or with the plain rule "ignore later pending rivals" instead of waiting on
 //!   them, it finds executions in which both reservers win.
+//! * [`blocking_claim_loses_no_wake_up`]: the handshake of a blocking claim
+//!   (`claimwait.rs`), two parked agents and a change readying one task. Each waiter raises
+//!   the parked count, takes its place, fences SeqCst, reads its wake word and looks for
+//!   the task (its second try); the change publishes the task, fences SeqCst, loads the
+//!   count and, if non-zero, takes the place of the first parked agent it finds and bumps
+//!   its word. In every execution either a waiter took the task on its second try or a
+//!   waiter that went to sleep finds its word changed (its futex wait returns at once),
+//!   and the change takes at most one place. (The agent table scan, filters and futex are
+//!   not modelled: the words stand for them.) Without the change's fence, or with the
+//!   waiter's registration Relaxed and unfenced, the model finds executions where the
+//!   task is ready, nobody took it and both waiters sleep.
 #![cfg(loom)]
 
 use loom::model::Builder;
@@ -901,4 +912,75 @@ fn reservation_race_has_exactly_one_winner() {
     });
     // Both outcomes are reachable: the model is not trivially one-sided.
     outcomes.assert_reached([(false, true), (true, false)]);
+}
+
+/// One waiter of `blocking_claim_loses_no_wake_up`: registers as `park_claimer` does,
+/// then reads its wake word and makes its second try. Returns the word it read and
+/// whether the second try took the task.
+fn claim_waiter(w: &ClaimModel, me: usize) -> (u64, bool) {
+    w.parked.fetch_add(1, Ordering::SeqCst);
+    let placed = w.places[me].compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed).is_ok();
+    assert!(placed, "each agent's one place is free at the start");
+    fence(Ordering::SeqCst);
+    let word = w.words[me].load(Ordering::Acquire);
+    let took = w.ready.load(Ordering::Acquire) == 1
+        && w.taken.compare_exchange(0, me as u64 + 1, Ordering::SeqCst, Ordering::Relaxed).is_ok();
+    (word, took)
+}
+
+struct ClaimModel {
+    parked: AtomicU64,
+    places: [AtomicU64; 2],
+    words: [AtomicU64; 2],
+    ready: AtomicU64,
+    taken: AtomicU64,
+}
+
+#[test]
+fn blocking_claim_loses_no_wake_up() {
+    check(3, || {
+        let m = Arc::new(ClaimModel {
+            parked: AtomicU64::new(0),
+            places: [AtomicU64::new(0), AtomicU64::new(0)],
+            words: [AtomicU64::new(0), AtomicU64::new(0)],
+            ready: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+        });
+        let producer = {
+            let m = m.clone();
+            thread::spawn(move || {
+                // `wake_claimers` after the change published the task.
+                m.ready.store(1, Ordering::Release);
+                fence(Ordering::SeqCst);
+                if m.parked.load(Ordering::Relaxed) == 0 {
+                    return None;
+                }
+                for i in 0..2 {
+                    if m.places[i].load(Ordering::Acquire) != 0
+                        && m.places[i].compare_exchange(1, 0, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+                    {
+                        m.parked.fetch_sub(1, Ordering::SeqCst);
+                        m.words[i].fetch_add(1, Ordering::Release);
+                        return Some(i);
+                    }
+                }
+                None
+            })
+        };
+        let second = {
+            let m = m.clone();
+            thread::spawn(move || claim_waiter(&m, 1))
+        };
+        let (w0, took0) = claim_waiter(&m, 0);
+        let (w1, took1) = second.join().unwrap();
+        let woke = producer.join().unwrap();
+        assert!(!(took0 && took1), "one task, one holder");
+        let slept_and_woken = |i: usize, w: u64, took: bool| !took && m.words[i].load(Ordering::Acquire) != w;
+        assert!(
+            took0 || took1 || slept_and_woken(0, w0, took0) || slept_and_woken(1, w1, took1),
+            "a lost wake-up: the task is ready, nobody took it, and both waiters sleep (woke {woke:?})"
+        );
+        let bumped = (0..2).filter(|&i| m.words[i].load(Ordering::Acquire) != 0).count();
+        assert!(bumped <= 1, "one change wakes at most one agent");
+    });
 }
