@@ -31,7 +31,9 @@
 //! no half message.
 //!
 //! *The bound.* A mailbox holds at most [`Segment::mailbox_capacity`] messages
-//! (`min(MAILBOX_MAX, nodes / 8)`, so one flooded mailbox cannot take the pool). When it
+//! (`min(MAILBOX_MAX, nodes / 8)`), and all mailboxes together at most
+//! [`Segment::mail_capacity`] (a quarter of the pool, [`MailError::MailFull`]), so mail
+//! to many names cannot take the pool either. When a mailbox
 //! is full, acknowledged messages are removed oldest first to make room; if all are
 //! unread the send is refused with [`MailError::MailboxFull`], nothing created — never a
 //! silent drop. A message left pending by a sender killed mid-send (its body is freed
@@ -115,6 +117,12 @@ pub enum MailError {
         /// Messages a mailbox holds.
         capacity: u64,
     },
+    /// All mailboxes together hold the share of the node pool mail may take
+    /// ([`Segment::mail_capacity`]): mail never crowds out the board.
+    MailFull {
+        /// Messages all mailboxes together hold.
+        capacity: u64,
+    },
     /// No message has this id (in any mailbox), or it is still being sent.
     NotFound,
     /// The node is not a message.
@@ -170,6 +178,7 @@ impl std::fmt::Display for MailError {
             ThreadTooLong { len, max } => write!(f, "thread id is {len} bytes, the limit is {max}"),
             ThreadHasControl { at } => write!(f, "thread id has a control character at byte {at}"),
             MailboxFull { capacity } => write!(f, "mailbox full: it holds {capacity} unread messages"),
+            MailFull { capacity } => write!(f, "all mailboxes together hold their {capacity} messages"),
             NotFound => write!(f, "no such message"),
             NotAMessage => write!(f, "the node is not a message"),
             AlreadyAcked => write!(f, "message already acknowledged"),
@@ -281,6 +290,26 @@ impl Segment {
         MAILBOX_MAX.min((self.caps.nodes as u64 / 8).max(1))
     }
 
+    /// How many messages all mailboxes together may hold: a quarter of the node pool,
+    /// so mail to many names (misspelled ones included) never crowds out the board.
+    pub fn mail_capacity(&self) -> u64 {
+        (self.caps.nodes as u64 / 4).max(1)
+    }
+
+    /// Refuses a send when all mailboxes together hold [`Segment::mail_capacity`]
+    /// messages. O(mailboxes): one child count per mailbox.
+    fn check_mail_share(&self) -> Result<(), MailError> {
+        let capacity = self.mail_capacity();
+        let mail = self.mail_container()?;
+        let mut boxes = Vec::new();
+        self.children(mail, &mut boxes)?;
+        let held: u64 = boxes.iter().map(|b| self.child_count(*b).unwrap_or(0)).sum();
+        if held >= capacity {
+            return Err(MailError::MailFull { capacity });
+        }
+        Ok(())
+    }
+
     /// Sends `body` from agent `from` to `to` (an agent, joined or not, or every agent
     /// of a role), in `thread` if given; returns the message's node. The sender is the
     /// agent `from` names (under a token, it must be the token's agent). See the module
@@ -293,6 +322,7 @@ impl Segment {
     /// * [`MailError::TooLarge`]: a body over [`MESSAGE_MAX`];
     ///   [`MailError::ThreadTooLong`] / [`MailError::ThreadHasControl`]: a bad thread id.
     /// * [`MailError::MailboxFull`]: the mailbox holds its capacity of unread messages.
+    /// * [`MailError::MailFull`]: all mailboxes together hold [`Segment::mail_capacity`].
     /// * [`MailError::Doc`] with [`DocError::ArenaFull`]: no room for the body now.
     /// * [`MailError::Agent`]: `from` is not a live agent.
     /// * [`MailError::Pool`]: with [`PoolError::Denied`], the token lacks `message` or
@@ -345,6 +375,7 @@ impl Segment {
         let meta = metadata(&sender.name, thread);
         let mailbox = self.register_principal(to)?;
         self.make_room(mailbox)?;
+        self.check_mail_share()?;
         let blob = self.alloc_blob(body)?;
         crate::failpoint::hit("mail.allocated");
         let mut made = Err(MailError::NotFound);
@@ -771,6 +802,22 @@ mod tests {
         assert_eq!(s.send(w, &to("x"), Some("a\nb"), b""), Err(MailError::ThreadHasControl { at: 1 }));
         assert_eq!(s.free_slots().unwrap(), used, "no mailbox was registered");
         assert!(s.mailbox(&to("x")).unwrap().is_none());
+    }
+
+    #[test]
+    fn all_mailboxes_together_take_at_most_a_quarter_of_the_pool() {
+        let s = seg("share", 32); // 4 per mailbox, 8 in all
+        assert_eq!(s.mail_capacity(), 8);
+        let w = s.join("writer", "").unwrap();
+        for name in ["a", "b"] {
+            for i in 0..4u8 {
+                s.send(w, &to(name), None, &[i]).unwrap();
+            }
+        }
+        let used = s.free_slots().unwrap();
+        assert_eq!(s.send(w, &to("a"), None, b"x"), Err(MailError::MailboxFull { capacity: 4 }));
+        assert_eq!(s.send(w, &to("c"), None, b"x"), Err(MailError::MailFull { capacity: 8 }));
+        assert_eq!(s.free_slots().unwrap(), used - 1, "only the third mailbox was registered");
     }
 
     #[test]

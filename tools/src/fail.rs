@@ -641,6 +641,11 @@ impl From<MailError> for Fail {
             ThreadTooLong { .. } | ThreadHasControl { .. } => {
                 ("invalid_value", exit::USAGE, "use a thread id of at most 64 bytes without control characters")
             }
+            MailFull { .. } => (
+                "mail_full",
+                exit::FULL,
+                "mail takes at most a quarter of the node pool: recipients must acknowledge their mail (`wn inbox --ack-all`), or restart the daemon with more --nodes",
+            ),
             MailboxFull { .. } => (
                 "mailbox_full",
                 exit::FULL,
@@ -886,6 +891,7 @@ mod tests {
             ThreadTooLong { len: 65, max: 64 },
             ThreadHasControl { at: 1 },
             MailboxFull { capacity: 8 },
+            MailFull { capacity: 64 },
             NotFound,
             NotAMessage,
             AlreadyAcked,
