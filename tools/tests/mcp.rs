@@ -1,0 +1,199 @@
+//! `wn --agent NAME mcp`: an MCP client speaking newline-delimited JSON-RPC to the real
+//! server over its stdio, against a real daemon. Every read is bounded by a timeout.
+
+mod common;
+
+use common::Daemon;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+/// How long one answer may take.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `wn --agent NAME mcp`, killed when dropped.
+struct Mcp {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    next_id: u64,
+}
+
+impl Mcp {
+    /// Starts the server as `agent` and completes the MCP handshake.
+    fn start(d: &Daemon, agent: &str) -> Mcp {
+        let mut child = d
+            .cmd()
+            .args(["--agent", agent, "mcp"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn wn mcp");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut m = Mcp { child, stdin, lines, next_id: 0 };
+        let init = m.request(
+            "initialize",
+            json!({ "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "test", "version": "1" } }),
+        );
+        assert!(init["result"]["capabilities"]["tools"].is_object(), "{init}");
+        m.send(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
+        m
+    }
+
+    fn send(&mut self, v: &Value) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{v}").expect("write to the server");
+        stdin.flush().expect("flush");
+    }
+
+    /// Sends a request and returns its response (skipping notifications).
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|e| panic!("no answer to {method}: {e}"));
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if v["id"] == json!(id) {
+                return v;
+            }
+        }
+    }
+
+    /// Calls a tool; returns its result (a tool error is a result with `isError`).
+    fn call(&mut self, tool: &str, args: Value) -> Value {
+        let r = self.request("tools/call", json!({ "name": tool, "arguments": args }));
+        assert!(r.get("error").is_none(), "{tool}: protocol error {r}");
+        r["result"].clone()
+    }
+
+    /// Calls a tool that must succeed; returns its structured content.
+    fn ok(&mut self, tool: &str, args: Value) -> Value {
+        let r = self.call(tool, args);
+        assert_eq!(r["isError"], json!(false), "{tool}: {r}");
+        assert!(r["content"][0]["text"].as_str().is_some_and(|t| !t.is_empty() && !t.contains('\n')), "{r}");
+        r["structuredContent"].clone()
+    }
+}
+
+impl Drop for Mcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn tools_list_is_small_and_names_the_tools() {
+    let d = Daemon::start("mcp_list");
+    let mut m = Mcp::start(&d, "a");
+    let r = m.request("tools/list", json!({}));
+    let bytes = r.to_string().len();
+    assert!(bytes < 16 * 1024, "tools/list is {bytes} bytes");
+    let names: Vec<&str> =
+        r["result"]["tools"].as_array().expect("tools").iter().filter_map(|t| t["name"].as_str()).collect();
+    for want in [
+        "claim_next",
+        "complete",
+        "fail",
+        "progress",
+        "add_task",
+        "show",
+        "list",
+        "send",
+        "inbox",
+        "reserve",
+        "release",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}
+
+#[test]
+fn a_task_goes_round_through_the_tools() {
+    let d = Daemon::start("mcp_round");
+    let mut m = Mcp::start(&d, "a");
+    let t = m.ok("add_task", json!({ "name": "Write docs", "priority": 3, "description": "the README" }));
+    let uuid = t["uuid"].as_str().expect("uuid").to_string();
+    assert_eq!(t["status"], "ready", "{t}");
+    let c = m.ok("claim_next", json!({ "lease_s": 60 }));
+    assert_eq!(c["uuid"], json!(uuid), "{c}");
+    assert_eq!(d.json(&["show", &uuid])["status"], "claimed");
+    let p = m.ok("progress", json!({ "task": uuid, "percent": 40, "note": "half" }));
+    assert_eq!(p["progress"], 40, "{p}");
+    assert_eq!(d.json(&["show", &uuid])["progress"], 40);
+    let listed = m.ok("list", json!({ "status": "claimed" }));
+    assert_eq!(listed["count"], 1, "{listed}");
+    m.ok("complete", json!({ "task": "/Write docs", "note": "done" }));
+    assert_eq!(d.json(&["show", &uuid])["status"], "complete");
+    let shown = m.ok("show", json!({ "node": uuid }));
+    assert_eq!(shown["status"], "complete", "{shown}");
+
+    // Mail and reservations.
+    let sent = m.ok("send", json!({ "to": "a", "text": "hello" }));
+    assert_eq!(sent["to"], "a", "{sent}");
+    let inbox = m.ok("inbox", json!({ "wait_s": 5, "ack": true }));
+    assert_eq!(inbox["messages"][0]["text"], "hello", "{inbox}");
+    assert_eq!(inbox["acked"].as_array().map(Vec::len), Some(1), "{inbox}");
+    let r = m.ok("reserve", json!({ "paths": ["src/**"], "lease_s": 60 }));
+    assert_eq!(r["globs"], json!(["src/**"]), "{r}");
+    assert_eq!(m.ok("release", json!({ "paths": ["src/**"] }))["withdrawn"], 1);
+}
+
+#[test]
+fn errors_are_tool_errors_with_the_cli_code() {
+    let d = Daemon::start("mcp_errors");
+    let mut m = Mcp::start(&d, "a");
+    let t = m.ok("add_task", json!({ "name": "T" }));
+    let uuid = t["uuid"].as_str().expect("uuid").to_string();
+    let r = m.call("complete", json!({ "task": uuid }));
+    assert_eq!(r["isError"], json!(true), "{r}");
+    assert_eq!(r["structuredContent"]["code"], "not_claimed", "{r}");
+    assert!(r["structuredContent"]["hint"].as_str().is_some_and(|h| !h.is_empty()), "{r}");
+    // A library error keeps the CLI's code and hint.
+    let r = m.call("show", json!({ "node": "/No such" }));
+    assert_eq!(r["isError"], json!(true), "{r}");
+    let cli = d.fails(&["show", "/No such"], 4, r["structuredContent"]["code"].as_str().expect("code"));
+    assert_eq!(r["structuredContent"]["hint"], cli["hint"], "{r}");
+    // Nothing ready is an error too, and the server keeps serving.
+    m.ok("claim_next", json!({}));
+    let r = m.call("claim_next", json!({}));
+    assert_eq!(r["structuredContent"]["code"], "nothing_ready", "{r}");
+    assert_eq!(m.ok("show", json!({ "node": uuid }))["status"], "claimed");
+}
+
+#[test]
+fn killing_the_server_releases_its_claim() {
+    let d = Daemon::start("mcp_kill");
+    let mut m = Mcp::start(&d, "a");
+    let t = m.ok("add_task", json!({ "name": "Held" }));
+    let uuid = t["uuid"].as_str().expect("uuid").to_string();
+    m.ok("claim_next", json!({ "lease_s": 3600 }));
+    assert_eq!(d.json(&["show", &uuid])["status"], "claimed");
+    m.child.kill().expect("SIGKILL the server");
+    m.child.wait().expect("reap");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = d.json(&["show", &uuid])["status"].clone();
+        if status == "ready" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the claim outlived its server: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
