@@ -119,6 +119,8 @@ fn tools_list_is_small_and_names_the_tools() {
         "inbox",
         "reserve",
         "release",
+        "doc_put",
+        "doc_get",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -134,6 +136,11 @@ fn a_task_goes_round_through_the_tools() {
     let c = m.ok("claim_next", json!({ "lease_s": 60 }));
     assert_eq!(c["uuid"], json!(uuid), "{c}");
     assert_eq!(d.json(&["show", &uuid])["status"], "claimed");
+    let doc = m.ok("doc_put", json!({ "task": uuid, "name": "notes.md", "content": "# Notes" }));
+    assert_eq!(doc["kind"], "document", "{doc}");
+    let got = m.ok("doc_get", json!({ "path": "/Write docs/notes.md" }));
+    assert_eq!(got["text"], "# Notes", "{got}");
+    assert_eq!(got["content_type"], "text/markdown", "{got}");
     let p = m.ok("progress", json!({ "task": uuid, "percent": 40, "note": "half" }));
     assert_eq!(p["progress"], 40, "{p}");
     assert_eq!(d.json(&["show", &uuid])["progress"], 40);

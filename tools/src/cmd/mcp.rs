@@ -10,6 +10,7 @@
 //! tool error (`isError`) carrying the CLI's `code`, `hint` and `exit`. Every call runs on
 //! a blocking thread, so a waiting tool (`wait_s`) never stalls the server.
 
+use crate::cmd::docs;
 use crate::cmd::nodes::{self, AddArgs};
 use crate::ctx::{principal, Ctx};
 use crate::duration;
@@ -234,6 +235,24 @@ pub struct ReleaseArgs {
     paths: Option<Vec<String>>,
 }
 
+/// Arguments of `doc_put`.
+#[derive(Deserialize, JsonSchema)]
+pub struct DocPutArgs {
+    /// The task (or node) it belongs under.
+    task: String,
+    /// Document name (its extension sets the type).
+    name: String,
+    /// The text.
+    content: String,
+}
+
+/// Arguments of `doc_get`.
+#[derive(Deserialize, JsonSchema)]
+pub struct DocGetArgs {
+    /// The document.
+    path: String,
+}
+
 impl State {
     /// A node's JSON (the CLI's shape) and its line.
     fn node(&self, n: &Node) -> (Value, String) {
@@ -361,6 +380,36 @@ impl State {
         Ok((json!({ "nodes": list, "count": found.len(), "truncated": stats.limited }), line))
     }
 
+    fn doc_put(&self, a: DocPutArgs) -> Answer {
+        let seg = self.seg;
+        let parent = resolve::node(seg, &a.task)?;
+        let claim = self.claims.lock().unwrap_or_else(|p| p.into_inner()).get(&parent).copied();
+        let bytes = a.content.as_bytes();
+        let content_type = docs::guess_type(Some(&std::path::PathBuf::from(&a.name)), bytes);
+        let doc = docs::put_bytes(seg, parent, &a.name, &content_type, bytes, claim)?;
+        if claim.is_some() {
+            // Putting under the claim renewed its lease.
+            let until = seg.read(parent)?.lease_until_ms();
+            if let Some(held) = self.claims.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&parent) {
+                held.lease_until_ms = until;
+            }
+        }
+        let n = seg.read(doc)?;
+        let line = format!("{} document v{} {} bytes {}", n.uuid(), n.version(), bytes.len(), path_of(seg, doc));
+        Ok((node_json(seg, &n, &Names::load(seg), Some(&path_of(seg, doc))), line))
+    }
+
+    fn doc_get(&self, a: DocGetArgs) -> Answer {
+        let v = docs::document_json(self.seg, resolve::node(self.seg, &a.path)?)?;
+        let line = format!(
+            "{} ({} bytes, {})",
+            v["path"].as_str().unwrap_or(""),
+            v["len"],
+            v["content_type"].as_str().unwrap_or("")
+        );
+        Ok((v, line))
+    }
+
     fn send(&self, a: SendArgs) -> Answer {
         let to = principal(&a.to)?;
         let h = self.seg.send(self.me, &to, a.thread.as_deref(), a.text.as_bytes())?;
@@ -459,6 +508,16 @@ impl Server {
     #[tool(description = "List nodes, filtered.")]
     async fn list(&self, Parameters(a): Parameters<ListArgs>) -> CallToolResult {
         self.call(a, State::list).await
+    }
+
+    #[tool(description = "Store a text document under a task (replaces one of that name).")]
+    async fn doc_put(&self, Parameters(a): Parameters<DocPutArgs>) -> CallToolResult {
+        self.call(a, State::doc_put).await
+    }
+
+    #[tool(description = "Read a document.")]
+    async fn doc_get(&self, Parameters(a): Parameters<DocGetArgs>) -> CallToolResult {
+        self.call(a, State::doc_get).await
     }
 
     #[tool(description = "Send a message to an agent or @role.")]
