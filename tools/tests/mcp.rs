@@ -5,6 +5,7 @@ mod common;
 
 use common::Daemon;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -19,6 +20,8 @@ struct Mcp {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     next_id: u64,
+    /// Responses read while waiting for another, by id.
+    stash: HashMap<u64, Value>,
 }
 
 impl Mcp {
@@ -43,7 +46,7 @@ impl Mcp {
             }
         });
         let stdin = child.stdin.take();
-        let mut m = Mcp { child, stdin, lines, next_id: 0 };
+        let mut m = Mcp { child, stdin, lines, next_id: 0, stash: HashMap::new() };
         let init = m.request(
             "initialize",
             json!({ "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "test", "version": "1" } }),
@@ -61,16 +64,30 @@ impl Mcp {
 
     /// Sends a request and returns its response (skipping notifications).
     fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.start_request(method, params);
+        self.reply(id)
+    }
+
+    /// Sends a request; its response is read by [`Mcp::reply`].
+    fn start_request(&mut self, method: &str, params: Value) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
         self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+        id
+    }
+
+    /// The response to request `id`, keeping others read meanwhile.
+    fn reply(&mut self, id: u64) -> Value {
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|e| panic!("no answer to {method}: {e}"));
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            if v["id"] == json!(id) {
+            if let Some(v) = self.stash.remove(&id) {
                 return v;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|e| panic!("no answer to request {id}: {e}"));
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if let Some(got) = v["id"].as_u64() {
+                self.stash.insert(got, v);
             }
         }
     }
@@ -121,6 +138,7 @@ fn tools_list_is_small_and_names_the_tools() {
         "release",
         "doc_put",
         "doc_get",
+        "wait",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -160,6 +178,27 @@ fn a_task_goes_round_through_the_tools() {
     let r = m.ok("reserve", json!({ "paths": ["src/**"], "lease_s": 60 }));
     assert_eq!(r["globs"], json!(["src/**"]), "{r}");
     assert_eq!(m.ok("release", json!({ "paths": ["src/**"] }))["withdrawn"], 1);
+}
+
+#[test]
+fn a_waiting_tool_does_not_stall_the_server() {
+    let d = Daemon::start("mcp_wait");
+    let mut m = Mcp::start(&d, "a");
+    let waiting = m.start_request(
+        "tools/call",
+        json!({ "name": "wait", "arguments": { "kinds": ["task_completed", "node_created"], "timeout_s": 20 } }),
+    );
+    // The server answers other calls while the wait blocks.
+    assert!(m.ok("list", json!({}))["count"].as_u64().is_some());
+    let made = d.json(&["add", "task", "Later"]);
+    let r = m.reply(waiting);
+    assert_eq!(r["result"]["isError"], json!(false), "{r}");
+    assert_eq!(r["result"]["structuredContent"]["kind"], "node_created", "{r}");
+    assert_eq!(r["result"]["structuredContent"]["node"], made["uuid"], "{r}");
+    // A wait that times out is a tool error with the CLI's code.
+    let r = m.call("wait", json!({ "kinds": ["task_failed"], "timeout_s": 0.05 }));
+    assert_eq!(r["structuredContent"]["code"], "timeout", "{r}");
+    assert_eq!(r["structuredContent"]["exit"], 5, "{r}");
 }
 
 #[test]

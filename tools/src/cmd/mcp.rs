@@ -253,6 +253,17 @@ pub struct DocGetArgs {
     path: String,
 }
 
+/// Arguments of `wait`.
+#[derive(Deserialize, JsonSchema)]
+pub struct WaitArgs {
+    /// Event kinds (any: none given).
+    kinds: Option<Vec<String>>,
+    /// Only events about this node.
+    node: Option<String>,
+    /// Give up after this many seconds (default 30).
+    timeout_s: Option<f64>,
+}
+
 impl State {
     /// A node's JSON (the CLI's shape) and its line.
     fn node(&self, n: &Node) -> (Value, String) {
@@ -410,6 +421,15 @@ impl State {
         Ok((v, line))
     }
 
+    fn wait(&self, a: WaitArgs) -> Answer {
+        let timeout = seconds(a.timeout_s.unwrap_or(30.0), duration::timeout, "timeout_s")?;
+        let kinds = a.kinds.unwrap_or_default();
+        let e = crate::cmd::events::wait_any(self.seg, &kinds, a.node.as_deref(), timeout)?;
+        let v = crate::cmd::events::event_json(self.seg, &e);
+        let line = format!("event {} {} node {}", e.seq(), e.kind(), v["node"].as_str().unwrap_or("-"));
+        Ok((v, line))
+    }
+
     fn send(&self, a: SendArgs) -> Answer {
         let to = principal(&a.to)?;
         let h = self.seg.send(self.me, &to, a.thread.as_deref(), a.text.as_bytes())?;
@@ -518,6 +538,11 @@ impl Server {
     #[tool(description = "Read a document.")]
     async fn doc_get(&self, Parameters(a): Parameters<DocGetArgs>) -> CallToolResult {
         self.call(a, State::doc_get).await
+    }
+
+    #[tool(description = "Wait for the next event of these kinds (about a node).")]
+    async fn wait(&self, Parameters(a): Parameters<WaitArgs>) -> CallToolResult {
+        self.call(a, State::wait).await
     }
 
     #[tool(description = "Send a message to an agent or @role.")]
