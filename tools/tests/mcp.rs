@@ -52,13 +52,19 @@ impl Mcp {
             json!({ "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "test", "version": "1" } }),
         );
         assert!(init["result"]["capabilities"]["tools"].is_object(), "{init}");
+        assert_eq!(init["result"]["serverInfo"]["name"], "worknode", "{init}");
         m.send(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
         m
     }
 
     fn send(&mut self, v: &Value) {
+        self.send_raw(&v.to_string());
+    }
+
+    /// Writes one line as it is.
+    fn send_raw(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{v}").expect("write to the server");
+        writeln!(stdin, "{line}").expect("write to the server");
         stdin.flush().expect("flush");
     }
 
@@ -221,6 +227,42 @@ fn errors_are_tool_errors_with_the_cli_code() {
     let r = m.call("claim_next", json!({}));
     assert_eq!(r["structuredContent"]["code"], "nothing_ready", "{r}");
     assert_eq!(m.ok("show", json!({ "node": uuid }))["status"], "claimed");
+}
+
+#[test]
+fn bad_requests_get_errors_and_the_server_keeps_serving() {
+    let d = Daemon::start("mcp_bad");
+    let mut m = Mcp::start(&d, "a");
+    m.send_raw("{ this is not JSON");
+    let r = m.request("tools/call", json!({ "name": "frobnicate", "arguments": {} }));
+    assert!(r["error"]["code"].is_i64(), "an unknown tool is an error: {r}");
+    let r = m.call("progress", json!({ "task": "x", "percent": "ten" }));
+    assert_eq!(r["isError"], json!(true), "a wrong argument type is a tool error: {r}");
+    let r = m.call("show", json!({}));
+    assert_eq!(r["isError"], json!(true), "a missing argument is a tool error: {r}");
+    let big = "x".repeat(200_000);
+    let r = m.call("send", json!({ "to": "a", "text": big }));
+    assert_eq!(r["structuredContent"]["code"], "message_too_large", "{r}");
+    m.ok("add_task", json!({ "name": "Still serving" }));
+}
+
+#[test]
+fn closing_stdin_ends_the_server_and_its_claims() {
+    let d = Daemon::start("mcp_eof");
+    let mut m = Mcp::start(&d, "a");
+    let uuid = m.ok("add_task", json!({ "name": "Held" }))["uuid"].as_str().expect("uuid").to_string();
+    m.ok("claim_next", json!({ "lease_s": 3600 }));
+    drop(m.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = m.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server outlived its client");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(d.json(&["show", &uuid])["status"], "ready");
 }
 
 #[test]

@@ -19,7 +19,7 @@ use crate::output::{node_json, node_line, now_ms, Names, Style};
 use crate::resolve::{self, path_of};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock};
-use rmcp::{tool, tool_router, ServiceExt};
+use rmcp::{tool, tool_handler, tool_router, ServerHandler, ServiceExt};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -493,7 +493,7 @@ impl Server {
     }
 }
 
-#[tool_router(server_handler)]
+#[tool_router]
 impl Server {
     #[tool(description = "Claim the best ready task; the server keeps its epoch.")]
     async fn claim_next(&self, Parameters(a): Parameters<ClaimNextArgs>) -> CallToolResult {
@@ -565,3 +565,9 @@ impl Server {
         self.call(a, State::release).await
     }
 }
+
+#[tool_handler(
+    name = "worknode",
+    instructions = "Work the board: claim_next, progress while working, then complete or fail; add_task to split work; the server holds your claims."
+)]
+impl ServerHandler for Server {}
