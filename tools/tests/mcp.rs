@@ -128,6 +128,10 @@ fn tools_list_is_small_and_names_the_tools() {
     let r = m.request("tools/list", json!({}));
     let bytes = r.to_string().len();
     assert!(bytes < 16 * 1024, "tools/list is {bytes} bytes");
+    for t in r["result"]["tools"].as_array().expect("tools") {
+        let about = t["description"].as_str().expect("a description");
+        assert!(!about.contains('\n') && about.len() <= 100, "one short line: {about:?}");
+    }
     let names: Vec<&str> =
         r["result"]["tools"].as_array().expect("tools").iter().filter_map(|t| t["name"].as_str()).collect();
     for want in [
@@ -243,6 +247,12 @@ fn bad_requests_get_errors_and_the_server_keeps_serving() {
     let big = "x".repeat(200_000);
     let r = m.call("send", json!({ "to": "a", "text": big }));
     assert_eq!(r["structuredContent"]["code"], "message_too_large", "{r}");
+    for bad in
+        [json!({ "lease_s": -1 }), json!({ "lease_s": 1e12 }), json!({ "wait_s": 1e9 }), json!({ "kind": "nope" })]
+    {
+        let r = m.call("claim_next", bad.clone());
+        assert_eq!(r["structuredContent"]["code"], "usage", "{bad}: {r}");
+    }
     m.ok("add_task", json!({ "name": "Still serving" }));
 }
 

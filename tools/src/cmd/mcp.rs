@@ -95,7 +95,9 @@ fn seconds(s: f64, parse: fn(&str) -> Result<Duration, String>, arg: &str) -> Re
     if !s.is_finite() || s < 0.0 {
         return Err(Fail::usage(format!("{arg} must be a finite number of seconds ≥ 0"), "for example 30 or 0.5"));
     }
-    parse(&format!("{}ms", (s * 1000.0).round() as u64)).map_err(|e| Fail::usage(format!("{arg}: {e}"), ""))
+    parse(&format!("{}ms", (s * 1000.0).round() as u64)).map_err(|e| {
+        Fail::usage(format!("{arg}: {e}"), "timeouts are 0 to 86400 seconds, leases 0.001 seconds to 30 days")
+    })
 }
 
 fn kind(text: &str) -> Result<NodeKind, Fail> {
@@ -487,7 +489,8 @@ impl Server {
                 r.structured_content = Some(v);
                 r
             }
-            Ok(Err(f)) => tool_error(&f),
+            // A change made although the call failed is named by UUID and path, as `wn` does.
+            Ok(Err(f)) => tool_error(&f.name_changed_node(self.st.seg)),
             Err(e) => tool_error(&Fail::other(format!("the tool stopped: {e}"))),
         }
     }
