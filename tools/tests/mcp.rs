@@ -27,9 +27,14 @@ struct Mcp {
 impl Mcp {
     /// Starts the server as `agent` and completes the MCP handshake.
     fn start(d: &Daemon, agent: &str) -> Mcp {
+        Mcp::start_with(d, &["--agent", agent, "mcp"])
+    }
+
+    /// Starts `wn ARGS` (ending in `mcp`) and completes the MCP handshake.
+    fn start_with(d: &Daemon, args: &[&str]) -> Mcp {
         let mut child = d
             .cmd()
-            .args(["--agent", agent, "mcp"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -273,6 +278,24 @@ fn closing_stdin_ends_the_server_and_its_claims() {
     };
     assert!(status.success(), "{status:?}");
     assert_eq!(d.json(&["show", &uuid])["status"], "ready");
+}
+
+#[test]
+fn with_a_token_the_server_acts_within_its_rights() {
+    let d = Daemon::start("mcp_token");
+    let out = d.run(&["token", "mint", "--agent", "worker", "--rights", "read,claim,update"]);
+    out.ok();
+    let token = out.stdout.trim().to_string();
+    let uuid = d.json(&["add", "task", "Given"])["uuid"].as_str().expect("uuid").to_string();
+    let mut m = Mcp::start_with(&d, &["--token", &token, "mcp"]);
+    let r = m.call("add_task", json!({ "name": "Not mine to make" }));
+    assert_eq!(r["isError"], json!(true), "{r}");
+    assert_eq!(r["structuredContent"]["exit"], 6, "refused as the CLI refuses it: {r}");
+    let c = m.ok("claim_next", json!({}));
+    assert_eq!(c["uuid"], json!(uuid), "{c}");
+    assert_eq!(c["claim"]["agent"], "worker", "{c}");
+    m.ok("complete", json!({ "task": uuid }));
+    assert_eq!(d.json(&["show", &uuid])["status"], "complete");
 }
 
 #[test]
