@@ -299,6 +299,29 @@ fn with_a_token_the_server_acts_within_its_rights() {
 }
 
 #[test]
+fn a_claim_taken_over_after_its_lease_is_fenced_off() {
+    let d = Daemon::start("mcp_fence");
+    let mut m = Mcp::start(&d, "a");
+    let uuid = m.ok("add_task", json!({ "name": "Slow" }))["uuid"].as_str().expect("uuid").to_string();
+    m.ok("claim_next", json!({ "lease_s": 0.05 }));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let taken = loop {
+        let out = d.run(&["--json", "--agent", "b", "claim", &uuid]);
+        if out.code == 0 {
+            break out.json();
+        }
+        assert!(Instant::now() < deadline, "the lapsed claim was never free: {out:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let r = m.call("complete", json!({ "task": uuid }));
+    assert_eq!(r["isError"], json!(true), "the old epoch is refused: {r}");
+    assert_eq!(r["structuredContent"]["exit"], 3, "{r}");
+    let now = d.json(&["show", &uuid]);
+    assert_eq!(now["status"], "claimed", "{now}");
+    assert_eq!(now["epoch"], taken["epoch"], "b's claim stands: {now}");
+}
+
+#[test]
 fn killing_the_server_releases_its_claim() {
     let d = Daemon::start("mcp_kill");
     let mut m = Mcp::start(&d, "a");
