@@ -137,6 +137,11 @@ fn tools_list_is_small_and_names_the_tools() {
         let about = t["description"].as_str().expect("a description");
         assert!(!about.contains('\n') && about.len() <= 100, "one short line: {about:?}");
     }
+    let claim = r["result"]["tools"].as_array().expect("tools").iter().find(|t| t["name"] == "claim_next").cloned();
+    let props = claim.map(|t| t["inputSchema"]["properties"].clone()).unwrap_or_default();
+    for arg in ["kind", "under", "label", "mine", "wait_s", "lease_s"] {
+        assert!(props.get(arg).is_some(), "claim_next takes {arg}: {props}");
+    }
     let names: Vec<&str> =
         r["result"]["tools"].as_array().expect("tools").iter().filter_map(|t| t["name"].as_str()).collect();
     for want in [
@@ -247,8 +252,11 @@ fn bad_requests_get_errors_and_the_server_keeps_serving() {
     assert!(r["error"]["code"].is_i64(), "an unknown tool is an error: {r}");
     let r = m.call("progress", json!({ "task": "x", "percent": "ten" }));
     assert_eq!(r["isError"], json!(true), "a wrong argument type is a tool error: {r}");
+    assert_eq!(r["structuredContent"]["code"], "usage", "{r}");
     let r = m.call("show", json!({}));
     assert_eq!(r["isError"], json!(true), "a missing argument is a tool error: {r}");
+    assert_eq!(r["structuredContent"]["code"], "usage", "{r}");
+    assert!(r["structuredContent"]["error"].as_str().is_some_and(|e| e.contains("node")), "{r}");
     let big = "x".repeat(200_000);
     let r = m.call("send", json!({ "to": "a", "text": big }));
     assert_eq!(r["structuredContent"]["code"], "message_too_large", "{r}");

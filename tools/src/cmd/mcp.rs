@@ -114,6 +114,32 @@ fn status(text: &str) -> Result<Status, Fail> {
     })
 }
 
+/// A tool's arguments, or why they do not parse: a wrong type or a missing field is then
+/// a tool error with the CLI's `usage` code, not the SDK's bare message. The schema is
+/// `T`'s.
+pub struct Args<T>(Result<T, String>);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Args<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        Ok(Args(serde_json::from_value(v).map_err(|e| e.to_string())))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Args<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
 /// Arguments of `claim_next`.
 #[derive(Deserialize, JsonSchema)]
 pub struct ClaimNextArgs {
@@ -481,7 +507,14 @@ impl State {
 
 impl Server {
     /// Runs one tool on a blocking thread and renders its answer.
-    async fn call<A: Send + 'static>(&self, args: A, f: fn(&State, A) -> Answer) -> CallToolResult {
+    async fn call<A: Send + 'static>(&self, args: Args<A>, f: fn(&State, A) -> Answer) -> CallToolResult {
+        let args = match args.0 {
+            Ok(a) => a,
+            Err(e) => {
+                let hint = "the tool's inputSchema (tools/list) gives each argument's type";
+                return tool_error(&Fail::usage(format!("bad arguments: {e}"), hint));
+            }
+        };
         let st = Arc::clone(&self.st);
         match tokio::task::spawn_blocking(move || f(&st, args)).await {
             Ok(Ok((v, line))) => {
@@ -499,72 +532,72 @@ impl Server {
 #[tool_router]
 impl Server {
     #[tool(description = "Claim the best ready task; the server keeps its epoch.")]
-    async fn claim_next(&self, Parameters(a): Parameters<ClaimNextArgs>) -> CallToolResult {
+    async fn claim_next(&self, Parameters(a): Parameters<Args<ClaimNextArgs>>) -> CallToolResult {
         self.call(a, State::claim_next).await
     }
 
     #[tool(description = "Complete a task you claimed.")]
-    async fn complete(&self, Parameters(a): Parameters<CompleteArgs>) -> CallToolResult {
+    async fn complete(&self, Parameters(a): Parameters<Args<CompleteArgs>>) -> CallToolResult {
         self.call(a, State::complete).await
     }
 
     #[tool(description = "Fail a task you claimed, with a reason.")]
-    async fn fail(&self, Parameters(a): Parameters<FailArgs>) -> CallToolResult {
+    async fn fail(&self, Parameters(a): Parameters<Args<FailArgs>>) -> CallToolResult {
         self.call(a, State::fail).await
     }
 
     #[tool(description = "Report progress on a task you claimed (renews its lease).")]
-    async fn progress(&self, Parameters(a): Parameters<ProgressArgs>) -> CallToolResult {
+    async fn progress(&self, Parameters(a): Parameters<Args<ProgressArgs>>) -> CallToolResult {
         self.call(a, State::progress).await
     }
 
     #[tool(description = "Create a task (ready, or blocked while a blocker is open).")]
-    async fn add_task(&self, Parameters(a): Parameters<AddTaskArgs>) -> CallToolResult {
+    async fn add_task(&self, Parameters(a): Parameters<Args<AddTaskArgs>>) -> CallToolResult {
         self.call(a, State::add_task).await
     }
 
     #[tool(description = "Show a node (UUID, unique prefix or /path).")]
-    async fn show(&self, Parameters(a): Parameters<ShowArgs>) -> CallToolResult {
+    async fn show(&self, Parameters(a): Parameters<Args<ShowArgs>>) -> CallToolResult {
         self.call(a, State::show).await
     }
 
     #[tool(description = "List nodes, filtered.")]
-    async fn list(&self, Parameters(a): Parameters<ListArgs>) -> CallToolResult {
+    async fn list(&self, Parameters(a): Parameters<Args<ListArgs>>) -> CallToolResult {
         self.call(a, State::list).await
     }
 
     #[tool(description = "Store a text document under a task (replaces one of that name).")]
-    async fn doc_put(&self, Parameters(a): Parameters<DocPutArgs>) -> CallToolResult {
+    async fn doc_put(&self, Parameters(a): Parameters<Args<DocPutArgs>>) -> CallToolResult {
         self.call(a, State::doc_put).await
     }
 
     #[tool(description = "Read a document.")]
-    async fn doc_get(&self, Parameters(a): Parameters<DocGetArgs>) -> CallToolResult {
+    async fn doc_get(&self, Parameters(a): Parameters<Args<DocGetArgs>>) -> CallToolResult {
         self.call(a, State::doc_get).await
     }
 
     #[tool(description = "Wait for the next event of these kinds (about a node).")]
-    async fn wait(&self, Parameters(a): Parameters<WaitArgs>) -> CallToolResult {
+    async fn wait(&self, Parameters(a): Parameters<Args<WaitArgs>>) -> CallToolResult {
         self.call(a, State::wait).await
     }
 
     #[tool(description = "Send a message to an agent or @role.")]
-    async fn send(&self, Parameters(a): Parameters<SendArgs>) -> CallToolResult {
+    async fn send(&self, Parameters(a): Parameters<Args<SendArgs>>) -> CallToolResult {
         self.call(a, State::send).await
     }
 
     #[tool(description = "List unread mail; optionally wait for some, acknowledge it.")]
-    async fn inbox(&self, Parameters(a): Parameters<InboxArgs>) -> CallToolResult {
+    async fn inbox(&self, Parameters(a): Parameters<Args<InboxArgs>>) -> CallToolResult {
         self.call(a, State::inbox).await
     }
 
     #[tool(description = "Reserve files by glob (others are kept off).")]
-    async fn reserve(&self, Parameters(a): Parameters<ReserveArgs>) -> CallToolResult {
+    async fn reserve(&self, Parameters(a): Parameters<Args<ReserveArgs>>) -> CallToolResult {
         self.call(a, State::reserve).await
     }
 
     #[tool(description = "Withdraw your reservations of these globs (none: all).")]
-    async fn release(&self, Parameters(a): Parameters<ReleaseArgs>) -> CallToolResult {
+    async fn release(&self, Parameters(a): Parameters<Args<ReleaseArgs>>) -> CallToolResult {
         self.call(a, State::release).await
     }
 }
