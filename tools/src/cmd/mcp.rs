@@ -221,7 +221,7 @@ pub struct ListArgs {
     assignee: Option<String>,
     /// Only with this label.
     label: Option<String>,
-    /// At most this many (default 50).
+    /// At most this many, 1-1000 (default 50).
     limit: Option<u64>,
 }
 
@@ -399,8 +399,12 @@ impl State {
     fn list(&self, a: ListArgs) -> Answer {
         let seg = self.seg;
         let limit = a.limit.unwrap_or(50);
-        if !(1..=worknode::layout::MAX_NODES as u64).contains(&limit) {
-            return Err(Fail::usage(format!("limit {limit} is out of range"), "give 1 or more"));
+        // An answer is read by a model: at most a thousand nodes.
+        if !(1..=1000).contains(&limit) {
+            return Err(Fail::usage(
+                format!("limit {limit} is out of range"),
+                "give 1 to 1000; narrow with under, status or label",
+            ));
         }
         let q = Query {
             status: a.status.as_deref().map(status).transpose()?,
