@@ -4,8 +4,8 @@
 //! listing cannot drift from what the parser accepts.
 
 use crate::cmd::{
-    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, nodes, persist, reserve, stat, tasks, token,
-    top,
+    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, mcp, nodes, persist, reserve, stat, tasks,
+    token, top,
 };
 use crate::ctx::Ctx;
 use crate::fail::Fail;
@@ -187,6 +187,9 @@ pub enum Command {
     Reservations,
     /// Withdraw your reservations of GLOB… (as reserved), or --all of them.
     Unreserve(reserve::UnreserveArgs),
+    /// Serve --agent NAME to an MCP client over stdio (one server per agent; its claims
+    /// end with the server).
+    Mcp,
 }
 
 /// Runs the verb.
@@ -236,6 +239,7 @@ pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
         Command::Reserve(a) => reserve::run_reserve(ctx, a),
         Command::Reservations => reserve::run_reservations(ctx),
         Command::Unreserve(a) => reserve::run_unreserve(ctx, a),
+        Command::Mcp => mcp::run(ctx),
     }
 }
 

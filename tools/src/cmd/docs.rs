@@ -14,7 +14,7 @@ use crate::fail::{exit, Fail};
 use crate::input::{read_bounded, Source};
 use crate::output::{clean, node_json, print, print_bytes, print_json, Names};
 use crate::resolve::{self, path_of};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use worknode::{Claim, Handle, NodeKind, Segment};
 
@@ -73,7 +73,7 @@ pub struct GetArgs {
 }
 
 /// A media type guessed from a file name, or from the bytes.
-fn guess_type(file: Option<&PathBuf>, bytes: &[u8]) -> String {
+pub(crate) fn guess_type(file: Option<&PathBuf>, bytes: &[u8]) -> String {
     let ext = file.and_then(|f| f.extension()).and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let by_ext = match ext.as_deref() {
         Some("md" | "markdown") => Some("text/markdown"),
@@ -130,6 +130,53 @@ fn held_claim(ctx: &Ctx, seg: &Segment, task: Handle) -> Option<Claim> {
         epoch: n.claim_epoch(),
         lease_until_ms: n.lease_until_ms(),
     })
+}
+
+/// Creates PARENT's document `name`, or replaces the one there (`doc put`, MCP
+/// `doc_put`); with the claim on PARENT, under it, so the claim's lease is renewed.
+pub(crate) fn put_bytes(
+    seg: &Segment,
+    parent: Handle,
+    name: &str,
+    content_type: &str,
+    bytes: &[u8],
+    claim: Option<Claim>,
+) -> Result<Handle, Fail> {
+    if name.contains('/') {
+        return Err(Fail::usage(format!("document name {name:?} contains '/'"), "choose a name without '/'"));
+    }
+    Ok(match (existing_document(seg, parent, name)?, claim) {
+        (Some(d), Some(c)) => {
+            seg.replace_document_for(&c, d, content_type, bytes)?;
+            d
+        }
+        (Some(d), None) => {
+            seg.replace_document(d, content_type, bytes)?;
+            d
+        }
+        (None, Some(c)) => seg.put_document_for(&c, name, content_type, bytes)?,
+        (None, None) => seg.put_document(parent, name, content_type, bytes)?,
+    })
+}
+
+/// A document as `doc get --json` prints it: its metadata, and its text (or hex).
+pub(crate) fn document_json(seg: &Segment, h: Handle) -> Result<Value, Fail> {
+    let mut bytes = Vec::new();
+    let info = seg.get_document(h, &mut bytes)?;
+    let n = seg.read(h)?;
+    let mut v = json!({
+        "uuid": n.uuid().to_string(),
+        "path": path_of(seg, h),
+        "content_type": info.content_type,
+        "len": info.len,
+        "crc32c": info.crc,
+        "version": info.version,
+    });
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => v["text"] = json!(text),
+        Err(_) => v["hex"] = json!(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+    Ok(v)
 }
 
 /// Runs `doc put` / `doc get`.
@@ -219,18 +266,7 @@ fn put(ctx: &Ctx, a: &PutArgs) -> Result<(), Fail> {
     let content_type = a.content_type.clone().unwrap_or_else(|| guess_type(a.file.as_ref(), &bytes));
     // The holder of the parent task's claim puts with it: the lease follows the work.
     let claim = held_claim(ctx, &seg, parent);
-    let doc = match (existing_document(&seg, parent, &a.name)?, claim) {
-        (Some(d), Some(c)) => {
-            seg.replace_document_for(&c, d, &content_type, &bytes)?;
-            d
-        }
-        (Some(d), None) => {
-            seg.replace_document(d, &content_type, &bytes)?;
-            d
-        }
-        (None, Some(c)) => seg.put_document_for(&c, &a.name, &content_type, &bytes)?,
-        (None, None) => seg.put_document(parent, &a.name, &content_type, &bytes)?,
-    };
+    let doc = put_bytes(&seg, parent, &a.name, &content_type, &bytes, claim)?;
     let n = seg.read(doc)?;
     if ctx.json {
         let names = Names::load(&seg);
@@ -249,23 +285,10 @@ fn put(ctx: &Ctx, a: &PutArgs) -> Result<(), Fail> {
 fn get(ctx: &Ctx, a: &GetArgs) -> Result<(), Fail> {
     let seg = ctx.attach_ro()?;
     let h = resolve::node(&seg, &a.node)?;
-    let mut bytes = Vec::new();
-    let info = seg.get_document(h, &mut bytes)?;
     if ctx.json {
-        let n = seg.read(h)?;
-        let mut v = json!({
-            "uuid": n.uuid().to_string(),
-            "path": path_of(&seg, h),
-            "content_type": info.content_type,
-            "len": info.len,
-            "crc32c": info.crc,
-            "version": info.version,
-        });
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => v["text"] = json!(text),
-            Err(_) => v["hex"] = json!(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-        }
-        return print_json(&v);
+        return print_json(&document_json(&seg, h)?);
     }
+    let mut bytes = Vec::new();
+    seg.get_document(h, &mut bytes)?;
     print_bytes(&bytes)
 }

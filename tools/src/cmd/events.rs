@@ -260,6 +260,48 @@ pub fn event_json(seg: &Segment, e: &Event) -> Value {
     })
 }
 
+/// Waits up to `timeout` for the first event from now that one of `kinds` selects (any
+/// event when `kinds` is empty), about `node` if given (MCP `wait`).
+pub(crate) fn wait_any(seg: &Segment, kinds: &[String], node: Option<&str>, timeout: Duration) -> Result<Event, Fail> {
+    let select = |kind: Option<&String>| Select {
+        kind: kind.cloned(),
+        node: node.map(str::to_string),
+        topic: None,
+        actor: None,
+        status: None,
+        assignee: None,
+    };
+    let sels: Vec<Selector> = if kinds.is_empty() {
+        vec![Selector::new(seg, &select(None))?]
+    } else {
+        kinds.iter().map(|k| Selector::new(seg, &select(Some(k)))).collect::<Result<_, _>>()?
+    };
+    // The ring filters by kind only when there is one; the node is the same for all.
+    let filter = Filter { kind: if sels.len() == 1 { sels[0].filter.kind } else { None }, ..sels[0].filter };
+    let mut reader = seg.reader(Start::Now).with_filter(filter);
+    let deadline = duration::deadline(timeout);
+    let timed_out = || {
+        Fail::new(
+            "timeout",
+            exit::TIMEOUT,
+            format!("no matching event within {}", duration::format_ms(timeout.as_millis() as u64)),
+            "wait longer, or check the kinds (task_ready, task_completed, node_created, …)",
+        )
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match reader.next(Wait::Park, left) {
+            Ok(e) if sels.iter().any(|s| s.filter.matches(&e) && s.matches(seg, &e)) => return Ok(e),
+            Ok(_) | Err(RingError::Lagged { .. }) => {}
+            Err(RingError::Timeout) => return Err(timed_out()),
+            Err(e) => return Err(e.into()),
+        }
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+    }
+}
+
 /// Formats events for people and for `--json`, naming actors and nodes where it can.
 pub struct Printer<'a> {
     seg: &'a Segment,

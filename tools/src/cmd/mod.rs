@@ -9,6 +9,7 @@ pub mod events;
 pub mod labels;
 pub mod lifecycle;
 pub mod mail;
+pub mod mcp;
 pub mod nodes;
 pub mod persist;
 pub mod reserve;

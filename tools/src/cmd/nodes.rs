@@ -80,39 +80,46 @@ pub struct RollupArgs {
 pub struct AddArgs {
     /// What the node is.
     #[arg(value_parser = kind_parser())]
-    kind: NodeKind,
+    pub(crate) kind: NodeKind,
     /// Its name (at most 64 bytes; may contain spaces, not '/').
-    name: String,
+    pub(crate) name: String,
     /// Where to put it (UUID, unique prefix, or /path); the root by default.
     #[arg(long, value_name = "NODE")]
     pub(crate) parent: Option<String>,
     /// Inline description (at most 256 bytes; longer text belongs in a document).
     #[arg(long, value_name = "TEXT")]
-    desc: Option<String>,
+    pub(crate) desc: Option<String>,
     /// Priority 0-255: `claim --next` takes the highest first.
     #[arg(long, value_name = "N", default_value = "0", value_parser = crate::duration::number(0, 255, "a priority"))]
-    priority: u64,
+    pub(crate) priority: u64,
     /// Numeric value (pipeline rollups): finite, within ±1e300.
     #[arg(long, value_name = "N", default_value = "0", value_parser = crate::duration::value, allow_negative_numbers = true)]
-    value: f64,
+    pub(crate) value: f64,
     /// A node this one waits for (repeatable): while one is open, this node is blocked.
     #[arg(long = "blocked-by", value_name = "NODE")]
-    blocked_by: Vec<String>,
+    pub(crate) blocked_by: Vec<String>,
     /// Assign it to this agent or `@role` (repeatable): only they may claim it. Assigned
     /// before it becomes ready, so nobody else can claim it in between.
     #[arg(long, value_name = "AGENT|@ROLE")]
-    assignee: Vec<String>,
+    pub(crate) assignee: Vec<String>,
     /// Initial status: ready (claimable) or pending (not yet).
     #[arg(long, value_parser = ["ready", "pending"], default_value = "ready")]
-    status: String,
+    pub(crate) status: String,
     /// If the parent has a child of this name and kind already, print it (exit 0)
     /// instead of refusing: a plan script can be run again.
     #[arg(long)]
-    if_absent: bool,
+    pub(crate) if_absent: bool,
 }
 
 /// Creates a node; prints it (UUID first).
 pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let n = add(&seg, a)?;
+    print_node(ctx, &seg, &n)
+}
+
+/// Creates the node `a` describes (`wn add`, MCP `add_task`) and returns it.
+pub(crate) fn add(seg: &Segment, a: &AddArgs) -> Result<Node, Fail> {
     if a.blocked_by.len() > BLOCKERS_MAX {
         return Err(Fail::new(
             "too_many_blockers",
@@ -121,10 +128,9 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
             "group the blockers under one parent task, or chain them",
         ));
     }
-    let seg = ctx.attach_rw()?;
     // Resolve every argument before creating anything: a bad name leaves nothing behind.
-    let parent = resolve::node_or_root(&seg, a.parent.as_deref())?;
-    let blockers: Vec<Handle> = a.blocked_by.iter().map(|b| resolve::node(&seg, b)).collect::<Result<_, _>>()?;
+    let parent = resolve::node_or_root(seg, a.parent.as_deref())?;
+    let blockers: Vec<Handle> = a.blocked_by.iter().map(|b| resolve::node(seg, b)).collect::<Result<_, _>>()?;
     let assignees: Vec<worknode::Principal> =
         a.assignee.iter().map(|w| crate::ctx::principal(w)).collect::<Result<_, _>>()?;
     if assignees.len() > worknode::layout::ASSIGNEES_MAX {
@@ -153,13 +159,13 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
         Err(worknode::PoolError::NameTaken { existing }) => {
             let n = seg.read(existing)?;
             if a.if_absent && n.kind() == Some(a.kind) {
-                return print_node(ctx, &seg, &n);
+                return Ok(n);
             }
             let kind = n.kind().map_or("?", NodeKind::as_str);
             return Err(Fail::new(
                 "name_taken",
                 exit::CONFLICT,
-                format!("{} already exists ({kind} {})", clean(&path_of(&seg, existing)), n.uuid()),
+                format!("{} already exists ({kind} {})", clean(&path_of(seg, existing)), n.uuid()),
                 if a.if_absent {
                     format!("it is a {kind}, not a {}: choose another name", a.kind)
                 } else {
@@ -187,7 +193,7 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
         // Every blocker was already complete (or there were only assignees).
         seg.set_status(h, Status::Ready).map_err(|e| created(e.into()))?;
     }
-    print_node(ctx, &seg, &seg.read(h)?)
+    Ok(seg.read(h)?)
 }
 
 /// Prints one node as a line (human) or as its JSON object.
