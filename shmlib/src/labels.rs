@@ -318,15 +318,6 @@ impl Segment {
             _ => Err(LabelError::RegistryTaken),
         }
     }
-
-    /// The node among `kids` whose slot's name hash is `key` (a slot whose hash is not
-    /// known, 0, is judged by its record's name).
-    fn child_with_hash(&self, kids: &[Handle], key: u64) -> Option<Handle> {
-        kids.iter().copied().find(|h| match self.slot_name_hash(*h) {
-            0 => self.read(*h).is_ok_and(|n| crate::pool::name_hash(n.name().as_bytes()) == key),
-            hash => hash == key,
-        })
-    }
 }
 
 #[cfg(test)]

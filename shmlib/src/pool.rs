@@ -1240,6 +1240,16 @@ fn publish(s: Slot<'_>, rec: &NodeRecord) {
 impl Segment {
     /// The name hash a live slot keeps for `h`'s record (0: not known, or `h` is not a
     /// live slot of the pool). One word, no record copy.
+    /// The node among `kids` whose slot's name hash is `hash` (a slot whose hash is not
+    /// known, 0, is judged by its record's name): one word per child for the registries
+    /// (`/labels`, `/mail`) that find a name by its key.
+    pub(crate) fn child_with_hash(&self, kids: &[Handle], hash: u64) -> Option<Handle> {
+        kids.iter().copied().find(|h| match self.slot_name_hash(*h) {
+            0 => self.read(*h).is_ok_and(|n| name_hash(n.name().as_bytes()) == hash),
+            known => known == hash,
+        })
+    }
+
     pub(crate) fn slot_name_hash(&self, h: Handle) -> u64 {
         self.slot(h.index).map_or(0, |s| s.name_hash().load(Ordering::Relaxed))
     }

@@ -50,10 +50,11 @@ impl PrincipalKey {
         }
     }
 
-    fn of_text(text: &str) -> PrincipalKey {
-        // Equal to the pool's name hash of the mailbox node, so the registry is found by
-        // the slots' hash words.
-        PrincipalKey(crate::pool::name_hash(text.as_bytes()))
+    /// The key of the text `prefix` + `body`, hashed without building it (claims ask
+    /// for their agent's keys on every call). Equal to the pool's name hash of the
+    /// mailbox node, so the registry is found by the slots' hash words.
+    fn of_parts(prefix: &str, body: &str) -> PrincipalKey {
+        PrincipalKey(crate::sys::fnv1a_parts(&[prefix.as_bytes(), body.as_bytes()]).max(1))
     }
 }
 
@@ -144,17 +145,20 @@ impl Principal {
 
     /// Its key.
     pub fn key(&self) -> PrincipalKey {
-        PrincipalKey::of_text(&self.to_string())
+        match self {
+            Principal::Agent(name) => Self::agent_key(name),
+            Principal::Role(role) => PrincipalKey::of_parts("@", role),
+        }
     }
 
     /// The key of agent `name` (without parsing: an agent's own name is valid).
     pub(crate) fn agent_key(name: &str) -> PrincipalKey {
-        PrincipalKey::of_text(name)
+        PrincipalKey::of_parts("", name)
     }
 
     /// The key of role `role`, `None` for the empty role.
     pub(crate) fn role_key(role: &str) -> Option<PrincipalKey> {
-        (!role.is_empty()).then(|| Principal::Role(role.to_string()).key())
+        (!role.is_empty()).then(|| PrincipalKey::of_parts("@", role))
     }
 }
 
@@ -212,10 +216,8 @@ impl Segment {
         let registered = self.child_named(self.root(), MAIL_CONTAINER).ok().flatten().and_then(|mail| {
             let mut kids = Vec::new();
             self.children(mail, &mut kids).ok()?;
-            kids.into_iter().find_map(|h| {
-                let p = Principal::parse(self.read(h).ok()?.name()).ok()?;
-                (p.key() == key).then_some(p)
-            })
+            let h = self.child_with_hash(&kids, key.raw())?;
+            Principal::parse(self.read(h).ok()?.name()).ok()
         });
         registered.or_else(|| {
             let mut agents = Vec::new();
@@ -245,9 +247,14 @@ impl Segment {
     }
 
     /// The keys an agent answers to: its name's and, if it has a role, its role's.
+    /// Read from the agent's slot without allocating: `claim` and `claim_next` ask on
+    /// every call.
     pub(crate) fn keys_of(&self, agent: AgentId) -> Result<[Option<PrincipalKey>; 2], crate::AgentError> {
-        let info = self.agent(agent)?;
-        Ok([Some(Principal::agent_key(&info.name)), Principal::role_key(&info.role)])
+        let slot = self.agent_slot(agent.index).ok_or(crate::AgentError::NotFound)?;
+        if slot.live_id(agent.index) != Some(agent) {
+            return Err(crate::AgentError::NotFound);
+        }
+        Ok(slot.keys())
     }
 }
 

@@ -298,7 +298,15 @@ pub fn process_maps_path(pid: u32, path: &std::path::Path) -> Option<bool> {
 /// 64-bit FNV-1a of `bytes`: the one short, stable, non-cryptographic hash the crate
 /// uses (socket names of long segment names, node-name hashes in slots).
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
+    fnv1a_parts(&[bytes])
+}
+
+/// [`fnv1a`] of the concatenation of `parts`, without building it.
+pub(crate) fn fnv1a_parts(parts: &[&[u8]]) -> u64 {
+    parts
+        .iter()
+        .flat_map(|p| p.iter())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 /// Receives up to `buf.len()` bytes from a Unix stream socket together with at most one
