@@ -26,6 +26,19 @@ fn attach() -> Segment {
     Segment::attach(&env_str(SEGMENT_ENV), Access::ReadWrite).expect("attach read-write")
 }
 
+/// Waits (bounded, 20 s) until the daemon has released and swept every reservation.
+fn no_reservations_within(seg: &Segment, what: impl Fn() -> String) {
+    let mut held = Vec::new();
+    worknode_tests::wait_until(
+        Duration::from_secs(20),
+        || {
+            seg.reservations(&mut held);
+            held.is_empty()
+        },
+        || what(),
+    );
+}
+
 #[test]
 fn child_entry() {
     child_main(|role| match role {
@@ -167,20 +180,7 @@ fn a_sigkilled_holders_reservations_are_released_by_the_daemon() {
     assert_eq!(status.signal(), Some(9), "the holder died by SIGKILL\n{}", holder.transcript());
 
     // Only the daemon can release them now (the leases have ten minutes left).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut held = Vec::new();
-    loop {
-        seg.reservations(&mut held);
-        if held.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the killed holder's reservations are still there after 20 s: {held:?}\n{}",
-            daemon.transcript()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    no_reservations_within(&seg, || format!("the killed holder's reservations stayed\n{}", daemon.transcript()));
     assert!(seg.find_agent("holder").is_none(), "the holder was reaped");
     seg.check_paths(Some(other), &["held/a.rs", "also/x.rs", "more/x"]).unwrap();
     seg.reserve(other, &["held/a.rs", "also/*.rs"], &opts).unwrap();
@@ -204,15 +204,6 @@ fn a_reserver_killed_while_pending_blocks_no_one_after_the_daemon_reaps_it() {
     child.signal(nix::sys::signal::Signal::SIGKILL);
     let status = child.wait_exit(Duration::from_secs(10));
     assert_eq!(status.signal(), Some(9), "the child died by SIGKILL\n{}", child.transcript());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut held = Vec::new();
-    loop {
-        seg.reservations(&mut held);
-        if held.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the killed reserver's pending reservation stayed: {held:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    no_reservations_within(&seg, || "the killed reserver's pending reservation stayed".to_string());
     seg.reserve(me, &["p/src/a.rs"], &ReserveOptions::default()).unwrap();
 }
