@@ -35,7 +35,7 @@ fn no_reservations_within(seg: &Segment, what: impl Fn() -> String) {
             seg.reservations(&mut held);
             held.is_empty()
         },
-        || what(),
+        what,
     );
 }
 
