@@ -3,7 +3,9 @@
 use crate::ctx::Ctx;
 use crate::duration::relative;
 use crate::fail::{exit, Fail};
-use crate::output::{claim_text, clean, kind_text, node_json, node_line, now_ms, print, print_json, Names, ShortIds};
+use crate::output::{
+    claim_text, clean, kind_text, node_json, node_line, now_ms, print, print_json, Names, ShortIds, Style,
+};
 use crate::resolve::{self, path_of};
 use clap::builder::TypedValueParser as _;
 use comfy_table::Cell;
@@ -216,16 +218,28 @@ pub fn run_tree(ctx: &Ctx, a: &TreeArgs) -> Result<(), Fail> {
         v["path"] = json!(path_of(&seg, top));
         return print_json(&v);
     }
-    let short = ShortIds::scan(&seg);
-    let s = &ctx.style;
+    let (lines, _) = tree_lines(&seg, top, a.depth, &ctx.style, seg.capacities().nodes as usize + 1)?;
+    print(&lines.join("\n"))
+}
+
+/// The tree under `top` as `wn tree` draws it, at most `max_lines` lines (and whether
+/// more were left out): `wn tree`, and the MCP tree resource.
+pub(crate) fn tree_lines(
+    seg: &Segment,
+    top: Handle,
+    depth_limit: Option<u64>,
+    s: &Style,
+    max_lines: usize,
+) -> Result<(Vec<String>, bool), Fail> {
+    let names = Names::load(seg);
+    let short = ShortIds::scan(seg);
     let now = now_ms();
     let mut lines: Vec<String> = Vec::new();
     let mut stack: Vec<(Handle, String, String, usize)> = vec![(top, String::new(), String::new(), 0)];
     let mut kids = Vec::new();
-    let bound = seg.capacities().nodes as usize;
     while let Some((h, lead, child_lead, depth)) = stack.pop() {
-        if lines.len() > bound {
-            break;
+        if lines.len() >= max_lines {
+            return Ok((lines, true));
         }
         let Ok(n) = seg.read(h) else { continue };
         let name = if n.parent().is_none() { "/".to_string() } else { clean(n.name()).into_owned() };
@@ -239,7 +253,7 @@ pub fn run_tree(ctx: &Ctx, a: &TreeArgs) -> Result<(), Fail> {
         }
         line.push_str(&format!("  {}", s.dim(&short.of(n.uuid()))));
         seg.children(h, &mut kids)?;
-        if a.depth.is_some_and(|d| depth as u64 >= d) {
+        if depth_limit.is_some_and(|d| depth as u64 >= d) {
             if !kids.is_empty() {
                 line.push_str(&s.dim(&format!("  (+{} below)", kids.len())));
             }
@@ -255,7 +269,7 @@ pub fn run_tree(ctx: &Ctx, a: &TreeArgs) -> Result<(), Fail> {
             stack.push((*k, format!("{child_lead}{branch}"), format!("{child_lead}{cont}"), depth + 1));
         }
     }
-    print(&lines.join("\n"))
+    Ok((lines, false))
 }
 
 fn tree_json(seg: &Segment, h: Handle, max: Option<usize>, names: &Names, depth: usize) -> Result<Value, Fail> {

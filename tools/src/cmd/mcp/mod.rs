@@ -9,6 +9,10 @@
 //! (`node_json`, the mail and reservation objects) plus a one-line text. A failure is a
 //! tool error (`isError`) carrying the CLI's `code`, `hint` and `exit`. Every call runs on
 //! a blocking thread, so a waiting tool (`wait_s`) never stalls the server.
+//!
+//! Resources (the tree, a node, a document) and subscriptions to them are in [`resources`].
+
+mod resources;
 
 use crate::cmd::docs;
 use crate::cmd::nodes::{self, AddArgs};
@@ -18,8 +22,13 @@ use crate::fail::Fail;
 use crate::output::{node_json, node_line, now_ms, Names, Style};
 use crate::resolve::{self, path_of};
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock};
-use rmcp::{tool, tool_handler, tool_router, ServerHandler, ServiceExt};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
+};
+use rmcp::service::{RequestContext, SubscriptionContext};
+use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler, ServiceExt};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -37,6 +46,8 @@ struct State {
     me: AgentId,
     /// The claims this server made and still holds, by task.
     claims: Mutex<HashMap<Handle, Claim>>,
+    /// Resource subscriptions and their watcher.
+    watch: Arc<resources::Watch>,
 }
 
 /// The MCP server of one agent.
@@ -57,7 +68,9 @@ pub fn run(ctx: &Ctx) -> Result<(), Fail> {
             .ok_or_else(|| Fail::usage("`wn mcp` serves one agent, and none was named", "run `wn --agent NAME mcp`"))?,
     };
     let session = seg.open_session(&name, &ctx.role)?;
-    let server = Server { st: Arc::new(State { seg, me: session.id(), claims: Mutex::new(HashMap::new()) }) };
+    let watch = Arc::new(resources::Watch::default());
+    let st = State { seg, me: session.id(), claims: Mutex::new(HashMap::new()), watch: Arc::clone(&watch) };
+    let server = Server { st: Arc::new(st) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -67,6 +80,7 @@ pub fn run(ctx: &Ctx) -> Result<(), Fail> {
         let running = server.serve(rmcp::transport::stdio()).await.map_err(|e| e.to_string())?;
         running.waiting().await.map(|_| ()).map_err(|e| e.to_string())
     });
+    watch.stop();
     rt.shutdown_timeout(Duration::from_secs(1));
     // Leaving releases what the agent still holds, as the daemon would on exit.
     let left = session.leave();
@@ -606,8 +620,81 @@ impl Server {
     }
 }
 
-#[tool_handler(
-    name = "worknode",
-    instructions = "Work the board: claim_next, progress while working, then complete or fail; add_task to split work; the server holds your claims."
-)]
-impl ServerHandler for Server {}
+/// What the server says of itself at `initialize`.
+const INSTRUCTIONS: &str = "Work the board: claim_next, progress while working, then complete or fail; \
+add_task to split work; the server holds your claims. Resources: worknode://tree, \
+worknode://node/{id}, worknode://doc/{id}; subscribe to hear of changes.";
+
+#[tool_handler]
+impl ServerHandler for Server {
+    fn get_info(&self) -> ServerConfig {
+        let caps = ServerCapabilities::builder().enable_tools().enable_resources().enable_resources_subscribe().build();
+        ServerConfig::new(caps)
+            .with_server_info(Implementation::new("worknode", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS.to_string())
+    }
+
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(resources::list(&self.st))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let st = Arc::clone(&self.st);
+        // The tree walks the board: off the runtime's threads, as the tools are.
+        match tokio::task::spawn_blocking(move || resources::read(&st, &request.uri)).await {
+            Ok(Ok(r)) => Ok(r.into()),
+            Ok(Err(f)) => Err(resources::protocol_error(&f)),
+            Err(e) => Err(ErrorData::internal_error(format!("the read stopped: {e}"), None)),
+        }
+    }
+
+    #[allow(deprecated)] // the session form, which today's clients use
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        resources::subscribe(&self.st, &request.uri, context.peer).map_err(|f| resources::protocol_error(&f))
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        resources::unsubscribe(&self.st, &request.uri);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::new();
+        accepted.resource_subscriptions =
+            requested.resource_subscriptions.as_deref().map(|uris| resources::acceptable(&self.st, uris));
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let uris = context.accepted().resource_subscriptions.clone().unwrap_or_default();
+        resources::listen(&self.st, &uris, context.sink());
+        context.cancelled().await;
+        resources::end_listen(&self.st, context.sink());
+        Ok(())
+    }
+}
