@@ -37,31 +37,33 @@ pub fn plan(ctx: &Ctx, fsync_bound: bool) -> Plan {
     }
 }
 
-fn locate_daemon() -> Result<PathBuf, Fail> {
+/// The workspace binary `name` (package of the same name) beside wn-bench's own: built
+/// first when run through cargo (a no-op when it is fresh), else used if it exists.
+pub(crate) fn locate_binary(name: &str) -> Result<PathBuf, Fail> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let dir = exe.parent().ok_or("the wn-bench binary has no directory")?.to_path_buf();
-    let bin = dir.join("worknoded");
+    let bin = dir.join(name);
     if let (Some(cargo), Some(manifest)) = (std::env::var_os("CARGO"), std::env::var_os("CARGO_MANIFEST_DIR")) {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(cargo);
-        cmd.arg("build").arg("-p").arg("worknoded").arg("--quiet");
+        cmd.arg("build").arg("-p").arg(name).arg("--quiet");
         if release {
             cmd.arg("--release");
         }
         let t = Instant::now();
-        let status = cmd.current_dir(manifest).status().map_err(|e| format!("cargo build -p worknoded: {e}"))?;
+        let status = cmd.current_dir(manifest).status().map_err(|e| format!("cargo build -p {name}: {e}"))?;
         if !status.success() {
-            return Err(format!("cargo build -p worknoded failed ({status})").into());
+            return Err(format!("cargo build -p {name} failed ({status})").into());
         }
         if t.elapsed() > Duration::from_secs(2) {
-            println!("  (built worknoded in {:.1} s; not part of any measurement)", t.elapsed().as_secs_f64());
+            println!("  (built {name} in {:.1} s; not part of any measurement)", t.elapsed().as_secs_f64());
         }
     }
     if bin.is_file() {
         Ok(bin)
     } else {
         Err(Fail::Skip(format!(
-            "skipped: {} not found; build it with `cargo build --release -p worknoded`",
+            "skipped: {} not found; build it with `cargo build --release -p {name}`",
             bin.display()
         )))
     }
@@ -70,7 +72,7 @@ fn locate_daemon() -> Result<PathBuf, Fail> {
 fn daemon(ctx: &Ctx) -> Result<PathBuf, Fail> {
     let mut slot = ctx.daemon.borrow_mut();
     if slot.is_none() {
-        *slot = Some(match locate_daemon() {
+        *slot = Some(match locate_binary("worknoded") {
             Ok(p) => Ok(p),
             Err(Fail::Skip(s)) => Err(format!("SKIP:{s}")),
             Err(Fail::Error(e)) => Err(e),

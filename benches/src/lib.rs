@@ -36,6 +36,7 @@ pub mod handoff;
 pub mod histogram;
 pub mod iceoryx;
 pub mod kernel_ipc;
+pub mod mcp;
 pub mod payload;
 pub mod pingpong;
 pub mod pinning;

@@ -153,6 +153,7 @@ fn measurement_of(group: &str) -> &'static str {
         "broker" => "latency of one operation by one agent: direct, brokered, Redis",
         "handoff" => "round trip of two work hand-offs between parked agents",
         "mail" => "round trip of two messages between agents blocked on their inboxes",
+        "mcp" => "one agent's tool call: over `wn mcp` stdio vs `wn --json` run per call",
         _ => "append latency and rate",
     }
 }
@@ -258,6 +259,10 @@ impl Report {
         vs("handoff-redis", "handoff-worknode", |s| s.p99, "p99");
         vs("mail-redis", "mail-worknode", |s| s.p50, "p50");
         vs("mail-redis", "mail-worknode", |s| s.p99, "p99");
+        vs("mcp-show-subprocess", "mcp-show", |s| s.p50, "p50");
+        vs("mcp-show-subprocess", "mcp-show", |s| s.p99, "p99");
+        vs("mcp-cycle-subprocess", "mcp-cycle", |s| s.p50, "p50");
+        vs("mcp-cycle-subprocess", "mcp-cycle", |s| s.p99, "p99");
         for op in ["update", "claim", "read"] {
             let (d, b, r) =
                 (format!("broker-{op}-direct"), format!("broker-{op}-brokered"), format!("broker-{op}-redis"));
@@ -455,6 +460,7 @@ impl Report {
                 "Work hand-off: a task becomes ready, the parked agent it is for holds it (two per round trip)",
             ),
             ("mail", "Messages: send, the blocked receiver has it (two per round trip)"),
+            ("mcp", "Coding agents: a tool call over `wn mcp` (stdio) vs `wn --json` as a subprocess per call"),
         ];
         let base = self.lat("ring-spin").map(|s| s.p50);
         let cbase = self.lat("coord-ring-spin").map(|s| s.p50);

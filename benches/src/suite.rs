@@ -236,7 +236,7 @@ macro_rules! spec {
 /// Every measurement, in the order they run.
 pub fn specs() -> Vec<Spec> {
     use crate::broker::{self, Op, Path};
-    use crate::{claims, durability, floor, iceoryx, kernel_ipc, redis_peer, ring, sqlite, throughput};
+    use crate::{claims, durability, floor, iceoryx, kernel_ipc, mcp, redis_peer, ring, sqlite, throughput};
     use worknode::Wait;
     vec![
         spec!("floor", "latency", "cache-line ping-pong (shared mapping, spin): the physical floor", floor::run),
@@ -301,6 +301,22 @@ pub fn specs() -> Vec<Spec> {
             crate::handoff::mail
         ),
         spec!("mail-redis", "mail", "Redis XADD / XREAD BLOCK", redis_peer::streams),
+        spec!("mcp-show", "mcp", "show over wn mcp (stdio JSON-RPC)", |c| mcp::run(c, mcp::Op::Show, mcp::Route::Mcp)),
+        spec!("mcp-show-subprocess", "mcp", "show as `wn --json show` per call", |c| mcp::run(
+            c,
+            mcp::Op::Show,
+            mcp::Route::Subprocess
+        )),
+        spec!("mcp-cycle", "mcp", "claim_next + complete over wn mcp", |c| mcp::run(
+            c,
+            mcp::Op::Cycle,
+            mcp::Route::Mcp
+        )),
+        spec!("mcp-cycle-subprocess", "mcp", "`wn --json claim --next` + `wn --json done` per cycle", |c| mcp::run(
+            c,
+            mcp::Op::Cycle,
+            mcp::Route::Subprocess
+        )),
         spec!("broker-update-direct", "broker", "progress on a held task, direct handle", |c| broker::run(
             c,
             Path::Direct,

@@ -255,6 +255,21 @@ impl Names {
         Names { agents: v.into_iter().map(|a| (a.id.index, a.name)).collect(), principals }
     }
 
+    /// Only the names node `n` mentions (its claimant, its assignees): for showing one
+    /// node, far cheaper than [`Names::load`] on a board with many agents and mailboxes.
+    pub fn for_node(seg: &Segment, n: &worknode::Node) -> Names {
+        let mut agents = HashMap::new();
+        if let Some(slot) = n.claim_agent_raw() {
+            let mut v = Vec::new();
+            seg.agents(&mut v);
+            if let Some(a) = v.into_iter().find(|a| a.id.index == slot) {
+                agents.insert(slot, a.name);
+            }
+        }
+        let principals = n.assignees().filter_map(|k| seg.principal(k).map(|p| (k, p.to_string()))).collect();
+        Names { agents, principals }
+    }
+
     /// The principal `key` names (`writer`, `@tester`), or `#<key>` if none is known.
     pub fn principal(&self, key: worknode::PrincipalKey) -> String {
         self.principals.get(&key).cloned().unwrap_or_else(|| format!("#{:016x}", key.raw()))

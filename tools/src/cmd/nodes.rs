@@ -201,7 +201,7 @@ pub(crate) fn add(seg: &Segment, a: &AddArgs) -> Result<Node, Fail> {
 /// Prints one node as a line (human) or as its JSON object.
 pub fn print_node(ctx: &Ctx, seg: &Segment, n: &Node) -> Result<(), Fail> {
     if ctx.json {
-        let names = Names::load(seg);
+        let names = Names::for_node(seg, n);
         print_json(&node_json(seg, n, &names, Some(&path_of(seg, n.handle()))))
     } else {
         print(&node_line(&ctx.style, n))

@@ -302,7 +302,7 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
     };
     let n = seg.read(claim.task)?;
     if ctx.json {
-        let mut v = node_json(&seg, &n, &Names::load(&seg), Some(&path_of(&seg, n.handle())));
+        let mut v = node_json(&seg, &n, &Names::for_node(&seg, &n), Some(&path_of(&seg, n.handle())));
         v["reservation"] = crate::cmd::reserve::reservation_json(&seg, &r, "");
         return print_json(&v);
     }

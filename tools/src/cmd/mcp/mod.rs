@@ -7,12 +7,13 @@
 //!
 //! Each tool is a few lines over one library call and answers with the CLI's JSON shape
 //! (`node_json`, the mail and reservation objects) plus a one-line text. A failure is a
-//! tool error (`isError`) carrying the CLI's `code`, `hint` and `exit`. Every call runs on
-//! a blocking thread, so a waiting tool (`wait_s`) never stalls the server.
+//! tool error (`isError`) carrying the CLI's `code`, `hint` and `exit`. A call that may
+//! wait (`wait_s`, `wait`) runs on a blocking thread, so it never stalls the server.
 //!
 //! Resources (the tree, a node, a document) and subscriptions to them are in [`resources`].
 
 mod resources;
+mod stdio;
 
 use crate::cmd::docs;
 use crate::cmd::nodes::{self, AddArgs};
@@ -21,6 +22,7 @@ use crate::duration;
 use crate::fail::Fail;
 use crate::output::{node_json, node_line, now_ms, Names, Style};
 use crate::resolve::{self, path_of};
+use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
@@ -54,6 +56,9 @@ struct State {
 #[derive(Clone)]
 pub struct Server {
     st: Arc<State>,
+    /// The tools, built once: the macros' default builds the router (and every tool's
+    /// schema) again for each call, most of a call's CPU time.
+    tools: Arc<ToolRouter<Server>>,
 }
 
 /// Runs the server until the client closes stdin.
@@ -70,14 +75,17 @@ pub fn run(ctx: &Ctx) -> Result<(), Fail> {
     let session = seg.open_session(&name, &ctx.role)?;
     let watch = Arc::new(resources::Watch::default());
     let st = State { seg, me: session.id(), claims: Mutex::new(HashMap::new()), watch: Arc::clone(&watch) };
-    let server = Server { st: Arc::new(st) };
+    let server = Server { st: Arc::new(st), tools: Arc::new(Server::tool_router()) };
+    // One runtime thread: a request, its tool and its answer stay on it, with no wake-up
+    // of another thread between them (calls that may wait go to the blocking pool).
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| Fail::other(format!("cannot start the MCP runtime: {e}")))?;
     let served: Result<(), String> = rt.block_on(async {
-        let running = server.serve(rmcp::transport::stdio()).await.map_err(|e| e.to_string())?;
+        let streams = stdio::streams().map_err(|e| format!("cannot use stdin and stdout: {e}"))?;
+        let running = server.serve(streams).await.map_err(|e| e.to_string())?;
         running.waiting().await.map(|_| ()).map_err(|e| e.to_string())
     });
     watch.stop();
@@ -309,7 +317,7 @@ pub struct WaitArgs {
 impl State {
     /// A node's JSON (the CLI's shape) and its line.
     fn node(&self, n: &Node) -> (Value, String) {
-        let v = node_json(self.seg, n, &Names::load(self.seg), Some(&path_of(self.seg, n.handle())));
+        let v = node_json(self.seg, n, &Names::for_node(self.seg, n), Some(&path_of(self.seg, n.handle())));
         (v, node_line(&Style { color: false }, n))
     }
 
@@ -453,7 +461,7 @@ impl State {
         }
         let n = seg.read(doc)?;
         let line = format!("{} document v{} {} bytes {}", n.uuid(), n.version(), bytes.len(), path_of(seg, doc));
-        Ok((node_json(seg, &n, &Names::load(seg), Some(&path_of(seg, doc))), line))
+        Ok((node_json(seg, &n, &Names::for_node(seg, &n), Some(&path_of(seg, doc))), line))
     }
 
     fn doc_get(&self, a: DocGetArgs) -> Answer {
@@ -523,9 +531,49 @@ impl State {
     }
 }
 
+/// Whether a tool call may wait: one that does runs on a blocking thread, so it never
+/// holds one of the runtime's two; the others (a few microseconds of segment work, or
+/// one round trip to the broker) run where the request arrived, saving two thread
+/// hand-offs per call.
+trait MayWait {
+    fn may_wait(&self) -> bool {
+        false
+    }
+}
+
+impl MayWait for ClaimNextArgs {
+    fn may_wait(&self) -> bool {
+        self.wait_s.is_some_and(|w| w > 0.0)
+    }
+}
+
+impl MayWait for InboxArgs {
+    fn may_wait(&self) -> bool {
+        self.wait_s.is_some_and(|w| w > 0.0)
+    }
+}
+
+impl MayWait for WaitArgs {
+    fn may_wait(&self) -> bool {
+        true
+    }
+}
+
+impl MayWait for CompleteArgs {}
+impl MayWait for FailArgs {}
+impl MayWait for ProgressArgs {}
+impl MayWait for AddTaskArgs {}
+impl MayWait for ShowArgs {}
+impl MayWait for ListArgs {}
+impl MayWait for DocPutArgs {}
+impl MayWait for DocGetArgs {}
+impl MayWait for SendArgs {}
+impl MayWait for ReserveArgs {}
+impl MayWait for ReleaseArgs {}
+
 impl Server {
-    /// Runs one tool on a blocking thread and renders its answer.
-    async fn call<A: Send + 'static>(&self, args: Args<A>, f: fn(&State, A) -> Answer) -> CallToolResult {
+    /// Runs one tool (on a blocking thread if it may wait) and renders its answer.
+    async fn call<A: MayWait + Send + 'static>(&self, args: Args<A>, f: fn(&State, A) -> Answer) -> CallToolResult {
         let args = match args.0 {
             Ok(a) => a,
             Err(e) => {
@@ -533,16 +581,23 @@ impl Server {
                 return tool_error(&Fail::usage(format!("bad arguments: {e}"), hint));
             }
         };
-        let st = Arc::clone(&self.st);
-        match tokio::task::spawn_blocking(move || f(&st, args)).await {
-            Ok(Ok((v, line))) => {
+        let answer = if args.may_wait() {
+            let st = Arc::clone(&self.st);
+            match tokio::task::spawn_blocking(move || f(&st, args)).await {
+                Ok(a) => a,
+                Err(e) => return tool_error(&Fail::other(format!("the tool stopped: {e}"))),
+            }
+        } else {
+            f(&self.st, args)
+        };
+        match answer {
+            Ok((v, line)) => {
                 let mut r = CallToolResult::success(vec![ContentBlock::text(line)]);
                 r.structured_content = Some(v);
                 r
             }
             // A change made although the call failed is named by UUID and path, as `wn` does.
-            Ok(Err(f)) => tool_error(&f.name_changed_node(self.st.seg)),
-            Err(e) => tool_error(&Fail::other(format!("the tool stopped: {e}"))),
+            Err(f) => tool_error(&f.name_changed_node(self.st.seg)),
         }
     }
 }
@@ -625,7 +680,7 @@ const INSTRUCTIONS: &str = "Work the board: claim_next, progress while working, 
 add_task to split work; the server holds your claims. Resources: worknode://tree, \
 worknode://node/{id}, worknode://doc/{id}; subscribe to hear of changes.";
 
-#[tool_handler]
+#[tool_handler(router = self.tools)]
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
         let caps = ServerCapabilities::builder().enable_tools().enable_resources().enable_resources_subscribe().build();

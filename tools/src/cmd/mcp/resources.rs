@@ -159,7 +159,7 @@ pub(super) fn read(st: &State, uri: &str) -> Result<ReadResourceResult, Fail> {
         }
         Target::Node(id) => {
             let n = seg.read(seg.lookup(id)?)?;
-            let v = node_json(seg, &n, &Names::load(seg), Some(&path_of(seg, n.handle())));
+            let v = node_json(seg, &n, &Names::for_node(seg, &n), Some(&path_of(seg, n.handle())));
             ResourceContents::text(v.to_string(), uri).with_mime_type("application/json")
         }
         Target::Doc(id) => {
