@@ -51,8 +51,9 @@ class Conflict(Error):
 
 
 class LeaseExpired(Conflict):
-    """The claim is no longer this client's: its lease lapsed, or a later claim fenced
-    it off (codes ``lease_expired``, ``stale_epoch``, ``lease_lost``). Drop the work."""
+    """The claim is no longer this client's: its lease lapsed (``lease_expired``; once the
+    daemon swept the lapsed claim, ``not_claimant``), a later claim fenced it off
+    (``stale_epoch``), or background renewal failed (``lease_lost``). Drop the work."""
 
 
 class NotFound(Error, LookupError):
@@ -86,7 +87,7 @@ class DaemonGone(Error):
 
 
 _BY_EXIT = {2: InvalidInput, 3: Conflict, 4: NotFound, 5: Timeout, 6: PermissionDenied, 7: Full, 8: DaemonGone}
-_LEASE_CODES = {"lease_expired", "stale_epoch", "lease_lost"}
+_LEASE_CODES = {"lease_expired", "stale_epoch", "lease_lost", "not_claimant"}
 
 
 def _from_native(code: str, exit: int, message: str, hint: str, details: Optional[str]) -> Error:
