@@ -72,9 +72,8 @@ fn seconds(s: f64, parse: fn(&str) -> Result<Duration, String>, what: &str) -> R
     if !s.is_finite() || s < 0.0 {
         return Err(usage(format!("{what} must be a finite number of seconds >= 0, not {s}"), "for example 30 or 0.5"));
     }
-    parse(&format!("{}ms", (s * 1000.0).round() as u64)).map_err(|e| {
-        usage(format!("{what}: {e}"), "timeouts are 0 to 86400 seconds, leases 0.001 seconds to 30 days")
-    })
+    parse(&format!("{}ms", (s * 1000.0).round() as u64))
+        .map_err(|e| usage(format!("{what}: {e}"), "timeouts are 0 to 86400 seconds, leases 0.001 seconds to 30 days"))
 }
 
 fn kind(text: &str) -> Result<worknode::NodeKind, Fail> {
@@ -777,7 +776,9 @@ fn names(v: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
         Some(v) if v.is_none() => Ok(Vec::new()),
         Some(v) => match v.extract::<String>() {
             Ok(s) => Ok(vec![s]),
-            Err(_) => v.extract::<Vec<String>>().map_err(|_| PyTypeError::new_err("expected a str or a sequence of str")),
+            Err(_) => {
+                v.extract::<Vec<String>>().map_err(|_| PyTypeError::new_err("expected a str or a sequence of str"))
+            }
         },
     }
 }
@@ -1207,7 +1208,13 @@ impl Client {
 }
 
 impl Client {
-    fn filter(&self, kind: Option<&str>, under: Option<&str>, mine: bool, label: Option<&str>) -> Result<TaskFilter, Fail> {
+    fn filter(
+        &self,
+        kind: Option<&str>,
+        under: Option<&str>,
+        mine: bool,
+        label: Option<&str>,
+    ) -> Result<TaskFilter, Fail> {
         Ok(TaskFilter {
             kind: kind.map(self::kind).transpose()?,
             mine,

@@ -139,7 +139,8 @@ fn python_tests(root: &Path) -> Result<(), Failed> {
                 "python3 cannot make virtualenvs (no venv/ensurepip): apt-get install python3-venv".into(),
             ));
         }
-        let made = run("python3 -m venv target/py-venv", Command::new("python3").args(["-m", "venv"]).arg(&venv), MAKE_VENV);
+        let made =
+            run("python3 -m venv target/py-venv", Command::new("python3").args(["-m", "venv"]).arg(&venv), MAKE_VENV);
         if made.is_err() || !py.exists() {
             let _ = std::fs::remove_dir_all(&venv);
             return Err(Failed(format!(
@@ -148,9 +149,21 @@ fn python_tests(root: &Path) -> Result<(), Failed> {
             )));
         }
     }
+    // The venv's tools first on PATH: the build backend runs the venv's `maturin`.
+    let path = match std::env::var_os("PATH") {
+        Some(p) => {
+            let mut dirs = vec![venv.join("bin")];
+            dirs.extend(std::env::split_paths(&p));
+            std::env::join_paths(dirs).map_err(|e| Failed(format!("cannot build PATH: {e}")))?
+        }
+        None => venv.join("bin").into_os_string(),
+    };
     let pip = |step: &str, extra: &[&str], limit: Duration| {
         let mut cmd = Command::new(&py);
-        cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"]).args(extra).current_dir(root);
+        cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
+            .args(extra)
+            .current_dir(root)
+            .env("PATH", &path);
         run(step, &mut cmd, limit)
     };
     pip("pip install the pinned tools (maturin, pytest, redis)", &PY_PINS, PIP_PINS)?;
@@ -161,6 +174,7 @@ fn python_tests(root: &Path) -> Result<(), Failed> {
     let mut cmd = Command::new(&py);
     cmd.args(["-m", "pytest", "-q", "python/tests"])
         .current_dir(root)
+        .env("PATH", &path)
         .env("WORKNODE_DAEMON_BIN", bin.join("worknoded"))
         .env("WORKNODE_WN_BIN", bin.join("wn"))
         .env_remove("WORKNODE_SEGMENT")
