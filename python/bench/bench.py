@@ -17,7 +17,7 @@ Starts its own ``worknoded`` (``$WORKNODE_DAEMON_BIN`` or PATH) and, if ``redis-
 is on PATH, a private one on a free port (no persistence); without it the Redis rows are
 skipped with a note. Writes ``benches/results/python-bench.json``.
 
-    python python/bench/bench.py [--n 20000] [--out benches/results/python-bench.json]
+    python python/bench/bench.py [--n 20000] [--claim-n 4000] [--out benches/results/python-bench.json]
 """
 
 from __future__ import annotations
@@ -84,23 +84,29 @@ def machine() -> Dict[str, str]:
             "platform": platform.platform()}
 
 
-def bench_worknode(n: int) -> Dict[str, Dict[str, float]]:
+def bench_worknode(n: int, claim_n: int) -> Dict[str, Dict[str, float]]:
     rows: Dict[str, Dict[str, float]] = {}
-    with Daemon(nodes=max(4096, 2 * n + 1024), events=1 << 16, agents=16, blob_chunks=16, prefix="bench") as d:
+    with Daemon(nodes=1024, events=1 << 16, agents=16, blob_chunks=16, prefix="bench") as d:
         wn = worknode.connect(d.segment, agent="bench")
         t = wn.add_task("probe", priority=1)
         tid = t.id
         rows["show"] = time_each(n, lambda i: wn.show(tid))
         rows["show_node"] = time_each(n, lambda i: wn.show(t))
-        for i in range(n + 1000):
-            wn.add_task(f"t{i}", parent="/", priority=0)
-
-        def cycle(i: int) -> None:
-            c = wn.claim_next()
-            c.complete()
-
-        rows["claim_complete"] = time_each(n, cycle)
         wn.close()
+    # claim_next and complete scan every node slot of the pool (see the README): the
+    # cycle is timed on worknoded's default pool (16384 slots) and on a small one.
+    for row, nodes, count in (("claim_complete", 16384, claim_n), ("claim_complete_pool_1024", 1024, 500)):
+        with Daemon(nodes=nodes, events=1 << 16, agents=16, blob_chunks=16, prefix="bench") as d:
+            wn = worknode.connect(d.segment, agent="bench")
+            for i in range(count + 100):
+                wn.add_task(f"t{i}")
+
+            def cycle(i: int) -> None:
+                c = wn.claim_next()
+                c.complete()
+
+            rows[row] = time_each(count, cycle, warmup=100)
+            wn.close()
     return rows
 
 
@@ -110,7 +116,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_redis(n: int) -> Optional[Dict[str, Dict[str, float]]]:
+def bench_redis(n: int, claim_n: int) -> Optional[Dict[str, Dict[str, float]]]:
     server = shutil.which("redis-server")
     try:
         import redis
@@ -137,7 +143,7 @@ def bench_redis(n: int) -> Optional[Dict[str, Dict[str, float]]]:
         r.hset("task:probe", mapping=fields)
         rows = {"show": time_each(n, lambda i: r.hgetall("task:probe"))}
         pipe = r.pipeline(transaction=False)
-        for i in range(n + 1000):
+        for i in range(claim_n + 100):
             pipe.hset(f"task:{i}", mapping={**fields, "name": f"t{i}"})
             pipe.rpush("ready", i)
         pipe.execute()
@@ -150,7 +156,7 @@ def bench_redis(n: int) -> Optional[Dict[str, Dict[str, float]]]:
             p.lrem("claimed", 1, tid)
             p.execute()
 
-        rows["claim_complete"] = time_each(n, cycle)
+        rows["claim_complete"] = time_each(claim_n, cycle, warmup=100)
         return rows
     finally:
         proc.terminate()
@@ -161,7 +167,7 @@ def bench_redis(n: int) -> Optional[Dict[str, Dict[str, float]]]:
             proc.wait(timeout=10)
 
 
-def bench_sqlite(n: int) -> Dict[str, Dict[str, float]]:
+def bench_sqlite(n: int, claim_n: int) -> Dict[str, Dict[str, float]]:
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     tmp = tempfile.mkdtemp(prefix="wn-bench-sqlite-", dir=base)
     try:
@@ -175,7 +181,7 @@ def bench_sqlite(n: int) -> Dict[str, Dict[str, float]]:
         rows = {"show": time_each(n, lambda i: db.execute("SELECT * FROM tasks WHERE id = ?", (0,)).fetchone())}
         db.execute("BEGIN")
         db.executemany("INSERT INTO tasks VALUES (?, ?, 'task', 'ready', 0, 0, '', NULL, 0)",
-                       ((i + 1, f"t{i}") for i in range(n + 1000)))
+                       ((i + 1, f"t{i}") for i in range(claim_n + 100)))
         db.execute("COMMIT")
         claim = ("UPDATE tasks SET status = 'claimed', claimed_by = ?, epoch = epoch + 1 WHERE id = "
                  "(SELECT id FROM tasks WHERE status = 'ready' ORDER BY priority DESC, id LIMIT 1) RETURNING id")
@@ -184,7 +190,7 @@ def bench_sqlite(n: int) -> Dict[str, Dict[str, float]]:
             (tid,) = db.execute(claim, ("bench",)).fetchone()
             db.execute("UPDATE tasks SET status = 'complete' WHERE id = ? AND claimed_by = ?", (tid, "bench"))
 
-        rows["claim_complete"] = time_each(n, cycle)
+        rows["claim_complete"] = time_each(claim_n, cycle, warmup=100)
         db.close()
         return rows
     finally:
@@ -193,18 +199,19 @@ def bench_sqlite(n: int) -> Dict[str, Dict[str, float]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=20000, help="timed calls per row (default 20000)")
+    ap.add_argument("--n", type=int, default=20000, help="timed show calls per system (default 20000)")
+    ap.add_argument("--claim-n", type=int, default=4000, help="timed claim + complete cycles (default 4000)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benches", "results", "python-bench.json"))
     a = ap.parse_args()
-    result: Dict[str, object] = {"machine": machine(), "n": a.n, "timer_overhead": timer_overhead(), "notes": []}
+    result: Dict[str, object] = {"machine": machine(), "n": a.n, "claim_n": a.claim_n, "timer_overhead": timer_overhead(), "notes": []}
     notes: List[str] = result["notes"]  # type: ignore[assignment]
-    systems: Dict[str, Dict[str, Dict[str, float]]] = {"worknode": bench_worknode(a.n)}
-    red = bench_redis(a.n)
+    systems: Dict[str, Dict[str, Dict[str, float]]] = {"worknode": bench_worknode(a.n, a.claim_n)}
+    red = bench_redis(a.n, a.claim_n)
     if red is None:
         notes.append("redis rows skipped: redis-server not on PATH or redis-py not installed")
     else:
         systems["redis-py"] = red
-    systems["sqlite3"] = bench_sqlite(a.n)
+    systems["sqlite3"] = bench_sqlite(a.n, a.claim_n)
     result["systems"] = systems
     ratios: Dict[str, Dict[str, float]] = {}
     for peer in ("redis-py", "sqlite3"):

@@ -429,12 +429,10 @@ impl Claim {
     ) -> PyResult<Py<Node>> {
         let seg = self.seg;
         let r = detached(py, || {
-            let c = self.live()?;
+            self.live()?;
             // Holding the claim's lock keeps the renewer from renewing it meanwhile.
             let guard = lock(&self.held.claim);
-            let r = f(seg, &c);
-            drop(guard);
-            r
+            f(seg, &guard)
         });
         match &r {
             Ok(_) => self.finish(),
@@ -493,9 +491,9 @@ impl Claim {
                 .ok()
                 .filter(|p| *p <= 100)
                 .ok_or_else(|| usage(format!("progress {pct} is out of range"), "give 0 to 100"))?;
-            let c = self.live()?;
+            self.live()?;
             let mut guard = lock(&self.held.claim);
-            let n = seg.progress_noted(&c, pct, note.as_deref().unwrap_or(""))?;
+            let n = seg.progress_noted(&guard, pct, note.as_deref().unwrap_or(""))?;
             guard.lease_until_ms = n.lease_until_ms();
             Ok(n)
         })?;
@@ -527,9 +525,9 @@ impl Claim {
                 Some(s) => seconds(s, wn::duration::lease, "lease")?,
                 None => self.held.lease,
             };
-            let c = self.live()?;
+            self.live()?;
             let mut guard = lock(&self.held.claim);
-            *guard = seg.renew(&c, lease)?;
+            *guard = seg.renew(&guard, lease)?;
             Ok(())
         })
     }
@@ -766,6 +764,14 @@ impl Client {
 
     fn nodes(&self, py: Python<'_>, found: Vec<worknode::Node>) -> PyResult<Vec<Py<Node>>> {
         found.into_iter().map(|n| node_obj(py, self.seg, n)).collect()
+    }
+}
+
+impl Drop for Client {
+    /// Stops the renewer thread; dropping the session (if `close` was not called) makes
+    /// the agent leave.
+    fn drop(&mut self) {
+        self.renewer.stop();
     }
 }
 
