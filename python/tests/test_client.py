@@ -57,15 +57,15 @@ def test_leaving_with_block_by_exception_fails_or_releases(client):
 
 def test_lease_is_renewed_in_the_background_while_held(client):
     client.add_task("long")
-    with client.claim("/long", lease=0.3) as c:
+    with client.claim("/long", lease=1.5) as c:
         first = c.lease_until_ms
-        # Several leases long; each renewal happens a third of the way in.
+        # Renewals come a third of the way into each lease (a second of slack each).
         deadline = time.monotonic() + 30
         while c.lease_until_ms == first and time.monotonic() < deadline:
             time.sleep(0.05)
         assert c.lease_until_ms > first
-        time.sleep(0.9)
-        c.complete()  # still ours: renewed more than once meanwhile
+        time.sleep(3.0)  # two leases long
+        c.complete()  # still ours: renewed meanwhile
     assert client.show("/long").status == "complete"
 
 

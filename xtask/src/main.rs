@@ -3,8 +3,9 @@
 //!
 //! * `cargo xtask test` — the README's test command: `cargo test --workspace`, then the
 //!   Python SDK's tests: a virtualenv under `target/py-venv` (made once, reused) with
-//!   pinned maturin, pytest and redis-py from PyPI, `pip install ./python` into it, and
-//!   pytest on `python/tests` against the workspace's debug `worknoded`.
+//!   pinned maturin, pytest and redis-py from PyPI, `pip install ./python` into it (a
+//!   dev-profile build), and pytest on `python/tests` against the workspace's debug
+//!   `worknoded`.
 //!   `--python-only` skips the Rust tests, `--rust-only` the Python ones.
 //!
 //! Every step runs with a deadline; a step that passes it is killed and the task fails
@@ -168,8 +169,19 @@ fn python_tests(root: &Path) -> Result<(), Failed> {
     };
     pip("pip install the pinned tools (maturin, pytest, redis)", &PY_PINS, PIP_PINS)?;
     // The SDK as a user installs it (`pip install ./python`), built by the venv's
-    // maturin without a second download of it.
-    pip("pip install ./python", &["--no-build-isolation", "--force-reinstall", "--no-deps", "./python"], PIP_SDK)?;
+    // maturin without a second download of it, in the dev profile: it reuses what
+    // `cargo test` just built instead of building every dependency again in release.
+    pip(
+        "pip install ./python",
+        &[
+            "--no-build-isolation",
+            "--force-reinstall",
+            "--no-deps",
+            "--config-settings=build-args=--profile dev",
+            "./python",
+        ],
+        PIP_SDK,
+    )?;
     let bin = target.join("debug");
     let mut cmd = Command::new(&py);
     cmd.args(["-m", "pytest", "-q", "python/tests"])
