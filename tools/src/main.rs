@@ -4,21 +4,14 @@
 //! (see `wn --help` and [`fail`]). With `--json`, stdout holds only JSON and an error is
 //! one JSON object on stderr.
 //!
-//! Layout: [`cli`] declares the command line and dispatches; each verb group lives in a
-//! module under `cmd/`; [`ctx`] (attaching, the agent identity), [`resolve`] (naming
-//! nodes), [`duration`] and [`output`] (tables, colour, times, JSON shapes) are shared.
-
-mod cli;
-mod cmd;
-mod ctx;
-mod duration;
-mod fail;
-mod input;
-mod output;
-mod resolve;
+//! Layout: the verbs live in the `wn` library (`lib.rs`, shared with the Python SDK):
+//! [`cli`] declares the command line and dispatches; each verb group lives in a module
+//! under `cmd/`; `ctx` (attaching, the agent identity), `resolve` (naming nodes),
+//! `duration` and [`output`] (tables, colour, times, JSON shapes) are shared.
 
 use clap::Parser;
 use std::process::ExitCode;
+use wn::{cli, ctx, fail, output};
 
 /// Whether `--json` (or `WORKNODE_JSON`) was asked for, judged before parsing succeeded,
 /// so that a usage error can be reported as JSON too.

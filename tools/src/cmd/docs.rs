@@ -73,7 +73,7 @@ pub struct GetArgs {
 }
 
 /// A media type guessed from a file name, or from the bytes.
-pub(crate) fn guess_type(file: Option<&PathBuf>, bytes: &[u8]) -> String {
+pub fn guess_type(file: Option<&PathBuf>, bytes: &[u8]) -> String {
     let ext = file.and_then(|f| f.extension()).and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let by_ext = match ext.as_deref() {
         Some("md" | "markdown") => Some("text/markdown"),
@@ -134,7 +134,7 @@ fn held_claim(ctx: &Ctx, seg: &Segment, task: Handle) -> Option<Claim> {
 
 /// Creates PARENT's document `name`, or replaces the one there (`doc put`, MCP
 /// `doc_put`); with the claim on PARENT, under it, so the claim's lease is renewed.
-pub(crate) fn put_bytes(
+pub fn put_bytes(
     seg: &Segment,
     parent: Handle,
     name: &str,
@@ -160,7 +160,7 @@ pub(crate) fn put_bytes(
 }
 
 /// A document as `doc get --json` prints it: its metadata, and its text (or hex).
-pub(crate) fn document_json(seg: &Segment, h: Handle) -> Result<Value, Fail> {
+pub fn document_json(seg: &Segment, h: Handle) -> Result<Value, Fail> {
     let mut bytes = Vec::new();
     let info = seg.get_document(h, &mut bytes)?;
     let n = seg.read(h)?;

@@ -262,7 +262,7 @@ pub fn event_json(seg: &Segment, e: &Event) -> Value {
 
 /// Waits up to `timeout` for the first event from now that one of `kinds` selects (any
 /// event when `kinds` is empty), about `node` if given (MCP `wait`).
-pub(crate) fn wait_any(seg: &Segment, kinds: &[String], node: Option<&str>, timeout: Duration) -> Result<Event, Fail> {
+pub fn wait_any(seg: &Segment, kinds: &[String], node: Option<&str>, timeout: Duration) -> Result<Event, Fail> {
     let select = |kind: Option<&String>| Select {
         kind: kind.cloned(),
         node: node.map(str::to_string),

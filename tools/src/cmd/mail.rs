@@ -171,7 +171,7 @@ fn named(e: MailError, id: &str) -> Fail {
 }
 
 /// One message's metadata as JSON.
-pub(crate) fn info_json(i: &MessageInfo) -> Value {
+pub fn info_json(i: &MessageInfo) -> Value {
     json!({
         "id": i.id,
         "uuid": i.uuid.to_string(),

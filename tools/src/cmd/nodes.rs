@@ -82,35 +82,35 @@ pub struct RollupArgs {
 pub struct AddArgs {
     /// What the node is.
     #[arg(value_parser = kind_parser())]
-    pub(crate) kind: NodeKind,
+    pub kind: NodeKind,
     /// Its name (at most 64 bytes; may contain spaces, not '/').
-    pub(crate) name: String,
+    pub name: String,
     /// Where to put it (UUID, unique prefix, or /path); the root by default.
     #[arg(long, value_name = "NODE")]
-    pub(crate) parent: Option<String>,
+    pub parent: Option<String>,
     /// Inline description (at most 256 bytes; longer text belongs in a document).
     #[arg(long, value_name = "TEXT")]
-    pub(crate) desc: Option<String>,
+    pub desc: Option<String>,
     /// Priority 0-255: `claim --next` takes the highest first.
     #[arg(long, value_name = "N", default_value = "0", value_parser = crate::duration::number(0, 255, "a priority"))]
-    pub(crate) priority: u64,
+    pub priority: u64,
     /// Numeric value (pipeline rollups): finite, within ±1e300.
     #[arg(long, value_name = "N", default_value = "0", value_parser = crate::duration::value, allow_negative_numbers = true)]
-    pub(crate) value: f64,
+    pub value: f64,
     /// A node this one waits for (repeatable): while one is open, this node is blocked.
     #[arg(long = "blocked-by", value_name = "NODE")]
-    pub(crate) blocked_by: Vec<String>,
+    pub blocked_by: Vec<String>,
     /// Assign it to this agent or `@role` (repeatable): only they may claim it. Assigned
     /// before it becomes ready, so nobody else can claim it in between.
     #[arg(long, value_name = "AGENT|@ROLE")]
-    pub(crate) assignee: Vec<String>,
+    pub assignee: Vec<String>,
     /// Initial status: ready (claimable) or pending (not yet).
     #[arg(long, value_parser = ["ready", "pending"], default_value = "ready")]
-    pub(crate) status: String,
+    pub status: String,
     /// If the parent has a child of this name and kind already, print it (exit 0)
     /// instead of refusing: a plan script can be run again.
     #[arg(long)]
-    pub(crate) if_absent: bool,
+    pub if_absent: bool,
 }
 
 /// Creates a node; prints it (UUID first).
@@ -121,7 +121,7 @@ pub fn run_add(ctx: &Ctx, a: &AddArgs) -> Result<(), Fail> {
 }
 
 /// Creates the node `a` describes (`wn add`, MCP `add_task`) and returns it.
-pub(crate) fn add(seg: &Segment, a: &AddArgs) -> Result<Node, Fail> {
+pub fn add(seg: &Segment, a: &AddArgs) -> Result<Node, Fail> {
     if a.blocked_by.len() > BLOCKERS_MAX {
         return Err(Fail::new(
             "too_many_blockers",

@@ -56,7 +56,7 @@ pub struct UnreserveArgs {
 }
 
 /// A reservation as `reserve` prints it (`tools/schemas/reserve.json`).
-pub(crate) fn reservation_json(seg: &Segment, r: &Reservation, reason: &str) -> Value {
+pub fn reservation_json(seg: &Segment, r: &Reservation, reason: &str) -> Value {
     json!({
         "uuid": seg.read(r.node).map(|n| n.uuid().to_string()).unwrap_or_default(),
         "agent": seg.agent(r.agent).map(|a| a.name).unwrap_or_default(),

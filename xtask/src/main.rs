@@ -1,0 +1,196 @@
+//! `cargo xtask`: project tasks that need more than cargo (the `cargo xtask` convention;
+//! the alias is in `.cargo/config.toml`).
+//!
+//! * `cargo xtask test` — the README's test command: `cargo test --workspace`, then the
+//!   Python SDK's tests: a virtualenv under `target/py-venv` (made once, reused) with
+//!   pinned maturin, pytest and redis-py from PyPI, `pip install ./python` into it (a
+//!   dev-profile build), and pytest on `python/tests` against the workspace's debug
+//!   `worknoded`.
+//!   `--python-only` skips the Rust tests, `--rust-only` the Python ones.
+//!
+//! Every step runs with a deadline; a step that passes it is killed and the task fails
+//! naming the step.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+/// The Python packages the tests need, pinned (the build backend, the runner, and the
+/// Redis client the benchmark compares with).
+const PY_PINS: [&str; 3] = ["maturin==1.16.0", "pytest==9.2.0", "redis==8.1.0"];
+
+/// Deadlines of the steps.
+const CARGO_TEST: Duration = Duration::from_secs(3600);
+const CARGO_BUILD: Duration = Duration::from_secs(1800);
+const MAKE_VENV: Duration = Duration::from_secs(300);
+const PIP_PINS: Duration = Duration::from_secs(900);
+const PIP_SDK: Duration = Duration::from_secs(2400);
+const PYTEST: Duration = Duration::from_secs(1800);
+const PROBE: Duration = Duration::from_secs(60);
+
+/// Why a task failed: printed as one line.
+struct Failed(String);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask test [--rust-only | --python-only]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed(why)) => {
+            eprintln!("xtask: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The target directory cargo uses (`CARGO_TARGET_DIR`, else `target/` in the root).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs `cmd` to completion within `limit`; fails naming `step` if it fails, cannot
+/// start or overruns (then it is killed).
+fn run(step: &str, cmd: &mut Command, limit: Duration) -> Result<(), Failed> {
+    eprintln!("xtask: == {step}");
+    let mut child = cmd.spawn().map_err(|e| Failed(format!("{step}: cannot start {:?}: {e}", cmd.get_program())))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(Failed(format!("{step} failed ({status})"))),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Failed(format!("{step} did not finish within {}s: killed it", limit.as_secs())));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(Failed(format!("{step}: cannot wait for it: {e}"))),
+        }
+    }
+}
+
+/// Whether `cmd` runs and succeeds within `limit` (output discarded).
+fn probe(cmd: &mut Command, limit: Duration) -> bool {
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let Ok(mut child) = cmd.spawn() else { return false };
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => return false,
+        }
+    }
+}
+
+fn test(args: &[String]) -> Result<(), Failed> {
+    let rust = !args.iter().any(|a| a == "--python-only");
+    let python = !args.iter().any(|a| a == "--rust-only");
+    if let Some(bad) = args.iter().find(|a| !matches!(a.as_str(), "--python-only" | "--rust-only")) {
+        return Err(Failed(format!("unknown option {bad:?}: use --rust-only or --python-only")));
+    }
+    let root = root();
+    if rust {
+        run("cargo test --workspace", cargo().arg("test").arg("--workspace").current_dir(&root), CARGO_TEST)?;
+    }
+    if python {
+        python_tests(&root)?;
+    }
+    Ok(())
+}
+
+fn python_tests(root: &Path) -> Result<(), Failed> {
+    let target = target_dir(root);
+    // The daemon and CLI the tests start (debug builds, as `cargo test` made them).
+    run(
+        "cargo build -p worknoded -p wn",
+        cargo().args(["build", "-p", "worknoded", "-p", "wn"]).current_dir(root),
+        CARGO_BUILD,
+    )?;
+    let venv = target.join("py-venv");
+    let py = venv.join("bin").join("python");
+    if !py.exists() {
+        if !probe(Command::new("python3").arg("--version"), PROBE) {
+            return Err(Failed(
+                "python3 is not installed: install it (Debian/Ubuntu: apt-get install python3 python3-venv)".into(),
+            ));
+        }
+        if !probe(Command::new("python3").args(["-c", "import venv, ensurepip"]), PROBE) {
+            return Err(Failed(
+                "python3 cannot make virtualenvs (no venv/ensurepip): apt-get install python3-venv".into(),
+            ));
+        }
+        let made =
+            run("python3 -m venv target/py-venv", Command::new("python3").args(["-m", "venv"]).arg(&venv), MAKE_VENV);
+        if made.is_err() || !py.exists() {
+            let _ = std::fs::remove_dir_all(&venv);
+            return Err(Failed(format!(
+                "cannot create the virtualenv {}: install python3-venv (apt-get install python3-venv) and retry",
+                venv.display()
+            )));
+        }
+    }
+    // The venv's tools first on PATH: the build backend runs the venv's `maturin`.
+    let path = match std::env::var_os("PATH") {
+        Some(p) => {
+            let mut dirs = vec![venv.join("bin")];
+            dirs.extend(std::env::split_paths(&p));
+            std::env::join_paths(dirs).map_err(|e| Failed(format!("cannot build PATH: {e}")))?
+        }
+        None => venv.join("bin").into_os_string(),
+    };
+    let pip = |step: &str, extra: &[&str], limit: Duration| {
+        let mut cmd = Command::new(&py);
+        cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
+            .args(extra)
+            .current_dir(root)
+            .env("PATH", &path);
+        run(step, &mut cmd, limit)
+    };
+    pip("pip install the pinned tools (maturin, pytest, redis)", &PY_PINS, PIP_PINS)?;
+    // The SDK as a user installs it (`pip install ./python`), built by the venv's
+    // maturin without a second download of it, in the dev profile: it reuses what
+    // `cargo test` just built instead of building every dependency again in release.
+    pip(
+        "pip install ./python",
+        &[
+            "--no-build-isolation",
+            "--force-reinstall",
+            "--no-deps",
+            "--config-settings=build-args=--profile dev",
+            "./python",
+        ],
+        PIP_SDK,
+    )?;
+    let bin = target.join("debug");
+    let mut cmd = Command::new(&py);
+    cmd.args(["-m", "pytest", "-q", "python/tests"])
+        .current_dir(root)
+        .env("PATH", &path)
+        .env("WORKNODE_DAEMON_BIN", bin.join("worknoded"))
+        .env("WORKNODE_WN_BIN", bin.join("wn"))
+        .env_remove("WORKNODE_SEGMENT")
+        .env_remove("WORKNODE_AGENT")
+        .env_remove("WORKNODE_TOKEN");
+    run("pytest python/tests", &mut cmd, PYTEST)
+}
