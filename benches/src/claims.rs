@@ -1,8 +1,9 @@
 //! Claim throughput: 1, 2 or 4 processes run the worker loop — `claim_next` then
 //! `complete` — over a pool of pre-created ready tasks until none is left; claims per
 //! second over all processes. Afterwards every task must be complete and the claims must
-//! add up to the task count (each task claimed exactly once). `claims-1-1k` repeats the
-//! one-process run over 1 000 tasks, to show how the rate depends on the pool's size.
+//! add up to the task count (each task claimed exactly once). `claims-1-1k` and
+//! `claims-1-100k` repeat the one-process run over 1 000 and 100 000 tasks (`claims-1`
+//! takes 10 000), to show whether the rate depends on the board's size.
 
 use crate::proc::{mono_ns, RoleCtx};
 use crate::report::Rate;
