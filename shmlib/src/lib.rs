@@ -151,8 +151,8 @@ pub use token::{
 #[doc(hidden)]
 pub mod loom_api {
     pub use crate::freelist::{init, pop, push, FreeListError};
+    pub use crate::ready::{words_for, ReadyIndex, Visit, BUCKETS, DEPS};
     pub use crate::reserve::{verdict, Verdict};
     pub use crate::ring::{Peek, RingView, SLOT_WORDS};
-    pub use crate::ready::{words_for, ReadyIndex, Visit, BUCKETS, DEPS};
     pub use crate::seqlock::{active_copy, lock, read, read_locked, repair, unlock, write_locked, LockBusy};
 }

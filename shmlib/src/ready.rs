@@ -168,7 +168,9 @@ impl<'a> ReadyIndex<'a> {
     /// Whether `slot`'s bit in bucket `b` is set.
     #[cfg(any(test, loom))]
     pub fn contains(&self, b: usize, slot: u32) -> bool {
-        b <= DEPS && slot < self.slots && self.l0(b, slot as usize / 64).load(Ordering::Acquire) & bit(slot as usize) != 0
+        b <= DEPS
+            && slot < self.slots
+            && self.l0(b, slot as usize / 64).load(Ordering::Acquire) & bit(slot as usize) != 0
     }
 
     /// A finder found `slot`'s bit in bucket `b` stale (its record is not claimable

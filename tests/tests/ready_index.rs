@@ -35,10 +35,15 @@ fn child_entry() {
         let got: Value = match role {
             "reprioritise" => {
                 let node = handles_from_env(NODE_ENV)[0];
-                format!("{:?}", seg.update(node, |n| {
-                    n.set_priority(9);
-                    Ok(())
-                }).err()).into()
+                format!(
+                    "{:?}",
+                    seg.update(node, |n| {
+                        n.set_priority(9);
+                        Ok(())
+                    })
+                    .err()
+                )
+                .into()
             }
             "claim" => {
                 let node = handles_from_env(NODE_ENV)[0];
