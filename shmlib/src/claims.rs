@@ -1295,7 +1295,7 @@ impl Segment {
             steps += 1;
             let summary = self.slot_summary(i);
             let Some((h, summary)) = summary.filter(|(_, s)| crate::ready::bucket_of(*s) == Some(b)) else {
-                ix.clear_stale(b, i, || self.still_indexed(b, i));
+                self.clear_if_stale(&ix, b, i);
                 return Visit::Next;
             };
             if summary.kind() != kind {

@@ -269,6 +269,14 @@ impl Daemon {
         self.seg.settle_blocked()
     }
 
+    /// Indexes every claimable record in the ready index again (additively: it only
+    /// sets bits): the safety net for the one window a killed process can leave a ready
+    /// task's bit unreachable (between a finder's clear of an upper bit and its look
+    /// below). The daemon runs it every second. O(pool), one word per slot.
+    pub fn reindex_ready(&self) {
+        self.seg.rebuild_ready_index()
+    }
+
     /// Deletes every dead reservation — its claim released (its agent left or died) or
     /// its lease lapsed — so `/reservations` holds only what holds. The daemon runs it
     /// every second, after the lease sweep. Returns how many it deleted.

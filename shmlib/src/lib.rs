@@ -151,6 +151,7 @@ pub use token::{
 #[doc(hidden)]
 pub mod loom_api {
     pub use crate::freelist::{init, pop, push, FreeListError};
+    pub use crate::ownerlock::try_acquire;
     pub use crate::ready::{words_for, ReadyIndex, Visit, BUCKETS, DEPS};
     pub use crate::reserve::{verdict, Verdict};
     pub use crate::ring::{Peek, RingView, SLOT_WORDS};

@@ -35,12 +35,15 @@
 //!   read-modify-writes on the upper word, so of a setter's second pass and a finder's
 //!   clear, either the setter's comes later (the bit ends set) or the finder's
 //!   acquires the setter's release and then sees the level-0 bit;
-//! * a finder that finds a stale level-0 bit clears it and then asks the record again
-//!   (the slot's lock word, then its summary): if a writer holds the lock or the record
-//!   is now claimable in that bucket, it sets the bit again
-//!   ([`ReadyIndex::clear_stale`]). A writer's set comes after it took the lock; if the
-//!   finder's clear comes after that set it acquires it, and so sees the lock held or
-//!   (having acquired the unlock) the new record.
+//! * a finder that finds a stale level-0 bit clears it only under the slot's writer lock,
+//!   taken without waiting (`Segment::clear_if_stale`), after reading the summary again
+//!   under it: level-0 bits change only under the slot's lock, so no writer's set can
+//!   race the clear, and a finder killed holding the lock is a dead holder whose slot the
+//!   repair scan re-indexes. A lock that is busy leaves the bit (its writer decides).
+//!
+//! Only the upper levels are cleared without a lock, and a finder killed between its
+//! clear of an upper bit and its look below could hide the bits under it: the daemon's
+//! housekeeping re-indexes every slot (additively) each second, which bounds that.
 //!
 //! The bitmaps are rebuilt from the records (additively: a set bit is never cleared by a
 //! rebuild, so it is safe beside live writers) when the daemon adopts a segment, after a
@@ -127,12 +130,14 @@ impl<'a> ReadyIndex<'a> {
             return;
         }
         let (k, j) = (i / 64, i / 4096);
-        // Already set (a claim keeps its task's bucket): the levels above are kept set by
-        // whoever set it, so one read-modify-write of level 0 suffices. It must be a
-        // read-modify-write, not a load: it is what a finder's `clear_stale` acquires.
-        // SYNC POINT: Release, paired with the AcqRel `fetch_and` of `clear_stale`.
-        if self.l0(b, k).load(Ordering::Relaxed) & bit(i) != 0
-            && self.l0(b, k).fetch_or(bit(i), Ordering::AcqRel) & bit(i) != 0
+        // Already set, and the bits above it too (a claim keeps its task's bucket):
+        // nothing to do, three loads and no read-modify-write. Level-0 bits change only
+        // under the slot's lock, which the caller holds (rebuilds only ever set). The
+        // upper bits are looked at too so that a rebuild mends an upper bit a finder
+        // killed in `clear_upper` left clear over this one.
+        if self.l0(b, k).load(Ordering::Acquire) & bit(i) != 0
+            && self.l1(b, j).load(Ordering::Acquire) & bit(k) != 0
+            && (b == DEPS || self.top(b).load(Ordering::Acquire) & bit(b) != 0)
         {
             return;
         }
@@ -142,9 +147,6 @@ impl<'a> ReadyIndex<'a> {
             self.top(b).fetch_or(bit(b), Ordering::AcqRel);
         }
         self.l1(b, j).fetch_or(bit(k), Ordering::AcqRel);
-        // SYNC POINT: Release, paired with the AcqRel `fetch_and` of `clear_stale`: a
-        // finder whose clear comes after this set sees this writer's lock (or its unlock
-        // and then its record).
         self.l0(b, k).fetch_or(bit(i), Ordering::AcqRel);
         crate::failpoint::hit("ready.set_level0");
         // SYNC POINT: second pass, bottom up; paired with the AcqRel `fetch_and` of
@@ -156,8 +158,9 @@ impl<'a> ReadyIndex<'a> {
     }
 
     /// Clears `slot`'s bit in bucket `b` (the upper levels are left for finders to
-    /// tidy). Called only by the slot's writer, under its lock, *after* it published a
-    /// record that is not claimable in `b`.
+    /// tidy). Called only under the slot's writer lock: by its writer *after* it
+    /// published a record that is not claimable in `b`, or by a finder that found the
+    /// bit stale.
     pub fn clear(&self, b: usize, slot: u32) {
         if b <= DEPS && slot < self.slots {
             let i = slot as usize;
@@ -171,22 +174,6 @@ impl<'a> ReadyIndex<'a> {
         b <= DEPS
             && slot < self.slots
             && self.l0(b, slot as usize / 64).load(Ordering::Acquire) & bit(slot as usize) != 0
-    }
-
-    /// A finder found `slot`'s bit in bucket `b` stale (its record is not claimable
-    /// there): clears it, then asks `still()` (is the slot's lock held, or its record
-    /// now claimable in `b`?) and sets it again if so. `still` must read the slot's lock
-    /// word first (Acquire), then its record.
-    pub fn clear_stale(&self, b: usize, slot: u32, still: impl FnOnce() -> bool) {
-        if b > DEPS || slot >= self.slots {
-            return;
-        }
-        let i = slot as usize;
-        // SYNC POINT: AcqRel, paired with the `fetch_or` of `set` (see there).
-        self.l0(b, i / 64).fetch_and(!bit(i), Ordering::AcqRel);
-        if still() {
-            self.set(b, slot);
-        }
     }
 
     /// Clears the level-1 bit of level-0 word `k` of bucket `b` (or, with `k = None`, the
@@ -333,17 +320,20 @@ impl Segment {
         }
     }
 
-    /// For [`ReadyIndex::clear_stale`]: whether slot `index` may belong in bucket `b`
-    /// after all: a writer holds its lock (it may be publishing such a record), or its
-    /// published record belongs there.
-    pub(crate) fn still_indexed(&self, b: usize, index: u32) -> bool {
-        let Some(s) = self.slot(index) else { return false };
-        // SYNC POINT: Acquire, paired with the Release unlock of the writer whose set
-        // `clear_stale` acquired: seeing the lock free means seeing its record.
-        if s.lock().load(Ordering::Acquire) != 0 {
-            return true;
+    /// A finder found slot `index`'s bit in bucket `b` stale (the slot is not live, or
+    /// its record is not claimable there): clears it under the slot's writer lock if
+    /// that is free, after reading the summary again under it. A busy lock leaves the
+    /// bit: its holder's publish decides.
+    pub(crate) fn clear_if_stale(&self, ix: &ReadyIndex<'_>, b: usize, index: u32) {
+        let Some(s) = self.slot(index) else { return };
+        if !crate::ownerlock::try_acquire(s.lock(), self.me.0) {
+            return;
         }
-        self.slot_summary(index).is_some_and(|(_, sm)| bucket_of(sm) == Some(b))
+        // Under the lock, the summary is the last publish's (its unlock released it).
+        if self.slot_summary(index).and_then(|(_, sm)| bucket_of(sm)) != Some(b) {
+            ix.clear(b, index);
+        }
+        crate::ownerlock::release(s.lock(), self.me.0);
     }
 }
 
@@ -386,15 +376,27 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_bit_is_set_again_when_the_record_is_claimable() {
+    fn a_cleared_bit_is_gone_from_the_walk() {
         let w = words(100);
         let ix = ReadyIndex::new(&w, 100).unwrap();
         ix.set(7, 42);
-        ix.clear_stale(7, 42, || true);
+        ix.set(7, 42);
         assert!(ix.contains(7, 42));
-        ix.clear_stale(7, 42, || false);
+        ix.clear(7, 42);
         assert!(!ix.contains(7, 42));
         assert!(collect(&ix).is_empty());
+    }
+
+    #[test]
+    fn a_rebuild_mends_an_upper_bit_left_clear_over_a_set_one() {
+        let w = words(200);
+        let ix = ReadyIndex::new(&w, 200).unwrap();
+        ix.set(5, 130);
+        // A finder killed in `clear_upper` after its clear, before its look below.
+        ix.l1(5, 0).fetch_and(!bit(130 / 64), Ordering::AcqRel);
+        assert!(collect(&ix).is_empty(), "hidden");
+        ix.set(5, 130);
+        assert_eq!(collect(&ix), [(5, 130)], "the rebuild's set reaches it again");
     }
 
     #[test]

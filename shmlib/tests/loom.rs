@@ -118,11 +118,13 @@
 //! * [`ready_a_stale_clear_never_hides_a_task_being_published`]: the ready index
 //!   (`ready.rs`). A writer takes a slot's lock, `set`s its bit, publishes the record
 //!   claimable (a Release store, as `publish` is) and unlocks, while a finder `walk`s the
-//!   index, finds the (stale) bit, reads the record not yet claimable and `clear_stale`s
-//!   the bit, re-checking the lock word and then the record. In every execution, once
-//!   both are done the record is claimable and a walk finds its bit. Both outcomes of the
-//!   finder's re-check (it sets the bit again, or the writer's set comes after its clear)
-//!   are reached. Without the lock word in the re-check (the record alone), the model
+//!   index, finds the (stale) bit, reads the record not yet claimable and, as
+//!   `Segment::clear_if_stale` does, takes the slot's lock without waiting
+//!   (`ownerlock::try_acquire`), reads the record again and `clear`s the bit only if it
+//!   is still not claimable. In every execution, once both are done the record is
+//!   claimable and a walk finds its bit; the lock busy, the bit cleared before the
+//!   writer's set, and the bit kept (the record claimable under the lock) are all
+//!   reached. Without the lock (clear, then re-check the record and set again) the model
 //!   finds the execution that loses the task.
 //! * [`ready_an_upper_clear_never_hides_a_bit_being_set`]: a setter `set`s a slot's bit
 //!   under a level-1 bit (and, in the second case, a top bit) that a finder's `walk` sees
@@ -139,8 +141,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 use worknode::layout::EventRecord;
 use worknode::loom_api::{
-    active_copy, init, lock, pop, push, read, read_locked, repair, unlock, verdict, words_for, write_locked,
-    FreeListError, Peek, ReadyIndex, RingView, Verdict, Visit, SLOT_WORDS,
+    active_copy, init, lock, pop, push, read, read_locked, repair, try_acquire, unlock, verdict, words_for,
+    write_locked, FreeListError, Peek, ReadyIndex, RingView, Verdict, Visit, SLOT_WORDS,
 };
 
 /// Words per record: enough for a torn copy to show, few enough to keep models small.
@@ -1034,7 +1036,10 @@ fn ready_a_stale_clear_never_hides_a_task_being_published() {
             let m = m.clone();
             thread::spawn(move || {
                 let ix = ReadyIndex::new(&m.words, 1).unwrap();
-                m.lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).unwrap();
+                // The finder may hold the lock a moment (its stale clear): wait it out.
+                while m.lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                    thread::yield_now();
+                }
                 ix.set(READY_BUCKET, 0);
                 m.status.store(1, Ordering::Release);
                 m.lock.compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed).unwrap();
@@ -1044,12 +1049,17 @@ fn ready_a_stale_clear_never_hides_a_task_being_published() {
         let mut outcome = None;
         ix.walk(|b, i| {
             if m.status.load(Ordering::Acquire) != 1 {
-                let mut again = false;
-                ix.clear_stale(b, i, || {
-                    again = m.lock.load(Ordering::Acquire) != 0 || m.status.load(Ordering::Acquire) == 1;
-                    again
-                });
-                outcome = Some(again);
+                // `clear_if_stale`: under the slot's lock, if it is free, and only if the
+                // record is still not claimable.
+                outcome = Some("busy");
+                if try_acquire(&m.lock, 2) {
+                    outcome = Some("kept");
+                    if m.status.load(Ordering::Acquire) != 1 {
+                        ix.clear(b, i);
+                        outcome = Some("cleared");
+                    }
+                    unlock(&m.lock, 2);
+                }
             }
             Visit::Next
         });
@@ -1058,7 +1068,7 @@ fn ready_a_stale_clear_never_hides_a_task_being_published() {
         assert_eq!(m.status.load(Ordering::Acquire), 1);
         assert_eq!(walk_all(&ix), [(READY_BUCKET, 0)], "the published task is indexed");
     });
-    seen.assert_reached([Some(true), Some(false), None]);
+    seen.assert_reached([Some("busy"), Some("kept"), Some("cleared"), None]);
 }
 
 #[test]
