@@ -129,7 +129,8 @@
 //! * [`ready_an_upper_clear_never_hides_a_bit_being_set`]: a setter `set`s a slot's bit
 //!   under a level-1 bit (and, in the second case, a top bit) that a finder's `walk` sees
 //!   over nothing and clears; the finder's look below after its clear, and the setter's
-//!   second pass, mean that in every execution a later walk finds the slot.
+//!   second pass, mean that in every execution a later walk finds the slot. Without the
+//!   second pass the model finds the execution that hides it.
 #![cfg(loom)]
 
 use loom::model::Builder;
