@@ -399,6 +399,57 @@ mod tests {
         assert_eq!(collect(&ix), [(5, 130)], "the rebuild's set reaches it again");
     }
 
+    /// A restore copies records slot for slot into a fresh segment; `finish_restore`
+    /// builds the index from them, and `claim_next` finds every ready task, best first.
+    #[test]
+    fn a_restored_segment_is_indexed_from_its_records() {
+        use crate::{Capacities, NewNode, TaskError, TaskFilter};
+        let caps = Capacities { nodes: 64, events: 256, agents: 4, blob_chunks: 4, sets: 4, ..Capacities::default() };
+        let src = crate::testing::temp_segment("ready-restore-src", &caps);
+        let ready = |name, prio| NewNode::new(NodeKind::Task, name).status(Status::Ready).priority(prio);
+        let low = src.add(src.root(), &ready("low", 1)).unwrap();
+        let high = src.add(src.root(), &ready("high", 7)).unwrap();
+        src.add(src.root(), &NewNode::new(NodeKind::Task, "pending")).unwrap();
+        let name = format!("wn-unit-ready-restored-{}", std::process::id());
+        let _ = Segment::unlink(&name);
+        let dst = crate::Daemon::create_for_restore(&name, &caps, 0o600).unwrap();
+        src.for_each_node(|n| {
+            dst.restore_node(n.handle().index, n.handle().generation, n.record()).unwrap();
+            true
+        })
+        .unwrap();
+        dst.finish_restore().unwrap();
+        dst.open_for_clients();
+        let me = dst.join("w", "r").unwrap();
+        let lease = std::time::Duration::from_secs(60);
+        let order: Vec<_> = std::iter::from_fn(|| dst.claim_next(&TaskFilter::default(), me, lease).ok())
+            .map(|c| c.task.index)
+            .collect();
+        assert_eq!(order, [high.index, low.index]);
+        assert_eq!(dst.claim_next(&TaskFilter::default(), me, lease), Err(TaskError::NothingReady));
+        drop(dst);
+        let _ = Segment::unlink(&name);
+    }
+
+    /// An adopting daemon indexes every claimable record again (here: an index wiped
+    /// clean, the worst a bug or a crash could leave).
+    #[test]
+    fn adoption_rebuilds_the_index() {
+        use crate::{Capacities, NewNode, TaskError, TaskFilter};
+        let caps = Capacities { nodes: 64, events: 256, agents: 4, blob_chunks: 4, sets: 4, ..Capacities::default() };
+        let seg = crate::testing::temp_segment("ready-adopt", &caps);
+        let t = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "t").status(Status::Ready)).unwrap();
+        let r = seg.geo.ready;
+        for w in seg.map.words_at(r.offset as usize, r.capacity as usize).unwrap() {
+            w.store(0, Ordering::Relaxed);
+        }
+        let me = seg.join("w", "r").unwrap();
+        let lease = std::time::Duration::from_secs(60);
+        assert_eq!(seg.claim_next(&TaskFilter::default(), me, lease), Err(TaskError::NothingReady), "wiped");
+        let adopted = crate::Daemon::adopt(seg.name()).unwrap();
+        assert_eq!(adopted.claim_next(&TaskFilter::default(), me, lease).unwrap().task, t);
+    }
+
     #[test]
     fn the_deps_bucket_is_apart_from_the_priorities() {
         let w = words(5000);
