@@ -1,8 +1,9 @@
 //! Claim throughput: 1, 2 or 4 processes run the worker loop — `claim_next` then
 //! `complete` — over a pool of pre-created ready tasks until none is left; claims per
 //! second over all processes. Afterwards every task must be complete and the claims must
-//! add up to the task count (each task claimed exactly once). `claims-1-1k` repeats the
-//! one-process run over 1 000 tasks, to show how the rate depends on the pool's size.
+//! add up to the task count (each task claimed exactly once). `claims-1-1k` and
+//! `claims-1-100k` repeat the one-process run over 1 000 and 100 000 tasks (`claims-1`
+//! takes 10 000), to show whether the rate depends on the board's size.
 
 use crate::proc::{mono_ns, RoleCtx};
 use crate::report::Rate;
@@ -27,14 +28,30 @@ pub fn tasks(ctx: &Ctx) -> u32 {
 
 /// `procs` claiming processes over `n` ready tasks.
 pub fn run(ctx: &Ctx, procs: usize, n: u32) -> Result<Measured, Fail> {
-    let caps =
-        Capacities { nodes: n + 64, events: 1 << 16, agents: 16, blob_chunks: 1, sets: 1, ..Capacities::default() };
+    // The tasks sit in folders of at most `PER_FOLDER` under one project: adding a node
+    // checks its siblings' names, so 100 000 siblings would make the set-up quadratic
+    // (minutes); the claims do not care where the tasks are.
+    const PER_FOLDER: u32 = 1_000;
+    let folders = n.div_ceil(PER_FOLDER);
+    let caps = Capacities {
+        nodes: n + folders + 64,
+        events: 1 << 16,
+        agents: 16,
+        blob_chunks: 1,
+        sets: 1,
+        ..Capacities::default()
+    };
     let seg = TempSegment::create("claims", &caps).map_err(e2s)?;
     let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "claims")).map_err(e2s)?;
     let mut handles = Vec::with_capacity(n as usize);
+    let mut folder = project;
     for k in 0..n {
+        if k % PER_FOLDER == 0 {
+            let name = format!("batch {}", k / PER_FOLDER);
+            folder = seg.add(project, &NewNode::new(NodeKind::Folder, &name)).map_err(e2s)?;
+        }
         let name = format!("task {k}");
-        handles.push(seg.add(project, &NewNode::new(NodeKind::Task, &name).status(Status::Ready)).map_err(e2s)?);
+        handles.push(seg.add(folder, &NewNode::new(NodeKind::Task, &name).status(Status::Ready)).map_err(e2s)?);
     }
     let mut cs = Vec::new();
     for k in 0..procs {
@@ -73,7 +90,7 @@ pub fn run(ctx: &Ctx, procs: usize, n: u32) -> Result<Measured, Fail> {
     Ok(Measured::rate(
         Rate::new(n as f64 / secs, "claims/s", n as u64, secs),
         vec![format!(
-            "{n} ready tasks (segment of {} node slots); claim_next + complete per task; claims per process {per:?}",
+            "{n} ready tasks in {folders} folder(s) (segment of {} node slots); claim_next + complete per task; claims per process {per:?}",
             caps.nodes
         )],
     )

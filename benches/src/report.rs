@@ -285,6 +285,9 @@ impl Report {
         rates("claims-2", "claims-1");
         rates("claims-4", "claims-1");
         rates("claims-1-1k", "claims-1");
+        // How much the claim rate falls from 1 000 to 10 000 to 100 000 ready tasks (1× is
+        // a claim that does not depend on the board's size).
+        rates("claims-1", "claims-1-100k");
         out
     }
 

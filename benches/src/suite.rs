@@ -287,6 +287,9 @@ pub fn specs() -> Vec<Spec> {
         spec!("claims-2", "claims", "claim_next + complete, 2 processes", |c| claims::run(c, 2, claims::tasks(c))),
         spec!("claims-4", "claims", "claim_next + complete, 4 processes", |c| claims::run(c, 4, claims::tasks(c))),
         spec!("claims-1-1k", "claims", "claim_next + complete, 1 process, 1 000 tasks", |c| claims::run(c, 1, 1_000)),
+        spec!("claims-1-100k", "claims", "claim_next + complete, 1 process, 100 000 tasks", |c| {
+            claims::run(c, 1, 100_000)
+        }),
         spec!(
             "handoff-worknode",
             "handoff",

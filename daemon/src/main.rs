@@ -687,6 +687,7 @@ fn serve(
                 seg.reap_dead_sessions();
                 seg.sweep_claim_parkers();
                 seg.settle_blocked();
+                seg.reindex_ready();
                 seg.sweep_dead_reservations();
                 seg.sweep_dead_waiters();
                 match seg.repair_dead_holders() {

@@ -37,10 +37,15 @@ use crate::node::{Handle, Node, NodeKind, Status};
 use crate::ownerlock;
 use crate::pool::Change;
 use crate::principal::{Principal, PrincipalKey};
+use crate::ready::Visit;
 use crate::segment::Segment;
 use crate::sys::OwnerTag;
 use crate::unix_ms;
 use std::time::Duration;
+
+/// Candidates `claim_next` validates through the ready index before it falls back to
+/// a scan of the board.
+pub(crate) const INDEX_STEPS: usize = 64;
 
 /// The longest lease a claim or renewal may ask for: 30 days.
 pub const LEASE_MAX: Duration = Duration::from_secs(30 * 86_400);
@@ -1104,16 +1109,28 @@ impl Segment {
     /// complete now.
     fn wake_dependents(&self, done: Handle) {
         let raw = done.to_raw();
-        for i in 0..self.caps.nodes {
-            let Some((h, summary)) = self.slot_summary(i) else { continue };
+        let wake = |i: u32| {
+            let Some((h, summary)) = self.slot_summary(i) else { return };
             if summary.blocker_count() == 0 {
-                continue;
+                return;
             }
             if let Ok(n) = self.read(h) {
                 if n.record().blocked_by[..(n.record().blocker_count as usize).min(BLOCKERS_MAX)].contains(&raw) {
                     self.maybe_unblock(h);
                 }
             }
+        };
+        // The slots with blockers are indexed (set before their edge is published, so
+        // the Dekker argument of `add_blocker` holds for the index as for the records);
+        // a read-only mapping has no index to tidy and scans.
+        match self.ready_index() {
+            Some(ix) => {
+                ix.walk_bucket(crate::ready::DEPS, |i| {
+                    wake(i);
+                    Visit::Next
+                });
+            }
+            None => (0..self.caps.nodes).for_each(wake),
         }
     }
 
@@ -1214,6 +1231,11 @@ impl Segment {
         check_task_kind(filter.kind)?;
         lease_ms(lease)?;
         let keys = self.keys_of(agent).map_err(|_| TaskError::UnknownAgent)?;
+        if let Some(outcome) = self.claim_indexed(filter, agent, lease, &keys) {
+            return outcome;
+        }
+        // The index could not decide within its budget (many candidates in the best
+        // buckets fail the filter or are held): the scan decides, best first.
         const K: usize = 16;
         for _round in 0..8 {
             let mut top: [(u8, u64, Option<Handle>); K] = [(0, u64::MAX, None); K];
@@ -1244,6 +1266,68 @@ impl Segment {
             }
         }
         Err(TaskError::NothingReady)
+    }
+
+    /// `claim_next` through the ready index (`ready`): walks the candidates best
+    /// priority first (slot order within one), validates each against its record and
+    /// claims the first that passes `filter`. O(1) in the board's size when the first
+    /// candidates pass; each candidate that fails the filter, is held under a live lease
+    /// or is lost to a racing claimer costs one step, and after [`INDEX_STEPS`] steps it
+    /// gives up: `None`, and the caller scans. Stale bits found on the way are cleared.
+    fn claim_indexed(
+        &self,
+        filter: &TaskFilter,
+        agent: AgentId,
+        lease: Duration,
+        keys: &[Option<PrincipalKey>; 2],
+    ) -> Option<Result<Claim, TaskError>> {
+        let ix = self.ready_index()?;
+        let kind = filter.kind.unwrap_or(NodeKind::Task).code();
+        let plain = filter.assignee.is_none() && !filter.mine && filter.under.is_none() && filter.label.is_none();
+        let now = unix_ms();
+        let mut steps = 0;
+        let mut outcome = Some(Err(TaskError::NothingReady));
+        ix.walk(|b, i| {
+            if steps == INDEX_STEPS {
+                outcome = None;
+                return Visit::Stop;
+            }
+            steps += 1;
+            let summary = self.slot_summary(i);
+            let Some((h, summary)) = summary.filter(|(_, s)| crate::ready::bucket_of(*s) == Some(b)) else {
+                self.clear_if_stale(&ix, b, i);
+                return Visit::Next;
+            };
+            if summary.kind() != kind {
+                return Visit::Next;
+            }
+            let claimed = summary.claim_agent() != 0;
+            if claimed || !plain || summary.assignee_count() != 0 {
+                let Ok(n) = self.read(h) else { return Visit::Next };
+                let rec = n.record();
+                if live_claimant(rec, now).is_some() || !self.wanted(rec, h, filter, Some(keys)) {
+                    return Visit::Next;
+                }
+            }
+            match self.claim_task(h, agent, lease) {
+                Ok(c) => {
+                    outcome = Some(Ok(c));
+                    Visit::Stop
+                }
+                Err(
+                    TaskError::AlreadyClaimed { .. }
+                    | TaskError::IllegalTransition { .. }
+                    | TaskError::AssignedElsewhere { .. }
+                    | TaskError::Blocked { .. }
+                    | TaskError::Pool(PoolError::StaleHandle | PoolError::NotFound),
+                ) => Visit::Next,
+                Err(e) => {
+                    outcome = Some(Err(e));
+                    Visit::Stop
+                }
+            }
+        });
+        outcome
     }
 
     /// Calls `f(priority, created, handle)` for every claimable node matching `filter`:

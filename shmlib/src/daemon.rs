@@ -184,6 +184,9 @@ impl Daemon {
         }
         seg.claim_daemon_identity();
         seg.hdr(hdr::ADOPT_COUNT).fetch_add(1, Ordering::Relaxed);
+        // Whatever the last daemon's clients left half-done, every claimable record is
+        // indexed again (additive, safe beside the clients writing now).
+        seg.rebuild_ready_index();
         seg.hdr(hdr::STATE).store(state::READY, Ordering::Release);
         Daemon::holding(seg)
     }
@@ -206,6 +209,9 @@ impl Daemon {
     /// Marks a segment made by [`Daemon::create_unready`] or
     /// [`Daemon::create_for_restore`] Ready: clients may attach from now on.
     pub fn open_for_clients(&self) {
+        // Records restored or changed field by field since `finish_restore` are indexed
+        // before any client can look (additive: nothing indexed is lost).
+        self.seg.rebuild_ready_index();
         self.seg.mark_ready();
     }
 
@@ -261,6 +267,14 @@ impl Daemon {
     /// every second. Returns how many it made ready.
     pub fn settle_blocked(&self) -> usize {
         self.seg.settle_blocked()
+    }
+
+    /// Indexes every claimable record in the ready index again (additively: it only
+    /// sets bits): the safety net for the one window a killed process can leave a ready
+    /// task's bit unreachable (between a finder's clear of an upper bit and its look
+    /// below). The daemon runs it every second. O(pool), one word per slot.
+    pub fn reindex_ready(&self) {
+        self.seg.rebuild_ready_index()
     }
 
     /// Deletes every dead reservation — its claim released (its agent left or died) or

@@ -24,7 +24,7 @@ use std::mem::{align_of, offset_of, size_of};
 /// First eight bytes of every Worknode segment (`b"WRKNODE\0"` read as little-endian).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WRKNODE\0");
 /// Version of this layout. Bumped on any change to a struct in this module.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// Size of the header region in bytes.
 pub const HEADER_SIZE: usize = 1024;
 /// Regions start on this boundary.
@@ -929,6 +929,10 @@ pub const MAX_SETS: u32 = 1 << 20;
 pub struct Geometry {
     /// Region descriptors in [`Region`] order.
     pub regions: [RegionDesc; REGION_COUNT],
+    /// The ready index (`ready.rs`): 64-bit words after the last region, its place and
+    /// size derived from the node capacity alone (so it needs no descriptor in the fixed
+    /// header; `segment_size` covers it, and layout version 6 introduced it).
+    pub ready: RegionDesc,
     /// Total segment size in bytes.
     pub total: u64,
 }
@@ -998,7 +1002,10 @@ impl Geometry {
             *desc = RegionDesc { offset: at, capacity, elem_size, bytes };
             at = align_up(at + bytes, REGION_ALIGN);
         }
-        Ok(Geometry { regions, total: at })
+        let words = crate::ready::words_for(caps.nodes);
+        let ready = RegionDesc { offset: at, capacity: words, elem_size: 8, bytes: words * 8 };
+        at = align_up(at + ready.bytes, REGION_ALIGN);
+        Ok(Geometry { regions, ready, total: at })
     }
 
     /// The descriptor of one region.

@@ -93,6 +93,7 @@ mod ownerlock;
 mod pool;
 mod principal;
 mod query;
+mod ready;
 mod reserve;
 mod restore;
 mod ring;
@@ -150,6 +151,8 @@ pub use token::{
 #[doc(hidden)]
 pub mod loom_api {
     pub use crate::freelist::{init, pop, push, FreeListError};
+    pub use crate::ownerlock::try_acquire;
+    pub use crate::ready::{words_for, ReadyIndex, Visit, BUCKETS, DEPS};
     pub use crate::reserve::{verdict, Verdict};
     pub use crate::ring::{Peek, RingView, SLOT_WORDS};
     pub use crate::seqlock::{active_copy, lock, read, read_locked, repair, unlock, write_locked, LockBusy};

@@ -70,6 +70,12 @@ pub fn acquire(word: &AtomicU64, me: u64, wait: Duration, is_dead: impl Fn(u64) 
     }
 }
 
+/// Takes `word` for `me` if it is free, without waiting; whether it did.
+pub fn try_acquire(word: &AtomicU64, me: u64) -> bool {
+    // SYNC POINT: pairs with the Release compare-and-set in `release`, as in `acquire`.
+    word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+}
+
 /// Releases the lock if `me` still holds it. A holder that was (wrongly) declared dead
 /// and overruled must not free the lock its successor now holds, so this is a
 /// compare-and-set from `me`, not a plain store.

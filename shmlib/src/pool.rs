@@ -371,6 +371,8 @@ impl Segment {
             w.store(0, Ordering::Relaxed);
         }
         s.created().store(rec.created, Ordering::Relaxed);
+        // Indexed before it is published (and before the slot goes live): see `ready`.
+        self.index_before_publish(index, &rec);
         publish(s, &rec);
         s.gen_state().store(pack(generation, slot::LIVE), Ordering::Release);
 
@@ -378,6 +380,7 @@ impl Segment {
         // unlock, and only then hand it back to the free list.
         let abandon = |guard: Locked<'_>, e: PoolError| {
             s.gen_state().store(pack(next_generation(generation), slot::FREE), Ordering::Release);
+            self.index_after_publish(index, &rec, None);
             drop(guard);
             let _ = freelist::push(self.free_head(), index, s.next_free());
             e
@@ -445,6 +448,11 @@ impl Segment {
                     freelist::push(self.free_head(), i, s.next_free()).map_err(freelist_error)?;
                 }
                 slot::LIVE => {
+                    // The dead writer may have died between its index update and its
+                    // publish: index the record as it stands (see `ready`).
+                    if let Some(ix) = self.ready_index() {
+                        self.index_slot(&ix, i);
+                    }
                     let h = Handle { index: i, generation: gen_of(gs) };
                     let mut words = [0u64; RECORD_WORDS];
                     seqlock::read_locked(s.seq(), s.copies(), &mut words);
@@ -872,7 +880,13 @@ impl Segment {
         rec.version = before.version + 1;
         rec.updated = self.now().0;
         crate::failpoint::hit("pool.update_locked");
+        // The ready index: set for the new record before it is published, cleared for
+        // the old one after, under the lock (see `ready`).
+        self.index_before_publish(h.index, &rec);
+        crate::failpoint::hit("pool.indexed");
         publish(s, &rec);
+        crate::failpoint::hit("pool.published");
+        self.index_after_publish(h.index, &before, Some(&rec));
         self.hdr(hdr::UPDATED).fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; crate::layout::EVENT_PAYLOAD_MAX];
         let n = change
@@ -1017,6 +1031,7 @@ impl Segment {
         // `blob::reclaim_leaked_blobs`.
         self.hold_blob(bytemuck::cast::<_, NodeRecord>(locked).doc_blob);
         s.gen_state().store(pack(next_generation(h.generation), slot::FREE), Ordering::Release);
+        self.index_after_publish(h.index, &bytemuck::cast(locked), None);
         // Return its observed-remove set; `set_slot` was read under the lock (a set may
         // have been attached since `node` was copied).
         self.release_set(h, &bytemuck::cast(locked));

@@ -229,6 +229,8 @@ impl Segment {
         self.set_agents_container(agents);
         stats.agents = self.hdr(hdr::AGENTS_USED).load(Ordering::Relaxed);
         stats.events = self.ring_tail().min(self.caps.events as u64);
+        // The ready index is a hint derived from the records: built from them here.
+        self.rebuild_ready_index();
         Ok(stats)
     }
 

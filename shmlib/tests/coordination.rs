@@ -437,3 +437,92 @@ fn a_parked_assignee_filter_is_not_woken_for_other_work() {
     seg.set_status(ops, Status::Ready).unwrap();
     assert_eq!(waiter.join().unwrap().unwrap().task, ops);
 }
+
+// The ready index (issue 16): `claim_next` finds candidates through per-priority bitmaps
+// kept by every write; these check that each way a task becomes or stops being
+// claimable reaches it.
+
+#[test]
+fn the_ready_index_follows_every_move_in_and_out_of_claimable() {
+    let seg = segment("index-moves");
+    let a = seg.join("a", "w").unwrap();
+    let b = seg.join("b", "w").unwrap();
+    let next = |who| seg.claim_next(&TaskFilter::default(), who, LEASE);
+    // Pending, then made ready.
+    let p = seg.add(seg.root(), &NewNode::new(NodeKind::Task, "pending")).unwrap();
+    assert_eq!(next(a).unwrap_err(), TaskError::NothingReady);
+    seg.set_status(p, Status::Ready).unwrap();
+    let c = next(a).unwrap();
+    assert_eq!(c.task, p);
+    // Released: ready again, in its bucket.
+    seg.release(&c).unwrap();
+    let c = next(a).unwrap();
+    assert_eq!(c.task, p);
+    seg.complete(&c, "").unwrap();
+    assert_eq!(next(a).unwrap_err(), TaskError::NothingReady);
+    // Reopened.
+    seg.reopen(p).unwrap();
+    let c = next(a).unwrap();
+    assert_eq!(c.task, p);
+    seg.complete(&c, "").unwrap();
+    // A priority change moves a ready task to its new bucket.
+    let low = task(&seg, "low", 1);
+    let mid = task(&seg, "mid", 5);
+    seg.update(low, |n| {
+        n.set_priority(9);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(next(a).unwrap().task, low);
+    assert_eq!(next(a).unwrap().task, mid);
+    // Deleted: gone from the index.
+    let gone = task(&seg, "gone", 3);
+    seg.delete(gone, worknode::DeleteMode::LeafOnly).unwrap();
+    assert_eq!(next(a).unwrap_err(), TaskError::NothingReady);
+    // A lapsed lease is claimable by `claim_next` at once, before any reaper runs.
+    let lapsing = task(&seg, "lapsing", 4);
+    let held = seg.claim(lapsing, a, Duration::from_millis(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let taken = next(b).unwrap();
+    assert_eq!((taken.task, taken.epoch), (lapsing, held.epoch + 1));
+    // A held task (live lease) is skipped, not taken.
+    assert_eq!(next(a).unwrap_err(), TaskError::NothingReady);
+    // Unblocked by its blocker's completion.
+    let blocker = task(&seg, "blocker", 2);
+    let dependent = task(&seg, "dependent", 8);
+    seg.add_blocker(dependent, blocker).unwrap();
+    let c = next(a).unwrap();
+    assert_eq!(c.task, blocker, "the dependent is blocked");
+    seg.complete(&c, "").unwrap();
+    assert_eq!(next(a).unwrap().task, dependent, "made ready by the completion's wake-up");
+    // Custom work is found by kind, and a task filter passes it over.
+    let custom = seg.add(seg.root(), &NewNode::new(NodeKind::Custom, "custom").status(Status::Ready)).unwrap();
+    assert_eq!(next(a).unwrap_err(), TaskError::NothingReady);
+    let kind = TaskFilter { kind: Some(NodeKind::Custom), ..TaskFilter::default() };
+    assert_eq!(seg.claim_next(&kind, a, LEASE).unwrap().task, custom);
+}
+
+#[test]
+fn a_filter_most_candidates_fail_falls_back_to_the_scan() {
+    let seg = segment("index-fallback");
+    let a = seg.join("a", "w").unwrap();
+    // 100 better candidates outside the subtree, then the one inside it.
+    for k in 0..100 {
+        task(&seg, &format!("outside {k}"), 9);
+    }
+    let folder = seg.add(seg.root(), &NewNode::new(NodeKind::Folder, "f")).unwrap();
+    let inside = seg.add(folder, &NewNode::new(NodeKind::Task, "inside").status(Status::Ready).priority(1)).unwrap();
+    let under = TaskFilter { under: Some(folder), ..TaskFilter::default() };
+    assert_eq!(seg.claim_next(&under, a, LEASE).unwrap().task, inside);
+    assert_eq!(seg.claim_next(&under, a, LEASE).unwrap_err(), TaskError::NothingReady);
+    // With the candidates in front of it held, the next ready task is still found.
+    let held: Vec<Claim> = (0..70).map(|_| seg.claim_next(&TaskFilter::default(), a, LEASE).unwrap()).collect();
+    let b = seg.join("b", "w").unwrap();
+    let c = seg.claim_next(&TaskFilter::default(), b, LEASE).unwrap();
+    assert!(held.iter().all(|h| h.task != c.task));
+    let mut left = 0;
+    while seg.claim_next(&TaskFilter::default(), b, LEASE).is_ok() {
+        left += 1;
+    }
+    assert_eq!(left, 100 - 70 - 1, "every task claimed exactly once");
+}

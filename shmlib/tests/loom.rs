@@ -115,6 +115,22 @@
 //!   not modelled: the words stand for them.) Without the change's fence, or with the
 //!   waiter's registration Relaxed and unfenced, the model finds executions where the
 //!   task is ready, nobody took it and both waiters sleep.
+//! * [`ready_a_stale_clear_never_hides_a_task_being_published`]: the ready index
+//!   (`ready.rs`). A writer takes a slot's lock, `set`s its bit, publishes the record
+//!   claimable (a Release store, as `publish` is) and unlocks, while a finder `walk`s the
+//!   index, finds the (stale) bit, reads the record not yet claimable and, as
+//!   `Segment::clear_if_stale` does, takes the slot's lock without waiting
+//!   (`ownerlock::try_acquire`), reads the record again and `clear`s the bit only if it
+//!   is still not claimable. In every execution, once both are done the record is
+//!   claimable and a walk finds its bit; the lock busy, the bit cleared before the
+//!   writer's set, and the bit kept (the record claimable under the lock) are all
+//!   reached. Without the lock (clear, then re-check the record and set again) the model
+//!   finds the execution that loses the task.
+//! * [`ready_an_upper_clear_never_hides_a_bit_being_set`]: a setter `set`s a slot's bit
+//!   under a level-1 bit (and, in the second case, a top bit) that a finder's `walk` sees
+//!   over nothing and clears; the finder's look below after its clear, and the setter's
+//!   second pass, mean that in every execution a later walk finds the slot. Without the
+//!   second pass the model finds the execution that hides it.
 #![cfg(loom)]
 
 use loom::model::Builder;
@@ -126,8 +142,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 use worknode::layout::EventRecord;
 use worknode::loom_api::{
-    active_copy, init, lock, pop, push, read, read_locked, repair, unlock, verdict, write_locked, FreeListError, Peek,
-    RingView, Verdict, SLOT_WORDS,
+    active_copy, init, lock, pop, push, read, read_locked, repair, try_acquire, unlock, verdict, words_for,
+    write_locked, FreeListError, Peek, ReadyIndex, RingView, Verdict, Visit, SLOT_WORDS,
 };
 
 /// Words per record: enough for a torn copy to show, few enough to keep models small.
@@ -983,4 +999,103 @@ fn blocking_claim_loses_no_wake_up() {
         let bumped = (0..2).filter(|&i| m.words[i].load(Ordering::Acquire) != 0).count();
         assert!(bumped <= 1, "one change wakes at most one agent");
     });
+}
+
+/// The words of a ready index over `slots` slots, all zero.
+fn ready_words(slots: u32) -> Vec<AtomicU64> {
+    (0..words_for(slots)).map(|_| AtomicU64::new(0)).collect()
+}
+
+/// Every `(bucket, slot)` a walk of `ix` finds (a finder that only looks).
+fn walk_all(ix: &ReadyIndex<'_>) -> Vec<(usize, u32)> {
+    let mut out = Vec::new();
+    ix.walk(|b, i| {
+        out.push((b, i));
+        Visit::Next
+    });
+    out
+}
+
+/// One slot's lock word and record (1: claimable in bucket `READY_BUCKET`), and the index.
+struct ReadyModel {
+    words: Vec<AtomicU64>,
+    lock: AtomicU64,
+    status: AtomicU64,
+}
+
+const READY_BUCKET: usize = 7;
+
+#[test]
+fn ready_a_stale_clear_never_hides_a_task_being_published() {
+    let seen = Seen::new();
+    let seen2 = seen.clone();
+    check(3, move || {
+        let m = Arc::new(ReadyModel { words: ready_words(1), lock: AtomicU64::new(0), status: AtomicU64::new(0) });
+        // A stale bit: the record (0) is not claimable, the bit is set.
+        ReadyIndex::new(&m.words, 1).unwrap().set(READY_BUCKET, 0);
+        let writer = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let ix = ReadyIndex::new(&m.words, 1).unwrap();
+                // The finder may hold the lock a moment (its stale clear): wait it out.
+                while m.lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                    thread::yield_now();
+                }
+                ix.set(READY_BUCKET, 0);
+                m.status.store(1, Ordering::Release);
+                m.lock.compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed).unwrap();
+            })
+        };
+        let ix = ReadyIndex::new(&m.words, 1).unwrap();
+        let mut outcome = None;
+        ix.walk(|b, i| {
+            if m.status.load(Ordering::Acquire) != 1 {
+                // `clear_if_stale`: under the slot's lock, if it is free, and only if the
+                // record is still not claimable.
+                outcome = Some("busy");
+                if try_acquire(&m.lock, 2) {
+                    outcome = Some("kept");
+                    if m.status.load(Ordering::Acquire) != 1 {
+                        ix.clear(b, i);
+                        outcome = Some("cleared");
+                    }
+                    unlock(&m.lock, 2);
+                }
+            }
+            Visit::Next
+        });
+        writer.join().unwrap();
+        seen2.insert(outcome);
+        assert_eq!(m.status.load(Ordering::Acquire), 1);
+        assert_eq!(walk_all(&ix), [(READY_BUCKET, 0)], "the published task is indexed");
+    });
+    seen.assert_reached([Some("busy"), Some("kept"), Some("cleared"), None]);
+}
+
+#[test]
+fn ready_an_upper_clear_never_hides_a_bit_being_set() {
+    for top_too in [false, true] {
+        check(3, move || {
+            let words = Arc::new(ready_words(128));
+            {
+                // Slot 64 was indexed and cleared: level 1 (and top) still say "maybe".
+                let ix = ReadyIndex::new(&words, 128).unwrap();
+                ix.set(READY_BUCKET, 64);
+                ix.clear(READY_BUCKET, 64);
+                if top_too {
+                    // A walk tidied level 1; only the top bit is left over nothing.
+                    assert!(walk_all(&ix).is_empty());
+                }
+            }
+            let setter = {
+                let words = words.clone();
+                thread::spawn(move || ReadyIndex::new(&words, 128).unwrap().set(READY_BUCKET, 64))
+            };
+            let ix = ReadyIndex::new(&words, 128).unwrap();
+            let first = walk_all(&ix);
+            setter.join().unwrap();
+            assert!(first.is_empty() || first == [(READY_BUCKET, 64)]);
+            assert_eq!(walk_all(&ix), [(READY_BUCKET, 64)], "the set bit is reachable");
+        });
+    }
 }
