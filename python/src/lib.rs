@@ -566,9 +566,18 @@ impl Claim {
             OnError::Fail => {
                 let name: String = exc_type.getattr("__name__").and_then(|n| n.extract()).unwrap_or_default();
                 let text = exc.str().map(|s| s.to_string()).unwrap_or_default();
-                let mut reason = if text.is_empty() { name } else { format!("{name}: {text}") };
+                let mut reason = if text.is_empty() { name.clone() } else { format!("{name}: {text}") };
                 truncate(&mut reason, worknode::NOTE_MAX);
+                // The limit counts the text as JSON writes it (a quote counts 2): a
+                // reason cut by bytes may still be refused. Then the class name alone,
+                // then a release: the task must never stay claimed by a block that left.
                 self.fail(py, reason)
+                    .or_else(|_| {
+                        let mut short = name;
+                        truncate(&mut short, 32);
+                        self.fail(py, short)
+                    })
+                    .or_else(|_| self.release(py))
             }
         };
         Ok(false)

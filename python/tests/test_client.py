@@ -111,13 +111,16 @@ def test_bad_input_raises_the_typed_exceptions(daemon, client):
         c.progress(101)
     with pytest.raises(worknode.InvalidInput):
         client.claim_next(lease=-1)
+    # Held under a long lease, so the check does not race the short one above.
+    held = client.claim(client.add_task("held long"), lease=600)
     other = worknode.connect(daemon.segment, agent="rival")
     try:
         with pytest.raises(worknode.Conflict) as e:
-            other.claim(t)
+            other.claim(held.task)
         assert e.value.code == "already_claimed"
     finally:
         other.close()
+        held.release()
     time.sleep(0.2)  # past the 50 ms lease (not renewed: not in a `with` block)
     with pytest.raises(worknode.LeaseExpired) as e:
         c.complete()

@@ -95,7 +95,14 @@ for e in ev:
 def test_events_iterator_in_one_process_sees_another_process_change(daemon, client):
     p = spawn(LISTENER, daemon.segment)
     assert p.stdout is not None
-    ready = p.stdout.readline()  # the child prints it before the changes it must see
+    # The child prints it before the changes it must see; read with a bound.
+    first: "queue.Queue[str]" = queue.Queue()
+    threading.Thread(target=lambda: first.put(p.stdout.readline()), daemon=True).start()
+    try:
+        ready = first.get(timeout=60)
+    except queue.Empty:
+        p.kill()
+        raise AssertionError("the listener never said it was listening") from None
     assert ready.strip() == "listening", ready
     t = client.add_task("observed")
     with client.claim(t) as c:
