@@ -151,22 +151,6 @@ fn reopen(seg: &TempSegment, uuid: &str) -> Result<(), String> {
     seg.reopen(seg.lookup(id).map_err(e2s)?).map(drop).map_err(e2s)
 }
 
-/// Lets every thread of process `pid` run on any of `cpus`.
-fn unpin_all_threads(pid: u32, cpus: &[usize]) -> Result<(), String> {
-    let mut set = nix::sched::CpuSet::new();
-    for &c in cpus {
-        set.set(c).map_err(|e| format!("CPU {c}: {e}"))?;
-    }
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("/proc/{pid}/task: {e}"))?;
-    for t in tasks.flatten() {
-        if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
-            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set)
-                .map_err(|e| format!("sched_setaffinity: {e}"))?;
-        }
-    }
-    Ok(())
-}
-
 /// `wn --segment S --json ARGS`, run to completion; its JSON answer.
 fn run_wn(wn: &Path, segment: &str, args: &[&str]) -> Result<Value, String> {
     let out = Command::new(wn)
@@ -181,14 +165,13 @@ fn run_wn(wn: &Path, segment: &str, args: &[&str]) -> Result<Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("wn {args:?} printed non-JSON: {e}"))
 }
 
-/// The tasks of a run: one to show, or one ready task per planned cycle.
-fn board(seg: &TempSegment, op: Op, plan: &Plan) -> Result<Vec<Handle>, String> {
+/// The tasks of a run: one to show, or [`BOARD`] ready tasks to cycle through.
+fn board(seg: &TempSegment, op: Op) -> Result<Vec<Handle>, String> {
     let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "bench")).map_err(e2s)?;
     let count = match op {
         Op::Show => 1,
         Op::Cycle => BOARD,
     };
-    let _ = plan;
     let mut tasks = Vec::new();
     for i in 0..count {
         let t = seg.add(project, &NewNode::new(NodeKind::Task, &format!("t{i}"))).map_err(e2s)?;
@@ -217,7 +200,7 @@ pub fn run(ctx: &Ctx, op: Op, route: Route) -> Result<Measured, Fail> {
     let plan = plan(ctx, route);
     let caps = Capacities { nodes: 256, events: 1 << 16, agents: 8, blob_chunks: 4, sets: 2, ..Capacities::default() };
     let seg = TempSegment::create("mcp", &caps).map_err(e2s)?;
-    let tasks = board(&seg, op, &plan)?;
+    let tasks = board(&seg, op)?;
     let show_id = seg.read(tasks[0]).map_err(e2s)?.uuid().to_string();
     let mut notes = vec![format!("{} tasks on the board", tasks.len())];
     let mut pin_note = ctx.pin_note("ok");
@@ -227,7 +210,7 @@ pub fn run(ctx: &Ctx, op: Op, route: Route) -> Result<Measured, Fail> {
             // The server may run on any CPU, as beside a real client: pinned away from the
             // harness, every call would pay a wake-up of an idle vCPU (~90 µs here);
             // the kernel puts a reader woken by a pipe beside its writer instead.
-            match unpin_all_threads(server.child.id(), &ctx.allowed) {
+            match crate::pinning::allow_all_threads(server.child.id(), &ctx.allowed) {
                 Ok(()) => pin_note = format!("{pin_note}; wn mcp unpinned (any of {:?})", ctx.allowed),
                 Err(e) => pin_note = format!("{pin_note}; wn mcp left on the harness's CPU: {e}"),
             }

@@ -40,10 +40,19 @@ pub fn unpin(cpus: &[usize]) -> Result<(), String> {
 /// Pins every thread process `pid` has now to `cpu` (threads it starts later inherit the
 /// affinity of the thread that starts them).
 pub fn pin_all_threads(pid: u32, cpu: usize) -> Result<(), String> {
+    allow_all_threads(pid, &[cpu])
+}
+
+/// Lets every thread process `pid` has now run on any of `cpus` (and only those).
+pub fn allow_all_threads(pid: u32, cpus: &[usize]) -> Result<(), String> {
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        set.set(c).map_err(|e| format!("CPU {c}: {e}"))?;
+    }
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("/proc/{pid}/task: {e}"))?;
     for t in tasks.flatten() {
         if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
-            pin(tid, cpu)?;
+            sched_setaffinity(Pid::from_raw(tid), &set).map_err(|e| format!("sched_setaffinity({cpus:?}): {e}"))?;
         }
     }
     Ok(())
