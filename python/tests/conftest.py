@@ -4,9 +4,11 @@ worker code in separate Python processes with bounded waits."""
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import Iterator, List
 
 import pytest
@@ -37,12 +39,26 @@ def client(daemon: Daemon) -> Iterator[worknode.Client]:
         c.close()
 
 
-def spawn(code: str, *args: str) -> subprocess.Popen:
-    """Starts `python -c CODE ARGS…` (code dedented), stdout and stderr piped as text."""
+def spawn(code: str, *args: str, stdin: bool = False) -> subprocess.Popen:
+    """Starts `python -c CODE ARGS…` (code dedented), stdout and stderr piped as text;
+    with `stdin`, its stdin is a pipe too."""
     env = dict(os.environ)
     env.pop("WORKNODE_AGENT", None)
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, stdin=subprocess.PIPE if stdin else None, text=True, env=env)
+
+
+def first_line(p: subprocess.Popen, timeout: float = CHILD_TIMEOUT) -> str:
+    """The child's next stdout line, stripped, read with a bound (the child is killed
+    and the test fails if none comes)."""
+    got: "queue.Queue[str]" = queue.Queue()
+    assert p.stdout is not None
+    threading.Thread(target=lambda: got.put(p.stdout.readline()), daemon=True).start()
+    try:
+        return got.get(timeout=timeout).strip()
+    except queue.Empty:
+        p.kill()
+        pytest.fail(f"child printed nothing within {timeout}s; killed it")
 
 
 def finish(p: subprocess.Popen, timeout: float = CHILD_TIMEOUT) -> List[str]:

@@ -139,6 +139,61 @@ def test_bad_input_raises_the_typed_exceptions(daemon, client):
                                                       worknode.PermissionDenied, worknode.Timeout))
 
 
+@pytest.mark.parametrize("call, names", [
+    (lambda c, t: c.ls(limit=2**70), "limit"),
+    (lambda c, t: c.ls(limit=0), "limit"),
+    (lambda c, t: c.ready(limit=-5), "limit"),
+    (lambda c, t: c.add_task("p", priority=True), "priority"),
+    (lambda c, t: c.add_task("p", priority=2**64), "priority"),
+    (lambda c, t: c.add_task("p", priority=1.5), "priority"),
+    (lambda c, t: c.add_task("p", blocked_by=5), "blocked_by"),
+    (lambda c, t: c.events(since=-1), "since"),
+    (lambda c, t: c.events(since="0"), "since"),
+    (lambda c, t: c.events(kinds="no_such_kind"), "no_such_kind"),
+    (lambda c, t: c.claim(t, lease="10"), "lease"),
+    (lambda c, t: c.claim(t, lease=False), "lease"),
+    (lambda c, t: c.claim_next(block=float("nan")), "block"),
+    (lambda c, t: c.claim_next(block=10**400), "block"),
+    (lambda c, t: c.wait(timeout=None), "timeout"),
+    (lambda c, t: c.inbox(wait="soon"), "wait"),
+    (lambda c, t: c.doc_put(t, "d.txt", 5), "data"),
+    (lambda c, t: c.send("someone", ["a"]), "text"),
+    (lambda c, t: c.reserve(["src/*"], lease=-1), "lease"),
+    (lambda c, t: c.unreserve(7), "paths"),
+    (lambda c, t: c.show(42), "node"),
+])
+def test_out_of_range_and_wrong_types_are_invalid_input_naming_the_argument(client, call, names):
+    t = client.add_task("target")
+    with pytest.raises(worknode.InvalidInput) as e:
+        call(client, t)
+    assert names in str(e.value), str(e.value)
+    assert e.value.exit == 2
+    # Nothing was changed by the refused call.
+    assert [n.name for n in client.ls(kind="task")] == ["target"]
+
+
+def test_a_token_limits_what_its_agent_may_do(daemon, client):
+    client.add_task("p", kind="project")
+    inside = client.add_task("inside", parent="/p")
+    outside = client.add_task("outside")
+    token = daemon.mint(rights="read,claim,update", under="/p", agent="bot")
+    bot = worknode.connect(daemon.segment, token=token)
+    try:
+        assert bot.agent == "bot"
+        with pytest.raises(worknode.PermissionDenied) as e:
+            bot.add_task("new", parent="/p")  # no `create` right
+        assert e.value.exit == 6 and e.value.hint
+        with pytest.raises(worknode.PermissionDenied):
+            bot.claim(outside)  # outside its subtree
+        assert client.show(outside).status == "ready"
+        with bot.claim(inside) as c:
+            c.progress(40)
+            c.complete("done by bot")
+        assert client.show(inside).status == "complete"
+    finally:
+        bot.close()
+
+
 def test_full_segment_raises_full():
     with Daemon(nodes=8, events=64, agents=4, blob_chunks=4) as d:
         c = worknode.connect(d.segment)
@@ -150,15 +205,21 @@ def test_full_segment_raises_full():
 
 def test_a_thread_runs_while_another_waits_in_native_code(client):
     got = {}
+    entered = threading.Event()
 
     def waiter() -> None:
+        entered.set()
         got["claim"] = client.claim_next(block=60)
 
     w = threading.Thread(target=waiter)
     w.start()
-    # This thread runs Python while the waiter sits in claim_next: were the GIL held
-    # there, the task below would never be added and the waiter would time out empty.
+    assert entered.wait(timeout=30)
+    time.sleep(0.2)  # gives the GIL to the waiter, which goes on into claim_next
+    # Nothing is ready, so the waiter sits in claim_next for up to 60 s. Were the GIL
+    # held there, this thread would not run again until that wait ended empty: the
+    # waiter would be gone (and without a claim) by the time the sum is done.
     busy = sum(i * i for i in range(200_000))
+    assert w.is_alive(), "the waiter returned while nothing was ready"
     client.add_task("wake")
     w.join(timeout=90)
     assert not w.is_alive()
@@ -205,3 +266,19 @@ def test_asyncio_client(daemon):
                 await wn.show("/nope")
 
     asyncio.run(asyncio.wait_for(main(), timeout=120))
+
+
+def test_connect_and_close_in_a_loop_keeps_no_mapping_per_call(daemon, client):
+    def mappings() -> int:
+        with open("/proc/self/maps") as f:
+            return sum(1 for line in f if daemon.segment in line)
+
+    before = mappings()
+    for i in range(50):
+        c = worknode.connect(daemon.segment, agent=f"short-lived-{i % 3}")
+        node = c.show("/")
+        cursor = c.events()
+        c.close()
+        del c, node, cursor
+    # `client` (the fixture) keeps its own mapping; the 50 others are gone.
+    assert mappings() == before, f"{mappings() - before} mappings left behind"

@@ -26,6 +26,11 @@ class AsyncClaim:
         return self._claim.epoch
 
     @property
+    def lease_until_ms(self) -> int:
+        """When the lease ends, Unix milliseconds (renewals move it)."""
+        return self._claim.lease_until_ms
+
+    @property
     def task(self) -> Any:
         """The claimed task (a :class:`worknode.Node`, read now)."""
         return self._claim.task

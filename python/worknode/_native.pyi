@@ -161,7 +161,7 @@ class Client:
                    label: Optional[str] = None, block: Optional[float] = None, lease: float = 600.0,
                    on_error: str = "fail") -> Optional[Claim]:
         """Claims the best ready task, or None; `block` waits up to that many seconds."""
-    def doc_put(self, node: _NodeRef, name: str, data: Union[bytes, str],
+    def doc_put(self, node: _NodeRef, name: str, data: Union[bytes, bytearray, str],
                 content_type: Optional[str] = None) -> Node:
         """Stores a document under `node` (through this client's claim on it, if any)."""
     def doc_get(self, path: _NodeRef) -> bytes:
@@ -169,9 +169,9 @@ class Client:
     def events(self, since: Optional[int] = None, kinds: _Names = None,
                node: Optional[_NodeRef] = None) -> Events:
         """An event cursor: from `since` (None: from now), of `kinds`, about `node`."""
-    def wait(self, kinds: _Names = None, node: Optional[str] = None, timeout: float = 30.0) -> Event:
+    def wait(self, kinds: _Names = None, node: Optional[_NodeRef] = None, timeout: float = 30.0) -> Event:
         """The first matching event from now; raises Timeout."""
-    def send(self, to: str, text: Union[str, bytes], thread: Optional[str] = None) -> str:
+    def send(self, to: str, text: Union[str, bytes, bytearray], thread: Optional[str] = None) -> str:
         """Sends a message to an agent or @role; returns its id."""
     def inbox(self, wait: Optional[float] = None, ack: bool = False,
               include_acked: bool = False) -> List[Dict[str, Any]]:

@@ -72,6 +72,21 @@ class Daemon:
                     err = self.proc.stderr.read()
                 raise RuntimeError(f"worknoded did not become ready within {READY_TIMEOUT}s: {err.strip()}")
 
+    def mint(self, rights: str, agent: str, under: Optional[str] = None, ttl: str = "1h") -> str:
+        """A capability token for ``agent`` with ``rights`` (``wn token mint``), limited to
+        the subtree ``under`` if given. Runs ``$WORKNODE_WN_BIN``, else ``wn`` on ``PATH``."""
+        wn = os.environ.get("WORKNODE_WN_BIN") or shutil.which("wn")
+        if not wn:
+            raise RuntimeError("wn not found: set WORKNODE_WN_BIN or put it on PATH")
+        args = [wn, "--segment", self.segment, "--data-dir", self.data_dir, "--agent", agent,
+                "token", "mint", "--rights", rights, "--ttl", ttl]
+        if under is not None:
+            args += ["--under", under]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"wn token mint failed ({done.returncode}): {done.stderr.strip()}")
+        return done.stdout.strip()
+
     def stop(self) -> None:
         """Stops the daemon (SIGTERM, then SIGKILL after a bound) and removes its files."""
         if self.proc.poll() is None:

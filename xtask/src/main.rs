@@ -74,14 +74,56 @@ fn run(step: &str, cmd: &mut Command, limit: Duration) -> Result<(), Failed> {
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => return Err(Failed(format!("{step} failed ({status})"))),
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_tree(&mut child);
                 return Err(Failed(format!("{step} did not finish within {}s: killed it", limit.as_secs())));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(100)),
             Err(e) => return Err(Failed(format!("{step}: cannot wait for it: {e}"))),
         }
     }
+}
+
+/// Kills `child` and everything it started (a test binary's daemons, pytest's workers),
+/// so an overrun step leaves nothing running. The child stays in our process group (a
+/// Ctrl-C still reaches it); its descendants are found through `/proc`.
+fn kill_tree(child: &mut std::process::Child) {
+    let mut pids = descendants(child.id());
+    pids.push(child.id());
+    let mut kill = Command::new("kill");
+    kill.arg("-KILL").args(pids.iter().map(u32::to_string));
+    let _ = kill.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The pids of every process descended from `root`, read from `/proc/*/stat` (the
+/// parent pid is the fourth field, after the command name in parentheses).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    // Each pid is added once, so this ends after at most as many rounds as processes.
+    while i < found.len() {
+        let p = found[i];
+        for &(pid, ppid) in &parent_of {
+            if ppid == p && !found.contains(&pid) {
+                found.push(pid);
+            }
+        }
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// Whether `cmd` runs and succeeds within `limit` (output discarded).
@@ -93,8 +135,7 @@ fn probe(cmd: &mut Command, limit: Duration) -> bool {
         match child.try_wait() {
             Ok(Some(status)) => return status.success(),
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_tree(&mut child);
                 return false;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
