@@ -108,7 +108,6 @@ fn top_fits_80_by_24_and_120_by_30_with_names_holders_and_filters() {
     assert_eq!(rows(&labelled).len(), 1, "{labelled:#?}");
     assert!(rows(&labelled)[0].contains("docs"), "{labelled:#?}");
 
-
     // JSON: the same list, sorted the same way, with holders and leases.
     let j = d.json(&["top", "--once", "--status", "claimed"]);
     assert_eq!(j["tasks_matched"], 1, "{j}");
