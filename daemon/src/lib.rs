@@ -5,12 +5,14 @@
 //! * [`journal`]: the journal and snapshot files — format, recovery, the journal thread.
 //! * [`broker`]: brokered writes for agents that may not write the segment.
 //! * [`instance`]: one daemon per segment (a lock in the user's private runtime dir).
+//! * [`notify`]: readiness, shutdown and watchdog notices to systemd (`Type=notify`).
 //! * [`sessions`]: agent sessions over the boot-id-named Unix socket.
 //! * [`tokens`]: the token key, revocation list and issued log in the data directory.
 
 pub mod broker;
 pub mod instance;
 pub mod journal;
+pub mod notify;
 pub mod sessions;
 pub mod tokens;
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 use worknode::{AttachError, Capacities, Daemon, Segment};
 use worknoded::broker;
 use worknoded::instance::{self, InstanceLock};
+use worknoded::notify::Notifier;
 use worknoded::{journal, sessions};
 
 /// Run the Worknode daemon for one shared-memory segment.
@@ -590,6 +591,10 @@ fn run(args: &Args) -> Result<(), Failure> {
         std::process::id(),
         info.boot_id
     );
+    // Only now may a service manager count the daemon as started: the segment is Ready,
+    // and the session and broker sockets listen.
+    let mut notifier = Notifier::from_env();
+    notifier.ready(&format!("segment {} {how}: serving agents", seg.name()));
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| {
@@ -602,8 +607,9 @@ fn run(args: &Args) -> Result<(), Failure> {
             let (seg, cfg, stop) = (&seg, &broker_cfg, &stop);
             scope.spawn(move || b.serve(seg, cfg, stop));
         }
-        let served = serve(&seg, &signals, sessions, journal.as_ref().map(|j| j as &dyn Finished));
+        let served = serve(&seg, &signals, sessions, journal.as_ref().map(|j| j as &dyn Finished), &mut notifier);
         if let Ok(signal) = &served {
+            notifier.stopping(&format!("{signal:?} received: closing segment {}", seg.name()));
             // Closing first: from here on writers are refused (and told). Then a grace
             // period for attached clients to notice, then the journal drains everything
             // that was acknowledged before, then it stops.
@@ -641,12 +647,14 @@ fn run(args: &Args) -> Result<(), Failure> {
 /// * follows the event ring, so that an event slot left unpublished by a producer that
 ///   died is marked abandoned within the bound even when every reader is read-only;
 /// * releases claims whose lease lapsed (every 100 ms), and reaps agents whose session
-///   process is gone but never connected (every second).
+///   process is gone but never connected (every second);
+/// * pings the service manager's watchdog when the unit asks for one.
 fn serve(
     seg: &Daemon,
     signals: &SignalFd,
     mut sessions: sessions::Sessions,
     journal: Option<&dyn Finished>,
+    notifier: &mut Notifier,
 ) -> Result<Signal, Failure> {
     let mut follower = seg.reader(worknode::Start::Now);
     let mut tick: u64 = 0;
@@ -671,6 +679,7 @@ fn serve(
         if last_tick.elapsed() >= std::time::Duration::from_millis(TICK_MS as u64) {
             last_tick = std::time::Instant::now();
             tick += 1;
+            notifier.tick();
             if let Some(j) = journal {
                 // The journal follows the ring itself (and repairs dead producers' slots).
                 if j.finished() {

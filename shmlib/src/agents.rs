@@ -74,6 +74,9 @@ pub struct AgentInfo {
     pub claim_wakes: u64,
     /// Its processes parked in a blocking claim now.
     pub claim_parked: u8,
+    /// The event cursor it recorded ([`Segment::set_agent_cursor`]; the ring's tail when
+    /// it joined): how far it says it has read.
+    pub cursor: u64,
 }
 
 /// A text field of an agent.
@@ -273,6 +276,7 @@ impl Segment {
             joined: Hlc(a.joined),
             claim_wakes: a.claim_wake,
             claim_parked: a.claim_parkers.iter().filter(|t| **t != 0).count() as u8,
+            cursor: a.cursor,
         }
     }
 
@@ -578,6 +582,10 @@ impl Segment {
         })();
         ownerlock::release(lock, self.me.0);
         let a = result?;
+        if kind == EventKind::AGENT_LOST {
+            // An operating counter (`wn metrics`): a statistic, ordered by nothing.
+            self.hdr(hdr::AGENTS_LOST).fetch_add(1, Ordering::Relaxed);
+        }
         let node = Handle::from_raw(a.node);
         self.release_claims_of(id, node, kind == EventKind::AGENT_LOST);
         if let Some(n) = node {

@@ -41,6 +41,7 @@ use crate::ready::Visit;
 use crate::segment::Segment;
 use crate::sys::OwnerTag;
 use crate::unix_ms;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Candidates `claim_next` validates through the ready index before it falls back to
@@ -426,6 +427,8 @@ impl Segment {
         let actor = self.actor_of(agent)?;
         let keys = self.keys_of(agent).map_err(|_| TaskError::UnknownAgent)?;
         let mut claim = Claim { task, agent, epoch: 0, lease_until_ms: 0 };
+        // Set by the closure's last run (the one whose record was published).
+        let mut took_over = false;
         let (_, ()) =
             self.modify(task, Change::new(EventKind::TASK_CLAIMED).by(Some(actor)).with_epoch(""), |rec| {
                 if !claimable(NodeKind::from_code(rec.kind)) {
@@ -452,7 +455,8 @@ impl Segment {
                 if open > 0 {
                     return Err(TaskError::Blocked { open });
                 }
-                if recorded_claimant(rec).is_some() {
+                took_over = recorded_claimant(rec).is_some();
+                if took_over {
                     // Taking over a lapsed claim: its holder is told so.
                     note_lapse(rec);
                 }
@@ -468,6 +472,11 @@ impl Segment {
                 claim.lease_until_ms = rec.lease_until_ms;
                 Ok(())
             })?;
+        // Operating counters (`wn metrics`): statistics, ordered by nothing.
+        self.hdr(hdr::CLAIMS_MADE).fetch_add(1, Ordering::Relaxed);
+        if took_over {
+            self.hdr(hdr::LEASES_EXPIRED).fetch_add(1, Ordering::Relaxed);
+        }
         Ok(claim)
     }
 
@@ -775,7 +784,7 @@ impl Segment {
             return result;
         }
         // Pairs with the fence in `add_blocker` (see there).
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         self.wake_dependents(c.task);
         result
     }
@@ -1023,7 +1032,7 @@ impl Segment {
             // completion publishes its status and then scans, we publish the edge and
             // then look, and the SeqCst fences on both sides mean one of us sees the
             // other's write (Dekker). If both do, the second unblock finds nothing to do.
-            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
             self.maybe_unblock(task);
             return Ok(self.read(task).unwrap_or(node));
         }
@@ -1471,6 +1480,7 @@ impl Segment {
             }
             let lapsed = |rec: &NodeRecord| recorded_claimant(rec).is_some() && live_claimant(rec, unix_ms()).is_none();
             if self.drop_claim(h, EventKind::CLAIM_EXPIRED, None, "lease expired", lapsed) {
+                self.hdr(hdr::LEASES_EXPIRED).fetch_add(1, Ordering::Relaxed);
                 reaped += 1;
             }
         }

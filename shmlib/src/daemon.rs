@@ -372,6 +372,12 @@ impl Daemon {
         self.seg.journal_beat(stale)
     }
 
+    /// Counts one group-commit fsync of the journal that took `took` (the header's
+    /// `journal_fsyncs` / `journal_fsync_ns`, which `wn metrics` shows as a summary).
+    pub fn record_journal_fsync(&self, took: Duration) {
+        self.seg.record_journal_fsync(took)
+    }
+
     /// Raises the sequence reservation to `upto`, which the journal has written to disk
     /// and synced.
     pub fn publish_reservation(&self, upto: u64) {

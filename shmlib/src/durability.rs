@@ -194,6 +194,14 @@ impl Segment {
         }
     }
 
+    /// The daemon's journal: counts one group-commit fsync that took `took`.
+    pub(crate) fn record_journal_fsync(&self, took: Duration) {
+        // Statistics for `wn metrics`, ordered by nothing; the two words may be seen a
+        // moment apart (a mean off by one fsync), never torn.
+        self.hdr(hdr::JOURNAL_FSYNC_NS).fetch_add(took.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.hdr(hdr::JOURNAL_FSYNCS).fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The daemon's journal: sleep until a producer under `always` asks for a commit,
     /// or `timeout`.
     pub(crate) fn journal_sleep(&self, timeout: Duration) {

@@ -264,8 +264,20 @@ pub struct CountersLine {
     pub updated: u64,
     /// Nodes deleted.
     pub deleted: u64,
-    /// Zero.
-    pub reserved: [u64; 5],
+    /// Claims made (a task taken by an agent, a lapsed claim taken over included).
+    /// Formerly a zero reserved word, like the four after it: a build of the same
+    /// layout version that does not know them leaves them unchanged (the counts then
+    /// miss its work), and nothing reads them as anything else.
+    pub claims_made: u64,
+    /// Claims whose lease lapsed: released by the daemon's reaper, or taken over by
+    /// another claimer.
+    pub leases_expired: u64,
+    /// Agents reaped because their session process died (`agent_lost`).
+    pub agents_lost: u64,
+    /// Group-commit fsyncs the daemon's journal made.
+    pub journal_fsyncs: u64,
+    /// Nanoseconds those fsyncs took, summed (with `journal_fsyncs`, the mean latency).
+    pub journal_fsync_ns: u64,
 }
 
 /// Durability: what the daemon's journal and the appends waiting on it share.
@@ -369,6 +381,16 @@ pub mod hdr {
     pub const UPDATED: usize = offset_of!(Header, counters) + offset_of!(CountersLine, updated);
     /// Counter: nodes deleted.
     pub const DELETED: usize = offset_of!(Header, counters) + offset_of!(CountersLine, deleted);
+    /// Counter: claims made.
+    pub const CLAIMS_MADE: usize = offset_of!(Header, counters) + offset_of!(CountersLine, claims_made);
+    /// Counter: leases that lapsed.
+    pub const LEASES_EXPIRED: usize = offset_of!(Header, counters) + offset_of!(CountersLine, leases_expired);
+    /// Counter: agents reaped after their session process died.
+    pub const AGENTS_LOST: usize = offset_of!(Header, counters) + offset_of!(CountersLine, agents_lost);
+    /// Counter: the journal's group-commit fsyncs.
+    pub const JOURNAL_FSYNCS: usize = offset_of!(Header, counters) + offset_of!(CountersLine, journal_fsyncs);
+    /// Counter: nanoseconds those fsyncs took.
+    pub const JOURNAL_FSYNC_NS: usize = offset_of!(Header, counters) + offset_of!(CountersLine, journal_fsync_ns);
     /// Agents in use.
     pub const AGENTS_USED: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, used);
     /// The agent table's join lock (an owner lock).
@@ -850,6 +872,9 @@ const _: () = {
     assert!(hdr::BLOB_FREE_HEAD == 704 && hdr::BLOBS_USED == 712 && hdr::SET_FREE_HEAD == 720);
     assert!(hdr::SETS_USED == 728);
     assert!(hdr::CREATED == 768 && hdr::UPDATED == 776 && hdr::DELETED == 784);
+    // The operating counters took the place of the line's zero reserved words (issue 17).
+    assert!(hdr::CLAIMS_MADE == 792 && hdr::LEASES_EXPIRED == 800 && hdr::AGENTS_LOST == 808);
+    assert!(hdr::JOURNAL_FSYNCS == 816 && hdr::JOURNAL_FSYNC_NS == 824);
     assert!(hdr::DURABILITY == 832 && hdr::JOURNAL_CURSOR == 840 && hdr::DURABLE_CURSOR == 848);
     assert!(hdr::JOURNAL_WAKE == 856 && hdr::DURABLE_NOTIFY == 864 && hdr::DURABLE_WAITERS == 872);
     assert!(hdr::JOURNAL_HEARTBEAT == 880 && hdr::SEQ_RESERVED == 888);

@@ -123,7 +123,9 @@ pub use inspect::{Damage, DamageClass, HeaderGuard, Holder, Inspector, RingSlotC
 pub use labels::{check_label, label_key, LabelError, LABELS_CONTAINER, LABEL_MAX};
 pub use layout::Capacities;
 pub use lifecycle::{legal_moves, Edit};
-pub use mail::{MailError, Message, MessageInfo, ACKED_KEPT, MAILBOX_MAX, MESSAGE_MAX, PENDING_STALE, THREAD_MAX};
+pub use mail::{
+    MailError, MailboxUsage, Message, MessageInfo, ACKED_KEPT, MAILBOX_MAX, MESSAGE_MAX, PENDING_STALE, THREAD_MAX,
+};
 pub use node::{check_name, check_node_name, check_value, Handle, NewNode, Node, NodeKind, Status, VALUE_MAX};
 pub use orset::{OrSetState, SetError};
 pub use pool::DeleteMode;

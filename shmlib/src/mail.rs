@@ -205,6 +205,18 @@ impl std::error::Error for MailError {
     }
 }
 
+/// One mailbox's fill, as listed by [`Segment::mailbox_usage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxUsage {
+    /// Whose mailbox: an agent's name, or `@role`.
+    pub principal: String,
+    /// Messages it holds, acknowledged ones included: what [`Segment::mailbox_capacity`]
+    /// bounds.
+    pub messages: u64,
+    /// Of those, unread.
+    pub unread: u64,
+}
+
 /// A message's metadata, as listed by [`Segment::inbox`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageInfo {
@@ -558,6 +570,64 @@ impl Segment {
         let mut body = Vec::new();
         self.get_document(h, &mut body)?;
         Ok(Message { info, body })
+    }
+
+    /// Every mailbox's fill into `out` (cleared first), in registry order: for
+    /// operators (`wn metrics`), beside [`Segment::mailbox_capacity`] and
+    /// [`Segment::mail_capacity`]. Reads only (a read-only attach is enough); O(mail):
+    /// one summary word per message, no record copies.
+    ///
+    /// # Errors
+    ///
+    /// [`MailError::Pool`]: a child list could not be read ([`PoolError::Contended`],
+    /// [`PoolError::Corrupt`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::Principal;
+    /// # let name = format!("doc-mailbox_usage-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 64, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let lead = seg.join("lead", "")?;
+    /// let msg = seg.send(lead, &Principal::parse("worker")?, None, b"start")?;
+    /// let mut boxes = Vec::new();
+    /// seg.mailbox_usage(&mut boxes)?;
+    /// let worker = boxes.iter().find(|b| b.principal == "worker").unwrap();
+    /// assert_eq!((worker.messages, worker.unread), (1, 1));
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn mailbox_usage(&self, out: &mut Vec<MailboxUsage>) -> Result<(), MailError> {
+        out.clear();
+        let Some(mail) = self.child_named(self.root(), crate::principal::MAIL_CONTAINER)? else {
+            return Ok(());
+        };
+        let (mut boxes, mut kids) = (Vec::new(), Vec::new());
+        self.children(mail, &mut boxes)?;
+        for mailbox in boxes {
+            let principal = match self.read(mailbox) {
+                Ok(n) => n.name().to_string(),
+                // Removed since the list was copied.
+                Err(PoolError::StaleHandle | PoolError::NotFound) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match self.children(mailbox, &mut kids) {
+                Ok(()) => {}
+                Err(PoolError::StaleHandle | PoolError::NotFound) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let unread = kids
+                .iter()
+                .filter(|h| {
+                    self.slot_summary(h.index)
+                        .is_some_and(|(live, sum)| live == **h && sum.status() == Status::Ready.code())
+                })
+                .count() as u64;
+            out.push(MailboxUsage { principal, messages: kids.len() as u64, unread });
+        }
+        Ok(())
     }
 
     /// The message with id `id`: looked for in agent `agent`'s mailboxes first, then in

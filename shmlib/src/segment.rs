@@ -608,6 +608,11 @@ impl Segment {
             nodes_created: load(hdr::CREATED),
             nodes_updated: load(hdr::UPDATED),
             nodes_deleted: load(hdr::DELETED),
+            claims_made: load(hdr::CLAIMS_MADE),
+            leases_expired: load(hdr::LEASES_EXPIRED),
+            agents_lost: load(hdr::AGENTS_LOST),
+            journal_fsyncs: load(hdr::JOURNAL_FSYNCS),
+            journal_fsync_ns: load(hdr::JOURNAL_FSYNC_NS),
         }
     }
 
@@ -693,4 +698,14 @@ pub struct SegmentInfo {
     pub nodes_updated: u64,
     /// Nodes deleted.
     pub nodes_deleted: u64,
+    /// Claims made since the segment was made (lapsed claims taken over included).
+    pub claims_made: u64,
+    /// Claims whose lease lapsed (released by the daemon or taken over).
+    pub leases_expired: u64,
+    /// Agents reaped because their session process died.
+    pub agents_lost: u64,
+    /// Group-commit fsyncs the daemon's journal made.
+    pub journal_fsyncs: u64,
+    /// Nanoseconds those fsyncs took, summed.
+    pub journal_fsync_ns: u64,
 }

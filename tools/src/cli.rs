@@ -4,8 +4,8 @@
 //! listing cannot drift from what the parser accepts.
 
 use crate::cmd::{
-    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, mcp, nodes, persist, reserve, stat, tasks,
-    token, top,
+    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, mcp, metrics, nodes, persist, reserve, stat,
+    tasks, token, top,
 };
 use crate::ctx::Ctx;
 use crate::fail::Fail;
@@ -39,7 +39,7 @@ error is one JSON object on stderr: {\"error\", \"code\", \"hint\", \"exit\"}.
 
 /// Inspect and drive a Worknode shared-memory segment.
 ///
-/// Inspectors (dump, tree, ls, show, agents, events, stat, doctor, top, rollup) attach
+/// Inspectors (dump, tree, ls, show, agents, events, stat, metrics, doctor, top, rollup) attach
 /// read-only where they can. Agent verbs act as --agent NAME, which joins on first use and
 /// persists across `wn` processes; its claims are held by their leases.
 #[derive(Parser, Debug)]
@@ -108,6 +108,8 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Print a line per interval of rates and usage (like `redis-cli --stat`).
     Stat(stat::StatArgs),
+    /// Print the segment's metrics in the Prometheus text format (usage, lag, counters).
+    Metrics(metrics::MetricsArgs),
     /// Check the segment's consistency; exit 0 only when healthy.
     Doctor(doctor::DoctorArgs),
     /// A live full-screen view: tasks, agents and claims, event rate, recent events.
@@ -202,6 +204,7 @@ pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
         Command::Agents => agents::run_agents(ctx),
         Command::Events(a) => events::run_events(ctx, a),
         Command::Stat(a) => stat::run(ctx, a),
+        Command::Metrics(a) => metrics::run(ctx, a),
         Command::Doctor(a) => doctor::run(ctx, a),
         Command::Top(a) => top::run(ctx, a),
         Command::Rollup(a) => nodes::run_rollup(ctx, a),

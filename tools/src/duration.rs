@@ -180,7 +180,7 @@ pub fn relative(now_ms: u64, then_ms: u64) -> String {
 }
 
 /// One unit, rounded down: `3s`, `5m`, `2h`, `4d`.
-fn coarse(ms: u64) -> String {
+pub fn coarse(ms: u64) -> String {
     match ms {
         0..=999 => format!("{ms}ms"),
         1_000..=59_999 => format!("{}s", ms / 1_000),

@@ -12,5 +12,6 @@ pub mod ctx;
 pub mod duration;
 pub mod fail;
 pub mod input;
+pub mod metrics;
 pub mod output;
 pub mod resolve;

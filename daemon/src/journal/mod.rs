@@ -340,7 +340,9 @@ pub fn run(
             _ => false,
         };
         if must_sync {
+            let began = Instant::now();
             file.sync().map_err(|e| format!("journal fsync: {e}"))?;
+            seg.record_journal_fsync(began.elapsed());
             synced = pos;
             last_sync = Instant::now();
         }

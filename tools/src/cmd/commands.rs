@@ -73,13 +73,14 @@ pub fn tree() -> Value {
         EXIT_CODES.iter().map(|(c, m)| (c.to_string(), json!(m))).collect();
     // Every verb's schema, by its path (`doc put`), from the same tree: a verb cannot be
     // listed without one. `mcp` prints no `--json` document: it speaks MCP on stdout, its
-    // tools answering in the shapes of the verbs they mirror.
+    // tools answering in the shapes of the verbs they mirror; `metrics` prints the
+    // Prometheus text format (and refuses --json).
     let mut leaves = Vec::new();
     flatten(&commands, &mut leaves);
     let schemas: serde_json::Map<String, Value> = leaves
         .iter()
         .filter_map(|c| c["path"].as_str())
-        .filter(|p| *p != "mcp")
+        .filter(|p| !matches!(*p, "mcp" | "metrics"))
         .map(|p| (p.to_string(), json!(schema_path(p))))
         .collect();
     json!({

@@ -10,6 +10,7 @@ pub mod labels;
 pub mod lifecycle;
 pub mod mail;
 pub mod mcp;
+pub mod metrics;
 pub mod nodes;
 pub mod persist;
 pub mod reserve;
