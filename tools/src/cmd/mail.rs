@@ -119,14 +119,7 @@ pub fn run_inbox(ctx: &Ctx, a: &InboxArgs) -> Result<(), Fail> {
     if ctx.json {
         let list: Vec<Value> = listed
             .iter()
-            .map(|m| {
-                let mut v = info_json(&m.info);
-                match std::str::from_utf8(&m.body) {
-                    Ok(text) => v["text"] = json!(text),
-                    Err(_) => v["hex"] = json!(m.body.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-                }
-                v
-            })
+            .map(message_json)
             .collect();
         return print_json(&json!({
             "agent": seg.agent(me).map(|i| i.name).unwrap_or_default(),
@@ -168,6 +161,16 @@ fn named(e: MailError, id: &str) -> Fail {
     let mut f: Fail = e.into();
     f.message = format!("message {:?}: {}", clean(id), f.message);
     f
+}
+
+/// One message as `inbox --json` lists it: its metadata, and its text (or hex).
+pub fn message_json(m: &worknode::Message) -> Value {
+    let mut v = info_json(&m.info);
+    match std::str::from_utf8(&m.body) {
+        Ok(text) => v["text"] = json!(text),
+        Err(_) => v["hex"] = json!(m.body.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+    v
 }
 
 /// One message's metadata as JSON.

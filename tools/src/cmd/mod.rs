@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod nodes;
 pub mod persist;
 pub mod reserve;
+pub mod serve;
 pub mod stat;
 pub mod tasks;
 pub mod token;

@@ -113,7 +113,7 @@ fn tool_error(f: &Fail) -> CallToolResult {
 }
 
 /// Seconds given to a tool, checked against the CLI's limits for the same flag.
-fn seconds(s: f64, parse: fn(&str) -> Result<Duration, String>, arg: &str) -> Result<Duration, Fail> {
+pub(crate) fn seconds(s: f64, parse: fn(&str) -> Result<Duration, String>, arg: &str) -> Result<Duration, Fail> {
     if !s.is_finite() || s < 0.0 {
         return Err(Fail::usage(format!("{arg} must be a finite number of seconds ≥ 0"), "for example 30 or 0.5"));
     }
@@ -122,14 +122,14 @@ fn seconds(s: f64, parse: fn(&str) -> Result<Duration, String>, arg: &str) -> Re
     })
 }
 
-fn kind(text: &str) -> Result<NodeKind, Fail> {
+pub(crate) fn kind(text: &str) -> Result<NodeKind, Fail> {
     text.parse::<NodeKind>().map_err(|_| {
         let all: Vec<&str> = NodeKind::ALL.iter().map(|k| k.as_str()).collect();
         Fail::usage(format!("unknown kind {text:?}"), format!("one of: {}", all.join(", ")))
     })
 }
 
-fn status(text: &str) -> Result<Status, Fail> {
+pub(crate) fn status(text: &str) -> Result<Status, Fail> {
     text.parse::<Status>().map_err(|_| {
         let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
         Fail::usage(format!("unknown status {text:?}"), format!("one of: {}", all.join(", ")))
