@@ -117,10 +117,7 @@ pub fn run_inbox(ctx: &Ctx, a: &InboxArgs) -> Result<(), Fail> {
     let id_of = |h: Handle| seg.read(h).map(|n| n.name().to_string()).unwrap_or_default();
     let acked_ids: Vec<String> = acked.iter().map(|h| id_of(*h)).collect();
     if ctx.json {
-        let list: Vec<Value> = listed
-            .iter()
-            .map(message_json)
-            .collect();
+        let list: Vec<Value> = listed.iter().map(message_json).collect();
         return print_json(&json!({
             "agent": seg.agent(me).map(|i| i.name).unwrap_or_default(),
             "count": list.len(),

@@ -337,7 +337,13 @@ fn claim_for(ctx: &Ctx, seg: &Segment, a: &ClaimantArgs) -> Result<Claim, Fail> 
 /// The claim agent `me` (named `who`) presents for the task `spec`: built from the task's
 /// record when `me` holds it, with `epoch` (if given) replacing the current epoch (the
 /// claimant's verbs of `wn`, and of `wn serve`, which always passes the epoch).
-pub fn claim_of(seg: &Segment, me: worknode::AgentId, who: &str, spec: &str, epoch: Option<u64>) -> Result<Claim, Fail> {
+pub fn claim_of(
+    seg: &Segment,
+    me: worknode::AgentId,
+    who: &str,
+    spec: &str,
+    epoch: Option<u64>,
+) -> Result<Claim, Fail> {
     let h = resolve::node(seg, spec)?;
     let n = seg.read(h)?;
     let mine = n.claim_agent_raw() == Some(me.index) && n.claim_agent_generation() == me.generation;

@@ -79,7 +79,6 @@ impl Actors {
         })
     }
 
-
     /// Whom the request with these headers acts as. Attaching for a new token talks to
     /// the daemon: it runs on a blocking thread.
     pub async fn of(self: &Arc<Self>, headers: &HeaderMap) -> Result<Arc<Actor>, ApiError> {
@@ -103,7 +102,9 @@ impl Actors {
         let actor = tokio::task::spawn_blocking(move || me.attach(&t))
             .await
             .map_err(|e| ApiError(Fail::other(format!("verifying the token stopped: {e}"))))?
-            .map_err(|f| ApiError(Fail { code: if f.exit == exit::PERMISSION { "unauthorized" } else { f.code }, ..f }))?;
+            .map_err(|f| {
+                ApiError(Fail { code: if f.exit == exit::PERMISSION { "unauthorized" } else { f.code }, ..f })
+            })?;
         let mut tokens = self.lock();
         if tokens.len() >= TOKENS_CACHED && !tokens.contains_key(&token) {
             if let Some(oldest) = tokens.iter().min_by_key(|(_, v)| v.at).map(|(k, _)| k.clone()) {

@@ -85,7 +85,10 @@ fn node_value(a: &Actor, h: worknode::Handle) -> Result<Value, Fail> {
 fn limit(n: Option<u64>, default: u64) -> Result<usize, Fail> {
     let n = n.unwrap_or(default);
     if !(1..=LIST_MAX).contains(&n) {
-        return Err(Fail::usage(format!("limit {n} is out of range"), format!("give 1 to {LIST_MAX}; narrow the query")));
+        return Err(Fail::usage(
+            format!("limit {n} is out of range"),
+            format!("give 1 to {LIST_MAX}; narrow the query"),
+        ));
     }
     Ok(n as usize)
 }
@@ -178,14 +181,19 @@ pub struct NewTask {
     responses((status = 201, description = "the node, as `wn show --json`"),
               (status = 400, description = "bad field", body = ErrorBody),
               (status = 409, description = "name taken", body = ErrorBody)))]
-pub async fn create_task(State(app): State<Arc<App>>, headers: HeaderMap, Body(b): Body<NewTask>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create_task(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Body(b): Body<NewTask>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let reply = act(&app, &headers, false, move |a| {
         let priority = b.priority.unwrap_or(0);
         if priority > 255 {
             return Err(Fail::usage(format!("priority {priority} is out of range"), "give 0 to 255"));
         }
         let value = b.value.unwrap_or(0.0);
-        duration::value(&value.to_string()).map_err(|e| Fail::usage(format!("value: {e}"), "a finite number within ±1e300"))?;
+        duration::value(&value.to_string())
+            .map_err(|e| Fail::usage(format!("value: {e}"), "a finite number within ±1e300"))?;
         let st = b.status.unwrap_or_else(|| "ready".into());
         if st != "ready" && st != "pending" {
             return Err(Fail::usage(format!("status {st:?} cannot start a node"), "give ready or pending"));
@@ -238,7 +246,12 @@ pub struct TaskEdit {
     responses((status = 200, description = "the node after the change"),
               (status = 400, description = "nothing to change, or a bad field", body = ErrorBody),
               (status = 404, description = "no such node", body = ErrorBody)))]
-pub async fn update_task(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, Body(b): Body<TaskEdit>) -> Reply {
+pub async fn update_task(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(b): Body<TaskEdit>,
+) -> Reply {
     act(&app, &headers, false, move |a| {
         if b.name.is_none() && b.description.is_none() && b.priority.is_none() && b.value.is_none() {
             return Err(Fail::usage("nothing to change", "give name, description, priority or value"));
@@ -270,7 +283,12 @@ pub struct RemoveParams {
     responses((status = 200, description = "`{removed, uuid, path}`"),
               (status = 404, description = "no such node", body = ErrorBody),
               (status = 409, description = "it has children, or a live claim holds it", body = ErrorBody)))]
-pub async fn delete_task(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, Params(p): Params<RemoveParams>) -> Reply {
+pub async fn delete_task(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Params(p): Params<RemoveParams>,
+) -> Reply {
     act(&app, &headers, false, move |a| {
         lifecycle::remove(&a.seg, &id, p.recursive.unwrap_or(false), p.force.unwrap_or(false))
     })
@@ -291,7 +309,12 @@ pub struct ClaimBody {
     params(("id" = String, Path, description = "the task")),
     responses((status = 200, description = "the task, its `claim` holding agent, epoch and lease"),
               (status = 409, description = "already claimed, assigned elsewhere, not ready", body = ErrorBody)))]
-pub async fn claim_task(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, Body(b): Body<ClaimBody>) -> Reply {
+pub async fn claim_task(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(b): Body<ClaimBody>,
+) -> Reply {
     act(&app, &headers, false, move |a| {
         let c = tasks::claim_one(&a.seg, a.me, &id, lease(b.lease_s)?)?;
         node_value(a, c.task)
@@ -383,9 +406,12 @@ pub struct ProgressBody {
     note: Option<String>,
 }
 
-/// The claim on `id` the request's agent presents with `epoch`.
+/// The claim on `id` the request's agent presents with `epoch`: refused as the CLI
+/// refuses it when the agent does not hold the task (not claimed, claimed by another,
+/// lease lapsed); the library then refuses a stale epoch.
 fn presented(a: &Actor, id: &str, epoch: u64) -> Result<worknode::Claim, Fail> {
-    tasks::claim_of(&a.seg, a.me, &a.name, id, Some(epoch))
+    let held = tasks::claim_of(&a.seg, a.me, &a.name, id, None)?;
+    Ok(worknode::Claim { epoch, ..held })
 }
 
 /// Completes a claimed task; dependents whose blockers are all done become ready.
@@ -393,7 +419,12 @@ fn presented(a: &Actor, id: &str, epoch: u64) -> Result<worknode::Claim, Fail> {
     params(("id" = String, Path, description = "the task")),
     responses((status = 200, description = "the task, complete"),
               (status = 409, description = "stale epoch, lease expired, not the claimant", body = ErrorBody)))]
-pub async fn complete(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, Body(b): Body<CompleteBody>) -> Reply {
+pub async fn complete(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(b): Body<CompleteBody>,
+) -> Reply {
     act(&app, &headers, false, move |a| {
         let c = presented(a, &id, b.epoch)?;
         a.seg.complete(&c, b.note.as_deref().unwrap_or(""))?;
@@ -407,7 +438,12 @@ pub async fn complete(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
     params(("id" = String, Path, description = "the task")),
     responses((status = 200, description = "the task, failed"),
               (status = 409, description = "stale epoch, lease expired, not the claimant", body = ErrorBody)))]
-pub async fn fail(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, Body(b): Body<FailBody>) -> Reply {
+pub async fn fail(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(b): Body<FailBody>,
+) -> Reply {
     act(&app, &headers, false, move |a| {
         let c = presented(a, &id, b.epoch)?;
         a.seg.fail(&c, &b.reason)?;
@@ -422,7 +458,12 @@ pub async fn fail(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Pat
     responses((status = 200, description = "the task, its progress and lease updated"),
               (status = 400, description = "percent out of range", body = ErrorBody),
               (status = 409, description = "stale epoch, lease expired, not the claimant", body = ErrorBody)))]
-pub async fn progress(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, Body(b): Body<ProgressBody>) -> Reply {
+pub async fn progress(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(b): Body<ProgressBody>,
+) -> Reply {
     act(&app, &headers, false, move |a| {
         let pct = u8::try_from(b.percent)
             .ok()
@@ -455,7 +496,8 @@ pub async fn agent_tasks(State(app): State<Arc<App>>, headers: HeaderMap, Path(n
         let claims = agents::claims_by_agent(seg);
         let held = claims.get(&id.index).map_or(&[][..], Vec::as_slice);
         let names = Names::load(seg);
-        let list: Vec<Value> = held.iter().map(|n| node_json(seg, n, &names, Some(&path_of(seg, n.handle())))).collect();
+        let list: Vec<Value> =
+            held.iter().map(|n| node_json(seg, n, &names, Some(&path_of(seg, n.handle())))).collect();
         Ok(json!({ "agent": agents::agent_json(seg, &info, held), "count": list.len(), "tasks": list }))
     })
     .await
@@ -534,7 +576,12 @@ pub struct DocBody {
 #[utoipa::path(put, path = "/api/tasks/{id}/documents/{name}", tag = "documents", request_body = DocBody,
     params(("id" = String, Path, description = "the node"), ("name" = String, Path, description = "the document's name")),
     responses((status = 200, description = "the document node"), (status = 507, description = "the blob arena is full", body = ErrorBody)))]
-pub async fn put_document(State(app): State<Arc<App>>, headers: HeaderMap, Path((id, name)): Path<(String, String)>, Body(b): Body<DocBody>) -> Reply {
+pub async fn put_document(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+    Body(b): Body<DocBody>,
+) -> Reply {
     act(&app, &headers, false, move |a| {
         let parent = resolve::node(&a.seg, &id)?;
         let bytes = b.content.as_bytes();
@@ -571,7 +618,11 @@ pub struct SendBody {
 /// Sends a message from the request's agent, as `wn send`.
 #[utoipa::path(post, path = "/api/messages", tag = "messages", request_body = SendBody,
     responses((status = 201, description = "the message's metadata"), (status = 507, description = "the mailbox is full", body = ErrorBody)))]
-pub async fn send(State(app): State<Arc<App>>, headers: HeaderMap, Body(b): Body<SendBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn send(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Body(b): Body<SendBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let reply = act(&app, &headers, false, move |a| {
         let to = principal(&b.to)?;
         let h = a.seg.send(a.me, &to, b.thread.as_deref(), b.text.as_bytes())?;
@@ -641,7 +692,11 @@ pub struct RollupParams {
 /// complete, mean progress), as `wn rollup --json` gives for each.
 #[utoipa::path(get, path = "/api/analytics/progress", tag = "analytics", params(RollupParams),
     responses((status = 200, description = "`{node, projects: [rollup]}`"), (status = 404, description = "no such node", body = ErrorBody)))]
-pub async fn analytics_progress(State(app): State<Arc<App>>, headers: HeaderMap, Params(p): Params<RollupParams>) -> Reply {
+pub async fn analytics_progress(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Params(p): Params<RollupParams>,
+) -> Reply {
     act(&app, &headers, false, move |a| {
         let seg = &a.seg;
         let under = resolve::node_or_root(seg, p.under.as_deref())?;
@@ -663,7 +718,11 @@ pub async fn analytics_progress(State(app): State<Arc<App>>, headers: HeaderMap,
 /// The pipeline of a subtree: counts and value by status, as `wn rollup --json`.
 #[utoipa::path(get, path = "/api/analytics/pipeline", tag = "analytics", params(RollupParams),
     responses((status = 200, description = "the rollup, as `wn rollup --json`"), (status = 404, description = "no such node", body = ErrorBody)))]
-pub async fn analytics_pipeline(State(app): State<Arc<App>>, headers: HeaderMap, Params(p): Params<RollupParams>) -> Reply {
+pub async fn analytics_pipeline(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Params(p): Params<RollupParams>,
+) -> Reply {
     act(&app, &headers, false, move |a| {
         let under = resolve::node_or_root(&a.seg, p.under.as_deref())?;
         let k = p.kind.as_deref().map(kind).transpose()?.unwrap_or(NodeKind::Task);
@@ -687,7 +746,11 @@ pub struct EmitBody {
 /// Appends one event, as `wn emit`.
 #[utoipa::path(post, path = "/api/events", tag = "events", request_body = EmitBody,
     responses((status = 201, description = "`{seq}`"), (status = 400, description = "bad kind or payload", body = ErrorBody)))]
-pub async fn post_event(State(app): State<Arc<App>>, headers: HeaderMap, Body(b): Body<EmitBody>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn post_event(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Body(b): Body<EmitBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let reply = act(&app, &headers, false, move |a| {
         let seq = events::emit(&a.seg, &b.kind, b.node.as_deref(), b.data.as_deref().unwrap_or(""))?;
         Ok(json!({ "seq": seq }))

@@ -44,10 +44,8 @@ const CHECK_CLIENT: Duration = Duration::from_millis(200);
     responses((status = 200, description = "JSON `{events, count, next, tail, lagged}`; or with `Accept: text/event-stream` a stream of `event` messages (`id:` = ring sequence, data = the event as `wn events --json`) and `lagged` messages `{missed, resume_at}`"),
               (status = 503, description = "too many streams", body = super::handlers::ErrorBody)))]
 pub async fn get_events(State(app): State<Arc<App>>, headers: HeaderMap, Params(p): Params<EventParams>) -> Response {
-    let wants_stream = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
+    let wants_stream =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     if !wants_stream {
         let reply: Reply = match app.actors.of(&headers).await {
             Ok(a) => events_once(&a, &p).map(axum::Json).map_err(ApiError),

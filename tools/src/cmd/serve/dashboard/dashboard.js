@@ -10,6 +10,7 @@ const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const headers = token ? { Authorization: "Bearer " + token } : {};
 
 const tasks = new Map(); // uuid -> node
+const docs = new Set(); // uuids of the documents listed
 let lastSeq = null;
 
 function el(tag, attrs, ...kids) {
@@ -79,16 +80,18 @@ async function loadTasks() {
   renderBoard();
 }
 
-async function refreshTask(uuid) {
+// Refetches one node an event named: a task's card, the document list, a project.
+async function refreshNode(uuid) {
+  let n = null;
   try {
-    const n = await api("/api/tasks/" + uuid);
-    if (n.kind === "task") tasks.set(n.uuid, n); else return false;
+    n = await api("/api/tasks/" + uuid);
   } catch (e) {
     if (e.status !== 404) throw e;
-    tasks.delete(uuid);
   }
-  renderBoard();
-  return true;
+  if (n && n.kind === "task") { tasks.set(uuid, n); renderBoard(); }
+  else if (!n && tasks.delete(uuid)) renderBoard();
+  if ((n && n.kind === "document") || (!n && docs.has(uuid))) await loadDocuments();
+  if (n && n.kind === "project") await loadProjects();
 }
 
 // ---- agents, projects, documents ----
@@ -120,8 +123,10 @@ async function loadDocuments() {
   const r = await api("/api/tasks?kind=document&limit=200");
   const ul = document.getElementById("documents");
   ul.replaceChildren();
+  docs.clear();
   if (!r.nodes.length) ul.append(el("li", { class: "dim" }, "no documents"));
   for (const d of r.nodes) {
+    docs.add(d.uuid);
     const b = el("button", { class: "link" }, d.path);
     b.onclick = () => openDocument(d.uuid);
     ul.append(el("li", {}, b, el("span", { class: "dim" }, " v" + d.version + ", " + d.document.len + " bytes")));
@@ -151,14 +156,10 @@ function onEvent(e) {
   feed.prepend(el("li", {}, e.seq + " " + e.kind + (e.topic ? ":" + e.topic : "") + name + who));
   while (feed.children.length > FEED_MAX) feed.lastChild.remove();
   const k = e.kind;
-  if (e.node) soon("node:" + e.node, async () => {
-    const isTask = await refreshTask(e.node);
-    if (!isTask && (k.startsWith("doc") || k === "node_deleted")) soon("documents", loadDocuments);
-  });
-  if (k.startsWith("task") || k.startsWith("lease") || k.startsWith("claim")) { soon("agents", loadAgents); soon("projects", loadProjects); }
-  if (k.startsWith("agent")) soon("agents", loadAgents);
-  if (k === "node_created" || k === "node_deleted") soon("projects", loadProjects);
-  if (k.startsWith("doc")) soon("documents", loadDocuments);
+  if (e.node) soon("node:" + e.node, () => refreshNode(e.node));
+  // Claims change what agents hold; any change of a task may move a project's totals.
+  if (k.startsWith("task") || k.startsWith("claim") || k.startsWith("agent")) soon("agents", loadAgents);
+  if (k.startsWith("task") || k.startsWith("claim") || k.startsWith("node")) soon("projects", loadProjects);
 }
 
 function live(on, text) {
