@@ -419,7 +419,7 @@ fn a_slow_stream_reader_gets_lagged_and_the_server_stays_responsive() {
         seg.append(&worknode::NewEvent::new(worknode::EventKind::USER).topic("flood").payload(&payload)).unwrap();
     }
     // Meanwhile the server answers others.
-    assert_eq!(s.get("/api/agents")["count"].as_u64().is_some(), true);
+    assert!(s.get("/api/agents")["count"].as_u64().unwrap() >= 1);
     s.post("/api/tasks", json!({ "name": "still serving" }));
     // The slow reader, reading at last, is told it lagged, and where the stream goes on.
     // Bounded: far fewer messages than were made come before it (each read has a timeout).
@@ -440,7 +440,7 @@ fn a_slow_stream_reader_gets_lagged_and_the_server_stays_responsive() {
     // After the lag the stream goes on with events past the resume point.
     let m = slow.next();
     assert!(m.event == "event" && m.id.unwrap() >= resume, "{m:?}");
-    assert_eq!(s.get(&format!("/api/tasks?name=still"))["count"], 1);
+    assert_eq!(s.get("/api/tasks?name=still")["count"], 1);
 }
 
 #[test]

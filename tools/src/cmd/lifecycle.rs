@@ -106,8 +106,9 @@ pub fn run_rm(ctx: &Ctx, a: &RmArgs) -> Result<(), Fail> {
     if ctx.json {
         return print_json(&v);
     }
-    let (uuid, path, removed) = (&v["uuid"], v["path"].as_str().unwrap_or(""), v["removed"].as_u64().unwrap_or(0));
-    print(&format!("{uuid} removed {} ({removed} node{})", clean(&path), if removed == 1 { "" } else { "s" }))
+    let (uuid, path) = (v["uuid"].as_str().unwrap_or(""), v["path"].as_str().unwrap_or(""));
+    let removed = v["removed"].as_u64().unwrap_or(0);
+    print(&format!("{uuid} removed {} ({removed} node{})", clean(path), if removed == 1 { "" } else { "s" }))
 }
 
 /// `wn cancel TASK [--reason TEXT] [--force]`.
