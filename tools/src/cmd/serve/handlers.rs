@@ -14,7 +14,7 @@
 use super::auth::Actor;
 use super::error::{ApiError, Body, Params};
 use super::App;
-use crate::cmd::mcp::{kind, seconds, status};
+use crate::cmd::mcp::{kind, seconds, status, ClaimNextArgs, MayWait};
 use crate::cmd::nodes::{self, AddArgs};
 use crate::cmd::{agents, docs, events, labels, lifecycle, mail, tasks};
 use crate::ctx::{find_agent, principal};
@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
-use worknode::{Edit, Hlc, NodeKind, Query, TaskFilter};
+use worknode::{Edit, Hlc, NodeKind, Query};
 
 /// What a handler answers.
 pub type Reply = Result<Json<Value>, ApiError>;
@@ -322,56 +322,13 @@ pub async fn claim_task(
     .await
 }
 
-/// Which task `POST /api/claim` takes.
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimNext {
-    /// Node kind (default any claimable).
-    kind: Option<String>,
-    /// Only this subtree.
-    under: Option<String>,
-    /// Only tasks with this label.
-    label: Option<String>,
-    /// Only tasks assigned to me or my role.
-    mine: Option<bool>,
-    /// Wait up to this many seconds for one.
-    wait_s: Option<f64>,
-    /// Lease in seconds (default 600).
-    lease_s: Option<f64>,
-}
-
 /// Claims the best ready task (highest priority, then oldest), as `wn claim --next`.
-#[utoipa::path(post, path = "/api/claim", tag = "claims", request_body = ClaimNext,
+#[utoipa::path(post, path = "/api/claim", tag = "claims", request_body = ClaimNextArgs,
     responses((status = 200, description = "the task claimed, with its `claim`"),
               (status = 404, description = "nothing ready", body = ErrorBody),
               (status = 504, description = "nothing came within wait_s", body = ErrorBody)))]
-pub async fn claim_next(State(app): State<Arc<App>>, headers: HeaderMap, Body(b): Body<ClaimNext>) -> Reply {
-    let waits = b.wait_s.is_some_and(|w| w > 0.0);
-    act(&app, &headers, waits, move |a| {
-        let seg = &a.seg;
-        let filter = TaskFilter {
-            kind: b.kind.as_deref().map(kind).transpose()?,
-            mine: b.mine.unwrap_or(false),
-            under: b.under.as_deref().map(|u| resolve::node(seg, u)).transpose()?,
-            label: b.label.as_deref().map(labels::label_key).transpose()?,
-            ..TaskFilter::default()
-        };
-        let lease = lease(b.lease_s)?;
-        let c = match b.wait_s {
-            Some(w) => seg.claim_next_wait(&filter, a.me, lease, seconds(w, duration::timeout, "wait_s")?),
-            None => seg.claim_next(&filter, a.me, lease),
-        }
-        .map_err(|e| {
-            let f = Fail::from(e);
-            if f.code == "nothing_ready" {
-                Fail { hint: "pass wait_s to wait for one, or watch /api/events for task_ready".into(), ..f }
-            } else {
-                f
-            }
-        })?;
-        node_value(a, c.task)
-    })
-    .await
+pub async fn claim_next(State(app): State<Arc<App>>, headers: HeaderMap, Body(b): Body<ClaimNextArgs>) -> Reply {
+    act(&app, &headers, b.may_wait(), move |a| node_value(a, b.claim(&a.seg, a.me)?.task)).await
 }
 
 /// The claim presented to complete a task.
