@@ -188,3 +188,35 @@ pub fn check_bind(addr: std::net::SocketAddr, tokens: bool) -> Result<(), Fail> 
         "bind a loopback address (--listen 127.0.0.1:PORT), or pass --require-tokens so every request needs `Authorization: Bearer TOKEN`",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(axum::http::header::AUTHORIZATION, auth.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn a_bearer_token_is_read_and_anything_else_refused() {
+        assert_eq!(bearer(&HeaderMap::new()).ok().flatten(), None);
+        assert_eq!(bearer(&headers("Bearer wnt1.abc")).ok().flatten().as_deref(), Some("wnt1.abc"));
+        assert_eq!(bearer(&headers("bearer  wnt1.abc ")).ok().flatten().as_deref(), Some("wnt1.abc"));
+        for bad in ["Basic dXNlcjpwdw==", "Bearer", "Bearer ", "wnt1.abc"] {
+            let e = bearer(&headers(bad)).err().unwrap_or_else(|| panic!("{bad:?} was accepted"));
+            assert_eq!(e.0.code, "unauthorized", "{bad:?}");
+        }
+        let long = format!("Bearer {}", "a".repeat(TOKEN_MAX));
+        assert!(bearer(&headers(&long)).is_err());
+    }
+
+    #[test]
+    fn only_loopback_is_served_without_tokens() {
+        assert!(check_bind("127.0.0.1:80".parse().unwrap(), false).is_ok());
+        assert!(check_bind("[::1]:80".parse().unwrap(), false).is_ok());
+        assert_eq!(check_bind("0.0.0.0:80".parse().unwrap(), false).unwrap_err().exit, exit::PERMISSION);
+        assert!(check_bind("0.0.0.0:80".parse().unwrap(), true).is_ok());
+    }
+}

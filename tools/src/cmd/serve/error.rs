@@ -150,3 +150,34 @@ pub fn busy(what: &str) -> Fail {
         "retry shortly; raise the limit with `wn serve --max-connections N` if the host can take more",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_exit_code_has_its_status() {
+        let of = |code: &'static str, exit: u8| status_of(&Fail::new(code, exit, "m", "h")).as_u16();
+        assert_eq!(of("usage", exit::USAGE), 400);
+        assert_eq!(of("stale_epoch", exit::CONFLICT), 409);
+        assert_eq!(of("node_not_found", exit::NOT_FOUND), 404);
+        assert_eq!(of("timeout", exit::TIMEOUT), 504);
+        assert_eq!(of("token_lacks_right", exit::PERMISSION), 403);
+        assert_eq!(of("unauthorized", exit::PERMISSION), 401);
+        assert_eq!(of("pool_full", exit::FULL), 507);
+        assert_eq!(of("busy", exit::FULL), 503);
+        assert_eq!(of("too_large", exit::USAGE), 413);
+        assert_eq!(of("daemon_gone", exit::DAEMON_GONE), 503);
+        assert_eq!(of("error", exit::OTHER), 500);
+    }
+
+    #[test]
+    fn the_error_body_carries_code_message_hint_and_details() {
+        let f = Fail::new("usage", exit::USAGE, "bad", "do this").with_details(json!({ "x": 1 }));
+        let v = error_body(&f);
+        assert_eq!(
+            v,
+            json!({ "error": { "code": "usage", "message": "bad", "hint": "do this", "exit": 2, "details": { "x": 1 } } })
+        );
+    }
+}

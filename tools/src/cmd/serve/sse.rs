@@ -10,7 +10,8 @@
 //! Nothing grows without bound: when the client reads too slowly and the channel is
 //! full, events are dropped and counted, and as soon as there is room again the client
 //! gets one `lagged` event `{missed, resume_at}` (the same word as when the ring itself
-//! overwrote events before the reader got to them). Streams are limited to
+//! overwrote events before the reader got to them). A ring that cannot be read on ends
+//! the stream with one `error` message (the JSON error body). Streams are limited to
 //! `--max-streams` at once; one more is refused with `busy` (503).
 
 use super::error::{busy, ApiError, Params};
@@ -117,7 +118,12 @@ fn feed(seg: &worknode::Segment, start: Start, tx: &tokio::sync::mpsc::Sender<Ss
             }
             Err(RingError::Timeout) => {}
             Err(RingError::Lagged { missed: m, .. }) => missed += m,
-            Err(_) => return,
+            Err(e) => {
+                // The ring cannot be read on (a damaged slot): say why before the end.
+                let f = Fail::from(e);
+                let _ = tx.try_send(SseEvent::default().event("error").data(super::error::error_body(&f).to_string()));
+                return;
+            }
         }
     }
 }
