@@ -192,6 +192,7 @@ pub enum Command {
     Mcp,
     /// Serve the board over HTTP: a JSON API, a live event stream (SSE), its OpenAPI
     /// document and a dashboard at `/` (loopback only, unless --require-tokens).
+    /// Requests act as --agent (default `http`), or as their bearer token's agent.
     Serve(serve::ServeArgs),
 }
 

@@ -34,7 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// Options of `wn serve`.
+/// Options of `wn serve`. Without tokens every request acts as `--agent` (default
+/// `http`); with them, as the token's agent.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on (port 0: any free port; the address is printed). Only a
