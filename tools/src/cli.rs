@@ -4,7 +4,8 @@
 //! listing cannot drift from what the parser accepts.
 
 use crate::cmd::{
-    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, mcp, metrics, nodes, persist, reserve, stat,
+    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, mcp, metrics, nodes, persist, reserve, serve,
+    stat,
     tasks, token, top,
 };
 use crate::ctx::Ctx;
@@ -192,6 +193,10 @@ pub enum Command {
     /// Serve --agent NAME to an MCP client over stdio (one server per agent; its claims
     /// end with the server).
     Mcp,
+    /// Serve the board over HTTP: a JSON API, a live event stream (SSE), its OpenAPI
+    /// document and a dashboard at `/` (loopback only, unless --require-tokens).
+    /// Requests act as --agent (default `http`), or as their bearer token's agent.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the verb.
@@ -243,6 +248,7 @@ pub fn run(ctx: &Ctx, command: &Command) -> Result<(), Fail> {
         Command::Reservations => reserve::run_reservations(ctx),
         Command::Unreserve(a) => reserve::run_unreserve(ctx, a),
         Command::Mcp => mcp::run(ctx),
+        Command::Serve(a) => serve::run(ctx, a),
     }
 }
 

@@ -73,18 +73,26 @@ pub fn agent_json(seg: &Segment, a: &AgentInfo, claims: &[Node]) -> Value {
     })
 }
 
+/// Every agent and its claims, as `agents --json` prints them.
+pub fn agents_json(seg: &Segment) -> Value {
+    let mut agents = Vec::new();
+    seg.agents(&mut agents);
+    let claims = claims_by_agent(seg);
+    let list: Vec<Value> =
+        agents.iter().map(|a| agent_json(seg, a, claims.get(&a.id.index).map_or(&[], Vec::as_slice))).collect();
+    json!({ "agents": list, "count": agents.len() })
+}
+
 /// Lists agents and their claims.
 pub fn run_agents(ctx: &Ctx) -> Result<(), Fail> {
     let seg = ctx.attach_ro()?;
+    if ctx.json {
+        return print_json(&agents_json(&seg));
+    }
     let mut agents = Vec::new();
     seg.agents(&mut agents);
     let claims = claims_by_agent(&seg);
     let none: Vec<Node> = Vec::new();
-    if ctx.json {
-        let list: Vec<Value> =
-            agents.iter().map(|a| agent_json(&seg, a, claims.get(&a.id.index).unwrap_or(&none))).collect();
-        return print_json(&json!({ "agents": list, "count": agents.len() }));
-    }
     let s = &ctx.style;
     if agents.is_empty() {
         return print(&s.dim("(no agents; an agent joins when it first runs `wn --agent NAME …`)"));

@@ -72,15 +72,16 @@ pub fn tree() -> Value {
     let exit_codes: serde_json::Map<String, Value> =
         EXIT_CODES.iter().map(|(c, m)| (c.to_string(), json!(m))).collect();
     // Every verb's schema, by its path (`doc put`), from the same tree: a verb cannot be
-    // listed without one. `mcp` prints no `--json` document: it speaks MCP on stdout, its
-    // tools answering in the shapes of the verbs they mirror; `metrics` prints the
+    // listed without one. `mcp` and `serve` print no `--json` document: `mcp` speaks MCP
+    // on stdout, `serve` HTTP on its socket (its OpenAPI document at /api/openapi.json),
+    // each answering in the shapes of the verbs they mirror; `metrics` prints the
     // Prometheus text format (and refuses --json).
     let mut leaves = Vec::new();
     flatten(&commands, &mut leaves);
     let schemas: serde_json::Map<String, Value> = leaves
         .iter()
         .filter_map(|c| c["path"].as_str())
-        .filter(|p| !matches!(*p, "mcp" | "metrics"))
+        .filter(|p| !matches!(*p, "mcp" | "metrics" | "serve"))
         .map(|p| (p.to_string(), json!(schema_path(p))))
         .collect();
     json!({

@@ -121,7 +121,11 @@ fn existing_document(seg: &Segment, parent: Handle, name: &str) -> Result<Option
 /// the token's), if any. An agent that has not joined holds nothing: no join is made.
 fn held_claim(ctx: &Ctx, seg: &Segment, task: Handle) -> Option<Claim> {
     let name = seg.grant().map(|g| g.agent().to_string()).or_else(|| ctx.agent.clone())?;
-    let agent = seg.find_agent(&name)?;
+    claim_held_by(seg, seg.find_agent(&name)?, task)
+}
+
+/// The live claim `agent` holds on `task`, if any: a document put under it renews it.
+pub fn claim_held_by(seg: &Segment, agent: worknode::AgentId, task: Handle) -> Option<Claim> {
     let n = seg.read(task).ok()?;
     let now = worknode::unix_ms();
     (n.live_claimant_at(now) == Some(agent)).then(|| Claim {
@@ -189,9 +193,33 @@ pub fn run(ctx: &Ctx, c: &DocCmd) -> Result<(), Fail> {
     }
 }
 
+/// The documents directly under `parent`, as `doc ls --json` prints them.
+pub fn documents_json(seg: &Segment, parent: Handle) -> Result<Value, Fail> {
+    let mut kids = Vec::new();
+    seg.children(parent, &mut kids)?;
+    let mut list = Vec::new();
+    for k in kids {
+        // Another kind, or deleted since the child list was copied: not listed.
+        let (Ok(n), Ok(info)) = (seg.read(k), seg.document_info(k)) else { continue };
+        list.push(json!({
+            "name": n.name(),
+            "uuid": n.uuid().to_string(),
+            "version": info.version,
+            "bytes": info.len,
+            "content_type": info.content_type,
+            "crc32c": info.crc,
+            "status": n.status().map(|s| s.as_str()),
+        }));
+    }
+    Ok(json!({ "count": list.len(), "documents": list }))
+}
+
 fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), Fail> {
     let seg = ctx.attach_ro()?;
     let parent = resolve::node_or_root(&seg, a.node.as_deref())?;
+    if ctx.json {
+        return print_json(&documents_json(&seg, parent)?);
+    }
     let mut kids = Vec::new();
     seg.children(parent, &mut kids)?;
     let mut docs = Vec::new();
@@ -199,23 +227,6 @@ fn ls(ctx: &Ctx, a: &LsArgs) -> Result<(), Fail> {
         // Another kind, or deleted since the child list was copied: not listed.
         let (Ok(n), Ok(info)) = (seg.read(k), seg.document_info(k)) else { continue };
         docs.push((n, info));
-    }
-    if ctx.json {
-        let list: Vec<_> = docs
-            .iter()
-            .map(|(n, info)| {
-                json!({
-                    "name": n.name(),
-                    "uuid": n.uuid().to_string(),
-                    "version": info.version,
-                    "bytes": info.len,
-                    "content_type": info.content_type,
-                    "crc32c": info.crc,
-                    "status": n.status().map(|s| s.as_str()),
-                })
-            })
-            .collect();
-        return print_json(&json!({ "documents": list, "count": docs.len() }));
     }
     if docs.is_empty() {
         return print(&format!("no documents under {}", path_of(&seg, parent)));

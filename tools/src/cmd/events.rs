@@ -442,18 +442,23 @@ pub fn run_events(ctx: &Ctx, a: &EventsArgs) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Appends one event of `kind` (as `wn emit` parses it), about `node`, carrying `data`;
+/// returns its sequence number (`wn emit`, `POST /api/events`).
+pub fn emit(seg: &Segment, kind: &str, node: Option<&str>, data: &str) -> Result<u64, Fail> {
+    let (kind, topic) = parse_kind(kind)?;
+    let topic = topic.unwrap_or_default();
+    let mut ev = NewEvent::new(kind).topic(&topic).payload(data.as_bytes());
+    if let Some(spec) = node {
+        let n = seg.read(resolve::node(seg, spec)?)?;
+        ev = ev.node(n.uuid(), n.version());
+    }
+    Ok(seg.append(&ev)?)
+}
+
 /// Appends one event and prints its sequence number.
 pub fn run_emit(ctx: &Ctx, a: &EmitArgs) -> Result<(), Fail> {
     let seg = ctx.attach_rw()?;
-    let (kind, topic) = parse_kind(&a.kind)?;
-    let topic = topic.unwrap_or_default();
-    let data = a.data.as_deref().unwrap_or("");
-    let mut ev = NewEvent::new(kind).topic(&topic).payload(data.as_bytes());
-    if let Some(spec) = a.node.as_deref() {
-        let n = seg.read(resolve::node(&seg, spec)?)?;
-        ev = ev.node(n.uuid(), n.version());
-    }
-    let seq = seg.append(&ev)?;
+    let seq = emit(&seg, &a.kind, a.node.as_deref(), a.data.as_deref().unwrap_or(""))?;
     if ctx.json {
         crate::output::print_json(&json!({ "seq": seq }))
     } else {

@@ -82,24 +82,33 @@ fn held(seg: &worknode::Segment, spec: &str, verb: &str, e: TaskError) -> Fail {
     }
 }
 
-/// `wn rm NODE [--recursive] [--force]`.
-pub fn run_rm(ctx: &Ctx, a: &RmArgs) -> Result<(), Fail> {
-    let seg = ctx.attach_rw()?;
-    let h = resolve::node(&seg, &a.node)?;
-    let (uuid, path) = (seg.read(h)?.uuid(), path_of(&seg, h));
-    let removed = seg.remove(h, a.recursive, a.force).map_err(|e| match e {
+/// Removes the node `spec` names (its subtree with `recursive`; even a claimed task with
+/// `force`): `{removed, uuid, path}` as `rm --json` prints it.
+pub fn remove(seg: &worknode::Segment, spec: &str, recursive: bool, force: bool) -> Result<serde_json::Value, Fail> {
+    let h = resolve::node(seg, spec)?;
+    let (uuid, path) = (seg.read(h)?.uuid(), path_of(seg, h));
+    let removed = seg.remove(h, recursive, force).map_err(|e| match e {
         TaskError::Pool(worknode::PoolError::HasChildren { count }) => Fail::new(
             "has_children",
             exit::CONFLICT,
-            format!("{:?} has {count} children", a.node),
-            format!("remove them too with `wn rm --recursive {}`", a.node),
+            format!("{spec:?} has {count} children"),
+            format!("remove them too with `wn rm --recursive {spec}` (HTTP: `?recursive=true`)"),
         ),
-        e => held(&seg, &a.node, "rm", e),
+        e => held(seg, spec, "rm", e),
     })?;
+    Ok(json!({ "removed": removed, "uuid": uuid.to_string(), "path": path }))
+}
+
+/// `wn rm NODE [--recursive] [--force]`.
+pub fn run_rm(ctx: &Ctx, a: &RmArgs) -> Result<(), Fail> {
+    let seg = ctx.attach_rw()?;
+    let v = remove(&seg, &a.node, a.recursive, a.force)?;
     if ctx.json {
-        return print_json(&json!({ "removed": removed, "uuid": uuid.to_string(), "path": path }));
+        return print_json(&v);
     }
-    print(&format!("{uuid} removed {} ({removed} node{})", clean(&path), if removed == 1 { "" } else { "s" }))
+    let (uuid, path) = (v["uuid"].as_str().unwrap_or(""), v["path"].as_str().unwrap_or(""));
+    let removed = v["removed"].as_u64().unwrap_or(0);
+    print(&format!("{uuid} removed {} ({removed} node{})", clean(path), if removed == 1 { "" } else { "s" }))
 }
 
 /// `wn cancel TASK [--reason TEXT] [--force]`.

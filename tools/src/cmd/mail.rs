@@ -117,17 +117,7 @@ pub fn run_inbox(ctx: &Ctx, a: &InboxArgs) -> Result<(), Fail> {
     let id_of = |h: Handle| seg.read(h).map(|n| n.name().to_string()).unwrap_or_default();
     let acked_ids: Vec<String> = acked.iter().map(|h| id_of(*h)).collect();
     if ctx.json {
-        let list: Vec<Value> = listed
-            .iter()
-            .map(|m| {
-                let mut v = info_json(&m.info);
-                match std::str::from_utf8(&m.body) {
-                    Ok(text) => v["text"] = json!(text),
-                    Err(_) => v["hex"] = json!(m.body.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-                }
-                v
-            })
-            .collect();
+        let list: Vec<Value> = listed.iter().map(message_json).collect();
         return print_json(&json!({
             "agent": seg.agent(me).map(|i| i.name).unwrap_or_default(),
             "count": list.len(),
@@ -168,6 +158,16 @@ fn named(e: MailError, id: &str) -> Fail {
     let mut f: Fail = e.into();
     f.message = format!("message {:?}: {}", clean(id), f.message);
     f
+}
+
+/// One message as `inbox --json` lists it: its metadata, and its text (or hex).
+pub fn message_json(m: &worknode::Message) -> Value {
+    let mut v = info_json(&m.info);
+    match std::str::from_utf8(&m.body) {
+        Ok(text) => v["text"] = json!(text),
+        Err(_) => v["hex"] = json!(m.body.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+    v
 }
 
 /// One message's metadata as JSON.

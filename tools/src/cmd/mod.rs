@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod persist;
 pub mod reserve;
+pub mod serve;
 pub mod stat;
 pub mod tasks;
 pub mod token;

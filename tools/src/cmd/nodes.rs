@@ -312,19 +312,28 @@ pub fn run_ls(ctx: &Ctx, a: &LsArgs) -> Result<(), Fail> {
         limit: a.limit as usize,
         ..Query::default()
     };
+    if ctx.json {
+        return print_json(&query_json(&seg, &q)?.0);
+    }
     let mut found = Vec::new();
     let stats = seg.query(&q, &mut found)?;
     let names = Names::load(&seg);
-    if ctx.json {
-        let nodes: Vec<Value> =
-            found.iter().map(|n| node_json(&seg, n, &names, Some(&path_of(&seg, n.handle())))).collect();
-        return print_json(&json!({ "nodes": nodes, "count": found.len(), "truncated": stats.limited }));
-    }
     print(&node_table(ctx, &seg, &found, &names))?;
     if stats.limited {
         eprintln!("wn: showing the first {}; more match (raise --limit)", a.limit);
     }
     Ok(())
+}
+
+/// A query's answer as `ls --json` prints it (`nodes`, `count`, `truncated`), and how it
+/// ended (`wn ls`, `wn serve`'s `/api/tasks` and `/api/query`).
+pub fn query_json(seg: &Segment, q: &Query) -> Result<(Value, worknode::QueryStats), Fail> {
+    let mut found = Vec::new();
+    let stats = seg.query(q, &mut found)?;
+    let names = Names::load(seg);
+    let nodes: Vec<Value> = found.iter().map(|n| node_json(seg, n, &names, Some(&path_of(seg, n.handle())))).collect();
+    let truncated = stats.limited || stats.budget_exhausted;
+    Ok((json!({ "nodes": nodes, "count": found.len(), "truncated": truncated }), stats))
 }
 
 /// The human table of a list of nodes (`ls`, `ready`).
@@ -419,30 +428,37 @@ pub fn run_show(ctx: &Ctx, a: &ShowArgs) -> Result<(), Fail> {
     print(&s.render(t))
 }
 
+/// A subtree's totals as `rollup --json` prints them (`wn rollup`, `wn serve`'s analytics).
+pub fn rollup_json(seg: &Segment, h: Handle, kind: NodeKind) -> Result<Value, Fail> {
+    let r = seg.rollup(h, Some(kind))?;
+    let n = seg.read(h)?;
+    let by_status: serde_json::Map<String, Value> =
+        Status::ALL.iter().map(|s| (s.as_str().to_string(), json!(r.count(*s)))).collect();
+    let value_by: serde_json::Map<String, Value> =
+        Status::ALL.iter().map(|s| (s.as_str().to_string(), json!(r.value_by_status[s.code() as usize]))).collect();
+    Ok(json!({
+        "node": n.uuid().to_string(),
+        "name": n.name(),
+        "path": path_of(seg, h),
+        "kind": kind.as_str(),
+        "total": r.total,
+        "by_status": by_status,
+        "value_by_status": value_by,
+        "value_total": r.value_total,
+        "percent_complete": r.percent_complete,
+        "mean_progress": r.mean_progress,
+    }))
+}
+
 /// Totals over a subtree.
 pub fn run_rollup(ctx: &Ctx, a: &RollupArgs) -> Result<(), Fail> {
     let seg = ctx.attach_ro()?;
     let h = resolve::node(&seg, &a.node)?;
+    if ctx.json {
+        return print_json(&rollup_json(&seg, h, a.kind)?);
+    }
     let r = seg.rollup(h, Some(a.kind))?;
     let path = path_of(&seg, h);
-    let uuid = seg.read(h)?.uuid();
-    if ctx.json {
-        let by_status: serde_json::Map<String, Value> =
-            Status::ALL.iter().map(|s| (s.as_str().to_string(), json!(r.count(*s)))).collect();
-        let value_by: serde_json::Map<String, Value> =
-            Status::ALL.iter().map(|s| (s.as_str().to_string(), json!(r.value_by_status[s.code() as usize]))).collect();
-        return print_json(&json!({
-            "node": uuid.to_string(),
-            "path": path,
-            "kind": a.kind.as_str(),
-            "total": r.total,
-            "by_status": by_status,
-            "value_by_status": value_by,
-            "value_total": r.value_total,
-            "percent_complete": r.percent_complete,
-            "mean_progress": r.mean_progress,
-        }));
-    }
     let s = &ctx.style;
     let mut t = s.table(&["STATUS", "COUNT", "VALUE"]);
     for st in Status::ALL {

@@ -247,21 +247,31 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
             }
         })?
     } else {
-        let spec = a.node.as_deref().unwrap_or_default();
-        let h = resolve::node(&seg, spec)?;
-        seg.claim(h, me, a.lease).map_err(|e| match e {
+        claim_one(&seg, me, a.node.as_deref().unwrap_or_default(), a.lease)?
+    };
+    if a.reserve.is_empty() {
+        return print_claim(ctx, &seg, &claim);
+    }
+    reserve_with(ctx, &seg, me, a, claim)
+}
+
+/// Claims the task `spec` names for `me` (`wn claim NODE`, `POST /api/tasks/{id}/claim`),
+/// a refusal naming who holds it or whom it is assigned to.
+pub fn claim_one(seg: &Segment, me: worknode::AgentId, spec: &str, lease: Duration) -> Result<Claim, Fail> {
+    let h = resolve::node(seg, spec)?;
+    seg.claim(h, me, lease).map_err(|e| match e {
             TaskError::AlreadyClaimed { by, until_ms } => Fail::new(
                 "already_claimed",
                 exit::CONFLICT,
                 format!(
                     "{spec:?} is already claimed by {} (lease ends {})",
-                    Names::load(&seg).agent(by),
+                    Names::load(seg).agent(by),
                     duration::relative(now_ms(), until_ms)
                 ),
                 "pick another task (`wn claim --next`), or wait for it (`wn wait --kind task_released`)",
             ),
             TaskError::AssignedElsewhere { .. } => {
-                let names = Names::load(&seg);
+                let names = Names::load(seg);
                 let to: Vec<String> = seg
                     .read(h)
                     .map(|n| n.assignees().map(|k| clean(&names.principal(k)).into_owned()).collect())
@@ -275,11 +285,11 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
                 .with_details(json!({ "assignees": to }))
             }
             e => e.into(),
-        })?
-    };
-    if a.reserve.is_empty() {
-        return print_claim(ctx, &seg, &claim);
-    }
+        })
+}
+
+/// `claim --reserve`: reserves the claimed task's files, or gives the task back.
+fn reserve_with(ctx: &Ctx, seg: &Segment, me: worknode::AgentId, a: &ClaimArgs, claim: Claim) -> Result<(), Fail> {
     // The claim is ours and nobody else's; reserve its files, and if they are taken
     // give the task back (ready again) so it is both or neither.
     let globs: Vec<&str> = a.reserve.iter().map(String::as_str).collect();
@@ -302,8 +312,8 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
     };
     let n = seg.read(claim.task)?;
     if ctx.json {
-        let mut v = node_json(&seg, &n, &Names::for_node(&seg, &n), Some(&path_of(&seg, n.handle())));
-        v["reservation"] = crate::cmd::reserve::reservation_json(&seg, &r, "");
+        let mut v = node_json(seg, &n, &Names::for_node(seg, &n), Some(&path_of(seg, n.handle())));
+        v["reservation"] = crate::cmd::reserve::reservation_json(seg, &r, "");
         return print_json(&v);
     }
     let lease = duration::format_ms(claim.lease_until_ms.saturating_sub(now_ms()));
@@ -320,11 +330,24 @@ pub fn run_claim(ctx: &Ctx, a: &ClaimArgs) -> Result<(), Fail> {
 /// agent holds it, with `epoch` (if given) replacing the current epoch.
 fn claim_for(ctx: &Ctx, seg: &Segment, a: &ClaimantArgs) -> Result<Claim, Fail> {
     let me = ctx.me(seg)?;
-    let h = resolve::node(seg, &a.node)?;
+    let who = seg.grant().map(|g| g.agent().to_string()).or_else(|| ctx.agent.clone()).unwrap_or_default();
+    claim_of(seg, me, &who, &a.node, a.epoch)
+}
+
+/// The claim agent `me` (named `who`) presents for the task `spec`: built from the task's
+/// record when `me` holds it, with `epoch` (if given) replacing the current epoch (the
+/// claimant's verbs of `wn`, and of `wn serve`, which always passes the epoch).
+pub fn claim_of(
+    seg: &Segment,
+    me: worknode::AgentId,
+    who: &str,
+    spec: &str,
+    epoch: Option<u64>,
+) -> Result<Claim, Fail> {
+    let h = resolve::node(seg, spec)?;
     let n = seg.read(h)?;
     let mine = n.claim_agent_raw() == Some(me.index) && n.claim_agent_generation() == me.generation;
-    if !mine && a.epoch.is_none() {
-        let who = seg.grant().map(|g| g.agent().to_string()).or_else(|| ctx.agent.clone()).unwrap_or_default();
+    if !mine && epoch.is_none() {
         // This agent held it, and its lease lapsed: say that, and who holds it now.
         if let Some((slot, generation, at_ms)) = n.lapsed_claim() {
             if slot == me.index && generation == me.generation {
@@ -357,7 +380,7 @@ fn claim_for(ctx: &Ctx, seg: &Segment, a: &ClaimantArgs) -> Result<Claim, Fail> 
             ),
         });
     }
-    Ok(Claim { task: h, agent: me, epoch: a.epoch.unwrap_or(n.claim_epoch()), lease_until_ms: n.lease_until_ms() })
+    Ok(Claim { task: h, agent: me, epoch: epoch.unwrap_or(n.claim_epoch()), lease_until_ms: n.lease_until_ms() })
 }
 
 /// Extends a held lease.

@@ -113,7 +113,7 @@ fn tool_error(f: &Fail) -> CallToolResult {
 }
 
 /// Seconds given to a tool, checked against the CLI's limits for the same flag.
-fn seconds(s: f64, parse: fn(&str) -> Result<Duration, String>, arg: &str) -> Result<Duration, Fail> {
+pub(crate) fn seconds(s: f64, parse: fn(&str) -> Result<Duration, String>, arg: &str) -> Result<Duration, Fail> {
     if !s.is_finite() || s < 0.0 {
         return Err(Fail::usage(format!("{arg} must be a finite number of seconds ≥ 0"), "for example 30 or 0.5"));
     }
@@ -122,14 +122,14 @@ fn seconds(s: f64, parse: fn(&str) -> Result<Duration, String>, arg: &str) -> Re
     })
 }
 
-fn kind(text: &str) -> Result<NodeKind, Fail> {
+pub(crate) fn kind(text: &str) -> Result<NodeKind, Fail> {
     text.parse::<NodeKind>().map_err(|_| {
         let all: Vec<&str> = NodeKind::ALL.iter().map(|k| k.as_str()).collect();
         Fail::usage(format!("unknown kind {text:?}"), format!("one of: {}", all.join(", ")))
     })
 }
 
-fn status(text: &str) -> Result<Status, Fail> {
+pub(crate) fn status(text: &str) -> Result<Status, Fail> {
     text.parse::<Status>().map_err(|_| {
         let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
         Fail::usage(format!("unknown status {text:?}"), format!("one of: {}", all.join(", ")))
@@ -162,8 +162,8 @@ impl<T: JsonSchema> JsonSchema for Args<T> {
     }
 }
 
-/// Arguments of `claim_next`.
-#[derive(Deserialize, JsonSchema)]
+/// Arguments of `claim_next` (and the body of `wn serve`'s `POST /api/claim`).
+#[derive(Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct ClaimNextArgs {
     /// Node kind (default any claimable).
     kind: Option<String>,
@@ -341,26 +341,7 @@ impl State {
 
     fn claim_next(&self, a: ClaimNextArgs) -> Answer {
         let seg = self.seg;
-        let filter = TaskFilter {
-            kind: a.kind.as_deref().map(kind).transpose()?,
-            mine: a.mine.unwrap_or(false),
-            under: a.under.as_deref().map(|u| resolve::node(seg, u)).transpose()?,
-            label: a.label.as_deref().map(crate::cmd::labels::label_key).transpose()?,
-            ..TaskFilter::default()
-        };
-        let lease = seconds(a.lease_s.unwrap_or(600.0), duration::lease, "lease_s")?;
-        let got = match a.wait_s {
-            Some(w) => seg.claim_next_wait(&filter, self.me, lease, seconds(w, duration::timeout, "wait_s")?),
-            None => seg.claim_next(&filter, self.me, lease),
-        };
-        let c = got.map_err(|e| {
-            let f = Fail::from(e);
-            if f.code == "nothing_ready" {
-                Fail { hint: "pass wait_s to wait for one".into(), ..f }
-            } else {
-                f
-            }
-        })?;
+        let c = a.claim(seg, self.me)?;
         self.claims.lock().unwrap_or_else(|p| p.into_inner()).insert(c.task, c);
         let (v, line) = self.node(&seg.read(c.task)?);
         let lease = duration::format_ms(c.lease_until_ms.saturating_sub(now_ms()));
@@ -535,7 +516,7 @@ impl State {
 /// holds one of the runtime's two; the others (a few microseconds of segment work, or
 /// one round trip to the broker) run where the request arrived, saving two thread
 /// hand-offs per call.
-trait MayWait {
+pub(crate) trait MayWait {
     fn may_wait(&self) -> bool {
         false
     }
@@ -544,6 +525,33 @@ trait MayWait {
 impl MayWait for ClaimNextArgs {
     fn may_wait(&self) -> bool {
         self.wait_s.is_some_and(|w| w > 0.0)
+    }
+}
+
+impl ClaimNextArgs {
+    /// Claims the best ready task these arguments select for `me` (waiting up to
+    /// `wait_s` for one).
+    pub(crate) fn claim(&self, seg: &Segment, me: AgentId) -> Result<Claim, Fail> {
+        let filter = TaskFilter {
+            kind: self.kind.as_deref().map(kind).transpose()?,
+            mine: self.mine.unwrap_or(false),
+            under: self.under.as_deref().map(|u| resolve::node(seg, u)).transpose()?,
+            label: self.label.as_deref().map(crate::cmd::labels::label_key).transpose()?,
+            ..TaskFilter::default()
+        };
+        let lease = seconds(self.lease_s.unwrap_or(600.0), duration::lease, "lease_s")?;
+        let got = match self.wait_s {
+            Some(w) => seg.claim_next_wait(&filter, me, lease, seconds(w, duration::timeout, "wait_s")?),
+            None => seg.claim_next(&filter, me, lease),
+        };
+        got.map_err(|e| {
+            let f = Fail::from(e);
+            if f.code == "nothing_ready" {
+                Fail { hint: "pass wait_s to wait for one".into(), ..f }
+            } else {
+                f
+            }
+        })
     }
 }
 
