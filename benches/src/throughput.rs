@@ -155,23 +155,29 @@ pub fn producer_role(ctx: &RoleCtx) -> Result<(), String> {
     ctx.wait_go()?;
     let start = mono_ns();
     let mut retries = 0u64;
-    let mut i = 0;
-    while i < count {
-        let k = (batch as u64).min(count - i) as usize;
-        for (j, p) in payloads[..k].iter_mut().enumerate() {
-            *p = payload::make(i + j as u64, tag);
-        }
-        let evs: [NewEvent<'_>; BATCH] = std::array::from_fn(|j| NewEvent::new(KIND).payload(&payloads[j]));
-        loop {
-            let done = if k == 1 { seg.append(&evs[0]).map(Some) } else { seg.append_batch(&evs[..k]) };
-            match done {
-                Ok(_) => break,
-                // A single append is retried; a batch is not (its first events may be in).
-                Err(RingError::Contended) if k == 1 => retries += 1,
-                Err(e) => return Err(format!("append {i}: {e}")),
+    if batch == 1 {
+        for i in 0..count {
+            let p = payload::make(i, tag);
+            loop {
+                match seg.append(&NewEvent::new(KIND).payload(&p)) {
+                    Ok(_) => break,
+                    Err(RingError::Contended) => retries += 1,
+                    Err(e) => return Err(format!("append {i}: {e}")),
+                }
             }
         }
-        i += k as u64;
+    } else {
+        let mut i = 0;
+        while i < count {
+            let k = (batch as u64).min(count - i) as usize;
+            for (j, p) in payloads[..k].iter_mut().enumerate() {
+                *p = payload::make(i + j as u64, tag);
+            }
+            let evs: [NewEvent<'_>; BATCH] = std::array::from_fn(|j| NewEvent::new(KIND).payload(&payloads[j]));
+            // Not retried: a batch that failed part-way has its first events in.
+            seg.append_batch(&evs[..k]).map_err(|e| format!("append_batch at {i}: {e}"))?;
+            i += k as u64;
+        }
     }
     let end = mono_ns();
     ctx.result(&json!({ "start_ns": start, "end_ns": end, "count": count, "retries": retries }));
