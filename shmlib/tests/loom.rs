@@ -903,14 +903,8 @@ fn ring_batch_stays_in_order_beside_a_single_append_that_laps_it() {
             let ring = ring.clone();
             thread::spawn(move || {
                 let mut recs = [event(A), event(A)];
-                let last = ring.view().with_event_words(N).append_batch(
-                    &mut recs,
-                    A,
-                    WAIT,
-                    |_| false,
-                    |_| Ok(()),
-                    || {},
-                );
+                let last =
+                    ring.view().with_event_words(N).append_batch(&mut recs, A, WAIT, |_| false, |_| Ok(()), || {});
                 let last = last.expect("append_batch");
                 assert_eq!((recs[0].seq + 1, recs[1].seq), (recs[1].seq, last), "the batch's sequences");
                 last
