@@ -17,6 +17,8 @@ use worknode::{Access, Capacities, EventKind, Filter, Handle, NewEvent, NewNode,
 
 /// The application event kind of the ping-pong.
 const KIND: EventKind = EventKind(1001);
+/// Rounds per block of the coordination round trip's per-block medians.
+const BLOCK: usize = 10_000;
 /// How long one side waits for the other's event.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -142,12 +144,25 @@ pub fn coordination(ctx: &Ctx, wait: Wait) -> Result<Measured, Fail> {
             ("rounds", ctx.plan.total().to_string()),
         ],
     )?;
+    // The p50 of each block of rounds, in order: whether a run stays in one mode (the
+    // round trip is bimodal between runs, issue 16 item 3) or switches part-way.
+    let mut block: Vec<u64> = Vec::with_capacity(BLOCK);
+    let mut block_p50s: Vec<u64> = Vec::new();
     let driven = drive(&ctx.plan, |i| {
+        let t = std::time::Instant::now();
         update_task(&seg, t1, i, PING)?;
-        observe_task(&seg, &mut r, t2, i, wait)
+        observe_task(&seg, &mut r, t2, i, wait)?;
+        block.push(t.elapsed().as_nanos() as u64);
+        if block.len() == BLOCK {
+            block.sort_unstable();
+            block_p50s.push(block[BLOCK / 2]);
+            block.clear();
+        }
+        Ok(())
     })?;
     let notes = vec![
         "one segment; update writes a 64 B text payload + value into the task, the other side waits for the node_updated event (filtered by node), reads the task and checks it, then updates a second task back".to_string(),
+        format!("p50 (ns) of each block of {BLOCK} rounds, warm-up included, in order: {block_p50s:?}"),
     ];
     finish(ctx, child, driven, notes)
 }

@@ -266,6 +266,9 @@ pub fn specs() -> Vec<Spec> {
         spec!("tput-ring-1to0", "throughput", "Worknode ring, 1 producer, no reader (append path alone)", |c| {
             throughput::ring(c, 1, 0)
         }),
+        spec!("tput-ring-batch-1to1", "throughput", "Worknode ring, 1 → 1 process, append_batch of 32", |c| {
+            throughput::ring_batched(c, 1, 1, throughput::BATCH)
+        }),
         spec!("tput-rtrb-1to1", "throughput", "rtrb SPSC ring, 2 threads of one process", throughput::rtrb),
         spec!("coord-ring-spin", "coordination", "Worknode update + node_updated event, Wait::Spin", |c| {
             ring::coordination(c, Wait::Spin)

@@ -1,7 +1,7 @@
 //! Throughput: events per second through the Worknode ring between processes (1→1, 2→1,
 //! 1→2, and 1→0: a producer alone, to separate the append path from a reader's cache
-//! traffic), and through an in-process SPSC ring (`rtrb`, two threads) as the in-memory
-//! reference.
+//! traffic; and 1→1 with the producer appending [`BATCH`] events per `append_batch`), and
+//! through an in-process SPSC ring (`rtrb`, two threads) as the in-memory reference.
 //!
 //! Producer processes append a fixed count of 64-byte events as fast as they can; reader
 //! processes read every event, check its checksum and each producer's order, and count
@@ -42,8 +42,17 @@ fn field(v: &Value, k: &str) -> Result<u64, String> {
     v.get(k).and_then(Value::as_u64).ok_or_else(|| format!("result without {k}: {v}"))
 }
 
-/// The Worknode ring with `producers` producer and `readers` reader processes.
+/// Events per `Segment::append_batch` call of the batch row: one claim's worth.
+pub const BATCH: usize = worknode::RING_BATCH_CHUNK;
+
+/// The Worknode ring with `producers` producer and `readers` reader processes, single appends.
 pub fn ring(ctx: &Ctx, producers: usize, readers: usize) -> Result<Measured, Fail> {
+    ring_batched(ctx, producers, readers, 1)
+}
+
+/// The Worknode ring with `producers` producer and `readers` reader processes; each
+/// producer appends `batch` events per call (1: `Segment::append`, else `append_batch`).
+pub fn ring_batched(ctx: &Ctx, producers: usize, readers: usize, batch: usize) -> Result<Measured, Fail> {
     let n = per_producer(ctx);
     let total = n * producers as u64;
     let caps = Capacities { nodes: 64, events: EVENTS, agents: 8, blob_chunks: 1, sets: 1, ..Capacities::default() };
@@ -63,7 +72,12 @@ pub fn ring(ctx: &Ctx, producers: usize, readers: usize) -> Result<Measured, Fai
     }
     let mut ps = Vec::new();
     for k in 0..producers {
-        let args = [("seg", seg.name().to_string()), ("id", k.to_string()), ("count", n.to_string())];
+        let args = [
+            ("seg", seg.name().to_string()),
+            ("id", k.to_string()),
+            ("count", n.to_string()),
+            ("batch", batch.to_string()),
+        ];
         ps.push(ctx.spawn_on("tput-producer", &args, pcpu)?);
     }
     for c in rs.iter_mut().chain(ps.iter_mut()) {
@@ -100,6 +114,11 @@ pub fn ring(ctx: &Ctx, producers: usize, readers: usize) -> Result<Measured, Fai
         format!(
             "{producers} producer process(es) × {n} events of 64 B; {readers} reader process(es), Wait::{wait:?}; ring of {EVENTS} slots"
         ),
+        if batch > 1 {
+            format!("producers append {batch} events per Segment::append_batch call")
+        } else {
+            "producers append one event per Segment::append call".to_string()
+        },
         format!("producers appended {:.2} M events/s", append_rate / 1e6),
     ];
     let lost: u64 = per_reader.iter().map(|r| r.1).sum();
@@ -121,24 +140,43 @@ pub fn ring(ctx: &Ctx, producers: usize, readers: usize) -> Result<Measured, Fai
         .with("readers", json!(readers_json)))
 }
 
-/// A producer process.
+/// A producer process: appends `count` events, `batch` per call.
 pub fn producer_role(ctx: &RoleCtx) -> Result<(), String> {
     let seg = Segment::attach(ctx.get("seg")?, Access::ReadWrite).map_err(e2s)?;
     let id: u64 = ctx.parse("id")?;
     let count: u64 = ctx.parse("count")?;
+    let batch: usize = ctx.parse("batch")?;
+    if !(1..=BATCH).contains(&batch) {
+        return Err(format!("batch {batch}: give 1 ..= {BATCH} events per call"));
+    }
     let tag = TAG_BASE + id;
+    let mut payloads = [[0u8; payload::LEN]; BATCH];
     ctx.ready();
     ctx.wait_go()?;
     let start = mono_ns();
     let mut retries = 0u64;
-    for i in 0..count {
-        let p = payload::make(i, tag);
-        loop {
-            match seg.append(&NewEvent::new(KIND).payload(&p)) {
-                Ok(_) => break,
-                Err(RingError::Contended) => retries += 1,
-                Err(e) => return Err(format!("append {i}: {e}")),
+    if batch == 1 {
+        for i in 0..count {
+            let p = payload::make(i, tag);
+            loop {
+                match seg.append(&NewEvent::new(KIND).payload(&p)) {
+                    Ok(_) => break,
+                    Err(RingError::Contended) => retries += 1,
+                    Err(e) => return Err(format!("append {i}: {e}")),
+                }
             }
+        }
+    } else {
+        let mut i = 0;
+        while i < count {
+            let k = (batch as u64).min(count - i) as usize;
+            for (j, p) in payloads[..k].iter_mut().enumerate() {
+                *p = payload::make(i + j as u64, tag);
+            }
+            let evs: [NewEvent<'_>; BATCH] = std::array::from_fn(|j| NewEvent::new(KIND).payload(&payloads[j]));
+            // Not retried: a batch that failed part-way has its first events in.
+            seg.append_batch(&evs[..k]).map_err(|e| format!("append_batch at {i}: {e}"))?;
+            i += k as u64;
         }
     }
     let end = mono_ns();

@@ -21,6 +21,19 @@
 //! processes of one host and beyond a restart's journal replay, and far below the damage
 //! found in practice (years). The cost: stamps issued after a reset order below the
 //! damaged ones — which were never real.
+//!
+//! # The wall part comes from the coarse clock
+//!
+//! A tick reads `CLOCK_REALTIME_COARSE` ([`coarse_unix_ms`]), not `CLOCK_REALTIME`: the
+//! coarse clock is the time of the kernel's last timer tick, read from the vDSO page
+//! without the TSC read and scaling (a few ns instead of ~20 on the append path). It lags
+//! the precise clock by at most one timer tick (1–10 ms, `CONFIG_HZ`), so an HLC's wall
+//! part may trail [`unix_ms`] by that much; nothing compares the two that closely (leases,
+//! heartbeats and token expiry read [`unix_ms`] themselves). Uniqueness and monotonicity
+//! never depended on the wall clock: a tick is `max(old + 1, wall)`, so within one coarse
+//! tick the logical part counts on (and carries into the wall part past 65 536 ticks a
+//! millisecond, as it always could). [`tick_n`] hands out `n` consecutive values in one
+//! compare-and-set, for a batch of events.
 
 use crate::sync::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -60,6 +73,12 @@ pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch from the coarse clock (the last timer tick): what a
+/// tick reads (module doc). Falls back to [`unix_ms`] should the coarse clock be missing.
+pub fn coarse_unix_ms() -> u64 {
+    crate::sys::coarse_realtime().map(|d| d.as_millis() as u64).unwrap_or_else(unix_ms)
+}
+
 /// Compare-and-set attempts before falling back to a plain increment.
 const TICK_ATTEMPTS: u32 = 64;
 
@@ -76,12 +95,20 @@ pub fn too_far_ahead(value: Hlc, wall_ms: u64) -> bool {
 /// it falls back to `fetch_add(1)`, which is still unique and increasing (it only lags
 /// wall time by the contention). A word far ahead of wall time is reset (module doc).
 pub(crate) fn tick(word: &AtomicU64) -> Hlc {
-    let wall_ms = unix_ms();
+    tick_n(word, 1)
+}
+
+/// Advances the clock word by `n` (at least 1) values at once and returns the first:
+/// the caller owns `first ..= first + n - 1`, each unique and above every value handed out
+/// before, as if it had ticked `n` times in a row. One compare-and-set for a batch.
+pub(crate) fn tick_n(word: &AtomicU64, n: u64) -> Hlc {
+    let n = n.max(1);
+    let wall_ms = coarse_unix_ms();
     let wall = Hlc::from_wall_ms(wall_ms).0;
     let mut old = word.load(Ordering::Relaxed);
     for _ in 0..TICK_ATTEMPTS {
         if too_far_ahead(Hlc(old), wall_ms) {
-            match word.compare_exchange_weak(old, wall, Ordering::AcqRel, Ordering::Relaxed) {
+            match word.compare_exchange_weak(old, wall.wrapping_add(n - 1), Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return Hlc(wall),
                 Err(seen) => {
                     old = seen;
@@ -89,19 +116,19 @@ pub(crate) fn tick(word: &AtomicU64) -> Hlc {
                 }
             }
         }
-        let new = old.wrapping_add(1).max(wall);
-        match word.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return Hlc(new),
+        let first = old.wrapping_add(1).max(wall);
+        match word.compare_exchange_weak(old, first.wrapping_add(n - 1), Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return Hlc(first),
             Err(seen) => old = seen,
         }
     }
-    Hlc(word.fetch_add(1, Ordering::AcqRel).wrapping_add(1))
+    Hlc(word.fetch_add(n, Ordering::AcqRel).wrapping_add(1))
 }
 
 /// Merges a clock value received from elsewhere (another host, a journal) so that later
 /// ticks order after it. Returns the new value.
 pub(crate) fn observe(word: &AtomicU64, remote: Hlc) -> Hlc {
-    let wall_ms = unix_ms();
+    let wall_ms = coarse_unix_ms();
     if too_far_ahead(remote, wall_ms) {
         // Not merged: a stamp that far ahead is damage, not skew (module doc).
         return tick(word);
@@ -151,6 +178,30 @@ mod tests {
         // A remote stamp that far ahead is not merged either.
         let o = observe(&w, century);
         assert!(o.wall_ms().abs_diff(unix_ms()) < 60_000, "{o}");
+    }
+
+    #[test]
+    fn a_range_of_ticks_orders_after_earlier_ticks_and_before_later_ones() {
+        let w = AtomicU64::new(0);
+        let before = tick(&w);
+        let first = tick_n(&w, 5);
+        assert!(first > before);
+        let after = tick(&w);
+        assert_eq!(after, Hlc(first.0 + 5), "the range is first ..= first + 4, then on");
+        // Far-ahead damage is reset for a range too, and the range still lies below the next tick.
+        let century = Hlc::from_wall_ms(unix_ms() + 100 * 365 * 86_400_000);
+        let w = AtomicU64::new(century.0);
+        let first = tick_n(&w, 3);
+        assert!(first.wall_ms().abs_diff(unix_ms()) < 60_000, "{first}");
+        assert!(tick(&w) > Hlc(first.0 + 2));
+    }
+
+    #[test]
+    fn the_coarse_wall_clock_stays_close_to_the_precise_one() {
+        let (a, c, b) = (unix_ms(), coarse_unix_ms(), unix_ms());
+        // The coarse clock trails by at most one timer tick (10 ms at HZ=100); a loaded
+        // machine may be descheduled between the reads, so the bound is loose.
+        assert!(c <= b + 1 && c + 1_000 >= a, "coarse {c}, precise {a}..{b}");
     }
 
     #[test]

@@ -204,14 +204,20 @@ impl<'a> NewEvent<'a> {
         self
     }
 
-    /// Checks the limits and builds the record (sequence number filled in at append).
-    pub(crate) fn to_record(self, hlc: Hlc, actor: Option<Handle>, pid: u32) -> Result<EventRecord, RingError> {
+    /// Whether the topic and payload fit a ring slot.
+    pub(crate) fn check_limits(&self) -> Result<(), RingError> {
         if self.payload.len() > EVENT_PAYLOAD_MAX {
             return Err(RingError::PayloadTooLarge { len: self.payload.len(), max: EVENT_PAYLOAD_MAX });
         }
         if self.topic.len() > EVENT_TOPIC_MAX {
             return Err(RingError::TopicTooLong { len: self.topic.len(), max: EVENT_TOPIC_MAX });
         }
+        Ok(())
+    }
+
+    /// Checks the limits and builds the record (sequence number filled in at append).
+    pub(crate) fn to_record(self, hlc: Hlc, actor: Option<Handle>, pid: u32) -> Result<EventRecord, RingError> {
+        self.check_limits()?;
         let mut r = EventRecord::zeroed();
         r.hlc = hlc.0;
         r.kind = self.kind.0;

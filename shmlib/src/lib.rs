@@ -136,7 +136,9 @@ pub use reserve::{
 };
 pub use restore::RestoreStats;
 pub use ring::Stamp as RingStamp;
-pub use ring::{Reader, RingCounters, Start, Wait, DEFAULT_ABANDON_AFTER, SPIN_WINDOW};
+pub use ring::{
+    Reader, RingCounters, Start, Wait, BATCH_CHUNK as RING_BATCH_CHUNK, DEFAULT_ABANDON_AFTER, SPIN_WINDOW,
+};
 pub use segment::{
     default_segment_name, Access, RegionInfo, Segment, SegmentInfo, SegmentState, DEFAULT_MODE, DEFAULT_SEGMENT,
     MODE_ALLOWED, SEGMENT_ENV,

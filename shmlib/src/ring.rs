@@ -36,6 +36,13 @@
 //!    dead cannot publish late. Release the lock.
 //! 6. Bump the futex word; make the wake syscall only if the waiter count is non-zero.
 //!
+//! A batch ([`Segment::append_batch`]) takes one clock range for its events
+//! ([`crate::clock::tick_n`]), claims up to [`BATCH_CHUNK`] consecutive sequences with
+//! one `fetch_add(n)`, runs steps 2–5 for each, and step 6 once. Should one of its
+//! events be overtaken (step 3), the batch's later claims are stamped `ABANDONED` by the
+//! producer itself (it holds them; nobody else would ever write them) and the rest of the
+//! batch is claimed anew, so its events stay in order.
+//!
 //! # Reading
 //!
 //! Each reader keeps its own cursor and never writes to the ring in the common case, so
@@ -57,6 +64,7 @@ use crate::ownerlock::{self, Acquired};
 use crate::segment::Segment;
 use crate::sync::{fence, load_words, store_words, AtomicU32, AtomicU64, Ordering};
 use crate::sys::{self, OwnerTag};
+use bytemuck::Zeroable;
 use std::mem::size_of;
 use std::time::{Duration, Instant};
 
@@ -71,6 +79,9 @@ const WRITING: u64 = 0;
 const PUBLISHED: u64 = 1;
 const ABANDONED: u64 = 2;
 
+/// Events [`Segment::append_batch`] claims with one `fetch_add` (and builds on the stack):
+/// a larger batch is appended this many at a time.
+pub const BATCH_CHUNK: usize = 32;
 /// Times an append takes a new sequence after being overtaken.
 const APPEND_ATTEMPTS: u32 = 16;
 /// Default time a reader waits on an in-flight sequence before checking its producer.
@@ -282,53 +293,124 @@ impl<'a> RingView<'a> {
             crate::failpoint::hit("ring.after_claim");
             // Never overwrite an event the journal has not written yet.
             room(s)?;
-            let slot = self.slot(s);
-            let got = ownerlock::acquire(&slot[OWNER], me, wait, &is_dead)
-                .map_err(|b| RingError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
-            let mut st = slot[STAMP].load(Ordering::Relaxed);
-            if let Acquired::FromDead(_) = got {
-                // The dead holder was mid-write of an earlier lap: that event is gone.
-                if Stamp::from_raw(st).is_writing() {
-                    if let Some(old) = stamp_seq(st) {
-                        // SYNC POINT: pairs with the Acquire stamp loads in `peek` and
-                        // `actionable`.
-                        if slot[STAMP]
-                            .compare_exchange(st, stamp(old, ABANDONED), Ordering::Release, Ordering::Relaxed)
-                            .is_ok()
-                        {
-                            st = stamp(old, ABANDONED);
-                        }
-                    }
-                }
-            }
-            // Stamp WRITING(s) only over the value just checked: if a reader declared `s`
-            // abandoned (or a later lap took the slot) in between, the CAS fails and this
-            // append is overtaken, never written over an abandonment.
-            let overtaken = stamp_seq(st).is_some_and(|x| x >= s)
-                || slot[STAMP].compare_exchange(st, stamp(s, WRITING), Ordering::Relaxed, Ordering::Relaxed).is_err();
-            if overtaken {
-                ownerlock::release(&slot[OWNER], me);
-                continue;
-            }
-            // SYNC POINT: pairs with the Acquire fence in `peek` after its copy: a reader
-            // that copied any word written below sees the stamp changed from the one it
-            // checked, and rejects the copy.
-            fence(Ordering::Release);
-            rec.seq = s;
-            let n = self.event_words();
-            store_words(&slot[EVENT..EVENT + n], &bytemuck::cast_slice(std::slice::from_ref(rec))[..n]);
-            crate::failpoint::hit("ring.before_publish");
-            // SYNC POINT: pairs with the Acquire stamp loads in `peek` and `actionable`: a
-            // reader that sees PUBLISHED(s) sees the whole event.
-            let published = slot[STAMP]
-                .compare_exchange(stamp(s, WRITING), stamp(s, PUBLISHED), Ordering::Release, Ordering::Relaxed)
-                .is_ok();
-            ownerlock::release(&slot[OWNER], me);
-            if published {
+            if self.write_slot(s, Some(rec), me, wait, &is_dead)? {
                 return Ok(s);
             }
         }
         Err(RingError::Contended)
+    }
+
+    /// Appends `recs` (at most one ring's capacity of them, their `seq`s filled in) in
+    /// order, under consecutive sequence numbers claimed with one `fetch_add`, and
+    /// returns the last one. If an event is overtaken (module doc, step 3), the batch's
+    /// later claims are stamped abandoned (readers skip them at once) and the rest of the
+    /// batch is claimed anew, so the batch stays in order. On an error the events before
+    /// the failing one are appended. `abandoned` is called for each claim stamped
+    /// abandoned that way (the ring's abandoned counter).
+    pub fn append_batch(
+        &self,
+        recs: &mut [EventRecord],
+        me: u64,
+        wait: Duration,
+        is_dead: impl Fn(u64) -> bool,
+        room: impl Fn(u64) -> Result<(), RingError>,
+        abandoned: impl Fn(),
+    ) -> Result<u64, RingError> {
+        debug_assert!(!recs.is_empty() && recs.len() as u64 <= self.capacity());
+        let mut rest = recs;
+        for _ in 0..APPEND_ATTEMPTS {
+            let n = rest.len() as u64;
+            // SYNC POINT: pairs with the Acquire tail loads of readers, as in `append`.
+            let first = self.tail.fetch_add(n, Ordering::AcqRel);
+            crate::failpoint::hit("ring.after_claim");
+            let mut written = 0;
+            for rec in rest.iter_mut() {
+                let s = first + written as u64;
+                room(s)?;
+                if !self.write_slot(s, Some(rec), me, wait, &is_dead)? {
+                    break;
+                }
+                written += 1;
+            }
+            if written as u64 == n {
+                return Ok(first + n - 1);
+            }
+            // `first + written` was overtaken; nobody but us will write the later claims.
+            for s in first + written as u64 + 1..first + n {
+                room(s)?;
+                if self.write_slot(s, None, me, wait, &is_dead)? {
+                    abandoned();
+                }
+            }
+            rest = &mut rest[written..];
+        }
+        Err(RingError::Contended)
+    }
+
+    /// Writes sequence `s`, which this producer claimed, into its slot: `rec` published,
+    /// or (`None`) the sequence stamped abandoned. Returns `false` if `s` was overtaken
+    /// (module doc, step 3): the caller takes a new sequence. (For `None`: whether it
+    /// stamped; a later lap may already have taken the slot.)
+    fn write_slot(
+        &self,
+        s: u64,
+        rec: Option<&mut EventRecord>,
+        me: u64,
+        wait: Duration,
+        is_dead: &impl Fn(u64) -> bool,
+    ) -> Result<bool, RingError> {
+        let slot = self.slot(s);
+        let got = ownerlock::acquire(&slot[OWNER], me, wait, is_dead)
+            .map_err(|b| RingError::Busy { holder_pid: OwnerTag(b.holder).pid() })?;
+        let mut st = slot[STAMP].load(Ordering::Relaxed);
+        if let Acquired::FromDead(_) = got {
+            // The dead holder was mid-write of an earlier lap: that event is gone.
+            if Stamp::from_raw(st).is_writing() {
+                if let Some(old) = stamp_seq(st) {
+                    // SYNC POINT: pairs with the Acquire stamp loads in `peek` and
+                    // `actionable`.
+                    if slot[STAMP]
+                        .compare_exchange(st, stamp(old, ABANDONED), Ordering::Release, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        st = stamp(old, ABANDONED);
+                    }
+                }
+            }
+        }
+        let Some(rec) = rec else {
+            // Our own claim that will carry no event: skip it for readers, over the value
+            // just checked (a later lap may have taken the slot; then there is nothing to do).
+            // SYNC POINT: pairs with the Acquire stamp loads in `peek` and `actionable`.
+            let stamped = stamp_seq(st).is_none_or(|x| x < s)
+                && slot[STAMP].compare_exchange(st, stamp(s, ABANDONED), Ordering::Release, Ordering::Relaxed).is_ok();
+            ownerlock::release(&slot[OWNER], me);
+            return Ok(stamped);
+        };
+        // Stamp WRITING(s) only over the value just checked: if a reader declared `s`
+        // abandoned (or a later lap took the slot) in between, the CAS fails and this
+        // append is overtaken, never written over an abandonment.
+        let overtaken = stamp_seq(st).is_some_and(|x| x >= s)
+            || slot[STAMP].compare_exchange(st, stamp(s, WRITING), Ordering::Relaxed, Ordering::Relaxed).is_err();
+        if overtaken {
+            ownerlock::release(&slot[OWNER], me);
+            return Ok(false);
+        }
+        // SYNC POINT: pairs with the Acquire fence in `peek` after its copy: a reader
+        // that copied any word written below sees the stamp changed from the one it
+        // checked, and rejects the copy.
+        fence(Ordering::Release);
+        rec.seq = s;
+        let n = self.event_words();
+        store_words(&slot[EVENT..EVENT + n], &bytemuck::cast_slice(std::slice::from_ref(rec))[..n]);
+        crate::failpoint::hit("ring.before_publish");
+        // SYNC POINT: pairs with the Acquire stamp loads in `peek` and `actionable`: a
+        // reader that sees PUBLISHED(s) sees the whole event.
+        let published = slot[STAMP]
+            .compare_exchange(stamp(s, WRITING), stamp(s, PUBLISHED), Ordering::Release, Ordering::Relaxed)
+            .is_ok();
+        ownerlock::release(&slot[OWNER], me);
+        Ok(published)
     }
 
     /// Writes `events` (the newest `capacity` of them) as published slots and sets the
@@ -529,6 +611,104 @@ impl Segment {
             |t| !OwnerTag(t).is_alive(),
             |s| self.wait_journal_room(s, cap),
         )?;
+        self.wake_parked_readers();
+        self.wait_durable(s)?;
+        Ok(s)
+    }
+
+    /// Appends several events at once and returns the sequence number of the last one
+    /// (`None` for an empty batch). Cheaper per event than [`Segment::append`]: one clock
+    /// tick range and one `fetch_add` of the tail for up to [`BATCH_CHUNK`] events, and
+    /// one check for parked readers (and at most one wake) for the whole batch. The
+    /// events get consecutive clock values and, in the common case, consecutive sequence
+    /// numbers, in the order given; a batch larger than the ring is appended a part at a
+    /// time (a reader that does not keep up is told exactly what it missed, as ever).
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::append`]. Every event is checked (limits, token) before any is
+    /// appended, so a refused event appends nothing; an error while appending
+    /// ([`RingError::Busy`], [`RingError::Contended`], [`RingError::JournalStalled`])
+    /// leaves the events before the failing one appended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use worknode::{EventKind, NewEvent, Start};
+    /// # let name = format!("doc-append-batch-{}", std::process::id());
+    /// # let caps = worknode::Capacities { nodes: 16, events: 64, agents: 4, blob_chunks: 8, sets: 4, ..Default::default() };
+    /// # let daemon = worknode::Daemon::create(&name, &caps, 0o600)?;
+    /// # let seg: &worknode::Segment = &daemon;
+    /// let mut reader = seg.reader(Start::Now);
+    /// let batch = [b"a", b"b", b"c"].map(|p| NewEvent::new(EventKind::USER).payload(p));
+    /// let last = seg.append_batch(&batch)?.expect("three events");
+    /// let got: Vec<(u64, Vec<u8>)> =
+    ///     std::iter::from_fn(|| reader.try_next().ok().flatten()).map(|e| (e.seq(), e.payload().to_vec())).collect();
+    /// assert_eq!(got, [(last - 2, b"a".to_vec()), (last - 1, b"b".to_vec()), (last, b"c".to_vec())]);
+    /// # drop(daemon); worknode::Segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn append_batch(&self, evs: &[NewEvent<'_>]) -> Result<Option<u64>, RingError> {
+        if let Some(link) = self.link() {
+            let mut last = None;
+            for ev in evs {
+                let (topic, payload) = (ev.topic.to_string(), ev.payload.to_vec());
+                last = Some(link.ask_count(crate::broker::Request::Append {
+                    kind: ev.kind,
+                    node: ev.node,
+                    topic,
+                    payload,
+                })?);
+            }
+            return Ok(last);
+        }
+        if !self.map.writable() {
+            return Err(RingError::ReadOnly);
+        }
+        for ev in evs {
+            self.permit_uuid(crate::token::Right::Emit, ev.node.map(|(u, _)| u)).map_err(RingError::Denied)?;
+            self.permit_event_kind(ev.kind).map_err(RingError::Denied)?;
+            if self.grant().is_some() && ev.actor.is_some() && ev.actor != self.actor() {
+                return Err(RingError::Denied(crate::Denied::OtherAgent));
+            }
+            ev.check_limits()?;
+        }
+        if self.state() == crate::SegmentState::Closing {
+            return Err(RingError::Closing);
+        }
+        let cap = self.caps.events as u64;
+        let chunk = BATCH_CHUNK.min(self.caps.events as usize).max(1);
+        let (actor, pid) = (self.actor(), self.me.pid());
+        let mut last = None;
+        let mut recs = [EventRecord::zeroed(); BATCH_CHUNK];
+        for part in evs.chunks(chunk) {
+            let first = crate::clock::tick_n(self.hdr(hdr::CLOCK), part.len() as u64);
+            self.require_journal_alive_at(|| first.wall_ms()).map_err(|_| RingError::DaemonGone)?;
+            for (i, (ev, rec)) in part.iter().zip(recs.iter_mut()).enumerate() {
+                *rec = ev.to_record(crate::Hlc(first.0 + i as u64), actor, pid)?;
+            }
+            let appended = self.ring().append_batch(
+                &mut recs[..part.len()],
+                self.me.0,
+                self.lock_wait,
+                |t| !OwnerTag(t).is_alive(),
+                |s| self.wait_journal_room(s, cap),
+                || {
+                    self.hdr(hdr::RING_ABANDONED).fetch_add(1, Ordering::Relaxed);
+                },
+            );
+            // Readers parked on what this part did publish are woken even if it failed.
+            self.wake_parked_readers();
+            last = Some(appended?);
+        }
+        if let Some(s) = last {
+            self.wait_durable(s)?;
+        }
+        Ok(last)
+    }
+
+    /// After publishing: wakes readers parked on the ring, if there are any.
+    fn wake_parked_readers(&self) {
         // Dekker with `Reader::park`: we publish, fence, look for waiters; a parker
         // registers, fences, looks for the event. One of us sees the other, so the futex
         // word is bumped (and the wake made) only when someone is parked.
@@ -539,8 +719,6 @@ impl Segment {
             self.hdr(hdr::RING_WAKES).fetch_add(1, Ordering::Relaxed);
             sys::futex_wake(self.notify_word(), i32::MAX);
         }
-        self.wait_durable(s)?;
-        Ok(s)
     }
 
     /// Takes readers that were killed while parked off the waiter count, so producers
@@ -816,6 +994,11 @@ impl Reader<'_> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn next(&mut self, wait: Wait, timeout: Duration) -> Result<Event, RingError> {
+        // An event already there costs no clock read (a reader keeping up with a fast
+        // producer takes this path for nearly every event).
+        if let Some(e) = self.try_next()? {
+            return Ok(e);
+        }
         let start = Instant::now();
         let deadline = sys::deadline(start, timeout);
         // Spin-then-park spins for a time window, not a count: longer than a typical
@@ -934,6 +1117,118 @@ mod tests {
             assert_eq!(e.pid(), std::process::id());
         }
         assert!(r.try_next().unwrap().is_none());
+    }
+
+    /// Appends a batch of `n` user events with payloads `from..from + n`.
+    fn batch(seg: &Segment, from: u64, n: u64) -> Result<Option<u64>, RingError> {
+        let payloads: Vec<[u8; 8]> = (from..from + n).map(user).collect();
+        let evs: Vec<NewEvent<'_>> = payloads.iter().map(|p| NewEvent::new(EventKind::USER).payload(p)).collect();
+        seg.append_batch(&evs)
+    }
+
+    #[test]
+    fn a_batch_arrives_in_order_with_increasing_sequences_and_clock_values() {
+        let s = segment("batch-order", 64);
+        let seg = &s.seg;
+        let mut r = seg.reader(Start::Now);
+        assert_eq!(seg.append(&NewEvent::new(EventKind::USER).payload(&user(0))).unwrap(), 0);
+        assert_eq!(batch(seg, 1, 10).unwrap(), Some(10));
+        assert_eq!(seg.append(&NewEvent::new(EventKind::USER).payload(&user(11))).unwrap(), 11);
+        assert_eq!(batch(seg, 12, 0).unwrap(), None, "an empty batch appends nothing");
+        let got: Vec<Event> = std::iter::from_fn(|| r.try_next().unwrap()).collect();
+        assert_eq!(got.len(), 12);
+        for (i, e) in got.iter().enumerate() {
+            assert_eq!((e.seq(), e.payload()), (i as u64, &user(i as u64)[..]));
+            assert_eq!(e.pid(), std::process::id());
+        }
+        for w in got.windows(2) {
+            assert!(w[1].hlc() > w[0].hlc(), "clock values strictly increase: {} then {}", w[0].hlc(), w[1].hlc());
+        }
+        assert_eq!(seg.ring_counters().abandoned, 0);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_ring_laps_a_reader_that_is_told_exactly_what_it_missed() {
+        let s = segment("batch-big", 8);
+        let seg = &s.seg;
+        let mut r = seg.reader(Start::At(0));
+        assert_eq!(batch(seg, 0, 20).unwrap(), Some(19));
+        assert_eq!(r.try_next().unwrap_err(), RingError::Lagged { missed: 12, resume_at: 12 });
+        let mut last_hlc = crate::Hlc(0);
+        for i in 12..20 {
+            let e = r.try_next().unwrap().unwrap();
+            assert_eq!((e.seq(), e.payload()), (i, &user(i)[..]));
+            assert!(e.hlc() > last_hlc);
+            last_hlc = e.hlc();
+        }
+        assert!(r.try_next().unwrap().is_none());
+        assert_eq!(r.missed(), 12);
+    }
+
+    #[test]
+    fn a_batch_that_laps_a_slow_reader_reports_the_loss_exactly() {
+        let s = segment("batch-lap", 8);
+        let seg = &s.seg;
+        let mut r = seg.reader(Start::At(0));
+        assert_eq!(batch(seg, 0, 3).unwrap(), Some(2));
+        for i in 0..2 {
+            assert_eq!(r.try_next().unwrap().unwrap().seq(), i);
+        }
+        // Sequences 3..=12: the ring retains 5..=12, so the reader at 2 lost 2, 3 and 4.
+        assert_eq!(batch(seg, 3, 10).unwrap(), Some(12));
+        assert_eq!(r.try_next().unwrap_err(), RingError::Lagged { missed: 3, resume_at: 5 });
+        for i in 5..13 {
+            assert_eq!(r.try_next().unwrap().unwrap().payload(), &user(i)[..]);
+        }
+        assert!(r.try_next().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_batch_with_an_event_that_does_not_fit_appends_nothing() {
+        let s = segment("batch-refused", 16);
+        let seg = &s.seg;
+        let big = [0u8; 89];
+        let evs = [NewEvent::new(EventKind::USER), NewEvent::new(EventKind::USER).payload(&big)];
+        assert!(matches!(seg.append_batch(&evs), Err(RingError::PayloadTooLarge { len: 89, .. })));
+        let long = "t".repeat(25);
+        let evs = [NewEvent::new(EventKind::USER), NewEvent::new(EventKind::USER).topic(&long)];
+        assert!(matches!(seg.append_batch(&evs), Err(RingError::TopicTooLong { len: 25, .. })));
+        assert_eq!(seg.ring_tail(), 0, "a refused batch claims no sequence");
+    }
+
+    #[test]
+    fn a_batch_overtaken_midway_stays_in_order_and_abandons_its_later_claims() {
+        let s = segment("batch-overtaken", 16);
+        let seg = &s.seg;
+        let ring = seg.ring();
+        // A reader declared sequence 1 abandoned before the batch's producer got to it
+        // (it stalled past the bound): the batch's 0 is written, its 1 is overtaken.
+        ring.slot(1)[STAMP].store(stamp(1, ABANDONED), Ordering::Relaxed);
+        let mut recs: Vec<EventRecord> = (0..4u64)
+            .map(|i| NewEvent::new(EventKind::USER).payload(&user(i)).to_record(crate::Hlc(100 + i), None, 7).unwrap())
+            .collect();
+        let abandoned = std::cell::Cell::new(0);
+        let last = ring
+            .append_batch(
+                &mut recs,
+                seg.me.0,
+                seg.lock_wait,
+                |_| false,
+                |_| Ok(()),
+                || abandoned.set(abandoned.get() + 1),
+            )
+            .unwrap();
+        // 0 written; 1 overtaken; 2 and 3 stamped abandoned by the producer; events 1..3
+        // renumbered 4..6, still in order.
+        assert_eq!(last, 6);
+        assert_eq!(abandoned.get(), 2);
+        let mut r = seg.reader(Start::At(0));
+        let got: Vec<(u64, Vec<u8>, u64)> =
+            std::iter::from_fn(|| r.try_next().unwrap()).map(|e| (e.seq(), e.payload().to_vec(), e.hlc().0)).collect();
+        let want: Vec<(u64, Vec<u8>, u64)> =
+            [(0, 0), (4, 1), (5, 2), (6, 3)].iter().map(|&(s, i)| (s, user(i).to_vec(), 100 + i)).collect();
+        assert_eq!(got, want);
+        assert_eq!(r.abandoned_skipped(), 3, "sequences 1, 2 and 3 are skipped, counted");
     }
 
     #[test]

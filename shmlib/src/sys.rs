@@ -227,6 +227,19 @@ mod tests {
     }
 }
 
+/// `CLOCK_REALTIME_COARSE` as time since the Unix epoch: the wall clock as of the
+/// kernel's last timer tick, read from the vDSO without touching the TSC (`None` if the
+/// kernel lacks it, or the clock is before the epoch).
+pub(crate) fn coarse_realtime() -> Option<std::time::Duration> {
+    let mut ts = nix::libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    if rc != 0 || ts.tv_sec < 0 {
+        return None;
+    }
+    Some(std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
 /// Sleeps while `*word == expected`, for at most `timeout`, using the *shared* futex
 /// operation (no `FUTEX_PRIVATE_FLAG`: the word lives in memory mapped by several
 /// processes, and private futexes are keyed by address space). Returns when woken, when

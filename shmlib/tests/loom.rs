@@ -886,6 +886,60 @@ fn ring_writer_declared_dead_never_publishes_its_abandoned_sequence() {
     ]);
 }
 
+#[test]
+fn ring_batch_stays_in_order_beside_a_single_append_that_laps_it() {
+    // A appends a batch of two (one `fetch_add(2)`), B one event, into two slots: the
+    // third sequence laps the first. If B's lap takes slot 0 before A writes its first
+    // event there, A is overtaken, stamps its second claim abandoned and claims both anew.
+    // Two event words (`with_event_words`) keep the copies racing the writes small.
+    const N: usize = 2;
+    const A: u64 = 51;
+    const B: u64 = 52;
+    let seen = Seen::new();
+    let seen2 = seen.clone();
+    check(3, move || {
+        let ring = Arc::new(Ring::new());
+        let batch = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut recs = [event(A), event(A)];
+                let last =
+                    ring.view().with_event_words(N).append_batch(&mut recs, A, WAIT, |_| false, |_| Ok(()), || {});
+                let last = last.expect("append_batch");
+                assert_eq!((recs[0].seq + 1, recs[1].seq), (recs[1].seq, last), "the batch's sequences");
+                last
+            })
+        };
+        let single = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                ring.view().with_event_words(N).append(&mut event(B), B, WAIT, |_| false, |_| Ok(())).expect("append")
+            })
+        };
+        // A reader looking at seq 1 meanwhile: a whole event of whoever may hold it.
+        let reader = {
+            let ring = ring.clone();
+            thread::spawn(move || got(&ring.view().with_event_words(N), 1, N, &[A, B]))
+        };
+        let (last_a, sb) = (batch.join().unwrap(), single.join().unwrap());
+        reader.join().unwrap();
+        let tail = ring.tail.load(Ordering::Relaxed);
+        assert!(sb != last_a && sb != last_a - 1, "B's {sb} is one of A's {}..={last_a}", last_a - 1);
+        // The two newest sequences are retained, whole and with the right producer.
+        let view = ring.view().with_event_words(N);
+        for s in [tail - 2, tail - 1] {
+            let owner = if s == sb { B } else { A };
+            let g = got(&view, s, N, &[owner]);
+            assert_eq!(g, Got::Ready(owner), "seq {s} (tail {tail}, B {sb}, A ..={last_a})");
+        }
+        ring.assert_quiet(tail);
+        seen2.insert((sb, last_a, tail));
+    });
+    // B first; A first (B laps A's first event); and A overtaken by B's lap of slot 0:
+    // its claims 0 and 1 given up (1 stamped abandoned), the batch re-claimed as 3 and 4.
+    seen.assert_reached([(0, 2, 3), (2, 1, 3), (2, 4, 5)]);
+}
+
 /// A reserver's word as the other's scan reads it.
 const ABSENT: u64 = 0;
 const PENDING: u64 = 1;

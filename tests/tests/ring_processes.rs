@@ -2,7 +2,7 @@
 //!
 //! * producers and readers in separate processes account for every sequence number
 //!   exactly (an event seen once, in order, intact; a gap reported as `Lagged` or as an
-//!   abandoned slot, never silently);
+//!   abandoned slot, never silently), with single appends and with `append_batch`;
 //! * a reader lapped by a producer in another process is told exactly what it missed,
 //!   and a fresh reader from the oldest retained event gets exactly the retained ones;
 //! * a producer SIGKILLed between claiming a sequence and publishing it costs readers
@@ -35,6 +35,9 @@ const PRODUCERS_ENV: &str = "WN_RING_PRODUCERS";
 /// A `producer` child sleeps 1 ms after every this many appends (0: never), so that
 /// readers sharing the cores are usually not lapped.
 const PACE_ENV: &str = "WN_RING_PACE";
+/// A `producer` child appends this many events per `append_batch` call (absent or 1:
+/// one `append` each).
+const BATCH_ENV: &str = "WN_RING_BATCH";
 
 /// Producer id of the events the test process itself appends.
 const PARENT_PRODUCER: u64 = 100;
@@ -163,21 +166,32 @@ fn producer() -> Value {
     let seg = attach(Access::ReadWrite);
     let (id, n) = (env_u64(PRODUCER_ENV), env_u64(COUNT_ENV));
     let pace = std::env::var(PACE_ENV).map_or(0, |_| env_u64(PACE_ENV));
+    let batch = std::env::var(BATCH_ENV).map_or(1, |_| env_u64(BATCH_ENV)).max(1);
     let mut seqs = Vec::new();
     let (mut first, mut last) = (None, None);
-    for c in 0..n {
-        let s = append_user(&seg, id, c);
-        if pace != 0 && c % pace == pace - 1 {
+    let mut c = 0;
+    while c < n {
+        let k = batch.min(n - c);
+        let s = if k == 1 {
+            append_user(&seg, id, c)
+        } else {
+            let payloads: Vec<[u8; PAYLOAD_LEN]> = (c..c + k).map(|i| payload(id, i)).collect();
+            let evs: Vec<NewEvent<'_>> = payloads.iter().map(|p| NewEvent::new(EventKind::USER).payload(p)).collect();
+            let got = seg.append_batch(&evs);
+            got.unwrap_or_else(|e| panic!("producer {id}: batch at counter {c}: {e:?}")).expect("a non-empty batch")
+        };
+        if pace != 0 && (c + k) / pace != c / pace {
             std::thread::sleep(Duration::from_millis(1));
         }
         if let Some(prev) = last {
-            assert!(s > prev, "producer {id}: seq {s} after {prev}");
+            assert!(s >= prev + k, "producer {id}: a batch of {k} ending at seq {s} after {prev}");
         }
-        first.get_or_insert(s);
+        first.get_or_insert(s + 1 - k);
         last = Some(s);
         if n <= 10_000 {
-            seqs.push(s);
+            seqs.extend(s + 1 - k..=s);
         }
+        c += k;
     }
     json!({ "appended": n, "first": first, "last": last, "seqs": seqs })
 }
@@ -299,7 +313,7 @@ fn parker() -> Value {
 /// until the END event the test appends last. Every reader must account for every
 /// sequence number exactly once: an intact event in order, a `Lagged` gap, or an
 /// abandoned slot. Returns the readers' reports.
-fn producers_and_readers_account_for_every_sequence(tag: &str, pace: u64) -> Vec<Value> {
+fn producers_and_readers_account_for_every_sequence(tag: &str, pace: u64, batch: u64) -> Vec<Value> {
     const PRODUCERS: u64 = 2;
     const READERS: usize = 2;
     const PER_PRODUCER: u64 = 500_000;
@@ -316,8 +330,12 @@ fn producers_and_readers_account_for_every_sequence(tag: &str, pace: u64) -> Vec
     }
     let mut producers: Vec<Proc> = (0..PRODUCERS)
         .map(|p| {
-            let env =
-                [(PRODUCER_ENV, p.to_string()), (COUNT_ENV, PER_PRODUCER.to_string()), (PACE_ENV, pace.to_string())];
+            let env = [
+                (PRODUCER_ENV, p.to_string()),
+                (COUNT_ENV, PER_PRODUCER.to_string()),
+                (PACE_ENV, pace.to_string()),
+                (BATCH_ENV, batch.to_string()),
+            ];
             g.spawn_role("producer", &env)
         })
         .collect();
@@ -368,14 +386,21 @@ fn paced_producers_and_readers_in_separate_processes_see_every_event_exactly_onc
     // Producers pause often enough for the readers to keep up (they share two cores), so
     // readers are normally never lapped and then must see all 1,000,000 events. Should
     // a busy machine starve a reader anyway, its gaps must still be reported exactly.
-    producers_and_readers_account_for_every_sequence("ring-mpmc-paced", 1024);
+    producers_and_readers_account_for_every_sequence("ring-mpmc-paced", 1024, 1);
+}
+
+#[test]
+fn batching_producers_and_readers_in_separate_processes_account_for_every_event() {
+    // As above, the producers appending 7 events per `append_batch` (a size that does not
+    // divide the ring, so batches straddle its wrap-around).
+    producers_and_readers_account_for_every_sequence("ring-mpmc-batch", 1024, 7);
 }
 
 #[test]
 fn unpaced_producers_outrunning_readers_report_every_gap_exactly() {
     // Producers at full speed usually lap the readers (the machine decides): whatever
     // the readers miss must be reported as `Lagged`, exactly.
-    let reports = producers_and_readers_account_for_every_sequence("ring-mpmc-unpaced", 0);
+    let reports = producers_and_readers_account_for_every_sequence("ring-mpmc-unpaced", 0, 1);
     let lagged = reports.iter().filter(|r| u64_of(r, "missed") > 0).count();
     eprintln!("ring_processes: unpaced: {lagged} of {} readers were lapped", reports.len());
 }
