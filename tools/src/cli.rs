@@ -4,9 +4,8 @@
 //! listing cannot drift from what the parser accepts.
 
 use crate::cmd::{
-    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, mcp, metrics, nodes, persist, reserve, serve,
-    stat,
-    tasks, token, top,
+    agents, commands, docs, doctor, dump, events, labels, lifecycle, mail, mcp, metrics, nodes, persist, reserve,
+    serve, stat, tasks, token, top,
 };
 use crate::ctx::Ctx;
 use crate::fail::Fail;

@@ -6,7 +6,9 @@
 //!   pinned maturin, pytest and redis-py from PyPI, `pip install ./python` into it (a
 //!   dev-profile build), and pytest on `python/tests` against the workspace's debug
 //!   `worknoded`.
-//!   `--python-only` skips the Rust tests, `--rust-only` the Python ones.
+//!   `--python-only` skips the Rust tests, `--rust-only` the Python ones. Before the
+//!   Rust tests, the OS packages they need (headless Chromium) are installed with
+//!   `apt-get` when missing and running as root; otherwise the task says what to run.
 //!
 //! Every step runs with a deadline; a step that passes it is killed and the task fails
 //! naming the step.
@@ -27,6 +29,7 @@ const PIP_PINS: Duration = Duration::from_secs(900);
 const PIP_SDK: Duration = Duration::from_secs(2400);
 const PYTEST: Duration = Duration::from_secs(1800);
 const PROBE: Duration = Duration::from_secs(60);
+const APT: Duration = Duration::from_secs(1200);
 
 /// Why a task failed: printed as one line.
 struct Failed(String);
@@ -152,12 +155,45 @@ fn test(args: &[String]) -> Result<(), Failed> {
     }
     let root = root();
     if rust {
+        os_packages()?;
         run("cargo test --workspace", cargo().arg("test").arg("--workspace").current_dir(&root), CARGO_TEST)?;
     }
     if python {
         python_tests(&root)?;
     }
     Ok(())
+}
+
+/// The programs the Rust tests start that a fresh machine lacks, and the Debian/Ubuntu
+/// package of each: headless Chromium loads `wn serve`'s dashboard
+/// (`tools/tests/serve.rs`).
+const OS_PACKAGES: [(&str, &str); 1] = [("/usr/bin/chromium", "chromium")];
+
+/// Installs the missing [`OS_PACKAGES`] with `apt-get` when running as root (CI, a fresh
+/// container); otherwise fails with the command to run.
+fn os_packages() -> Result<(), Failed> {
+    let missing: Vec<&str> =
+        OS_PACKAGES.iter().filter(|(path, _)| !Path::new(path).exists()).map(|(_, p)| *p).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root_user = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root_user || !probe(Command::new("apt-get").arg("--version"), PROBE) {
+        return Err(Failed(format!(
+            "the tests need {} (not installed): run `sudo apt-get install {}` and retry",
+            missing.join(", "),
+            missing.join(" ")
+        )));
+    }
+    run("apt-get update", Command::new("apt-get").args(["update", "-qq"]), APT)?;
+    run(
+        &format!("apt-get install {}", missing.join(" ")),
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        APT,
+    )
 }
 
 fn python_tests(root: &Path) -> Result<(), Failed> {
