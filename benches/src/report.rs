@@ -288,6 +288,9 @@ impl Report {
         // How much the claim rate falls from 1 000 to 10 000 to 100 000 ready tasks (1× is
         // a claim that does not depend on the board's size).
         rates("claims-1", "claims-1-100k");
+        // Worknode's claim at 10 000 ready tasks beside the same loop on Redis and SQLite.
+        rates("claims-1", "claims-redis");
+        rates("claims-1", "claims-sqlite");
         out
     }
 

@@ -290,6 +290,8 @@ pub fn specs() -> Vec<Spec> {
         spec!("claims-1-100k", "claims", "claim_next + complete, 1 process, 100 000 tasks", |c| {
             claims::run(c, 1, 100_000)
         }),
+        spec!("claims-redis", "claims", "Redis LMOVE ready→claimed + HSET, then HSET + LREM (pipelined)", claims::redis),
+        spec!("claims-sqlite", "claims", "SQLite WAL: indexed UPDATE … RETURNING claim, then UPDATE complete", claims::sqlite),
         spec!(
             "handoff-worknode",
             "handoff",
