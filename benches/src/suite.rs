@@ -2,7 +2,7 @@
 //! hidden child roles.
 //!
 //! Every measurement has an id (`ring-spin`, `uds`, `tput-ring-1to1`, …) and a group
-//! (`latency`, `throughput`, `coordination`, `claims`, `durability`). `--only` takes a
+//! (`latency`, `throughput`, `coordination`, `claims`, `durability`, `scale`, …). `--only` takes a
 //! comma-separated list; an item selects the measurements whose id or group contains it.
 //! A measurement that cannot run here (no `redis-server`, iceoryx2 failing to start) is
 //! reported as skipped with the reason; one that fails is reported as failed and makes
@@ -236,7 +236,7 @@ macro_rules! spec {
 /// Every measurement, in the order they run.
 pub fn specs() -> Vec<Spec> {
     use crate::broker::{self, Op, Path};
-    use crate::{claims, durability, floor, iceoryx, kernel_ipc, mcp, redis_peer, ring, sqlite, throughput};
+    use crate::{claims, durability, floor, iceoryx, kernel_ipc, mcp, redis_peer, restore, ring, scale, sqlite, throughput};
     use worknode::Wait;
     vec![
         spec!("floor", "latency", "cache-line ping-pong (shared mapping, spin): the physical floor", floor::run),
@@ -367,6 +367,26 @@ pub fn specs() -> Vec<Spec> {
         }),
         spec!("sqlite-insert-full", "durability", "SQLite WAL INSERT 64 B + commit, synchronous=FULL", |c| {
             sqlite::insert(c, "FULL")
+        }),
+        spec!("ls-100k", "scale", "wn ls --status failed: Segment::query over 100 000 tasks", |c| {
+            scale::library(c, scale::Op::Ls)
+        }),
+        spec!("tree-100k", "scale", "wn tree: tree_lines over 100 000 tasks", |c| scale::library(c, scale::Op::Tree)),
+        spec!("rollup-100k", "scale", "wn rollup: Segment::rollup over 100 000 tasks", |c| {
+            scale::library(c, scale::Op::Rollup)
+        }),
+        spec!("ls-100k-wn", "scale", "`wn ls --status failed` end to end, 100 000 tasks", |c| {
+            scale::binary(c, scale::Op::Ls)
+        }),
+        spec!("tree-100k-wn", "scale", "`wn tree` end to end, 100 000 tasks", |c| scale::binary(c, scale::Op::Tree)),
+        spec!("restore-100k", "scale", "worknoded start after SIGTERM: rebuild of 100k nodes + 1M events", |c| {
+            restore::run(c, restore::Stop::Clean)
+        }),
+        spec!("restore-100k-adopt", "scale", "worknoded start after SIGKILL: adopt the live segment", |c| {
+            restore::run(c, restore::Stop::KillAdopt)
+        }),
+        spec!("restore-100k-lost", "scale", "worknoded start after SIGKILL + segment lost: rebuild from the journal", |c| {
+            restore::run(c, restore::Stop::KillLost)
         }),
     ]
 }
