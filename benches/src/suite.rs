@@ -31,9 +31,12 @@ pub struct Cli {
     /// Write the results (machine description, one entry per measurement) as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write an SVG plot of the latency percentiles per mechanism.
+    /// Write an SVG plot: a panel per group, latency percentiles or rates per mechanism.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Draw the plot (`--plot FILE`) from a run's `--json` file instead of running.
+    #[arg(long, value_name = "FILE.json", requires = "plot")]
+    pub plot_from: Option<PathBuf>,
     /// Run only these measurements: comma-separated ids or groups, or parts of them
     /// (e.g. `ring,uds` or `latency`). `--list` shows them.
     #[arg(long, value_name = "NAME[,NAME...]")]
@@ -412,6 +415,18 @@ pub fn main() -> ExitCode {
     if let Some(role) = cli.role.as_deref() {
         return run_role(role, &cli);
     }
+    if let (Some(from), Some(to)) = (&cli.plot_from, &cli.plot) {
+        return match crate::plot::read_run(from).and_then(|doc| crate::plot::write(to, &doc)) {
+            Ok(()) => {
+                println!("wrote {}", to.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wn-bench: cannot draw the plot from {}: {e}", from.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let specs = specs();
     if cli.list {
         for s in &specs {
@@ -479,7 +494,7 @@ pub fn main() -> ExitCode {
         }
     }
     if let Some(path) = &cli.plot {
-        match crate::plot::write(path, &report) {
+        match crate::plot::write(path, &report.json()) {
             Ok(()) => println!("wrote {}", path.display()),
             Err(e) => {
                 eprintln!("wn-bench: cannot write the plot {}: {e}", path.display());
