@@ -148,13 +148,14 @@ pub fn redis(ctx: &Ctx) -> Result<Measured, Fail> {
     let started = std::time::Instant::now();
     let mut claimed = 0u64;
     loop {
-        let id: Option<u32> = redis::cmd("LMOVE")
-            .arg("wnb:ready")
-            .arg("wnb:claimed")
-            .arg("LEFT")
-            .arg("RIGHT")
-            .query(&mut con)
-            .map_err(rerr)?;
+        let id: Option<u32> =
+            match redis::cmd("LMOVE").arg("wnb:ready").arg("wnb:claimed").arg("LEFT").arg("RIGHT").query(&mut con) {
+                Ok(id) => id,
+                Err(e) if e.to_string().to_lowercase().contains("unknown command") => {
+                    return Err(Fail::Skip(format!("skipped: LMOVE needs Redis 6.2 or later ({})", server.version)));
+                }
+                Err(e) => return Err(rerr(e).into()),
+            };
         let Some(id) = id else { break };
         let key = format!("wnb:task:{id}");
         redis::cmd("HSET")
@@ -222,8 +223,9 @@ pub fn sqlite(ctx: &Ctx) -> Result<Measured, Fail> {
     .map_err(serr)?;
     {
         let tx = c.transaction().map_err(serr)?;
-        let mut ins =
-            tx.prepare("INSERT INTO tasks(id, status, priority, holder) VALUES (?1, 'ready', ?2, NULL)").map_err(serr)?;
+        let mut ins = tx
+            .prepare("INSERT INTO tasks(id, status, priority, holder) VALUES (?1, 'ready', ?2, NULL)")
+            .map_err(serr)?;
         for k in 0..n {
             // Priorities 0..9 so ORDER BY has work to do; the index keeps it a seek.
             ins.execute(params![k as i64, (k % 10) as i64]).map_err(serr)?;

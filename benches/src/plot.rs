@@ -27,7 +27,7 @@ const PANELS: [(&str, &str); 10] = [
     ("throughput", "Throughput: events per second"),
     ("claims", "Claims: claim_next + complete per second, one process unless said"),
     ("durability", "Durable append: worknoded --fsync policies vs SQLite INSERT + commit"),
-    ("scale", "Scale: inspection calls over 100 000 tasks; worknoded restart over 100k nodes + 1M events"),
+    ("scale", "Scale: inspection calls over a big board; worknoded start over its data directory"),
     ("broker", "Brokered writes: direct vs through the broker vs Redis"),
     ("handoff", "Work hand-off between parked agents (round trip)"),
     ("mail", "Messages between blocked agents (round trip)"),
@@ -71,8 +71,13 @@ fn family(id: &str) -> Family {
 }
 
 /// Blues for the Worknode rows of a panel, dark to light.
-const BLUES: [RGBColor; 5] =
-    [RGBColor(8, 48, 107), RGBColor(33, 102, 172), RGBColor(66, 146, 198), RGBColor(23, 80, 150), RGBColor(107, 174, 214)];
+const BLUES: [RGBColor; 5] = [
+    RGBColor(8, 48, 107),
+    RGBColor(33, 102, 172),
+    RGBColor(66, 146, 198),
+    RGBColor(23, 80, 150),
+    RGBColor(107, 174, 214),
+];
 
 fn colour(f: Family, nth_worknode: usize) -> RGBColor {
     match f {
@@ -139,6 +144,34 @@ fn fmt_rate(v: f64) -> String {
     }
 }
 
+/// The panel's title; the scale panel's names the board its rows measured (`--quick`
+/// runs a smaller one), from the rows' `tasks` and `events` extras.
+fn sized_title(doc: &Value, group: &str, title: &str) -> String {
+    if group != "scale" {
+        return title.to_string();
+    }
+    let extra = |k: &str| {
+        doc["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["group"] == group)
+            .find_map(|e| e["extra"][k].as_u64())
+    };
+    match (extra("tasks"), extra("events")) {
+        (Some(t), Some(ev)) => {
+            format!("Scale: inspection calls over {t} tasks; worknoded start over {t} tasks + {ev} events")
+        }
+        (Some(t), None) => format!("Scale: inspection calls over {t} tasks"),
+        _ => title.to_string(),
+    }
+}
+
+/// A darker shade of `c`, for text beside a bar (light blues are hard to read).
+fn ink(c: RGBColor) -> RGBColor {
+    RGBColor((c.0 as f64 * 0.7) as u8, (c.1 as f64 * 0.7) as u8, (c.2 as f64 * 0.7) as u8)
+}
+
 /// The caption: mode and machine.
 fn caption(doc: &Value) -> String {
     let s = &doc["system"];
@@ -168,6 +201,7 @@ fn err(e: impl std::fmt::Display) -> String {
 pub fn write(path: &Path, doc: &Value) -> Result<(), String> {
     let mut panels = Vec::new();
     for (group, title) in PANELS {
+        let title = sized_title(doc, group, title);
         // A group with latencies is drawn as latencies (durability rows have both).
         let lat = rows(doc, group, false);
         if !lat.is_empty() {
@@ -188,10 +222,16 @@ pub fn write(path: &Path, doc: &Value) -> Result<(), String> {
     let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let (top, mut rest) = root.split_vertically(head);
-    top.draw_text("Worknode beside the mechanisms it replaces", &("sans-serif", 26).into_font().color(&BLACK), (20, 10))
+    top.draw_text(
+        "Worknode beside the mechanisms it replaces",
+        &("sans-serif", 26).into_font().color(&BLACK),
+        (20, 10),
+    )
+    .map_err(err)?;
+    top.draw_text(&caption(doc), &("sans-serif", 16).into_font().color(&RGBColor(70, 70, 70)), (20, 44))
         .map_err(err)?;
-    top.draw_text(&caption(doc), &("sans-serif", 16).into_font().color(&RGBColor(70, 70, 70)), (20, 44)).map_err(err)?;
     for (title, rows, rates) in &panels {
+        let title = title.as_str();
         let (area, below) = rest.split_vertically(panel_h(rows.len()));
         rest = below;
         if *rates {
@@ -241,7 +281,11 @@ where
         .map_err(err)
 }
 
-fn latency_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, title: &str, rows: &[Row]) -> Result<(), String>
+fn latency_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    rows: &[Row],
+) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
@@ -264,22 +308,37 @@ where
         let Some([p50, p99, max]) = r.lat else { continue };
         let y = y_of(i, n);
         let c = r.colour;
-        chart.draw_series(std::iter::once(PathElement::new(vec![(p99, y), (max, y)], c.stroke_width(2)))).map_err(err)?;
         chart
-            .draw_series(std::iter::once(Rectangle::new([(p50, y - 0.17), (p99.max(p50 * 1.02), y + 0.17)], c.filled())))
+            .draw_series(std::iter::once(PathElement::new(vec![(p99, y), (max, y)], c.stroke_width(2))))
             .map_err(err)?;
-        chart.draw_series(std::iter::once(PathElement::new(vec![(max, y - 0.25), (max, y + 0.25)], c.stroke_width(2)))).map_err(err)?;
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(p50, y - 0.17), (p99.max(p50 * 1.02), y + 0.17)],
+                c.filled(),
+            )))
+            .map_err(err)?;
+        chart
+            .draw_series(std::iter::once(PathElement::new(vec![(max, y - 0.25), (max, y + 0.25)], c.stroke_width(2))))
+            .map_err(err)?;
         chart.draw_series(std::iter::once(Circle::new((p50, y), 6, c.filled()))).map_err(err)?;
         chart.draw_series(std::iter::once(Circle::new((p50, y), 6, BLACK.stroke_width(1)))).map_err(err)?;
         let text = format!("p50 {}  p99 {}", fmt_ns(p50 as u64), fmt_ns(p99 as u64));
         chart
-            .draw_series(std::iter::once(Text::new(text, (max * 1.25, y + 0.28), ("sans-serif", 14).into_font().color(&c))))
+            .draw_series(std::iter::once(Text::new(
+                text,
+                (max * 1.25, y + 0.28),
+                ("sans-serif", 14).into_font().color(&ink(c)),
+            )))
             .map_err(err)?;
     }
     Ok(())
 }
 
-fn rate_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, title: &str, rows: &[Row]) -> Result<(), String>
+fn rate_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    rows: &[Row],
+) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
@@ -319,9 +378,15 @@ where
     for (i, r) in rows.iter().enumerate() {
         let Some((v, _)) = &r.rate else { continue };
         let y = y_of(i, n);
-        chart.draw_series(std::iter::once(Rectangle::new([(base, y - 0.3), (*v, y + 0.3)], r.colour.filled()))).map_err(err)?;
         chart
-            .draw_series(std::iter::once(Text::new(fmt_rate(*v), (*v * 1.04, y + 0.25), ("sans-serif", 14).into_font().color(&r.colour))))
+            .draw_series(std::iter::once(Rectangle::new([(base, y - 0.3), (*v, y + 0.3)], r.colour.filled())))
+            .map_err(err)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                fmt_rate(*v),
+                (*v * 1.04, y + 0.25),
+                ("sans-serif", 14).into_font().color(&ink(r.colour)),
+            )))
             .map_err(err)?;
     }
     Ok(())

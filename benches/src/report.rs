@@ -154,7 +154,9 @@ fn measurement_of(group: &str) -> &'static str {
         "handoff" => "round trip of two work hand-offs between parked agents",
         "mail" => "round trip of two messages between agents blocked on their inboxes",
         "mcp" => "one agent's tool call: over `wn mcp` stdio vs `wn --json` run per call",
-        "scale" => "time per inspection call over a 100 000-task board; daemon start to ready over 100k nodes + 1M events",
+        "scale" => {
+            "time per inspection call over a 100 000-task board; daemon start to ready over 100k nodes + 1M events"
+        }
         _ => "append latency and rate",
     }
 }

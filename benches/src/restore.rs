@@ -134,7 +134,10 @@ fn check(name: &str, b: &Board, events: u64) -> Result<(), String> {
     let seg = Segment::attach(name, Access::ReadOnly).map_err(|e| format!("attach after restart: {e}"))?;
     let r = seg.rollup(b.project, None).map_err(|e| format!("rollup after restart: {e}"))?;
     if r.total != b.tasks as u64 || r.by_status != b.by_status {
-        return Err(format!("after restart {} tasks {:?}, the board had {} {:?}", r.total, r.by_status, b.tasks, b.by_status));
+        return Err(format!(
+            "after restart {} tasks {:?}, the board had {} {:?}",
+            r.total, r.by_status, b.tasks, b.by_status
+        ));
     }
     if seg.ring_tail() < events {
         return Err(format!("after restart the ring's tail is {}, {events} events were written", seg.ring_tail()));
@@ -144,7 +147,9 @@ fn check(name: &str, b: &Board, events: u64) -> Result<(), String> {
 
 fn dir_bytes(p: &Path) -> u64 {
     std::fs::read_dir(p)
-        .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .map(|rd| {
+            rd.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+        })
         .unwrap_or(0)
 }
 
@@ -196,7 +201,9 @@ pub fn run(ctx: &Ctx, stop: Stop) -> Result<Measured, Fail> {
         let deadline = Instant::now() + Duration::from_secs(120);
         while seg.journal_cursor() < tail {
             if Instant::now() > deadline {
-                return Err(format!("the journal reached {} of {tail} events within 120 s", seg.journal_cursor()).into());
+                return Err(
+                    format!("the journal reached {} of {tail} events within 120 s", seg.journal_cursor()).into()
+                );
             }
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -109,7 +109,10 @@ fn plan(ctx: &Ctx, spawned: bool) -> CallPlan {
 }
 
 /// Times `call` per `plan`; returns the recorder and a note if the cap stopped it.
-fn time_calls(plan: &CallPlan, mut call: impl FnMut() -> Result<(), String>) -> Result<(Recorder, Vec<String>), String> {
+fn time_calls(
+    plan: &CallPlan,
+    mut call: impl FnMut() -> Result<(), String>,
+) -> Result<(Recorder, Vec<String>), String> {
     for _ in 0..plan.warmup {
         call()?;
     }
@@ -151,7 +154,8 @@ fn tree_nodes(seg: &Segment, b: &Board) -> Result<usize, String> {
 
 fn build(ctx: &Ctx) -> Result<(TempSegment, Board, f64), String> {
     let n = tasks(ctx);
-    let caps = Capacities { nodes: slots(n), events: 1 << 16, agents: 8, blob_chunks: 1, sets: 1, ..Capacities::default() };
+    let caps =
+        Capacities { nodes: slots(n), events: 1 << 16, agents: 8, blob_chunks: 1, sets: 1, ..Capacities::default() };
     let seg = TempSegment::create("scale", &caps).map_err(e2s)?;
     let t = Instant::now();
     let b = board(&seg, n)?;
@@ -178,24 +182,29 @@ pub fn library(ctx: &Ctx, op: Op) -> Result<Measured, Fail> {
         Op::Tree => time_calls(&plan(ctx, false), || {
             let (drawn, cut) = wn::cmd::nodes::tree_lines(&seg, seg.root(), None, &style, lines + 1)
                 .map_err(|f| format!("tree_lines: {}", f.message))?;
-            (drawn.len() == lines && !cut)
-                .then_some(())
-                .ok_or_else(|| format!("tree_lines drew {} lines (cut: {cut}), the board has {lines} nodes", drawn.len()))
+            (drawn.len() == lines && !cut).then_some(()).ok_or_else(|| {
+                format!("tree_lines drew {} lines (cut: {cut}), the board has {lines} nodes", drawn.len())
+            })
         })?,
         Op::Rollup => time_calls(&plan(ctx, false), || {
             let r = seg.rollup(b.project, None).map_err(e2s)?;
-            (r.total == b.tasks as u64 && r.by_status == b.by_status)
-                .then_some(())
-                .ok_or_else(|| format!("rollup counted {} tasks {:?}, the board has {} {:?}", r.total, r.by_status, b.tasks, b.by_status))
+            (r.total == b.tasks as u64 && r.by_status == b.by_status).then_some(()).ok_or_else(|| {
+                format!(
+                    "rollup counted {} tasks {:?}, the board has {} {:?}",
+                    r.total, r.by_status, b.tasks, b.by_status
+                )
+            })
         })?,
     };
     let what = match op {
-        Op::Ls => format!("Segment::query {{ status: failed, limit: 100 }}: {failed} matches, every slot's summary read"),
+        Op::Ls => {
+            format!("Segment::query {{ status: failed, limit: 100 }}: {failed} matches, every slot's summary read")
+        }
         Op::Tree => format!("wn::cmd::nodes::tree_lines of the root, uncoloured: {lines} lines drawn per call"),
         Op::Rollup => format!("Segment::rollup of the project: {} tasks counted per call", b.tasks),
     };
     notes.insert(0, format!("{} tasks in {} folders (board built in {built:.2} s); {what}", b.tasks, b.folders));
-    Ok(Measured::latency(rec.stats(), notes).pinned("single process (pinned)".into()))
+    Ok(Measured::latency(rec.stats(), notes).pinned("single process (pinned)".into()).with("tasks", b.tasks.into()))
 }
 
 fn run_wn(wn: &Path, segment: &str, args: &[&str]) -> Result<Vec<u8>, String> {
@@ -213,17 +222,21 @@ fn run_wn(wn: &Path, segment: &str, args: &[&str]) -> Result<Vec<u8>, String> {
     Ok(out.stdout)
 }
 
+/// Checks what one `wn` call printed.
+type OutputCheck = Box<dyn Fn(&[u8]) -> Result<(), String>>;
+
 /// One `wn` end-to-end row (`ls` or `tree`).
 pub fn binary(ctx: &Ctx, op: Op) -> Result<Measured, Fail> {
     let wn = crate::durability::locate_binary("wn")?;
     let (seg, b, built) = build(ctx)?;
     let failed = b.by_status[Status::Failed.code() as usize];
     let lines = tree_nodes(&seg, &b)?;
-    let (args, check): (&[&str], Box<dyn Fn(&[u8]) -> Result<(), String>>) = match op {
+    let (args, check): (&[&str], OutputCheck) = match op {
         Op::Ls => (
             &["--json", "ls", "--status", "failed"],
             Box::new(move |out: &[u8]| {
-                let v: serde_json::Value = serde_json::from_slice(out).map_err(|e| format!("wn ls printed non-JSON: {e}"))?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(out).map_err(|e| format!("wn ls printed non-JSON: {e}"))?;
                 (v["count"].as_u64() == Some(failed))
                     .then_some(())
                     .ok_or_else(|| format!("wn ls listed {} failed tasks, the board has {failed}", v["count"]))
@@ -233,7 +246,9 @@ pub fn binary(ctx: &Ctx, op: Op) -> Result<Measured, Fail> {
             &["tree"],
             Box::new(move |out: &[u8]| {
                 let got = out.split(|c| *c == b'\n').filter(|l| !l.is_empty()).count();
-                (got == lines).then_some(()).ok_or_else(|| format!("wn tree printed {got} lines, the board has {lines} nodes"))
+                (got == lines)
+                    .then_some(())
+                    .ok_or_else(|| format!("wn tree printed {got} lines, the board has {lines} nodes"))
             }),
         ),
         Op::Rollup => return Err("no end-to-end rollup row".into()),
@@ -249,5 +264,7 @@ pub fn binary(ctx: &Ctx, op: Op) -> Result<Measured, Fail> {
             args.join(" ")
         ),
     );
-    Ok(Measured::latency(rec.stats(), notes).pinned("harness pinned; each wn on the harness's CPU".into()))
+    Ok(Measured::latency(rec.stats(), notes)
+        .pinned("harness pinned; each wn on the harness's CPU".into())
+        .with("tasks", b.tasks.into()))
 }

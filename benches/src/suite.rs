@@ -239,7 +239,9 @@ macro_rules! spec {
 /// Every measurement, in the order they run.
 pub fn specs() -> Vec<Spec> {
     use crate::broker::{self, Op, Path};
-    use crate::{claims, durability, floor, iceoryx, kernel_ipc, mcp, redis_peer, restore, ring, scale, sqlite, throughput};
+    use crate::{
+        claims, durability, floor, iceoryx, kernel_ipc, mcp, redis_peer, restore, ring, scale, sqlite, throughput,
+    };
     use worknode::Wait;
     vec![
         spec!("floor", "latency", "cache-line ping-pong (shared mapping, spin): the physical floor", floor::run),
@@ -293,8 +295,18 @@ pub fn specs() -> Vec<Spec> {
         spec!("claims-1-100k", "claims", "claim_next + complete, 1 process, 100 000 tasks", |c| {
             claims::run(c, 1, 100_000)
         }),
-        spec!("claims-redis", "claims", "Redis LMOVE ready→claimed + HSET, then HSET + LREM (pipelined)", claims::redis),
-        spec!("claims-sqlite", "claims", "SQLite WAL: indexed UPDATE … RETURNING claim, then UPDATE complete", claims::sqlite),
+        spec!(
+            "claims-redis",
+            "claims",
+            "Redis LMOVE ready→claimed + HSET, then HSET + LREM (pipelined)",
+            claims::redis
+        ),
+        spec!(
+            "claims-sqlite",
+            "claims",
+            "SQLite WAL: indexed UPDATE … RETURNING claim, then UPDATE complete",
+            claims::sqlite
+        ),
         spec!(
             "handoff-worknode",
             "handoff",
@@ -388,9 +400,12 @@ pub fn specs() -> Vec<Spec> {
         spec!("restore-100k-adopt", "scale", "worknoded start after SIGKILL: adopt the live segment", |c| {
             restore::run(c, restore::Stop::KillAdopt)
         }),
-        spec!("restore-100k-lost", "scale", "worknoded start after SIGKILL + segment lost: rebuild from the journal", |c| {
-            restore::run(c, restore::Stop::KillLost)
-        }),
+        spec!(
+            "restore-100k-lost",
+            "scale",
+            "worknoded start after SIGKILL + segment lost: rebuild from the journal",
+            |c| { restore::run(c, restore::Stop::KillLost) }
+        ),
     ]
 }
 
