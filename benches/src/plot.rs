@@ -158,13 +158,26 @@ fn sized_title(doc: &Value, group: &str, title: &str) -> String {
             .filter(|e| e["group"] == group)
             .find_map(|e| e["extra"][k].as_u64())
     };
-    match (extra("tasks"), extra("events")) {
+    match (extra("tasks").map(grouped), extra("events").map(grouped)) {
         (Some(t), Some(ev)) => {
             format!("Scale: inspection calls over {t} tasks; worknoded start over {t} tasks + {ev} events")
         }
         (Some(t), None) => format!("Scale: inspection calls over {t} tasks"),
         _ => title.to_string(),
     }
+}
+
+/// `100 000`: digits in groups of three.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A darker shade of `c`, for text beside a bar (light blues are hard to read).
@@ -404,4 +417,68 @@ pub fn read_run(path: &Path) -> Result<Value, String> {
         return Err(format!("{} is not a wn-bench --json document (no harness/entries)", path.display()));
     }
     Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn groups_digits_by_three() {
+        assert_eq!(
+            [grouped(0), grouped(999), grouped(1000), grouped(100_000), grouped(1_000_000)],
+            ["0", "999", "1 000", "100 000", "1 000 000"]
+        );
+    }
+
+    #[test]
+    fn a_peer_keeps_its_family_across_groups() {
+        for id in ["redis-pubsub", "coord-redis", "claims-redis", "handoff-redis", "broker-claim-redis"] {
+            assert_eq!(family(id), Family::Redis, "{id}");
+        }
+        for id in ["sqlite-wal", "coord-sqlite-1ms", "claims-sqlite", "sqlite-insert-full"] {
+            assert_eq!(family(id), Family::Sqlite, "{id}");
+        }
+        for id in ["ring-spin", "coord-ring-park", "claims-1-100k", "durable-always", "restore-100k"] {
+            assert_eq!(family(id), Family::Worknode, "{id}");
+        }
+        let kernel: Vec<RGBColor> = ["eventfd", "pipe", "uds", "tcp"].iter().map(|id| colour(family(id), 0)).collect();
+        for (i, a) in kernel.iter().enumerate() {
+            assert!(kernel[i + 1..].iter().all(|b| b != a), "kernel IPC colours must differ: {kernel:?}");
+        }
+    }
+
+    #[test]
+    fn plots_a_document_and_refuses_an_empty_one() {
+        let dir = std::env::temp_dir().join(format!("wn-bench-plot-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let doc = json!({
+            "harness": "wn-bench", "mode": "quick",
+            "system": { "cpu_model": "Test CPU", "nproc": 2, "kernel": "Linux 6.1 #1 x86_64", "loadavg_before": "0.1 0.2 0.3 1/2 3" },
+            "entries": [
+                { "id": "ring-spin", "group": "latency", "status": "ok",
+                  "latency_ns": { "p50": 700, "p99": 1100, "max": 9000 } },
+                { "id": "uds", "group": "latency", "status": "skipped" },
+                { "id": "claims-1", "group": "claims", "status": "ok",
+                  "rate": { "per_sec": 400000.0, "unit": "claims/s" } },
+                { "id": "ls-100k", "group": "scale", "status": "ok", "extra": { "tasks": 5000 },
+                  "latency_ns": { "p50": 20000, "p99": 30000, "max": 40000 } },
+            ],
+        });
+        assert_eq!(rows(&doc, "latency", false).len(), 1, "the skipped row is left out");
+        assert_eq!(sized_title(&doc, "scale", "x"), "Scale: inspection calls over 5 000 tasks");
+        let path = dir.join("plot.svg");
+        write(&path, &doc).expect("plot");
+        let svg = std::fs::read_to_string(&path).expect("svg written");
+        for text in ["ring-spin", "claims-1", "ls-100k", "Test CPU", "quick mode"] {
+            assert!(svg.contains(text), "the SVG names {text}");
+        }
+        assert!(!svg.contains(">uds<"), "a skipped row is not drawn");
+        let empty = json!({ "harness": "wn-bench", "entries": [] });
+        assert!(write(&dir.join("empty.svg"), &empty).is_err());
+        std::fs::write(dir.join("bad.json"), "{\"entries\": []}").expect("write");
+        assert!(read_run(&dir.join("bad.json")).is_err(), "not a wn-bench document");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
