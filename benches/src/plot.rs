@@ -230,7 +230,7 @@ pub fn write(path: &Path, doc: &Value) -> Result<(), String> {
         return Err("the run has no measurement to plot".into());
     }
     let head = 70u32;
-    let panel_h = |n: usize| 90 + ROW_H * n as u32;
+    let panel_h = |n: usize| 100 + ROW_H * n.max(3) as u32;
     let height = head + panels.iter().map(|p| panel_h(p.1.len())).sum::<u32>();
     let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -286,6 +286,8 @@ where
         .y_label_formatter(&y_fmt)
         .y_label_style(("monospace", 15))
         .x_labels(12)
+        .x_label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
         .x_label_formatter(x_fmt)
         .x_desc(x_desc)
         .light_line_style(RGBColor(235, 235, 235))
