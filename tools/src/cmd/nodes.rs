@@ -223,7 +223,7 @@ pub fn run_tree(ctx: &Ctx, a: &TreeArgs) -> Result<(), Fail> {
 }
 
 /// The tree under `top` as `wn tree` draws it, at most `max_lines` lines (and whether
-/// more were left out): `wn tree`, and the MCP tree resource.
+/// more were left out): `wn tree`, the MCP tree resource, and wn-bench's `tree-100k` row.
 pub fn tree_lines(
     seg: &Segment,
     top: Handle,
