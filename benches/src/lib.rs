@@ -8,6 +8,8 @@
 //!   percentiles, the round-trip driver;
 //! * one module per mechanism family: [`floor`], [`ring`], [`kernel_ipc`], [`iceoryx`],
 //!   [`redis_peer`], [`sqlite`], [`throughput`], [`claims`], [`durability`];
+//! * [`scale`], [`restore`]: inspection calls over a 100 000-node board, the daemon's
+//!   restart over a data directory of that board and a million events;
 //! * [`report`], [`plot`], [`sysinfo`]: tables, ratios and goals, the SVG, the machine.
 //!
 //! The benchmarks run against a private segment in `/dev/shm` that no daemon owns.
@@ -44,7 +46,9 @@ pub mod plot;
 pub mod proc;
 pub mod redis_peer;
 pub mod report;
+pub mod restore;
 pub mod ring;
+pub mod scale;
 pub mod shm;
 pub mod sqlite;
 pub mod suite;

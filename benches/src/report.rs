@@ -154,6 +154,9 @@ fn measurement_of(group: &str) -> &'static str {
         "handoff" => "round trip of two work hand-offs between parked agents",
         "mail" => "round trip of two messages between agents blocked on their inboxes",
         "mcp" => "one agent's tool call: over `wn mcp` stdio vs `wn --json` run per call",
+        "scale" => {
+            "time per inspection call over a 100 000-task board; daemon start to ready over 100k nodes + 1M events"
+        }
         _ => "append latency and rate",
     }
 }
@@ -263,6 +266,11 @@ impl Report {
         vs("mcp-show-subprocess", "mcp-show", |s| s.p99, "p99");
         vs("mcp-cycle-subprocess", "mcp-cycle", |s| s.p50, "p50");
         vs("mcp-cycle-subprocess", "mcp-cycle", |s| s.p99, "p99");
+        // What the `wn` process adds to a call, and what a rebuild costs beside an adopt.
+        vs("ls-100k-wn", "ls-100k", |s| s.p50, "p50");
+        vs("tree-100k-wn", "tree-100k", |s| s.p50, "p50");
+        vs("restore-100k", "restore-100k-adopt", |s| s.p50, "p50");
+        vs("restore-100k-lost", "restore-100k", |s| s.p50, "p50");
         for op in ["update", "claim", "read"] {
             let (d, b, r) =
                 (format!("broker-{op}-direct"), format!("broker-{op}-brokered"), format!("broker-{op}-redis"));
@@ -288,6 +296,9 @@ impl Report {
         // How much the claim rate falls from 1 000 to 10 000 to 100 000 ready tasks (1× is
         // a claim that does not depend on the board's size).
         rates("claims-1", "claims-1-100k");
+        // Worknode's claim at 10 000 ready tasks beside the same loop on Redis and SQLite.
+        rates("claims-1", "claims-redis");
+        rates("claims-1", "claims-sqlite");
         out
     }
 
@@ -464,6 +475,10 @@ impl Report {
             ),
             ("mail", "Messages: send, the blocked receiver has it (two per round trip)"),
             ("mcp", "Coding agents: a tool call over `wn mcp` (stdio) vs `wn --json` as a subprocess per call"),
+            (
+                "scale",
+                "Scale: wn ls / tree / rollup over 100 000 tasks (time per call); worknoded start over 100k nodes + 1M events",
+            ),
         ];
         let base = self.lat("ring-spin").map(|s| s.p50);
         let cbase = self.lat("coord-ring-spin").map(|s| s.p50);

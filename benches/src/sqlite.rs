@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn open(path: &Path, synchronous: &str) -> Result<Connection, String> {
+pub(crate) fn open(path: &Path, synchronous: &str) -> Result<Connection, String> {
     let c = Connection::open(path).map_err(|e| format!("sqlite open {}: {e}", path.display()))?;
     c.busy_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
     let mode: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| e.to_string())?;

@@ -2,7 +2,7 @@
 //! hidden child roles.
 //!
 //! Every measurement has an id (`ring-spin`, `uds`, `tput-ring-1to1`, …) and a group
-//! (`latency`, `throughput`, `coordination`, `claims`, `durability`). `--only` takes a
+//! (`latency`, `throughput`, `coordination`, `claims`, `durability`, `scale`, …). `--only` takes a
 //! comma-separated list; an item selects the measurements whose id or group contains it.
 //! A measurement that cannot run here (no `redis-server`, iceoryx2 failing to start) is
 //! reported as skipped with the reason; one that fails is reported as failed and makes
@@ -31,9 +31,12 @@ pub struct Cli {
     /// Write the results (machine description, one entry per measurement) as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write an SVG plot of the latency percentiles per mechanism.
+    /// Write an SVG plot: a panel per group, latency percentiles or rates per mechanism.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Draw the plot (`--plot FILE`) from a run's `--json` file instead of running.
+    #[arg(long, value_name = "FILE.json", requires = "plot")]
+    pub plot_from: Option<PathBuf>,
     /// Run only these measurements: comma-separated ids or groups, or parts of them
     /// (e.g. `ring,uds` or `latency`). `--list` shows them.
     #[arg(long, value_name = "NAME[,NAME...]")]
@@ -236,7 +239,9 @@ macro_rules! spec {
 /// Every measurement, in the order they run.
 pub fn specs() -> Vec<Spec> {
     use crate::broker::{self, Op, Path};
-    use crate::{claims, durability, floor, iceoryx, kernel_ipc, mcp, redis_peer, ring, sqlite, throughput};
+    use crate::{
+        claims, durability, floor, iceoryx, kernel_ipc, mcp, redis_peer, restore, ring, scale, sqlite, throughput,
+    };
     use worknode::Wait;
     vec![
         spec!("floor", "latency", "cache-line ping-pong (shared mapping, spin): the physical floor", floor::run),
@@ -293,6 +298,18 @@ pub fn specs() -> Vec<Spec> {
         spec!("claims-1-100k", "claims", "claim_next + complete, 1 process, 100 000 tasks", |c| {
             claims::run(c, 1, 100_000)
         }),
+        spec!(
+            "claims-redis",
+            "claims",
+            "Redis LMOVE ready→claimed + HSET, then HSET + LREM (pipelined)",
+            claims::redis
+        ),
+        spec!(
+            "claims-sqlite",
+            "claims",
+            "SQLite WAL: indexed UPDATE … RETURNING claim, then UPDATE complete",
+            claims::sqlite
+        ),
         spec!(
             "handoff-worknode",
             "handoff",
@@ -369,6 +386,29 @@ pub fn specs() -> Vec<Spec> {
         spec!("sqlite-insert-full", "durability", "SQLite WAL INSERT 64 B + commit, synchronous=FULL", |c| {
             sqlite::insert(c, "FULL")
         }),
+        spec!("ls-100k", "scale", "wn ls --status failed: Segment::query over 100 000 tasks", |c| {
+            scale::library(c, scale::Op::Ls)
+        }),
+        spec!("tree-100k", "scale", "wn tree: tree_lines over 100 000 tasks", |c| scale::library(c, scale::Op::Tree)),
+        spec!("rollup-100k", "scale", "wn rollup: Segment::rollup over 100 000 tasks", |c| {
+            scale::library(c, scale::Op::Rollup)
+        }),
+        spec!("ls-100k-wn", "scale", "`wn ls --status failed` end to end, 100 000 tasks", |c| {
+            scale::binary(c, scale::Op::Ls)
+        }),
+        spec!("tree-100k-wn", "scale", "`wn tree` end to end, 100 000 tasks", |c| scale::binary(c, scale::Op::Tree)),
+        spec!("restore-100k", "scale", "worknoded start after SIGTERM: rebuild of 100k nodes + 1M events", |c| {
+            restore::run(c, restore::Stop::Clean)
+        }),
+        spec!("restore-100k-adopt", "scale", "worknoded start after SIGKILL: adopt the live segment", |c| {
+            restore::run(c, restore::Stop::KillAdopt)
+        }),
+        spec!(
+            "restore-100k-lost",
+            "scale",
+            "worknoded start after SIGKILL + segment lost: rebuild from the journal",
+            |c| { restore::run(c, restore::Stop::KillLost) }
+        ),
     ]
 }
 
@@ -392,6 +432,18 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(role) = cli.role.as_deref() {
         return run_role(role, &cli);
+    }
+    if let (Some(from), Some(to)) = (&cli.plot_from, &cli.plot) {
+        return match crate::plot::read_run(from).and_then(|doc| crate::plot::write(to, &doc)) {
+            Ok(()) => {
+                println!("wrote {}", to.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wn-bench: cannot draw the plot from {}: {e}", from.display());
+                ExitCode::FAILURE
+            }
+        };
     }
     let specs = specs();
     if cli.list {
@@ -460,7 +512,7 @@ pub fn main() -> ExitCode {
         }
     }
     if let Some(path) = &cli.plot {
-        match crate::plot::write(path, &report) {
+        match crate::plot::write(path, &report.json()) {
             Ok(()) => println!("wrote {}", path.display()),
             Err(e) => {
                 eprintln!("wn-bench: cannot write the plot {}: {e}", path.display());

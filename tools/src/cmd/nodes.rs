@@ -223,8 +223,8 @@ pub fn run_tree(ctx: &Ctx, a: &TreeArgs) -> Result<(), Fail> {
 }
 
 /// The tree under `top` as `wn tree` draws it, at most `max_lines` lines (and whether
-/// more were left out): `wn tree`, and the MCP tree resource.
-pub(crate) fn tree_lines(
+/// more were left out): `wn tree`, the MCP tree resource, and wn-bench's `tree-100k` row.
+pub fn tree_lines(
     seg: &Segment,
     top: Handle,
     depth_limit: Option<u64>,
