@@ -298,6 +298,8 @@ pub fn run(
     // event in them or inside a `Gap` record (a slot abandoned by a producer that died,
     // events lost while no daemon ran), so the files follow on without holes.
     let mut accounted = start_seq;
+    let mut published = None;
+    let mut last_work = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Acquire);
         // Keep the reservation ahead of the producers (the tail counts those waiting).
@@ -345,7 +347,19 @@ pub fn run(
             last_sync = Instant::now();
         }
         let durable = if cfg.policy == Durability::Never { pos } else { synced };
-        seg.publish_journal_progress(pos, durable);
+        // Only news is published: the cursors share a cache line with the word waiting
+        // writers watch, and a write to it each idle pass would only slow their reads.
+        if published != Some((pos, durable)) {
+            seg.publish_journal_progress(pos, durable);
+            published = Some((pos, durable));
+        }
+        if n > 0 {
+            last_work = Instant::now();
+        } else {
+            // Idle: lengthen the zero tail (and sync it) now, when no commit waits, so
+            // the commits after it write no metadata.
+            file.prepare_ahead().map_err(|e| format!("journal zero tail: {e}"))?;
+        }
 
         let requested = seg.snapshot_requests();
         let due = file.len > cfg.rotate_bytes || requested != snapshots_done;
@@ -377,10 +391,22 @@ pub fn run(
             return Ok(());
         }
         if n == 0 {
-            seg.journal_sleep(nap);
+            if cfg.policy == Durability::Always && last_work.elapsed() < COMMIT_POLL {
+                // A writer just released tends to append again at once: look for it a
+                // little before parking, so neither side pays a futex wake.
+                std::thread::yield_now();
+            } else {
+                seg.journal_sleep(nap);
+            }
         }
     }
 }
+
+/// How long the journal under `always` keeps looking at the ring after its last commit
+/// before it parks on its futex. Writers then skip the wake syscall (the journal's park
+/// flag is clear), and the journal skips a wake-up latency; a burst that stops costs
+/// this much polling (yielding the CPU to anyone runnable).
+const COMMIT_POLL: Duration = Duration::from_micros(200);
 
 #[cfg(test)]
 mod tests {
