@@ -1368,3 +1368,80 @@ fn claims_after_a_host_restart() {
     drop(seg);
     stop(&mut d);
 }
+
+/// The user events of the ring: sequence and payload.
+fn user_events(seg: &Segment) -> Vec<(u64, Vec<u8>)> {
+    ring_events(seg).iter().filter(|e| e.kind() == EventKind::USER).map(|e| (e.seq(), e.payload().to_vec())).collect()
+}
+
+/// Appends `n` acknowledged user events to `g`'s segment, recording them in `acked`.
+fn append_acked(g: &SegmentGuard, n: u64, rng: &mut Rng, acked: &mut Vec<(u64, Vec<u8>)>) {
+    let seg = attach(g.name(), Access::ReadWrite);
+    for i in 0..n {
+        let payload = make_payload(1, 0, acked.len() as u64 + i, rng);
+        let seq = seg.append(&NewEvent::new(EventKind::USER).payload(&payload)).expect("append");
+        acked.push((seq, payload));
+    }
+}
+
+/// Every journal file of `dir` reads as records up to a tail of zeros (at least one
+/// file has such a tail): no record was written after a stretch of zeros, so every
+/// daemon appended where the records ended, not after the pre-zeroed length.
+fn assert_journals_end_in_zero_tails(dir: &Path, when: &str) {
+    let mut zero_tailed = 0;
+    for (_, path) in journals(dir) {
+        let bytes = std::fs::read(&path).expect("read a journal");
+        let end = parse_journal(&bytes).last().map_or(HEADER_LEN, |r| r.end);
+        assert!(bytes[end..].iter().all(|b| *b == 0), "{when}: {} holds bytes after its records", path.display());
+        if bytes.len() > end {
+            zero_tailed += 1;
+        }
+    }
+    assert!(zero_tailed > 0, "{when}: no journal file of {} has a pre-zeroed tail", dir.display());
+}
+
+/// A daemon (`--fsync always`) killed with SIGKILL while its journal file has a
+/// pre-zeroed tail: a host restart brings back exactly the acknowledged appends, and the
+/// daemons after it — restored, then adopting the live segment after another kill —
+/// append after the recovered records, not after the file's zero tail, so a final
+/// restore still reads everything.
+#[test]
+fn a_killed_daemons_zero_tailed_journal_recovers_and_later_daemons_append_after_its_records() {
+    let g = SegmentGuard::new("dur-zero-tail");
+    let mut rng = Rng::new(seed("dur-zero-tail"));
+    let mut acked = Vec::new();
+    let (mut d, line) = start_daemon(&g, &args(SMALL_ARGS));
+    assert!(line.contains(" created and ready"), "{line}");
+    {
+        let seg = attach(g.name(), Access::ReadWrite);
+        wait_until(Duration::from_secs(10), || seg.snapshots_done() >= 1, || "the initial snapshot".into());
+    }
+    append_acked(&g, 40, &mut rng, &mut acked);
+    kill9(&mut d);
+    assert_journals_end_in_zero_tails(&g.data_dir(), "after the first kill");
+
+    // Host restart: the segment is gone; the journal brings back exactly what was acked.
+    Segment::unlink(g.name()).expect("unlink the segment (host restart)");
+    let (mut d, line) = start_daemon(&g, &args(SMALL_ARGS));
+    assert!(line.contains(" restored and ready"), "{line}\n{}", d.transcript());
+    assert_eq!(user_events(&attach(g.name(), Access::ReadOnly)), acked, "restored: exactly the acknowledged appends");
+    append_acked(&g, 40, &mut rng, &mut acked);
+    kill9(&mut d);
+
+    // The segment survives this kill: the next daemon adopts it and journals on.
+    let (mut d, line) = start_daemon(&g, &args(SMALL_ARGS));
+    assert!(!line.contains(" restored and ready"), "the live segment is adopted: {line}\n{}", d.transcript());
+    append_acked(&g, 40, &mut rng, &mut acked);
+    kill9(&mut d);
+    assert_journals_end_in_zero_tails(&g.data_dir(), "after three daemons");
+
+    Segment::unlink(g.name()).expect("unlink the segment (host restart)");
+    let (mut d, line) = start_daemon(&g, &args(SMALL_ARGS));
+    assert!(line.contains(" restored and ready"), "{line}\n{}", d.transcript());
+    assert_eq!(
+        user_events(&attach(g.name(), Access::ReadOnly)),
+        acked,
+        "every acknowledged append of the three daemons"
+    );
+    stop(&mut d);
+}
