@@ -118,6 +118,38 @@ impl Heartbeat {
     }
 }
 
+/// The journal's wake word (a futex): bit 0 says the journal is parked or about to
+/// park; producers add 2. The journal sets the bit, then looks for work, then sleeps on
+/// the value it set; a producer publishes its event, then bumps, and makes the wake
+/// syscall only when the bump found the bit (loom model: `journal_wake_is_never_lost`).
+pub struct JournalWake<'a>(pub &'a AtomicU32);
+
+impl JournalWake<'_> {
+    /// The journal, before it looks for work one last time and sleeps: sets the parked
+    /// bit; returns the word to sleep on.
+    pub fn prepare_park(&self) -> u32 {
+        // SYNC POINT: this SeqCst RMW pairs with the producers' SeqCst bump in `bump`:
+        // a bump after it sees the bit (and wakes, or changes the word so the sleep
+        // returns at once); a bump before it came after its producer's publish, which
+        // the journal's look after this then sees.
+        self.0.fetch_or(JOURNAL_PARKED, Ordering::SeqCst) | JOURNAL_PARKED
+    }
+
+    /// The journal, awake again: producers' bumps after this skip the wake syscall.
+    pub fn unpark(&self) {
+        // SYNC POINT: pairs with the SeqCst bump in `bump`.
+        self.0.fetch_and(!JOURNAL_PARKED, Ordering::SeqCst);
+    }
+
+    /// A producer, after publishing its event: records the work; returns whether the
+    /// journal must be woken (it is parked or about to be).
+    pub fn bump(&self) -> bool {
+        // SYNC POINT: pairs with the SeqCst `fetch_or` in `prepare_park` (and the clear
+        // in `unpark`).
+        self.0.fetch_add(JOURNAL_BUMP, Ordering::SeqCst) & JOURNAL_PARKED != 0
+    }
+}
+
 impl Segment {
     fn futex_at(&self, offset: usize) -> &AtomicU32 {
         self.map.u32_at(offset).expect("invariant: header offsets lie inside a validated mapping")
@@ -224,33 +256,25 @@ impl Segment {
     /// or `timeout`. Returns at once if the event at the journal cursor is already
     /// published (it raced the decision to sleep).
     pub(crate) fn journal_sleep(&self, timeout: Duration) {
-        let w = self.futex_at(hdr::JOURNAL_WAKE);
-        // SYNC POINT: this SeqCst RMW pairs with the producers' SeqCst bumps in
-        // `wake_journal`: a producer whose bump comes after it sees the parked bit and
-        // wakes us (or changes the word, so the wait below returns at once); one whose
-        // bump came before published its event first, which the peek below then sees.
-        let v = w.fetch_or(JOURNAL_PARKED, Ordering::SeqCst) | JOURNAL_PARKED;
+        let wake = JournalWake(self.futex_at(hdr::JOURNAL_WAKE));
+        let v = wake.prepare_park();
         let cursor = self.journal_cursor();
         if !matches!(self.ring().peek(cursor), crate::ring::Peek::Pending) {
-            w.fetch_and(!JOURNAL_PARKED, Ordering::SeqCst);
+            wake.unpark();
             return;
         }
         // With a claimed but unpublished sequence ahead (a producer mid-append, or one
         // stopped there), nap briefly instead of spinning on it.
         let nap = if self.ring_tail() > cursor { timeout.min(Duration::from_micros(200)) } else { timeout };
-        sys::futex_wait(w, v, nap);
-        // SYNC POINT: back to polling; producers' bumps (SeqCst) after this see the bit
-        // clear and skip the wake.
-        w.fetch_and(!JOURNAL_PARKED, Ordering::SeqCst);
+        sys::futex_wait(wake.0, v, nap);
+        wake.unpark();
     }
 
     /// A producer: tells the journal there is work, waking it only if it is parked.
     fn wake_journal(&self) {
-        let w = self.futex_at(hdr::JOURNAL_WAKE);
-        // SYNC POINT: pairs with the SeqCst `fetch_or` of the parked bit in
-        // `journal_sleep` (the event is published before this bump).
-        if w.fetch_add(JOURNAL_BUMP, Ordering::SeqCst) & JOURNAL_PARKED != 0 {
-            sys::futex_wake(w, 1);
+        let wake = JournalWake(self.futex_at(hdr::JOURNAL_WAKE));
+        if wake.bump() {
+            sys::futex_wake(wake.0, 1);
         }
     }
 
@@ -353,7 +377,7 @@ impl Segment {
             let mut durable = true;
             while self.durable_cursor() <= s {
                 looks = looks.wrapping_add(1);
-                if looks % 64 == 0 && start.elapsed() >= DURABLE_SPIN {
+                if looks.is_multiple_of(64) && start.elapsed() >= DURABLE_SPIN {
                     durable = false;
                     break;
                 }

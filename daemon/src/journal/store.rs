@@ -457,7 +457,7 @@ impl JournalFile {
     /// Writes zeros so that at least [`ZERO_AHEAD`] bytes follow `upto`, in whole
     /// [`ZERO_AHEAD`] steps (no sync).
     fn zero_ahead(&mut self, upto: u64) -> std::io::Result<()> {
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let want = (upto + ZERO_AHEAD).div_ceil(ZERO_AHEAD) * ZERO_AHEAD;
         while self.allocated < want {
             let n = (want - self.allocated).min(ZEROS.len() as u64) as usize;
