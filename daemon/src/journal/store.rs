@@ -365,6 +365,10 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// records pays that instead.
 pub const ZERO_AHEAD: u64 = 1 << 20;
 
+/// Bytes of zeros written ahead at a time between commits.
+pub const ZERO_STEP: u64 = 64 << 10;
+static ZEROS: [u8; ZERO_STEP as usize] = [0; ZERO_STEP as usize];
+
 /// An open journal file being appended to: records, then a tail of zeros written ahead
 /// ([`ZERO_AHEAD`]), which a reader takes as the end ([`format::zero_tail_at`]).
 pub struct JournalFile {
@@ -457,7 +461,6 @@ impl JournalFile {
     /// Writes zeros so that at least [`ZERO_AHEAD`] bytes follow `upto`, in whole
     /// [`ZERO_AHEAD`] steps (no sync).
     fn zero_ahead(&mut self, upto: u64) -> std::io::Result<()> {
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let want = (upto + ZERO_AHEAD).div_ceil(ZERO_AHEAD) * ZERO_AHEAD;
         while self.allocated < want {
             let n = (want - self.allocated).min(ZEROS.len() as u64) as usize;
@@ -489,13 +492,19 @@ impl JournalFile {
     }
 
     /// Between commits: when less than half of [`ZERO_AHEAD`] of zero tail is left,
-    /// writes the next stretch of zeros and syncs it, so the commits after it need no
-    /// metadata write. Returns whether it did.
+    /// writes one more [`ZERO_STEP`] of zeros and syncs it (and syncs a file that grew
+    /// since its last sync), so the commits after it need no metadata write. One small
+    /// step per idle moment keeps each such pause short (a commit arriving meanwhile
+    /// waits for it). Returns whether it did anything.
     pub fn prepare_ahead(&mut self) -> std::io::Result<bool> {
-        if self.allocated - self.len >= ZERO_AHEAD / 2 && !self.grew {
+        let short = self.allocated - self.len < ZERO_AHEAD / 2;
+        if !short && !self.grew {
             return Ok(false);
         }
-        self.zero_ahead(self.len)?;
+        if short {
+            self.file.write_all_at(&ZEROS, self.allocated)?;
+            self.allocated += ZERO_STEP;
+        }
         self.sync()?;
         Ok(true)
     }
