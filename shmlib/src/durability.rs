@@ -22,6 +22,15 @@
 //!   [`PoolError::DaemonGone`] / [`RingError::DaemonGone`], so nothing is acknowledged
 //!   that no journal will write — at most the staleness bound after the death.
 //!
+//! * `journal wake` — a futex word the journal parks on when the ring is idle. Bit 0
+//!   says it is parked (or about to be); producers bump the word by 2 and make the wake
+//!   syscall only when they see that bit, so while the journal is busy or polling (it
+//!   looks at the ring for a moment after each commit) an append pays no syscall.
+//!
+//! A writer waiting for durability first watches the durable cursor (spinning, bounded
+//! by [`DURABLE_SPIN`]), and parks on the durable futex only after that: a commit that
+//! lands meanwhile costs neither side a futex call nor the writer a wake-up.
+//!
 //! Waits sleep on shared futexes, are bounded, and fail with a typed error if the
 //! daemon (recorded in the header) has died. With durability off (no daemon journaling)
 //! none of this runs: an append stays on the memory-speed path.
@@ -61,6 +70,23 @@ impl Durability {
 /// How long a producer waits for the journal before reporting it.
 pub const DURABILITY_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a writer under `always` watches the durable cursor before it parks: about
+/// one commit (a write and an `fdatasync` on an SSD). A commit within it releases the
+/// writer with no futex call on either side and no wake-up latency; a slower disk costs
+/// the writer this much spinning before it sleeps as before.
+pub const DURABLE_SPIN: Duration = Duration::from_micros(400);
+
+/// What a writer watching the durable cursor adds to the durable waiters word (whose
+/// low 32 bits count the writers parked on the durable futex).
+const SPINNER: u64 = 1 << 32;
+/// The parked writers in the durable waiters word.
+const PARKED_MASK: u64 = SPINNER - 1;
+
+/// Bit 0 of the journal's wake word: the journal is parked (or about to park) on it.
+const JOURNAL_PARKED: u32 = 1;
+/// What a producer adds to the wake word: bit 0 stays the journal's.
+const JOURNAL_BUMP: u32 = 2;
+
 /// The journal's heartbeat word: `stale_ms << 48 | wall_ms` — when the journal last ran
 /// (Unix milliseconds, 48 bits last until the year 10889) and how many milliseconds
 /// may pass before a writer stops trusting it and checks the daemon's process instead.
@@ -89,6 +115,38 @@ impl Heartbeat {
     /// Whether the beat is still fresh at `now_ms`.
     pub fn fresh_at(self, now_ms: u64) -> bool {
         now_ms <= self.wall_ms().saturating_add(self.stale_ms())
+    }
+}
+
+/// The journal's wake word (a futex): bit 0 says the journal is parked or about to
+/// park; producers add 2. The journal sets the bit, then looks for work, then sleeps on
+/// the value it set; a producer publishes its event, then bumps, and makes the wake
+/// syscall only when the bump found the bit (loom model: `journal_wake_is_never_lost`).
+pub struct JournalWake<'a>(pub &'a AtomicU32);
+
+impl JournalWake<'_> {
+    /// The journal, before it looks for work one last time and sleeps: sets the parked
+    /// bit; returns the word to sleep on.
+    pub fn prepare_park(&self) -> u32 {
+        // SYNC POINT: this SeqCst RMW pairs with the producers' SeqCst bump in `bump`:
+        // a bump after it sees the bit (and wakes, or changes the word so the sleep
+        // returns at once); a bump before it came after its producer's publish, which
+        // the journal's look after this then sees.
+        self.0.fetch_or(JOURNAL_PARKED, Ordering::SeqCst) | JOURNAL_PARKED
+    }
+
+    /// The journal, awake again: producers' bumps after this skip the wake syscall.
+    pub fn unpark(&self) {
+        // SYNC POINT: pairs with the SeqCst bump in `bump`.
+        self.0.fetch_and(!JOURNAL_PARKED, Ordering::SeqCst);
+    }
+
+    /// A producer, after publishing its event: records the work; returns whether the
+    /// journal must be woken (it is parked or about to be).
+    pub fn bump(&self) -> bool {
+        // SYNC POINT: pairs with the SeqCst `fetch_or` in `prepare_park` (and the clear
+        // in `unpark`).
+        self.0.fetch_add(JOURNAL_BUMP, Ordering::SeqCst) & JOURNAL_PARKED != 0
     }
 }
 
@@ -189,7 +247,7 @@ impl Segment {
         // SeqCst waiter increment and notify load: either it sees the new cursor or we
         // see it waiting and wake it.
         self.futex_at(hdr::DURABLE_NOTIFY).fetch_add(1, Ordering::SeqCst);
-        if self.hdr(hdr::DURABLE_WAITERS).load(Ordering::SeqCst) != 0 {
+        if self.hdr(hdr::DURABLE_WAITERS).load(Ordering::SeqCst) & PARKED_MASK != 0 {
             sys::futex_wake(self.futex_at(hdr::DURABLE_NOTIFY), i32::MAX);
         }
     }
@@ -203,17 +261,29 @@ impl Segment {
     }
 
     /// The daemon's journal: sleep until a producer under `always` asks for a commit,
-    /// or `timeout`.
+    /// or `timeout`. Returns at once if the event at the journal cursor is already
+    /// published (it raced the decision to sleep).
     pub(crate) fn journal_sleep(&self, timeout: Duration) {
-        let w = self.futex_at(hdr::JOURNAL_WAKE);
-        // SYNC POINT: pairs with the SeqCst wake bumps in `wait_journal_room` and
-        // `wait_durable`: a bump after this load makes the wait below return at once.
-        let v = w.load(Ordering::SeqCst);
+        let wake = JournalWake(self.futex_at(hdr::JOURNAL_WAKE));
+        let v = wake.prepare_park();
+        let cursor = self.journal_cursor();
+        if !matches!(self.ring().peek(cursor), crate::ring::Peek::Pending) {
+            wake.unpark();
+            return;
+        }
         // With a claimed but unpublished sequence ahead (a producer mid-append, or one
         // stopped there), nap briefly instead of spinning on it.
-        let nap =
-            if self.ring_tail() > self.journal_cursor() { timeout.min(Duration::from_micros(200)) } else { timeout };
-        sys::futex_wait(w, v, nap);
+        let nap = if self.ring_tail() > cursor { timeout.min(Duration::from_micros(200)) } else { timeout };
+        sys::futex_wait(wake.0, v, nap);
+        wake.unpark();
+    }
+
+    /// A producer: tells the journal there is work, waking it only if it is parked.
+    fn wake_journal(&self) {
+        let wake = JournalWake(self.futex_at(hdr::JOURNAL_WAKE));
+        if wake.bump() {
+            sys::futex_wake(wake.0, 1);
+        }
     }
 
     /// Asks the daemon for a snapshot; returns the request number to wait for.
@@ -279,10 +349,7 @@ impl Segment {
         let deadline = Instant::now() + DURABILITY_WAIT;
         // The journal reserves further when a producer is close to the reservation:
         // wake it as `always` writers do.
-        let wake = self.futex_at(hdr::JOURNAL_WAKE);
-        // SYNC POINT: pairs with the SeqCst load of the wake word in `journal_sleep`.
-        wake.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wake(wake, 1);
+        self.wake_journal();
         while !self.has_room(s, capacity) {
             if self.durability() == Durability::Off {
                 return Ok(());
@@ -303,13 +370,42 @@ impl Segment {
         if self.durability() != Durability::Always {
             return Ok(());
         }
-        let wake = self.futex_at(hdr::JOURNAL_WAKE);
-        // SYNC POINT: pairs with the SeqCst load of the wake word in `journal_sleep`.
-        wake.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wake(wake, 1);
+        self.wake_journal();
+        let start = Instant::now();
+        let waiters = self.hdr(hdr::DURABLE_WAITERS);
+        // Watch the cursor for about one commit before parking (bounded by the clock,
+        // read every 64 looks) — only when no other writer waits: several spinners would
+        // take the CPU from each other and from the journal (on a small machine they
+        // share it), so in a group commit all but the first park at once.
+        // SYNC POINT: pairs with the SeqCst registrations here and in
+        // `park_until_durable` (and the waiter check in `publish_journal_progress`,
+        // which looks at the parked count only).
+        if waiters.fetch_add(SPINNER, Ordering::SeqCst) == 0 {
+            let mut looks = 0u32;
+            let mut durable = true;
+            while self.durable_cursor() <= s {
+                looks = looks.wrapping_add(1);
+                if looks.is_multiple_of(64) && start.elapsed() >= DURABLE_SPIN {
+                    durable = false;
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            waiters.fetch_sub(SPINNER, Ordering::SeqCst);
+            if durable {
+                return Ok(());
+            }
+        } else {
+            waiters.fetch_sub(SPINNER, Ordering::SeqCst);
+        }
+        self.park_until_durable(s, start + DURABILITY_WAIT)
+    }
+
+    /// Parks on the durable futex until sequence `s` is on disk, `deadline`, or the
+    /// daemon's death.
+    fn park_until_durable(&self, s: u64, deadline: Instant) -> Result<(), RingError> {
         let notify = self.futex_at(hdr::DURABLE_NOTIFY);
         let waiters = self.hdr(hdr::DURABLE_WAITERS);
-        let deadline = Instant::now() + DURABILITY_WAIT;
         let mut result = Ok(());
         // SYNC POINT: pairs with the SeqCst notify bump and waiter check in
         // `publish_journal_progress`.

@@ -290,11 +290,13 @@ pub struct JournalLine {
     pub journal_cursor: u64,
     /// Next sequence not yet on disk.
     pub durable_cursor: u64,
-    /// Futex (its low 32 bits) the journal sleeps on; producers under `always` wake it.
+    /// Futex (its low 32 bits) the journal sleeps on; bit 0 says it is parked, producers
+    /// add 2 and wake it only then (`durability::Segment::journal_sleep`).
     pub journal_wake: u64,
     /// Futex (its low 32 bits) writers waiting for durability sleep on.
     pub durable_notify: u64,
-    /// Writers waiting for durability.
+    /// Writers waiting for durability: parked on the futex (low 32 bits), watching the
+    /// cursor (high 32 bits).
     pub durable_waiters: u64,
     /// The journal's heartbeat (`durability::Heartbeat`: when it last ran and how stale
     /// it may get).

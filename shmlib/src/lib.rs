@@ -154,6 +154,7 @@ pub use token::{
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api {
+    pub use crate::durability::JournalWake;
     pub use crate::freelist::{init, pop, push, FreeListError};
     pub use crate::ownerlock::try_acquire;
     pub use crate::ready::{words_for, ReadyIndex, Visit, BUCKETS, DEPS};

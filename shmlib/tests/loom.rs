@@ -143,7 +143,7 @@ use std::time::Duration;
 use worknode::layout::EventRecord;
 use worknode::loom_api::{
     active_copy, init, lock, pop, push, read, read_locked, repair, try_acquire, unlock, verdict, words_for,
-    write_locked, FreeListError, Peek, ReadyIndex, RingView, Verdict, Visit, SLOT_WORDS,
+    write_locked, FreeListError, JournalWake, Peek, ReadyIndex, RingView, Verdict, Visit, SLOT_WORDS,
 };
 
 /// Words per record: enough for a torn copy to show, few enough to keep models small.
@@ -1152,4 +1152,39 @@ fn ready_an_upper_clear_never_hides_a_bit_being_set() {
             assert_eq!(walk_all(&ix), [(READY_BUCKET, 64)], "the set bit is reachable");
         });
     }
+}
+
+/// The journal's wake word: a producer publishes an event, then bumps the word (waking
+/// the journal only if the bump found the parked bit); the journal sets the bit, then
+/// looks for events, then sleeps on the value it set. The word counts bumps, so the
+/// value `prepare_park` returns says how many bumps came before it: the journal's look
+/// after it must see every one of those events (a bump after it finds the bit and
+/// wakes, or changes the word the journal sleeps on). Two rounds, so a clear
+/// (`unpark`) racing the next bump is covered too.
+#[test]
+fn journal_wake_is_never_lost() {
+    check(3, || {
+        let word = Arc::new(loom::sync::atomic::AtomicU32::new(0));
+        let events = Arc::new(AtomicU64::new(0));
+        let (w, e) = (word.clone(), events.clone());
+        let producer = thread::spawn(move || {
+            for n in 1..=2u64 {
+                // The publish, before the bump (as `append` publishes its stamp before
+                // `wait_durable` bumps).
+                e.store(n, Ordering::Release);
+                let parked = JournalWake(&w).bump();
+                let _ = parked;
+            }
+        });
+        let wake = JournalWake(&word);
+        for _ in 0..2 {
+            let v = wake.prepare_park();
+            let bumped_before = u64::from(v >> 1);
+            let seen = events.load(Ordering::Acquire);
+            assert!(seen >= bumped_before, "{bumped_before} events announced before the park, the look saw {seen}");
+            wake.unpark();
+        }
+        producer.join().unwrap();
+        assert_eq!(word.load(Ordering::SeqCst), 4, "two bumps, the parked bit clear");
+    });
 }

@@ -272,12 +272,16 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Parses a whole, undamaged journal file; every record's checksum must match.
+/// Parses a whole, undamaged journal file up to its zero tail (the daemon writes its
+/// files ahead with zeros); every record's checksum must match.
 fn parse_journal(bytes: &[u8]) -> Vec<Rec> {
     assert!(bytes.len() >= HEADER_LEN && &bytes[..8] == b"WNJRNL01", "not a journal file");
     let mut out = Vec::new();
     let mut at = HEADER_LEN;
     while at < bytes.len() {
+        if bytes[at..].iter().all(|b| *b == 0) {
+            break;
+        }
         assert!(bytes.len() - at >= RECORD_OVERHEAD, "record header cut at {at}");
         let len = u32_at(bytes, at) as usize;
         let end = at + RECORD_OVERHEAD + len;
@@ -870,8 +874,12 @@ fn args_with_dir<'a>(dir: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
 
 /// Cuts the last record of the journal at every byte offset inside it (or, for a large
 /// record, at a random sample of at least 60 offsets that includes every offset of its
-/// 9-byte header and the last byte): the daemon starts, warns naming the offset, cuts the
-/// file at the record's start, and every event before the record is back. Then a byte
+/// 9-byte header and the last byte) — by truncating the file there, or (every other
+/// offset) by zeroing everything from there on, as a torn write into the pre-zeroed
+/// tail leaves it: the daemon starts, warns naming the offset, cuts the file at the
+/// record's start, and every event before the record is back. The same with garbage
+/// after a stretch of the zero tail (a later page of an unacknowledged write that
+/// reached the disk first). Then a byte
 /// flipped in the middle: refused (exit 1) naming the file, the offset and --salvage;
 /// with --salvage it starts and keeps every valid record (all but the damaged one), and
 /// moves the damaged file aside.
@@ -903,9 +911,27 @@ fn a_torn_tail_is_cut_at_the_record_start_and_corruption_in_the_middle_is_refuse
         o
     };
     eprintln!("dur-torn: last record [{}, {}), cutting at {} offsets", last.start, last.end, offsets.len());
-    for cut in &offsets {
+    let garbage_after_zeros = last.end + 700;
+    assert!(garbage_after_zeros + 64 < w.bytes.len(), "the file has a zero tail");
+    for (i, cut) in offsets.iter().chain([&garbage_after_zeros]).enumerate() {
         let (copy, journal) = copy_data(&g, &w, &format!("cut-{cut}"));
-        std::fs::OpenOptions::new().write(true).open(&journal).and_then(|f| f.set_len(*cut as u64)).expect("truncate");
+        if *cut == garbage_after_zeros {
+            let mut bytes = w.bytes.clone();
+            bytes[last.start..].fill(0);
+            bytes[*cut..*cut + 64].fill(0xA5);
+            std::fs::write(&journal, &bytes).expect("write the journal with garbage after zeros");
+        } else if i % 2 == 1 && w.bytes[*cut..last.end].iter().any(|b| *b != 0) {
+            // (Zeroing only bytes that were zero anyway would leave the record whole.)
+            let mut bytes = w.bytes.clone();
+            bytes[*cut..].fill(0);
+            std::fs::write(&journal, &bytes).expect("write the journal torn into its zero tail");
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&journal)
+                .and_then(|f| f.set_len(*cut as u64))
+                .expect("truncate");
+        }
         let _ = Segment::unlink(g.name());
         let (mut d, line) = start_daemon(&g, &args_with_dir(&copy, &[]));
         assert!(line.contains(" restored and ready"), "cut at {cut}: {line}\n{}", d.transcript());
@@ -1340,5 +1366,82 @@ fn claims_after_a_host_restart() {
     let a = seg.read(s.shell_task).unwrap();
     assert_eq!(a.claimed_by(), Some(s.shell_agent), "the shell agent's claim is still held");
     drop(seg);
+    stop(&mut d);
+}
+
+/// The user events of the ring: sequence and payload.
+fn user_events(seg: &Segment) -> Vec<(u64, Vec<u8>)> {
+    ring_events(seg).iter().filter(|e| e.kind() == EventKind::USER).map(|e| (e.seq(), e.payload().to_vec())).collect()
+}
+
+/// Appends `n` acknowledged user events to `g`'s segment, recording them in `acked`.
+fn append_acked(g: &SegmentGuard, n: u64, rng: &mut Rng, acked: &mut Vec<(u64, Vec<u8>)>) {
+    let seg = attach(g.name(), Access::ReadWrite);
+    for i in 0..n {
+        let payload = make_payload(1, 0, acked.len() as u64 + i, rng);
+        let seq = seg.append(&NewEvent::new(EventKind::USER).payload(&payload)).expect("append");
+        acked.push((seq, payload));
+    }
+}
+
+/// Every journal file of `dir` reads as records up to a tail of zeros (at least one
+/// file has such a tail): no record was written after a stretch of zeros, so every
+/// daemon appended where the records ended, not after the pre-zeroed length.
+fn assert_journals_end_in_zero_tails(dir: &Path, when: &str) {
+    let mut zero_tailed = 0;
+    for (_, path) in journals(dir) {
+        let bytes = std::fs::read(&path).expect("read a journal");
+        let end = parse_journal(&bytes).last().map_or(HEADER_LEN, |r| r.end);
+        assert!(bytes[end..].iter().all(|b| *b == 0), "{when}: {} holds bytes after its records", path.display());
+        if bytes.len() > end {
+            zero_tailed += 1;
+        }
+    }
+    assert!(zero_tailed > 0, "{when}: no journal file of {} has a pre-zeroed tail", dir.display());
+}
+
+/// A daemon (`--fsync always`) killed with SIGKILL while its journal file has a
+/// pre-zeroed tail: a host restart brings back exactly the acknowledged appends, and the
+/// daemons after it — restored, then adopting the live segment after another kill —
+/// append after the recovered records, not after the file's zero tail, so a final
+/// restore still reads everything.
+#[test]
+fn a_killed_daemons_zero_tailed_journal_recovers_and_later_daemons_append_after_its_records() {
+    let g = SegmentGuard::new("dur-zero-tail");
+    let mut rng = Rng::new(seed("dur-zero-tail"));
+    let mut acked = Vec::new();
+    let (mut d, line) = start_daemon(&g, &args(SMALL_ARGS));
+    assert!(line.contains(" created and ready"), "{line}");
+    {
+        let seg = attach(g.name(), Access::ReadWrite);
+        wait_until(Duration::from_secs(10), || seg.snapshots_done() >= 1, || "the initial snapshot".into());
+    }
+    append_acked(&g, 40, &mut rng, &mut acked);
+    kill9(&mut d);
+    assert_journals_end_in_zero_tails(&g.data_dir(), "after the first kill");
+
+    // Host restart: the segment is gone; the journal brings back exactly what was acked.
+    Segment::unlink(g.name()).expect("unlink the segment (host restart)");
+    let (mut d, line) = start_daemon(&g, &args(SMALL_ARGS));
+    assert!(line.contains(" restored and ready"), "{line}\n{}", d.transcript());
+    assert_eq!(user_events(&attach(g.name(), Access::ReadOnly)), acked, "restored: exactly the acknowledged appends");
+    append_acked(&g, 40, &mut rng, &mut acked);
+    kill9(&mut d);
+
+    // The segment survives this kill: the next daemon adopts it and journals on.
+    let (mut d, line) = start_daemon(&g, &args(SMALL_ARGS));
+    assert!(!line.contains(" restored and ready"), "the live segment is adopted: {line}\n{}", d.transcript());
+    append_acked(&g, 40, &mut rng, &mut acked);
+    kill9(&mut d);
+    assert_journals_end_in_zero_tails(&g.data_dir(), "after three daemons");
+
+    Segment::unlink(g.name()).expect("unlink the segment (host restart)");
+    let (mut d, line) = start_daemon(&g, &args(SMALL_ARGS));
+    assert!(line.contains(" restored and ready"), "{line}\n{}", d.transcript());
+    assert_eq!(
+        user_events(&attach(g.name(), Access::ReadOnly)),
+        acked,
+        "every acknowledged append of the three daemons"
+    );
     stop(&mut d);
 }

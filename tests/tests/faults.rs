@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use worknode::{Access, EventKind, NewEvent, NewNode, NodeKind, PoolError, RingError, Segment};
-use worknode_tests::{child_main, env_str, wn_bin, Proc, SegmentGuard, Stream, SEGMENT_ENV};
+use worknode_tests::{child_main, env_str, wait_until, wn_bin, Proc, SegmentGuard, Stream, SEGMENT_ENV};
 
 /// Bound on a daemon's start.
 const READY: Duration = Duration::from_secs(30);
@@ -242,9 +242,20 @@ fn nothing_is_acknowledged_after_the_daemon_died_and_no_sequence_is_reused() {
         }
         let producer = g.spawn_role("producer", &[]);
         producer.wait_for_say("appending", REPORT);
-        // Under `always` the journal runs and confirms; otherwise the producer runs up to
-        // the sequence reservation and waits there.
-        std::thread::sleep(Duration::from_millis(500));
+        // Under `always` the journal runs and confirms: wait (bounded, not timed) until
+        // the load has passed a reservation step, however slow the disk's fsyncs are;
+        // otherwise the producer runs up to the sequence reservation and waits there.
+        if policy == "always" {
+            let seg = Segment::attach(g.name(), Access::ReadOnly).unwrap();
+            let from = seg.durable_cursor();
+            wait_until(
+                Duration::from_secs(60),
+                || seg.durable_cursor() > from + 300,
+                || format!("{policy}: 300 appends made durable (at {} from {from})", seg.durable_cursor()),
+            );
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
         d.signal(Signal::SIGKILL);
         d.wait_exit(EXIT);
         let mut producer = producer;

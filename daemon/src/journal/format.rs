@@ -9,6 +9,14 @@
 //! record only when its whole body is present and its checksum matches; where a file
 //! stops making sense, [`scan`] says exactly where and why, and the caller decides
 //! between cutting a torn tail and refusing a corrupt middle.
+//!
+//! Journal files are written ahead with zeros (`store::JournalFile`), so a commit
+//! overwrites blocks the file already has and its `fdatasync` writes no metadata. Where
+//! every byte from a record boundary to the end of the file is zero, the records end
+//! there: that is the pre-zeroed tail, not damage. No record has a zero header (its
+//! kind byte is never 0), so zeros cannot be taken for a record; a zero header with
+//! anything but zeros after it is judged like any other bad record (a torn tail when
+//! nothing valid resumes after it, damage otherwise).
 
 use bytemuck::{Pod, Zeroable};
 use worknode::layout::{AgentSlot, EventRecord, NodeRecord};
@@ -432,8 +440,16 @@ pub fn read_header(bytes: &[u8], magic: [u8; 8]) -> Result<u64, HeaderError> {
     Ok(u64_at(bytes, 16).unwrap_or(0))
 }
 
+/// Whether the records end at `at`: every byte from there to the end of the file is
+/// zero (the pre-zeroed tail of a journal file, or nothing at all).
+pub fn zero_tail_at(bytes: &[u8], at: usize) -> bool {
+    bytes.get(at..).is_some_and(|rest| rest.iter().all(|b| *b == 0))
+}
+
 /// Decodes records after the header, calling `f(offset, record)` for each trusted one.
-/// Returns `Ok(end)` when the whole file is good, or the first damage.
+/// Returns `Ok(end)` when the whole file is good — `end` is where its records end: the
+/// file's length, or the start of its zero tail ([`zero_tail_at`]) — or the first
+/// damage.
 pub fn scan(bytes: &[u8], f: impl FnMut(u64, Record)) -> Result<u64, Damage> {
     scan_from(bytes, HEADER_LEN, &mut RESYNC_BUDGET.clone(), f)
 }
@@ -443,6 +459,10 @@ pub fn scan(bytes: &[u8], f: impl FnMut(u64, Record)) -> Result<u64, Damage> {
 pub fn scan_from(bytes: &[u8], from: usize, budget: &mut usize, mut f: impl FnMut(u64, Record)) -> Result<u64, Damage> {
     let mut at = from;
     while at < bytes.len() {
+        // A zero header is the cheap first test; the whole rest is checked only then.
+        if bytes[at..bytes.len().min(at + RECORD_OVERHEAD)].iter().all(|b| *b == 0) && zero_tail_at(bytes, at) {
+            return Ok(at as u64);
+        }
         match record_at(bytes, at) {
             Ok((record, end)) => {
                 f(at as u64, record);
@@ -588,12 +608,68 @@ mod tests {
     }
 
     #[test]
-    fn zeros_after_the_last_record_are_a_torn_tail() {
+    fn a_zero_tail_after_the_last_record_is_the_end_not_damage() {
         let mut b = sample();
         let end = b.len();
         b.extend_from_slice(&[0u8; 4096]);
-        let d = scan(&b, |_, _| {}).unwrap_err();
+        let mut n = 0;
+        assert_eq!(scan(&b, |_, _| n += 1), Ok(end as u64), "the records end where the zeros start");
+        assert_eq!(n, 3);
+        // Fewer zeros than a record header, and a file of nothing but a header, end too.
+        assert_eq!(scan(&b[..end + 3], |_, _| {}), Ok(end as u64));
+        assert_eq!(scan(&b[..HEADER_LEN], |_, _| {}), Ok(HEADER_LEN as u64));
+        let mut only_zeros = b[..HEADER_LEN].to_vec();
+        only_zeros.extend_from_slice(&[0u8; 100]);
+        assert_eq!(scan(&only_zeros, |_, _| {}), Ok(HEADER_LEN as u64));
+    }
+
+    #[test]
+    fn a_torn_record_before_the_zero_tail_is_a_torn_tail_at_its_start() {
+        let b = sample();
+        let mut offsets = Vec::new();
+        scan(&b, |at, _| offsets.push(at as usize)).unwrap();
+        let last = *offsets.last().unwrap();
+        // The last record's write reached the disk only in part: zeros where the rest
+        // of it (and the tail) is.
+        for keep in 1..b.len() - last {
+            let mut torn = b[..last + keep].to_vec();
+            torn.resize(b.len() + 4096, 0);
+            if zero_tail_at(&b, last + keep) {
+                // What is missing was zeros anyway: the record is whole.
+                assert_eq!(scan(&torn, |_, _| {}), Ok(b.len() as u64));
+                continue;
+            }
+            let d = scan(&torn, |_, _| {}).unwrap_err();
+            assert_eq!((d.offset, d.torn_tail), (last as u64, true), "kept {keep} bytes of it");
+        }
+    }
+
+    #[test]
+    fn garbage_after_the_zero_tail_is_judged_like_any_bad_record() {
+        let b = sample();
+        let end = b.len();
+        // Zeros, then bytes that are no record (a later page of an unacknowledged write
+        // reached the disk before an earlier one): not the end, a torn tail at the zeros.
+        let mut g = b.clone();
+        g.extend_from_slice(&[0u8; 512]);
+        g.extend_from_slice(&[0x5Au8; 100]);
+        g.extend_from_slice(&[0u8; 512]);
+        let d = scan(&g, |_, _| {}).unwrap_err();
         assert_eq!((d.offset, d.torn_tail, d.next_valid), (end as u64, true, None));
+        // Zeros, then valid records: damage in the middle (a zeroed span), not an end
+        // that would silently drop them.
+        let mut v = b.clone();
+        v.extend_from_slice(&[0u8; 512]);
+        let resume = v.len();
+        encode(&mut v, &Record::NodeGone { uuid: [4; 16] });
+        encode(&mut v, &Record::Gap { from: 1, missed: 2 });
+        v.extend_from_slice(&[0u8; 512]);
+        let d = scan(&v, |_, _| {}).unwrap_err();
+        assert_eq!((d.offset, d.torn_tail, d.next_valid), (end as u64, false, Some(resume as u64)));
+        // Salvage resumes there and ends at the second zero tail.
+        let mut n = 0;
+        assert_eq!(scan_from(&v, resume, &mut RESYNC_BUDGET.clone(), |_, _| n += 1), Ok((v.len() - 512) as u64));
+        assert_eq!(n, 2);
     }
 
     /// Random records, for the properties below.
@@ -629,7 +705,7 @@ mod tests {
             header(&mut b, JOURNAL_MAGIC, 0);
             b.extend_from_slice(&tail);
             match scan(&b, |_, _| {}) {
-                Ok(end) => proptest::prop_assert_eq!(end, b.len() as u64),
+                Ok(end) => proptest::prop_assert!(zero_tail_at(&b, end as usize), "records end at {} of {}", end, b.len()),
                 Err(d) => {
                     proptest::prop_assert!(d.offset < b.len() as u64);
                     proptest::prop_assert!(d.next_valid.is_none_or(|n| n > d.offset && n < b.len() as u64));
@@ -652,8 +728,13 @@ mod tests {
             let mut n = 0;
             match scan(&b[..cut], |_, _| n += 1) {
                 Ok(end) => {
-                    proptest::prop_assert_eq!(end as usize, cut);
-                    proptest::prop_assert!(cut == HEADER_LEN || starts.contains(&cut) || cut == b.len());
+                    // The records end at the cut, or earlier where only zero bytes of
+                    // the cut record remain (its length's low byte was zero): what a
+                    // torn write into the zero tail leaves, the same end either way.
+                    let end = end as usize;
+                    proptest::prop_assert!(end == cut || (end < cut && zero_tail_at(&b[..cut], end)));
+                    proptest::prop_assert!(end == HEADER_LEN || starts.contains(&end) || end == b.len());
+                    proptest::prop_assert_eq!(n, starts.iter().filter(|s| **s < end).count());
                 }
                 Err(d) => {
                     let cut_record = *starts.iter().rev().find(|s| **s < cut).unwrap();

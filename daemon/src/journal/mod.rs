@@ -298,6 +298,9 @@ pub fn run(
     // event in them or inside a `Gap` record (a slot abandoned by a producer that died,
     // events lost while no daemon ran), so the files follow on without holes.
     let mut accounted = start_seq;
+    let mut published = None;
+    let mut groups = Groups::default();
+    let mut last_work = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Acquire);
         // Keep the reservation ahead of the producers (the tail counts those waiting).
@@ -308,6 +311,7 @@ pub fn run(
         }
         buf.clear();
         let mut n = 0;
+        let mut gathering: Option<Instant> = None;
         while n < BATCH {
             match reader.try_next() {
                 Ok(Some(e)) => {
@@ -319,6 +323,18 @@ pub fn run(
                     }
                     recent.push_back(*e.record());
                     n += 1;
+                }
+                // Group commit: under `always`, with fewer events than the recent groups
+                // held, the writers released by the last commit are likely about to append
+                // again — wait for them a little (bounded) so one sync covers them all
+                // rather than alternating half groups.
+                Ok(None)
+                    if cfg.policy == Durability::Always
+                        && n > 0
+                        && n < groups.target()
+                        && gathering.get_or_insert_with(Instant::now).elapsed() < GROUP_GATHER =>
+                {
+                    std::thread::yield_now();
                 }
                 Ok(None) => break,
                 Err(RingError::Lagged { missed, resume_at }) => {
@@ -340,6 +356,7 @@ pub fn run(
             _ => false,
         };
         if must_sync {
+            groups.record(n);
             let began = Instant::now();
             file.sync().map_err(|e| format!("journal fsync: {e}"))?;
             seg.record_journal_fsync(began.elapsed());
@@ -347,7 +364,19 @@ pub fn run(
             last_sync = Instant::now();
         }
         let durable = if cfg.policy == Durability::Never { pos } else { synced };
-        seg.publish_journal_progress(pos, durable);
+        // Only news is published: the cursors share a cache line with the word waiting
+        // writers watch, and a write to it each idle pass would only slow their reads.
+        if published != Some((pos, durable)) {
+            seg.publish_journal_progress(pos, durable);
+            published = Some((pos, durable));
+        }
+        if n > 0 {
+            last_work = Instant::now();
+        } else {
+            // Idle: lengthen the zero tail (and sync it) now, when no commit waits, so
+            // the commits after it write no metadata.
+            file.prepare_ahead().map_err(|e| format!("journal zero tail: {e}"))?;
+        }
 
         let requested = seg.snapshot_requests();
         let due = file.len > cfg.rotate_bytes || requested != snapshots_done;
@@ -379,10 +408,44 @@ pub fn run(
             return Ok(());
         }
         if n == 0 {
-            seg.journal_sleep(nap);
+            if cfg.policy == Durability::Always && last_work.elapsed() < COMMIT_POLL {
+                // A writer just released tends to append again at once: look for it a
+                // little before parking, so neither side pays a futex wake.
+                std::thread::yield_now();
+            } else {
+                seg.journal_sleep(nap);
+            }
         }
     }
 }
+
+/// How long a group commit waits at most for the writers the last one released.
+const GROUP_GATHER: Duration = Duration::from_micros(50);
+
+/// The sizes (events) of the last few commits under `always`: the group to wait for is
+/// the largest of them, so a writer that stops costs a few bounded waits, then none.
+#[derive(Default)]
+struct Groups {
+    sizes: [usize; 8],
+    next: usize,
+}
+
+impl Groups {
+    fn record(&mut self, events: usize) {
+        self.sizes[self.next] = events;
+        self.next = (self.next + 1) % self.sizes.len();
+    }
+
+    fn target(&self) -> usize {
+        self.sizes.iter().copied().max().unwrap_or(0).min(BATCH)
+    }
+}
+
+/// How long the journal under `always` keeps looking at the ring after its last commit
+/// before it parks on its futex. Writers then skip the wake syscall (the journal's park
+/// flag is clear), and the journal skips a wake-up latency; a burst that stops costs
+/// this much polling (yielding the CPU to anyone runnable).
+const COMMIT_POLL: Duration = Duration::from_micros(200);
 
 #[cfg(test)]
 mod tests {
