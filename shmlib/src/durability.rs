@@ -150,6 +150,10 @@ impl JournalWake<'_> {
     }
 }
 
+/// How long a look in `/proc` that found the journaling daemon alive stands for it
+/// (see `Segment::daemon_gone_recently_checked`), in ms.
+const DAEMON_SEEN_MS: u64 = 10;
+
 impl Segment {
     fn futex_at(&self, offset: usize) -> &AtomicU32 {
         self.map.u32_at(offset).expect("invariant: header offsets lie inside a validated mapping")
@@ -220,7 +224,7 @@ impl Segment {
         if beat.fresh_at(now_ms()) || beat.fresh_at(crate::clock::unix_ms()) {
             return Ok(());
         }
-        if self.daemon_gone() {
+        if self.daemon_gone_recently_checked() {
             return Err(PoolError::DaemonGone);
         }
         Ok(())
@@ -331,8 +335,29 @@ impl Segment {
         self.durability() == Durability::Off || s < self.journal_cursor() + capacity
     }
 
+    /// Whether the daemon that journals is gone (asks `/proc`).
     fn daemon_gone(&self) -> bool {
         !OwnerTag(self.hdr(hdr::DAEMON_TAG).load(Ordering::Relaxed)).is_alive()
+    }
+
+    /// [`Segment::daemon_gone`] for the check before every change. Asking `/proc` costs a
+    /// file open and read (~5 µs); a look that found the daemon alive stands for
+    /// [`DAEMON_SEEN_MS`] (or the beat's staleness window, if shorter), as a fresh beat
+    /// does, so a daemon whose beat thread is starved on a loaded machine costs each
+    /// writer one look per window, not one per change. The waits for the journal keep
+    /// asking `/proc` directly: they are slow already, and must see a death at once.
+    fn daemon_gone_recently_checked(&self) -> bool {
+        let now = crate::clock::unix_ms();
+        let window = self.journal_heartbeat().stale_ms().min(DAEMON_SEEN_MS);
+        // Process-local memo: Relaxed, nothing else is published through it.
+        if now < self.daemon_seen_ms.load(Ordering::Relaxed).saturating_add(window) {
+            return false;
+        }
+        let gone = self.daemon_gone();
+        if !gone {
+            self.daemon_seen_ms.store(now, Ordering::Relaxed);
+        }
+        gone
     }
 
     /// Whether sequence `s` may be written now: the journal cannot be lapped by it, and
@@ -456,6 +481,8 @@ mod tests {
         // The daemon's tag names a process that no longer exists.
         let me = OwnerTag::current();
         seg.hdr(hdr::DAEMON_TAG).store(OwnerTag::new(me.pid(), me.start_ticks() + 1).0, Ordering::Relaxed);
+        // The look that let "b" through stands for one window; past it, the death is seen.
+        std::thread::sleep(Duration::from_millis(DAEMON_SEEN_MS + 5));
         let before = seg.info().nodes_created;
         assert_eq!(seg.add(seg.root(), &NewNode::new(NodeKind::Task, "c")).err(), Some(PoolError::DaemonGone));
         assert_eq!(seg.append(&NewEvent::new(EventKind::USER)).err(), Some(RingError::DaemonGone));

@@ -51,6 +51,9 @@ pub struct Segment {
     /// Raw handle of the token's agent once it joined (`u64::MAX`: not yet): under a
     /// grant, every event carries it as actor, whatever [`Segment::set_actor`] says.
     pub(crate) granted_actor: std::sync::atomic::AtomicU64,
+    /// When this process last saw the journaling daemon alive in `/proc` (Unix ms; 0:
+    /// never): a stale heartbeat sends a writer there at most once per staleness window.
+    pub(crate) daemon_seen_ms: std::sync::atomic::AtomicU64,
     /// The daemon's own handle (and its stand-in): exempt from `--require-tokens`.
     pub(crate) trusted: bool,
     /// The broker link of a brokered handle (see `broker`).
@@ -399,6 +402,7 @@ impl Segment {
             actor: std::sync::atomic::AtomicU64::new(u64::MAX),
             grant: std::sync::OnceLock::new(),
             granted_actor: std::sync::atomic::AtomicU64::new(u64::MAX),
+            daemon_seen_ms: std::sync::atomic::AtomicU64::new(0),
             trusted,
             broker: std::sync::OnceLock::new(),
         }
