@@ -7,7 +7,8 @@
 //! * [`payload`], [`histogram`], [`pingpong`]: the checked 64-byte payload, HdrHistogram
 //!   percentiles, the round-trip driver;
 //! * one module per mechanism family: [`floor`], [`ring`], [`kernel_ipc`], [`iceoryx`],
-//!   [`redis_peer`], [`sqlite`], [`throughput`], [`claims`], [`durability`];
+//!   [`redis_peer`], [`sqlite`], [`throughput`], [`claims`], [`durability`], [`http`] (with
+//!   its client, [`http_client`]);
 //! * [`report`], [`plot`], [`sysinfo`]: tables, ratios and goals, the SVG, the machine.
 //!
 //! The benchmarks run against a private segment in `/dev/shm` that no daemon owns.
@@ -34,6 +35,8 @@ pub mod durability;
 pub mod floor;
 pub mod handoff;
 pub mod histogram;
+pub mod http;
+pub mod http_client;
 pub mod iceoryx;
 pub mod kernel_ipc;
 pub mod mcp;

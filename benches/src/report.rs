@@ -154,6 +154,9 @@ fn measurement_of(group: &str) -> &'static str {
         "handoff" => "round trip of two work hand-offs between parked agents",
         "mail" => "round trip of two messages between agents blocked on their inboxes",
         "mcp" => "one agent's tool call: over `wn mcp` stdio vs `wn --json` run per call",
+        "http" => {
+            "one request (or claim + complete) over HTTP/1.1 keep-alive: wn serve vs Redis vs a Python REST server"
+        }
         _ => "append latency and rate",
     }
 }
@@ -263,6 +266,14 @@ impl Report {
         vs("mcp-show-subprocess", "mcp-show", |s| s.p99, "p99");
         vs("mcp-cycle-subprocess", "mcp-cycle", |s| s.p50, "p50");
         vs("mcp-cycle-subprocess", "mcp-cycle", |s| s.p99, "p99");
+        // Worknode over HTTP beside Redis and a Python REST server (below 1×: wn serve faster).
+        for op in ["get", "cycle"] {
+            let wn = format!("http-{op}");
+            vs(&wn, &format!("http-redis-{op}"), |s| s.p50, "p50");
+            vs(&wn, &format!("http-redis-{op}"), |s| s.p99, "p99");
+            vs(&wn, &format!("http-python-{op}"), |s| s.p50, "p50");
+            vs(&wn, &format!("http-python-{op}"), |s| s.p99, "p99");
+        }
         for op in ["update", "claim", "read"] {
             let (d, b, r) =
                 (format!("broker-{op}-direct"), format!("broker-{op}-brokered"), format!("broker-{op}-redis"));
@@ -464,6 +475,7 @@ impl Report {
             ),
             ("mail", "Messages: send, the blocked receiver has it (two per round trip)"),
             ("mcp", "Coding agents: a tool call over `wn mcp` (stdio) vs `wn --json` as a subprocess per call"),
+            ("http", "HTTP: wn serve beside Redis and a Python standard-library REST server; SSE delivery"),
         ];
         let base = self.lat("ring-spin").map(|s| s.p50);
         let cbase = self.lat("coord-ring-spin").map(|s| s.p50);
