@@ -244,3 +244,93 @@ impl Conn {
         Err("no stream message within 4096 chunks".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A server that reads one request (up to its blank line) and answers `reply`.
+    fn canned(reply: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().expect("accept");
+            s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+            let mut r = BufReader::new(s.try_clone().expect("clone"));
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let mut s = s;
+            s.write_all(reply).expect("write");
+            // Keep the connection open until the client is done.
+            let _ = r.read_line(&mut line);
+        });
+        addr
+    }
+
+    #[test]
+    fn reads_a_length_framed_body() {
+        let addr = canned(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"a\":12}");
+        let mut c = Conn::connect(addr).expect("connect");
+        assert_eq!(c.json("GET", "/x", b"").expect("answer")["a"], 12);
+    }
+
+    #[test]
+    fn decodes_a_chunked_body() {
+        let addr =
+            canned(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n4;x=y\r\n:12}\r\n0\r\n\r\n");
+        let mut c = Conn::connect(addr).expect("connect");
+        let (status, body) = c.request("GET", "/x", b"").expect("answer");
+        assert_eq!((status, body), (200, &b"{\"a\":12}"[..]));
+    }
+
+    #[test]
+    fn refuses_a_response_that_ends_the_connection() {
+        let addr = canned(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
+        let mut c = Conn::connect(addr).expect("connect");
+        let e = c.request("GET", "/x", b"").expect_err("no keep-alive");
+        assert!(e.contains("keep-alive"), "{e}");
+    }
+
+    #[test]
+    fn an_error_status_is_an_error_with_the_body() {
+        let addr = canned(b"HTTP/1.1 409 Conflict\r\nContent-Length: 13\r\n\r\nstale epoch!!");
+        let mut c = Conn::connect(addr).expect("connect");
+        let e = c.json("POST", "/c", b"{}").expect_err("409");
+        assert!(e.contains("HTTP 409") && e.contains("stale epoch"), "{e}");
+    }
+
+    #[test]
+    fn parses_server_sent_events_across_chunks_and_skips_comments() {
+        let addr = canned(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3\r\n:\n\n\r\n\
+              f\r\nid: 7\nevent: ev\r\n\
+              e\r\nent\ndata: {}\n\n\r\n\
+              0\r\n\r\n",
+        );
+        let mut c = Conn::connect(addr).expect("connect");
+        c.open_stream("/api/events").expect("stream");
+        let m = c.next_event().expect("message");
+        assert_eq!((m.id, m.event.as_str(), m.data.as_str()), (Some(7), "event", "{}"));
+        let e = c.next_event().expect_err("the stream ended");
+        assert!(e.contains("ended"), "{e}");
+    }
+
+    #[test]
+    fn refuses_an_oversized_header_line() {
+        static LONG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let reply = LONG.get_or_init(|| {
+            let mut r = b"HTTP/1.1 200 OK\r\nX-Long: ".to_vec();
+            r.resize(r.len() + 10_000, b'a');
+            r.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+            r
+        });
+        let addr = canned(reply);
+        let mut c = Conn::connect(addr).expect("connect");
+        let e = c.request("GET", "/x", b"").expect_err("too long");
+        assert!(e.contains("longer than"), "{e}");
+    }
+}
