@@ -7,7 +7,8 @@
 //! * [`payload`], [`histogram`], [`pingpong`]: the checked 64-byte payload, HdrHistogram
 //!   percentiles, the round-trip driver;
 //! * one module per mechanism family: [`floor`], [`ring`], [`kernel_ipc`], [`iceoryx`],
-//!   [`redis_peer`], [`sqlite`], [`throughput`], [`claims`], [`durability`];
+//!   [`redis_peer`], [`sqlite`], [`throughput`], [`claims`], [`durability`], [`http`] (with
+//!   its client, [`http_client`]);
 //! * [`scale`], [`restore`]: inspection calls over a 100 000-node board, the daemon's
 //!   restart over a data directory of that board and a million events;
 //! * [`report`], [`plot`], [`sysinfo`]: tables, ratios and goals, the SVG, the machine.
@@ -36,6 +37,8 @@ pub mod durability;
 pub mod floor;
 pub mod handoff;
 pub mod histogram;
+pub mod http;
+pub mod http_client;
 pub mod iceoryx;
 pub mod kernel_ipc;
 pub mod mcp;

@@ -182,7 +182,7 @@ fn board(seg: &TempSegment, op: Op) -> Result<Vec<Handle>, String> {
 }
 
 /// `wn`, built beside wn-bench like the daemon (once per run); missing, the row is skipped.
-fn wn_binary() -> Result<PathBuf, Fail> {
+pub(crate) fn wn_binary() -> Result<PathBuf, Fail> {
     thread_local! {
         static WN: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
     }

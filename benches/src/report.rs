@@ -157,6 +157,9 @@ fn measurement_of(group: &str) -> &'static str {
         "scale" => {
             "time per inspection call over a 100 000-task board; daemon start to ready over 100k nodes + 1M events"
         }
+        "http" => {
+            "one request (or claim + complete) over HTTP/1.1 keep-alive: wn serve vs Redis vs a Python REST server"
+        }
         _ => "append latency and rate",
     }
 }
@@ -271,6 +274,14 @@ impl Report {
         vs("tree-100k-wn", "tree-100k", |s| s.p50, "p50");
         vs("restore-100k", "restore-100k-adopt", |s| s.p50, "p50");
         vs("restore-100k-lost", "restore-100k", |s| s.p50, "p50");
+        // Worknode over HTTP beside Redis and a Python REST server (below 1×: wn serve faster).
+        for op in ["get", "cycle"] {
+            let wn = format!("http-{op}");
+            vs(&wn, &format!("http-redis-{op}"), |s| s.p50, "p50");
+            vs(&wn, &format!("http-redis-{op}"), |s| s.p99, "p99");
+            vs(&wn, &format!("http-python-{op}"), |s| s.p50, "p50");
+            vs(&wn, &format!("http-python-{op}"), |s| s.p99, "p99");
+        }
         for op in ["update", "claim", "read"] {
             let (d, b, r) =
                 (format!("broker-{op}-direct"), format!("broker-{op}-brokered"), format!("broker-{op}-redis"));
@@ -479,6 +490,7 @@ impl Report {
                 "scale",
                 "Scale: wn ls / tree / rollup over 100 000 tasks (time per call); worknoded start over 100k nodes + 1M events",
             ),
+            ("http", "HTTP: wn serve beside Redis and a Python standard-library REST server; SSE delivery"),
         ];
         let base = self.lat("ring-spin").map(|s| s.p50);
         let cbase = self.lat("coord-ring-spin").map(|s| s.p50);

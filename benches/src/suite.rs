@@ -340,6 +340,25 @@ pub fn specs() -> Vec<Spec> {
             mcp::Op::Cycle,
             mcp::Route::Subprocess
         )),
+        spec!("http-get", "http", "GET /api/tasks/{id} over wn serve (HTTP/1.1 keep-alive)", |c| {
+            crate::http::run(c, crate::http::Peer::Worknode, crate::http::Op::Get)
+        }),
+        spec!("http-redis-get", "http", "Redis HGETALL of a task hash", |c| {
+            crate::http::run(c, crate::http::Peer::Redis, crate::http::Op::Get)
+        }),
+        spec!("http-python-get", "http", "GET /api/tasks/{id}, Python http.server REST", |c| {
+            crate::http::run(c, crate::http::Peer::Python, crate::http::Op::Get)
+        }),
+        spec!("http-cycle", "http", "POST /api/claim + POST /api/tasks/{id}/complete over wn serve", |c| {
+            crate::http::run(c, crate::http::Peer::Worknode, crate::http::Op::Cycle)
+        }),
+        spec!("http-redis-cycle", "http", "Redis LMOVE + HSET, then HSET + LREM pipelined", |c| {
+            crate::http::run(c, crate::http::Peer::Redis, crate::http::Op::Cycle)
+        }),
+        spec!("http-python-cycle", "http", "claim + complete, Python http.server REST", |c| {
+            crate::http::run(c, crate::http::Peer::Python, crate::http::Op::Cycle)
+        }),
+        spec!("http-sse", "http", "event appended → delivered on GET /api/events (SSE)", crate::http::sse),
         spec!("broker-update-direct", "broker", "progress on a held task, direct handle", |c| broker::run(
             c,
             Path::Direct,
