@@ -40,6 +40,19 @@ fn frame(d: &Daemon, width: usize, height: usize, extra: &[&str]) -> Vec<String>
     for l in &lines {
         assert!(l.width() <= width, "a line {} columns wide in a {width}-column frame: {l:?}", l.width());
     }
+    // The frame is cut to its size, so a row drawn too wide would lose its right end
+    // rather than show above: every task row must end with its lease column.
+    if lines.iter().any(|l| l.starts_with("STATUS")) {
+        for r in rows(&lines) {
+            let lease = r.split_whitespace().last().unwrap_or("");
+            let shaped = lease == "-"
+                || lease == "lapsed"
+                || lease
+                    .strip_suffix(['s', 'm', 'h', 'd'])
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            assert!(shaped, "a {width}-column row lost its lease column: {r:?}");
+        }
+    }
     lines
 }
 
@@ -60,6 +73,11 @@ fn rows(lines: &[String]) -> Vec<&String> {
 fn top_fits_80_by_24_and_120_by_30_with_names_holders_and_filters() {
     let d = Daemon::start("top-layout");
     seed(&d);
+
+    // Narrow terminals still get whole rows (the name and holder columns shrink).
+    for w in [40, 45, 50, 60] {
+        assert!(!rows(&frame(&d, w, 24, &[])).is_empty(), "{w} columns: no task rows");
+    }
 
     // 80×24: the header, then the list, work in hand first; names cut with an ellipsis.
     let small = frame(&d, 80, 24, &[]);

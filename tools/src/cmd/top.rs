@@ -394,12 +394,17 @@ fn lease_text(r: &TaskRow, now: u64) -> String {
     }
 }
 
-/// Column widths of the task list at `width`: (name, holder); the rest are fixed.
+/// The task list's fixed columns: status 7, bar 11, priority 3, lease 6, and five
+/// single-space gaps.
+const FIXED_COLUMNS: usize = 7 + 11 + 3 + 6 + 5;
+
+/// Column widths of the task list at `width`: (name, holder); the rest are fixed. The
+/// holder takes an eighth of the width (10 to 24 columns) but never more than a third
+/// of what the fixed columns leave, so a row fits every width from `FIXED_COLUMNS` up.
 fn columns(width: usize) -> (usize, usize) {
-    // status 7, bar 11, priority 3, lease 6, and five single-space gaps.
-    let fixed = 7 + 11 + 3 + 6 + 5;
-    let holder = (width / 8).clamp(10, 24);
-    (width.saturating_sub(fixed + holder).max(8), holder)
+    let free = width.saturating_sub(FIXED_COLUMNS);
+    let holder = (width / 8).clamp(10, 24).min(free / 3);
+    (free - holder, holder)
 }
 
 fn header_lines(v: &View, width: usize) -> Vec<Line<'static>> {
@@ -729,9 +734,32 @@ mod tests {
 
     #[test]
     fn columns_fill_the_width_exactly() {
-        for w in [40usize, 80, 120, 200] {
+        for w in FIXED_COLUMNS..=240 {
             let (name, holder) = columns(w);
-            assert_eq!(7 + 11 + 3 + 6 + 5 + name + holder, w.max(7 + 11 + 3 + 6 + 5 + 8 + holder), "{w}");
+            assert_eq!(FIXED_COLUMNS + name + holder, w, "{w}");
+            assert!(name >= holder || w < FIXED_COLUMNS + 30, "{w}: name {name}, holder {holder}");
+        }
+    }
+
+    #[test]
+    fn a_task_row_and_the_column_header_fit_every_width_with_the_lease_shown() {
+        let row = TaskRow {
+            uuid: uuid::Uuid::nil(),
+            name: "a task name much longer than any column could hold, on purpose".into(),
+            status: Status::InProgress,
+            progress: 60,
+            priority: 200,
+            holder: Some("an-agent-with-a-long-name".into()),
+            lease_until_ms: 0,
+            lapsed: true,
+            created: 0,
+        };
+        for w in FIXED_COLUMNS..=240 {
+            let line = task_line(&row, w, 0);
+            let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+            assert!(text.width() <= w, "{w}: a row {} columns wide: {text:?}", text.width());
+            assert!(text.ends_with("lapsed"), "{w}: the lease column was cut: {text:?}");
+            assert!(column_header(w).width() <= w, "{w}: the column header is wider");
         }
     }
 }
