@@ -819,4 +819,20 @@ fn the_dashboard_follows_the_board_live_in_chromium() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("serve-dashboard.png"), &png).unwrap();
+
+    // More documents than the page lists (200): it says the list is cut, not silently.
+    assert_eq!(b.eval("document.getElementById('documents-truncated').hidden"), true);
+    // (Empty document nodes: the test daemon's blob arena is small.)
+    for i in 0..200 {
+        s.post("/api/tasks", json!({ "name": format!("n{i}.md"), "kind": "document", "parent": "/Site/Design" }));
+    }
+    wait_until("the document list to say it is cut", PATIENCE, || {
+        let v = b.eval(
+            "(() => { const n = document.getElementById('documents-truncated'); return n.hidden ? null : n.textContent })()",
+        );
+        v.as_str().is_some_and(|t| t.contains("first 200 documents")).then_some(())
+    });
+    wait_until("the first 200 documents listed", PATIENCE, || {
+        (b.eval("document.querySelectorAll('#documents button').length") == 200).then_some(())
+    });
 }
