@@ -82,14 +82,25 @@ where
     F: FnOnce(&Actor) -> Result<Value, Fail> + Send + 'static,
 {
     let actor = app.actors.of(headers).await?;
-    // A sign of life for `GET /api/agents` (a store in the segment; through the broker it
-    // would be a round trip per request, so a brokered agent's changes stand for it).
-    if !actor.seg.is_brokered() {
-        let _ = actor.seg.heartbeat(actor.me);
-    }
-    let run = move || f(&actor).map_err(|e| e.name_changed_node(&actor.seg));
-    let out = tokio::task::spawn_blocking(run).await.map_err(|e| Fail::other(format!("the request stopped: {e}")))?;
-    Ok(Json(out?))
+    Ok(Json(blocking(actor, f).await?))
+}
+
+/// Runs `f` as `actor` on tokio's blocking pool (see the module header for why every
+/// piece of segment work goes there).
+pub async fn blocking<T, F>(actor: Arc<Actor>, f: F) -> Result<T, Fail>
+where
+    T: Send + 'static,
+    F: FnOnce(&Actor) -> Result<T, Fail> + Send + 'static,
+{
+    let run = move || {
+        // A sign of life for `GET /api/agents` (a store in the segment; through the broker
+        // it would be a round trip per request, so a brokered agent's changes stand for it).
+        if !actor.seg.is_brokered() {
+            let _ = actor.seg.heartbeat(actor.me);
+        }
+        f(&actor).map_err(|e| e.name_changed_node(&actor.seg))
+    };
+    tokio::task::spawn_blocking(run).await.map_err(|e| Fail::other(format!("the request stopped: {e}")))?
 }
 
 /// A node's JSON, as `wn show --json` prints it.
@@ -786,7 +797,11 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Result<([(axum::http::header::HeaderName, &'static str); 1], String), ApiError> {
     let actor = app.actors.of(&headers).await?;
-    let mut out = String::new();
-    crate::metrics::render(&actor.seg, &mut out);
+    let out = blocking(actor, |a| {
+        let mut out = String::new();
+        crate::metrics::render(&a.seg, &mut out);
+        Ok(out)
+    })
+    .await?;
     Ok(([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], out))
 }
