@@ -348,9 +348,11 @@ pub async fn claim_task(
     .await
 }
 
-/// Claims the best ready task (highest priority, then oldest), as `wn claim --next`.
+/// Claims the best ready task (highest priority, then oldest), as `wn claim --next`;
+/// `wait_s` at most [`WAIT_MAX_S`].
 #[utoipa::path(post, path = "/api/claim", tag = "claims", request_body = ClaimNextArgs,
     responses((status = 200, description = "the task claimed, with its `claim`"),
+              (status = 400, description = "a bad field, or wait_s over 60 (the HTTP cap)", body = ErrorBody),
               (status = 404, description = "nothing ready", body = ErrorBody),
               (status = 504, description = "nothing came within wait_s", body = ErrorBody)))]
 pub async fn claim_next(State(app): State<Arc<App>>, headers: HeaderMap, Body(raw): Body<Value>) -> Reply {

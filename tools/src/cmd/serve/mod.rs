@@ -16,7 +16,10 @@
 //!
 //! Bounds: request bodies at most [`error::BODY_LIMIT`] (413 beyond), at most
 //! `--max-connections` connections (503 `busy` beyond), `--max-streams` event streams,
-//! each with a buffer of [`sse::STREAM_BUFFER`] events (then `lagged`).
+//! each with a buffer of [`sse::STREAM_BUFFER`] events (then `lagged`), a connection
+//! silent for [`HEADER_READ_TIMEOUT`] closed, waits (`wait_s`) at most
+//! [`handlers::WAIT_MAX_S`]; requests only for the bound address, changes only from no
+//! or the server's own `Origin`, bodies only as JSON ([`origin`]).
 
 mod auth;
 mod dashboard;
