@@ -244,6 +244,14 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     // Unknown ids and routes, a wrong method.
     s.refused("GET", "/api/tasks/0190a3b4-5c6d-7e01-8f00-123456789abc", None, 404, "node_not_found");
     s.refused("GET", "/api/tasks/zzzz", None, 400, "bad_node_name");
+    // A path segment that is not UTF-8 once decoded: JSON, not axum's plain text.
+    s.refused("GET", "/api/tasks/%FF", None, 400, "usage");
+    s.refused("PUT", &format!("/api/tasks/{id}/documents/%FF"), Some(json!({ "text": "x" })), 400, "usage");
+    // HTTP waits are capped at 60 s.
+    let v = s.refused("POST", "/api/claim", Some(json!({ "wait_s": 61 })), 400, "usage");
+    assert!(v["error"]["message"].as_str().unwrap().contains("60"), "{v}");
+    let v = s.refused("GET", "/api/messages?wait_s=86400", None, 400, "usage");
+    assert!(v["error"]["hint"].as_str().unwrap().contains("ask again"), "{v}");
     s.refused("GET", "/api/documents/0190a3b4-5c6d-7e01-8f00-123456789abc", None, 404, "node_not_found");
     s.refused("GET", "/api/nothing", None, 404, "not_found");
     s.refused("DELETE", "/api/agents", None, 405, "method_not_allowed");
@@ -285,6 +293,78 @@ fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     assert_eq!(s.get(&format!("/api/tasks/{id}"))["name"], "t");
 }
 
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) over a raw socket
+/// and reads the whole answer.
+fn raw(addr: &str, request: &str) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    let _ = c.read_to_string(&mut text);
+    text
+}
+
+#[test]
+fn foreign_hosts_cross_site_pages_and_non_json_bodies_are_refused() {
+    let d = Daemon::start("serve_csrf");
+    let s = Server::start(&d, &[]);
+    let addr = s.addr();
+    let port = addr.rsplit(':').next().unwrap();
+    let body = r#"{"name":"csrf"}"#;
+    let post = |host: &str, extra: &str| {
+        raw(
+            &addr,
+            &format!(
+                "POST /api/tasks HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let json = "Content-Type: application/json\r\n";
+    // DNS rebinding: a foreign name in Host, even for a GET.
+    let rebound =
+        raw(&addr, &format!("GET /api/tasks HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"));
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    assert!(rebound.contains("\"code\":\"wrong_host\""), "{rebound}");
+    assert!(post(&format!("evil.example:{port}"), json).starts_with("HTTP/1.1 421"));
+    // A cross-site page: refused with its Origin, even with a JSON type.
+    let cross = post(&addr, &format!("{json}Origin: http://evil.example\r\n"));
+    assert!(cross.starts_with("HTTP/1.1 403") && cross.contains("\"code\":\"cross_origin\""), "{cross}");
+    // A plain-text body (what a page sends without a preflight), and curl -d's form type.
+    for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+        let t = post(&addr, &format!("Content-Type: {ct}\r\n"));
+        assert!(t.starts_with("HTTP/1.1 415") && t.contains("Content-Type: application/json"), "{t}");
+    }
+    assert_eq!(s.get("/api/tasks?limit=10")["count"], 0, "nothing refused was created");
+    // The dashboard's own origin, localhost, and a client without Origin are served.
+    let own = post(&addr, &format!("{json}Origin: http://{addr}\r\n"));
+    assert!(own.starts_with("HTTP/1.1 201") || own.starts_with("HTTP/1.1 200"), "{own}");
+    let local = raw(&addr, &format!("GET /api/tasks HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"));
+    assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+    assert_eq!(s.get("/api/tasks?limit=10")["count"], 1);
+}
+
+#[test]
+fn silent_and_slow_connections_are_closed_and_free_their_slots() {
+    let d = Daemon::start("serve_idle");
+    let s = Server::start(&d, &["--max-connections", "2"]);
+    // One says nothing, one stops halfway through its headers: the server's header read
+    // timeout (10 s, under PATIENCE) closes both, where without a timer they would hold
+    // both slots for ever.
+    let silent = TcpStream::connect(s.addr()).unwrap();
+    let mut slow = TcpStream::connect(s.addr()).unwrap();
+    slow.write_all(b"GET /api/agents HTTP/1.1\r\nHost: ").unwrap();
+    for mut c in [silent, slow] {
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut rest = Vec::new();
+        let closed = c.read_to_end(&mut rest);
+        assert!(closed.is_ok(), "the server did not close the connection: {closed:?}");
+    }
+    wait_until("the freed slots to serve again", PATIENCE, || {
+        (s.call("GET", "/api/agents", None).0 == 200).then_some(())
+    });
+}
+
 /// A minimal SSE client over a raw socket: it decodes the chunked body and yields each
 /// message's `id`, `event` and `data`.
 struct Sse {
@@ -304,7 +384,8 @@ impl Sse {
         let mut c = TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(PATIENCE)).unwrap();
         let resume = last_event_id.map(|i| format!("Last-Event-ID: {i}\r\n")).unwrap_or_default();
-        write!(c, "GET /api/events{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{resume}\r\n").unwrap();
+        write!(c, "GET /api/events{query} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{resume}\r\n")
+            .unwrap();
         let mut r = BufReader::new(c);
         let mut status = String::new();
         r.read_line(&mut status).unwrap();
@@ -333,9 +414,12 @@ impl Sse {
         self.buf.push_str(std::str::from_utf8(&data[..n]).unwrap());
     }
 
-    /// The next message (keep-alive comments skipped).
+    /// The next message (keep-alive comments skipped), failing the test if none comes
+    /// within [`PATIENCE`] (keep-alive comments alone do not keep it waiting).
     fn next(&mut self) -> Message {
+        let until = std::time::Instant::now() + PATIENCE;
         loop {
+            assert!(std::time::Instant::now() < until, "no event within {PATIENCE:?} (only keep-alive comments)");
             if let Some(cut) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..cut + 2).collect();
                 let mut m = Message { id: None, event: "message".into(), data: String::new() };
@@ -496,8 +580,12 @@ fn tokens_are_required_and_checked_and_non_loopback_needs_them() {
     // The stream needs the token too.
     let mut raw = TcpStream::connect(s.addr()).unwrap();
     raw.set_read_timeout(Some(PATIENCE)).unwrap();
-    raw.write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    write!(
+        raw,
+        "GET /api/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n",
+        s.addr()
+    )
+    .unwrap();
     let mut text = String::new();
     let _ = raw.read_to_string(&mut text);
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
@@ -731,4 +819,20 @@ fn the_dashboard_follows_the_board_live_in_chromium() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("serve-dashboard.png"), &png).unwrap();
+
+    // More documents than the page lists (200): it says the list is cut, not silently.
+    assert_eq!(b.eval("document.getElementById('documents-truncated').hidden"), true);
+    // (Empty document nodes: the test daemon's blob arena is small.)
+    for i in 0..200 {
+        s.post("/api/tasks", json!({ "name": format!("n{i}.md"), "kind": "document", "parent": "/Site/Design" }));
+    }
+    wait_until("the document list to say it is cut", PATIENCE, || {
+        let v = b.eval(
+            "(() => { const n = document.getElementById('documents-truncated'); return n.hidden ? null : n.textContent })()",
+        );
+        v.as_str().is_some_and(|t| t.contains("first 200 documents")).then_some(())
+    });
+    wait_until("the first 200 documents listed", PATIENCE, || {
+        (b.eval("document.querySelectorAll('#documents button').length") == 200).then_some(())
+    });
 }

@@ -32,6 +32,8 @@ pub fn status_of(f: &Fail) -> StatusCode {
         "unauthorized" => return StatusCode::UNAUTHORIZED,
         "busy" => return StatusCode::SERVICE_UNAVAILABLE,
         "method_not_allowed" => return StatusCode::METHOD_NOT_ALLOWED,
+        "wrong_host" => return StatusCode::MISDIRECTED_REQUEST,
+        "unsupported_media_type" => return StatusCode::UNSUPPORTED_MEDIA_TYPE,
         _ => {}
     }
     match f.exit {
@@ -62,16 +64,27 @@ impl IntoResponse for ApiError {
 }
 
 /// A request body parsed as JSON into `T`; an empty body reads as `{}` (so a body of
-/// optional fields may be left out). Any `Content-Type` is accepted: `curl -d` sends
-/// its form type by default.
+/// optional fields may be left out). A non-empty body must be sent as
+/// `Content-Type: application/json` (415 otherwise): a web page can send a plain-text or
+/// form body cross-site without a preflight, but not a JSON one (see [`super::origin`]).
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = req.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(is_json);
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| ApiError(body_refused(&e)))?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let empty = bytes.iter().all(u8::is_ascii_whitespace);
+        if !empty && !json_type {
+            return Err(ApiError(Fail::new(
+                "unsupported_media_type",
+                exit::USAGE,
+                "a request body must be sent as Content-Type: application/json",
+                "add -H 'Content-Type: application/json' (curl -d sends a form type by default)",
+            )));
+        }
+        let text: &[u8] = if empty { b"{}" } else { &bytes };
         serde_json::from_slice(text).map(Body).map_err(|e| {
             let hint = "send a JSON object; /api/openapi.json gives each endpoint's fields and types";
             let what = match e.classify() {
@@ -81,6 +94,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             ApiError(Fail::usage(format!("{what}: {e}"), hint))
         })
     }
+}
+
+/// Whether a `Content-Type` is JSON (`application/json`, any parameters such as a charset).
+fn is_json(v: &axum::http::HeaderValue) -> bool {
+    let essence = v.to_str().unwrap_or("").split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
 }
 
 /// Why a body could not be read: too large (413), or cut off.
@@ -105,6 +124,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
         parse_query(q).map(Params)
+    }
+}
+
+/// Path segments parsed into `T` (a `String` or a tuple of them), a bad one (not UTF-8
+/// once percent-decoded, say) refused as JSON with the CLI's `usage` code.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(Path(p.0)),
+            Err(e) => Err(ApiError(Fail::usage(
+                format!("bad path: {}", e.body_text()),
+                "percent-encode the id as UTF-8 (a UUID, a unique prefix, or a /path)",
+            ))),
+        }
     }
 }
 

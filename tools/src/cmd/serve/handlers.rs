@@ -2,9 +2,12 @@
 //! function), answering with the CLI's `--json` shapes.
 //!
 //! A handler names the agent it acts as ([`super::auth`]), runs its work, and maps a
-//! failure to the CLI's code and hint ([`super::error`]). Work that may wait (a claim or
-//! an inbox read with `wait_s`) runs on a blocking thread, so it never holds one of the
-//! runtime's threads; the rest is a few microseconds of segment work and runs in place.
+//! failure to the CLI's code and hint ([`super::error`]). All segment work runs on a
+//! blocking thread (at most one per open connection, so bounded by `--max-connections`):
+//! besides the waits (a claim or an inbox read with `wait_s`, at most [`WAIT_MAX_S`]),
+//! a write may wait for the journal (up to seconds with `fsync always`), a brokered
+//! handle makes a socket round trip, and `/metrics`, an agent's tasks and queries scan
+//! the pool; none of it may stall the runtime's two threads.
 //!
 //! Claims over HTTP: a claim is made by the agent the request acts as and held by its
 //! lease, as a shell agent's claim is; it answers with the task, whose `claim.epoch` the
@@ -12,9 +15,9 @@
 //! since refuses the write with `stale_epoch`). The server keeps nothing per client.
 
 use super::auth::Actor;
-use super::error::{ApiError, Body, Params};
+use super::error::{ApiError, Body, Params, Path};
 use super::App;
-use crate::cmd::mcp::{kind, seconds, status, ClaimNextArgs, MayWait};
+use crate::cmd::mcp::{kind, seconds, status, ClaimNextArgs};
 use crate::cmd::nodes::{self, AddArgs};
 use crate::cmd::{agents, docs, events, labels, lifecycle, mail, tasks};
 use crate::ctx::{find_agent, principal};
@@ -22,7 +25,7 @@ use crate::duration;
 use crate::fail::Fail;
 use crate::output::{node_json, Names};
 use crate::resolve::{self, path_of};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
@@ -58,24 +61,46 @@ pub struct ErrorObject {
     exit: u8,
 }
 
-/// Runs `f` as the agent the request acts as: on a blocking thread if it may wait.
-async fn act<F>(app: &App, headers: &HeaderMap, may_wait: bool, f: F) -> Reply
+/// The longest wait (`wait_s`) an HTTP request may ask for: a wait holds a connection
+/// and a blocking thread; a client that wants longer asks again.
+pub const WAIT_MAX_S: f64 = 60.0;
+
+/// Refuses a `wait_s` over [`WAIT_MAX_S`].
+fn check_wait(wait_s: Option<f64>) -> Result<(), Fail> {
+    match wait_s {
+        Some(w) if w > WAIT_MAX_S => Err(Fail::usage(
+            format!("wait_s {w} is over the HTTP limit of {WAIT_MAX_S} s"),
+            format!("wait at most {WAIT_MAX_S} s and ask again if nothing came (504 timeout)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `f` as the agent the request acts as, on a blocking thread.
+async fn act<F>(app: &App, headers: &HeaderMap, f: F) -> Reply
 where
     F: FnOnce(&Actor) -> Result<Value, Fail> + Send + 'static,
 {
     let actor = app.actors.of(headers).await?;
-    // A sign of life for `GET /api/agents` (a store in the segment; through the broker it
-    // would be a round trip per request, so a brokered agent's changes stand for it).
-    if !actor.seg.is_brokered() {
-        let _ = actor.seg.heartbeat(actor.me);
-    }
-    let run = move || f(&actor).map_err(|e| e.name_changed_node(&actor.seg));
-    let out = if may_wait {
-        tokio::task::spawn_blocking(run).await.map_err(|e| Fail::other(format!("the request stopped: {e}")))?
-    } else {
-        run()
+    Ok(Json(blocking(actor, f).await?))
+}
+
+/// Runs `f` as `actor` on tokio's blocking pool (see the module header for why every
+/// piece of segment work goes there).
+pub async fn blocking<T, F>(actor: Arc<Actor>, f: F) -> Result<T, Fail>
+where
+    T: Send + 'static,
+    F: FnOnce(&Actor) -> Result<T, Fail> + Send + 'static,
+{
+    let run = move || {
+        // A sign of life for `GET /api/agents` (a store in the segment; through the broker
+        // it would be a round trip per request, so a brokered agent's changes stand for it).
+        if !actor.seg.is_brokered() {
+            let _ = actor.seg.heartbeat(actor.me);
+        }
+        f(&actor).map_err(|e| e.name_changed_node(&actor.seg))
     };
-    Ok(Json(out?))
+    tokio::task::spawn_blocking(run).await.map_err(|e| Fail::other(format!("the request stopped: {e}")))?
 }
 
 /// A node's JSON, as `wn show --json` prints it.
@@ -136,7 +161,7 @@ fn kind_filter(k: Option<&str>) -> Result<Option<NodeKind>, Fail> {
     responses((status = 200, description = "`{nodes, count, truncated}` as `wn ls --json`"),
               (status = 400, description = "bad parameter", body = ErrorBody)))]
 pub async fn list_tasks(State(app): State<Arc<App>>, headers: HeaderMap, Params(p): Params<TaskParams>) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let seg = &a.seg;
         let q = Query {
             kind: kind_filter(p.kind.as_deref())?,
@@ -189,7 +214,7 @@ pub async fn create_task(
     headers: HeaderMap,
     Body(b): Body<NewTask>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let reply = act(&app, &headers, false, move |a| {
+    let reply = act(&app, &headers, move |a| {
         let priority = b.priority.unwrap_or(0);
         if priority > 255 {
             return Err(Fail::usage(format!("priority {priority} is out of range"), "give 0 to 255"));
@@ -226,7 +251,7 @@ pub async fn create_task(
     responses((status = 200, description = "the node, as `wn show --json`"),
               (status = 404, description = "no such node", body = ErrorBody)))]
 pub async fn get_task(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
-    act(&app, &headers, false, move |a| node_value(a, resolve::node(&a.seg, &id)?)).await
+    act(&app, &headers, move |a| node_value(a, resolve::node(&a.seg, &id)?)).await
 }
 
 /// A change of a node's fields.
@@ -255,7 +280,7 @@ pub async fn update_task(
     Path(id): Path<String>,
     Body(b): Body<TaskEdit>,
 ) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         if b.name.is_none() && b.description.is_none() && b.priority.is_none() && b.value.is_none() {
             return Err(Fail::usage("nothing to change", "give name, description, priority or value"));
         }
@@ -292,10 +317,8 @@ pub async fn delete_task(
     Path(id): Path<String>,
     Params(p): Params<RemoveParams>,
 ) -> Reply {
-    act(&app, &headers, false, move |a| {
-        lifecycle::remove(&a.seg, &id, p.recursive.unwrap_or(false), p.force.unwrap_or(false))
-    })
-    .await
+    act(&app, &headers, move |a| lifecycle::remove(&a.seg, &id, p.recursive.unwrap_or(false), p.force.unwrap_or(false)))
+        .await
 }
 
 /// A claim's lease.
@@ -318,20 +341,29 @@ pub async fn claim_task(
     Path(id): Path<String>,
     Body(b): Body<ClaimBody>,
 ) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let c = tasks::claim_one(&a.seg, a.me, &id, lease(b.lease_s)?)?;
         node_value(a, c.task)
     })
     .await
 }
 
-/// Claims the best ready task (highest priority, then oldest), as `wn claim --next`.
+/// Claims the best ready task (highest priority, then oldest), as `wn claim --next`;
+/// `wait_s` at most [`WAIT_MAX_S`].
 #[utoipa::path(post, path = "/api/claim", tag = "claims", request_body = ClaimNextArgs,
     responses((status = 200, description = "the task claimed, with its `claim`"),
+              (status = 400, description = "a bad field, or wait_s over 60 (the HTTP cap)", body = ErrorBody),
               (status = 404, description = "nothing ready", body = ErrorBody),
               (status = 504, description = "nothing came within wait_s", body = ErrorBody)))]
-pub async fn claim_next(State(app): State<Arc<App>>, headers: HeaderMap, Body(b): Body<ClaimNextArgs>) -> Reply {
-    act(&app, &headers, b.may_wait(), move |a| node_value(a, b.claim(&a.seg, a.me)?.task)).await
+pub async fn claim_next(State(app): State<Arc<App>>, headers: HeaderMap, Body(raw): Body<Value>) -> Reply {
+    check_wait(raw.get("wait_s").and_then(Value::as_f64))?;
+    let b: ClaimNextArgs = serde_json::from_value(raw).map_err(|e| {
+        Fail::usage(
+            format!("wrong JSON fields: {e}"),
+            "send a JSON object; /api/openapi.json gives each endpoint's fields and types",
+        )
+    })?;
+    act(&app, &headers, move |a| node_value(a, b.claim(&a.seg, a.me)?.task)).await
 }
 
 /// The claim presented to complete a task.
@@ -385,7 +417,7 @@ pub async fn complete(
     Path(id): Path<String>,
     Body(b): Body<CompleteBody>,
 ) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let c = presented(a, &id, b.epoch)?;
         a.seg.complete(&c, b.note.as_deref().unwrap_or(""))?;
         node_value(a, c.task)
@@ -404,7 +436,7 @@ pub async fn fail(
     Path(id): Path<String>,
     Body(b): Body<FailBody>,
 ) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let c = presented(a, &id, b.epoch)?;
         a.seg.fail(&c, &b.reason)?;
         node_value(a, c.task)
@@ -424,7 +456,7 @@ pub async fn progress(
     Path(id): Path<String>,
     Body(b): Body<ProgressBody>,
 ) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let pct = u8::try_from(b.percent)
             .ok()
             .filter(|p| *p <= 100)
@@ -440,7 +472,7 @@ pub async fn progress(
 #[utoipa::path(get, path = "/api/agents", tag = "agents",
     responses((status = 200, description = "`{agents, count}` as `wn agents --json`")))]
 pub async fn list_agents(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
-    act(&app, &headers, false, |a| Ok(agents::agents_json(&a.seg))).await
+    act(&app, &headers, |a| Ok(agents::agents_json(&a.seg))).await
 }
 
 /// The tasks an agent holds, and the agent.
@@ -449,7 +481,7 @@ pub async fn list_agents(State(app): State<Arc<App>>, headers: HeaderMap) -> Rep
     responses((status = 200, description = "`{agent, tasks, count}`: the agent as `wn agents --json` lists it, and the nodes its live claims hold"),
               (status = 404, description = "no such agent", body = ErrorBody)))]
 pub async fn agent_tasks(State(app): State<Arc<App>>, headers: HeaderMap, Path(name): Path<String>) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let seg = &a.seg;
         let id = find_agent(seg, &name)?;
         let info = seg.agent(id)?;
@@ -492,7 +524,7 @@ pub struct QueryBody {
     responses((status = 200, description = "`{nodes, count, truncated, visited, budget_exhausted}`"),
               (status = 400, description = "bad field", body = ErrorBody)))]
 pub async fn query(State(app): State<Arc<App>>, headers: HeaderMap, Body(b): Body<QueryBody>) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let seg = &a.seg;
         let q = Query {
             kind: b.kind.as_deref().map(kind).transpose()?,
@@ -518,7 +550,7 @@ pub async fn query(State(app): State<Arc<App>>, headers: HeaderMap, Body(b): Bod
     params(("id" = String, Path, description = "the node")),
     responses((status = 200, description = "`{documents, count}`"), (status = 404, description = "no such node", body = ErrorBody)))]
 pub async fn list_documents(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
-    act(&app, &headers, false, move |a| docs::documents_json(&a.seg, resolve::node(&a.seg, &id)?)).await
+    act(&app, &headers, move |a| docs::documents_json(&a.seg, resolve::node(&a.seg, &id)?)).await
 }
 
 /// A document's text.
@@ -542,7 +574,7 @@ pub async fn put_document(
     Path((id, name)): Path<(String, String)>,
     Body(b): Body<DocBody>,
 ) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let parent = resolve::node(&a.seg, &id)?;
         let bytes = b.content.as_bytes();
         let content_type =
@@ -560,7 +592,7 @@ pub async fn put_document(
     responses((status = 200, description = "`{uuid, path, content_type, len, crc32c, version, text | hex}`"),
               (status = 404, description = "no such document", body = ErrorBody)))]
 pub async fn get_document(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
-    act(&app, &headers, false, move |a| docs::document_json(&a.seg, resolve::node(&a.seg, &id)?)).await
+    act(&app, &headers, move |a| docs::document_json(&a.seg, resolve::node(&a.seg, &id)?)).await
 }
 
 /// A message to send.
@@ -583,7 +615,7 @@ pub async fn send(
     headers: HeaderMap,
     Body(b): Body<SendBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let reply = act(&app, &headers, false, move |a| {
+    let reply = act(&app, &headers, move |a| {
         let to = principal(&b.to)?;
         let h = a.seg.send(a.me, &to, b.thread.as_deref(), b.text.as_bytes())?;
         Ok(mail::info_json(&a.seg.read_message(h)?.info))
@@ -599,7 +631,7 @@ pub async fn send(
 pub struct InboxParams {
     /// Also acknowledged messages still kept.
     all: Option<bool>,
-    /// Wait up to this many seconds for mail.
+    /// Wait up to this many seconds for mail (at most 60).
     wait_s: Option<f64>,
 }
 
@@ -607,8 +639,8 @@ pub struct InboxParams {
 #[utoipa::path(get, path = "/api/messages", tag = "messages", params(InboxParams),
     responses((status = 200, description = "`{agent, count, messages}`"), (status = 504, description = "no mail within wait_s", body = ErrorBody)))]
 pub async fn inbox(State(app): State<Arc<App>>, headers: HeaderMap, Params(p): Params<InboxParams>) -> Reply {
-    let waits = p.wait_s.is_some_and(|w| w > 0.0);
-    act(&app, &headers, waits, move |a| {
+    check_wait(p.wait_s)?;
+    act(&app, &headers, move |a| {
         let seg = &a.seg;
         if let Some(w) = p.wait_s {
             seg.wait_for_mail(a.me, seconds(w, duration::timeout, "wait_s")?)?;
@@ -629,7 +661,7 @@ pub async fn inbox(State(app): State<Arc<App>>, headers: HeaderMap, Params(p): P
     responses((status = 200, description = "`{acked}`"), (status = 404, description = "no such message", body = ErrorBody),
               (status = 409, description = "already acknowledged", body = ErrorBody)))]
 pub async fn ack(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let h = a.seg.find_message(a.me, &id)?;
         a.seg.ack(a.me, h)?;
         Ok(json!({ "acked": id }))
@@ -657,7 +689,7 @@ pub async fn analytics_progress(
     headers: HeaderMap,
     Params(p): Params<RollupParams>,
 ) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let seg = &a.seg;
         let under = resolve::node_or_root(seg, p.under.as_deref())?;
         let k = p.kind.as_deref().map(kind).transpose()?.unwrap_or(NodeKind::Task);
@@ -683,7 +715,7 @@ pub async fn analytics_pipeline(
     headers: HeaderMap,
     Params(p): Params<RollupParams>,
 ) -> Reply {
-    act(&app, &headers, false, move |a| {
+    act(&app, &headers, move |a| {
         let under = resolve::node_or_root(&a.seg, p.under.as_deref())?;
         let k = p.kind.as_deref().map(kind).transpose()?.unwrap_or(NodeKind::Task);
         nodes::rollup_json(&a.seg, under, k)
@@ -711,7 +743,7 @@ pub async fn post_event(
     headers: HeaderMap,
     Body(b): Body<EmitBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let reply = act(&app, &headers, false, move |a| {
+    let reply = act(&app, &headers, move |a| {
         let seq = events::emit(&a.seg, &b.kind, b.node.as_deref(), b.data.as_deref().unwrap_or(""))?;
         Ok(json!({ "seq": seq }))
     })
@@ -767,7 +799,11 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Result<([(axum::http::header::HeaderName, &'static str); 1], String), ApiError> {
     let actor = app.actors.of(&headers).await?;
-    let mut out = String::new();
-    crate::metrics::render(&actor.seg, &mut out);
+    let out = blocking(actor, |a| {
+        let mut out = String::new();
+        crate::metrics::render(&a.seg, &mut out);
+        Ok(out)
+    })
+    .await?;
     Ok(([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], out))
 }

@@ -1,11 +1,13 @@
 //! The TCP listener, bounded: at most `--max-connections` connections are served at
 //! once. One more is accepted only to be answered `503` with the JSON error body
 //! (`busy`) and closed, so a client learns why instead of hanging in the backlog.
+//! A slot is held until its connection closes; hyper's header read timeout
+//! ([`super::HEADER_READ_TIMEOUT`]) closes a silent or idle one.
 
 use super::error::{busy, error_body};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -56,17 +58,43 @@ impl axum::serve::Listener for Bounded {
     }
 }
 
-/// Answers a connection over the bound with 503 and closes it.
+/// How much of a refused client's request is read (bytes) before the 503 is written.
+const REFUSED_READ_MAX: usize = 16 * 1024;
+
+/// How long a refused client is given to send its request, and to read the answer.
+const REFUSED_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Answers a connection over the bound with 503 and closes it. What the client sent is
+/// read first (bounded in bytes and time) and what follows drained after the write
+/// side is shut down: closing a socket with unread input makes the kernel send a reset,
+/// which can destroy the 503 before the client reads it.
 async fn refuse(mut stream: TcpStream) {
     let body = error_body(&busy("connections")).to_string();
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n",
         body.len()
     );
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+    let mut seen = [0u8; REFUSED_READ_MAX];
+    let mut n = 0;
+    let _ = tokio::time::timeout(REFUSED_PATIENCE, async {
+        while n < seen.len() && !seen[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut seen[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(REFUSED_PATIENCE, async {
         let _ = stream.write_all(head.as_bytes()).await;
         let _ = stream.write_all(body.as_bytes()).await;
         let _ = stream.shutdown().await;
+        // Drain until the client closes (it has the whole answer) or the patience ends.
+        while let Ok(k) = stream.read(&mut seen).await {
+            if k == 0 {
+                break;
+            }
+        }
     })
     .await;
 }

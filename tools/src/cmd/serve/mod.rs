@@ -9,13 +9,17 @@
 //! * [`sse`]: `GET /api/events`, JSON or a Server-Sent Events stream with resume;
 //! * [`auth`]: whom a request acts as (the server's agent, or a bearer token's);
 //! * [`error`]: failures as JSON with the CLI's codes and the matching HTTP status;
+//! * [`origin`]: `Host` and `Origin` checks against CSRF and DNS rebinding;
 //! * [`listener`]: the bound on open connections;
 //! * [`openapi`]: `/api/openapi.json`, derived from the handlers;
 //! * [`dashboard`]: the page at `/`.
 //!
 //! Bounds: request bodies at most [`error::BODY_LIMIT`] (413 beyond), at most
 //! `--max-connections` connections (503 `busy` beyond), `--max-streams` event streams,
-//! each with a buffer of [`sse::STREAM_BUFFER`] events (then `lagged`).
+//! each with a buffer of [`sse::STREAM_BUFFER`] events (then `lagged`), a connection
+//! silent for [`HEADER_READ_TIMEOUT`] closed, waits (`wait_s`) at most
+//! [`handlers::WAIT_MAX_S`]; requests only for the bound address, changes only from no
+//! or the server's own `Origin`, bodies only as JSON ([`origin`]).
 
 mod auth;
 mod dashboard;
@@ -23,6 +27,7 @@ mod error;
 mod handlers;
 mod listener;
 mod openapi;
+mod origin;
 mod sse;
 
 use crate::ctx::Ctx;
@@ -63,7 +68,7 @@ pub struct App {
 }
 
 /// The routes.
-fn router(app: Arc<App>) -> Router {
+fn router(app: Arc<App>, bound: std::net::SocketAddr) -> Router {
     use handlers as h;
     Router::new()
         .route("/", get(dashboard::index))
@@ -92,6 +97,7 @@ fn router(app: Arc<App>) -> Router {
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(DefaultBodyLimit::max(error::BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(origin::Origins::of(bound)), origin::guard))
         .with_state(app)
 }
 
@@ -121,15 +127,42 @@ pub fn run(ctx: &Ctx, a: &ServeArgs) -> Result<(), Fail> {
         // The first line of output: a script (or a test) reads the port from it.
         crate::output::print(&format!("listening on http://{addr}{}", if tokens { " (tokens required)" } else { "" }))?;
         let listener = listener::Bounded::new(tcp, a.max_connections as usize);
-        let server = axum::serve(listener, router(app)).with_graceful_shutdown(stopped());
-        // Open event streams do not end by themselves: give requests a moment, then go.
-        tokio::select! {
-            r = server => r.map_err(|e| Fail::other(format!("the HTTP server stopped: {e}"))),
-            () = async { stopped().await; tokio::time::sleep(Duration::from_secs(1)).await } => Ok(()),
-        }
+        serve(listener, router(app, addr)).await;
+        Ok(())
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     served
+}
+
+/// How long a connection may take to send a request's headers, counted from when it
+/// starts waiting for a request: hyper's timer runs from the end of the last answer,
+/// so this also closes a keep-alive connection idle this long. It frees the slot of a
+/// slow or silent client (each holds one of `--max-connections`).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves each connection `listener` accepts with hyper's HTTP/1 server (a Tokio timer,
+/// [`HEADER_READ_TIMEOUT`]) until SIGINT or SIGTERM, then gives the requests in flight a
+/// second and goes (open event streams do not end by themselves).
+async fn serve(mut listener: listener::Bounded, app: Router) {
+    use axum::serve::Listener;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let stop = stopped();
+    tokio::pin!(stop);
+    loop {
+        let conn = tokio::select! {
+            (conn, _) = listener.accept() => conn,
+            () = &mut stop => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let served = graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(conn), service));
+        // A connection's failure (a reset, a header timeout) is its own: nothing to report.
+        tokio::spawn(async move {
+            let _ = served.await;
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -49,7 +49,7 @@ pub async fn get_events(State(app): State<Arc<App>>, headers: HeaderMap, Params(
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     if !wants_stream {
         let reply: Reply = match app.actors.of(&headers).await {
-            Ok(a) => events_once(&a, &p).map(axum::Json).map_err(ApiError),
+            Ok(a) => super::handlers::blocking(a, move |a| events_once(a, &p)).await.map(axum::Json).map_err(ApiError),
             Err(e) => Err(e),
         };
         return reply.into_response();

@@ -1,5 +1,7 @@
-// The dashboard of `wn serve`: reads the API once, then follows the event stream
-// (GET /api/events as text/event-stream) and refetches only what an event touched.
+// The dashboard of `wn serve`: notes the ring's position, reads the API once, then
+// follows the event stream (GET /api/events as text/event-stream) from that position,
+// so no event between the read and the stream is missed, and refetches only what an
+// event touched.
 // No polling, no framework. A token, when the server needs one, is given in the page's
 // address as #token=TOKEN and sent as `Authorization: Bearer`.
 "use strict";
@@ -12,6 +14,8 @@ const headers = token ? { Authorization: "Bearer " + token } : {};
 const tasks = new Map(); // uuid -> node
 const docs = new Set(); // uuids of the documents listed
 let lastSeq = null;
+const TASKS_MAX = 1000;
+const DOCS_MAX = 200;
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -73,10 +77,18 @@ function renderBlocked() {
   }
 }
 
+// Says when a list holds only the first `max` of more (`truncated` in the answer).
+function noteTruncated(id, r, max, what) {
+  const note = document.getElementById(id);
+  note.hidden = !r.truncated;
+  note.textContent = r.truncated ? "showing the first " + max + " " + what + " only; there are more (narrow with wn ls)" : "";
+}
+
 async function loadTasks() {
-  const r = await api("/api/tasks?limit=1000");
+  const r = await api("/api/tasks?limit=" + TASKS_MAX);
   tasks.clear();
   for (const n of r.nodes) tasks.set(n.uuid, n);
+  noteTruncated("tasks-truncated", r, TASKS_MAX, "tasks");
   renderBoard();
 }
 
@@ -120,7 +132,8 @@ async function loadProjects() {
 }
 
 async function loadDocuments() {
-  const r = await api("/api/tasks?kind=document&limit=200");
+  const r = await api("/api/tasks?kind=document&limit=" + DOCS_MAX);
+  noteTruncated("documents-truncated", r, DOCS_MAX, "documents");
   const ul = document.getElementById("documents");
   ul.replaceChildren();
   docs.clear();
@@ -168,14 +181,16 @@ function live(on, text) {
   s.textContent = text;
 }
 
-// Server-Sent Events over fetch (EventSource cannot send Authorization), resuming with
-// Last-Event-ID after a break.
-async function follow() {
+// Server-Sent Events over fetch (EventSource cannot send Authorization): from ring
+// position `start` (taken before the first load), resuming with Last-Event-ID after a
+// break.
+async function follow(start) {
   for (;;) {
     try {
       const h = Object.assign({ Accept: "text/event-stream" }, headers);
       if (lastSeq !== null) h["Last-Event-ID"] = String(lastSeq);
-      const r = await fetch("/api/events", { headers: h });
+      const from = lastSeq === null && start !== null ? "?since=" + start : "";
+      const r = await fetch("/api/events" + from, { headers: h });
       if (!r.ok) throw new Error("event stream: HTTP " + r.status);
       live(true, "live");
       const reader = r.body.getReader();
@@ -212,5 +227,18 @@ async function loadAll() {
   await Promise.all([loadTasks(), loadAgents(), loadProjects(), loadDocuments()]);
 }
 
-loadAll().then(() => { document.body.dataset.loaded = "1"; }).catch(show);
-follow();
+// The ring's position first, then the lists, then the stream from that position: an
+// event in between is applied again (refetching is idempotent) rather than missed.
+async function start() {
+  let at = null;
+  try {
+    at = (await api("/api/events?limit=1")).tail;
+    await loadAll();
+    document.body.dataset.loaded = "1";
+  } catch (e) {
+    show(e);
+  }
+  follow(at);
+}
+
+start();
