@@ -95,21 +95,7 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// SIGTERM, then waits (bounded) for a clean exit.
     pub(crate) fn stop(&mut self) -> Result<(), String> {
-        let pid = nix::unistd::Pid::from_raw(self.proc.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.proc.try_wait() {
-                Ok(Some(s)) if s.success() => return Ok(()),
-                Ok(Some(s)) => return Err(format!("worknoded exited with {s} after SIGTERM")),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-                _ => {
-                    let _ = self.proc.kill();
-                    let _ = self.proc.wait();
-                    return Err("worknoded did not stop within 10 s of SIGTERM; killed".into());
-                }
-            }
-        }
+        crate::proc::terminate(&mut self.proc, Duration::from_secs(10))
     }
 }
 

@@ -226,3 +226,23 @@ pub fn spin_until(mut f: impl FnMut() -> bool, limit: Duration) -> Result<(), St
         }
     }
 }
+
+/// SIGTERM to `child`, then a wait of at most `within` for a clean exit (SIGKILL and an
+/// error past it): how the harness stops the daemons it started.
+pub(crate) fn terminate(child: &mut std::process::Child, within: Duration) -> Result<(), String> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) if s.success() => return Ok(()),
+            Ok(Some(s)) => return Err(format!("worknoded exited with {s} after SIGTERM")),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("worknoded did not stop within {within:?} of SIGTERM; killed"));
+            }
+        }
+    }
+}

@@ -98,20 +98,7 @@ impl Worknoded {
 
     /// SIGTERM, then a bounded wait for a clean exit.
     fn term(&mut self) -> Result<(), String> {
-        let pid = nix::unistd::Pid::from_raw(self.proc.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match self.proc.try_wait() {
-                Ok(Some(s)) if s.success() => return Ok(()),
-                Ok(Some(s)) => return Err(format!("worknoded exited with {s} after SIGTERM")),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-                _ => {
-                    self.kill();
-                    return Err("worknoded did not stop within 60 s of SIGTERM; killed".into());
-                }
-            }
-        }
+        crate::proc::terminate(&mut self.proc, Duration::from_secs(60))
     }
 
     /// SIGKILL (this child, by its pid) and reap it.
