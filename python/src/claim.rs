@@ -235,6 +235,10 @@ impl Claim {
             // Holding the claim's lock keeps the renewer from renewing it meanwhile.
             let guard = lock(&self.held.claim);
             let r = f(seg, &guard);
+            // Marked ended before the lock goes, so the renewer never renews it after.
+            if r.as_ref().err().is_none_or(claim_is_gone) {
+                self.held.done.store(true, Ordering::Release);
+            }
             drop(guard);
             match r {
                 Ok(n) => {

@@ -75,6 +75,10 @@ impl Drop for Client {
     /// the agent leave. The mapping goes with the last object made from it.
     fn drop(&mut self) {
         self.renewer.stop();
+        // Leaving is a journaled change that may wait for the journal: not with the GIL.
+        if let Some(s) = lock(&self.session).take() {
+            Python::attach(|py| py.detach(move || drop(s)));
+        }
     }
 }
 

@@ -150,6 +150,13 @@ impl JournalWake<'_> {
     }
 }
 
+/// Milliseconds since this process first asked (from 1, so 0 still means "never"): a
+/// process-local monotonic clock for the liveness memo.
+fn monotonic_ms() -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    u64::try_from(BASE.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
+}
+
 /// How long a look in `/proc` that found the journaling daemon alive stands for it
 /// (see `Segment::daemon_gone_recently_checked`), in ms.
 const DAEMON_SEEN_MS: u64 = 10;
@@ -347,7 +354,8 @@ impl Segment {
     /// writer one look per window, not one per change. The waits for the journal keep
     /// asking `/proc` directly: they are slow already, and must see a death at once.
     fn daemon_gone_recently_checked(&self) -> bool {
-        let now = crate::clock::unix_ms();
+        // Monotonic: a wall clock stepped back must not stretch the memo.
+        let now = monotonic_ms();
         let window = self.journal_heartbeat().stale_ms().min(DAEMON_SEEN_MS);
         // Process-local memo: Relaxed, nothing else is published through it.
         if now < self.daemon_seen_ms.load(Ordering::Relaxed).saturating_add(window) {

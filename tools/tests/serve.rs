@@ -684,7 +684,7 @@ impl Browser {
         let bin = std::path::Path::new("/usr/bin/chromium");
         assert!(
             bin.exists(),
-            "headless Chromium is needed at /usr/bin/chromium: apt-get install chromium chromium-driver"
+            "headless Chromium is needed at /usr/bin/chromium: apt-get install chromium (cargo xtask test does it as root)"
         );
         let profile = std::env::temp_dir().join(format!("wn-serve-chromium-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
@@ -706,7 +706,7 @@ impl Browser {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("start chromium (apt-get install chromium chromium-driver)");
+            .expect("start chromium (apt-get install chromium (cargo xtask test does it as root))");
         let port_file = profile.join("DevToolsActivePort");
         let port: u16 = wait_until("Chromium's DevTools port", PATIENCE, || {
             std::fs::read_to_string(&port_file).ok()?.lines().next()?.trim().parse().ok()

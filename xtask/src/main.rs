@@ -185,13 +185,17 @@ fn os_packages() -> Result<(), Failed> {
             missing.join(" ")
         )));
     }
-    run("apt-get update", Command::new("apt-get").args(["update", "-qq"]), APT)?;
+    // No terminal for apt or dpkg: a prompt would wait out the step's deadline.
+    run("apt-get update", Command::new("apt-get").args(["update", "-qq"]).stdin(std::process::Stdio::null()), APT)?;
     run(
         &format!("apt-get install {}", missing.join(" ")),
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"])
+            .args(["-o", "DPkg::Lock::Timeout=120"])
             .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(std::process::Stdio::null()),
         APT,
     )
 }
