@@ -357,8 +357,10 @@ impl Segment {
         // Monotonic: a wall clock stepped back must not stretch the memo.
         let now = monotonic_ms();
         let window = self.journal_heartbeat().stale_ms().min(DAEMON_SEEN_MS);
-        // Process-local memo: Relaxed, nothing else is published through it.
-        if now < self.daemon_seen_ms.load(Ordering::Relaxed).saturating_add(window) {
+        // Process-local memo: Relaxed, nothing else is published through it. 0: never
+        // looked (the process clock starts near 0, so it must not read as "just now").
+        let seen = self.daemon_seen_ms.load(Ordering::Relaxed);
+        if seen != 0 && now < seen.saturating_add(window) {
             return false;
         }
         let gone = self.daemon_gone();
