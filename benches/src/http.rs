@@ -223,8 +223,8 @@ impl WnServe {
     }
 }
 
-/// `count` ready tasks under a project.
-fn board(seg: &Segment, count: u64) -> Result<Vec<Handle>, String> {
+/// `count` ready tasks under a project (the `http` and `mcp` rows' boards).
+pub(crate) fn board(seg: &Segment, count: u64) -> Result<Vec<Handle>, String> {
     let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "bench")).map_err(e2s)?;
     let mut tasks = Vec::new();
     for i in 0..count {

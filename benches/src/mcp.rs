@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-use worknode::{Capacities, Handle, NewNode, NodeKind, Status};
+use worknode::{Capacities, Handle, Status};
 
 /// Ready tasks on the board of a cycle row.
 const BOARD: u64 = 100;
@@ -167,18 +167,11 @@ fn run_wn(wn: &Path, segment: &str, args: &[&str]) -> Result<Value, String> {
 
 /// The tasks of a run: one to show, or [`BOARD`] ready tasks to cycle through.
 fn board(seg: &TempSegment, op: Op) -> Result<Vec<Handle>, String> {
-    let project = seg.add(seg.root(), &NewNode::new(NodeKind::Project, "bench")).map_err(e2s)?;
     let count = match op {
         Op::Show => 1,
         Op::Cycle => BOARD,
     };
-    let mut tasks = Vec::new();
-    for i in 0..count {
-        let t = seg.add(project, &NewNode::new(NodeKind::Task, &format!("t{i}"))).map_err(e2s)?;
-        seg.update(t, |n| n.set_status(Status::Ready)).map_err(e2s)?;
-        tasks.push(t);
-    }
-    Ok(tasks)
+    crate::http::board(seg, count)
 }
 
 /// `wn`, built beside wn-bench like the daemon (once per run); missing, the row is skipped.
