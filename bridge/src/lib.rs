@@ -1,0 +1,23 @@
+//! # worknode-bridge: boards shared between hosts through NATS JetStream
+//!
+//! Issue 18 is being built in parts. This crate holds, so far, the part every other one
+//! rests on and that can be checked without a network: what one host tells the others
+//! about one node ([`ReplicaState`]), how two such states merge ([`ReplicaState::merge`],
+//! a join: commutative, associative, idempotent), and the bounded, checked wire form of
+//! a state ([`wire`]). The JetStream transport, the claim compare-and-set, the
+//! `worknode-bridge` binary and `wn`'s view of origins are not built yet; the design they
+//! follow is in ARCHITECTURE.md, "Replication between hosts".
+//!
+//! ## Why state, not operations
+//!
+//! A host publishes a node's whole replicated state, not the operation that changed it.
+//! States merge by a join, so a message delivered twice, out of order, or after a newer
+//! one changes nothing: a bridge that restarts from its durable consumer and is handed
+//! again what it applied before cannot duplicate anything, and a stream that keeps only
+//! the last state per node and host (JetStream's per-subject limit) loses nothing.
+
+pub mod replica;
+pub mod wire;
+
+pub use replica::{Fields, HostId, Lww, ReplicaState, Stamp};
+pub use wire::{decode, encode, WireError, MESSAGE_MAX};

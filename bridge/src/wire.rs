@@ -1,0 +1,140 @@
+//! The wire form of a [`ReplicaState`]: one version byte, then the state in `postcard`.
+//!
+//! Everything read off the network is bounded and checked before it reaches a segment:
+//! the message's length, the version, the kind and status codes, the name and
+//! description (the limits and characters the local pool enforces), progress, value, and
+//! how many set pairs it carries. A failure is a [`WireError`] naming what was wrong;
+//! nothing is truncated or guessed.
+
+use crate::replica::ReplicaState;
+use std::fmt;
+use worknode::layout::{DESCRIPTION_MAX, SET_ENTRIES};
+use worknode::{NodeKind, Status};
+
+/// The wire format's version, the first byte of every message.
+pub const WIRE_VERSION: u8 = 1;
+
+/// The longest message, in bytes: NATS's default `max_payload` (1 MiB).
+pub const MESSAGE_MAX: usize = 1 << 20;
+
+/// Why a message was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// The message is longer than [`MESSAGE_MAX`] (or encodes to more).
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The message is empty.
+    Empty,
+    /// The first byte is not a version this build reads.
+    Version {
+        /// The byte found.
+        found: u8,
+    },
+    /// The bytes after the version are not a state (or have bytes left over).
+    Malformed {
+        /// The decoder's account.
+        detail: String,
+    },
+    /// A field is outside what a segment accepts.
+    Invalid {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::TooLong { len } => write!(f, "message of {len} bytes, over the {MESSAGE_MAX}-byte limit"),
+            WireError::Empty => f.write_str("empty message"),
+            WireError::Version { found } => write!(f, "wire version {found}, this build reads {WIRE_VERSION}"),
+            WireError::Malformed { detail } => write!(f, "malformed state: {detail}"),
+            WireError::Invalid { field, detail } => write!(f, "invalid {field}: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+fn invalid(field: &'static str, detail: impl Into<String>) -> WireError {
+    WireError::Invalid { field, detail: detail.into() }
+}
+
+/// Encodes a state, checking it as [`decode`] would.
+///
+/// # Errors
+///
+/// [`WireError::Invalid`] for a field a segment would refuse, [`WireError::TooLong`]
+/// when the encoding exceeds [`MESSAGE_MAX`].
+pub fn encode(state: &ReplicaState) -> Result<Vec<u8>, WireError> {
+    check(state)?;
+    let mut out = vec![WIRE_VERSION];
+    let body = postcard::to_stdvec(state).map_err(|e| WireError::Malformed { detail: e.to_string() })?;
+    out.extend_from_slice(&body);
+    if out.len() > MESSAGE_MAX {
+        return Err(WireError::TooLong { len: out.len() });
+    }
+    Ok(out)
+}
+
+/// Decodes and checks a message.
+///
+/// # Errors
+///
+/// [`WireError::TooLong`], [`WireError::Empty`], [`WireError::Version`],
+/// [`WireError::Malformed`] (including trailing bytes), [`WireError::Invalid`].
+pub fn decode(bytes: &[u8]) -> Result<ReplicaState, WireError> {
+    if bytes.len() > MESSAGE_MAX {
+        return Err(WireError::TooLong { len: bytes.len() });
+    }
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(WireError::Version { found: version });
+    }
+    let (state, rest): (ReplicaState, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| WireError::Malformed { detail: e.to_string() })?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed { detail: format!("{} bytes after the state", rest.len()) });
+    }
+    check(&state)?;
+    Ok(state)
+}
+
+/// What a segment would refuse, refused here first.
+fn check(state: &ReplicaState) -> Result<(), WireError> {
+    let f = &state.record.value;
+    let kind = NodeKind::from_code(f.kind).ok_or_else(|| invalid("kind", format!("unknown code {}", f.kind)))?;
+    // An agent's record and a file reservation belong to their host: its processes,
+    // its files. They are never replicated.
+    if matches!(kind, NodeKind::Agent | NodeKind::Reservation) {
+        return Err(invalid("kind", format!("{} nodes are not replicated", kind.as_str())));
+    }
+    Status::from_code(f.status).ok_or_else(|| invalid("status", format!("unknown code {}", f.status)))?;
+    if f.progress > 100 {
+        return Err(invalid("progress", format!("{} is over 100", f.progress)));
+    }
+    worknode::check_value(f64::from_bits(f.value_bits)).map_err(|e| invalid("value", e.to_string()))?;
+    worknode::check_node_name(&f.name).map_err(|e| invalid("name", e.to_string()))?;
+    if f.description.len() > DESCRIPTION_MAX {
+        return Err(invalid("description", format!("{} bytes, over {DESCRIPTION_MAX}", f.description.len())));
+    }
+    if let Err(at) = worknode::check_name(&f.description) {
+        return Err(invalid("description", format!("control character at byte {at}")));
+    }
+    if f.parent == Some(state.uuid) {
+        return Err(invalid("parent", "a node cannot be its own parent"));
+    }
+    // Every pair, live or removed, takes an entry of the node's set slot.
+    let pairs = state.set.adds().count();
+    if pairs > SET_ENTRIES {
+        return Err(invalid("set", format!("{pairs} pairs, a set holds {SET_ENTRIES}")));
+    }
+    if let Some(stray) = state.set.tombstones().find(|&(e, t)| !state.set.adds().any(|p| p == (e, t))) {
+        return Err(invalid("set", format!("removed pair {stray:?} was never added")));
+    }
+    Ok(())
+}
