@@ -25,8 +25,9 @@ use worknode::{Hlc, OrSetState};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct HostId(pub u64);
 
-/// When and where a write was made: ordered by HLC, then by host id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// When and where a write was made: ordered by HLC, then by host id (the field order,
+/// which the derived `Ord` follows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Stamp {
     /// The write's HLC, as the writing host's clock issued it.
     pub hlc: u64,
@@ -38,18 +39,6 @@ impl Stamp {
     /// A stamp for a write made at `hlc` on `host`.
     pub fn new(hlc: Hlc, host: HostId) -> Stamp {
         Stamp { hlc: hlc.0, host }
-    }
-}
-
-impl Ord for Stamp {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.hlc, self.host).cmp(&(other.hlc, other.host))
-    }
-}
-
-impl PartialOrd for Stamp {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
     }
 }
 

@@ -133,6 +133,12 @@ fn check(state: &ReplicaState) -> Result<(), WireError> {
     if pairs > SET_ENTRIES {
         return Err(invalid("set", format!("{pairs} pairs, a set holds {SET_ENTRIES}")));
     }
+    // Removed pairs are a subset of the added ones: more of them is a stray for sure,
+    // and refusing that first keeps the search below to at most SET_ENTRIES² steps.
+    let removed = state.set.tombstones().count();
+    if removed > pairs {
+        return Err(invalid("set", format!("{removed} removed pairs but only {pairs} added")));
+    }
     if let Some(stray) = state.set.tombstones().find(|&(e, t)| !state.set.adds().any(|p| p == (e, t))) {
         return Err(invalid("set", format!("removed pair {stray:?} was never added")));
     }
