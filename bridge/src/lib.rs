@@ -16,8 +16,9 @@
 //! again what it applied before cannot duplicate anything, and a stream that keeps only
 //! the last state per node and host (JetStream's per-subject limit) loses nothing.
 
+pub mod local;
 pub mod replica;
 pub mod wire;
 
 pub use replica::{Fields, HostId, Lww, ReplicaState, Stamp};
-pub use wire::{decode, encode, WireError, MESSAGE_MAX};
+pub use wire::{decode, encode, WireError, DOCUMENT_MAX, MESSAGE_MAX};

@@ -17,13 +17,30 @@
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use uuid::Uuid;
 use worknode::{Hlc, OrSetState};
 
-/// A host's id: a 64-bit number fixed for a board's life on that host (the bridge
-/// derives it from its `--host` name). Breaks ties between writes with the same HLC.
+/// A host's id: a nonzero 32-bit number fixed for a board's life on that host (the
+/// bridge derives it from its `--host` name, [`HostId::of_name`]). Breaks ties between
+/// writes with the same HLC, and is what a record and an event keep as their origin
+/// (`worknode::Origin`). 32 bits because that is the room an event has for it; two
+/// names of one board colliding (odds about n²/2³³) make their writes tie-break by
+/// value instead, which still converges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct HostId(pub u64);
+pub struct HostId(pub u32);
+
+impl HostId {
+    /// The id of a host name: FNV-1a folded to 32 bits, never 0 (0 means "this host").
+    pub fn of_name(name: &str) -> HostId {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let folded = (h ^ (h >> 32)) as u32;
+        HostId(folded.max(1))
+    }
+}
 
 /// When and where a write was made: ordered by HLC, then by host id (the field order,
 /// which the derived `Ord` follows).
@@ -104,11 +121,15 @@ pub struct ReplicaState {
     /// The node's set (labels included).
     #[serde(with = "set_pairs")]
     pub set: OrSetState,
+    /// The names of the set's elements that are labels, as the hosts that added them
+    /// know them (a set holds only keys; a receiver registers the names). Grows only.
+    pub labels: BTreeSet<String>,
 }
 
 impl ReplicaState {
     /// The join of two states of the same node: the later record and the later
-    /// document, the union of the set's adds and of its removes.
+    /// document, the union of the set's adds and of its removes, the union of the
+    /// label names.
     ///
     /// # Panics
     ///
@@ -128,6 +149,7 @@ impl ReplicaState {
             record: Lww::merge(&a.record, &b.record),
             document,
             set: OrSetState::merge(&a.set, &b.set),
+            labels: a.labels.union(&b.labels).cloned().collect(),
         }
     }
 

@@ -17,6 +17,10 @@ pub const WIRE_VERSION: u8 = 1;
 /// The longest message, in bytes: NATS's default `max_payload` (1 MiB).
 pub const MESSAGE_MAX: usize = 1 << 20;
 
+/// The longest document a message carries: what fits in [`MESSAGE_MAX`] beside the
+/// rest of a state (a segment refuses more than its arena holds, at apply).
+pub const DOCUMENT_MAX: usize = MESSAGE_MAX - (64 << 10);
+
 /// Why a message was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WireError {
@@ -122,8 +126,22 @@ fn check(state: &ReplicaState) -> Result<(), WireError> {
     if f.description.len() > DESCRIPTION_MAX {
         return Err(invalid("description", format!("{} bytes, over {DESCRIPTION_MAX}", f.description.len())));
     }
-    if let Err(at) = worknode::check_name(&f.description) {
-        return Err(invalid("description", format!("control character at byte {at}")));
+    if f.custom_kind != 0 && kind != NodeKind::Custom {
+        return Err(invalid("custom_kind", format!("{} on a {} node", f.custom_kind, kind.as_str())));
+    }
+    if let Some(doc) = &state.document {
+        if kind != NodeKind::Document {
+            return Err(invalid("document", format!("content on a {} node", kind.as_str())));
+        }
+        if doc.value.len() > DOCUMENT_MAX {
+            return Err(invalid("document", format!("{} bytes, over {DOCUMENT_MAX}", doc.value.len())));
+        }
+    }
+    if state.labels.len() > SET_ENTRIES {
+        return Err(invalid("labels", format!("{} names, a set holds {SET_ENTRIES}", state.labels.len())));
+    }
+    if let Some(bad) = state.labels.iter().find_map(|l| worknode::check_label(l).err().map(|e| (l, e))) {
+        return Err(invalid("labels", format!("{:?}: {}", bad.0, bad.1)));
     }
     if f.parent == Some(state.uuid) {
         return Err(invalid("parent", "a node cannot be its own parent"));

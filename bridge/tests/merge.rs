@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 use worknode::{Hlc, NodeKind, OrSetState, Status};
-use worknode_bridge::{decode, encode, Fields, HostId, Lww, ReplicaState, Stamp, WireError, MESSAGE_MAX};
+use worknode_bridge::{decode, encode, Fields, HostId, Lww, ReplicaState, Stamp, WireError, DOCUMENT_MAX, MESSAGE_MAX};
 
 const NODE: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
 
@@ -25,23 +25,28 @@ fn fields(name: &str, status: Status, progress: u8) -> Fields {
     }
 }
 
-fn stamp(hlc: u64, host: u64) -> Stamp {
+fn stamp(hlc: u64, host: u32) -> Stamp {
     Stamp::new(Hlc(hlc), HostId(host))
 }
 
 prop_compose! {
     fn arb_state()(
-        rec_hlc in 1u64..6, rec_host in 0u64..3, name in "[a-c]{1,3}", progress in 0u8..=100,
-        doc in proptest::option::of((1u64..6, 0u64..3, proptest::collection::vec(any::<u8>(), 0..4))),
+        rec_hlc in 1u64..6, rec_host in 0u32..3, name in "[a-c]{1,3}", progress in 0u8..=100,
+        doc in proptest::option::of((1u64..6, 0u32..3, proptest::collection::vec(any::<u8>(), 0..4))),
         adds in proptest::collection::btree_set((0u64..4, 0u64..6), 0..8),
         removed in proptest::collection::vec(any::<bool>(), 8),
+        labels in proptest::collection::btree_set("[a-c]", 0..3),
     ) -> ReplicaState {
         let tombstones: Vec<(u64, u64)> = adds.iter().zip(&removed).filter(|(_, r)| **r).map(|(p, _)| *p).collect();
         ReplicaState {
             uuid: NODE,
-            record: Lww { stamp: stamp(rec_hlc, rec_host), value: fields(&name, Status::Ready, progress) },
+            record: Lww {
+                stamp: stamp(rec_hlc, rec_host),
+                value: Fields { kind: NodeKind::Document.code(), ..fields(&name, Status::Ready, progress) },
+            },
             document: doc.map(|(h, host, bytes)| Lww { stamp: stamp(h, host), value: bytes }),
             set: OrSetState::from_parts(adds, tombstones),
+            labels,
         }
     }
 }
@@ -157,6 +162,7 @@ fn a_document_put_and_a_concurrent_rename_both_survive() {
         record: Lww { stamp: stamp(5, 1), value: fields("notes", Status::Pending, 0) },
         document: Some(Lww { stamp: stamp(5, 1), value: b"v1".to_vec() }),
         set: OrSetState::new(),
+        labels: BTreeSet::new(),
     };
     let mut renamed_on_a = base.clone();
     renamed_on_a.record = Lww { stamp: stamp(7, 1), value: fields("notes-final", Status::Pending, 0) };
@@ -174,6 +180,7 @@ fn valid() -> ReplicaState {
         record: Lww { stamp: stamp(1, 1), value: fields("schema", Status::Ready, 10) },
         document: None,
         set: OrSetState::from_parts([(1, 2)], []),
+        labels: BTreeSet::from(["urgent".to_string()]),
     }
 }
 
@@ -214,11 +221,16 @@ fn bad_messages_are_typed_errors() {
     refused(|s| s.record.value.name = "a/b".into(), "name");
     refused(|s| s.record.value.name = String::new(), "name");
     refused(|s| s.record.value.description = "x".repeat(257), "description");
-    refused(|s| s.record.value.description = "bell\u{7}".into(), "description");
+    refused(|s| s.record.value.custom_kind = 7, "custom_kind");
+    refused(|s| s.document = Some(Lww { stamp: stamp(1, 1), value: vec![1] }), "document");
+    refused(|s| s.labels.insert("two words".into()).then_some(()).unwrap_or(()), "labels");
     refused(|s| s.record.value.parent = Some(NODE), "parent");
     refused(|s| s.set = OrSetState::from_parts((0..33).map(|i| (i, 1)), []), "set");
     refused(|s| s.set = OrSetState::from_parts([(1, 2)], [(3, 4)]), "set");
     let mut big = valid();
-    big.document = Some(Lww { stamp: stamp(1, 1), value: vec![0; MESSAGE_MAX] });
-    assert!(matches!(encode(&big), Err(WireError::TooLong { .. })));
+    big.record.value.kind = NodeKind::Document.code();
+    big.document = Some(Lww { stamp: stamp(1, 1), value: vec![0; DOCUMENT_MAX] });
+    assert!(encode(&big).is_ok_and(|b| b.len() <= MESSAGE_MAX), "the largest document fits a message");
+    big.document = Some(Lww { stamp: stamp(1, 1), value: vec![0; DOCUMENT_MAX + 1] });
+    assert!(matches!(encode(&big), Err(WireError::Invalid { field: "document", .. })));
 }

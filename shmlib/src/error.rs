@@ -216,6 +216,10 @@ pub enum PoolError {
     },
     /// No live node with that UUID or handle index.
     NotFound,
+    /// A node with the UUID given already lives here (`Segment::add_with_uuid`).
+    UuidInUse,
+    /// A write's origin named host 0, which means "this host" (`Segment::with_origin`).
+    InvalidOrigin,
     /// The handle's slot now holds another node (or none): re-resolve it by UUID.
     StaleHandle,
     /// A leaf-only delete of a node with children.
@@ -282,6 +286,8 @@ impl fmt::Display for PoolError {
             ValueOutOfRange => write!(f, "value is NaN, infinite or beyond ±{:e}", crate::VALUE_MAX),
             ProgressOutOfRange { value } => write!(f, "progress {value} is above 100"),
             NotFound => write!(f, "no such node"),
+            UuidInUse => write!(f, "a node with that UUID already exists"),
+            InvalidOrigin => write!(f, "host id 0 names this host, not an origin"),
             StaleHandle => write!(f, "the node this handle named was deleted"),
             HasChildren { count } => write!(f, "node has {count} children"),
             RootImmutable => write!(f, "the root container cannot be deleted"),

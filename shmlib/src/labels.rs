@@ -288,6 +288,18 @@ impl Segment {
         Ok(found.filter(|h| self.read(*h).is_ok_and(|n| n.kind() == Some(NodeKind::Label))))
     }
 
+    /// Registers `label`'s name (`/labels/<label>`) without adding it to any node: a
+    /// replica's set names labels by key, and their names arrive beside it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::add_label`].
+    pub fn register_label_name(&self, label: &str) -> Result<(), LabelError> {
+        let key = label_key(label)?;
+        self.permit(Right::Create, Some(self.root())).map_err(PoolError::from)?;
+        self.register_label(label, key).map(|_| ())
+    }
+
     /// The `/labels` container, if it exists.
     fn label_registry(&self) -> Result<Option<Handle>, LabelError> {
         match self.child_named(self.root(), LABELS_CONTAINER)? {

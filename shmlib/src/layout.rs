@@ -622,7 +622,8 @@ pub struct NodeRecord {
     pub pad: u16,
     /// When that lease ended, Unix ms.
     pub lapsed_at_ms: u64,
-    /// Zero; room for later fields.
+    /// Bytes 0..4: the origin host of the last change when byte 4 is 1 (`origin`);
+    /// the rest zero, room for later fields.
     pub reserved: [u8; 16],
     /// Who the node is assigned to: principal keys (`crate::principal`: an agent's
     /// name or `@role`), `assignee_count` of them used, 0 in the rest. By name, not by
@@ -657,6 +658,12 @@ pub mod note_kind {
     pub const RESERVE: u8 = 5;
 }
 
+/// Bits of [`EventRecord::flags`].
+pub mod event_flags {
+    /// Another host made the change (`origin`): `pad` holds its id, `hlc` its stamp.
+    pub const REMOTE: u8 = 1;
+}
+
 /// Bits of [`NodeRecord::flags`] on a reservation node, apart from [`record_flags`]'s.
 pub mod reservation_flags {
     /// The reservation is shared: it conflicts only with exclusive ones.
@@ -689,7 +696,7 @@ pub struct EventRecord {
     pub payload_len: u16,
     /// Bytes used in `topic`.
     pub topic_len: u8,
-    /// Zero; reserved flags.
+    /// Bits of [`event_flags`].
     pub flags: u8,
     /// Raw handle of the acting agent's node, `u64::MAX` when none.
     pub actor: u64,
@@ -699,7 +706,7 @@ pub struct EventRecord {
     pub node_version: u64,
     /// Pid of the producing process.
     pub pid: u32,
-    /// Zero.
+    /// With [`event_flags::REMOTE`]: the origin host's id; zero otherwise.
     pub pad: u32,
     /// Short UTF-8 name of an application event kind (`build_done`).
     pub topic: [u8; EVENT_TOPIC_MAX],

@@ -89,6 +89,7 @@ mod lifecycle;
 mod mail;
 mod node;
 mod orset;
+mod origin;
 mod ownerlock;
 mod pool;
 mod principal;
@@ -127,6 +128,7 @@ pub use mail::{
     MailError, MailboxUsage, Message, MessageInfo, ACKED_KEPT, MAILBOX_MAX, MESSAGE_MAX, PENDING_STALE, THREAD_MAX,
 };
 pub use node::{check_name, check_node_name, check_value, Handle, NewNode, Node, NodeKind, Status, VALUE_MAX};
+pub use origin::{Origin, ReplicaFields};
 pub use orset::{OrSetState, SetError};
 pub use pool::DeleteMode;
 pub use principal::{Principal, PrincipalError, PrincipalKey, MAIL_CONTAINER};

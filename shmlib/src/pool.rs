@@ -337,9 +337,25 @@ impl Segment {
         spec: &NewNode<'_>,
         f: impl FnOnce(&mut NodeRecord),
     ) -> Result<Handle, PoolError> {
+        self.add_node_full(parent, spec, Uuid::now_v7(), f)
+    }
+
+    /// [`Segment::add_node`] with the UUID given (`Segment::add_with_uuid`).
+    pub(crate) fn add_node_uuid(&self, parent: Handle, spec: &NewNode<'_>, uuid: Uuid) -> Result<Handle, PoolError> {
+        self.add_node_full(parent, spec, uuid, |_| {})
+    }
+
+    fn add_node_full(
+        &self,
+        parent: Handle,
+        spec: &NewNode<'_>,
+        uuid: Uuid,
+        f: impl FnOnce(&mut NodeRecord),
+    ) -> Result<Handle, PoolError> {
         self.require_writable()?;
         self.live_slot(parent)?;
-        let mut rec = spec.to_record(Uuid::now_v7(), Some(parent), self.now())?;
+        let mut rec = spec.to_record(uuid, Some(parent), self.now())?;
+        crate::origin::stamp_record(&mut rec);
         f(&mut rec);
         self.install(rec, Some(parent))
     }
@@ -879,6 +895,7 @@ impl Segment {
         rec.kind = before.kind;
         rec.version = before.version + 1;
         rec.updated = self.now().0;
+        crate::origin::stamp_record(&mut rec);
         crate::failpoint::hit("pool.update_locked");
         // The ready index: set for the new record before it is published, cleared for
         // the old one after, under the lock (see `ready`).

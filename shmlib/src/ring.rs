@@ -603,6 +603,7 @@ impl Segment {
         }
         self.require_journal_alive_at(|| hlc.wall_ms()).map_err(|_| RingError::DaemonGone)?;
         let mut rec = ev.to_record(hlc, self.actor(), self.me.pid())?;
+        crate::origin::stamp_event(&mut rec);
         let cap = self.caps.events as u64;
         let s = self.ring().append(
             &mut rec,

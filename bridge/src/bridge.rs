@@ -1,0 +1,590 @@
+//! The bridge's loop: local changes out, remote states in, its state on the board.
+//!
+//! * A thread follows the local ring and hands the loop the UUID of every node an event
+//!   of another process touched (the bridge's own writes are remote ones, not news), or
+//!   "rescan" when the ring lapped it.
+//! * The loop keeps `view`, the join of everything known about each node, and `mine`,
+//!   the state it last published. A local change is read back ([`Board::read`]),
+//!   merged into `view`, and published when `view` moved; a remote state is merged the
+//!   same way and written locally when the merge differs from the node ([`Board::apply`]).
+//!   Publishing after applying too keeps "what this host has" in its own subject, which
+//!   is how a restarted bridge tells a node deleted here while it was down from one it
+//!   has not applied yet.
+//! * On start the view is the stream's last state per subject (every host's), then every
+//!   local node is merged in: writes made while the bridge was down are published, ones
+//!   that lost are undone.
+//! * NATS unreachable: local work goes on, publishes wait in `dirty` and are retried
+//!   every tick; the consumer is recreated; the durable consumer resumes where this host
+//!   acked.
+
+use crate::Args;
+use async_nats::jetstream::{self, consumer::pull, stream, Context};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+use worknode::{Access, Hlc, NewNode, NodeKind, PoolError, RingError, Segment, Start, Wait};
+use worknode_bridge::local::{same_content, tombstone, Applied, Board, BRIDGE_CONTAINER};
+use worknode_bridge::{decode, encode, HostId, ReplicaState};
+
+/// What the bridge was started with.
+pub struct Config {
+    pub args: Args,
+    pub board: String,
+    pub host: String,
+    pub host_id: HostId,
+}
+
+/// A local change the ring follower saw.
+enum Local {
+    Node(Uuid),
+    Rescan,
+}
+
+/// How long one NATS request may take before the bridge counts NATS unreachable.
+const NATS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the bridge retries, measures lag and writes its state.
+const TICK: Duration = Duration::from_millis(500);
+/// Local changes queued between the ring follower and the loop.
+const LOCAL_QUEUE: usize = 4096;
+
+/// What `wn stat` and `wn doctor` read of a bridge (`/bridge/<board>`, JSON).
+#[derive(serde::Serialize, PartialEq, Clone, Default)]
+struct Status {
+    host: String,
+    host_id: u32,
+    nats: String,
+    connected: bool,
+    /// Remote states not yet delivered to this host (the consumer's pending count).
+    lag: u64,
+    /// Local states not yet published (NATS unreachable).
+    unpublished: u64,
+    published: u64,
+    applied: u64,
+    refused: u64,
+    last_error: String,
+    pid: u32,
+    updated_unix_ms: u64,
+}
+
+struct Bridge<'a> {
+    cfg: &'a Config,
+    board: Board<'a>,
+    js: Context,
+    view: HashMap<Uuid, ReplicaState>,
+    mine: HashMap<Uuid, ReplicaState>,
+    dirty: BTreeSet<Uuid>,
+    waiting: BTreeSet<Uuid>,
+    status: Status,
+    written_status: Option<(Status, Instant)>,
+    capacity: usize,
+}
+
+fn stream_name(board: &str) -> String {
+    format!("WN_{board}")
+}
+
+fn subject(board: &str, uuid: Uuid, host: HostId) -> String {
+    format!("wn.{board}.n.{}.{}", uuid.simple(), host.0)
+}
+
+/// `(uuid, host)` of a subject `wn.<board>.n.<uuid>.<host>`.
+fn parse_subject(s: &str) -> Option<(Uuid, HostId)> {
+    let mut parts = s.rsplitn(3, '.');
+    let host = parts.next()?.parse().ok()?;
+    let uuid = Uuid::parse_str(parts.next()?).ok()?;
+    Some((uuid, HostId(host)))
+}
+
+pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
+    let board = Board::new(seg, cfg.args.under.as_deref(), cfg.host_id).map_err(|e| e.to_string())?;
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(NATS_TIMEOUT)
+        .request_timeout(Some(NATS_TIMEOUT))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(&cfg.args.nats)
+        .await
+        .map_err(|e| format!("cannot reach NATS at {}: {e}", cfg.args.nats))?;
+    let js = jetstream::new(client.clone());
+    let capacity = seg.capacities().nodes as usize;
+    let mut b = Bridge {
+        cfg,
+        board,
+        js,
+        view: HashMap::new(),
+        mine: HashMap::new(),
+        dirty: BTreeSet::new(),
+        waiting: BTreeSet::new(),
+        status: Status {
+            host: cfg.host.clone(),
+            host_id: cfg.host_id.0,
+            nats: cfg.args.nats.clone(),
+            pid: std::process::id(),
+            ..Status::default()
+        },
+        written_status: None,
+        capacity,
+    };
+
+    // The ring position before the first scan: nothing after it is missed.
+    let start = seg.ring_tail();
+    let (tx, mut rx) = mpsc::channel(LOCAL_QUEUE);
+    let follower = spawn_follower(cfg.args.segment.clone(), start, tx)?;
+
+    let mut stream = loop {
+        match b.ensure_stream().await {
+            Ok(s) => break s,
+            Err(e) => {
+                b.note_error(format!("cannot create the stream: {e}"));
+                b.write_status();
+                tokio::time::sleep(TICK).await;
+            }
+        }
+    };
+    b.load_view(&stream).await?;
+    b.rescan();
+    b.publish_dirty().await;
+    let mut tail = b.tail(&stream).await;
+    let mut tick = tokio::time::interval(TICK);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            change = rx.recv() => {
+                let Some(change) = change else { return Err("the ring follower stopped".into()) };
+                b.local(change);
+                // Drain what else is queued before publishing: one publish per node.
+                while let Ok(more) = rx.try_recv() {
+                    b.local(more);
+                }
+                b.publish_dirty().await;
+            }
+            msg = next_message(&mut tail) => {
+                match msg {
+                    Ok(msg) => {
+                        b.remote(&msg.subject, &msg.payload);
+                        if let Err(e) = msg.ack().await {
+                            b.note_error(format!("ack: {e}"));
+                        }
+                        b.publish_dirty().await;
+                    }
+                    Err(e) => {
+                        b.note_error(format!("consumer: {e}"));
+                        tail = None;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                b.status.connected = client.connection_state() == async_nats::connection::State::Connected;
+                if tail.is_none() && b.status.connected {
+                    if let Ok(s) = b.ensure_stream().await {
+                        stream = s;
+                    }
+                    tail = b.tail(&stream).await;
+                }
+                b.retry_waiting();
+                b.publish_dirty().await;
+                b.measure_lag(&stream).await;
+                b.write_status();
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        if follower.is_finished() {
+            return Err("the ring follower stopped".into());
+        }
+    }
+    b.status.connected = false;
+    b.written_status = None;
+    b.write_status();
+    Ok(())
+}
+
+async fn next_message(tail: &mut Option<pull::Stream>) -> Result<jetstream::Message, String> {
+    match tail {
+        Some(t) => match t.next().await {
+            Some(Ok(m)) => Ok(m),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("consumer closed".into()),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows the ring from `start` on a thread of its own (the ring's wait parks).
+fn spawn_follower(segment: String, start: u64, tx: mpsc::Sender<Local>) -> Result<std::thread::JoinHandle<()>, String> {
+    let seg = Segment::attach(&segment, Access::ReadOnly).map_err(|e| e.to_string())?;
+    let me = std::process::id();
+    std::thread::Builder::new()
+        .name("ring-follower".into())
+        .spawn(move || {
+            let mut reader = seg.reader(Start::At(start));
+            loop {
+                let sent = match reader.next(Wait::Park, Duration::from_millis(250)) {
+                    Ok(ev) if ev.pid() == me => Ok(()),
+                    Ok(ev) => match ev.node() {
+                        Some(uuid) => tx.blocking_send(Local::Node(uuid)),
+                        None => Ok(()),
+                    },
+                    Err(RingError::Lagged { .. }) => tx.blocking_send(Local::Rescan),
+                    Err(RingError::Timeout) => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        Ok(())
+                    }
+                    Err(RingError::Closing) => return,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(50));
+                        Ok(())
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| e.to_string())
+}
+
+impl Bridge<'_> {
+    fn note_error(&mut self, e: String) {
+        eprintln!("worknode-bridge: {e}");
+        self.status.last_error = e;
+    }
+
+    async fn ensure_stream(&self) -> Result<stream::Stream, String> {
+        let config = stream::Config {
+            name: stream_name(&self.cfg.board),
+            subjects: vec![format!("wn.{}.n.>", self.cfg.board)],
+            // The last state per node and host is all a join needs.
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            max_message_size: worknode_bridge::MESSAGE_MAX as i32,
+            ..Default::default()
+        };
+        tokio::time::timeout(NATS_TIMEOUT, self.js.get_or_create_stream(config))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every host's last state of every node, merged; this host's own into `mine` too.
+    async fn load_view(&mut self, stream: &stream::Stream) -> Result<(), String> {
+        let mut info = stream.clone();
+        let count = info.info().await.map_err(|e| e.to_string())?.state.messages;
+        if count == 0 {
+            return Ok(());
+        }
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                filter_subject: format!("wn.{}.n.>", self.cfg.board),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut msgs = consumer.messages().await.map_err(|e| e.to_string())?;
+        loop {
+            let next = tokio::time::timeout(NATS_TIMEOUT * 5, msgs.next()).await;
+            let msg = match next {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => return Err(format!("reading the stream: {e}")),
+                Ok(None) | Err(_) => return Err("reading the stream: no answer".into()),
+            };
+            let pending = msg.info().map(|i| i.pending).unwrap_or(0);
+            if let Some((uuid, host)) = parse_subject(&msg.subject) {
+                if let Ok(state) = decode(&msg.payload) {
+                    if state.uuid == uuid && self.view.len() < self.capacity * 2 {
+                        if host == self.cfg.host_id {
+                            self.mine.insert(uuid, state.clone());
+                        }
+                        self.merge_in(state);
+                    }
+                }
+            }
+            if pending == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The durable consumer of this host.
+    async fn tail(&mut self, stream: &stream::Stream) -> Option<pull::Stream> {
+        let name = format!("wn-{}", self.cfg.host);
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: format!("wn.{}.n.>", self.cfg.board),
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let consumer = match stream.get_or_create_consumer(&name, config).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.note_error(format!("cannot create the consumer: {e}"));
+                return None;
+            }
+        };
+        match consumer.messages().await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.note_error(format!("cannot read the consumer: {e}"));
+                None
+            }
+        }
+    }
+
+    async fn measure_lag(&mut self, stream: &stream::Stream) {
+        let name = format!("wn-{}", self.cfg.host);
+        let lag = async {
+            let mut c: jetstream::consumer::Consumer<pull::Config> = stream.get_consumer(&name).await.ok()?;
+            Some(c.info().await.ok()?.num_pending)
+        };
+        if let Ok(Some(lag)) = tokio::time::timeout(NATS_TIMEOUT, lag).await {
+            self.status.lag = lag;
+        }
+        self.status.unpublished = self.dirty.len() as u64;
+    }
+
+    /// Merges `state` into the view; true when the view moved.
+    fn merge_in(&mut self, state: ReplicaState) -> bool {
+        let uuid = state.uuid;
+        let merged = match self.view.get(&uuid) {
+            Some(known) => ReplicaState::merge(known, &state),
+            None => state,
+        };
+        if self.view.get(&uuid) == Some(&merged) {
+            return false;
+        }
+        self.view.insert(uuid, merged);
+        true
+    }
+
+    /// Folds the local node `uuid` into the view, then makes the node equal to the
+    /// view (a remote write that won), and queues a publish when the view moved.
+    fn sync(&mut self, uuid: Uuid) {
+        let known = self.view.get(&uuid).cloned();
+        match self.board.read(uuid, known.as_ref()) {
+            Ok(Some(local)) => {
+                self.merge_in(local.clone());
+                let merged = self.view[&uuid].clone();
+                if !same_content(&local, &merged) {
+                    self.apply(&merged);
+                }
+            }
+            Ok(None) => {
+                let gone = matches!(self.board.segment().lookup(uuid), Err(PoolError::NotFound));
+                match known {
+                    // Deleted here (now, or while the bridge was down: this host had
+                    // published it).
+                    Some(k) if gone && !k.record.value.deleted && self.had(uuid) => {
+                        let now = self.board.segment().observe(Hlc(0));
+                        self.merge_in(tombstone(&k, now, self.cfg.host_id));
+                    }
+                    // Made elsewhere, not applied here yet.
+                    Some(k) if gone && !k.record.value.deleted => self.apply(&k),
+                    _ => {}
+                }
+            }
+            Err(e) => self.note_error(format!("reading node {uuid}: {e}")),
+        }
+        if self.view.get(&uuid) != self.mine.get(&uuid) && self.view.contains_key(&uuid) {
+            self.dirty.insert(uuid);
+        }
+    }
+
+    /// Whether this host has had `uuid`: it published a live state of it.
+    fn had(&self, uuid: Uuid) -> bool {
+        self.mine.get(&uuid).is_some_and(|m| !m.record.value.deleted)
+    }
+
+    fn apply(&mut self, merged: &ReplicaState) {
+        match self.board.apply(merged) {
+            Ok(Applied::Written) => {
+                self.status.applied += 1;
+                self.waiting.remove(&merged.uuid);
+                // Its children may have been waiting for it.
+                if !self.waiting.is_empty() {
+                    self.retry_waiting();
+                }
+            }
+            Ok(Applied::Unchanged) => {
+                self.waiting.remove(&merged.uuid);
+            }
+            Ok(Applied::NeedsParent(_)) => {
+                self.waiting.insert(merged.uuid);
+            }
+            Err(e) => self.note_error(format!("applying node {}: {e}", merged.uuid)),
+        }
+    }
+
+    fn retry_waiting(&mut self) {
+        // Bounded: each round applies at least one node or stops.
+        for _ in 0..self.waiting.len() {
+            let before = self.waiting.len();
+            let ids: Vec<Uuid> = self.waiting.iter().copied().collect();
+            for id in ids {
+                if let Some(s) = self.view.get(&id).cloned() {
+                    if let Ok(Applied::Written | Applied::Unchanged) = self.board.apply(&s) {
+                        self.waiting.remove(&id);
+                        self.dirty.insert(id);
+                    }
+                } else {
+                    self.waiting.remove(&id);
+                }
+            }
+            if self.waiting.len() == before {
+                break;
+            }
+        }
+    }
+
+    fn local(&mut self, change: Local) {
+        match change {
+            Local::Node(uuid) => self.sync(uuid),
+            Local::Rescan => self.rescan(),
+        }
+    }
+
+    /// Every local node and every node of the view, synced.
+    fn rescan(&mut self) {
+        let mut ids = BTreeSet::new();
+        if let Err(e) = self.board.each(|n| {
+            ids.insert(n.uuid());
+        }) {
+            self.note_error(format!("scanning the segment: {e}"));
+        }
+        ids.extend(self.view.keys().copied());
+        // Parents before children: v7 UUIDs order by creation, so a parent usually
+        // comes first; `waiting` catches the rest.
+        for id in ids {
+            self.sync(id);
+        }
+        self.retry_waiting();
+    }
+
+    fn remote(&mut self, subject: &str, payload: &[u8]) {
+        let Some((uuid, host)) = parse_subject(subject) else {
+            self.status.refused += 1;
+            self.note_error(format!("message on an unknown subject {subject:?}"));
+            return;
+        };
+        if host == self.cfg.host_id {
+            return;
+        }
+        let state = match decode(payload) {
+            Ok(s) if s.uuid == uuid => s,
+            Ok(s) => {
+                self.status.refused += 1;
+                self.note_error(format!("state of node {} on the subject of node {uuid}", s.uuid));
+                return;
+            }
+            Err(e) => {
+                self.status.refused += 1;
+                self.note_error(format!("refused a state from host {}: {e}", host.0));
+                return;
+            }
+        };
+        if !self.view.contains_key(&uuid) && self.view.len() >= self.capacity * 2 {
+            self.status.refused += 1;
+            self.note_error(format!("more nodes on the board than this segment holds ({})", self.capacity));
+            return;
+        }
+        // The clock orders every later local write after it.
+        self.board.segment().observe(Hlc(state.latest().hlc));
+        // Local changes not yet folded in are merged first, so a remote write that
+        // loses to one of them does not overwrite it.
+        if self.merge_in(state) {
+            self.sync(uuid);
+        }
+    }
+
+    async fn publish_dirty(&mut self) {
+        while let Some(&uuid) = self.dirty.iter().next() {
+            let Some(state) = self.view.get(&uuid).cloned() else {
+                self.dirty.remove(&uuid);
+                continue;
+            };
+            let bytes = match encode(&state) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.dirty.remove(&uuid);
+                    self.note_error(format!("node {uuid} cannot be sent: {e}"));
+                    continue;
+                }
+            };
+            let subject = subject(&self.cfg.board, uuid, self.cfg.host_id);
+            let sent = async {
+                let ack = self.js.publish(subject, Bytes::from(bytes)).await.map_err(|e| e.to_string())?;
+                ack.await.map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(NATS_TIMEOUT, sent).await {
+                Ok(Ok(_)) => {
+                    self.dirty.remove(&uuid);
+                    self.mine.insert(uuid, state);
+                    self.status.published += 1;
+                }
+                Ok(Err(e)) => {
+                    self.note_error(format!("publish: {e}"));
+                    return;
+                }
+                Err(_) => {
+                    self.note_error("publish: NATS did not answer".into());
+                    return;
+                }
+            }
+        }
+        self.status.unpublished = 0;
+    }
+
+    /// Writes the state document `/bridge/<board>` when it changed, or every 5 s.
+    fn write_status(&mut self) {
+        let mut shown = self.status.clone();
+        shown.unpublished = self.dirty.len() as u64;
+        let fresh = self
+            .written_status
+            .as_ref()
+            .is_some_and(|(s, at)| *s == shown && at.elapsed() < Duration::from_secs(5));
+        if fresh {
+            return;
+        }
+        let mut stamped = shown.clone();
+        stamped.updated_unix_ms = worknode::unix_ms();
+        let Ok(json) = serde_json::to_vec(&stamped) else { return };
+        let seg = self.board.segment();
+        let result = (|| -> Result<(), String> {
+            let container = match child(seg, seg.root(), BRIDGE_CONTAINER)? {
+                Some(h) => h,
+                None => seg
+                    .add(seg.root(), &NewNode::new(NodeKind::Container, BRIDGE_CONTAINER))
+                    .map_err(|e| e.to_string())?,
+            };
+            match child(seg, container, &self.cfg.board)? {
+                Some(doc) => seg.replace_document(doc, "application/json", &json).map(|_| ()).map_err(|e| e.to_string()),
+                None => seg
+                    .put_document(container, &self.cfg.board, "application/json", &json)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            }
+        })();
+        match result {
+            Ok(()) => self.written_status = Some((shown, Instant::now())),
+            Err(e) => eprintln!("worknode-bridge: cannot write /{BRIDGE_CONTAINER}/{}: {e}", self.cfg.board),
+        }
+    }
+}
+
+fn child(seg: &Segment, parent: worknode::Handle, name: &str) -> Result<Option<worknode::Handle>, String> {
+    let mut kids = Vec::new();
+    seg.children(parent, &mut kids).map_err(|e| e.to_string())?;
+    for k in kids {
+        if seg.read(k).map_err(|e| e.to_string())?.name() == name {
+            return Ok(Some(k));
+        }
+    }
+    Ok(None)
+}
