@@ -1,0 +1,254 @@
+//! Two hosts sharing a board through a real `nats-server -js` on loopback: two
+//! segments, each with its daemon and its `worknode-bridge`, in one machine.
+//!
+//! `nats-server` comes from the OS packages (`cargo xtask test` installs it). Every
+//! wait has a deadline; what is compared is what a user sees (names, fields, labels,
+//! document bytes, identity), node by node.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use uuid::Uuid;
+use worknode::{Access, NewNode, NodeKind, Segment};
+use worknode_bridge::local::Board;
+use worknode_bridge::HostId;
+use worknode_tests::{wait_until, Proc, SegmentGuard, Stream, READY_TIMEOUT};
+
+/// How long replication may take in a test (generous: the machine is shared).
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// A `nats-server -js` on a free loopback port, its store in a temp directory.
+struct Nats {
+    proc: Option<Proc>,
+    port: u16,
+    dir: PathBuf,
+    guard: SegmentGuard,
+}
+
+impl Nats {
+    fn start(test: &str) -> Nats {
+        let guard = SegmentGuard::new(&format!("{test}-nats"));
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+        let dir = guard.data_dir().join("jetstream");
+        let mut n = Nats { proc: None, port, dir, guard };
+        n.restart();
+        n
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nats-server is not installed: run `cargo xtask test` (it installs it) or `apt-get install nats-server`");
+        let mut cmd = Command::new(bin);
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"]).arg(&self.dir);
+        let p = self.guard.spawn(cmd, "nats-server");
+        p.wait_for_line(Stream::Stderr, READY_TIMEOUT, |l| l.contains("Server is ready"));
+        self.proc = Some(p);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+}
+
+/// One host: a segment, its daemon, its bridge.
+struct Host {
+    name: &'static str,
+    guard: SegmentGuard,
+    _daemon: Proc,
+    bridge: Option<Proc>,
+    seg: Segment,
+}
+
+impl Host {
+    fn start(test: &str, name: &'static str, nats: &Nats) -> Host {
+        let guard = SegmentGuard::new(&format!("{test}-{name}"));
+        let daemon = guard.spawn_daemon(&["--nodes", "512", "--events", "4096", "--fsync", "never"]);
+        daemon.wait_for_line(Stream::Stdout, READY_TIMEOUT, |l| l.contains("ready"));
+        let seg = Segment::attach(guard.name(), Access::ReadWrite).expect("attach");
+        let mut h = Host { name, guard, _daemon: daemon, bridge: None, seg };
+        h.start_bridge(nats);
+        h
+    }
+
+    fn start_bridge(&mut self, nats: &Nats) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worknode-bridge"));
+        cmd.args(["--segment", self.guard.name(), "--board", "board", "--host", self.name, "--nats", &nats.url()]);
+        self.bridge = Some(self.guard.spawn(cmd, &format!("bridge-{}", self.name)));
+    }
+
+    fn kill_bridge(&mut self) {
+        if let Some(mut b) = self.bridge.take() {
+            b.kill();
+        }
+    }
+
+    fn transcript(&self) -> String {
+        self.bridge.as_ref().map(Proc::transcript).unwrap_or_default()
+    }
+
+    /// What a user sees of every replicated node: identity, parent, fields, labels,
+    /// document bytes.
+    fn board(&self) -> BTreeMap<Uuid, String> {
+        let board = Board::new(&self.seg, None, HostId::of_name(self.name)).expect("board");
+        let mut ids = Vec::new();
+        board.each(|n| ids.push(n.uuid())).expect("scan");
+        ids.into_iter()
+            .filter_map(|id| {
+                let s = board.read(id, None).ok()??;
+                let f = &s.record.value;
+                let doc = s.document.map(|d| String::from_utf8_lossy(&d.value).into_owned());
+                let mut labels: Vec<&String> = s.labels.iter().collect();
+                labels.sort();
+                Some((id, format!("{:?} {} k{} s{} p{} {}% v{} {:?} {labels:?} {doc:?}", f.parent, f.name, f.kind, f.status, f.priority, f.progress, f.value_bits, f.description)))
+            })
+            .collect()
+    }
+
+    fn find(&self, path: &str) -> worknode::Handle {
+        let mut cur = self.seg.root();
+        let mut kids = Vec::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            self.seg.children(cur, &mut kids).expect("children");
+            cur = *kids
+                .iter()
+                .find(|k| self.seg.read(**k).is_ok_and(|n| n.name() == part))
+                .unwrap_or_else(|| panic!("{}: no {path}", self.name));
+        }
+        cur
+    }
+
+    fn has(&self, path: &str) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.find(path))).is_ok()
+    }
+
+    fn labels(&self, path: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        self.seg.labels(self.find(path), &mut out).expect("labels");
+        out.sort();
+        out
+    }
+}
+
+fn converged(a: &Host, b: &Host) {
+    wait_until(
+        CONVERGE,
+        || {
+            let (x, y) = (a.board(), b.board());
+            !x.is_empty() && x == y
+        },
+        || format!("boards differ:\n{}: {:#?}\n{}: {:#?}\n{}\n{}", a.name, a.board(), b.name, b.board(), a.transcript(), b.transcript()),
+    );
+}
+
+fn task(name: &str) -> NewNode<'_> {
+    NewNode::new(NodeKind::Task, name)
+}
+
+#[test]
+fn what_one_host_writes_the_other_reads() {
+    let nats = Nats::start("bridge-basic");
+    let a = Host::start("bridge-basic", "a", &nats);
+    let b = Host::start("bridge-basic", "b", &nats);
+
+    let project = a.seg.add(a.seg.root(), &NewNode::new(NodeKind::Project, "api")).unwrap();
+    let t = a.seg.add(project, &task("write the schema").priority(4)).unwrap();
+    a.seg.add_label(t, "backend").unwrap();
+    a.seg.put_document(project, "spec", "text/markdown", b"# the spec").unwrap();
+    wait_until(CONVERGE, || b.has("/api/write the schema") && b.has("/api/spec"), || b.transcript());
+    converged(&a, &b);
+    let on_b = b.seg.read(b.find("/api/write the schema")).unwrap();
+    assert_eq!(on_b.uuid(), a.seg.read(t).unwrap().uuid(), "one identity on both hosts");
+    assert_eq!(on_b.priority(), 4);
+    assert_eq!(on_b.origin_host(), Some(HostId::of_name("a").0), "B shows where the node came from");
+    assert_eq!(a.seg.read(t).unwrap().origin_host(), None, "A made it itself");
+    assert_eq!(b.labels("/api/write the schema"), ["backend"]);
+    let mut doc = Vec::new();
+    b.seg.get_document(b.find("/api/spec"), &mut doc).unwrap();
+    assert_eq!(doc, b"# the spec");
+
+    // And back: an edit on B reaches A; a delete on B removes the subtree on A.
+    let tb = b.find("/api/write the schema");
+    b.seg.edit(tb, &worknode::Edit { priority: Some(9), ..Default::default() }).unwrap();
+    wait_until(CONVERGE, || a.seg.read(t).is_ok_and(|n| n.priority() == 9), || a.transcript());
+    converged(&a, &b);
+    b.seg.remove(b.find("/api"), true, false).unwrap();
+    wait_until(CONVERGE, || !a.has("/api"), || a.transcript());
+    assert!(a.seg.read(t).is_err(), "the task went with its project");
+}
+
+#[test]
+fn a_partition_heals_without_losing_a_write() {
+    let mut nats = Nats::start("bridge-partition");
+    let a = Host::start("bridge-partition", "a", &nats);
+    let b = Host::start("bridge-partition", "b", &nats);
+    let shared = a.seg.add(a.seg.root(), &task("shared")).unwrap();
+    for l in ["x", "y", "z"] {
+        a.seg.add_label(shared, l).unwrap();
+    }
+    wait_until(CONVERGE, || b.has("/shared") && b.labels("/shared").len() == 3, || b.transcript());
+    let shared_b = b.find("/shared");
+
+    nats.stop();
+    // Both sides go on working while cut off.
+    for i in 0..5 {
+        a.seg.add(a.seg.root(), &task(&format!("from-a-{i}"))).unwrap();
+        b.seg.add(b.seg.root(), &task(&format!("from-b-{i}"))).unwrap();
+    }
+    // Concurrent label changes: A re-adds x and drops y and z; B drops x and z and
+    // re-adds y. OR-Set: an add survives the other side's remove of the tags it saw.
+    a.seg.remove_label(shared, "x").unwrap();
+    a.seg.add_label(shared, "x").unwrap();
+    a.seg.remove_label(shared, "y").unwrap();
+    a.seg.remove_label(shared, "z").unwrap();
+    b.seg.remove_label(shared_b, "x").unwrap();
+    b.seg.remove_label(shared_b, "y").unwrap();
+    b.seg.add_label(shared_b, "y").unwrap();
+    b.seg.remove_label(shared_b, "z").unwrap();
+    // Concurrent edits of one record: the later write wins on both.
+    a.seg.edit(shared, &worknode::Edit { priority: Some(3), ..Default::default() }).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    b.seg.edit(shared_b, &worknode::Edit { priority: Some(8), ..Default::default() }).unwrap();
+
+    nats.restart();
+    converged(&a, &b);
+    for i in 0..5 {
+        for h in [&a, &b] {
+            assert!(h.has(&format!("/from-a-{i}")) && h.has(&format!("/from-b-{i}")), "{}: a write was lost", h.name);
+        }
+    }
+    assert_eq!(a.labels("/shared"), ["x", "y"], "the OR-Set result");
+    assert_eq!(b.labels("/shared"), ["x", "y"]);
+    assert_eq!(a.seg.read(shared).unwrap().priority(), 8, "the later edit won");
+}
+
+#[test]
+fn a_bridge_killed_with_sigkill_resumes_without_duplicates() {
+    let nats = Nats::start("bridge-sigkill");
+    let a = Host::start("bridge-sigkill", "a", &nats);
+    let mut b = Host::start("bridge-sigkill", "b", &nats);
+    a.seg.add(a.seg.root(), &task("before")).unwrap();
+    wait_until(CONVERGE, || b.has("/before"), || b.transcript());
+
+    b.kill_bridge();
+    for i in 0..20 {
+        a.seg.add(a.seg.root(), &task(&format!("while-down-{i}"))).unwrap();
+    }
+    // B works meanwhile too; its bridge publishes that when it comes back.
+    b.seg.add(b.seg.root(), &task("made-on-b-while-down")).unwrap();
+    b.start_bridge(&nats);
+    converged(&a, &b);
+    let board = b.board();
+    assert_eq!(board.len(), 22, "every node once: {board:#?}");
+    assert!(board.values().all(|v| !v.contains('~')), "no node was renamed as a duplicate: {board:#?}");
+    assert!(a.has("/made-on-b-while-down"));
+}
