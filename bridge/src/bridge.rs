@@ -149,7 +149,8 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
     b.publish_dirty().await;
     let mut tail = b.tail(&stream).await;
     let mut tick = tokio::time::interval(TICK);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             change = rx.recv() => {
@@ -545,10 +546,8 @@ impl Bridge<'_> {
     fn write_status(&mut self) {
         let mut shown = self.status.clone();
         shown.unpublished = self.dirty.len() as u64;
-        let fresh = self
-            .written_status
-            .as_ref()
-            .is_some_and(|(s, at)| *s == shown && at.elapsed() < Duration::from_secs(5));
+        let fresh =
+            self.written_status.as_ref().is_some_and(|(s, at)| *s == shown && at.elapsed() < Duration::from_secs(5));
         if fresh {
             return;
         }
@@ -564,7 +563,9 @@ impl Bridge<'_> {
                     .map_err(|e| e.to_string())?,
             };
             match child(seg, container, &self.cfg.board)? {
-                Some(doc) => seg.replace_document(doc, "application/json", &json).map(|_| ()).map_err(|e| e.to_string()),
+                Some(doc) => {
+                    seg.replace_document(doc, "application/json", &json).map(|_| ()).map_err(|e| e.to_string())
+                }
                 None => seg
                     .put_document(container, &self.cfg.board, "application/json", &json)
                     .map(|_| ())

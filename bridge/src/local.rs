@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use uuid::Uuid;
 use worknode::{
-    DocError, Handle, Hlc, LabelError, NewNode, Node, NodeKind, Origin, PoolError, ReplicaFields, Segment,
-    SetError, Status, TaskError, LABELS_CONTAINER, MAIL_CONTAINER,
+    DocError, Handle, Hlc, LabelError, NewNode, Node, NodeKind, Origin, PoolError, ReplicaFields, Segment, SetError,
+    Status, TaskError, LABELS_CONTAINER, MAIL_CONTAINER,
 };
 
 /// Containers directly under the segment root that belong to their host (agents, the
@@ -277,7 +277,11 @@ impl<'s> Board<'s> {
             return Ok(Applied::Unchanged);
         }
         let parent = self.seg.read(h)?.parent().unwrap_or(self.scope);
-        let name = if before.record.value.name == f.name { f.name.clone() } else { self.free_name(parent, &f.name, merged.uuid)? };
+        let name = if before.record.value.name == f.name {
+            f.name.clone()
+        } else {
+            self.free_name(parent, &f.name, merged.uuid)?
+        };
         self.write_rest(h, merged, &name)?;
         Ok(Applied::Written)
     }

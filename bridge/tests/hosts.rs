@@ -30,7 +30,8 @@ struct Nats {
 impl Nats {
     fn start(test: &str) -> Nats {
         let guard = SegmentGuard::new(&format!("{test}-nats"));
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
         let dir = guard.data_dir().join("jetstream");
         let mut n = Nats { proc: None, port, dir, guard };
         n.restart();
@@ -109,7 +110,13 @@ impl Host {
                 let doc = s.document.map(|d| String::from_utf8_lossy(&d.value).into_owned());
                 let mut labels: Vec<&String> = s.labels.iter().collect();
                 labels.sort();
-                Some((id, format!("{:?} {} k{} s{} p{} {}% v{} {:?} {labels:?} {doc:?}", f.parent, f.name, f.kind, f.status, f.priority, f.progress, f.value_bits, f.description)))
+                Some((
+                    id,
+                    format!(
+                        "{:?} {} k{} s{} p{} {}% v{} {:?} {labels:?} {doc:?}",
+                        f.parent, f.name, f.kind, f.status, f.priority, f.progress, f.value_bits, f.description
+                    ),
+                ))
             })
             .collect()
     }
@@ -146,7 +153,17 @@ fn converged(a: &Host, b: &Host) {
             let (x, y) = (a.board(), b.board());
             !x.is_empty() && x == y
         },
-        || format!("boards differ:\n{}: {:#?}\n{}: {:#?}\n{}\n{}", a.name, a.board(), b.name, b.board(), a.transcript(), b.transcript()),
+        || {
+            format!(
+                "boards differ:\n{}: {:#?}\n{}: {:#?}\n{}\n{}",
+                a.name,
+                a.board(),
+                b.name,
+                b.board(),
+                a.transcript(),
+                b.transcript()
+            )
+        },
     );
 }
 

@@ -72,7 +72,8 @@ pub(crate) fn stamp_event(rec: &mut EventRecord) {
 }
 
 pub(crate) fn record_origin(rec: &NodeRecord) -> Option<u32> {
-    (rec.reserved[4] == ORIGIN_SET).then(|| u32::from_le_bytes([rec.reserved[0], rec.reserved[1], rec.reserved[2], rec.reserved[3]]))
+    (rec.reserved[4] == ORIGIN_SET)
+        .then(|| u32::from_le_bytes([rec.reserved[0], rec.reserved[1], rec.reserved[2], rec.reserved[3]]))
 }
 
 pub(crate) fn event_origin(rec: &EventRecord) -> Option<u32> {

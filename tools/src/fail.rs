@@ -425,6 +425,9 @@ impl From<PoolError> for Fail {
             }
             NameHasControl { .. } => ("invalid_name", exit::USAGE, CONTROL_HINT.into()),
             NameEmpty => ("invalid_name", exit::USAGE, "give the node a name".into()),
+            // Only replication writes (worknode-bridge) make these.
+            UuidInUse => ("conflict", exit::CONFLICT, "a node with that UUID already exists here".into()),
+            InvalidOrigin => ("usage", exit::USAGE, "an origin host id is never 0".into()),
             NameTaken { .. } => (
                 "name_taken",
                 exit::CONFLICT,

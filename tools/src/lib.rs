@@ -6,6 +6,7 @@
 //! The `wn` binary (`main.rs`) is a thin `fn main` over it; the Python SDK (`python/`)
 //! links it so that a node is named and an error is coded exactly as the CLI does.
 
+pub mod bridges;
 pub mod cli;
 pub mod cmd;
 pub mod ctx;

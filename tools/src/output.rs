@@ -405,6 +405,9 @@ pub fn node_json(seg: &Segment, n: &Node, names: &Names, path: Option<&str>) -> 
     if let Some(p) = path {
         v["path"] = json!(p);
     }
+    if let Some(host) = n.origin_host() {
+        v["origin"] = json!(host);
+    }
     if n.kind() == Some(NodeKind::Document) {
         v["document"] =
             json!({ "content_type": n.description(), "len": n.record().doc_len, "crc32c": n.record().doc_crc });

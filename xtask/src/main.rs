@@ -166,8 +166,9 @@ fn test(args: &[String]) -> Result<(), Failed> {
 
 /// The programs the Rust tests start that a fresh machine lacks, and the Debian/Ubuntu
 /// package of each: headless Chromium loads `wn serve`'s dashboard
-/// (`tools/tests/serve.rs`).
-const OS_PACKAGES: [(&str, &str); 1] = [("/usr/bin/chromium", "chromium")];
+/// (`tools/tests/serve.rs`); `nats-server -js` carries the boards two bridges share
+/// (`bridge/tests/hosts.rs`).
+const OS_PACKAGES: [(&str, &str); 2] = [("/usr/bin/chromium", "chromium"), ("/usr/sbin/nats-server", "nats-server")];
 
 /// Installs the missing [`OS_PACKAGES`] with `apt-get` when running as root (CI, a fresh
 /// container); otherwise fails with the command to run.

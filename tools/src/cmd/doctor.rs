@@ -431,6 +431,55 @@ fn check_sessions(seg: &Segment) -> Check {
     Check { name: "sessions", summary: format!("{} agents, {sessions} with a session", agents.len()), findings }
 }
 
+/// A bridge's state older than this is stale: it rewrites it every 5 s.
+const BRIDGE_STALE_MS: u64 = 15_000;
+
+/// Each `worknode-bridge` of this segment (`/bridge/<board>`): running, connected,
+/// caught up. `None` when no bridge ever ran here (the check is not shown).
+fn check_bridges(seg: &Segment) -> Option<Check> {
+    let bridges = crate::bridges::read(seg);
+    if bridges.is_empty() {
+        return None;
+    }
+    let now = now_ms();
+    let mut findings = Vec::new();
+    for b in &bridges {
+        let v = match &b.state {
+            Ok(v) => v,
+            Err(e) => {
+                findings.push(warning(format!("bridge {}: {e}", b.board), "restart the bridge: it rewrites its state"));
+                continue;
+            }
+        };
+        let age = now.saturating_sub(v["updated_unix_ms"].as_u64().unwrap_or(0));
+        if age > BRIDGE_STALE_MS {
+            findings.push(warning(
+                format!("bridge {}: its state was last written {}s ago: the bridge is not running", b.board, age / 1000),
+                "start it again (worknode-bridge --segment ... --nats ...): it resumes from its durable consumer; until then this host works alone and claims only its local tasks",
+            ));
+            continue;
+        }
+        if v["connected"].as_bool() != Some(true) {
+            findings.push(warning(
+                format!("bridge {}: not connected to NATS at {}", b.board, v["nats"].as_str().unwrap_or("?")),
+                "is nats-server running with -js? Local work goes on and is sent when it is back",
+            ));
+        }
+        let (lag, unpublished) = (v["lag"].as_u64().unwrap_or(0), v["unpublished"].as_u64().unwrap_or(0));
+        if lag > 0 || unpublished > 0 {
+            findings.push(warning(
+                format!("bridge {}: {lag} remote states not applied yet, {unpublished} local ones not sent", b.board),
+                "it catches up on its own while connected; a lag that grows means the bridge cannot keep up",
+            ));
+        }
+        if let Some(e) = v["last_error"].as_str().filter(|e| !e.is_empty()) {
+            findings.push(warning(format!("bridge {}: last error: {e}", b.board), "see the bridge's log"));
+        }
+    }
+    let summary = bridges.iter().map(|b| crate::bridges::summary(b, now)).collect::<Vec<_>>().join("; ");
+    Some(Check { name: "bridges", summary, findings })
+}
+
 fn check_free_list(seg: &Segment) -> Result<Check, Fail> {
     let cap = seg.capacities().nodes as u64;
     let mut summary = String::new();
@@ -593,7 +642,7 @@ fn or_failed(name: &'static str, r: Result<Check, Fail>) -> Check {
 
 fn run_checks(seg: &Segment) -> Result<Vec<Check>, Fail> {
     let slots = node_slots(seg);
-    Ok(vec![
+    Ok([
         check_header(seg),
         or_failed("locks", check_locks(seg, &slots)),
         check_slots(&slots),
@@ -605,7 +654,10 @@ fn run_checks(seg: &Segment) -> Result<Vec<Check>, Fail> {
         or_failed("tree", check_tree(seg)),
         or_failed("blobs", check_blobs(seg)),
         or_failed("contents", check_contents(seg)),
-    ])
+    ]
+    .into_iter()
+    .chain(check_bridges(seg))
+    .collect())
 }
 
 /// A segment that does not attach: inspect its header from the file and report what is

@@ -411,6 +411,10 @@ pub fn run_show(ctx: &Ctx, a: &ShowArgs) -> Result<(), Fail> {
     let mut labels = Vec::new();
     seg.labels(h, &mut labels)?;
     row("labels", if labels.is_empty() { "-".into() } else { clean(&labels.join(", ")).into_owned() });
+    if let Some(host) = n.origin_host() {
+        // Only a replicated node has one: a board that never had a bridge shows nothing new.
+        row("origin", format!("host {host} (last change made there, replicated by worknode-bridge)"));
+    }
     if matches!(n.kind(), Some(NodeKind::Task | NodeKind::Custom)) {
         row("attempts", n.attempts().to_string());
         if let Some(at) = n.finished_at() {

@@ -2,7 +2,8 @@
 //!
 //! Each line shows live nodes (of capacity), node creations/updates/deletions per second,
 //! events per second, agents, and tasks by status (ready, claimed, in progress, blocked,
-//! complete, failed). The first line has no rates yet ("-", `null` in JSON). A header is
+//! complete, failed); after it, one line per `worknode-bridge` of the segment (its
+//! connection, lag and counts, from `/bridge/<board>`). The first line has no rates yet ("-", `null` in JSON). A header is
 //! repeated every 20 lines. Ctrl-C ends it with exit 0; `--count N` stops after N lines.
 
 use crate::cmd::events::stop_flag;
@@ -165,11 +166,30 @@ pub fn run(ctx: &Ctx, a: &StatArgs) -> Result<(), Fail> {
     let mut lines = 0u64;
     loop {
         let s = Sample::take(&seg);
+        let bridges = crate::bridges::read(&seg);
         let open = if ctx.json {
-            print_stream(&as_json(prev.as_ref(), &s).to_string())?
+            let mut line = as_json(prev.as_ref(), &s);
+            if !bridges.is_empty() {
+                line["bridges"] = bridges
+                    .iter()
+                    .map(|b| match &b.state {
+                        Ok(v) => {
+                            let mut v = v.clone();
+                            v["board"] = json!(b.board);
+                            v
+                        }
+                        Err(e) => json!({ "board": b.board, "error": e }),
+                    })
+                    .collect();
+            }
+            print_stream(&line.to_string())?
         } else {
+            // A bridge's state follows each line it applies to (none without a bridge).
             (!lines.is_multiple_of(20) || print_stream(&ctx.style.bold(HEADER))?)
                 && print_stream(&human(prev.as_ref(), &s))?
+                && bridges.iter().all(|b| {
+                    print_stream(&format!("  bridge {}", crate::bridges::summary(b, s.time_ms))).unwrap_or(false)
+                })
         };
         if !open {
             return Ok(());
