@@ -17,14 +17,16 @@
 //!   every tick; the consumer is recreated; the durable consumer resumes where this host
 //!   acked.
 
+use crate::claims::{Refused, Register};
 use crate::Args;
 use async_nats::jetstream::{self, consumer::pull, stream, Context};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use uuid::Uuid;
+use worknode::layout::record_flags;
 use worknode::{Access, Hlc, NewNode, NodeKind, PoolError, RingError, Segment, Start, Wait};
 use worknode_bridge::local::{same_content, tombstone, Applied, Board, BRIDGE_CONTAINER};
 use worknode_bridge::{decode, encode, HostId, ReplicaState};
@@ -61,6 +63,8 @@ struct Status {
     lag: u64,
     /// Local states not yet published (NATS unreachable).
     unpublished: u64,
+    /// Shared tasks whose claim register entry this host holds.
+    claims_held: u64,
     published: u64,
     applied: u64,
     refused: u64,
@@ -80,6 +84,11 @@ struct Bridge<'a> {
     status: Status,
     written_status: Option<(Status, Instant)>,
     capacity: usize,
+    /// The hosts' claim register, once reached.
+    register: Option<Register>,
+    /// Shared tasks whose register entry this run has looked at (after a restart an
+    /// entry this host held is adopted, then freed or kept with the local claim).
+    adopted: HashSet<Uuid>,
 }
 
 fn stream_name(board: &str) -> String {
@@ -101,6 +110,8 @@ fn parse_subject(s: &str) -> Option<(Uuid, HostId)> {
 pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
     let board = Board::new(seg, cfg.args.under.as_deref(), cfg.host_id).map_err(|e| e.to_string())?;
     let client = async_nats::ConnectOptions::new()
+        // Connection changes go to the log; the loop reads the state itself each tick.
+        .event_callback(|event| async move { eprintln!("worknode-bridge: NATS: {event}") })
         .connection_timeout(NATS_TIMEOUT)
         .request_timeout(Some(NATS_TIMEOUT))
         .retry_on_initial_connect()
@@ -127,6 +138,8 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
         },
         written_status: None,
         capacity,
+        register: None,
+        adopted: HashSet::new(),
     };
 
     // The ring position before the first scan: nothing after it is missed.
@@ -145,7 +158,8 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
         }
     };
     b.load_view(&stream).await?;
-    b.rescan();
+    b.open_register().await;
+    b.rescan().await;
     b.publish_dirty().await;
     let mut tail = b.tail(&stream).await;
     let mut tick = tokio::time::interval(TICK);
@@ -155,17 +169,17 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
         tokio::select! {
             change = rx.recv() => {
                 let Some(change) = change else { return Err("the ring follower stopped".into()) };
-                b.local(change);
+                b.local(change).await;
                 // Drain what else is queued before publishing: one publish per node.
                 while let Ok(more) = rx.try_recv() {
-                    b.local(more);
+                    b.local(more).await;
                 }
                 b.publish_dirty().await;
             }
             msg = next_message(&mut tail) => {
                 match msg {
                     Ok(msg) => {
-                        b.remote(&msg.subject, &msg.payload);
+                        b.remote(&msg.subject, &msg.payload).await;
                         if let Err(e) = msg.ack().await {
                             b.note_error(format!("ack: {e}"));
                         }
@@ -179,6 +193,12 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
             }
             _ = tick.tick() => {
                 b.status.connected = client.connection_state() == async_nats::connection::State::Connected;
+                if b.register.is_none() && b.status.connected {
+                    b.open_register().await;
+                }
+                // Claims of shared tasks wait for this bridge: it says whether it can
+                // answer them.
+                seg.bridge_beat(b.status.connected && b.register.is_some());
                 if tail.is_none() && b.status.connected {
                     if let Ok(s) = b.ensure_stream().await {
                         stream = s;
@@ -197,6 +217,7 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
             return Err("the ring follower stopped".into());
         }
     }
+    seg.bridge_beat(false);
     b.status.connected = false;
     b.written_status = None;
     b.write_status();
@@ -365,33 +386,69 @@ impl Bridge<'_> {
         true
     }
 
-    /// Folds the local node `uuid` into the view, then makes the node equal to the
-    /// view (a remote write that won), and queues a publish when the view moved.
+    /// Folds what is news in the local node `uuid` into the view, then makes the node
+    /// equal to the view (a remote write that won), and queues a publish when the view
+    /// moved.
     fn sync(&mut self, uuid: Uuid) {
+        if let Ok(local) = self.fold_local(uuid) {
+            self.settle(uuid, local);
+        }
+    }
+
+    /// Reads the local node `uuid` and merges it into the view when it is news: a
+    /// change made here. A remote write applied here is not (the view has it, or a
+    /// later one), nor a local write that changed nothing a host sees (a refused
+    /// claim's undo, a re-put of the same bytes): sending either under a new stamp
+    /// would override a concurrent real write elsewhere. A node deleted here becomes a
+    /// tombstone. Returns the node as it is here (`None`: not here); `Err` when it
+    /// could not be read (noted).
+    fn fold_local(&mut self, uuid: Uuid) -> Result<Option<ReplicaState>, ()> {
         let known = self.view.get(&uuid).cloned();
         match self.board.read(uuid, known.as_ref()) {
             Ok(Some(local)) => {
-                self.merge_in(local.clone());
-                let merged = self.view[&uuid].clone();
-                if !same_content(&local, &merged) {
-                    self.apply(&merged);
+                // An unconfirmed claim is not sent: it may yet be undone.
+                let news = !self.board.claim_unconfirmed(uuid)
+                    && match &known {
+                        None => true,
+                        Some(k) => !same_content(k, &local) && !self.board.last_change_remote(uuid),
+                    };
+                if news {
+                    self.merge_in(local.clone());
                 }
+                Ok(Some(local))
             }
             Ok(None) => {
                 let gone = matches!(self.board.segment().lookup(uuid), Err(PoolError::NotFound));
-                match known {
-                    // Deleted here (now, or while the bridge was down: this host had
-                    // published it).
-                    Some(k) if gone && !k.record.value.deleted && self.had(uuid) => {
-                        let now = self.board.segment().observe(Hlc(0));
-                        self.merge_in(tombstone(&k, now, self.cfg.host_id));
-                    }
-                    // Made elsewhere, not applied here yet.
-                    Some(k) if gone && !k.record.value.deleted => self.apply(&k),
-                    _ => {}
+                // Deleted here (now, or while the bridge was down: this host had
+                // published it).
+                if let Some(k) = known.filter(|k| gone && !k.record.value.deleted && self.had(uuid)) {
+                    let now = self.board.segment().observe(Hlc(0));
+                    self.merge_in(tombstone(&k, now, self.cfg.host_id));
                 }
+                Ok(None)
             }
-            Err(e) => self.note_error(format!("reading node {uuid}: {e}")),
+            Err(e) => {
+                self.note_error(format!("reading node {uuid}: {e}"));
+                Err(())
+            }
+        }
+    }
+
+    /// Makes the local node (`local`, as [`Bridge::fold_local`] read it) equal to the
+    /// view, and queues a publish when the view moved past what this host sent.
+    fn settle(&mut self, uuid: Uuid, local: Option<ReplicaState>) {
+        if let Some(merged) = self.view.get(&uuid).cloned() {
+            match &local {
+                Some(l) if same_content(l, &merged) => {}
+                Some(_) => self.apply(&merged),
+                // Made elsewhere, not applied here yet.
+                None if !merged.record.value.deleted
+                    && matches!(self.board.segment().lookup(uuid), Err(PoolError::NotFound)) =>
+                {
+                    self.apply(&merged)
+                }
+                None => {}
+            }
         }
         if self.view.get(&uuid) != self.mine.get(&uuid) && self.view.contains_key(&uuid) {
             self.dirty.insert(uuid);
@@ -444,15 +501,104 @@ impl Bridge<'_> {
         }
     }
 
-    fn local(&mut self, change: Local) {
+    async fn local(&mut self, change: Local) {
         match change {
-            Local::Node(uuid) => self.sync(uuid),
-            Local::Rescan => self.rescan(),
+            Local::Node(uuid) => {
+                // A claim is settled before the node is sent, so the confirmed claim
+                // goes out at once (an unconfirmed one is never sent: `fold_local`).
+                self.claims(uuid).await;
+                self.sync(uuid);
+            }
+            Local::Rescan => self.rescan().await,
+        }
+    }
+
+    async fn open_register(&mut self) {
+        match Register::open(&self.js, &self.cfg.board, self.cfg.host_id, NATS_TIMEOUT).await {
+            Ok(r) => self.register = Some(r),
+            Err(e) => self.note_error(e),
+        }
+    }
+
+    /// The claim side of a local change of `uuid`: marks a replicated task shared,
+    /// settles an unconfirmed claim against the register, registers a claim made before
+    /// the task was shared (or before this run), frees the entry of a claim that ended.
+    async fn claims(&mut self, uuid: Uuid) {
+        let Some(reg) = self.register.as_mut() else { return };
+        let seg = self.board.segment();
+        let Ok(h) = seg.lookup(uuid) else {
+            if let Err(e) = reg.free(uuid).await {
+                self.note_error(format!("freeing the claim of deleted task {uuid}: {e}"));
+            }
+            return;
+        };
+        let Ok(node) = seg.read(h) else { return };
+        if !matches!(node.kind(), Some(NodeKind::Task | NodeKind::Custom)) || !self.board.replicates(&node) {
+            return;
+        }
+        let node = if node.record().flags & record_flags::SHARED == 0 {
+            match seg.mark_shared(h) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.note_error(format!("marking task {uuid} shared: {e}"));
+                    return;
+                }
+            }
+        } else {
+            node
+        };
+        let mut error = None;
+        if !reg.holds(uuid) && self.adopted.insert(uuid) {
+            if let Err(e) = reg.adopt(uuid).await {
+                error = Some(format!("reading the claim of task {uuid}: {e}"));
+            }
+        }
+        match seg.unconfirmed_claim(h) {
+            Ok(Some(pending)) => match reg.take(uuid, pending.epoch).await {
+                Ok(epoch) => match seg.confirm_claim(&pending, epoch) {
+                    Ok(true) => {}
+                    // Its claimer gave up meanwhile: the entry goes back.
+                    Ok(false) => {
+                        if let Err(e) = reg.free(uuid).await {
+                            error = Some(format!("freeing the claim of task {uuid}: {e}"));
+                        }
+                    }
+                    Err(e) => error = Some(format!("confirming the claim of task {uuid}: {e}")),
+                },
+                Err(Refused::Elsewhere(holder)) => {
+                    if let Err(e) = seg.refuse_claim(&pending, holder) {
+                        error = Some(format!("undoing the claim of task {uuid}: {e}"));
+                    }
+                }
+                // Its claimer's wait runs out and it is told "offline".
+                Err(Refused::Unreachable(e)) => error = Some(format!("claim register: {e}")),
+            },
+            Ok(None) => {
+                let live = node.live_claimant_at(worknode::unix_ms()).is_some();
+                if live && !reg.holds(uuid) {
+                    match reg.take(uuid, node.claim_epoch()).await {
+                        Ok(_) => {}
+                        Err(Refused::Elsewhere(host)) => {
+                            error = Some(format!("task {uuid} is claimed here and by host {host}: a claim made before it was shared; the other host's stands"))
+                        }
+                        Err(Refused::Unreachable(e)) => error = Some(format!("claim register: {e}")),
+                    }
+                } else if !live && reg.holds(uuid) {
+                    if let Err(e) = reg.free(uuid).await {
+                        error = Some(format!("freeing the claim of task {uuid}: {e}"));
+                    }
+                }
+            }
+            Err(e) => error = Some(format!("reading task {uuid}: {e}")),
+        }
+        self.status.claims_held = self.register.as_ref().map_or(0, |r| r.held_count() as u64);
+        if let Some(e) = error {
+            self.note_error(e);
         }
     }
 
     /// Every local node and every node of the view, synced.
-    fn rescan(&mut self) {
+    async fn rescan(&mut self) {
         let mut ids = BTreeSet::new();
         if let Err(e) = self.board.each(|n| {
             ids.insert(n.uuid());
@@ -464,11 +610,12 @@ impl Bridge<'_> {
         // comes first; `waiting` catches the rest.
         for id in ids {
             self.sync(id);
+            self.claims(id).await;
         }
         self.retry_waiting();
     }
 
-    fn remote(&mut self, subject: &str, payload: &[u8]) {
+    async fn remote(&mut self, subject: &str, payload: &[u8]) {
         let Some((uuid, host)) = parse_subject(subject) else {
             self.status.refused += 1;
             self.note_error(format!("message on an unknown subject {subject:?}"));
@@ -497,11 +644,13 @@ impl Bridge<'_> {
         }
         // The clock orders every later local write after it.
         self.board.segment().observe(Hlc(state.latest().hlc));
-        // Local changes not yet folded in are merged first, so a remote write that
-        // loses to one of them does not overwrite it.
-        if self.merge_in(state) {
-            self.sync(uuid);
-        }
+        // Local changes not yet folded in are merged first (read against the view as
+        // it was), so a remote write that loses to one of them does not overwrite it.
+        let Ok(local) = self.fold_local(uuid) else { return };
+        self.merge_in(state);
+        self.settle(uuid, local);
+        // A task made elsewhere is shared from its first write here.
+        self.claims(uuid).await;
     }
 
     async fn publish_dirty(&mut self) {

@@ -154,6 +154,20 @@ impl<'s> Board<'s> {
         self.state_of(&node, known).map(Some)
     }
 
+    /// Whether the last change of the local node `uuid` was a remote write applied
+    /// here (its record names an origin host).
+    pub fn last_change_remote(&self, uuid: Uuid) -> bool {
+        self.seg.lookup(uuid).and_then(|h| self.seg.read(h)).is_ok_and(|n| n.origin_host().is_some())
+    }
+
+    /// Whether the local node `uuid` holds a claim the bridge has not confirmed yet.
+    pub fn claim_unconfirmed(&self, uuid: Uuid) -> bool {
+        self.seg
+            .lookup(uuid)
+            .and_then(|h| self.seg.read(h))
+            .is_ok_and(|n| n.record().flags & worknode::layout::record_flags::UNCONFIRMED != 0)
+    }
+
     /// Calls `f` with every node that replicates (bounded by the pool's capacity).
     ///
     /// # Errors

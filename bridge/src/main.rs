@@ -8,6 +8,7 @@
 //! ARCHITECTURE.md, "Replication between hosts"; the moving parts are [`bridge`].
 
 mod bridge;
+mod claims;
 
 use clap::Parser;
 use std::process::ExitCode;

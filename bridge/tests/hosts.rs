@@ -5,16 +5,21 @@
 //! wait has a deadline; what is compared is what a user sees (names, fields, labels,
 //! document bytes, identity), node by node.
 
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+use std::time::Instant;
 use uuid::Uuid;
-use worknode::{Access, NewNode, NodeKind, Segment};
+use worknode::layout::record_flags;
+use worknode::{Access, NewNode, NodeKind, Segment, Status, TaskError, TaskFilter};
 use worknode_bridge::local::Board;
 use worknode_bridge::HostId;
-use worknode_tests::{wait_until, Proc, SegmentGuard, Stream, READY_TIMEOUT};
+use worknode_tests::{
+    child_main, env_str, env_u64, say, wait_until, Proc, SegmentGuard, Stream, READY_TIMEOUT, SEGMENT_ENV,
+};
 
 /// How long replication may take in a test (generous: the machine is shared).
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -93,8 +98,17 @@ impl Host {
         }
     }
 
+    /// The bridge's output and the state it last wrote, for failure messages.
     fn transcript(&self) -> String {
-        self.bridge.as_ref().map(Proc::transcript).unwrap_or_default()
+        let mut state = Vec::new();
+        if let Some(doc) = self.lookup("/bridge/board") {
+            let _ = self.seg.get_document(doc, &mut state);
+        }
+        format!(
+            "{}\nstate: {}",
+            self.bridge.as_ref().map(Proc::transcript).unwrap_or_default(),
+            String::from_utf8_lossy(&state)
+        )
     }
 
     /// What a user sees of every replicated node: identity, parent, fields, labels,
@@ -121,21 +135,22 @@ impl Host {
             .collect()
     }
 
-    fn find(&self, path: &str) -> worknode::Handle {
+    fn lookup(&self, path: &str) -> Option<worknode::Handle> {
         let mut cur = self.seg.root();
         let mut kids = Vec::new();
         for part in path.split('/').filter(|p| !p.is_empty()) {
-            self.seg.children(cur, &mut kids).expect("children");
-            cur = *kids
-                .iter()
-                .find(|k| self.seg.read(**k).is_ok_and(|n| n.name() == part))
-                .unwrap_or_else(|| panic!("{}: no {path}", self.name));
+            self.seg.children(cur, &mut kids).ok()?;
+            cur = *kids.iter().find(|k| self.seg.read(**k).is_ok_and(|n| n.name() == part))?;
         }
-        cur
+        Some(cur)
+    }
+
+    fn find(&self, path: &str) -> worknode::Handle {
+        self.lookup(path).unwrap_or_else(|| panic!("{}: no {path}", self.name))
     }
 
     fn has(&self, path: &str) -> bool {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.find(path))).is_ok()
+        self.lookup(path).is_some()
     }
 
     fn labels(&self, path: &str) -> Vec<String> {
@@ -268,4 +283,207 @@ fn a_bridge_killed_with_sigkill_resumes_without_duplicates() {
     assert_eq!(board.len(), 22, "every node once: {board:#?}");
     assert!(board.values().all(|v| !v.contains('~')), "no node was renamed as a duplicate: {board:#?}");
     assert!(a.has("/made-on-b-while-down"));
+}
+
+#[test]
+fn child_entry() {
+    child_main(|role| match role {
+        "claimer" => claimer(),
+        other => panic!("unknown role {other}"),
+    })
+}
+
+/// Claims ready tasks, picked at random among those this host sees ready (so the
+/// hosts' workers collide), until none has been ready for a second; reports what it
+/// got and, by kind, the claims refused.
+fn claimer() -> Value {
+    let seg = Segment::attach(&env_str(SEGMENT_ENV), Access::ReadWrite).expect("attach");
+    // A session: when this process exits, its daemon releases what it holds.
+    let session = seg.open_session(&env_str("WN_AGENT"), "claimer").expect("open a session");
+    let me = session.id();
+    let start = env_u64("WN_START_MS");
+    while worknode::unix_ms() < start {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut idle_since = None;
+    let mut claims = Vec::new();
+    let mut refused = BTreeMap::<String, u64>::new();
+    let mut rng = u64::from(std::process::id()) | 1;
+    let mut ready = Vec::new();
+    while Instant::now() < deadline {
+        seg.ready(&TaskFilter::default(), 64, &mut ready).expect("ready");
+        if ready.is_empty() {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        idle_since = None;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let pick = &ready[(rng % ready.len() as u64) as usize];
+        match seg.claim(pick.handle(), me, Duration::from_secs(120)) {
+            Ok(c) => claims.push(json!([pick.uuid().to_string(), c.epoch])),
+            Err(e) => {
+                let kind = format!("{e:?}");
+                *refused.entry(kind.split([' ', '{', '(']).next().unwrap_or("").to_string()).or_default() += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    // Held until every worker has reported, so a task two workers got would have been
+    // held by both at once.
+    say(&format!("claims {}", json!({ "claims": claims, "refused": refused })));
+    let release = PathBuf::from(env_str("WN_RELEASE_FILE"));
+    let until = Instant::now() + Duration::from_secs(60);
+    while !release.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    json!({ "released": true })
+}
+
+#[test]
+fn a_claim_race_across_hosts_gives_each_task_one_holder() {
+    const TASKS: usize = 64;
+    let nats = Nats::start("bridge-claims");
+    let a = Host::start("bridge-claims", "a", &nats);
+    let b = Host::start("bridge-claims", "b", &nats);
+    let project = a.seg.add(a.seg.root(), &NewNode::new(NodeKind::Project, "work")).unwrap();
+    for i in 0..TASKS {
+        a.seg.add(project, &task(&format!("t{i}")).status(Status::Ready)).unwrap();
+    }
+    // Every task shared on both hosts, both bridges answering claims.
+    let shared_everywhere = |h: &Host| {
+        let mut n = 0;
+        h.seg
+            .for_each_node(|node| {
+                n +=
+                    usize::from(node.kind() == Some(NodeKind::Task) && node.record().flags & record_flags::SHARED != 0);
+                true
+            })
+            .unwrap();
+        n == TASKS && h.seg.bridge_online()
+    };
+    wait_until(
+        CONVERGE,
+        || shared_everywhere(&a) && shared_everywhere(&b),
+        || format!("{}\n{}", a.transcript(), b.transcript()),
+    );
+
+    let start = worknode::unix_ms() + 500;
+    let release = a.guard.data_dir().join("release-claims");
+    let mut workers: Vec<Proc> = (0..8)
+        .map(|i| {
+            let host = if i % 2 == 0 { &a } else { &b };
+            let env = [
+                ("WN_AGENT", format!("w{i}")),
+                ("WN_START_MS", start.to_string()),
+                ("WN_RELEASE_FILE", release.display().to_string()),
+            ];
+            host.guard.spawn_role("claimer", &env)
+        })
+        .collect();
+    let reports: Vec<Value> = workers
+        .iter()
+        .map(|w| {
+            let line = w.wait_for_line(Stream::Stdout, Duration::from_secs(60), |l| l.starts_with("WN-SAY claims "));
+            serde_json::from_str(line.trim_start_matches("WN-SAY claims ")).expect("a claims line")
+        })
+        .collect();
+    std::fs::write(&release, b"").expect("release the workers");
+    for w in &mut workers {
+        w.expect_report(Duration::from_secs(30));
+    }
+
+    let mut holders = BTreeMap::<String, Vec<usize>>::new();
+    for (i, r) in reports.iter().enumerate() {
+        for c in r["claims"].as_array().unwrap() {
+            holders.entry(c[0].as_str().unwrap().to_string()).or_default().push(i);
+            assert!(c[1].as_u64().unwrap() >= 1, "a confirmed claim has an epoch");
+        }
+    }
+    for (i, r) in reports.iter().enumerate() {
+        // The split between the hosts, for the log: not asserted (the machine decides).
+        eprintln!(
+            "worker {i} on host {}: {} claims, refused {}",
+            i % 2,
+            r["claims"].as_array().map_or(0, Vec::len),
+            r["refused"]
+        );
+    }
+    let doubles: Vec<_> = holders.iter().filter(|(_, w)| w.len() > 1).collect();
+    assert!(doubles.is_empty(), "tasks held twice: {doubles:?}\nreports: {reports:#?}");
+    assert_eq!(holders.len(), TASKS, "every task was claimed once: {reports:#?}");
+    // The workers exited: the daemons release their claims, the bridges free the
+    // register's entries, and a task an agent of A held is claimable on B.
+    let all_ready = |h: &Host| {
+        let mut ready = 0;
+        h.seg
+            .for_each_node(|n| {
+                ready += usize::from(n.kind() == Some(NodeKind::Task) && n.status() == Some(Status::Ready));
+                true
+            })
+            .unwrap();
+        ready == TASKS
+    };
+    wait_until(CONVERGE, || all_ready(&a) && all_ready(&b), || format!("{:#?}\n{:#?}", a.board(), b.board()));
+    // A task a worker of one host held, claimed on the other.
+    let (held, by) = holders.iter().next().map(|(u, w)| (Uuid::parse_str(u).unwrap(), w[0])).unwrap();
+    let other = if by % 2 == 0 { &b } else { &a };
+    let me = other.seg.join("after", "w").unwrap();
+    let task_on_other = other.seg.lookup(held).unwrap();
+    let got = std::cell::RefCell::new(Err(TaskError::NothingReady));
+    wait_until(
+        CONVERGE,
+        || {
+            *got.borrow_mut() = other.seg.claim(task_on_other, me, Duration::from_secs(30));
+            got.borrow().is_ok()
+        },
+        || format!("{:?}\n{}", got.borrow(), other.transcript()),
+    );
+    assert!(got.into_inner().unwrap().epoch >= 2, "the epoch grows across hosts");
+}
+
+#[test]
+fn a_host_cut_off_claims_its_local_tasks_but_no_shared_one() {
+    let mut nats = Nats::start("bridge-offline");
+    let a = Host::start("bridge-offline", "a", &nats);
+    let b = Host::start("bridge-offline", "b", &nats);
+    a.seg.add(a.seg.root(), &task("shared").status(Status::Ready)).unwrap();
+    wait_until(CONVERGE, || b.has("/shared") && b.seg.bridge_online(), || b.transcript());
+    let shared = b.find("/shared");
+    wait_until(
+        CONVERGE,
+        || b.seg.read(shared).is_ok_and(|n| n.record().flags & record_flags::SHARED != 0),
+        || b.transcript(),
+    );
+
+    nats.stop();
+    wait_until(CONVERGE, || !b.seg.bridge_online(), || b.transcript());
+    let me = b.seg.join("offline-worker", "w").unwrap();
+    assert_eq!(b.seg.claim(shared, me, Duration::from_secs(30)).unwrap_err(), TaskError::Offline);
+    let local = b.seg.add(b.seg.root(), &task("local").status(Status::Ready)).unwrap();
+    let c = b.seg.claim(local, me, Duration::from_secs(30)).expect("a task never shared is claimable offline");
+    assert_eq!(c.epoch, 1);
+
+    // Back online: the local claim is registered when the task is shared, and A
+    // cannot take it.
+    nats.restart();
+    wait_until(CONVERGE, || a.has("/local") && a.seg.bridge_online() && b.seg.bridge_online(), || a.transcript());
+    let on_a = a.find("/local");
+    wait_until(
+        CONVERGE,
+        || a.seg.read(on_a).is_ok_and(|n| n.record().flags & record_flags::SHARED != 0),
+        || a.transcript(),
+    );
+    let rival = a.seg.join("rival", "w").unwrap();
+    let got = a.seg.claim(on_a, rival, Duration::from_secs(30));
+    assert!(
+        matches!(got, Err(TaskError::HeldElsewhere | TaskError::IllegalTransition { .. })),
+        "A took B's task: {got:?}"
+    );
 }

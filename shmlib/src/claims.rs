@@ -166,6 +166,11 @@ pub enum TaskError {
         /// The longest allowed, ms.
         max_ms: u64,
     },
+    /// The task is shared with other hosts and one of them holds it (`shared`).
+    HeldElsewhere,
+    /// The task is shared with other hosts and this host's bridge is not running or
+    /// cannot reach them: only tasks local to this host can be claimed now.
+    Offline,
     /// A node operation failed.
     Pool(PoolError),
 }
@@ -208,6 +213,8 @@ impl std::fmt::Display for TaskError {
             }
             NoteTooLong { len, max } => write!(f, "note is {len} bytes (JSON-escaped), the limit is {max}"),
             LeaseOutOfRange { ms, max_ms } => write!(f, "lease of {ms} ms is outside 1..={max_ms} ms"),
+            HeldElsewhere => write!(f, "another host holds this shared task"),
+            Offline => write!(f, "this shared task cannot be claimed while the bridge is offline"),
             Pool(e) => write!(f, "{e}"),
         }
     }
@@ -429,10 +436,15 @@ impl Segment {
         let mut claim = Claim { task, agent, epoch: 0, lease_until_ms: 0 };
         // Set by the closure's last run (the one whose record was published).
         let mut took_over = false;
+        let mut shared = false;
         let (_, ()) =
             self.modify(task, Change::new(EventKind::TASK_CLAIMED).by(Some(actor)).with_epoch(""), |rec| {
                 if !claimable(NodeKind::from_code(rec.kind)) {
                     return Err(TaskError::NotATask { kind: NodeKind::from_code(rec.kind) });
+                }
+                shared = rec.flags & record_flags::SHARED != 0;
+                if shared && !self.bridge_online() {
+                    return Err(TaskError::Offline);
                 }
                 let now = unix_ms();
                 let from = status(rec);
@@ -468,6 +480,10 @@ impl Segment {
                 rec.lease_until_ms = now.saturating_add(lease_ms);
                 rec.claimed_at = self.now().0;
                 rec.status = Status::Claimed.code();
+                rec.flags &= !record_flags::HELD_ELSEWHERE;
+                if shared {
+                    rec.flags |= record_flags::UNCONFIRMED;
+                }
                 claim.epoch = rec.claim_epoch;
                 claim.lease_until_ms = rec.lease_until_ms;
                 Ok(())
@@ -476,6 +492,9 @@ impl Segment {
         self.hdr(hdr::CLAIMS_MADE).fetch_add(1, Ordering::Relaxed);
         if took_over {
             self.hdr(hdr::LEASES_EXPIRED).fetch_add(1, Ordering::Relaxed);
+        }
+        if shared {
+            return self.await_confirmation(claim);
         }
         Ok(claim)
     }
@@ -1267,7 +1286,9 @@ impl Segment {
                         TaskError::AlreadyClaimed { .. }
                         | TaskError::IllegalTransition { .. }
                         | TaskError::AssignedElsewhere { .. }
-                        | TaskError::Blocked { .. },
+                        | TaskError::Blocked { .. }
+                        | TaskError::HeldElsewhere
+                        | TaskError::Offline,
                     ) => {}
                     Err(TaskError::Pool(PoolError::StaleHandle | PoolError::NotFound)) => {}
                     Err(e) => return Err(e),
@@ -1328,6 +1349,8 @@ impl Segment {
                     | TaskError::IllegalTransition { .. }
                     | TaskError::AssignedElsewhere { .. }
                     | TaskError::Blocked { .. }
+                    | TaskError::HeldElsewhere
+                    | TaskError::Offline
                     | TaskError::Pool(PoolError::StaleHandle | PoolError::NotFound),
                 ) => Visit::Next,
                 Err(e) => {

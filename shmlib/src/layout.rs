@@ -234,8 +234,11 @@ pub struct AgentsLine {
     /// Turn counter of the claim wake-ups: where the next scan of the agent table
     /// starts, so consecutive ready tasks wake different agents.
     pub claim_turn: u64,
+    /// The replication bridge's heartbeat: `unix ms << 1 | connected` (`shared`); 0
+    /// when no bridge ever ran. Formerly a zero reserved word.
+    pub bridge_beat: u64,
     /// Zero.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
 }
 
 /// The blob arena's and the set table's line.
@@ -401,6 +404,8 @@ pub mod hdr {
     pub const CLAIM_PARKED: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, claim_parked);
     /// Where the next claim wake-up's scan of the agent table starts.
     pub const CLAIM_TURN: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, claim_turn);
+    /// [`AgentsLine::bridge_beat`].
+    pub const BRIDGE_BEAT: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, bridge_beat);
     /// The dependency graph's edge lock (an owner lock; serialises cycle checks).
     pub const DEPS_LOCK: usize = offset_of!(Header, agents) + offset_of!(AgentsLine, deps_lock);
     /// Blob free-list head.
@@ -640,6 +645,14 @@ pub mod record_flags {
     /// An assigned task any agent may claim: its assignees are who it is meant for
     /// first (`claim --next --mine`), not the only ones allowed.
     pub const OPEN_TO_ALL: u8 = 1;
+    /// A task replicated to other hosts (`shared`): its claims are confirmed by the
+    /// bridge against the claim register the hosts share.
+    pub const SHARED: u8 = 8;
+    /// A claim of a [`SHARED`] task that the bridge has not confirmed yet: it holds the
+    /// task here, and its claimer waits.
+    pub const UNCONFIRMED: u8 = 16;
+    /// The last claim of this task was undone because another host holds it.
+    pub const HELD_ELSEWHERE: u8 = 32;
 }
 
 /// Values of [`NodeRecord::note_kind`].
@@ -876,7 +889,7 @@ const _: () = {
     assert!(hdr::RING_NOTIFY == 576 && hdr::RING_WAITERS == 584 && hdr::RING_WAKES == 592);
     assert!(hdr::RING_ABANDONED == 600);
     assert!(hdr::AGENTS_USED == 640 && hdr::AGENTS_LOCK == 648 && hdr::DEPS_LOCK == 656);
-    assert!(hdr::CLAIM_PARKED == 664 && hdr::CLAIM_TURN == 672);
+    assert!(hdr::CLAIM_PARKED == 664 && hdr::CLAIM_TURN == 672 && hdr::BRIDGE_BEAT == 680);
     assert!(offset_of!(AgentSlot, claim_wake) == 32 && offset_of!(AgentSlot, claim_parkers) == 200);
     assert!(hdr::BLOB_FREE_HEAD == 704 && hdr::BLOBS_USED == 712 && hdr::SET_FREE_HEAD == 720);
     assert!(hdr::SETS_USED == 728);

@@ -101,6 +101,7 @@ mod ring;
 mod segment;
 mod seqlock;
 mod session;
+mod shared;
 mod summary;
 mod sync;
 mod sys;
@@ -146,6 +147,7 @@ pub use segment::{
     MODE_ALLOWED, SEGMENT_ENV,
 };
 pub use session::{session_socket_addr, session_socket_name, Session};
+pub use shared::{PendingClaim, BRIDGE_BEAT_STALE_MS, CONFIRM_WAIT};
 pub use sys::{effective_uid, process_start_ticks, runtime_dir, shm_path, validate_name, OwnerTag};
 pub use token::{
     decode_unverified, mint, verify, RevocationList, Right, Rights, Token, TokenError, TokenId, TokenKey, TOKEN_PREFIX,

@@ -36,6 +36,21 @@ pub struct Origin {
 
 thread_local! {
     static SCOPE: Cell<Option<Origin>> = const { Cell::new(None) };
+    /// Set while the bridge does its own bookkeeping on a record (marking it shared,
+    /// confirming a claim): the record's origin stays as it was.
+    static KEEP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with records written on this thread keeping their origin.
+pub(crate) fn keeping<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            KEEP.with(|k| k.set(self.0));
+        }
+    }
+    let _restore = Restore(KEEP.with(|k| k.replace(true)));
+    f()
 }
 
 /// Byte 4 of `reserved` is this when bytes 0..4 hold an origin host.
@@ -58,6 +73,7 @@ pub(crate) fn stamp_record(rec: &mut NodeRecord) {
             rec.reserved[..4].copy_from_slice(&o.host.to_le_bytes());
             rec.reserved[4] = ORIGIN_SET;
         }
+        None if KEEP.with(Cell::get) => {}
         None => rec.reserved[..5].fill(0),
     }
 }
@@ -143,7 +159,8 @@ impl Segment {
     /// Writes `fields` into `h`'s record as one change (`node_updated`). Unlike
     /// [`Segment::edit`] it sets the status as given: the other host's state machine
     /// already allowed it, and replicas converge only if every host takes the same
-    /// register. Claims are not touched (they are this host's).
+    /// register. Claims are not touched (they are this host's), and while one is live
+    /// here the status stays as its holder set it.
     ///
     /// # Errors
     ///
@@ -163,7 +180,11 @@ impl Segment {
             n.set_priority(fields.priority);
             n.set_progress(fields.progress)?;
             n.set_value(fields.value)?;
-            n.rec.status = fields.status.code();
+            // A claim held here owns the task's status (its holder moves it through
+            // the claim operations); the other host's view of it waits until then.
+            if crate::claims::live_claimant(&n.rec, crate::unix_ms()).is_none() {
+                n.rec.status = fields.status.code();
+            }
             Ok(())
         })
     }

@@ -522,6 +522,16 @@ impl From<TaskError> for Fail {
                 "claim the task again (`wn renew` before the lease ends)".into(),
             ),
             NotClaimant => ("not_claimant", exit::CONFLICT, "claim it first (`wn claim`)".into()),
+            HeldElsewhere => (
+                "held_elsewhere",
+                exit::CONFLICT,
+                "an agent on another host holds it: pick another task (`wn claim --next` skips it)".into(),
+            ),
+            Offline => (
+                "offline",
+                exit::CONFLICT,
+                "the task is shared with other hosts and this host's bridge is down or cut off from NATS (`wn doctor` says which): start it, or claim a task local to this host".into(),
+            ),
             Blocked { .. } => (
                 "blocked",
                 exit::CONFLICT,
