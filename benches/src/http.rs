@@ -80,7 +80,7 @@ fn plan(ctx: &Ctx) -> Plan {
 
 /// Like [`crate::pingpong::drive`], with an untimed `reset` after every round (it gets
 /// what the round returned); also sums the time inside rounds, for the rate.
-fn drive_reset<T>(
+pub(crate) fn drive_reset<T>(
     plan: &Plan,
     mut round: impl FnMut(u64) -> Result<T, String>,
     mut reset: impl FnMut(T) -> Result<(), String>,

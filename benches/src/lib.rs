@@ -48,6 +48,7 @@ pub mod pinning;
 pub mod plot;
 pub mod proc;
 pub mod redis_peer;
+pub mod replication;
 pub mod report;
 pub mod restore;
 pub mod ring;

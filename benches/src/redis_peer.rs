@@ -42,6 +42,16 @@ fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
 
 impl RedisServer {
     fn start(ctx: &Ctx) -> Result<RedisServer, Fail> {
+        Self::start_with(ctx, &[])
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url.trim_start_matches("redis://127.0.0.1:").trim_end_matches('/').parse().unwrap_or(0)
+    }
+
+    /// A server of its own with `extra` arguments (`--replicaof HOST PORT`, …).
+    pub fn start_with(ctx: &Ctx, extra: &[&str]) -> Result<RedisServer, Fail> {
         let Some(bin) = find_on_path("redis-server") else {
             return Err(Fail::Skip("skipped: install with `apt-get install redis-server`".into()));
         };
@@ -58,6 +68,7 @@ impl RedisServer {
         let proc = Command::new(&bin)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning"])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdin(Stdio::null())

@@ -282,6 +282,11 @@ impl Report {
             vs(&wn, &format!("http-python-{op}"), |s| s.p50, "p50");
             vs(&wn, &format!("http-python-{op}"), |s| s.p99, "p99");
         }
+        // Replication between hosts: Worknode's bridges beside Redis replication.
+        for op in ["latency", "throughput", "claim"] {
+            vs(&format!("repl-{op}"), &format!("repl-redis-{op}"), |s| s.p50, "p50");
+            vs(&format!("repl-{op}"), &format!("repl-redis-{op}"), |s| s.p99, "p99");
+        }
         for op in ["update", "claim", "read"] {
             let (d, b, r) =
                 (format!("broker-{op}-direct"), format!("broker-{op}-brokered"), format!("broker-{op}-redis"));
@@ -295,6 +300,7 @@ impl Report {
             }
         };
         rates("tput-rtrb-1to1", "tput-ring-1to1");
+        rates("repl-throughput", "repl-redis-throughput");
         rates("durable-always", "sqlite-insert-full");
         rates("durable-always-4w", "durable-always");
         rates("durable-always-4w", "sqlite-insert-full");

@@ -21,7 +21,7 @@ use crate::claims::{Refused, Register};
 use crate::Args;
 use async_nats::jetstream::{self, consumer::pull, stream, Context};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -49,6 +49,8 @@ enum Local {
 const NATS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the bridge retries, measures lag and writes its state.
 const TICK: Duration = Duration::from_millis(500);
+/// Publishes in flight at once before their acknowledgements are awaited.
+const PUBLISH_WINDOW: usize = 256;
 /// Local changes queued between the ring follower and the loop.
 const LOCAL_QUEUE: usize = 4096;
 
@@ -179,9 +181,21 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
             msg = next_message(&mut tail) => {
                 match msg {
                     Ok(msg) => {
-                        b.remote(&msg.subject, &msg.payload).await;
-                        if let Err(e) = msg.ack().await {
-                            b.note_error(format!("ack: {e}"));
+                        b.remote_acked(msg).await;
+                        // Everything else already delivered is applied before the
+                        // republish, so a burst costs one publish window, not one
+                        // round trip per message.
+                        for _ in 0..PUBLISH_WINDOW {
+                            let Some(t) = tail.as_mut() else { break };
+                            match t.next().now_or_never() {
+                                Some(Some(Ok(more))) => b.remote_acked(more).await,
+                                Some(Some(Err(e))) => {
+                                    b.note_error(format!("consumer: {e}"));
+                                    tail = None;
+                                }
+                                Some(None) => tail = None,
+                                None => break,
+                            }
                         }
                         b.publish_dirty().await;
                     }
@@ -615,6 +629,15 @@ impl Bridge<'_> {
         self.retry_waiting();
     }
 
+    /// [`Bridge::remote`], then the message's ack (after applying: a bridge killed in
+    /// between is handed it again, which the join makes harmless).
+    async fn remote_acked(&mut self, msg: jetstream::Message) {
+        self.remote(&msg.subject, &msg.payload).await;
+        if let Err(e) = msg.ack().await {
+            self.note_error(format!("ack: {e}"));
+        }
+    }
+
     async fn remote(&mut self, subject: &str, payload: &[u8]) {
         let Some((uuid, host)) = parse_subject(subject) else {
             self.status.refused += 1;
@@ -654,41 +677,65 @@ impl Bridge<'_> {
     }
 
     async fn publish_dirty(&mut self) {
-        while let Some(&uuid) = self.dirty.iter().next() {
-            let Some(state) = self.view.get(&uuid).cloned() else {
-                self.dirty.remove(&uuid);
-                continue;
-            };
-            let bytes = match encode(&state) {
-                Ok(b) => b,
-                Err(e) => {
+        while !self.dirty.is_empty() {
+            // Up to PUBLISH_WINDOW messages in flight, then their acks: one round trip
+            // per window, not per node.
+            let mut in_flight = Vec::new();
+            let ids: Vec<Uuid> = self.dirty.iter().copied().take(PUBLISH_WINDOW).collect();
+            for uuid in ids {
+                let Some(state) = self.view.get(&uuid).cloned() else {
                     self.dirty.remove(&uuid);
-                    self.note_error(format!("node {uuid} cannot be sent: {e}"));
                     continue;
-                }
-            };
-            let subject = subject(&self.cfg.board, uuid, self.cfg.host_id);
-            let sent = async {
-                let ack = self.js.publish(subject, Bytes::from(bytes)).await.map_err(|e| e.to_string())?;
-                ack.await.map_err(|e| e.to_string())
-            };
-            match tokio::time::timeout(NATS_TIMEOUT, sent).await {
-                Ok(Ok(_)) => {
-                    self.dirty.remove(&uuid);
-                    self.mine.insert(uuid, state);
-                    self.status.published += 1;
-                }
-                Ok(Err(e)) => {
-                    self.note_error(format!("publish: {e}"));
-                    return;
-                }
-                Err(_) => {
-                    self.note_error("publish: NATS did not answer".into());
-                    return;
+                };
+                let bytes = match encode(&state) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.dirty.remove(&uuid);
+                        self.note_error(format!("node {uuid} cannot be sent: {e}"));
+                        continue;
+                    }
+                };
+                let subject = subject(&self.cfg.board, uuid, self.cfg.host_id);
+                match tokio::time::timeout(NATS_TIMEOUT, self.js.publish(subject, Bytes::from(bytes))).await {
+                    Ok(Ok(ack)) => in_flight.push((uuid, state, ack)),
+                    Ok(Err(e)) => {
+                        self.note_error(format!("publish: {e}"));
+                        break;
+                    }
+                    Err(_) => {
+                        self.note_error("publish: NATS did not answer".into());
+                        break;
+                    }
                 }
             }
+            let sent = in_flight.len();
+            let mut failed = false;
+            for (uuid, state, ack) in in_flight {
+                match tokio::time::timeout(NATS_TIMEOUT, ack).await {
+                    Ok(Ok(_)) => {
+                        // Unless it changed again meanwhile (then it is sent again).
+                        if self.view.get(&uuid) == Some(&state) {
+                            self.dirty.remove(&uuid);
+                        }
+                        self.mine.insert(uuid, state);
+                        self.status.published += 1;
+                    }
+                    Ok(Err(e)) => {
+                        self.note_error(format!("publish: {e}"));
+                        failed = true;
+                    }
+                    Err(_) => {
+                        self.note_error("publish: NATS did not acknowledge".into());
+                        failed = true;
+                    }
+                }
+            }
+            if failed || sent == 0 {
+                // Retried on the next tick.
+                break;
+            }
         }
-        self.status.unpublished = 0;
+        self.status.unpublished = self.dirty.len() as u64;
     }
 
     /// Writes the state document `/bridge/<board>` when it changed, or every 5 s.
