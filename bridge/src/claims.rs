@@ -49,6 +49,10 @@ pub struct Register {
     store: Store,
     host: HostId,
     held: HashMap<Uuid, (u64, Entry)>,
+    /// The last revision and value this bridge read or wrote of each entry: a take
+    /// first tries the compare-and-set at it, saving the read when nobody wrote since
+    /// (bounded by the shared tasks, themselves by the pool's capacity).
+    last: HashMap<Uuid, (u64, Entry)>,
 }
 
 fn key(uuid: Uuid) -> String {
@@ -89,7 +93,7 @@ impl Register {
             .await
             .map_err(|_| "the claim register: NATS did not answer".to_string())?
             .map_err(|e| format!("the claim register: {e}"))?;
-        Ok(Register { store, host, held: HashMap::new() })
+        Ok(Register { store, host, held: HashMap::new(), last: HashMap::new() })
     }
 
     /// Whether this bridge holds `uuid`'s entry.
@@ -106,18 +110,23 @@ impl Register {
     pub async fn take(&mut self, uuid: Uuid, local_epoch: u64) -> Result<u64, Refused> {
         let k = key(uuid);
         let unreachable = |e: &dyn std::fmt::Display| Refused::Unreachable(e.to_string());
+        let mut cached = self.last.get(&uuid).copied();
         for _ in 0..CAS_ROUNDS {
-            let current = self.store.entry(k.clone()).await.map_err(|e| unreachable(&e))?;
-            let (last_epoch, revision) = match &current {
-                None => (0, None),
-                Some(e) if matches!(e.operation, Operation::Delete | Operation::Purge) => (0, Some(e.revision)),
-                Some(e) => {
-                    let v = parse(&e.value).map_err(|e| unreachable(&e))?;
-                    if v.held && v.host != self.host.0 {
-                        return Err(Refused::Elsewhere(v.host));
+            let (last_epoch, revision) = match cached.take() {
+                // Free, or this host's, when last seen: try at that revision at once.
+                Some((rev, v)) if !v.held || v.host == self.host.0 => (v.epoch, Some(rev)),
+                _ => match self.store.entry(k.clone()).await.map_err(|e| unreachable(&e))? {
+                    None => (0, None),
+                    Some(e) if matches!(e.operation, Operation::Delete | Operation::Purge) => (0, Some(e.revision)),
+                    Some(e) => {
+                        let v = parse(&e.value).map_err(|e| unreachable(&e))?;
+                        self.last.insert(uuid, (e.revision, v));
+                        if v.held && v.host != self.host.0 {
+                            return Err(Refused::Elsewhere(v.host));
+                        }
+                        (v.epoch, Some(e.revision))
                     }
-                    (v.epoch, Some(e.revision))
-                }
+                },
             };
             let entry = Entry { host: self.host.0, held: true, epoch: local_epoch.max(last_epoch + 1) };
             let value = Bytes::from(serde_json::to_vec(&entry).map_err(|e| unreachable(&e))?);
@@ -135,9 +144,10 @@ impl Register {
             };
             if let Some(rev) = written {
                 self.held.insert(uuid, (rev, entry));
+                self.last.insert(uuid, (rev, entry));
                 return Ok(entry.epoch);
             }
-            // Lost a race with another writer: read again.
+            // Lost a race with another writer (or the cached revision was old): read.
         }
         Err(Refused::Unreachable("the claim register kept changing".into()))
     }
@@ -148,8 +158,9 @@ impl Register {
         let freed = Entry { held: false, ..entry };
         let value = Bytes::from(serde_json::to_vec(&freed).map_err(|e| e.to_string())?);
         match self.store.update(key(uuid), value, rev).await {
-            Ok(_) => {
+            Ok(rev) => {
                 self.held.remove(&uuid);
+                self.last.insert(uuid, (rev, freed));
                 Ok(())
             }
             // Someone else wrote it since (it is not ours any more): nothing to free.
@@ -169,6 +180,7 @@ impl Register {
             return Ok(false);
         }
         let v = parse(&e.value)?;
+        self.last.insert(uuid, (e.revision, v));
         if v.held && v.host == self.host.0 {
             self.held.insert(uuid, (e.revision, v));
             return Ok(true);

@@ -166,7 +166,9 @@ impl Segment {
     /// [`CONFIRM_WAIT`]; undoes it then.
     pub(crate) fn await_confirmation(&self, claim: Claim) -> Result<Claim, TaskError> {
         let deadline = Instant::now() + CONFIRM_WAIT;
-        let mut nap = Duration::from_micros(100);
+        // Short naps: the answer takes a NATS round trip or two (about a millisecond
+        // on loopback), and reading the record is cheap.
+        let mut nap = Duration::from_micros(50);
         loop {
             let n = self.read(claim.task)?;
             let r = n.record();
@@ -195,7 +197,7 @@ impl Segment {
                 };
             }
             std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(5));
+            nap = (nap * 2).min(Duration::from_micros(250));
         }
     }
 
