@@ -320,7 +320,13 @@ pub fn worknode_throughput(ctx: &Ctx) -> Result<Measured, Fail> {
     )?;
     let pin = pair.pin.clone();
     pair.stop()?;
-    Ok(rate_row(rec, n, total, format!("bursts of {TASKS} edits on A, each until all show on B; latency = one burst"), pin))
+    Ok(rate_row(
+        rec,
+        n,
+        total,
+        format!("bursts of {TASKS} edits on A, each until all show on B; latency = one burst"),
+        pin,
+    ))
 }
 
 /// Writes per second through Redis replication.

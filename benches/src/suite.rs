@@ -359,11 +359,36 @@ pub fn specs() -> Vec<Spec> {
             crate::http::run(c, crate::http::Peer::Python, crate::http::Op::Cycle)
         }),
         spec!("http-sse", "http", "event appended → delivered on GET /api/events (SSE)", crate::http::sse),
-        spec!("repl-latency", "replication", "a change on host A → visible on host B, worknode-bridge over NATS JetStream", crate::replication::worknode_latency),
-        spec!("repl-redis-latency", "replication", "HSET on a Redis primary → visible on its replica", crate::replication::redis_latency),
-        spec!("repl-throughput", "replication", "bursts of edits on A until all show on B, worknode-bridge", crate::replication::worknode_throughput),
-        spec!("repl-redis-throughput", "replication", "bursts of HSETs on a Redis primary until all show on its replica", crate::replication::redis_throughput),
-        spec!("repl-claim", "replication", "claim on B of a task shared with A (KV compare-and-set)", crate::replication::worknode_claim),
+        spec!(
+            "repl-latency",
+            "replication",
+            "a change on host A → visible on host B, worknode-bridge over NATS JetStream",
+            crate::replication::worknode_latency
+        ),
+        spec!(
+            "repl-redis-latency",
+            "replication",
+            "HSET on a Redis primary → visible on its replica",
+            crate::replication::redis_latency
+        ),
+        spec!(
+            "repl-throughput",
+            "replication",
+            "bursts of edits on A until all show on B, worknode-bridge",
+            crate::replication::worknode_throughput
+        ),
+        spec!(
+            "repl-redis-throughput",
+            "replication",
+            "bursts of HSETs on a Redis primary until all show on its replica",
+            crate::replication::redis_throughput
+        ),
+        spec!(
+            "repl-claim",
+            "replication",
+            "claim on B of a task shared with A (KV compare-and-set)",
+            crate::replication::worknode_claim
+        ),
         spec!("repl-redis-claim", "replication", "HSETNX on the Redis primary from B", crate::replication::redis_claim),
         spec!("broker-update-direct", "broker", "progress on a held task, direct handle", |c| broker::run(
             c,

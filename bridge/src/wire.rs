@@ -108,8 +108,26 @@ pub fn decode(bytes: &[u8]) -> Result<ReplicaState, WireError> {
     Ok(state)
 }
 
+/// How far ahead of this host's wall clock a stamp may be: further would drag every
+/// later local stamp along (the clock observes it), so such a host's clock is wrong.
+pub const STAMP_AHEAD_MAX_MS: u64 = 3_600_000;
+
 /// What a segment would refuse, refused here first.
 fn check(state: &ReplicaState) -> Result<(), WireError> {
+    let stamps = std::iter::once(state.record.stamp).chain(state.document.as_ref().map(|d| d.stamp));
+    let now = worknode::unix_ms();
+    for stamp in stamps {
+        if stamp.host.0 == 0 {
+            return Err(invalid("stamp", "host id 0 names no host"));
+        }
+        let ahead = worknode::Hlc(stamp.hlc).wall_ms().saturating_sub(now);
+        if ahead > STAMP_AHEAD_MAX_MS {
+            return Err(invalid(
+                "stamp",
+                format!("{ahead} ms ahead of this host's clock: is the sender's clock right?"),
+            ));
+        }
+    }
     let f = &state.record.value;
     let kind = NodeKind::from_code(f.kind).ok_or_else(|| invalid("kind", format!("unknown code {}", f.kind)))?;
     // An agent's record and a file reservation belong to their host: its processes,

@@ -31,8 +31,8 @@ fn stamp(hlc: u64, host: u32) -> Stamp {
 
 prop_compose! {
     fn arb_state()(
-        rec_hlc in 1u64..6, rec_host in 0u32..3, name in "[a-c]{1,3}", progress in 0u8..=100,
-        doc in proptest::option::of((1u64..6, 0u32..3, proptest::collection::vec(any::<u8>(), 0..4))),
+        rec_hlc in 1u64..6, rec_host in 1u32..4, name in "[a-c]{1,3}", progress in 0u8..=100,
+        doc in proptest::option::of((1u64..6, 1u32..4, proptest::collection::vec(any::<u8>(), 0..4))),
         adds in proptest::collection::btree_set((0u64..4, 0u64..6), 0..8),
         removed in proptest::collection::vec(any::<bool>(), 8),
         labels in proptest::collection::btree_set("[a-c]", 0..3),
@@ -222,6 +222,8 @@ fn bad_messages_are_typed_errors() {
     refused(|s| s.record.value.name = String::new(), "name");
     refused(|s| s.record.value.description = "x".repeat(257), "description");
     refused(|s| s.record.value.custom_kind = 7, "custom_kind");
+    refused(|s| s.record.stamp.host = HostId(0), "stamp");
+    refused(|s| s.record.stamp.hlc = (worknode::unix_ms() + 7_200_000) << 16, "stamp");
     refused(|s| s.document = Some(Lww { stamp: stamp(1, 1), value: vec![1] }), "document");
     refused(
         |s| {

@@ -205,3 +205,74 @@ impl Event {
         event_origin(&self.rec)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Capacities, NodeKind, Start, Status};
+
+    fn seg(tag: &str) -> crate::testing::TempSegment {
+        crate::testing::temp_segment(
+            &format!("origin-{tag}"),
+            &Capacities { nodes: 64, events: 256, agents: 4, blob_chunks: 4, sets: 4, ..Capacities::default() },
+        )
+    }
+
+    #[test]
+    fn writes_in_a_scope_name_their_origin_and_a_local_write_clears_it() {
+        let s = seg("scope");
+        let uuid = Uuid::now_v7();
+        let remote_hlc = crate::Hlc((crate::unix_ms() + 1_000) << 16);
+        let mut events = s.reader(Start::Now);
+        let h = s
+            .with_origin(Origin { host: 9, hlc: remote_hlc }, || {
+                s.add_with_uuid(s.root(), &NewNode::new(NodeKind::Task, "from b"), uuid)
+            })
+            .unwrap()
+            .unwrap();
+        let n = s.read(h).unwrap();
+        assert_eq!((n.uuid(), n.origin_host()), (uuid, Some(9)));
+        assert!(n.updated().0 > remote_hlc.0, "the clock observed the remote stamp first");
+        let ev = events.try_next().unwrap().expect("the create's event");
+        assert_eq!((ev.origin_host(), ev.hlc()), (Some(9), remote_hlc), "the event carries the origin and its HLC");
+
+        // Bookkeeping keeps the origin; a local change clears it.
+        crate::origin::keeping(|| s.update(h, |_| Ok(()))).unwrap();
+        assert_eq!(s.read(h).unwrap().origin_host(), Some(9));
+        s.update(h, |n| n.set_status(Status::Ready)).unwrap();
+        assert_eq!(s.read(h).unwrap().origin_host(), None);
+        let mut last = None;
+        while let Some(ev) = events.try_next().unwrap() {
+            last = Some(ev);
+        }
+        assert_eq!(last.expect("the local change's event").origin_host(), None);
+    }
+
+    #[test]
+    fn bad_origins_and_taken_uuids_are_refused() {
+        let s = seg("refused");
+        let zero = Origin { host: 0, hlc: crate::Hlc(1) };
+        assert_eq!(s.with_origin(zero, || ()).unwrap_err(), PoolError::InvalidOrigin);
+        let h = s.add(s.root(), &NewNode::new(NodeKind::Task, "t")).unwrap();
+        let uuid = s.read(h).unwrap().uuid();
+        let again = s.add_with_uuid(s.root(), &NewNode::new(NodeKind::Task, "u"), uuid);
+        assert_eq!(again, Err(PoolError::UuidInUse));
+    }
+
+    #[test]
+    fn applied_fields_set_the_status_unless_a_claim_here_owns_it() {
+        let s = seg("fields");
+        let me = s.join("w", "w").unwrap();
+        let h = s.add(s.root(), &NewNode::new(NodeKind::Task, "t").status(Status::Ready)).unwrap();
+        let fields =
+            |status| ReplicaFields { name: "t2", description: "d", status, priority: 4, progress: 10, value: 2.5 };
+        // Complete: a plain update could not set it; the other host's state machine did.
+        let n = s.apply_fields(h, &fields(Status::Complete)).unwrap();
+        assert_eq!((n.name(), n.status(), n.priority(), n.progress()), ("t2", Some(Status::Complete), 4, 10));
+        s.apply_fields(h, &fields(Status::Ready)).unwrap();
+        let c = s.claim(h, me, std::time::Duration::from_secs(30)).unwrap();
+        let n = s.apply_fields(h, &fields(Status::Cancelled)).unwrap();
+        assert_eq!(n.status(), Some(Status::Claimed), "the holder here owns the status");
+        s.release(&c).unwrap();
+    }
+}

@@ -223,3 +223,80 @@ impl Segment {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Capacities, NewNode, NodeKind};
+
+    fn seg(tag: &str) -> crate::testing::TempSegment {
+        crate::testing::temp_segment(
+            &format!("shared-{tag}"),
+            &Capacities { nodes: 64, events: 256, agents: 4, blob_chunks: 4, sets: 4, ..Capacities::default() },
+        )
+    }
+
+    fn ready_task(s: &Segment, name: &str) -> Handle {
+        s.add(s.root(), &NewNode::new(NodeKind::Task, name).status(Status::Ready)).unwrap()
+    }
+
+    #[test]
+    fn a_shared_task_is_refused_offline_and_a_local_one_is_not() {
+        let s = seg("offline");
+        let me = s.join("w", "w").unwrap();
+        let shared = ready_task(&s, "shared");
+        let local = ready_task(&s, "local");
+        s.mark_shared(shared).unwrap();
+        // No bridge ever beat; then one that says it is cut off.
+        assert_eq!(s.claim(shared, me, Duration::from_secs(30)).unwrap_err(), TaskError::Offline);
+        s.bridge_beat(false);
+        assert_eq!(s.claim(shared, me, Duration::from_secs(30)).unwrap_err(), TaskError::Offline);
+        assert_eq!(s.read(shared).unwrap().status(), Some(Status::Ready), "nothing was written");
+        assert!(s.claim(local, me, Duration::from_secs(30)).is_ok());
+    }
+
+    /// Plays the bridge on a thread: answers the first unconfirmed claim of `task`.
+    fn bridge(s: &Segment, task: Handle, answer: impl FnOnce(&Segment, &PendingClaim) + Send) {
+        s.bridge_beat(true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(p) = s.unconfirmed_claim(task).unwrap() {
+                answer(s, &p);
+                return;
+            }
+            assert!(Instant::now() < deadline, "no claim to answer");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    #[test]
+    fn a_confirmed_claim_carries_the_register_epoch_and_a_refused_one_is_undone() {
+        let s = seg("confirm");
+        let (a, b) = (s.join("a", "w").unwrap(), s.join("b", "w").unwrap());
+        let t = ready_task(&s, "t");
+        s.mark_shared(t).unwrap();
+        s.bridge_beat(true);
+        let claim = std::thread::scope(|sc| {
+            sc.spawn(|| bridge(&s, t, |s, p| assert!(s.confirm_claim(p, 41).unwrap())));
+            s.claim(t, a, Duration::from_secs(30)).unwrap()
+        });
+        assert_eq!(claim.epoch, 41, "the register's epoch, above the local one");
+        assert_eq!(s.read(t).unwrap().claim_epoch(), 41);
+        // While it is held here, another agent here is refused without the bridge.
+        assert!(matches!(s.claim(t, b, Duration::from_secs(30)), Err(TaskError::AlreadyClaimed { .. })));
+        s.release(&claim).unwrap();
+
+        let refused = std::thread::scope(|sc| {
+            sc.spawn(|| bridge(&s, t, |s, p| assert!(s.refuse_claim(p, 7).unwrap())));
+            s.claim(t, b, Duration::from_secs(30))
+        });
+        assert_eq!(refused.unwrap_err(), TaskError::HeldElsewhere);
+        let n = s.read(t).unwrap();
+        assert_eq!((n.status(), n.claim_agent_raw()), (Some(Status::Ready), None), "the claim was undone");
+        assert_eq!(n.origin_host(), Some(7), "the undo is written as the holder's change");
+        // An answer for a claim that is gone changes nothing.
+        let stale = PendingClaim { task: t, agent_slot: b.index + 1, agent_gen: b.generation, epoch: 42 };
+        assert!(!s.confirm_claim(&stale, 50).unwrap());
+        assert_eq!(s.read(t).unwrap().claim_epoch(), 42);
+    }
+}
