@@ -17,7 +17,7 @@
 //!   every tick; the consumer is recreated; the durable consumer resumes where this host
 //!   acked.
 
-use crate::claims::{Refused, Register};
+use crate::claims::{OpenError, Refused, Register};
 use crate::Args;
 use async_nats::jetstream::{self, consumer::pull, stream, Context};
 use bytes::Bytes;
@@ -91,6 +91,9 @@ struct Bridge<'a> {
     /// Shared tasks whose register entry this run has looked at (after a restart an
     /// entry this host held is adopted, then freed or kept with the local claim).
     adopted: HashSet<Uuid>,
+    /// Nodes that were in this segment at some point of this run: one gone now was
+    /// deleted here (a tombstone is sent), not "not applied yet".
+    seen_here: HashSet<Uuid>,
 }
 
 fn stream_name(board: &str) -> String {
@@ -142,6 +145,7 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
         capacity,
         register: None,
         adopted: HashSet::new(),
+        seen_here: HashSet::new(),
     };
 
     // The ring position before the first scan: nothing after it is missed.
@@ -160,7 +164,7 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
         }
     };
     b.load_view(&stream).await?;
-    b.open_register().await;
+    b.open_register().await?;
     b.rescan().await;
     b.publish_dirty().await;
     let mut tail = b.tail(&stream).await;
@@ -208,7 +212,11 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
             _ = tick.tick() => {
                 b.status.connected = client.connection_state() == async_nats::connection::State::Connected;
                 if b.register.is_none() && b.status.connected {
-                    b.open_register().await;
+                    b.open_register().await?;
+                    // Claims made while it was missing are registered now.
+                    if b.register.is_some() {
+                        b.rescan().await;
+                    }
                 }
                 // Claims of shared tasks wait for this bridge: it says whether it can
                 // answer them.
@@ -333,7 +341,7 @@ impl Bridge<'_> {
             let pending = msg.info().map(|i| i.pending).unwrap_or(0);
             if let Some((uuid, host)) = parse_subject(&msg.subject) {
                 if let Ok(state) = decode(&msg.payload) {
-                    if state.uuid == uuid && self.view.len() < self.capacity * 2 {
+                    if state.uuid == uuid {
                         if host == self.cfg.host_id {
                             self.mine.insert(uuid, state.clone());
                         }
@@ -420,12 +428,11 @@ impl Bridge<'_> {
         let known = self.view.get(&uuid).cloned();
         match self.board.read(uuid, known.as_ref()) {
             Ok(Some(local)) => {
-                // An unconfirmed claim is not sent: it may yet be undone.
-                let news = !self.board.claim_unconfirmed(uuid)
-                    && match &known {
-                        None => true,
-                        Some(k) => !same_content(k, &local) && !self.board.last_change_remote(uuid),
-                    };
+                self.seen_here.insert(uuid);
+                let news = match &known {
+                    None => true,
+                    Some(k) => !same_content(k, &local) && !self.board.last_write_not_news(uuid),
+                };
                 if news {
                     self.merge_in(local.clone());
                 }
@@ -433,9 +440,10 @@ impl Bridge<'_> {
             }
             Ok(None) => {
                 let gone = matches!(self.board.segment().lookup(uuid), Err(PoolError::NotFound));
-                // Deleted here (now, or while the bridge was down: this host had
-                // published it).
-                if let Some(k) = known.filter(|k| gone && !k.record.value.deleted && self.had(uuid)) {
+                // Deleted here: it was here this run, or this host had published it
+                // (a delete while the bridge was down).
+                let was_here = self.seen_here.contains(&uuid) || self.had(uuid);
+                if let Some(k) = known.filter(|k| gone && !k.record.value.deleted && was_here) {
                     let now = self.board.segment().observe(Hlc(0));
                     self.merge_in(tombstone(&k, now, self.cfg.host_id));
                 }
@@ -469,6 +477,11 @@ impl Bridge<'_> {
         }
     }
 
+    /// Nodes of the view not deleted (what this segment must hold).
+    fn live_in_view(&self) -> usize {
+        self.view.values().filter(|s| !s.record.value.deleted).count()
+    }
+
     /// Whether this host has had `uuid`: it published a live state of it.
     fn had(&self, uuid: Uuid) -> bool {
         self.mine.get(&uuid).is_some_and(|m| !m.record.value.deleted)
@@ -490,7 +503,14 @@ impl Bridge<'_> {
             Ok(Applied::NeedsParent(_)) => {
                 self.waiting.insert(merged.uuid);
             }
-            Err(e) => self.note_error(format!("applying node {}: {e}", merged.uuid)),
+            Err(e) => {
+                // Retried every tick (`retry_waiting`): a busy lock or a full arena passes.
+                self.waiting.insert(merged.uuid);
+                self.note_error(format!("applying node {}: {e}", merged.uuid));
+            }
+        }
+        if self.board.segment().lookup(merged.uuid).is_ok() {
+            self.seen_here.insert(merged.uuid);
         }
     }
 
@@ -527,22 +547,27 @@ impl Bridge<'_> {
         }
     }
 
-    async fn open_register(&mut self) {
-        match Register::open(&self.js, &self.cfg.board, self.cfg.host_id, NATS_TIMEOUT).await {
+    /// Opens the claim register (noted and retried on a tick when NATS fails); an
+    /// error only for a host id another host of the board has.
+    async fn open_register(&mut self) -> Result<(), String> {
+        match Register::open(&self.js, &self.cfg.board, self.cfg.host_id, &self.cfg.host, NATS_TIMEOUT).await {
             Ok(r) => self.register = Some(r),
-            Err(e) => self.note_error(e),
+            Err(OpenError::HostTaken(e)) => return Err(e),
+            Err(OpenError::Unreachable(e)) => self.note_error(e),
         }
+        Ok(())
     }
 
     /// The claim side of a local change of `uuid`: marks a replicated task shared,
     /// settles an unconfirmed claim against the register, registers a claim made before
     /// the task was shared (or before this run), frees the entry of a claim that ended.
     async fn claims(&mut self, uuid: Uuid) {
-        let Some(reg) = self.register.as_mut() else { return };
         let seg = self.board.segment();
         let Ok(h) = seg.lookup(uuid) else {
-            if let Err(e) = reg.free(uuid).await {
-                self.note_error(format!("freeing the claim of deleted task {uuid}: {e}"));
+            if let Some(reg) = self.register.as_mut() {
+                if let Err(e) = reg.free(uuid).await {
+                    self.note_error(format!("freeing the claim of deleted task {uuid}: {e}"));
+                }
             }
             return;
         };
@@ -550,6 +575,8 @@ impl Bridge<'_> {
         if !matches!(node.kind(), Some(NodeKind::Task | NodeKind::Custom)) || !self.board.replicates(&node) {
             return;
         }
+        // Shared before it is first sent, register or not: without the register its
+        // claims are refused (`Offline`), never taken here alone.
         let node = if node.record().flags & record_flags::SHARED == 0 {
             match seg.mark_shared(h) {
                 Ok(n) => n,
@@ -561,6 +588,7 @@ impl Bridge<'_> {
         } else {
             node
         };
+        let Some(reg) = self.register.as_mut() else { return };
         let mut error = None;
         if !reg.holds(uuid) && self.adopted.insert(uuid) {
             if let Err(e) = reg.adopt(uuid).await {
@@ -579,8 +607,8 @@ impl Bridge<'_> {
                     }
                     Err(e) => error = Some(format!("confirming the claim of task {uuid}: {e}")),
                 },
-                Err(Refused::Elsewhere(holder)) => {
-                    if let Err(e) = seg.refuse_claim(&pending, holder) {
+                Err(Refused::Elsewhere(_)) => {
+                    if let Err(e) = seg.refuse_claim(&pending) {
                         error = Some(format!("undoing the claim of task {uuid}: {e}"));
                     }
                 }
@@ -633,8 +661,11 @@ impl Bridge<'_> {
     /// between is handed it again, which the join makes harmless).
     async fn remote_acked(&mut self, msg: jetstream::Message) {
         self.remote(&msg.subject, &msg.payload).await;
-        if let Err(e) = msg.ack().await {
-            self.note_error(format!("ack: {e}"));
+        // Unacked (NATS gone meanwhile): redelivered later, which the join makes harmless.
+        match tokio::time::timeout(NATS_TIMEOUT, msg.ack()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.note_error(format!("ack: {e}")),
+            Err(_) => self.note_error("ack: NATS did not answer".into()),
         }
     }
 
@@ -660,7 +691,7 @@ impl Bridge<'_> {
                 return;
             }
         };
-        if !self.view.contains_key(&uuid) && self.view.len() >= self.capacity * 2 {
+        if !self.view.contains_key(&uuid) && self.view.len() >= self.capacity && self.live_in_view() >= self.capacity {
             self.status.refused += 1;
             self.note_error(format!("more nodes on the board than this segment holds ({})", self.capacity));
             return;
@@ -669,7 +700,12 @@ impl Bridge<'_> {
         self.board.segment().observe(Hlc(state.latest().hlc));
         // Local changes not yet folded in are merged first (read against the view as
         // it was), so a remote write that loses to one of them does not overwrite it.
-        let Ok(local) = self.fold_local(uuid) else { return };
+        let Ok(local) = self.fold_local(uuid) else {
+            // The state is kept (the message is acked): applied by the next retry.
+            self.merge_in(state);
+            self.waiting.insert(uuid);
+            return;
+        };
         self.merge_in(state);
         self.settle(uuid, local);
         // A task made elsewhere is shared from its first write here.
@@ -710,8 +746,13 @@ impl Bridge<'_> {
             }
             let sent = in_flight.len();
             let mut failed = false;
+            // One deadline for the whole window: a stalled JetStream costs one timeout.
+            let deadline = tokio::time::Instant::now() + NATS_TIMEOUT;
             for (uuid, state, ack) in in_flight {
-                match tokio::time::timeout(NATS_TIMEOUT, ack).await {
+                if failed {
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, ack).await {
                     Ok(Ok(_)) => {
                         // Unless it changed again meanwhile (then it is sent again).
                         if self.view.get(&uuid) == Some(&state) {

@@ -35,6 +35,28 @@ pub struct Entry {
     pub epoch: u64,
 }
 
+/// How long one call to the register may take: a take (at most [`CAS_ROUNDS`] reads
+/// and writes) stays well inside a claimer's wait (`worknode::CONFIRM_WAIT`).
+const CALL_TIMEOUT: Duration = Duration::from_millis(600);
+
+/// Why the register could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// NATS did not answer or refused: retried.
+    Unreachable(String),
+    /// Another host name of this board has this host's id (or another bridge runs as
+    /// this host): this bridge must not run.
+    HostTaken(String),
+}
+
+/// `fut`, or an error after [`CALL_TIMEOUT`].
+async fn bounded<T, E: std::fmt::Display>(fut: impl std::future::Future<Output = Result<T, E>>) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("the claim register did not answer".into()),
+    }
+}
+
 /// Why a take failed.
 #[derive(Debug)]
 pub enum Refused {
@@ -68,7 +90,13 @@ fn parse(value: &[u8]) -> Result<Entry, String> {
 
 impl Register {
     /// The board's register, made if missing.
-    pub async fn open(js: &Context, board: &str, host: HostId, timeout: Duration) -> Result<Register, String> {
+    pub async fn open(
+        js: &Context,
+        board: &str,
+        host: HostId,
+        host_name: &str,
+        timeout: Duration,
+    ) -> Result<Register, OpenError> {
         let bucket = format!("WN_{board}_claims");
         let open = async {
             // The bucket's stream is made here in the shape a KV bucket has, then opened
@@ -91,8 +119,27 @@ impl Register {
         };
         let store = tokio::time::timeout(timeout, open)
             .await
-            .map_err(|_| "the claim register: NATS did not answer".to_string())?
-            .map_err(|e| format!("the claim register: {e}"))?;
+            .map_err(|_| OpenError::Unreachable("the claim register: NATS did not answer".into()))?
+            .map_err(|e| OpenError::Unreachable(format!("the claim register: {e}")))?;
+        // Host ids are names hashed to 32 bits: one id for two names would let both
+        // hosts take one task (each would read the other's entry as its own). The first
+        // bridge of an id writes its name; another name under that id is refused.
+        let key = format!("host_{}", host.0);
+        let unreachable = |e: String| OpenError::Unreachable(format!("the claim register: {e}"));
+        match bounded(store.create(&key, Bytes::from(host_name.to_string()))).await {
+            Ok(_) => {}
+            Err(_) => {
+                let owner = bounded(store.get(key.clone())).await.map_err(unreachable)?;
+                let owner = owner.map(|b| String::from_utf8_lossy(&b).into_owned());
+                if owner.as_deref() != Some(host_name) {
+                    return Err(OpenError::HostTaken(format!(
+                        "host id {} is already host {:?} on board {board}: give this host another --host name",
+                        host.0,
+                        owner.unwrap_or_default()
+                    )));
+                }
+            }
+        }
         Ok(Register { store, host, held: HashMap::new(), last: HashMap::new() })
     }
 
@@ -111,35 +158,39 @@ impl Register {
         let k = key(uuid);
         let unreachable = |e: &dyn std::fmt::Display| Refused::Unreachable(e.to_string());
         let mut cached = self.last.get(&uuid).copied();
+        let floor = cached.map_or(0, |(_, v)| v.epoch);
         for _ in 0..CAS_ROUNDS {
             let (last_epoch, revision) = match cached.take() {
                 // Free, or this host's, when last seen: try at that revision at once.
                 Some((rev, v)) if !v.held || v.host == self.host.0 => (v.epoch, Some(rev)),
-                _ => match self.store.entry(k.clone()).await.map_err(|e| unreachable(&e))? {
-                    None => (0, None),
-                    Some(e) if matches!(e.operation, Operation::Delete | Operation::Purge) => (0, Some(e.revision)),
+                _ => match bounded(self.store.entry(k.clone())).await.map_err(|e| unreachable(&e))? {
+                    None => (floor, None),
+                    // A deleted entry keeps its epoch floor here: epochs never go back.
+                    Some(e) if matches!(e.operation, Operation::Delete | Operation::Purge) => (floor, Some(e.revision)),
                     Some(e) => {
                         let v = parse(&e.value).map_err(|e| unreachable(&e))?;
                         self.last.insert(uuid, (e.revision, v));
                         if v.held && v.host != self.host.0 {
                             return Err(Refused::Elsewhere(v.host));
                         }
-                        (v.epoch, Some(e.revision))
+                        (v.epoch.max(floor), Some(e.revision))
                     }
                 },
             };
             let entry = Entry { host: self.host.0, held: true, epoch: local_epoch.max(last_epoch + 1) };
             let value = Bytes::from(serde_json::to_vec(&entry).map_err(|e| unreachable(&e))?);
             let written = match revision {
-                None => match self.store.create(&k, value).await {
-                    Ok(rev) => Some(rev),
-                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => None,
-                    Err(e) => return Err(unreachable(&e)),
+                None => match tokio::time::timeout(CALL_TIMEOUT, self.store.create(&k, value)).await {
+                    Ok(Ok(rev)) => Some(rev),
+                    Ok(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => None,
+                    Ok(Err(e)) => return Err(unreachable(&e)),
+                    Err(_) => return Err(Refused::Unreachable("the claim register did not answer".into())),
                 },
-                Some(rev) => match self.store.update(&k, value, rev).await {
-                    Ok(rev) => Some(rev),
-                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => None,
-                    Err(e) => return Err(unreachable(&e)),
+                Some(rev) => match tokio::time::timeout(CALL_TIMEOUT, self.store.update(&k, value, rev)).await {
+                    Ok(Ok(rev)) => Some(rev),
+                    Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => None,
+                    Ok(Err(e)) => return Err(unreachable(&e)),
+                    Err(_) => return Err(Refused::Unreachable("the claim register did not answer".into())),
                 },
             };
             if let Some(rev) = written {
@@ -157,7 +208,10 @@ impl Register {
         let Some((rev, entry)) = self.held.get(&uuid).copied() else { return Ok(()) };
         let freed = Entry { held: false, ..entry };
         let value = Bytes::from(serde_json::to_vec(&freed).map_err(|e| e.to_string())?);
-        match self.store.update(key(uuid), value, rev).await {
+        match tokio::time::timeout(CALL_TIMEOUT, self.store.update(key(uuid), value, rev))
+            .await
+            .map_err(|_| "the claim register did not answer".to_string())?
+        {
             Ok(rev) => {
                 self.held.remove(&uuid);
                 self.last.insert(uuid, (rev, freed));
@@ -175,7 +229,7 @@ impl Register {
     /// After a restart: learns whether this host holds `uuid`'s entry (so it is freed
     /// when the local claim ends, or now when there is none).
     pub async fn adopt(&mut self, uuid: Uuid) -> Result<bool, String> {
-        let Some(e) = self.store.entry(key(uuid)).await.map_err(|e| e.to_string())? else { return Ok(false) };
+        let Some(e) = bounded(self.store.entry(key(uuid))).await? else { return Ok(false) };
         if matches!(e.operation, Operation::Delete | Operation::Purge) {
             return Ok(false);
         }

@@ -1,12 +1,12 @@
 //! # worknode-bridge: boards shared between hosts through NATS JetStream
 //!
-//! Issue 18 is being built in parts. This crate holds, so far, the part every other one
-//! rests on and that can be checked without a network: what one host tells the others
+//! The library half of `worknode-bridge` (issue 18): what one host tells the others
 //! about one node ([`ReplicaState`]), how two such states merge ([`ReplicaState::merge`],
-//! a join: commutative, associative, idempotent), and the bounded, checked wire form of
-//! a state ([`wire`]). The JetStream transport, the claim compare-and-set, the
-//! `worknode-bridge` binary and `wn`'s view of origins are not built yet; the design they
-//! follow is in ARCHITECTURE.md, "Replication between hosts".
+//! a join: commutative, associative, idempotent), the bounded, checked wire form of a
+//! state ([`wire`]), and the local board a bridge reads and writes ([`local`]). The
+//! binary (`src/main.rs`, `src/bridge.rs`: the loop over JetStream; `src/claims.rs`: the
+//! claim register) builds on them. The design: ARCHITECTURE.md, "Replication between
+//! hosts".
 //!
 //! ## Why state, not operations
 //!

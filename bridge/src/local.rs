@@ -154,18 +154,15 @@ impl<'s> Board<'s> {
         self.state_of(&node, known).map(Some)
     }
 
-    /// Whether the last change of the local node `uuid` was a remote write applied
-    /// here (its record names an origin host).
-    pub fn last_change_remote(&self, uuid: Uuid) -> bool {
-        self.seg.lookup(uuid).and_then(|h| self.seg.read(h)).is_ok_and(|n| n.origin_host().is_some())
-    }
-
-    /// Whether the local node `uuid` holds a claim the bridge has not confirmed yet.
-    pub fn claim_unconfirmed(&self, uuid: Uuid) -> bool {
+    /// Whether the local node's last write is no change to send: a remote write applied
+    /// here (its record names an origin host), a claim not confirmed yet (it may be
+    /// undone), or the undo of one.
+    pub fn last_write_not_news(&self, uuid: Uuid) -> bool {
+        use worknode::layout::record_flags::{UNCONFIRMED, UNDONE};
         self.seg
             .lookup(uuid)
             .and_then(|h| self.seg.read(h))
-            .is_ok_and(|n| n.record().flags & worknode::layout::record_flags::UNCONFIRMED != 0)
+            .is_ok_and(|n| n.origin_host().is_some() || n.record().flags & (UNCONFIRMED | UNDONE) != 0)
     }
 
     /// Calls `f` with every node that replicates (bounded by the pool's capacity).
@@ -250,7 +247,14 @@ impl<'s> Board<'s> {
     /// A write that failed; the node may then be partly updated, and applying the same
     /// state again finishes it (every step is idempotent).
     pub fn apply(&self, merged: &ReplicaState) -> Result<Applied, LocalError> {
-        let winner = merged.latest();
+        // The origin is the host whose write is applied: the record's, unless that is
+        // this host (then the document's), never this host itself.
+        let doc = merged.document.as_ref().map(|d| d.stamp);
+        let winner = [Some(merged.record.stamp), doc]
+            .into_iter()
+            .flatten()
+            .find(|s| s.host != self.host)
+            .unwrap_or_else(|| merged.latest());
         let origin = Origin { host: winner.host.0, hlc: Hlc(winner.hlc) };
         self.seg.with_origin(origin, || self.apply_in_scope(merged))?
     }
@@ -372,13 +376,14 @@ impl<'s> Board<'s> {
 pub fn same_content(a: &ReplicaState, b: &ReplicaState) -> bool {
     let (fa, fb) = (&a.record.value, &b.record.value);
     let fields_equal = Fields { parent: None, ..fa.clone() } == Fields { parent: None, ..fb.clone() };
-    fields_equal
-        && a.document.as_ref().map(|d| &d.value) == b.document.as_ref().map(|d| &d.value)
-        && a.set == b.set
-        && b.labels.is_subset(&a.labels)
+    // Labels are in the set (by key); the names beside it only grow, so they are not
+    // compared (a removed label's name stays known).
+    fields_equal && a.document.as_ref().map(|d| &d.value) == b.document.as_ref().map(|d| &d.value) && a.set == b.set
 }
 
-/// `name~<first 8 hex digits of uuid>`, cut at a character boundary to fit a name.
+/// `name~<last 8 hex digits of uuid>` (a v7 UUID's first digits are its creation time,
+/// alike for nodes made together; the last are random), cut at a character boundary to
+/// fit a name.
 pub fn suffixed(name: &str, uuid: Uuid) -> String {
     let hex = uuid.simple().to_string();
     let mut keep = worknode::layout::NAME_MAX - 9;

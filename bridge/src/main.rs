@@ -50,8 +50,10 @@ fn check_token(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The machine's host name without its domain (a `.` is not allowed in a NATS token).
 fn machine_host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    name.trim().split('.').next().unwrap_or_default().to_string()
 }
 
 fn main() -> ExitCode {

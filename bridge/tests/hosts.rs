@@ -161,6 +161,15 @@ impl Host {
     }
 }
 
+/// The state document a host's bridge last wrote.
+fn bridge_state(h: &Host) -> String {
+    let mut state = Vec::new();
+    if let Some(doc) = h.lookup("/bridge/board") {
+        let _ = h.seg.get_document(doc, &mut state);
+    }
+    String::from_utf8_lossy(&state).into_owned()
+}
+
 fn converged(a: &Host, b: &Host) {
     wait_until(
         CONVERGE,
@@ -231,7 +240,12 @@ fn a_partition_heals_without_losing_a_write() {
     let shared_b = b.find("/shared");
 
     nats.stop();
-    // Both sides go on working while cut off.
+    // Both sides go on working while cut off; a node made and removed meanwhile (never
+    // sent) must not come back from the other side's view.
+    let gone = b.seg.add(b.seg.root(), &task("made-and-removed")).unwrap();
+    // Once B's bridge holds it unsent, so the removal is one it must send.
+    wait_until(CONVERGE, || bridge_state(&b).contains("\"unpublished\":1"), || b.transcript());
+    b.seg.remove(gone, false, false).unwrap();
     for i in 0..5 {
         a.seg.add(a.seg.root(), &task(&format!("from-a-{i}"))).unwrap();
         b.seg.add(b.seg.root(), &task(&format!("from-b-{i}"))).unwrap();
@@ -261,6 +275,16 @@ fn a_partition_heals_without_losing_a_write() {
     assert_eq!(a.labels("/shared"), ["x", "y"], "the OR-Set result");
     assert_eq!(b.labels("/shared"), ["x", "y"]);
     assert_eq!(a.seg.read(shared).unwrap().priority(), 8, "the later edit won");
+    assert!(!a.has("/made-and-removed") && !b.has("/made-and-removed"), "a removed node came back");
+    // Made and removed at once while connected (both events in one burst): it stays
+    // removed everywhere.
+    let brief = a.seg.add(a.seg.root(), &task("brief")).unwrap();
+    a.seg.remove(brief, false, false).unwrap();
+    let marker = a.seg.add(a.seg.root(), &task("after-brief")).unwrap();
+    wait_until(CONVERGE, || b.has("/after-brief"), || b.transcript());
+    converged(&a, &b);
+    assert!(!a.has("/brief") && !b.has("/brief"), "a removed node came back");
+    assert!(a.seg.read(marker).is_ok());
 }
 
 #[test]

@@ -338,6 +338,9 @@ fn extend_lease(rec: &mut NodeRecord, now_ms: u64) {
 }
 
 pub(crate) fn clear_claim(rec: &mut NodeRecord) {
+    // A pending shared claim cleared by the reaper must not leave the task marked
+    // as waiting for the bridge.
+    rec.flags &= !record_flags::UNCONFIRMED;
     rec.claim_agent = 0;
     rec.claim_agent_gen = 0;
     rec.lease_until_ms = 0;

@@ -653,6 +653,9 @@ pub mod record_flags {
     pub const UNCONFIRMED: u8 = 16;
     /// The last claim of this task was undone because another host holds it.
     pub const HELD_ELSEWHERE: u8 = 32;
+    /// The record's last write undid an unconfirmed claim (refused, or unanswered):
+    /// not a change for the bridge to send. The next local change clears it.
+    pub const UNDONE: u8 = 64;
 }
 
 /// Values of [`NodeRecord::note_kind`].

@@ -74,7 +74,10 @@ pub(crate) fn stamp_record(rec: &mut NodeRecord) {
             rec.reserved[4] = ORIGIN_SET;
         }
         None if KEEP.with(Cell::get) => {}
-        None => rec.reserved[..5].fill(0),
+        None => {
+            rec.reserved[..5].fill(0);
+            rec.flags &= !crate::layout::record_flags::UNDONE;
+        }
     }
 }
 
@@ -134,7 +137,14 @@ impl Segment {
             Err(PoolError::NotFound) => {}
             Err(e) => return Err(e),
         }
-        self.add_node_uuid(parent, spec, uuid)
+        // A task another host made is shared from birth: no agent here can claim it
+        // before the bridge has marked it (a create wakes parked claimers).
+        let shared = SCOPE.with(Cell::get).is_some() && crate::claims::claimable(Some(spec.kind));
+        self.add_node_full(parent, spec, uuid, |rec| {
+            if shared {
+                rec.flags |= crate::layout::record_flags::SHARED;
+            }
+        })
     }
 }
 

@@ -340,12 +340,8 @@ impl Segment {
         self.add_node_full(parent, spec, Uuid::now_v7(), f)
     }
 
-    /// [`Segment::add_node`] with the UUID given (`Segment::add_with_uuid`).
-    pub(crate) fn add_node_uuid(&self, parent: Handle, spec: &NewNode<'_>, uuid: Uuid) -> Result<Handle, PoolError> {
-        self.add_node_full(parent, spec, uuid, |_| {})
-    }
-
-    fn add_node_full(
+    /// [`Segment::add_node_with`] with the UUID given (`Segment::add_with_uuid`).
+    pub(crate) fn add_node_full(
         &self,
         parent: Handle,
         spec: &NewNode<'_>,

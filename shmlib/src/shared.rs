@@ -51,7 +51,8 @@ pub struct PendingClaim {
 
 impl Segment {
     /// The bridge says it is alive, and whether it reaches the other hosts. It calls
-    /// this at least every second; [`BRIDGE_BEAT_STALE_MS`] without a beat is offline.
+    /// this every tick (half a second; every NATS call on its loop is bounded well below
+    /// the staleness); [`BRIDGE_BEAT_STALE_MS`] without a beat is offline.
     pub fn bridge_beat(&self, connected: bool) {
         // SYNC POINT: pairs with the Acquire load in `bridge_online`.
         self.hdr(hdr::BRIDGE_BEAT).store(unix_ms() << 1 | u64::from(connected), Ordering::Release);
@@ -117,24 +118,29 @@ impl Segment {
         })
     }
 
-    /// Undoes `pending`: host `holder` holds the task. Its claimer is told
-    /// [`TaskError::HeldElsewhere`]. False when that claim is no longer there. The undo
-    /// is written as `holder`'s (`with_origin`): it is not a change of this host's to
-    /// send, only the claim's own retreat.
+    /// Undoes `pending`: another host holds the task. Its claimer is told
+    /// [`TaskError::HeldElsewhere`]. False when that claim is no longer there.
     ///
     /// # Errors
     ///
-    /// As any change of the node; [`PoolError::InvalidOrigin`] for holder 0.
-    pub fn refuse_claim(&self, pending: &PendingClaim, holder: u32) -> Result<bool, TaskError> {
-        let origin = crate::Origin { host: holder, hlc: self.observe(crate::Hlc(0)) };
-        self.with_origin(origin, || {
+    /// As any change of the node.
+    pub fn refuse_claim(&self, pending: &PendingClaim) -> Result<bool, TaskError> {
+        self.undo(pending, true)
+    }
+
+    /// Undoes `pending` (refused: `HELD_ELSEWHERE`), marked [`record_flags::UNDONE`]
+    /// and keeping the record's origin: the claim's retreat is no change to send.
+    fn undo(&self, pending: &PendingClaim, refused: bool) -> Result<bool, TaskError> {
+        crate::origin::keeping(|| {
             self.settle(pending, EventKind::TASK_RELEASED, |rec| {
-                rec.flags &= !record_flags::UNCONFIRMED;
-                rec.flags |= record_flags::HELD_ELSEWHERE;
                 clear_claim(rec);
+                rec.flags |= record_flags::UNDONE;
+                if refused {
+                    rec.flags |= record_flags::HELD_ELSEWHERE;
+                }
                 rec.status = Status::Ready.code();
             })
-        })?
+        })
     }
 
     /// Applies `f` when `pending` is still the task's unconfirmed claim.
@@ -187,11 +193,7 @@ impl Segment {
                     epoch: claim.epoch,
                 };
                 // Undone unless the bridge answered just now.
-                return match self.settle(&pending, EventKind::TASK_RELEASED, |rec| {
-                    rec.flags &= !record_flags::UNCONFIRMED;
-                    clear_claim(rec);
-                    rec.status = Status::Ready.code();
-                })? {
+                return match self.undo(&pending, false)? {
                     true => Err(TaskError::Offline),
                     false => self.await_confirmation_once(claim),
                 };
@@ -287,13 +289,13 @@ mod tests {
         s.release(&claim).unwrap();
 
         let refused = std::thread::scope(|sc| {
-            sc.spawn(|| bridge(&s, t, |s, p| assert!(s.refuse_claim(p, 7).unwrap())));
+            sc.spawn(|| bridge(&s, t, |s, p| assert!(s.refuse_claim(p).unwrap())));
             s.claim(t, b, Duration::from_secs(30))
         });
         assert_eq!(refused.unwrap_err(), TaskError::HeldElsewhere);
         let n = s.read(t).unwrap();
         assert_eq!((n.status(), n.claim_agent_raw()), (Some(Status::Ready), None), "the claim was undone");
-        assert_eq!(n.origin_host(), Some(7), "the undo is written as the holder's change");
+        assert_ne!(n.record().flags & record_flags::UNDONE, 0, "the undo is marked as no change to send");
         // An answer for a claim that is gone changes nothing.
         let stale = PendingClaim { task: t, agent_slot: b.index + 1, agent_gen: b.generation, epoch: 42 };
         assert!(!s.confirm_claim(&stale, 50).unwrap());
