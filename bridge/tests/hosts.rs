@@ -212,6 +212,20 @@ fn what_one_host_writes_the_other_reads() {
     assert_eq!(on_b.priority(), 4);
     assert_eq!(on_b.origin_host(), Some(HostId::of_name("a").0), "B shows where the node came from");
     assert_eq!(a.seg.read(t).unwrap().origin_host(), None, "A made it itself");
+    // B's ring has the creation as A's event: A's host id and A's HLC.
+    let uuid = on_b.uuid();
+    let mut ring = b.seg.reader(worknode::Start::Oldest);
+    let mut created = None;
+    while let Some(ev) = ring.try_next().unwrap() {
+        if ev.node() == Some(uuid) && ev.kind() == worknode::EventKind::NODE_CREATED {
+            created = Some(ev);
+        }
+    }
+    let created = created.expect("the creation is in B's ring");
+    assert_eq!(created.origin_host(), Some(HostId::of_name("a").0));
+    // The stamp of A's write it applied (A's record as B first learnt it), not B's clock.
+    let on_a = a.seg.read(t).unwrap();
+    assert!(on_a.created() <= created.hlc() && created.hlc() <= on_a.updated(), "stamped with A's HLC");
     assert_eq!(b.labels("/api/write the schema"), ["backend"]);
     let mut doc = Vec::new();
     b.seg.get_document(b.find("/api/spec"), &mut doc).unwrap();

@@ -257,6 +257,7 @@ pub fn event_json(seg: &Segment, e: &Event) -> Value {
         "node_version": e.node_version(),
         "pid": e.pid(),
         "payload": if payload.is_empty() { Value::Null } else { data },
+        "origin": e.origin_host(),
     })
 }
 
@@ -362,6 +363,10 @@ impl<'a> Printer<'a> {
         }
         if let Some(a) = e.actor().and_then(|a| self.actor_name(a)) {
             line.push_str(&format!("  by {}", clean(&a)));
+        }
+        if let Some(host) = e.origin_host() {
+            // Another host's change, replicated here; its time above is that host's HLC.
+            line.push_str(&format!("  from host {host}"));
         }
         if !e.payload().is_empty() {
             line.push_str(&format!("  {}", clean(&String::from_utf8_lossy(e.payload()))));

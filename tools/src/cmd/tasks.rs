@@ -204,7 +204,11 @@ fn print_claim(ctx: &Ctx, seg: &Segment, c: &Claim) -> Result<(), Fail> {
         return print_node(ctx, seg, &n);
     }
     let lease = duration::format_ms(c.lease_until_ms.saturating_sub(now_ms()));
-    print(&format!("{} epoch {} lease {lease} {}", n.uuid(), c.epoch, clean(n.name())))
+    // Where a bridge shares the board, say when this claim holds for this host only.
+    let local_only =
+        n.record().flags & worknode::layout::record_flags::SHARED == 0 && !crate::bridges::read(seg).is_empty();
+    let note = if local_only { " (local only: not shared with other hosts)" } else { "" };
+    print(&format!("{} epoch {} lease {lease} {}{note}", n.uuid(), c.epoch, clean(n.name())))
 }
 
 /// Claims a task, or the best ready one.
