@@ -176,8 +176,10 @@ pub async fn run(cfg: &Config, seg: &Segment) -> Result<(), String> {
             change = rx.recv() => {
                 let Some(change) = change else { return Err("the ring follower stopped".into()) };
                 b.local(change).await;
-                // Drain what else is queued before publishing: one publish per node.
-                while let Ok(more) = rx.try_recv() {
+                // Drain what else is queued before publishing (one publish per node),
+                // at most a queue's worth: remote states and ticks get their turn.
+                for _ in 0..LOCAL_QUEUE {
+                    let Ok(more) = rx.try_recv() else { break };
                     b.local(more).await;
                 }
                 b.publish_dirty().await;
