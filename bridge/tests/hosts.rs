@@ -256,9 +256,14 @@ fn a_partition_heals_without_losing_a_write() {
     nats.stop();
     // Both sides go on working while cut off; a node made and removed meanwhile (never
     // sent) must not come back from the other side's view.
+    let unpublished = |h: &Host| {
+        serde_json::from_str::<Value>(&bridge_state(h)).ok().and_then(|v| v["unpublished"].as_u64()).unwrap_or(0)
+    };
+    wait_until(CONVERGE, || !b.seg.bridge_online(), || b.transcript());
+    let before = unpublished(&b);
     let gone = b.seg.add(b.seg.root(), &task("made-and-removed")).unwrap();
     // Once B's bridge holds it unsent, so the removal is one it must send.
-    wait_until(CONVERGE, || bridge_state(&b).contains("\"unpublished\":1"), || b.transcript());
+    wait_until(CONVERGE, || unpublished(&b) > before, || b.transcript());
     b.seg.remove(gone, false, false).unwrap();
     for i in 0..5 {
         a.seg.add(a.seg.root(), &task(&format!("from-a-{i}"))).unwrap();
