@@ -32,6 +32,9 @@
 //!   lists (out of range, not free, cycle), slot state words, index entries, child and
 //!   sibling links, summary words, record enums, ring stamps, agent slots, blob chains
 //!   and CRCs, set slots, counters. Each finding names its class (`class` in `--json`).
+//! * **bridges** (only where a `worknode-bridge` has run: `/bridge/<board>` exists): each
+//!   bridge's state document is fresh (written in the last 15 s), says it is connected
+//!   to NATS, has nothing to apply or send, and no last error — warnings otherwise.
 //!
 //! A check that cannot finish on a damaged segment reports that as a finding.
 //!
