@@ -795,13 +795,13 @@ impl Bridge<'_> {
         let Ok(json) = serde_json::to_vec(&stamped) else { return };
         let seg = self.board.segment();
         let result = (|| -> Result<(), String> {
-            let container = match child(seg, seg.root(), BRIDGE_CONTAINER)? {
+            let container = match seg.child_named(seg.root(), BRIDGE_CONTAINER).map_err(|e| e.to_string())? {
                 Some(h) => h,
                 None => seg
                     .add(seg.root(), &NewNode::new(NodeKind::Container, BRIDGE_CONTAINER))
                     .map_err(|e| e.to_string())?,
             };
-            match child(seg, container, &self.cfg.board)? {
+            match seg.child_named(container, &self.cfg.board).map_err(|e| e.to_string())? {
                 Some(doc) => {
                     seg.replace_document(doc, "application/json", &json).map(|_| ()).map_err(|e| e.to_string())
                 }
@@ -816,15 +816,4 @@ impl Bridge<'_> {
             Err(e) => eprintln!("worknode-bridge: cannot write /{BRIDGE_CONTAINER}/{}: {e}", self.cfg.board),
         }
     }
-}
-
-fn child(seg: &Segment, parent: worknode::Handle, name: &str) -> Result<Option<worknode::Handle>, String> {
-    let mut kids = Vec::new();
-    seg.children(parent, &mut kids).map_err(|e| e.to_string())?;
-    for k in kids {
-        if seg.read(k).map_err(|e| e.to_string())?.name() == name {
-            return Ok(Some(k));
-        }
-    }
-    Ok(None)
 }

@@ -403,17 +403,8 @@ fn resolve(seg: &Segment, path: &str) -> Result<Option<Handle>, LocalError> {
         };
     }
     let mut cur = seg.root();
-    let mut kids = Vec::new();
     for part in path.split('/').filter(|p| !p.is_empty()) {
-        seg.children(cur, &mut kids)?;
-        let mut next = None;
-        for &k in &kids {
-            if seg.read(k)?.name() == part {
-                next = Some(k);
-                break;
-            }
-        }
-        match next {
+        match seg.child_named(cur, part)? {
             Some(k) => cur = k,
             None => return Ok(None),
         }

@@ -137,10 +137,8 @@ impl Host {
 
     fn lookup(&self, path: &str) -> Option<worknode::Handle> {
         let mut cur = self.seg.root();
-        let mut kids = Vec::new();
         for part in path.split('/').filter(|p| !p.is_empty()) {
-            self.seg.children(cur, &mut kids).ok()?;
-            cur = *kids.iter().find(|k| self.seg.read(**k).is_ok_and(|n| n.name() == part))?;
+            cur = self.seg.child_named(cur, part).ok()??;
         }
         Some(cur)
     }

@@ -1154,7 +1154,11 @@ impl Segment {
 
     /// The child of `parent` named `name`, if any: a lock-free walk of the child list
     /// comparing each slot's name hash, copying out only records whose hash matches.
-    pub(crate) fn child_named(&self, parent: Handle, name: &str) -> Result<Option<Handle>, PoolError> {
+    ///
+    /// # Errors
+    ///
+    /// As [`Segment::children`].
+    pub fn child_named(&self, parent: Handle, name: &str) -> Result<Option<Handle>, PoolError> {
         let want = name_hash(name.as_bytes());
         let mut kids = Vec::new();
         self.children(parent, &mut kids)?;

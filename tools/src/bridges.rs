@@ -22,14 +22,11 @@ pub struct BridgeState {
 /// Every bridge state document; empty when no bridge ever ran on this segment.
 pub fn read(seg: &Segment) -> Vec<BridgeState> {
     let mut out = Vec::new();
-    let mut kids = Vec::new();
-    if seg.children(seg.root(), &mut kids).is_err() {
-        return out;
-    }
-    let container = kids
-        .iter()
-        .copied()
-        .find(|k| seg.read(*k).is_ok_and(|n| n.name() == CONTAINER && n.kind() == Some(NodeKind::Container)));
+    let container = seg
+        .child_named(seg.root(), CONTAINER)
+        .ok()
+        .flatten()
+        .filter(|k| seg.read(*k).is_ok_and(|n| n.kind() == Some(NodeKind::Container)));
     let Some(container) = container else { return out };
     let mut docs = Vec::new();
     if seg.children(container, &mut docs).is_err() {
